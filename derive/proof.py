@@ -1,0 +1,452 @@
+"""The proof: the Derivation's matrix formulas equal SymPy's own ``diff`` of the expanded loss.
+
+On a small instance of the spec (same activations, widths <= 3, a shortened stack for a deep
+spec), every weight and bias becomes a SymPy symbol, the scalar loss over m = 2 examples is
+written out in full from the *declarations* (not from the Derivation), and ``sympy.diff``
+gives the reference gradient of every parameter.  The Derivation's definitions are evaluated
+on the same explicit matrices, and the two are compared at random rational points in exact
+arithmetic.
+
+Why that is exact (Schwartz-Zippel): after differentiation both sides are rational functions
+of the parameters and of the transcendental values they contain (e^{z}, tanh z, erf z, log u,
+sqrt 2, pi).  Each such value is given an independent random rational, consistently on both
+sides (e^{cz} = (e^{z})^c for the same z, odd functions keep their sign), so a right formula
+agrees exactly at every point and a wrong one disagrees at a random point with overwhelming
+probability.  A Piecewise is decided exactly on the sign of its (rational) argument.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+
+import sympy as sp
+
+from .activations import ACTIVATIONS
+from .derivation import Columnwise, Derivation, Elementwise, M, MatrixDef, derive
+from .local import INDEX
+from .losses import LOSSES
+from .netspec import LayerSpec, NetSpec
+from .primitives import from_primitives
+
+__all__ = ["Mismatch", "ProofReport", "prove", "prove_spec", "shrink"]
+
+MAX_WIDTH = 3
+MAX_FULL_DEPTH = 4
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One entry where the Derivation's formula and SymPy's diff disagree."""
+
+    quantity: str  # "dW1", "db2", or a forward quantity "Z2", "A3"
+    entry: tuple[int, int]  # 1-based (row, column)
+    point: int
+    reference: float
+    formula: float
+
+    def __str__(self) -> str:
+        r, c = self.entry
+        return (f"{self.quantity}[{r},{c}] at point {self.point}: SymPy diff gives "
+                f"{self.reference:.12g}, the formula gives {self.formula:.12g}")
+
+
+@dataclass(frozen=True)
+class ProofReport:
+    spec_name: str
+    instance: tuple[int, ...]  # layer sizes of the proved instance
+    activations: tuple[str, ...]
+    loss: str
+    note: str  # how the instance was shrunk
+    parameters: int  # scalar parameters checked
+    points: int
+    mismatches: tuple[Mismatch, ...]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+    @property
+    def wrong_quantities(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(m.quantity for m in self.mismatches))
+
+    def summary(self) -> str:
+        shape = "-".join(map(str, self.instance))
+        head = (f"proof of {self.spec_name} on a {shape} instance "
+                f"({', '.join(self.activations)}; {self.loss}){self.note}: ")
+        if self.ok:
+            return head + (f"all {self.parameters} parameters agree with SymPy's diff at "
+                           f"{self.points} random rational points ({self.seconds:.1f} s)")
+        lines = [head + f"FAILED for {', '.join(self.wrong_quantities)}"]
+        lines += [f"  {m}" for m in self.mismatches[:8]]
+        if len(self.mismatches) > 8:
+            lines.append(f"  ... and {len(self.mismatches) - 8} more entries")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- instance
+
+def shrink(spec: NetSpec) -> tuple[NetSpec, str]:
+    """A small instance: widths <= 3, and for a deep stack the distinct hidden activations."""
+    hidden = list(spec.layers[:-1])
+    note = ""
+    if spec.depth > MAX_FULL_DEPTH:
+        distinct = list(dict.fromkeys(layer.activation for layer in hidden))
+        while len(distinct) < 2:
+            distinct.append(distinct[-1])
+        hidden = [LayerSpec(MAX_WIDTH, act) for act in distinct]
+        note = (f"; shortened from {spec.depth} layers to {len(hidden) + 1}, keeping every "
+                f"distinct activation and the output layer")
+    out = spec.layers[-1]
+    layers = tuple(LayerSpec(min(layer.units, MAX_WIDTH), layer.activation) for layer in hidden)
+    layers += (LayerSpec(min(out.units, MAX_WIDTH), out.activation),)
+    small = dataclasses.replace(spec, input=min(spec.input, MAX_WIDTH), layers=layers)
+    if small.layer_sizes != spec.layer_sizes and not note:
+        note = "; widths reduced to at most 3"
+    return small, note
+
+
+# --------------------------------------------------------------------------- exact model
+
+class _Model:
+    """Exact evaluation of SymPy expressions at one random point (see the module docstring)."""
+
+    _ODD = (sp.tanh, sp.erf)
+
+    def __init__(self, rng: random.Random, values: dict[sp.Symbol, Fraction]):
+        self.rng = rng
+        self.values = values
+        self.memo: dict[sp.Basic, object] = {}
+        self.atoms: dict[tuple, Fraction] = {}
+        self.exp_bases: list[tuple[Fraction, Fraction]] = []  # (argument, e^argument)
+
+    def _random(self) -> Fraction:
+        """A random rational in (0, 1)."""
+        den = self.rng.randint(3, 41)
+        return Fraction(self.rng.randint(1, den - 1), den)
+
+    def _exp(self, q: Fraction) -> Fraction:
+        """e^q: random, but e^{cq} = (e^q)^c for small c, and e^q > 1 exactly when q > 0."""
+        if q == 0:
+            return Fraction(1)
+        for base, root in self.exp_bases:
+            ratio = q / base
+            if ratio.denominator <= 2 and abs(ratio.numerator) <= 6:
+                return root ** (ratio.numerator * (2 // ratio.denominator))
+        root = 1 + 2 * self._random()  # sqrt(e^{|q|}) in (1, 3)
+        root = root if q > 0 else 1 / root
+        self.exp_bases.append((q, root))
+        return root * root
+
+    def _atom(self, key: tuple) -> Fraction:
+        if key not in self.atoms:
+            self.atoms[key] = self._random()
+        return self.atoms[key]
+
+    def __call__(self, expr: sp.Basic):
+        try:
+            return self.memo[expr]
+        except KeyError:
+            value = self.memo[expr] = self._eval(expr)
+            return value
+
+    def _eval(self, e: sp.Basic):
+        if e.is_Rational:
+            return Fraction(int(e.p), int(e.q))
+        if e.is_Symbol:
+            return self.values[e]
+        if isinstance(e, sp.Add):
+            return sum((self(a) for a in e.args), Fraction(0))
+        if isinstance(e, sp.Mul):
+            out = Fraction(1)
+            for a in e.args:
+                out *= self(a)
+            return out
+        if isinstance(e, sp.Pow):
+            return self._pow(e)
+        if e is sp.pi:
+            return self._atom(("pi",)) ** 2  # a square, so that sqrt(pi) stays rational
+        if isinstance(e, sp.exp):
+            return self._exp(self(e.args[0]))
+        if isinstance(e, sp.Piecewise):
+            for value, cond in e.args:
+                if self._truth(cond):
+                    return self(value)
+            raise ValueError(f"no branch of {e} holds")
+        if isinstance(e, sp.sign):
+            q = self(e.args[0])
+            return Fraction((q > 0) - (q < 0))
+        if isinstance(e, sp.Abs):
+            return abs(self(e.args[0]))
+        if isinstance(e, (sp.Max, sp.Min)):
+            pick = max if isinstance(e, sp.Max) else min
+            return pick(self(a) for a in e.args)
+        if isinstance(e, sp.Heaviside):
+            q = self(e.args[0])
+            return Fraction(1) if q > 0 else Fraction(0) if q < 0 else self(e.args[1])
+        if isinstance(e, sp.log):
+            q = self(e.args[0])  # random, with the sign of log: positive exactly when q > 1
+            return Fraction(0) if q == 1 else self._atom((sp.log, q)) * (1 if q > 1 else -1)
+        if isinstance(e, sp.Function) and len(e.args) == 1:
+            q = self(e.args[0])  # odd bounded functions (tanh, erf): in (-1, 1), sign of q
+            if q == 0 and isinstance(e, self._ODD):
+                return Fraction(0)
+            if isinstance(e, self._ODD) and q < 0:
+                return -self._atom((e.func, -q))
+            return self._atom((e.func, q))
+        if e.is_Number:
+            raise ValueError(f"inexact number {e} in the proof")
+        raise TypeError(f"the proof cannot evaluate {type(e).__name__}: {e}")
+
+    def _pow(self, e: sp.Pow):
+        base, exponent = self(e.base), e.exp
+        if exponent.is_Integer:
+            return base ** int(exponent)
+        if exponent.is_Rational:
+            p, q = int(exponent.p), int(exponent.q)
+            root = _exact_root(base, q)
+            if root is None:  # an irrational constant such as sqrt(2)
+                root = self._atom(("root", base, q))
+            return root ** p
+        return self._exp(self(exponent) * self(sp.log(e.base)))
+
+    def _truth(self, cond) -> bool:
+        if cond is sp.true or cond == True:  # noqa: E712 - SymPy booleans
+            return True
+        if cond is sp.false or cond == False:  # noqa: E712
+            return False
+        if isinstance(cond, sp.And):
+            return all(self._truth(c) for c in cond.args)
+        if isinstance(cond, sp.Or):
+            return any(self._truth(c) for c in cond.args)
+        if isinstance(cond, sp.Not):
+            return not self._truth(cond.args[0])
+        if isinstance(cond, sp.ITE):
+            test, then, otherwise = cond.args
+            return self._truth(then) if self._truth(test) else self._truth(otherwise)
+        lhs, rhs = self(cond.lhs), self(cond.rhs)
+        return {"<": lhs < rhs, "<=": lhs <= rhs, ">": lhs > rhs, ">=": lhs >= rhs,
+                "==": lhs == rhs, "!=": lhs != rhs}[cond.rel_op]
+
+
+def _exact_root(q: Fraction, n: int) -> Fraction | None:
+    if q < 0 and n % 2 == 0:
+        return None
+    sign = -1 if q < 0 else 1
+    num, den = _int_root(abs(q.numerator), n), _int_root(q.denominator, n)
+    return None if num is None or den is None else sign * Fraction(num, den)
+
+
+def _int_root(k: int, n: int) -> int | None:
+    r = round(k ** (1.0 / n))
+    for c in (r - 1, r, r + 1):
+        if c >= 0 and c**n == k:
+            return c
+    return None
+
+
+# --------------------------------------------------------------------------- explicit network
+
+def _random_rational(rng: random.Random, nonzero: bool = True) -> sp.Rational:
+    while True:
+        value = sp.Rational(rng.randint(-12, 12), rng.randint(1, 7))
+        if value != 0 or not nonzero:
+            return value
+
+
+def _targets(spec: NetSpec, rng: random.Random, m: int) -> sp.Matrix:
+    n = spec.layers[-1].units
+    labels = LOSSES[spec.loss].labels
+    if labels in ("categorical", "sparse"):
+        cols = [rng.randrange(n) for _ in range(m)]
+        return sp.Matrix(n, m, lambda r, c: 1 if r == cols[c] else 0)
+    if labels == "binary":
+        return sp.Matrix(n, m, lambda r, c: rng.randint(0, 1))
+    return sp.Matrix(n, m, lambda r, c: _random_rational(rng))
+
+
+def _apply_activation(spec_layer: LayerSpec, Z: sp.Matrix, model: "_Model") -> sp.Matrix:
+    """A = g(Z) from the declaration itself (the reference does not use the Derivation).
+
+    A Piecewise g is replaced by the branch that holds at the model's point: at a point off
+    the boundaries its derivative is that branch's derivative, and SymPy differentiates the
+    branch far faster than nested Piecewise.
+    """
+    act = ACTIVATIONS[spec_layer.activation.name]
+    if act.vector:
+        I = INDEX
+        rows = Z.shape[0]
+        out = sp.zeros(*Z.shape)
+        for c in range(Z.shape[1]):
+            column = {I.z[r + 1]: Z[r, c] for r in range(rows)}
+            for r in range(rows):
+                entry = act.expr(I.z, r + 1, I.k, rows).doit()
+                out[r, c] = entry.xreplace(column)
+        return out
+    z = sp.Symbol("z", real=True)
+    g = act.instantiate(z, spec_layer.activation.param_dict)
+
+    def apply(entry):
+        if isinstance(g, sp.Piecewise):
+            for branch, cond in g.args:
+                if model._truth(cond.xreplace({z: entry})):
+                    return branch.xreplace({z: entry})
+        return g.xreplace({z: entry})
+
+    return Z.applyfunc(apply)
+
+
+def _evaluate_definitions(derivation: Derivation, env: dict) -> dict:
+    """Evaluate every definition of the Derivation on explicit matrices, in order."""
+    for definition in derivation.definitions:
+        target = definition.target
+        if isinstance(definition, MatrixDef):
+            value = _explicit(definition.expr, env)
+        elif isinstance(definition, Elementwise):
+            inputs = [(sym, _explicit(mat, env)) for sym, mat in definition.inputs]
+            expr = from_primitives(definition.expr)
+            value = sp.Matrix(*inputs[0][1].shape, lambda r, c: expr.xreplace(
+                {sym: mat[r, c] for sym, mat in inputs}))
+        elif isinstance(definition, Columnwise):
+            value = _columnwise(definition, env)
+        else:  # pragma: no cover - a new definition kind must be handled here
+            raise TypeError(type(definition))
+        env[target] = value
+    return env
+
+
+def _columnwise(definition: Columnwise, env: dict) -> sp.Matrix:
+    I = INDEX
+    inputs = [(base, _explicit(mat, env)) for base, mat in definition.inputs]
+    rows = definition.target.shape[0]
+    cols = env[M]
+    expr = from_primitives(definition.expr).subs(I.n, rows).doit()
+    out = sp.zeros(rows, cols)
+    for c in range(cols):
+        column = {base[r + 1]: mat[r, c] for base, mat in inputs for r in range(rows)}
+        for r in range(rows):
+            out[r, c] = expr.subs(I.j, r + 1).xreplace(column)
+    return out
+
+
+def _explicit(expr: sp.Basic, env: dict) -> sp.Matrix:
+    """A matrix expression made explicit with the matrices in env."""
+    if isinstance(expr, sp.MatrixSymbol):
+        return env[expr]
+    if isinstance(expr, sp.OneMatrix):
+        rows, cols = (env[M] if d == M else d for d in expr.shape)
+        return sp.ones(int(rows), int(cols))
+    if isinstance(expr, sp.Transpose):
+        return _explicit(expr.arg, env).T
+    if isinstance(expr, sp.MatMul):
+        scalar, matrices = sp.S.One, []
+        for factor in expr.args:
+            if factor.is_Matrix or isinstance(factor, sp.MatrixExpr):
+                matrices.append(_explicit(factor, env))
+            else:
+                scalar *= factor.xreplace({M: env[M]})
+        out = matrices[0]
+        for mat in matrices[1:]:
+            out = out * mat
+        return out * scalar
+    if isinstance(expr, sp.MatAdd):
+        parts = [_explicit(a, env) for a in expr.args]
+        out = parts[0]
+        for p in parts[1:]:
+            out = out + p
+        return out
+    if isinstance(expr, sp.HadamardProduct):
+        parts = [_explicit(a, env) for a in expr.args]
+        out = parts[0]
+        for p in parts[1:]:
+            out = out.multiply_elementwise(p)
+        return out
+    if isinstance(expr, sp.MatrixExpr) and hasattr(expr, "function"):  # ElementwiseApplyFunction
+        inner = _explicit(expr.expr, env)
+        return inner.applyfunc(expr.function)
+    raise TypeError(f"the proof cannot evaluate the matrix expression {type(expr).__name__}: {expr}")
+
+
+# --------------------------------------------------------------------------- the proof
+
+def prove(derivation: Derivation, *, points: int = 3, examples: int = 2, seed: int = 0,
+          note: str = "") -> ProofReport:
+    """Check every formula of ``derivation`` against SymPy's diff; the spec must be small."""
+    started = time.perf_counter()
+    spec = derivation.spec
+    rng = random.Random(seed)
+    m = examples
+    params: list[sp.Symbol] = []
+    env: dict = {M: m}
+    reference_env: dict = {}
+    X = sp.Matrix(spec.input, m, lambda r, c: _random_rational(rng))
+    Y = _targets(spec, rng, m)
+    env[derivation.X], env[derivation.Y] = X, Y
+
+    for layer in derivation.layers:
+        l = layer.index
+        env[layer.W] = sp.Matrix(layer.units, layer.fan_in,
+                                 lambda r, c: sp.Symbol(f"W{l}_{r + 1}{c + 1}", real=True))
+        env[layer.b] = sp.Matrix(layer.units, 1, lambda r, c: sp.Symbol(f"b{l}_{r + 1}", real=True))
+        params += list(env[layer.W]) + list(env[layer.b])
+    _evaluate_definitions(derivation, env)
+
+    mismatches = []
+    for point in range(1, points + 1):
+        values = {p: Fraction(*_as_pair(_random_rational(rng))) for p in params}
+        model = _Model(random.Random(seed * 1000 + point), values)
+        for name, entry, reference, formula in _comparisons(derivation, env, X, Y, model):
+            expected, got = model(reference), model(formula)
+            if expected != got:
+                mismatches.append(Mismatch(name, entry, point, float(expected), float(got)))
+    return ProofReport(spec.name, spec.layer_sizes,
+                       tuple(layer.activation.name for layer in spec.layers), spec.loss,
+                       note, len(params), points, tuple(mismatches),
+                       time.perf_counter() - started)
+
+
+def _comparisons(derivation: Derivation, env: dict, X: sp.Matrix, Y: sp.Matrix, model: _Model):
+    """(name, entry, reference, formula) for every forward quantity and every gradient entry.
+
+    The reference is the network written out from the declarations and SymPy's ``diff`` of
+    the scalar loss; the formula is the Derivation's, already evaluated in ``env``.
+    """
+    spec = derivation.spec
+    m = X.shape[1]
+    A = X
+    for layer, layer_spec in zip(derivation.layers, spec.layers):
+        Z = env[layer.W] * A + env[layer.b] * sp.ones(1, m)
+        A = _apply_activation(layer_spec, Z, model)
+        for symbol, reference in ((layer.Z, Z), (layer.A, A)):
+            for (r, c), ref in _entries(reference):
+                yield symbol.name, (r, c), ref, env[symbol][r - 1, c - 1]
+    loss = LOSSES[spec.loss]
+    J = sp.Add(*[loss.per_unit(A[k, c], Y[k, c]) for k in range(A.shape[0]) for c in range(m)]) / m
+    reg = spec.regularization
+    weights = [w for layer in derivation.layers for w in env[layer.W]]
+    J += sp.nsimplify(reg.l2) / 2 * sp.Add(*[w**2 for w in weights])
+    J += sp.nsimplify(reg.l1) * sp.Add(*[sp.Abs(w) for w in weights])
+    for grad in derivation.gradients:
+        formula = env[grad.target]
+        for (r, c), theta in _entries(env[grad.param]):
+            yield grad.target.name, (r, c), sp.diff(J, theta), formula[r - 1, c - 1]
+
+
+def _entries(matrix: sp.Matrix):
+    for r in range(matrix.shape[0]):
+        for c in range(matrix.shape[1]):
+            yield (r + 1, c + 1), matrix[r, c]
+
+
+def _as_pair(q: sp.Rational) -> tuple[int, int]:
+    return int(q.p), int(q.q)
+
+
+def prove_spec(spec: NetSpec, **kwargs) -> ProofReport:
+    """Shrink the spec, derive the small instance and prove it."""
+    small, note = shrink(spec)
+    return prove(derive(small), note=note, **kwargs)
