@@ -70,7 +70,7 @@ class Phi(_Primitive):
 
     def _numpycode(self, printer):
         x = printer._print(self.args[0])
-        return f"0.5 * (1.0 + {printer._module_format('scipy.special')}.erf(({x}) * {_INV_SQRT2}))"
+        return f"(0.5 * (1.0 + {printer._module_format('scipy.special.erf')}(({x}) * {_INV_SQRT2})))"
 
 
 class phi(_Primitive):
@@ -81,7 +81,7 @@ class phi(_Primitive):
 
     def _numpycode(self, printer):
         x = printer._print(self.args[0])
-        return f"{_INV_SQRT_2PI} * {printer._module_format('numpy')}.exp(-0.5 * ({x}) ** 2)"
+        return f"({_INV_SQRT_2PI} * {printer._module_format('numpy')}.exp(-0.5 * ({x}) ** 2))"
 
 
 _INV_SQRT2 = repr(float(1 / sp.sqrt(2)))

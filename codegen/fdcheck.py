@@ -1,0 +1,124 @@
+"""Central finite differences on a generated module, in float64.
+
+For every parameter array: the relative error ||g - g_fd|| / (||g|| + ||g_fd||) between
+``backward`` and (J(theta + h e) - J(theta - h e)) / 2h over its entries (all of them for
+small arrays, a random sample for large ones).  Entries whose perturbation moves a
+pre-activation across a kink (ReLU at 0) are skipped and counted: there the loss is not
+differentiable and a difference quotient means nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+__all__ = ["FDResult", "FDReport", "finite_difference_check", "import_module_from", "random_targets"]
+
+
+@dataclass(frozen=True)
+class FDResult:
+    key: str
+    checked: int
+    skipped: int
+    relative_error: float
+
+
+@dataclass(frozen=True)
+class FDReport:
+    module: str
+    results: tuple[FDResult, ...]
+    tolerance: float
+
+    @property
+    def worst(self) -> float:
+        return max((r.relative_error for r in self.results), default=0.0)
+
+    @property
+    def ok(self) -> bool:
+        return self.worst <= self.tolerance
+
+    def summary(self) -> str:
+        checked = sum(r.checked for r in self.results)
+        verdict = "agree" if self.ok else "DISAGREE"
+        lines = [f"finite differences on {self.module}: {checked} entries of {len(self.results)} "
+                 f"parameter arrays {verdict} with backward() (worst relative error "
+                 f"{self.worst:.1e}, tolerance {self.tolerance:.0e})"]
+        if not self.ok:
+            lines += [f"  {r.key}: relative error {r.relative_error:.2e}"
+                      for r in self.results if r.relative_error > self.tolerance]
+        return "\n".join(lines)
+
+
+def import_module_from(path: str | Path, name: str | None = None) -> ModuleType:
+    """Import a generated module from its file (a fresh module object each time)."""
+    path = Path(path)
+    name = name or f"_backprop_derive_check_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules.pop(name, None)
+    return module
+
+
+def random_targets(module: ModuleType, m: int, rng: np.random.Generator) -> np.ndarray:
+    """Valid targets for the module's task: class labels, 0/1, or real values."""
+    n_out = module.LAYER_SIZES[-1]
+    if module.TASK == "classification":
+        return rng.integers(0, n_out, size=m)
+    if module.TASK == "binary":
+        return rng.integers(0, 2, size=(m, n_out))
+    return rng.standard_normal((m, n_out))
+
+
+def _kinks(module: ModuleType, params: dict, X: np.ndarray) -> list[np.ndarray]:
+    cache = module.forward(params, X)
+    return [np.signbit(Z) for Z in cache.Z[1:]]
+
+
+def finite_difference_check(module: ModuleType, *, m: int = 4, seed: int = 0, h: float = 1e-6,
+                            tolerance: float = 1e-6, max_entries: int = 40) -> FDReport:
+    """Compare the module's backward() with central differences of its loss()."""
+    rng = np.random.default_rng(seed)
+    params = module.init_params(seed=seed, dtype=np.float64)
+    for key in params:  # non-zero biases and weights of order 1: a generic point
+        params[key] = params[key] + 0.1 * rng.standard_normal(params[key].shape)
+    X = rng.standard_normal((m, module.LAYER_SIZES[0]))
+    Y = random_targets(module, m, rng)
+    grads = module.backward(params, module.forward(params, X), Y)
+    signs = _kinks(module, params, X)
+    results = []
+    for key, value in params.items():
+        flat = value.reshape(-1)
+        entries = np.arange(flat.size)
+        if flat.size > max_entries:
+            entries = rng.choice(flat.size, size=max_entries, replace=False)
+        analytic, numeric, skipped = [], [], 0
+        for index in entries:
+            original = flat[index]
+            flat[index] = original + h
+            plus, crossed = module.loss(params, X, Y), _crossed(module, params, X, signs)
+            flat[index] = original - h
+            minus, crossed_back = module.loss(params, X, Y), _crossed(module, params, X, signs)
+            flat[index] = original
+            if crossed or crossed_back:
+                skipped += 1
+                continue
+            numeric.append((plus - minus) / (2 * h))
+            analytic.append(grads[key].reshape(-1)[index])
+        a, n = np.asarray(analytic), np.asarray(numeric)
+        scale = np.linalg.norm(a) + np.linalg.norm(n)
+        error = float(np.linalg.norm(a - n) / scale) if scale > 1e-12 else 0.0
+        results.append(FDResult(key, len(analytic), skipped, error))
+    return FDReport(getattr(module, "__name__", "module"), tuple(results), tolerance)
+
+
+def _crossed(module, params, X, signs) -> bool:
+    return any(np.any(now != before) for now, before in zip(_kinks(module, params, X), signs))
