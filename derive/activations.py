@@ -15,7 +15,16 @@ import sympy as sp
 
 from .registry import Registry
 
-__all__ = ["Param", "Activation", "ACTIVATIONS"]
+__all__ = ["Param", "Activation", "ACTIVATIONS", "exact"]
+
+
+def exact(value: float) -> sp.Rational:
+    """The number exactly as written in the spec, as a rational: 0.6115 -> 1223/2000.
+
+    Not ``nsimplify``, which guesses closed forms: it turns 0.6115 into
+    2**(46/53)*3**(195/212)*5**(193/424)*7**(99/106)/105 and 0.333333333 into 1/3.
+    """
+    return sp.Rational(repr(float(value)))
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,7 @@ class Activation:
 
     def instantiate(self, z: sp.Symbol, values: dict[str, float]) -> sp.Expr:
         """g(z) with the parameter values substituted as exact rationals."""
-        params = {key: sp.nsimplify(values.get(key, p.default)) for key, p in self.params.items()}
+        params = {key: exact(values.get(key, p.default)) for key, p in self.params.items()}
         return self.expr(z, **params)
 
     @property

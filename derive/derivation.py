@@ -23,6 +23,7 @@ from typing import Union
 
 import sympy as sp
 
+from .activations import exact
 from .local import (A_SYM, INDEX, Z_SYM, DensePartials, LocalActivation, LocalOutput,
                     dense_partials, local_activation, local_output)
 from .netspec import NetSpec
@@ -289,8 +290,8 @@ def derive(spec: NetSpec) -> Derivation:
     output = local_output(spec.loss, last.name, last.params)
     X = sp.MatrixSymbol("A0", spec.input, M)
     Y = sp.MatrixSymbol("Y", spec.layers[-1].units, M)
-    lambda1 = sp.nsimplify(spec.regularization.l1)
-    lambda2 = sp.nsimplify(spec.regularization.l2)
+    lambda1 = exact(spec.regularization.l1)
+    lambda2 = exact(spec.regularization.l2)
 
     # backward order: the output layer first, each hidden layer reading the one above it
     inputs = [X] + [sp.MatrixSymbol(f"A{l}", spec.layers[l - 1].units, M)

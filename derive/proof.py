@@ -25,7 +25,7 @@ from fractions import Fraction
 
 import sympy as sp
 
-from .activations import ACTIVATIONS
+from .activations import ACTIVATIONS, exact
 from .derivation import Columnwise, Derivation, Elementwise, M, MatrixDef, derive
 from .local import INDEX
 from .losses import LOSSES
@@ -433,8 +433,8 @@ def _comparisons(derivation: Derivation, env: dict, X: sp.Matrix, Y: sp.Matrix, 
     J = sp.Add(*[loss.per_unit(A[k, c], Y[k, c]) for k in range(A.shape[0]) for c in range(m)]) / m
     reg = spec.regularization
     weights = [w for layer in derivation.layers for w in env[layer.W]]
-    J += sp.nsimplify(reg.l2) / 2 * sp.Add(*[w**2 for w in weights])
-    J += sp.nsimplify(reg.l1) * sp.Add(*[sp.Abs(w) for w in weights])
+    J += exact(reg.l2) / 2 * sp.Add(*[w**2 for w in weights])
+    J += exact(reg.l1) * sp.Add(*[sp.Abs(w) for w in weights])
     for grad in derivation.gradients:
         formula = env[grad.target]
         for (r, c), theta in _entries(env[grad.param]):

@@ -1,0 +1,48 @@
+"""The committed generated/ modules are exactly what the generator makes from examples/*.yaml."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import pytest
+
+from codegen.render import GENERATED_MARKER, render_module
+from derive.derivation import derive
+from derive.spec import load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+HINT = "generated/ is out of date: run `derive --spec examples/*.yaml`"
+
+
+def test_there_are_examples():
+    assert len(EXAMPLES) >= 7
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_committed_module_is_up_to_date(path):
+    spec = load_spec(path)
+    expected = render_module(derive(spec))
+    committed_path = ROOT / "generated" / f"{spec.name}.py"
+    if not committed_path.exists():
+        pytest.fail(f"{committed_path.relative_to(ROOT)} is missing; {HINT}")
+    committed = committed_path.read_text(encoding="utf-8")
+    if committed != expected:
+        diff = "".join(difflib.unified_diff(
+            committed.splitlines(keepends=True), expected.splitlines(keepends=True),
+            fromfile=f"generated/{spec.name}.py (committed)",
+            tofile=f"generated/{spec.name}.py (from {path.name})"))
+        pytest.fail(f"{HINT}\n{diff}", pytrace=False)
+
+
+def test_every_committed_module_has_an_example():
+    names = {load_spec(path).name for path in EXAMPLES}
+    modules = {p.stem for p in (ROOT / "generated").glob("*.py")} - {"__init__"}
+    assert modules == names, f"generated/ modules without a spec: {sorted(modules - names)}"
+
+
+def test_generated_package_init_exists():
+    init = ROOT / "generated" / "__init__.py"
+    assert init.is_file()
+    assert init.read_text(encoding="utf-8").startswith(GENERATED_MARKER)

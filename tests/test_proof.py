@@ -1,0 +1,236 @@
+"""The proof: the Derivation's matrix formulas against SymPy's diff of the expanded loss.
+
+Right derivations must pass for every activation and every valid output/loss pair; wrong
+formulas planted into a Derivation (seed 000's eq. 6, a wrong sigma', a missing 1/m, a
+doubled output error) must be rejected, naming the parameters they make wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import sympy as sp
+
+from derive.derivation import M, Columnwise, Derivation, Elementwise, derive
+from derive.local import A_SYM
+from derive.netspec import ActivationSpec, LayerSpec, NetSpec, Regularization
+from derive.proof import MAX_WIDTH, prove, prove_spec, shrink
+from derive.spec import load_spec
+
+EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.yaml"))
+
+
+def act(name: str, alpha: float | None = None) -> ActivationSpec:
+    return ActivationSpec(name, (("alpha", alpha),) if alpha is not None else ())
+
+
+HIDDEN = [act("identity"), act("sigmoid"), act("tanh"), act("relu"), act("leaky_relu", 0.2),
+          act("elu", 0.2), act("softplus"), act("swish"), act("gelu")]
+
+# every valid (output activation, loss) pair: each element-wise activation and softmax with
+# MSE, sigmoid and softmax with each cross-entropy; (output units, regularization l1, l2)
+OUTPUTS = [
+    (act("identity"), "mse", 2, 0.0, 0.0),
+    (act("sigmoid"), "mse", 3, 0.0, 0.1),
+    (act("tanh"), "mse", 2, 0.0, 0.0),
+    (act("relu"), "mse", 2, 0.05, 0.0),
+    (act("leaky_relu", 0.6115), "mse", 2, 0.0, 0.602),
+    (act("elu", 0.2), "mse", 3, 0.0, 0.0),
+    (act("softplus"), "mse", 2, 0.0, 0.0),
+    (act("swish"), "mse", 2, 0.0, 0.0),
+    (act("gelu"), "mse", 2, 0.0, 0.0),
+    (act("softmax"), "mse", 3, 0.0, 0.0),
+    (act("sigmoid"), "binary_crossentropy", 1, 0.0, 0.25),
+    (act("softmax"), "binary_crossentropy", 2, 0.0, 0.0),
+    (act("sigmoid"), "categorical_crossentropy", 2, 0.1, 0.1),
+    (act("softmax"), "categorical_crossentropy", 3, 0.0, 0.0),
+    (act("sigmoid"), "sparse_categorical_crossentropy", 3, 0.0, 0.0),
+    (act("softmax"), "sparse_categorical_crossentropy", 2, 0.0, 0.01),
+]
+
+
+def _pair_cases():
+    """Each output/loss pair with one hidden activation, in rotation (all 9 appear)."""
+    cases = []
+    for number, (out, loss, units, l1, l2) in enumerate(OUTPUTS):
+        hidden = HIDDEN[(number + 3) % len(HIDDEN)]
+        spec = NetSpec(
+            f"pair{number}", 2 + number % 2,
+            (LayerSpec(3 - number % 2, hidden), LayerSpec(units, out)),
+            loss, Regularization(l1=l1, l2=l2))
+        reg = f"-l1{l1}" * bool(l1) + f"-l2{l2}" * bool(l2)
+        cases.append(pytest.param(spec, id=f"{hidden.name}-{out.name}-{loss}{reg}"))
+    return cases
+
+
+def test_the_rotation_covers_every_hidden_activation():
+    hidden = {case.values[0].layers[0].activation for case in _pair_cases()}
+    assert hidden == set(HIDDEN)
+
+
+# ----------------------------------------------------------------------------- right ones pass
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_every_example_spec_proves(path):
+    report = prove_spec(load_spec(path))
+    assert report.ok, report.summary()
+    assert max(report.instance) <= MAX_WIDTH
+    assert report.parameters > 0 and report.points >= 3
+
+
+def test_examples_are_found():
+    assert len(EXAMPLES) >= 7
+
+
+@pytest.mark.parametrize("spec", _pair_cases())
+def test_hidden_and_output_pairs_prove(spec):
+    report = prove_spec(spec)
+    assert report.ok, report.summary()
+    assert report.instance == spec.layer_sizes  # small already: nothing shrunk
+    assert report.note == ""
+    n = spec.layer_sizes
+    assert report.parameters == sum(a * b + a for b, a in zip(n, n[1:]))
+    assert "agree with SymPy's diff" in report.summary()
+
+
+def test_deeper_mixed_stack_with_regularization_proves():
+    spec = NetSpec(
+        "deeper", 2,
+        (LayerSpec(2, act("gelu")), LayerSpec(2, act("leaky_relu", 0.2)),
+         LayerSpec(2, act("tanh")), LayerSpec(3, act("softmax"))),
+        "categorical_crossentropy", Regularization(l1=0.01, l2=0.1))
+    report = prove_spec(spec)
+    assert report.ok, report.summary()
+    assert report.instance == (2, 2, 2, 2, 3)
+    assert report.activations == ("gelu", "leaky_relu", "tanh", "softmax")
+
+
+# ----------------------------------------------------------------------------- deep stacks
+
+def _deep(depth: int, activations: list[ActivationSpec]) -> NetSpec:
+    hidden = tuple(LayerSpec(5, activations[l % len(activations)]) for l in range(depth - 1))
+    return NetSpec(f"deep{depth}", 6, hidden + (LayerSpec(4, act("softmax")),),
+                   "categorical_crossentropy")
+
+
+def test_deep_spec_proves_on_a_shortened_instance():
+    spec = _deep(12, [act("tanh"), act("sigmoid")])
+    small, note = shrink(spec)
+    assert small.depth == 3
+    assert [layer.activation.name for layer in small.layers] == ["tanh", "sigmoid", "softmax"]
+    report = prove_spec(spec)
+    assert report.ok, report.summary()
+    assert "shortened from 12 layers" in report.note
+    assert report.note == note
+    assert report.instance == (3, 3, 3, 3)
+    assert "shortened" in report.summary()
+
+
+@pytest.mark.slow
+def test_deep_spec_with_three_distinct_activations_proves():
+    report = prove_spec(_deep(12, [act("relu"), act("tanh"), act("sigmoid")]))
+    assert report.ok, report.summary()
+    assert "shortened from 12 layers to 4" in report.note
+    assert report.instance == (3, 3, 3, 3, 3)
+
+
+def test_shrink_keeps_depth_activations_and_output_of_a_shallow_spec():
+    spec = load_spec(EXAMPLES[0].parent / "seed001_mnist.yaml")
+    small, note = shrink(spec)
+    assert small.layer_sizes == (3, 3, 3, 3)
+    assert [layer.activation for layer in small.layers] == \
+        [layer.activation for layer in spec.layers]
+    assert small.loss == spec.loss
+    assert note == "; widths reduced to at most 3"
+    unchanged = dataclasses.replace(spec, input=2, layers=tuple(
+        LayerSpec(2, layer.activation) for layer in spec.layers))
+    assert shrink(unchanged) == (unchanged, "")
+
+
+# ----------------------------------------------------------------------------- planted errors
+
+def _replace_layer(derivation: Derivation, index: int, **changes) -> Derivation:
+    layers = tuple(dataclasses.replace(layer, **changes) if layer.index == index else layer
+                   for layer in derivation.layers)
+    return dataclasses.replace(derivation, layers=layers)
+
+
+@pytest.fixture(scope="module")
+def seed000():
+    """Seed 000's 6-9-4 ReLU/softmax CE network, shrunk to its proof instance, derived."""
+    small, note = shrink(load_spec(EXAMPLES[0].parent / "seed000_shallow.yaml"))
+    assert small.layer_sizes == (3, 3, 3)
+    return derive(small), note
+
+
+def test_seed000_derivation_proves(seed000):
+    derivation, note = seed000
+    report = prove(derivation, note=note)
+    assert report.ok, report.summary()
+
+
+def test_seed000_eq6_relu_of_backpropagated_error_is_rejected(seed000):
+    """The document's dJ/dW1 = ReLU(W2^T (y_hat - y)) x^T: ReLU instead of o ReLU'(z1)."""
+    derivation, note = seed000
+    layer1, layer2 = derivation.layers
+    u = sp.Symbol("u", real=True)
+    eq6 = Elementwise(layer1.delta, sp.Piecewise((0, u <= 0), (u, True)),
+                      ((u, layer2.W.T * layer2.delta),))
+    report = prove(_replace_layer(derivation, 1, delta_def=eq6), note=note)
+    assert not report.ok
+    wrong = report.wrong_quantities
+    assert "dW1" in wrong and "db1" in wrong
+    assert "dW2" not in wrong and "db2" not in wrong
+    assert set(wrong) == {"dW1", "db1"}  # the forward pass is untouched
+    assert "dW1" in report.summary()
+    assert "FAILED" in report.summary()
+
+
+def test_missing_one_over_m_is_rejected(seed000):
+    derivation, note = seed000
+    layer2 = derivation.layers[1]
+    grad = layer2.grad_W
+    without_mean = dataclasses.replace(grad, data_term=M * grad.data_term)  # delta A^T alone
+    report = prove(_replace_layer(derivation, 2, grad_W=without_mean), note=note)
+    assert report.wrong_quantities == ("dW2",)
+    assert "dW2" in report.summary()
+
+
+def test_doubled_output_error_is_rejected(seed000):
+    derivation, note = seed000
+    output = derivation.layers[-1]
+    doubled = dataclasses.replace(output.delta_def, expr=2 * output.delta_def.expr)
+    assert isinstance(doubled, Columnwise)
+    report = prove(_replace_layer(derivation, output.index, delta_def=doubled), note=note)
+    wrong = report.wrong_quantities
+    assert "dW2" in wrong and "db2" in wrong
+    assert set(wrong) <= {"dW1", "db1", "dW2", "db2"}  # gradients only, not Z or A
+    assert "dW2" in report.summary()
+
+
+def test_wrong_sigmoid_derivative_is_rejected():
+    """sigma' = a(1 + a) instead of a(1 - a) in the hidden layer of seed 003's 4-4-3 net."""
+    small, note = shrink(load_spec(EXAMPLES[0].parent / "seed003_multiclass.yaml"))
+    derivation = derive(small)
+    hidden = derivation.layers[0]
+    assert hidden.activation.name == "sigmoid"
+    assert hidden.g_def.inputs == ((A_SYM, hidden.A),)
+    wrong_g = dataclasses.replace(hidden.g_def, expr=A_SYM * (1 + A_SYM))
+    report = prove(_replace_layer(derivation, 1, g_def=wrong_g), note=note)
+    assert set(report.wrong_quantities) == {"dW1", "db1"}
+    assert "dW1" in report.summary()
+    assert prove(derivation, note=note).ok  # and the right one passes
+
+
+def test_wrong_regularization_term_is_rejected():
+    """lambda2 W / 2 instead of lambda2 W: only the weight gradients are wrong."""
+    spec = NetSpec("reg", 2, (LayerSpec(2, act("tanh")), LayerSpec(2, act("sigmoid"))), "mse",
+                   Regularization(l2=0.5))
+    derivation = derive(spec)
+    layer = derivation.layers[0]
+    halved = dataclasses.replace(layer.grad_W, regularization=(
+        ("l2", derivation.lambda2 / 2 * layer.W),))
+    report = prove(_replace_layer(derivation, 1, grad_W=halved))
+    assert report.wrong_quantities == ("dW1",)
