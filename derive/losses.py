@@ -30,6 +30,7 @@ class Loss:
     per_unit: Callable[[sp.Expr, sp.Expr], sp.Expr]
     labels: str
     needs_probabilities: bool = False  # outputs must lie in (0, 1)
+    unit_outputs_reason: str | None = None  # why a vector activation (softmax) cannot precede it
 
     @property
     def one_hot(self) -> bool:
@@ -45,7 +46,11 @@ LOSSES.add("mse", Loss("mse", r"\mathcal{L}_{\mathrm{MSE}}",
 LOSSES.add("binary_crossentropy", Loss(
     "binary_crossentropy", r"\mathcal{L}_{\mathrm{BCE}}",
     lambda a, y: -(y * sp.log(a) + (1 - y) * sp.log(1 - a)),
-    labels="binary", needs_probabilities=True), aliases=("bce",))
+    labels="binary", needs_probabilities=True,
+    unit_outputs_reason=(
+        "it scores each output unit as an independent yes/no probability, while softmax "
+        "couples the units into one distribution (and log(1 - softmax) has no stable form)")),
+    aliases=("bce",))
 LOSSES.add("categorical_crossentropy", Loss(
     "categorical_crossentropy", r"\mathcal{L}_{\mathrm{CE}}",
     lambda a, y: -y * sp.log(a), labels="categorical", needs_probabilities=True),

@@ -32,7 +32,7 @@ from .losses import LOSSES
 from .netspec import LayerSpec, NetSpec
 from .primitives import from_primitives
 
-__all__ = ["Mismatch", "ProofReport", "prove", "prove_spec", "shrink"]
+__all__ = ["Mismatch", "ProofReport", "instances", "prove", "prove_spec", "shrink"]
 
 MAX_WIDTH = 3
 MAX_FULL_DEPTH = 4
@@ -76,7 +76,7 @@ class ProofReport:
 
     def summary(self) -> str:
         shape = "-".join(map(str, self.instance))
-        head = (f"proof of {self.spec_name} on a {shape} instance "
+        head = (f"proof of {self.spec_name} on {'a ' + shape if 'instances' not in self.note else 'small'} instance{'s' if 'instances' in self.note else ''} "
                 f"({', '.join(self.activations)}; {self.loss}){self.note}: ")
         if self.ok:
             return head + (f"all {self.parameters} parameters agree with SymPy's diff at "
@@ -451,7 +451,49 @@ def _as_pair(q: sp.Rational) -> tuple[int, int]:
     return int(q.p), int(q.q)
 
 
+MAX_DISTINCT_PER_INSTANCE = 3
+
+
+def instances(spec: NetSpec) -> tuple[tuple[NetSpec, str], ...]:
+    """The small instances that together prove a spec.
+
+    A spec of at most 4 layers, or a deep one with at most 3 distinct hidden activations, is
+    proved on one instance (``shrink``).  A deep stack with more distinct activations is
+    proved on several instances of at most 4 layers, each holding up to 3 of its distinct
+    hidden activations and the output layer: every activation's derivative and the
+    recurrence between hidden layers are proved, and SymPy's diff of the expanded loss stays
+    small (its cost grows steeply with depth).
+    """
+    distinct = list(dict.fromkeys(layer.activation for layer in spec.layers[:-1]))
+    if spec.depth <= MAX_FULL_DEPTH or len(distinct) <= MAX_DISTINCT_PER_INSTANCE:
+        return (shrink(spec),)
+    groups = [distinct[i:i + MAX_DISTINCT_PER_INSTANCE]
+              for i in range(0, len(distinct), MAX_DISTINCT_PER_INSTANCE)]
+    out = spec.layers[-1]
+    note = (f"; shortened from {spec.depth} layers to {len(groups)} instances of at most "
+            f"{MAX_DISTINCT_PER_INSTANCE + 1} layers that together keep every distinct "
+            f"activation, each with the output layer")
+    result = []
+    for group in groups:
+        while len(group) < 2:
+            group = group + group[-1:]
+        layers = tuple(LayerSpec(MAX_WIDTH, act) for act in group)
+        layers += (LayerSpec(min(out.units, MAX_WIDTH), out.activation),)
+        result.append((dataclasses.replace(spec, input=min(spec.input, MAX_WIDTH), layers=layers), note))
+    return tuple(result)
+
+
 def prove_spec(spec: NetSpec, **kwargs) -> ProofReport:
-    """Shrink the spec, derive the small instance and prove it."""
-    small, note = shrink(spec)
-    return prove(derive(small), note=note, **kwargs)
+    """Shrink the spec to small instances, derive each and prove it; one combined report."""
+    reports = [prove(derive(small), note=note, **kwargs) for small, note in instances(spec)]
+    if len(reports) == 1:
+        return reports[0]
+    first = reports[0]
+    return dataclasses.replace(
+        first,
+        activations=tuple(dict.fromkeys(a for r in reports for a in r.activations)),
+        parameters=sum(r.parameters for r in reports),
+        mismatches=tuple(m for r in reports for m in r.mismatches),
+        seconds=sum(r.seconds for r in reports),
+        instance=tuple(max(sizes) for sizes in zip(*(r.instance for r in reports))),
+    )

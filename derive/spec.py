@@ -511,6 +511,10 @@ def _check_loss_fits(loss_name: str, item: _Item, layers: tuple[LayerSpec, ...])
                            "but the last layer has 1 unit",
                      "for two classes use 1 unit with sigmoid and binary_crossentropy")
     last = output.activation.name
+    if loss.unit_outputs_reason and ACTIVATIONS[last].vector:
+        raise _error(item, f"{loss_name} cannot follow {last!r}: {loss.unit_outputs_reason}",
+                     "use sigmoid with binary_crossentropy, or softmax with "
+                     "categorical_crossentropy")
     if loss.needs_probabilities and not ACTIVATIONS[last].is_probability:
         fix = "softmax" if loss.one_hot else "sigmoid"
         raise _error(item, f"{loss_name} needs outputs in (0, 1), but the last layer's "

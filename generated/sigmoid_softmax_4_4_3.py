@@ -325,7 +325,8 @@ class Trainer:
         return result
 
     def save(self, path):
-        """Save the parameters and settings to an .npz file (no pickle)."""
+        """Save the parameters and settings to an .npz file (no pickle); returns its path."""
+        path = _npz_path(path)
         settings = {
             "module": __name__.rsplit(".", 1)[-1],
             "layer_sizes": list(LAYER_SIZES),
@@ -341,10 +342,12 @@ class Trainer:
             "history": self.history,
         }
         np.savez(path, __settings__=np.array(json.dumps(settings)), **self.params)
+        return path
 
     @classmethod
     def load(cls, path):
         """A Trainer with the parameters and settings saved by save()."""
+        path = _npz_path(path)
         with np.load(path, allow_pickle=False) as stored:
             settings = json.loads(str(stored["__settings__"]))
             if tuple(settings["layer_sizes"]) != LAYER_SIZES or tuple(settings["activations"]) != ACTIVATIONS:
@@ -359,6 +362,12 @@ class Trainer:
         trainer = cls(params=params, **settings)
         trainer.history = history
         return trainer
+
+
+def _npz_path(path):
+    """The path as np.savez writes it: with an .npz suffix."""
+    path = str(path)
+    return path if path.endswith(".npz") else path + ".npz"
 
 
 def _checked_params(params, dtype):

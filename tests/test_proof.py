@@ -43,7 +43,7 @@ OUTPUTS = [
     (act("gelu"), "mse", 2, 0.0, 0.0),
     (act("softmax"), "mse", 3, 0.0, 0.0),
     (act("sigmoid"), "binary_crossentropy", 1, 0.0, 0.25),
-    (act("softmax"), "binary_crossentropy", 2, 0.0, 0.0),
+    (act("sigmoid"), "binary_crossentropy", 2, 0.0, 0.0),  # multi-label
     (act("sigmoid"), "categorical_crossentropy", 2, 0.1, 0.1),
     (act("softmax"), "categorical_crossentropy", 3, 0.0, 0.0),
     (act("sigmoid"), "sparse_categorical_crossentropy", 3, 0.0, 0.0),

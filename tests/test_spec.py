@@ -588,3 +588,14 @@ def test_bad_dataset(value, message, hint):
 def test_unknown_data_key():
     err = error(extra="data: {datset: iris}\n")
     assert (err.line, err.field) == (7, "data.datset") and err.hint == "did you mean 'dataset'?"
+
+
+def test_softmax_with_binary_crossentropy_is_refused_with_the_reason():
+    text = ("name: net\ninput: 3\nlayers:\n  - {units: 4, activation: relu}\n"
+            "  - {units: 3, activation: softmax}\nloss: binary_crossentropy\n")
+    with pytest.raises(SpecError) as info:
+        load_spec_text(text, "net.yaml")
+    err = info.value
+    assert err.line == 6 and err.field == "loss"
+    assert "independent" in err.message and "softmax" in err.message
+    assert "categorical_crossentropy" in err.hint
