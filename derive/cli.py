@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("derive: interrupted", file=sys.stderr)
             return 130
+        except BrokenPipeError:  # output piped into a reader that closed early (| head)
+            sys.stderr.close()
+            return status
     return status
 
 

@@ -280,15 +280,19 @@ class Trainer:
         self.dtype = _float_dtype(dtype)
         self.params = init_params(self.seed, self.dtype) if params is None else _checked_params(params, self.dtype)
         self.history = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
+        self.interrupted = False
 
     def step_size(self, m):
         """Examples per update: all m (batch), 1 (sgd) or batch_size (minibatch)."""
         return {"batch": m, "sgd": 1, "minibatch": min(self.batch_size, m)}[self.optimizer]
 
-    def fit(self, X, Y, validation=None, callback=None):
+    def fit(self, X, Y, validation=None, callback=None, progress=None):
         """Train for ``epochs`` epochs; returns the history (per-epoch loss and accuracy).
 
         ``callback(epoch, record)`` is called after each epoch with that epoch's figures.
+        ``progress(epoch, done, total)`` is called after each update with the number of
+        updates done in the epoch; if it returns True, training stops after that update (the
+        partial epoch is still recorded) and ``self.interrupted`` is set.
         """
         X = _inputs(X, self.dtype).astype(self.dtype, copy=False)
         m = X.shape[0]
@@ -298,11 +302,16 @@ class Trainer:
             Tv = targets(validation[1], Xv.shape[0], self.dtype)
         rng = np.random.default_rng(self.seed)
         size = self.step_size(m)
+        total = -(-m // size)
+        self.interrupted = False
         for epoch in range(1, self.epochs + 1):
             order = rng.permutation(m) if self.shuffle else np.arange(m)
-            for start in range(0, m, size):
+            for done, start in enumerate(range(0, m, size), start=1):
                 rows = order[start:start + size]
                 self._update(X[rows], T[rows])
+                if progress is not None and progress(epoch, done, total):
+                    self.interrupted = True
+                    break
             record = self._record(X, T, "")
             if validation is not None:
                 record.update(self._record(Xv, Tv, "val_"))
@@ -315,6 +324,8 @@ class Trainer:
                 )
             if callback is not None:
                 callback(epoch, record)
+            if self.interrupted:
+                break
         return self.history
 
     def _update(self, X, T):
