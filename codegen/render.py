@@ -23,6 +23,7 @@ from derive.derivation import Columnwise, Derivation, Elementwise, Layer, Matrix
 from derive.local import A_SYM, INDEX, Z_SYM
 from derive.losses import LOSSES
 
+from .inplace import Buffers, InplacePrinter
 from .printer import NumPyCodePrinter, TextPrinter
 
 __all__ = ["render_module", "write_module", "GENERATED_MARKER", "module_context", "WriteRefused"]
@@ -157,6 +158,35 @@ def _layer_code(derivation: Derivation, layer: Layer, text: TextPrinter,
     )
 
 
+@dataclass(frozen=True)
+class FastLayer:
+    """The trainer's in-place statements for one layer (same formulas, preallocated buffers)."""
+
+    index: int
+    units: int
+    a_lines: tuple[str, ...]
+    g_lines: tuple[str, ...]  # g' into G{l}; empty where nothing multiplies (output, g' = 1)
+    delta_lines: tuple[str, ...]  # the output error into D{l}; output layer only
+    temps: tuple[tuple[str, str], ...]  # (name, "full" | "column" | "mask")
+
+
+def _fast_layer(derivation: Derivation, layer: Layer, state: NumPyCodePrinter) -> FastLayer:
+    l, act = layer.index, layer.activation
+    buffers = Buffers(f"t{l}")
+    names = {Z_SYM: f"Z{l}", A_SYM: f"A{l}", INDEX.z: f"Z{l}", INDEX.a: f"A{l}", INDEX.y: "Y"}
+    printer = InplacePrinter(names, buffers)
+    source = act.expr if isinstance(layer.a_def, Columnwise) else act.display
+    a_lines = printer.emit(source, f"A{l}")
+    g_lines: list[str] = []
+    if not layer.is_output and act.backward is not None and act.backward != 1:
+        g_lines = printer.emit(act.backward, f"G{l}")
+    delta_lines = printer.emit(derivation.output.delta, f"D{l}") if layer.is_output else []
+    state.scipy_functions |= printer.code.scipy_functions
+    temps = tuple((f"t{l}_{kind[0]}{i}", kind) for kind in ("full", "column", "mask")
+                  for i in range(getattr(buffers, kind)))
+    return FastLayer(l, layer.units, tuple(a_lines), tuple(g_lines), tuple(delta_lines), temps)
+
+
 def spec_digest(derivation: Derivation) -> str:
     """A digest of the spec's content (not its path), for the module's stamp."""
     fields = asdict(derivation.spec)
@@ -172,6 +202,7 @@ def module_context(derivation: Derivation) -> dict:
     text = TextPrinter()
     state = NumPyCodePrinter()
     layers = [_layer_code(derivation, layer, text, state, names, data) for layer in derivation.layers]
+    fast = [_fast_layer(derivation, layer, state) for layer in derivation.layers]
 
     out = derivation.output
     last = derivation.layers[-1]
@@ -190,6 +221,7 @@ def module_context(derivation: Derivation) -> dict:
         "activations": tuple(layer.activation for layer in layers),
         "inits": tuple(layer.init for layer in layers),
         "layers": layers,
+        "fast": fast,
         "depth": spec.depth,
         "loss": spec.loss,
         "loss_code": loss_code,

@@ -21,6 +21,11 @@ import json
 
 import numpy as np
 
+try:  # optional: BLAS rank-1 updates for one-example steps; plain NumPy without SciPy
+    from scipy.linalg import blas as _blas
+except ImportError:  # pragma: no cover
+    _blas = None
+
 LAYER_SIZES = (4, 2, 3)
 ACTIVATIONS = ('relu', 'sigmoid')
 LOSS = "mse"
@@ -112,11 +117,19 @@ def loss(params, X, Y):
 
 def objective(params, cache, Y):
     """J from a forward cache and dense targets Y (as returned by targets())."""
+    return float(np.mean(_per_example_loss(cache, Y))) + _penalty(params)
+
+
+def _per_example_loss(cache, Y):
+    """l for each example, as a column (m, 1)."""
     Z2, A2 = cache.Z[2], cache.A[2]
     # l = sum_k((a_k - y_k)**2/2)
-    per_example = np.sum((0.5)*(A2 - Y)**2, axis=1, keepdims=True)
-    J = float(np.mean(per_example))
-    return J
+    return np.sum((0.5)*(A2 - Y)**2, axis=1, keepdims=True)
+
+
+def _penalty(params):
+    """The regularisation term of J (none in this network)."""
+    return 0.0
 
 
 def backward(params, cache, Y):
@@ -153,6 +166,80 @@ def _backward(params, cache, Y):
         "W2": dW2,
         "b2": db2,
     }
+
+
+def _make_step(params, m, dtype):
+    """A descent step on m examples, in buffers allocated here once (the Trainer's hot path).
+
+    The same formulas as forward() and backward(), evaluated with ``out=`` into preallocated
+    buffers.  The output error is scaled by learning_rate / m up front, so every gradient
+    comes out scaled and each update is one in-place subtraction.  With one example (m = 1)
+    the weight updates are BLAS rank-1 updates on W itself (ger), when SciPy is present.
+    Returns (X, Y, step): fill X and Y with the batch, then call step(learning_rate).
+    """
+    X = np.empty((m, 4), dtype)
+    Y = np.empty((m, 3), dtype)
+    A0 = X
+    W1, b1 = params["W1"], params["b1"]
+    Z1, A1, D1 = (np.empty((m, 2), dtype) for _ in range(3))
+    G1 = np.empty((m, 2), dtype)
+    dW1, db1 = np.empty_like(W1), np.empty_like(b1)
+    W2, b2 = params["W2"], params["b2"]
+    Z2, A2, D2 = (np.empty((m, 3), dtype) for _ in range(3))
+    t2_f0 = np.empty((m, 3), dtype)
+    dW2, db2 = np.empty_like(W2), np.empty_like(b2)
+    ger = _rank_one_update(dtype) if m == 1 else None
+    if ger is not None:  # row views and the Fortran-ordered W^T that ger updates in place
+        rows = {"A0": A0[0], "D1": D1[0], "W1": W1.T, "A1": A1[0], "D2": D2[0], "W2": W2.T}
+
+    def step(learning_rate):
+        # Layer 1: Z1 = A0 W1ᵀ + b1, A1 = relu(Z1)
+        np.matmul(A0, W1.T, out=Z1)
+        np.add(Z1, b1, out=Z1)
+        np.maximum(Z1, 0.0, out=A1)
+        # Layer 2: Z2 = A1 W2ᵀ + b2, A2 = sigmoid(Z2)
+        np.matmul(A1, W2.T, out=Z2)
+        np.add(Z2, b2, out=Z2)
+        np.negative(Z2, out=A2)
+        np.logaddexp(0.0, A2, out=A2)
+        np.negative(A2, out=A2)
+        np.exp(A2, out=A2)
+        # output error, scaled: D2 = (learning_rate / m) dl/dZ2
+        D2.fill(1)
+        np.subtract(D2, A2, out=D2)
+        np.subtract(A2, Y, out=t2_f0)
+        np.multiply(D2, t2_f0, out=D2)
+        np.multiply(D2, A2, out=D2)
+        np.multiply(D2, learning_rate / m, out=D2)
+        # Layer 2: W2 -= D2ᵀ A1, b2 -= column sums of D2
+        np.matmul(D2, W2, out=D1)  # W2ᵀ delta2, before W2 changes
+        if ger is None:
+            np.matmul(D2.T, A1, out=dW2)
+            np.subtract(W2, dW2, out=W2)
+        else:
+            ger(-1.0, rows["A1"], rows["D2"], a=rows["W2"], overwrite_a=True)
+        np.sum(D2, axis=0, out=db2)
+        np.subtract(b2, db2, out=b2)
+        # delta1 = (W2ᵀ delta2) ∘ g1'(Z1)
+        np.greater(A1, 0.0, out=G1)
+        np.multiply(D1, G1, out=D1)
+        # Layer 1: W1 -= D1ᵀ A0, b1 -= column sums of D1
+        if ger is None:
+            np.matmul(D1.T, A0, out=dW1)
+            np.subtract(W1, dW1, out=W1)
+        else:
+            ger(-1.0, rows["A0"], rows["D1"], a=rows["W1"], overwrite_a=True)
+        np.sum(D1, axis=0, out=db1)
+        np.subtract(b1, db1, out=b1)
+
+    return X, Y, step
+
+
+def _rank_one_update(dtype):
+    """BLAS ger (A <- alpha x y^T + A, in place) for dtype, or None without SciPy."""
+    if _blas is None:
+        return None
+    return {np.dtype(np.float32): _blas.sger, np.dtype(np.float64): _blas.dger}.get(np.dtype(dtype))
 
 
 def predict(params, X):
@@ -241,13 +328,14 @@ class Trainer:
         """Examples per update: all m (batch), 1 (sgd) or batch_size (minibatch)."""
         return {"batch": m, "sgd": 1, "minibatch": min(self.batch_size, m)}[self.optimizer]
 
-    def fit(self, X, Y, validation=None, callback=None, progress=None):
+    def fit(self, X, Y, validation=None, callback=None, progress=None, track=True):
         """Train for ``epochs`` epochs; returns the history (per-epoch loss and accuracy).
 
         ``callback(epoch, record)`` is called after each epoch with that epoch's figures.
         ``progress(epoch, done, total)`` is called after each update with the number of
         updates done in the epoch; if it returns True, training stops after that update (the
         partial epoch is still recorded) and ``self.interrupted`` is set.
+        ``track=False`` skips the per-epoch loss and accuracy (a pass over the data each).
         """
         X = _inputs(X, self.dtype).astype(self.dtype, copy=False)
         m = X.shape[0]
@@ -258,42 +346,57 @@ class Trainer:
         rng = np.random.default_rng(self.seed)
         size = self.step_size(m)
         total = -(-m // size)
+        steps = {}  # batch size -> (X buffer, Y buffer, step): at most two (the last batch)
         self.interrupted = False
         for epoch in range(1, self.epochs + 1):
-            order = rng.permutation(m) if self.shuffle else np.arange(m)
+            order = rng.permutation(m) if self.shuffle else None
             for done, start in enumerate(range(0, m, size), start=1):
-                rows = order[start:start + size]
-                self._update(X[rows], T[rows])
+                stop = min(start + size, m)
+                if stop - start not in steps:
+                    steps[stop - start] = _make_step(self.params, stop - start, self.dtype)
+                Xb, Yb, step = steps[stop - start]
+                if order is None:
+                    np.copyto(Xb, X[start:stop])
+                    np.copyto(Yb, T[start:stop])
+                else:
+                    rows = order[start:stop]
+                    np.take(X, rows, axis=0, out=Xb, mode="clip")
+                    np.take(T, rows, axis=0, out=Yb, mode="clip")
+                step(self.learning_rate)
                 if progress is not None and progress(epoch, done, total):
                     self.interrupted = True
                     break
-            record = self._record(X, T, "")
-            if validation is not None:
-                record.update(self._record(Xv, Tv, "val_"))
-            for key, value in record.items():
-                self.history[key].append(value)
-            if not np.isfinite(record["loss"]):
-                raise TrainingDiverged(
-                    f"the training loss became {record['loss']} in epoch {epoch}; "
-                    f"try a smaller learning_rate than {self.learning_rate:g}"
-                )
+            record = {}
+            if track:
+                record = self._record(X, T, "")
+                if validation is not None:
+                    record.update(self._record(Xv, Tv, "val_"))
+                for key, value in record.items():
+                    self.history[key].append(value)
+                if not np.isfinite(record["loss"]):
+                    raise TrainingDiverged(
+                        f"the training loss became {record['loss']} in epoch {epoch}; "
+                        f"try a smaller learning_rate than {self.learning_rate:g}"
+                    )
             if callback is not None:
                 callback(epoch, record)
             if self.interrupted:
                 break
         return self.history
 
-    def _update(self, X, T):
-        """One descent step on the examples X, T: theta <- theta - learning_rate * dJ/dtheta."""
-        grads = _backward(self.params, forward(self.params, X), T)
-        for key, grad in grads.items():
-            self.params[key] -= self.learning_rate * grad
-
-    def _record(self, X, T, prefix):
-        cache = forward(self.params, X)
+    def _record(self, X, T, prefix, chunk=4096):
+        """Loss and accuracy over X, T, a chunk of rows at a time (bounded memory)."""
+        m = X.shape[0]
+        total_loss, correct = 0.0, 0.0
+        for start in range(0, m, chunk):
+            cache = forward(self.params, X[start:start + chunk])
+            rows = T[start:start + chunk]
+            total_loss += float(np.sum(_per_example_loss(cache, rows)))
+            accuracy = _accuracy(cache.output, rows)
+            correct += 0.0 if accuracy is None else accuracy * rows.shape[0]
         return {
-            prefix + "loss": objective(self.params, cache, T),
-            prefix + "accuracy": _accuracy(cache.output, T),
+            prefix + "loss": total_loss / m + _penalty(self.params),
+            prefix + "accuracy": None if TASK == "regression" else correct / m,
         }
 
     def predict(self, X):

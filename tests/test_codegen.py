@@ -583,18 +583,36 @@ def _example_sources():
 
 
 def test_module_imports_only_numpy_and_scipy_erf():
+    """NumPy; SciPy's erf only for GELU; SciPy's BLAS only optionally (guarded by ImportError)."""
     allowed = {("json", ()), ("numpy", ())}  # json (stdlib) serialises Trainer settings
+    optional_blas = ("scipy.linalg", ("blas",))
     for name, source in _example_sources():
         imports = _imports(source)
         uses_gelu = "gelu" in source.split("ACTIVATIONS = ", 1)[1].splitlines()[0]
-        scipy = {imp for imp in imports if imp[0].startswith("scipy")}
-        assert imports - scipy <= allowed, (name, imports)
+        scipy = {imp for imp in imports if imp[0].startswith("scipy")} - {optional_blas}
+        assert imports - scipy - {optional_blas} <= allowed, (name, imports)
         assert ("numpy", ()) in imports, name
         if uses_gelu:
             assert scipy == {("scipy.special", ("erf",))}, (name, imports)
         else:
             assert not scipy, (name, imports)
         assert "import numpy as np" in source
+        guarded = source.split("try:", 1)[1].split("except ImportError", 1)[0]
+        assert "from scipy.linalg import blas" in guarded, name
+
+
+def test_module_works_without_scipy_blas(build, monkeypatch):
+    """The one-example fast path falls back to NumPy when SciPy's BLAS is absent."""
+    net = build(make_spec("relu", "softmax", loss="categorical_crossentropy", name="noblas"))
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((6, 3)), rng.integers(0, 3, 6)
+    with_blas = net.Trainer(optimizer="sgd", epochs=2, dtype=np.float64)
+    with_blas.fit(X, y, track=False)
+    monkeypatch.setattr(net, "_blas", None)
+    without = net.Trainer(optimizer="sgd", epochs=2, dtype=np.float64)
+    without.fit(X, y, track=False)
+    for key in with_blas.params:
+        np.testing.assert_allclose(with_blas.params[key], without.params[key], rtol=1e-12, atol=1e-14)
 
 
 # ----------------------------------------------------------------------------- trainer
