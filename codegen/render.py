@@ -168,6 +168,7 @@ class FastLayer:
     g_lines: tuple[str, ...]  # g' into G{l}; empty where nothing multiplies (output, g' = 1)
     delta_lines: tuple[str, ...]  # the output error into D{l}; output layer only
     temps: tuple[tuple[str, str], ...]  # (name, "full" | "column" | "mask")
+    constants: tuple[tuple[str, float], ...]  # full-size constant buffers
 
 
 def _fast_layer(derivation: Derivation, layer: Layer, state: NumPyCodePrinter) -> FastLayer:
@@ -184,7 +185,8 @@ def _fast_layer(derivation: Derivation, layer: Layer, state: NumPyCodePrinter) -
     state.scipy_functions |= printer.code.scipy_functions
     temps = tuple((f"t{l}_{kind[0]}{i}", kind) for kind in ("full", "column", "mask")
                   for i in range(getattr(buffers, kind)))
-    return FastLayer(l, layer.units, tuple(a_lines), tuple(g_lines), tuple(delta_lines), temps)
+    return FastLayer(l, layer.units, tuple(a_lines), tuple(g_lines), tuple(delta_lines), temps,
+                     tuple(buffers.constants.items()))
 
 
 def spec_digest(derivation: Derivation) -> str:

@@ -175,11 +175,12 @@ def _make_step(params, m, dtype):
     buffers.  The output error is scaled by learning_rate / m up front, so every gradient
     comes out scaled and each update is one in-place subtraction.  With one example (m = 1)
     the weight updates are BLAS rank-1 updates on W itself (ger), when SciPy is present.
-    Returns (X, Y, step): fill X and Y with the batch, then call step(learning_rate).
+    Returns (X, Y, step): buffers for a gathered batch, and step(X, Y, learning_rate) for
+    any (m, ...) inputs and dense targets of this dtype (the buffers, or contiguous slices).
     """
     X = np.empty((m, 4), dtype)
     Y = np.empty((m, 3), dtype)
-    A0 = X
+    ones = np.ones(m, dtype)  # column sums as a product: ones @ D is faster than D.sum(axis=0)
     W1, b1 = params["W1"], params["b1"]
     Z1, A1, D1 = (np.empty((m, 4), dtype) for _ in range(3))
     G1 = np.empty((m, 4), dtype)
@@ -190,9 +191,9 @@ def _make_step(params, m, dtype):
     dW2, db2 = np.empty_like(W2), np.empty_like(b2)
     ger = _rank_one_update(dtype) if m == 1 else None
     if ger is not None:  # row views and the Fortran-ordered W^T that ger updates in place
-        rows = {"A0": A0[0], "D1": D1[0], "W1": W1.T, "A1": A1[0], "D2": D2[0], "W2": W2.T}
+        rows = {"D1": D1[0], "W1": W1.T, "A1": A1[0], "D2": D2[0], "W2": W2.T}
 
-    def step(learning_rate):
+    def step(A0, Y, learning_rate):
         # Layer 1: Z1 = A0 W1ᵀ + b1, A1 = sigmoid(Z1)
         np.matmul(A0, W1.T, out=Z1)
         np.add(Z1, b1, out=Z1)
@@ -218,7 +219,7 @@ def _make_step(params, m, dtype):
             np.subtract(W2, dW2, out=W2)
         else:
             ger(-1.0, rows["A1"], rows["D2"], a=rows["W2"], overwrite_a=True)
-        np.sum(D2, axis=0, out=db2)
+        np.matmul(ones, D2, out=db2)
         np.subtract(b2, db2, out=b2)
         # delta1 = (W2ᵀ delta2) ∘ g1'(Z1)
         G1.fill(1)
@@ -230,8 +231,8 @@ def _make_step(params, m, dtype):
             np.matmul(D1.T, A0, out=dW1)
             np.subtract(W1, dW1, out=W1)
         else:
-            ger(-1.0, rows["A0"], rows["D1"], a=rows["W1"], overwrite_a=True)
-        np.sum(D1, axis=0, out=db1)
+            ger(-1.0, A0[0], rows["D1"], a=rows["W1"], overwrite_a=True)
+        np.matmul(ones, D1, out=db1)
         np.subtract(b1, db1, out=b1)
 
     return X, Y, step
@@ -382,14 +383,13 @@ class Trainer:
                 if stop - start not in steps:
                     steps[stop - start] = _make_step(self.params, stop - start, self.dtype)
                 Xb, Yb, step = steps[stop - start]
-                if order is None:
-                    np.copyto(Xb, X[start:stop])
-                    np.copyto(Yb, T[start:stop])
-                else:
+                if order is None:  # contiguous slices, no copy
+                    step(X[start:stop], T[start:stop], self.learning_rate)
+                else:  # gather the shuffled rows into the step's buffers
                     rows = order[start:stop]
                     np.take(X, rows, axis=0, out=Xb, mode="clip")
                     np.take(T, rows, axis=0, out=Yb, mode="clip")
-                step(self.learning_rate)
+                    step(Xb, Yb, self.learning_rate)
                 if progress is not None and progress(epoch, done, total):
                     self.interrupted = True
                     break

@@ -30,7 +30,7 @@ def _fast_steps(net, params, batches, lr):
         Xb, Yb, step = steps[len(X)]
         np.copyto(Xb, X)
         np.copyto(Yb, net.targets(Y, len(X), np.float64))
-        step(lr)
+        step(Xb, Yb, lr)
     return params
 
 
@@ -86,11 +86,11 @@ def test_steady_state_step_allocates_no_arrays(build):
     Xb[:] = 0.5
     Yb[:] = 0
     Yb[:, 0] = 1
-    step(0.01)  # warm up
+    step(Xb, Yb, 0.01)  # warm up
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for _ in range(200):
-        step(0.01)
+        step(Xb, Yb, 0.01)
     after, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert after - before <= 1024 and peak - before <= 4096, (after - before, peak - before)
