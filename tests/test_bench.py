@@ -1,0 +1,27 @@
+"""The benchmark scripts' smoke modes, so that they cannot rot (no timing is asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def test_train_speed_smoke():
+    done = _run("bench/train_speed.py", "--smoke", "--peers")
+    assert done.returncode == 0, done.stderr
+    for row in ("generated float32", "generated float64", "numpy textbook", "GEMM ceiling"):
+        assert row in done.stdout
+
+
+def test_derive_speed_smoke():
+    done = _run("bench/derive_speed.py", "--smoke")
+    assert done.returncode == 0, done.stderr
+    assert "10-layer stack" in done.stdout
