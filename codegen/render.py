@@ -19,7 +19,7 @@ from pathlib import Path
 import jinja2
 import sympy as sp
 
-from derive.derivation import Columnwise, Derivation, Elementwise, Layer, MatrixDef
+from derive.derivation import Columnwise, Derivation, Layer, MatrixDef
 from derive.local import A_SYM, INDEX, Z_SYM
 from derive.losses import LOSSES
 
@@ -264,13 +264,18 @@ def _new_file_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write text to path through a temporary file in the same folder and a rename."""
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write text (UTF-8, \\n line ends) or bytes to path: a temporary file, then a rename."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
+        if isinstance(data, bytes):
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+                handle.write(data)
         # mkstemp made it 0600: give it the target's mode, or a new file's (0666 less umask)
         os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.exists() else _new_file_mode())
         os.replace(tmp, path)

@@ -382,7 +382,6 @@ def prove(derivation: Derivation, *, points: int = 3, examples: int = 2, seed: i
     m = examples
     params: list[sp.Symbol] = []
     env: dict = {M: m}
-    reference_env: dict = {}
     X = sp.Matrix(spec.input, m, lambda r, c: _random_rational(rng))
     Y = _targets(spec, rng, m)
     env[derivation.X], env[derivation.Y] = X, Y

@@ -1,0 +1,62 @@
+"""Stage 3c: ``Derivation -> LaTeX`` (and, with pdflatex, a PDF).
+
+    printer.py   DerivationLatexPrinter: the Derivation's SymPy objects in the documents' notation
+    document.py  the context of each section, built from the Derivation; Jinja templates lay it out
+    example.py   a worked numeric example: values YAML -> every quantity, evaluated
+    pdf.py       pdflatex, its first error, overfull boxes and page count
+
+``write_latex`` is what ``derive --latex`` calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .document import SECTIONS, render_body, render_document, render_sections
+from .example import Example, evaluate_example, load_example
+from .pdf import CompileError, EngineMissing, compile_pdf
+from .printer import NOTATIONS
+
+__all__ = ["write_latex", "render_latex", "render_sections", "render_body", "render_document",
+           "load_example", "evaluate_example", "Example", "LatexOutput", "CompileError",
+           "EngineMissing", "NOTATIONS", "SECTIONS"]
+
+
+@dataclass(frozen=True)
+class LatexOutput:
+    tex: Path
+    pdf: Path | None = None
+    pages: int | None = None
+    log: str = field(default="", repr=False)  # pdflatex's log, when compiled
+
+
+def render_latex(derivation, *, body_only: bool = False, notation: str = "bracket",
+                 example: Example | str | Path | None = None) -> str:
+    """The LaTeX text: a standalone document, or with ``body_only`` a fragment to paste."""
+    if example is not None and not isinstance(example, Example):
+        example = load_example(example, derivation)
+    render = render_body if body_only else render_document
+    return render(derivation, notation=notation, example=example)
+
+
+def write_latex(derivation, path: str | Path, *, body_only: bool = False,
+                notation: str = "bracket", example: Example | str | Path | None = None,
+                pdf: bool = False) -> LatexOutput:
+    """Write the LaTeX to ``path`` atomically; with ``pdf``, compile it beside it.
+
+    Raises SpecError (bad example values), ValueError (``pdf`` with ``body_only``: a fragment
+    does not compile alone), EngineMissing (no pdflatex) or CompileError.
+    """
+    from codegen.render import atomic_write
+
+    if pdf and body_only:
+        raise ValueError("a --latex-body fragment has no preamble and cannot be compiled; "
+                         "drop --latex-body to get a PDF")
+    path = Path(path)
+    atomic_write(path, render_latex(derivation, body_only=body_only, notation=notation,
+                                    example=example))
+    if not pdf:
+        return LatexOutput(path)
+    compiled = compile_pdf(path)
+    return LatexOutput(path, compiled.pdf, compiled.pages, compiled.log)

@@ -1,0 +1,888 @@
+"""Stage 3c: ``Derivation -> LaTeX``: the context of each section, then the templates.
+
+Python decides what each line says and prints every formula from the Derivation's SymPy
+objects with ``DerivationLatexPrinter``; the Jinja templates in ``templates/`` only lay the
+sections out.  Nothing is re-derived here: steps come from ``LocalActivation.steps``,
+``SoftmaxJacobian.steps`` and ``LocalOutput.delta_steps``; products from ``Gradient.chain``;
+shapes from the matrix expressions.  Where the document shows a composition the Derivation
+holds in pieces (the nested network, a sum over a Kronecker delta, the objective J), it is
+built here from those pieces and printed.
+
+Sections, in order (the issue's list): overview, architecture (with the dimension analysis),
+forward, loss, local derivatives, gradients (chain rule, recurrence, shape checks), batch
+(vectorised form and the generated code's layout), updates, and the worked example.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import sympy as sp
+
+from codegen.printer import NumPyCodePrinter
+
+from ..derivation import Columnwise, Derivation, Layer, M, MatrixDef
+from ..local import INDEX, Z_SYM, _positive_lead, _resolve_deltas
+from ..primitives import PRIMITIVES
+from .example import Example, NumericExample, evaluate_example
+from .printer import Applied, DerivationLatexPrinter, Elided
+
+__all__ = ["Row", "Table", "render_sections", "render_body", "render_document", "SECTIONS",
+           "tex_escape"]
+
+_TEMPLATES = Path(__file__).parent / "templates"
+SECTIONS = ("overview", "architecture", "forward", "loss", "local", "gradients", "batch",
+            "updates", "example")
+FACTORS_PER_LINE = 7  # chain-rule factors on one printed line
+NESTED_MAX_DEPTH = 4  # deeper networks show the nested expression with the middle elided
+ELIDE_ROWS, ELIDE_COLS = 8, 6  # numeric matrices larger than this are shown with ellipses
+DECIMALS = 4
+
+# What a step's note means, as a sentence before the step (fallback: the note itself).
+_STEP_SENTENCES = {
+    "differentiated by SymPy": "SymPy differentiates the declaration:",
+    "simplified": "Simplified, and written with the named functions:",
+    "in terms of the output a = g(z)": r"Written in the output $a = g(z)$, so that the "
+                                       r"backward pass reuses the cached activation:",
+    "quotient rule": "By the quotient rule:",
+    "case i = j": r"Case $i = j$, where $\delta_{ij} = 1$:",
+    "case i = j, in the outputs": r"In the outputs $a_i$:",
+    "case i \\ne j": r"Case $i \ne j$, where $\delta_{ij} = 0$:",
+    "case i \\ne j, in the outputs": r"In the outputs:",
+    "chain rule through the softmax Jacobian": r"Through the softmax Jacobian, where $a_i$ cancels:",
+    "the Kronecker delta picks i = j": r"The Kronecker delta picks the term $i = j$:",
+    "one-hot targets: sum_i y_i = 1": r"The targets are one-hot, so $\sum_i y_i = 1$:",
+    "chain rule, element by element": "By the chain rule, element by element:",
+    "substituted dL/da and g'": r"Substituting $\partial L/\partial a_j$ and $g'$:",
+}
+_DENSE_SENTENCES = {
+    "only the term q = k depends on W_jk, and only for i = j":
+        r"Only the term $q = k$ depends on $W_{jk}$, and only when $i = j$:",
+    "only the term q = k depends on x_k": r"Only the term $q = k$ depends on $x_k$:",
+    "only b_i depends on b_j, for i = j": r"Only $b_i$ depends on $b_j$, when $i = j$:",
+}
+
+
+# ----------------------------------------------------------------------------- literals
+
+@dataclass(frozen=True)
+class Row:
+    """One row of an ``align``: ``lhs`` then ``rhs`` (relation included), one string per
+    printed line; the number goes on the last line.  ``text`` is a sentence set before the
+    row, ``note`` a remark in a column of its own (a shape, a reference)."""
+
+    lhs: str
+    rhs: tuple[str, ...]
+    label: str = ""
+    text: str = ""
+    numbered: bool = True
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    columns: str  # tabular column spec
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    foot: tuple[str, ...] = ()
+
+
+_TEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                 "^": r"\textasciicircum{}"}
+
+
+def tex_escape(text: str) -> str:
+    """Plain text safe for LaTeX."""
+    return "".join(_TEX_SPECIALS.get(ch, ch) for ch in text)
+
+
+def tt(text: str) -> str:
+    """Typewriter text; '_' as the font's own glyph (no text-companion font needed), and a
+    line may break after it."""
+    text = tex_escape(text).replace(r"\_", r"{\char95}\allowbreak{}").replace(".", r".\allowbreak{}")
+    return r"\texttt{" + text + "}"
+
+
+def _row(lhs: str, rhs: str | tuple[str, ...] | list[str], label: str = "", text: str = "",
+         numbered: bool = True, note: str = "") -> Row:
+    lines = (rhs,) if isinstance(rhs, str) else tuple(rhs)
+    return Row(lhs, lines, label, text, numbered, note)
+
+
+def _sentence(note: str, table: dict[str, str] = _STEP_SENTENCES) -> str:
+    if note in table:
+        return table[note]
+    text = tex_escape(note)
+    return (text[:1].upper() + text[1:] + ":") if text else ""
+
+
+# ----------------------------------------------------------------------------- the context
+
+@dataclass
+class _Doc:
+    """The Derivation with its printers and label scheme, shared by the section builders."""
+
+    d: Derivation
+    notation: str
+    p: DerivationLatexPrinter = field(init=False)  # one example
+    P: DerivationLatexPrinter = field(init=False)  # the batch
+
+    def __post_init__(self):
+        activations = {layer.index: layer.activation.latex for layer in self.d.layers}
+        self.p = DerivationLatexPrinter(self.notation, "example", activations)
+        self.P = self.p.with_mode("batch")
+
+    # names and labels
+    @property
+    def prefix(self) -> str:
+        return f"bd:{self.d.spec.name}"
+
+    def label(self, key: str) -> str:
+        return f"{self.prefix}:{key}"
+
+    def ref(self, key: str) -> str:
+        return rf"\eqref{{{self.label(key)}}}"
+
+    def sec(self, key: str) -> str:
+        return f"{self.prefix}:sec:{key}"
+
+    def n(self, l) -> str:
+        """n_l, the width of layer l, in the notation."""
+        return self.p.tagged("n", l)
+
+    @property
+    def depth(self) -> int:
+        return self.d.spec.depth
+
+    # printing
+    def tex(self, expr, batch: bool = False) -> str:
+        return (self.P if batch else self.p).doprint(expr)
+
+    @staticmethod
+    def one(expr: sp.MatrixExpr) -> sp.MatrixExpr:
+        """The per-example form of a batch expression: m = 1."""
+        return expr.subs(M, 1)
+
+    def at_layer(self, expr: sp.Expr, layer: Layer) -> sp.Expr:
+        """An index-form expression of the output pieces, written for layer ``layer``."""
+        I = INDEX
+        return expr.xreplace({I.a: sp.IndexedBase(layer.A.name), I.z: sp.IndexedBase(layer.Z.name),
+                              I.y: sp.IndexedBase(self.d.Y.name), I.n: layer.units})
+
+    def symbolic(self, expr: sp.MatrixExpr) -> sp.MatrixExpr:
+        """The expression with symbolic widths n_l in place of the declared numbers."""
+        widths = [sp.Symbol(f"n{l}", integer=True, positive=True) for l in range(self.depth + 1)]
+        mapping = {}
+        for symbol in expr.atoms(sp.MatrixSymbol):
+            name = symbol.name
+            if name == self.d.X.name:
+                rows, cols = widths[0], symbol.shape[1]
+            elif name == self.d.Y.name:
+                rows, cols = widths[-1], symbol.shape[1]
+            else:
+                kind = name.rstrip("0123456789")
+                layer = int(name[len(kind):])
+                rows = widths[layer]
+                cols = widths[layer - 1] if kind in ("W", "dW", "signW") else symbol.shape[1]
+            mapping[symbol] = sp.MatrixSymbol(name, rows, cols)
+        return expr.xreplace(mapping)
+
+    def shape_rows(self, expr: sp.MatrixExpr, batch: bool = False, text: str = "Shapes:") -> Row:
+        """The shape check of an expression: with symbolic widths, then with the numbers."""
+        printer = self.P if batch else self.p
+        general = self.symbolic(expr)
+        return _row("", (rf"\quad {printer.shape_factors(general)} = {printer.dims(general.shape)}",
+                         rf"\quad {printer.shape_factors(expr)} = {printer.dims(expr.shape)}"),
+                    text=text, numbered=False)
+
+
+# ----------------------------------------------------------------------------- sections
+
+def _file_name(path: str | None) -> str:
+    return tt(Path(path).name) if path else ""
+
+
+def _overview(c: _Doc, example: Example | None) -> dict:
+    u, v = sp.MatrixSymbol("u", 3, 1), sp.MatrixSymbol("v", 3, 1)
+    j = INDEX.j
+    U, V = sp.IndexedBase("u"), sp.IndexedBase("v")
+    spec = c.d.spec
+    last = c.d.layers[-1]
+    hadamard = c.tex(sp.HadamardProduct(u, v))
+    return {
+        "name": tt(spec.name), "source": _file_name(spec.source),
+        "sizes": "--".join(map(str, spec.layer_sizes)), "depth": c.depth,
+        "a": c.p.tagged("a", "l"), "z": c.p.tagged("z", "l"), "W": c.p.tagged("W", "l"),
+        "b": c.p.tagged("b", "l"), "delta": c.p.tagged(r"\delta", "l"), "n": c.n("l"),
+        "delta_def": c.p.partial("L", c.p.tagged("z", "l"), inline=True),
+        "x": c.tex(c.d.X.subs(M, 1)), "y": c.tex(c.d.Y.subs(M, 1)),
+        "output": c.tex(last.A.subs(M, 1)),
+        "hadamard_entry": rf"({hadamard})_{{j}} = {c.tex(U[j] * V[j])}",
+        "example": _file_name(example.source) if example else "",
+    }
+
+
+def _architecture(c: _Doc) -> dict:
+    rows = [("0 (input)", str(c.d.spec.input), "", "", "", "")]
+    for layer in c.d.layers:
+        act = layer.activation
+        params = ", ".join(rf"{_param_name(k)} = {_number_text(v)}" for k, v in act.params)
+        name = f"${act.latex}$" + (f" (${params}$)" if params else "")
+        count = int(layer.units * layer.fan_in + layer.units)
+        rows.append((str(layer.index) + (" (output)" if layer.is_output else ""),
+                     str(layer.units), name,
+                     f"${c.p.dims(layer.W.shape)}$", f"${c.p.dims(layer.b.shape)}$", f"{count:,}"))
+    total = int(sum(l.units * l.fan_in + l.units for l in c.d.layers))
+    table = Table("rrlccr", ("layer $l$", f"units ${c.n('l')}$", "activation",
+                             f"${c.p.tagged('W', 'l')}$", f"${c.p.tagged('b', 'l')}$", "parameters"),
+                  tuple(rows), ("total", "", "", "", "", f"{total:,}"))
+    analysis = []
+    for layer in c.d.layers:
+        z = c.one(layer.z_def.expr)
+        general = c.symbolic(z)
+        analysis.append(_row(c.tex(layer.Z.subs(M, 1)), f"= {c.tex(z)}", c.label(f"dim{layer.index}")))
+        analysis.append(_row(rf"{c.p._print(general.shape[0])} \times 1",
+                             f"= {c.p.shape_factors(general, brackets=True)}", numbered=False))
+        analysis.append(_row(rf"{z.shape[0]} \times 1", f"= {c.p.shape_factors(z, brackets=True)}",
+                             numbered=False))
+    return {"table": table, "analysis": analysis,
+            "W": c.p.tagged("W", "l"), "n": c.n("l"), "n_prev": c.n("l-1")}
+
+
+def _param_name(key: str) -> str:
+    return {"alpha": r"\alpha"}.get(key, rf"\mathit{{{tex_escape(key)}}}")
+
+
+def _number_text(value: float) -> str:
+    """A spec's number for math mode: 0.1, 64, 10^{-5}, 2.5 \times 10^{-4}."""
+    if value != 0 and abs(value) < 1e-3:
+        mantissa, exponent = f"{value:.6e}".split("e")
+        mantissa = mantissa.rstrip("0").rstrip(".")
+        power = f"10^{{{int(exponent)}}}"
+        return power if mantissa == "1" else rf"{mantissa} \times {power}"
+    return f"{value:g}"
+
+
+def _activation_of(c: _Doc, layer: Layer, batch: bool = False) -> tuple[str, str]:
+    """(lhs, rhs) of a = g(z) for the layer: g applied to z, or softmax entry by entry."""
+    printer = c.P if batch else c.p
+    if isinstance(layer.a_def, Columnwise):
+        return printer.entry(layer.A.name, "j"), f"= {c.tex(c.at_layer(layer.a_def.expr, layer), batch)}"
+    Z = layer.Z if batch else layer.Z.subs(M, 1)
+    A = layer.A if batch else layer.A.subs(M, 1)
+    return c.tex(A, batch), f"= {c.tex(Applied(layer.activation.latex, Z), batch)}"
+
+
+def _forward(c: _Doc) -> dict:
+    rows = []
+    for layer in c.d.layers:
+        z = c.one(layer.z_def.expr)
+        shape = c.p.dims(z.shape)
+        rows.append(_row(c.tex(layer.Z.subs(M, 1)), f"= {c.tex(z)}", c.label(f"z{layer.index}"),
+                         note=shape))
+        lhs, rhs = _activation_of(c, layer)
+        rows.append(_row(lhs, rhs, c.label(f"a{layer.index}"), note=shape))
+    last = c.d.layers[-1]
+    return {"rows": rows, "nested": _nested(c), "output": c.tex(last.A.subs(M, 1)),
+            "elided": c.depth > NESTED_MAX_DEPTH, "label": c.label("nested"),
+            "vector": [f"${layer.activation.latex}$" for layer in c.d.layers
+                       if isinstance(layer.a_def, Columnwise)]}
+
+
+def _nested(c: _Doc) -> str:
+    """The whole network as one expression, g_L(W_L g_{L-1}(...) + b_L), by substitution."""
+    layers = c.d.layers
+
+    def wrap(layer: Layer, inner: sp.MatrixExpr) -> sp.MatrixExpr:
+        z = c.one(layer.z_def.expr).xreplace({layer.A_prev.subs(M, 1): inner})
+        return Applied(layer.activation.latex, z)
+
+    values = [c.d.X.subs(M, 1)]
+    for layer in layers:
+        values.append(wrap(layer, values[-1]))
+    if len(layers) <= NESTED_MAX_DEPTH:
+        return c.tex(values[-1])
+    keep = 2  # innermost and outermost layers written out
+    value: sp.MatrixExpr = Elided(values[keep], layers[-keep - 1].A.subs(M, 1).shape)
+    for layer in layers[-keep:]:
+        value = wrap(layer, value)
+    return c.tex(value)
+
+
+class SquaredNorm(sp.Function):
+    """||W^{[l]}||_F^2 for a layer index l (display only)."""
+
+    nargs = 1
+
+    def _latex(self, printer, exp=None):
+        return rf"\lVert {printer.tagged('W', printer._print(self.args[0]))} \rVert_F^2"
+
+
+class EntryNorm(sp.Function):
+    """||W^{[l]}||_1, the sum of |entries|, for a layer index l (display only)."""
+
+    nargs = 1
+
+    def _latex(self, printer, exp=None):
+        return rf"\lVert {printer.tagged('W', printer._print(self.args[0]))} \rVert_1"
+
+
+def _lambda_values(c: _Doc) -> str:
+    values = []
+    if c.d.lambda2 != 0:
+        values.append(rf"\lambda_{{2}} = {_number_text(float(c.d.lambda2))}")
+    if c.d.lambda1 != 0:
+        values.append(rf"\lambda_{{1}} = {_number_text(float(c.d.lambda1))}")
+    return ", ".join(values)
+
+
+def _loss(c: _Doc) -> dict:
+    last = c.d.layers[-1]
+    out = c.d.output
+    per_example = c.at_layer(out.per_example, last)
+    i, l = sp.Symbol("i", integer=True, positive=True), sp.Symbol("l", integer=True, positive=True)
+    mean = rf"\frac{{1}}{{{c.tex(M)}}} {c.tex(sp.Sum(sp.IndexedBase('L')[i], (i, 1, M)))}"
+    terms = [mean]
+    if c.d.lambda2 != 0:
+        terms.append(f"{c.tex(sp.Symbol('lambda_2') / 2)} {c.tex(sp.Sum(SquaredNorm(l), (l, 1, c.depth)))}")
+    if c.d.lambda1 != 0:
+        terms.append(f"{c.tex(sp.Symbol('lambda_1'))} {c.tex(sp.Sum(EntryNorm(l), (l, 1, c.depth)))}")
+    objective = " + ".join(terms)
+    logits = None
+    if out.per_example_logits is not None:
+        logits = _row("L", f"= {c.tex(c.at_layer(out.per_example_logits, last))}",
+                      c.label("loss-logits"))
+    return {
+        "per_example": _row("L", f"= {c.tex(per_example)}", c.label("loss")),
+        "logits": logits,
+        "objective": _row("J", f"= {objective}", c.label("objective")),
+        "regularized": bool(c.d.lambda1 != 0 or c.d.lambda2 != 0), "lambdas": _lambda_values(c),
+        "loss_name": f"${out.loss.latex}$", "n_out": last.units,
+    }
+
+
+# -- local derivatives -----------------------------------------------------------------
+
+def _local(c: _Doc) -> dict:
+    I = INDEX
+    dense = c.d.dense
+    dense_rows = [_row(c.tex(I.z[I.i]), f"= {c.tex(dense.z)}", c.label("dense"))]
+    for key, step in (("dzdW", dense.dz_dW), ("dzdx", dense.dz_dx), ("dzdb", dense.dz_db)):
+        dense_rows.append(_row(c.tex(step.lhs), f"= {c.tex(step.rhs)}", c.label(key),
+                               _sentence(step.note, _DENSE_SENTENCES)))
+    activations: list[dict] = []
+    seen: dict[tuple, int] = {}
+    for layer in c.d.layers:
+        act = layer.activation
+        key = (act.name, act.params)
+        if act.vector:
+            continue
+        if key in seen:
+            activations[seen[key]]["layers"].append(layer.index)
+            continue
+        seen[key] = len(activations)
+        activations.append(_activation_steps(c, layer))
+    last = c.d.layers[-1]
+    return {"dense": dense_rows, "activations": activations,
+            "jacobian": _jacobian(c, last) if last.activation.vector else None,
+            "output": _output_error(c, last), "x": c.tex(I.x[I.k]),
+            "a_prev": c.p.tagged("a", "l-1"),
+            "last": c.tex(last.A.subs(M, 1)), "last_z": c.tex(last.Z.subs(M, 1))}
+
+
+def _act_label(act) -> str:
+    params = "".join(f"-{k}{v:g}" for k, v in act.params)
+    return f"act-{act.name}{params}"
+
+
+def _activation_steps(c: _Doc, layer: Layer) -> dict:
+    act = layer.activation
+    printer = DerivationLatexPrinter(c.notation, "example", functions={"g": act.latex})
+    z = Z_SYM
+    label = _act_label(act)
+    g = printer.doprint(sp.Function("g")(z))
+    declared = printer.doprint(act.expr)
+    display = printer.doprint(act.display)
+    definition = [f"= {tex}" for tex in dict.fromkeys((declared, display)) if not _same(tex, g)]
+    rows = [_row(g, definition, c.label(label + "-def"))] if definition else []
+    steps = [s for s in act.steps if s.note != "definition"]
+    for k, step in enumerate(steps):
+        key = label if k == len(steps) - 1 else f"{label}-{k}"
+        rows.append(_row(printer.doprint(step.lhs), f"= {printer.doprint(step.rhs)}",
+                         c.label(key), _sentence(step.note)))
+    primitives = [cls for cls in PRIMITIVES
+                  if any(s.rhs.has(cls) for s in act.steps) and not _same(printer.doprint(cls(z)), g)]
+    definitions = [_row(printer.doprint(cls(z)), f"= {printer.doprint(cls.definition(z))}",
+                        c.label(f"prim-{cls.__name__}-{label}")) for cls in primitives]
+    return {"name": f"${act.latex}$", "layers": [layer.index], "rows": rows,
+            "definitions": definitions, "convention": _convention(act, printer)}
+
+
+def _same(a: str, b: str) -> bool:
+    """Two printings of one thing, up to delimiter sizes and spaces."""
+    def norm(tex):
+        for noise in (r"\left", r"\right", " ", "{", "}"):
+            tex = tex.replace(noise, "")
+        return tex
+    return norm(a) == norm(b)
+
+
+def _convention(act, printer: DerivationLatexPrinter) -> str:
+    """The value taken at a kink of a piecewise g (ReLU'(0) = 0), when g' jumps there."""
+    d = act.derivative
+    if not isinstance(d, sp.Piecewise) or len(d.args) != 2:
+        return ""
+    (left, cond), (right, _) = d.args
+    if not isinstance(cond, sp.core.relational.Relational) or cond.lhs != Z_SYM:
+        return ""
+    point = cond.rhs
+    below, above = left.subs(Z_SYM, point), sp.limit(right, Z_SYM, point, "+")
+    if sp.simplify(below - above) == 0:
+        return ""
+    name = printer.functions["g"]
+    at = printer.doprint(d.subs(Z_SYM, point))
+    return (rf"${name}$ has a kink at $z = {printer.doprint(point)}$, where its one-sided "
+            rf"derivatives are ${printer.doprint(below)}$ and ${printer.doprint(above)}$. "
+            rf"The derivative there is the value of the branch ${printer.doprint(cond)}$: "
+            rf"${name}'({printer.doprint(point)}) = {at}$, the convention the generated code uses.")
+
+
+def _factored(expr: sp.Expr) -> sp.Expr:
+    """A polynomial shown factored for reading: -a^2 + a -> a (1 - a)."""
+    return _positive_lead(sp.factor(expr))
+
+
+def _jacobian(c: _Doc, layer: Layer) -> dict:
+    """The vector activation's Jacobian by the quotient rule, both cases (SoftmaxJacobian.steps)."""
+    I = INDEX
+    jac = layer.activation.jacobian
+    i, j = I.i, I.j
+    u, v = sp.Symbol("u"), sp.Symbol("v")
+    rule = (v * sp.Derivative(u, I.z[j]) - u * sp.Derivative(v, I.z[j])) / v**2
+    parts = [
+        _row("u", f"= {c.tex(jac.numerator)}", numbered=False,
+             note=rf"{c.p.partial('u', c.tex(I.z[j]), inline=True)} = {c.tex(jac.d_numerator)}"),
+        _row("v", f"= {c.tex(jac.denominator)}", numbered=False,
+             note=rf"{c.p.partial('v', c.tex(I.z[j]), inline=True)} = {c.tex(jac.d_denominator)}"),
+    ]
+    rows = []
+    for k, step in enumerate(jac.steps):
+        rhs = [f"= {c.tex(step.rhs)}"]
+        if step.note == "quotient rule":
+            rhs.insert(0, f"= {c.tex(rule)}")
+        if step.note.startswith("case i = j, in"):
+            factored = _factored(step.rhs)
+            if c.tex(factored) != c.tex(step.rhs):
+                rhs.append(f"= {c.tex(factored)}")
+        rows.append(_row(c.tex(step.lhs), rhs, c.label(f"jacobian-{k}"),
+                         _sentence(step.note) if step.note != "definition" else ""))
+    cases = (rf"= \begin{{cases}} {c.tex(_factored(jac.same))} & \text{{if }} i = j \\ "
+             rf"{c.tex(jac.other)} & \text{{if }} i \ne j \end{{cases}}")
+    rows.append(_row(c.tex(sp.Derivative(I.a[i], I.z[j])), (cases, f"= {c.tex(jac.general)}"),
+                     c.label("jacobian"), "Both cases in one formula, with the Kronecker delta:"))
+    return {"parts": parts, "rows": rows, "name": f"${layer.activation.latex}$"}
+
+
+def _output_error(c: _Doc, layer: Layer) -> dict:
+    I = INDEX
+    out = c.d.output
+    i, j = I.i, I.j
+    rows = [_row(c.tex(sp.Derivative(I.L, I.a[j])), f"= {c.tex(out.dL_da)}", c.label("dLda"),
+                 f"The loss {c.ref('loss')} differentiated by SymPy, for one output unit:")]
+    for k, step in enumerate(out.delta_steps):
+        rhs = [f"= {c.tex(step.rhs)}"]
+        if step.note == "chain rule through the softmax Jacobian":
+            generic = sp.Sum(sp.Mul(sp.Derivative(I.L, I.a[i]), sp.Derivative(I.a[i], I.z[j]),
+                                    evaluate=False), (i, 1, I.n))
+            product = sp.Sum(sp.Mul(out.dL_da.subs(j, i), layer.activation.jacobian.general,
+                                    evaluate=False), (i, 1, I.n))
+            rhs = [f"= {c.tex(generic)}", f"= {c.tex(product)}", f"= {c.tex(step.rhs)}"]
+        key = "delta-out" if k == len(out.delta_steps) - 1 else f"delta-out-{k}"
+        rows.append(_row(c.tex(step.lhs), rhs, c.label(key), _sentence(step.note)))
+    return {"rows": rows, "uses_sum_y": out.uses_sum_y, "result": c.tex(out.delta),
+            "loss": f"${out.loss.latex}$", "activation": f"${layer.activation.latex}$"}
+
+
+# -- gradients -------------------------------------------------------------------------
+
+def _chain_lines(c: _Doc, chain) -> list[str]:
+    factors = [c.p.partial_of(f.numerator, f.denominator) for f in chain]
+    return [("= " if start == 0 else r"\quad ") + " ".join(factors[start:start + FACTORS_PER_LINE])
+            for start in range(0, len(factors), FACTORS_PER_LINE)]
+
+
+def _factor_row(c: _Doc, factor) -> Row:
+    """One chain-rule factor, what it equals, and where that was derived."""
+    value = factor.value
+    num, den = factor.numerator, factor.denominator
+    layer = c.d.layers[int(num[1:]) - 1] if num != "L" else c.d.layers[-1]
+    if isinstance(value, sp.Expr) and value.has(sp.Indexed):  # index form: the output layer
+        if num == "L":
+            lhs, note = c.p.partial_of(num, den, den_index="j"), f"the loss, {c.ref('dLda')}"
+        else:
+            lhs, note = c.p.partial_of(num, den, "i", "j"), f"${layer.activation.latex}$, {c.ref('jacobian')}"
+        return _row(lhs, f"= {c.tex(c.at_layer(value, layer))}", numbered=False,
+                    note=rf"\text{{{note}}}")
+    lhs = c.p.partial_of(num, den)
+    if isinstance(value, sp.MatrixSymbol) and value.name.startswith("G"):
+        note = (rf"{c.ref(_act_label(layer.activation))}, entry by entry: a factor $\odot$")
+    elif isinstance(value, sp.MatrixSymbol) and value.name.startswith("W"):
+        note = f"dense layer, {c.ref('dzdx')}"
+    elif den.startswith("W"):
+        note = f"dense layer, {c.ref('dzdW')}: the layer's input"
+    else:
+        note = f"dense layer, {c.ref('dzdb')}"
+    shown = c.one(value) if isinstance(value, sp.MatrixExpr) else value
+    return _row(lhs, f"= {c.tex(shown)}", numbered=False, note=rf"\text{{{note}}}")
+
+
+def _gradients(c: _Doc) -> dict:
+    I = INDEX
+    i = sp.Symbol("i", integer=True, positive=True)
+    layers = []
+    shown: set[tuple[str, str]] = set()
+    for layer in reversed(c.d.layers):
+        l = layer.index
+        delta = layer.delta.subs(M, 1)
+        chains = [_row(c.p.partial_of("L", g.param.name), _chain_lines(c, g.chain),
+                       c.label(f"chain-{g.param.name}")) for g in (layer.grad_W, layer.grad_b)]
+        factors = []
+        for grad in (layer.grad_W, layer.grad_b):
+            for factor in grad.chain:
+                if (factor.numerator, factor.denominator) not in shown:
+                    shown.add((factor.numerator, factor.denominator))
+                    factors.append(_factor_row(c, factor))
+        if layer.is_output:
+            error = [_row(c.p.entry(layer.delta.name, "j"),
+                          (f"= {c.p.partial_of('L', layer.Z.name, den_index='j')}",
+                           f"= {c.tex(c.at_layer(c.d.output.delta, layer))}"),
+                          c.label(f"delta{l}"),
+                          f"The error term of the output layer is the output error {c.ref('delta-out')}:")]
+        else:
+            above = c.d.layers[l]  # layer l + 1
+            expr = c.one(layer.delta_def.expr)
+            dz_da = c.d.dense.dz_dx.rhs.xreplace({I.W: sp.IndexedBase(above.W.name)}).subs(I.i, i)
+            backprop = sp.Sum(sp.IndexedBase(above.delta.name)[i] * dz_da, (i, 1, above.units))
+            prefix = above.grad_b.chain[:-1]
+            memo = c.p.partial_of(prefix[0].numerator, prefix[-1].denominator, inline=True)
+            error = [
+                _row(c.p.partial_of("L", layer.A.name, den_index="k"),
+                     (f"= {c.tex(backprop)}",
+                      rf"= \left({c.tex(sp.Transpose(above.W) * above.delta.subs(M, 1))}\right)_{{k}}"),
+                     text=(f"The leading factors multiply to ${memo} = {c.tex(above.delta.subs(M, 1))}$ "
+                           f"{c.ref(f'delta{l + 1}')}, computed once and reused. Through the dense "
+                           f"layer {c.ref('dzdx')}, entry by entry:"),
+                     numbered=False),
+                _row(c.tex(delta), (f"= {c.p.partial_of('L', layer.Z.name)}", f"= {c.tex(expr)}"),
+                     c.label(f"delta{l}"),
+                     r"Times $\partial a/\partial z$ entry by entry, the recurrence:"),
+                c.shape_rows(expr),
+            ]
+        gradients = []
+        for grad in (layer.grad_W, layer.grad_b):
+            param = grad.param.name
+            rhs = (f"= {c.p.partial_of('L', layer.Z.name)} {c.p.partial_of(layer.Z.name, param)}",
+                   f"= {c.tex(grad.per_example)}")
+            gradients += [_row(c.p.partial_of("L", param), rhs, c.label(f"grad-{param}")),
+                          c.shape_rows(grad.per_example)]
+        outer = None
+        if layer.is_output:  # why the transpose, once
+            dz_dW = c.d.dense.dz_dW.rhs.xreplace({I.x: sp.IndexedBase(layer.A_prev.name)}).subs(I.i, i)
+            total = sp.Sum(sp.IndexedBase(layer.delta.name)[i] * dz_dW, (i, 1, layer.units))
+            outer = _row(c.p.partial(c.p.name("L"), c.p.entry(layer.W.name, "jk")),
+                         (f"= {c.tex(total)}", f"= {c.tex(_resolve_deltas(total))}",
+                          rf"= \left({c.tex(layer.grad_W.per_example)}\right)_{{jk}}"),
+                         text=f"Why the transpose: entry by entry, with {c.ref('dzdW')},",
+                         numbered=False)
+        layers.append({"index": l, "output": layer.is_output, "chains": chains,
+                       "factors": factors, "error": error, "gradients": gradients,
+                       "outer": outer})
+    return {"layers": layers, "delta": c.p.tagged(r"\delta", "l"),
+            "delta_def": c.p.partial("L", c.p.tagged("z", "l"), inline=True)}
+
+
+# -- the batch and the generated code ----------------------------------------------------
+
+def _gradient_formula(c: _Doc, grad) -> sp.MatrixExpr:
+    """dJ/dtheta with the regularisation strengths written as lambda_1, lambda_2."""
+    symbols = {"l1": (c.d.lambda1, sp.Symbol("lambda_1")), "l2": (c.d.lambda2, sp.Symbol("lambda_2"))}
+    terms = [grad.data_term] + [term.xreplace(dict([symbols[kind]]))
+                                for kind, term in grad.regularization]
+    return sp.MatAdd(*terms) if len(terms) > 1 else terms[0]
+
+
+def _batch(c: _Doc) -> dict:
+    d = c.d
+    data = frozenset({d.X, d.Y} | {s for layer in d.layers
+                                    for s in (layer.Z, layer.A, layer.A_prev, layer.delta, layer.G)
+                                    if s is not None})
+    names = {sp.MatrixSymbol(f"signW{layer.index}", *layer.W.shape): f"np.sign(W{layer.index})"
+             for layer in d.layers}
+    code = NumPyCodePrinter(names, data=data)
+    forward, backward, table = [], [], []
+    for layer in d.layers:
+        z = layer.z_def.expr
+        forward.append(_row(c.tex(layer.Z, True), f"= {c.tex(z, True)}", c.label(f"Z{layer.index}"),
+                            note=c.P.dims(z.shape)))
+        lhs, rhs = _activation_of(c, layer, batch=True)
+        forward.append(_row(lhs, rhs, c.label(f"A{layer.index}"), note=c.P.dims(layer.A.shape)))
+        table.append((f"${c.tex(layer.Z, True)} = {c.tex(z, True)}$",
+                      tt(f"{layer.Z.name} = {code.rows(z)}")))
+    for layer in reversed(d.layers):
+        if isinstance(layer.delta_def, MatrixDef):
+            expr = layer.delta_def.expr
+            backward.append(_row(c.tex(layer.delta, True), f"= {c.tex(expr, True)}",
+                                 c.label(f"Delta{layer.index}"), note=c.P.dims(expr.shape)))
+            table.append((f"${c.tex(layer.delta, True)} = {c.tex(expr, True)}$",
+                          tt(f"{layer.delta.name} = {code.rows(expr)}")))
+        else:
+            columns = c.at_layer(d.output.delta, layer)
+            backward.append(_row(c.P.entry(layer.delta.name, "j"), f"= {c.tex(columns, True)}",
+                                 c.label(f"Delta{layer.index}"), note=c.P.dims(layer.delta.shape)))
+            out_code = NumPyCodePrinter({INDEX.a: layer.A.name, INDEX.y: d.Y.name,
+                                         INDEX.z: layer.Z.name}, like=layer.Z.name)
+            table.append((f"${c.P.entry(layer.delta.name, 'j')} = {c.tex(columns, True)}$",
+                          tt(f"{layer.delta.name} = {out_code.doprint(d.output.delta)}")))
+        for grad in (layer.grad_W, layer.grad_b):
+            formula = _gradient_formula(c, grad)
+            backward.append(_row(c.P.name(grad.target.name), f"= {c.tex(formula, True)}",
+                                 c.label(f"batch-{grad.target.name}"), note=c.P.dims(formula.shape)))
+            inline = c.P.partial(c.P.name("L"), c.tex(grad.param), inline=True)
+            table.append((f"${inline} = {c.tex(formula, True)}$",
+                          tt(f"{grad.target.name} = {code.doprint(grad.formula)}")))
+    first = d.layers[0]
+    return {"forward": forward, "backward": backward,
+            "shapes": c.shape_rows(first.grad_W.data_term, batch=True, text=(
+                f"For example, ${c.tex(first.grad_W.data_term, True)}$ sums the $m$ outer products "
+                f"of the columns; its shapes:")),
+            "code": Table(_columns(0.52, 0.48),
+                          ("document: one column per example", "generated code: one row per example"),
+                          tuple(table)),
+            "z1": c.tex(first.Z, True), "z1_expr": c.tex(first.z_def.expr, True),
+            "z1_T": c.tex(sp.Transpose(first.z_def.expr).doit(), True),
+            "z1_code": tt(f"{first.Z.name} = {code.rows(first.z_def.expr)}"),
+            "first": c.P.dims(first.Z.shape), "X": c.tex(d.X, True), "Y": c.tex(d.Y, True),
+            "regularized": bool(d.lambda1 != 0 or d.lambda2 != 0), "lambdas": _lambda_values(c)}
+
+
+def _columns(*fractions: float) -> str:
+    """Ragged-right paragraph columns sharing the line width, whatever the document's margins."""
+    return "".join(rf">{{\raggedright\arraybackslash}}p{{\dimexpr {f}\linewidth-2\tabcolsep\relax}}"
+                   for f in fractions)
+
+
+# -- updates ---------------------------------------------------------------------------
+
+def _updates(c: _Doc) -> dict:
+    d = c.d
+    rules: list[Row] = []
+    for rule in d.updates:
+        theta, new = rule.rule
+        row = _row(c.tex(theta), f":= {c.tex(new)}", c.label(f"update-{rule.optimizer}"))
+        if all((r.lhs, r.rhs) != (row.lhs, row.rhs) for r in rules):
+            rules.append(row)
+    pairs = [f"{c.tex(layer.W)}, {c.tex(layer.b)}" for layer in d.layers]
+    if len(pairs) > 4:
+        pairs = pairs[:2] + [r"\ldots"] + pairs[-1:]
+    variants = Table(_columns(0.36, 0.64), ("variant", "what one step averages over"),
+                     tuple((tex_escape(r.title), tex_escape(r.batch)) for r in d.updates))
+    training = d.spec.training
+    chosen = next(r.title for r in d.updates if r.optimizer == training.optimizer)
+    return {"variants": variants, "rows": rules, "params": ", ".join(pairs),
+            "eta": c.tex(d.learning_rate), "chosen": tex_escape(chosen.lower()),
+            "learning_rate": _number_text(training.learning_rate),
+            "batch_size": training.batch_size, "epochs": training.epochs,
+            "minibatch": training.optimizer == "minibatch"}
+
+
+# -- the worked example ----------------------------------------------------------------
+
+def fmt(value) -> str:
+    """A number as the documents print it: up to 4 decimals, trailing zeros dropped."""
+    x = float(value)
+    if x != 0 and abs(x) < 0.5 * 10**-DECIMALS:
+        mantissa, exponent = f"{x:.2e}".split("e")
+        return rf"{mantissa} \times 10^{{{int(exponent)}}}"
+    text = f"{x:.{DECIMALS}f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def _elide(count: int, limit: int) -> list[int | None]:
+    """Indices to show; None where an ellipsis goes."""
+    if count <= limit:
+        return list(range(count))
+    return [0, 1, 2, None, count - 2, count - 1]
+
+
+def matrix_tex(matrix: sp.Matrix, transpose_vector: bool = True) -> str:
+    """A numeric matrix as a bmatrix; a column vector as a transposed row, as seed 003 prints;
+    a 1 x 1 matrix as its number."""
+    rows, cols = matrix.shape
+    if (rows, cols) == (1, 1):
+        return fmt(matrix[0, 0])
+    if cols == 1 and transpose_vector and rows > 1:
+        return matrix_tex(matrix.T) + "^{T}"
+    shown_rows, shown_cols = _elide(rows, ELIDE_ROWS), _elide(cols, ELIDE_COLS)
+    lines = []
+    for r in shown_rows:
+        cells = []
+        for col in shown_cols:
+            if r is None:
+                cells.append(r"\ddots" if col is None else r"\vdots")
+            else:
+                cells.append(r"\cdots" if col is None else fmt(matrix[r, col]))
+        lines.append(" & ".join(cells))
+    return r"\begin{bmatrix} " + r" \\ ".join(lines) + r" \end{bmatrix}"
+
+
+def _example(c: _Doc, numeric: NumericExample) -> dict:
+    d, ex = c.d, numeric.example
+    values = []
+    for layer in d.layers:
+        for symbol in (layer.W, layer.b):
+            given = ex.scalar_biases.get(symbol.name)
+            values.append(_row(c.tex(symbol), f"= {matrix_tex(ex.params[symbol.name])}",
+                               numbered=False,
+                               note=rf"\text{{${fmt(given)}$ for every unit}}" if given is not None else ""))
+    values.append(_row(c.tex(d.X.subs(M, 1)), f"= {matrix_tex(ex.x)}", numbered=False))
+    values.append(_row(c.tex(d.Y.subs(M, 1)), f"= {matrix_tex(ex.y)}", numbered=False,
+                       note=rf"\text{{class {ex.label}}}" if ex.label is not None else ""))
+    forward = []
+    for layer in d.layers:
+        l = layer.index
+        forward.append(_row(c.tex(layer.Z.subs(M, 1)),
+                            (f"= {c.tex(c.one(layer.z_def.expr))}",
+                             f"= {matrix_tex(numeric[layer.Z.name])}"),
+                            numbered=False, note=c.ref(f"z{l}")))
+        _, g = _activation_of(c, layer)
+        forward.append(_row(c.tex(layer.A.subs(M, 1)), (g, f"= {matrix_tex(numeric[layer.A.name])}"),
+                            numbered=False, note=c.ref(f"a{l}")))
+    last = d.layers[-1]
+    result = [_row(r"\hat{y}", f"= {c.tex(last.A.subs(M, 1))} = {matrix_tex(numeric[last.A.name])}",
+                   numbered=False),
+              _row("L", f"= {fmt(numeric.loss)}", numbered=False, note=c.ref("loss"))]
+    if d.lambda1 != 0 or d.lambda2 != 0:
+        result.append(_row("J", f"= {fmt(numeric.objective)}", numbered=False,
+                           note=rf"\text{{{c.ref('objective')}, $m = 1$}}"))
+    backward = []
+    for layer in reversed(d.layers):
+        l = layer.index
+        delta = numeric[layer.delta.name]
+        if layer.is_output:
+            backward.append(_row(c.tex(layer.delta.subs(M, 1)), f"= {matrix_tex(delta)}",
+                                 numbered=False, note=c.ref(f"delta{l}")))
+        else:
+            if layer.G is not None:
+                backward.append(_row(c.tex(layer.G.subs(M, 1)), f"= {matrix_tex(numeric[layer.G.name])}",
+                                     numbered=False, note=c.ref(_act_label(layer.activation))))
+            backward.append(_row(c.tex(layer.delta.subs(M, 1)),
+                                 (f"= {c.tex(c.one(layer.delta_def.expr))}", f"= {matrix_tex(delta)}"),
+                                 numbered=False, note=c.ref(f"delta{l}")))
+        for grad in (layer.grad_W, layer.grad_b):
+            if grad.regularization:  # dJ/dtheta: the data term and the regularisation, m = 1
+                name, formula = c.P.name(grad.target.name), c.one(_gradient_formula(c, grad))
+            else:
+                name, formula = c.p.name(grad.target.name), grad.per_example
+            backward.append(_row(name, (f"= {c.tex(formula)}",
+                                        f"= {matrix_tex(numeric[grad.target.name], transpose_vector=False)}"),
+                                 numbered=False, note=c.ref(f"grad-{grad.param.name}")))
+    return {"values": values, "forward": forward, "result": result, "backward": backward,
+            "reference": _reference_table(c, numeric), "source": _file_name(ex.source),
+            "reference_source": tex_escape(ex.reference_source),
+            "reference_note": tex_escape(" ".join(ex.reference_note.split())),
+            "digits": DECIMALS}
+
+
+def _reference_table(c: _Doc, numeric: NumericExample) -> Table | None:
+    """Each figure the source printed, against the computed value at the source's precision."""
+    ex = numeric.example
+    if not ex.reference:
+        return None
+    d = c.d
+    rows = []
+    for figure in ex.reference:
+        if figure.name == "L":
+            computed, names = [numeric.loss], ["L"]
+        else:
+            if figure.name == "yhat":
+                quantity, symbol = d.layers[-1].A, r"\hat{y}"
+            else:
+                layer = d.layers[int(figure.name[1:]) - 1]
+                quantity = layer.Z if figure.name[0] == "z" else layer.A
+                symbol = c.tex(quantity.subs(M, 1))
+            computed = list(numeric[quantity.name])
+            names = ([symbol] if len(computed) == 1 else
+                     [f"{{{symbol}}}_{{{k + 1}}}" if symbol == r"\hat{y}" else
+                      c.p.entry(quantity.name, str(k + 1)) for k in range(len(computed))])
+        for name, ref, value in zip(names, figure.values, computed):
+            value = float(value)
+            agrees = abs(ref - value) <= 0.5 * 10**-figure.decimals + 1e-12
+            rows.append((f"${name}$", f"${ref:.{figure.decimals}f}$", f"${value:.{figure.decimals}f}$",
+                         f"${value:.6g}$", "agrees" if agrees else r"\textbf{differs}"))
+    return Table("lrrrl", ("", "source", "computed, rounded alike", "computed", ""), tuple(rows))
+
+
+# ----------------------------------------------------------------------------- rendering
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
+        block_start_string="((*", block_end_string="*))",
+        variable_start_string="(((", variable_end_string=")))",
+        comment_start_string="((=", comment_end_string="=))",
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False,
+    )
+
+
+def _contexts(derivation: Derivation, notation: str, example: Example | None) -> dict[str, dict]:
+    c = _Doc(derivation, notation)
+    contexts = {
+        "overview": _overview(c, example),
+        "architecture": _architecture(c),
+        "forward": _forward(c),
+        "loss": _loss(c),
+        "local": _local(c),
+        "gradients": _gradients(c),
+        "batch": _batch(c),
+        "updates": _updates(c),
+    }
+    if example is not None:
+        contexts["example"] = _example(c, evaluate_example(derivation, example))
+    for name, context in contexts.items():
+        context["sec"] = c.sec(name)
+        context["prefix"] = c.prefix
+    return contexts
+
+
+def render_sections(derivation: Derivation, *, notation: str = "bracket",
+                    example: Example | None = None) -> dict[str, str]:
+    """Each section's LaTeX, by name (``SECTIONS`` order; "example" only with an example)."""
+    env = _environment()
+    return {name: env.get_template(f"{name}.tex.j2").render(**context)
+            for name, context in _contexts(derivation, notation, example).items()}
+
+
+def render_body(derivation: Derivation, *, notation: str = "bracket",
+                example: Example | None = None) -> str:
+    """The document without its preamble: sections to paste into a paper or notes."""
+    sections = render_sections(derivation, notation=notation, example=example)
+    return _environment().get_template("body.tex.j2").render(
+        name=derivation.spec.name, packages=PACKAGES,
+        sections=[sections[s] for s in SECTIONS if s in sections])
+
+
+PACKAGES = ("amsmath", "amssymb", "booktabs", "array", "longtable")
+
+
+def render_document(derivation: Derivation, *, notation: str = "bracket",
+                    example: Example | None = None) -> str:
+    """A standalone LaTeX document that compiles with pdflatex."""
+    body = render_body(derivation, notation=notation, example=example)
+    spec = derivation.spec
+    return _environment().get_template("document.tex.j2").render(
+        name=spec.name, title=tt(spec.name), body=body, packages=PACKAGES,
+        source=Path(spec.source).name if spec.source else "", source_tt=_file_name(spec.source))
