@@ -1,6 +1,7 @@
 """The ``derive`` command: parse the arguments, run the pipeline's stages, report.
 
-Exit status: 0 success, 1 a check failed, 2 bad usage or a bad spec.
+Exit status: 0 success, 1 a check failed, 2 bad usage or a bad spec,
+130 training stopped by Ctrl-C (after saving what it reached).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 __all__ = ["main", "build_parser"]
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="derive",
         description="Derive backpropagation for a declared network with SymPy, prove it, "
                     "and generate a NumPy module (forward, backward, trainer).",
-        epilog="Exit status: 0 success, 1 a check failed, 2 bad usage or spec.",
+        epilog="Exit status: 0 success, 1 a check failed (or training diverged), 2 bad usage, "
+               "spec or data, 130 training stopped by Ctrl-C (after saving).",
     )
     parser.add_argument("--spec", nargs="+", required=True, metavar="NET.yaml",
                         help="network spec(s) in YAML (see README.md for the format)")
@@ -31,12 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
                              "and check the written module by central finite differences")
     parser.add_argument("--force", action="store_true",
                         help="overwrite a file at the target that this tool did not generate")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only problems")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="print only problems (with --train: and the final report)")
+    _add_training_arguments(parser)
+    _add_latex_arguments(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_training_arguments(parser, args)
+    _check_latex_arguments(parser, args)
     from .errors import SpecError
 
     status = EXIT_OK
@@ -70,6 +79,7 @@ def _run(path: str, args) -> int:
     started = time.perf_counter()
     spec = load_spec(path)
     derivation = derive(spec)
+    example = _latex_example(derivation, args)  # a bad values file: nothing is written
     try:
         target = write_module(derivation, args.out, force=args.force)
     except WriteRefused as err:
@@ -81,9 +91,12 @@ def _run(path: str, args) -> int:
     sizes = "-".join(map(str, spec.layer_sizes))
     _say(args, f"{path}: {spec.name} ({sizes}, {spec.loss}) -> {target} "
                f"in {time.perf_counter() - started:.2f} s")
-    if not args.check:
-        return EXIT_OK
-    return _check(derivation, target, args)
+    if args.latex and (failed := _latex(derivation, example, args)):
+        return failed
+    status = _check(derivation, target, args) if args.check else EXIT_OK
+    if args.train and status == EXIT_OK:
+        status = _train(spec, target, args)
+    return status
 
 
 def _check(derivation, target: Path, args) -> int:
@@ -96,3 +109,159 @@ def _check(derivation, target: Path, args) -> int:
     fd = finite_difference_check(import_module_from(target))
     print(fd.summary(), file=sys.stdout if fd.ok else sys.stderr, flush=True)
     return EXIT_OK if proof.ok and fd.ok else EXIT_CHECK_FAILED
+
+
+# ----------------------------------------------------------------------------- --train
+
+_TRAINING_FLAGS = ("epochs", "learning_rate", "batch_size", "optimizer", "seed", "save_dir",
+                   "plot", "verbose")
+
+
+def _bounded(kind, low, high, what: str):
+    """An argparse type: a number of ``kind`` in [low, high] (a finite one)."""
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not (low <= value <= high):  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    return convert
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "training", "--train trains the generated network on the spec's data (digits when the "
+                    "spec has no data: section); the options after it override the spec's "
+                    "training: settings")
+    group.add_argument("--train", action="store_true",
+                       help="train on the spec's data, report test accuracy (or R²), save the "
+                            "parameters (.npz) and a JSON summary")
+    group.add_argument("--epochs", metavar="N",
+                       type=_bounded(int, 1, 10**6, "a whole number from 1 to 10^6"))
+    group.add_argument("--learning-rate", metavar="RATE",
+                       type=_bounded(float, 1e-12, 1e3, "a number > 0 and <= 1000"))
+    group.add_argument("--batch-size", metavar="N",
+                       type=_bounded(int, 1, 10**7, "a whole number >= 1"))
+    group.add_argument("--optimizer", choices=("batch", "sgd", "minibatch"))
+    group.add_argument("--seed", metavar="N",
+                       type=_bounded(int, 0, 2**32 - 1, "a whole number >= 0"),
+                       help="seeds the train/test split, the initial weights and the shuffling")
+    group.add_argument("--save-dir", metavar="DIR",
+                       help="where the parameters and summary.json go (default: runs/<name>/)")
+    group.add_argument("--plot", metavar="OUT.png",
+                       help="draw the loss and accuracy curves (and OUT_confusion.png); "
+                            "needs matplotlib: pip install 'backprop-derive[plot]'")
+    group.add_argument("--verbose", action="store_true",
+                       help="also print per-epoch and per-stage times")
+
+
+def _check_training_arguments(parser: argparse.ArgumentParser, args) -> None:
+    if not args.train:
+        given = [name for name in _TRAINING_FLAGS if getattr(args, name) not in (None, False)]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            parser.error(f"{flag} is a training option: add --train")
+
+
+def _train(spec, target: Path, args) -> int:
+    """Train the module just written on the spec's data; report and save."""
+    from .errors import DataError
+    from .training import PlotUnavailable, TrainingFailed, TrainOptions, run
+
+    several = len(args.spec) > 1  # then each spec gets DIR/<name>/ and OUT_<name>.png
+    save_dir = args.save_dir and (Path(args.save_dir) / spec.name if several else args.save_dir)
+    plot = args.plot and Path(args.plot)
+    if plot and several:
+        plot = plot.with_name(f"{plot.stem}_{spec.name}{plot.suffix or '.png'}")
+    options = TrainOptions(epochs=args.epochs, learning_rate=args.learning_rate,
+                           batch_size=args.batch_size, optimizer=args.optimizer, seed=args.seed,
+                           save_dir=save_dir, plot=plot, quiet=args.quiet, verbose=args.verbose)
+    where = spec.source or spec.name
+    try:
+        result = run(spec, target, options)
+    except (DataError, PlotUnavailable) as err:
+        print(f"derive: {where}: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except TrainingFailed as err:
+        print(f"derive: {where}: {err}", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    except OSError as err:
+        print(f"derive: {where}: cannot write {err.filename or 'the results'}: "
+              f"{err.strerror or err}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
+
+
+# ----------------------------------------------------------------------------- --latex
+
+def _add_latex_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "LaTeX", "--latex writes the derivation as a LaTeX document, printed from the same "
+                 "symbolic derivation as the code")
+    group.add_argument("--latex", metavar="FILE.tex",
+                       help="write the derivation to FILE.tex (with several specs: a folder, "
+                            "one <name>.tex each)")
+    group.add_argument("--latex-body", action="store_true",
+                       help="write a fragment without preamble, to paste into a paper or notes")
+    group.add_argument("--pdf", action="store_true",
+                       help="also compile it with pdflatex, next to FILE.tex")
+    group.add_argument("--notation", choices=("bracket", "subscript"), default="bracket",
+                       help="W^{[1]}, a^{[1]} (bracket, the default) or W_1, a_1 (subscript)")
+    group.add_argument("--example", metavar="VALUES.yaml",
+                       help="add a worked numeric example with these weights, biases, input "
+                            "and target (see examples/values/)")
+
+
+def _check_latex_arguments(parser: argparse.ArgumentParser, args) -> None:
+    if not args.latex:
+        for flag, given in (("--latex-body", args.latex_body), ("--pdf", args.pdf),
+                            ("--example", args.example)):
+            if given:
+                parser.error(f"{flag} goes with --latex FILE.tex")
+    if args.pdf and args.latex_body:
+        parser.error("--pdf compiles a standalone document: a --latex-body fragment has no "
+                     "preamble; drop one of them")
+    if args.example and len(args.spec) > 1:
+        parser.error("--example gives the values of one network: use it with one --spec")
+
+
+def _latex_example(derivation, args):
+    """The checked values of --example (SpecError names the file, line and field)."""
+    if not args.example:
+        return None
+    from .latex import load_example
+
+    return load_example(args.example, derivation)
+
+
+def _latex_target(name: str, args) -> Path:
+    target = Path(args.latex)
+    if len(args.spec) > 1 or target.is_dir() or args.latex.endswith(("/", "\\")):
+        return target / f"{name}.tex"
+    return target
+
+
+def _latex(derivation, example, args) -> int:
+    """Write (and with --pdf compile) the LaTeX of one derivation; 0 or an exit status."""
+    from .latex import CompileError, EngineMissing, write_latex
+
+    where = derivation.spec.source or derivation.spec.name
+    target = _latex_target(derivation.spec.name, args)
+    try:
+        out = write_latex(derivation, target, body_only=args.latex_body, notation=args.notation,
+                          example=example, pdf=args.pdf)
+    except EngineMissing as err:
+        print(f"derive: {where}: --pdf: {err} ({target} was written)", file=sys.stderr)
+        return EXIT_USAGE
+    except CompileError as err:
+        print(f"derive: {where}: pdflatex failed: {err}", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    except OSError as err:
+        print(f"derive: {where}: cannot write {err.filename or target}: {err.strerror or err}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    pdf = f", {out.pdf} ({out.pages} pages)" if out.pdf else ""
+    _say(args, f"{where}: LaTeX -> {out.tex}{pdf}")
+    return EXIT_OK

@@ -1,8 +1,8 @@
-"""The errors the tool reports to its user: a bad spec (exit 2) and a failed check (exit 1)."""
+"""The errors the tool reports to its user: a bad spec or data (exit 2) and a failed check (exit 1)."""
 
 from __future__ import annotations
 
-__all__ = ["SpecError", "CheckFailed"]
+__all__ = ["SpecError", "CheckFailed", "DataError"]
 
 
 class SpecError(Exception):
@@ -46,3 +46,8 @@ def _rebuild_spec_error(message, file, line, field, hint) -> SpecError:
 
 class CheckFailed(Exception):
     """A proof or numerical check of a derivation or of generated code did not pass."""
+
+
+class DataError(Exception):
+    """Training data that cannot be used (a missing or damaged file, a bad value, sizes that do
+    not fit the spec); the message names the file and says what was expected."""

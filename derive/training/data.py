@@ -1,0 +1,343 @@
+"""Data sources for ``derive --train``: each gives a ``Dataset`` (X float64 (m, n), y, metadata).
+
+The sources are a registry filled by a decorator, as the activations are.  scikit-learn's
+bundled data sets are read from the installed package (no download); ``mnist:DIR`` reads the
+MNIST IDX files of a folder; ``csv:PATH`` reads a table with a header row.  Fixed scalings
+(digits x/16, MNIST x/255) are applied here; tabular sources are marked for standardisation,
+which ``prepare`` does after the split with the training set's statistics only.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import DataError
+from .idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
+
+__all__ = ["Dataset", "SOURCES", "PATH_SOURCES", "load_dataset", "load_csv", "load_mnist",
+           "CLASSIFICATION", "REGRESSION"]
+
+CLASSIFICATION, REGRESSION = "classification", "regression"
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Examples along axis 0, with what is needed to check them against a spec and report."""
+
+    name: str  # as the spec writes it: "digits", "mnist:DIR", "csv:PATH"
+    X: np.ndarray  # (m, n_features) float64
+    y: np.ndarray  # classification: (m,) int64 class indices; regression: (m, k) float64
+    task: str  # CLASSIFICATION | REGRESSION
+    class_names: tuple[str, ...] = ()  # class index -> name
+    target_names: tuple[str, ...] = ()  # regression: the target columns
+    feature_names: tuple[str, ...] = ()  # tabular sources: the feature columns
+    standardize: bool = False  # standardise X (and a regression y) with training statistics
+    scaling: str = ""  # the fixed scaling already applied, for the report ("x/16")
+    test: tuple[np.ndarray, np.ndarray] | None = None  # a fixed test set (MNIST's t10k files)
+    label_mapping: dict[str, int] | None = None  # CSV class labels -> index
+
+    @property
+    def n_examples(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def n_targets(self) -> int:
+        return self.y.shape[1] if self.task == REGRESSION else 1
+
+
+Source = Callable[[], Dataset]
+SOURCES: dict[str, Source] = {}  # the named data sets
+PATH_SOURCES = ("mnist", "csv")  # written kind:PATH
+
+
+def source(name: str) -> Callable[[Source], Source]:
+    """Register a data source under ``name`` (used as ``dataset: name`` or ``name:PATH``)."""
+    def register(function: Source) -> Source:
+        if name in SOURCES:
+            raise ValueError(f"data source {name!r} is registered twice")
+        SOURCES[name] = function
+        return function
+    return register
+
+
+def load_dataset(dataset: str = "digits", *, target: str | None = None,
+                 base_dir: str | Path | None = None, classes: bool | None = None) -> Dataset:
+    """The data set a spec's ``data.dataset`` names.
+
+    ``mnist:DIR`` and ``csv:PATH`` are read relative to ``base_dir`` (the spec's folder) unless
+    absolute; ``target`` is the CSV's label column; ``classes`` says whether a CSV target holds
+    class labels (True), real values (False) or whichever it looks like (None).
+    """
+    kind, colon, rest = dataset.partition(":")
+    if colon and kind in PATH_SOURCES:
+        path = Path(rest).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = Path(base_dir) / path
+        if kind == "csv":
+            return load_csv(path, target, classes=classes, name=dataset)
+        return load_mnist(path, name=dataset)
+    if dataset not in SOURCES:
+        known = ", ".join([*SOURCES, "mnist:DIR", "csv:PATH"])
+        raise DataError(f"unknown data set {dataset!r} (expected one of: {known})")
+    return SOURCES[dataset]()
+
+
+# ----------------------------------------------------------------------------- scikit-learn
+
+def _sklearn_datasets():
+    try:
+        from sklearn import datasets
+    except ImportError:
+        raise DataError("the bundled data sets (digits, iris, breast_cancer, diabetes) come "
+                        "from scikit-learn, which is not installed: pip install scikit-learn") \
+            from None
+    return datasets
+
+
+@source("digits")
+def load_digits() -> Dataset:
+    """1797 8x8 handwritten digits, pixel intensities 0..16 scaled by 1/16 to [0, 1]."""
+    bunch = _sklearn_datasets().load_digits()
+    return Dataset("digits", np.asarray(bunch.data, dtype=np.float64) / 16.0,
+                   np.asarray(bunch.target, dtype=np.int64), CLASSIFICATION,
+                   class_names=tuple(str(c) for c in bunch.target_names), scaling="x/16")
+
+
+@source("iris")
+def load_iris() -> Dataset:
+    """150 irises, 4 measurements, 3 species."""
+    bunch = _sklearn_datasets().load_iris()
+    return Dataset("iris", np.asarray(bunch.data, dtype=np.float64),
+                   np.asarray(bunch.target, dtype=np.int64), CLASSIFICATION,
+                   class_names=tuple(bunch.target_names), standardize=True,
+                   feature_names=tuple(bunch.feature_names))
+
+
+@source("breast_cancer")
+def load_breast_cancer() -> Dataset:
+    """569 tumours, 30 features, malignant (0) or benign (1)."""
+    bunch = _sklearn_datasets().load_breast_cancer()
+    return Dataset("breast_cancer", np.asarray(bunch.data, dtype=np.float64),
+                   np.asarray(bunch.target, dtype=np.int64), CLASSIFICATION,
+                   class_names=tuple(bunch.target_names), standardize=True,
+                   feature_names=tuple(bunch.feature_names))
+
+
+@source("diabetes")
+def load_diabetes() -> Dataset:
+    """442 patients, 10 features in their original units, disease progression after a year."""
+    bunch = _sklearn_datasets().load_diabetes(scaled=False)
+    y = np.asarray(bunch.target, dtype=np.float64).reshape(-1, 1)
+    return Dataset("diabetes", np.asarray(bunch.data, dtype=np.float64), y, REGRESSION,
+                   target_names=("disease progression",), standardize=True,
+                   feature_names=tuple(bunch.feature_names))
+
+
+# ----------------------------------------------------------------------------- MNIST
+
+_MNIST_PARTS = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "t10k": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    """``stem``, ``stem.gz`` or the ``.idx3-ubyte`` spelling some mirrors use."""
+    dotted = stem.replace("-idx", ".idx")
+    for name in (stem, stem + ".gz", dotted, dotted + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _mnist_part(folder: Path, part: str) -> tuple[np.ndarray, np.ndarray] | None:
+    images_stem, labels_stem = _MNIST_PARTS[part]
+    images_path, labels_path = _find(folder, images_stem), _find(folder, labels_stem)
+    if images_path is None and labels_path is None:
+        return None
+    if images_path is None or labels_path is None:
+        have, missing = ((labels_path, images_stem) if images_path is None
+                         else (images_path, labels_stem))
+        raise DataError(f"{folder} has {have.name} but no {missing}[.gz] to go with it")
+    images = read_idx(images_path, IMAGES_MAGIC)
+    labels = read_idx(labels_path, LABELS_MAGIC)
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(f"{images_path} holds {images.shape[0]} images but {labels_path} "
+                        f"holds {labels.shape[0]} labels; they must match")
+    if labels.size and labels.max() > 9:
+        row = int(np.argmax(labels > 9))
+        raise DataError(f"{labels_path}: label {labels[row]} at index {row} is not a digit 0..9")
+    X = images.reshape(images.shape[0], -1).astype(np.float64) / 255.0
+    return X, labels.astype(np.int64)
+
+
+def load_mnist(folder: str | Path, name: str | None = None) -> Dataset:
+    """MNIST from its IDX files in ``folder``: pixels / 255 flattened to rows of 28*28 = 784.
+
+    The t10k files, when present, are the test set; otherwise the training files are split.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder} is not a folder (mnist:DIR names the folder that holds "
+                        "train-images-idx3-ubyte.gz and train-labels-idx1-ubyte.gz)")
+    train = _mnist_part(folder, "train")
+    if train is None:
+        raise DataError(f"{folder} holds no MNIST training files (expected "
+                        "train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz], and "
+                        "optionally t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz])")
+    test = _mnist_part(folder, "t10k")
+    if test is not None and test[0].shape[1] != train[0].shape[1]:
+        raise DataError(f"the t10k images in {folder} have {test[0].shape[1]} pixels, the "
+                        f"training images {train[0].shape[1]}")
+    return Dataset(name or f"mnist:{folder}", train[0], train[1], CLASSIFICATION,
+                   class_names=tuple(str(d) for d in range(10)), scaling="x/255", test=test)
+
+
+# ----------------------------------------------------------------------------- CSV
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header and the (line number, fields) of each non-blank row."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle)
+            header, rows = None, []
+            for fields in reader:
+                if not any(field.strip() for field in fields):
+                    continue
+                if header is None:
+                    header = [field.strip() for field in fields]
+                else:
+                    rows.append((reader.line_num, fields))
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist") from None
+    except IsADirectoryError:
+        raise DataError(f"{path} is a folder, not a CSV file") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc})") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if header is None:
+        raise DataError(f"{path} is empty (expected a header row naming the columns)")
+    return header, rows
+
+
+def _class_codes(values: list[str]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Class indices in sorted order of the labels: numerically if all are numbers."""
+    numbers = [_number(v) for v in values]
+    if all(n is not None for n in numbers):
+        first: dict[float, str] = {}
+        for value, number in zip(values, numbers):
+            first.setdefault(number, value)
+        order = sorted(first)
+        index = {number: i for i, number in enumerate(order)}
+        return np.array([index[n] for n in numbers], dtype=np.int64), tuple(first[n] for n in order)
+    names = tuple(sorted(set(values)))
+    index = {name: i for i, name in enumerate(names)}
+    return np.array([index[v] for v in values], dtype=np.int64), names
+
+
+def load_csv(path: str | Path, target: str | None, *, classes: bool | None = None,
+             name: str | None = None) -> Dataset:
+    """A table with a header row: numeric feature columns and the ``target`` column.
+
+    ``classes``: the target holds class labels (True; strings or numbers, encoded in sorted
+    order), real values (False), or whichever it looks like (None: labels if any is not a number).
+    """
+    path = Path(path)
+    header, rows = _read_rows(path)
+    if target is None:
+        raise DataError(f"{path}: name the label column with data.target in the spec")
+    if len(set(header)) != len(header):
+        twice = next(h for h in header if header.count(h) > 1)
+        raise DataError(f"{path}: the header names column {twice!r} twice")
+    if target not in header:
+        same_case = [h for h in header if h.lower() == target.lower()]
+        near = same_case or difflib.get_close_matches(target, header, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise DataError(f"{path}: no column {target!r} in the header (columns: "
+                        f"{', '.join(header)}){hint}")
+    if len(header) < 2:
+        raise DataError(f"{path}: the only column is the target {target!r}; there are no features")
+    if not rows:
+        raise DataError(f"{path} has a header but no rows of data")
+    t = header.index(target)
+    features = [c for c in range(len(header)) if c != t]
+    X = np.empty((len(rows), len(features)), dtype=np.float64)
+    labels = []
+    for r, (line, fields) in enumerate(rows):
+        if len(fields) != len(header):
+            raise DataError(f"{path}, line {line}: {len(fields)} fields, but the header has "
+                            f"{len(header)} columns")
+        for j, c in enumerate(features):
+            X[r, j] = _feature(fields[c].strip(), path, line, header[c])
+        label = fields[t].strip()
+        if not label:
+            raise DataError(f"{path}, line {line}: the target {target!r} is empty "
+                            "(missing values are not supported: fill it in or drop the row)")
+        labels.append(label)
+    feature_names = tuple(header[c] for c in features)
+    if classes is None:
+        classes = any(_number(v) is None for v in labels)
+    name = name or f"csv:{path}"
+    if classes:
+        y, class_names = _class_codes(labels)
+        if len(class_names) < 2:
+            raise DataError(f"{path}: the target {target!r} holds a single class "
+                            f"({class_names[0]!r}); classification needs at least two")
+        mapping = {label: i for i, label in enumerate(class_names)}
+        return Dataset(name, X, y, CLASSIFICATION, class_names=class_names, standardize=True,
+                       label_mapping=mapping, feature_names=feature_names)
+    values = np.empty((len(labels), 1), dtype=np.float64)
+    for r, label in enumerate(labels):
+        values[r, 0] = _target_value(label, path, rows[r][0], target)
+    return Dataset(name, X, values, REGRESSION, target_names=(target,), standardize=True,
+                   feature_names=feature_names)
+
+
+def _feature(text: str, path: Path, line: int, column: str) -> float:
+    if not text:
+        raise DataError(f"{path}, line {line}, column {column!r}: empty value (missing values "
+                        "are not supported: fill them in or drop the row)")
+    value = _number(text)
+    if value is None:
+        raise DataError(f"{path}, line {line}, column {column!r}: {text!r} is not a number "
+                        "(feature columns must be numeric)")
+    if not math.isfinite(value):
+        raise DataError(f"{path}, line {line}, column {column!r}: {text!r} is not a finite "
+                        "number (missing values are not supported)")
+    return value
+
+
+def _target_value(text: str, path: Path, line: int, column: str) -> float:
+    value = _number(text)
+    if value is None or not math.isfinite(value):
+        raise DataError(f"{path}, line {line}: the target {column!r} is {text!r}, but the "
+                        "spec's loss (mse) needs a finite number there (for class labels use "
+                        "softmax with categorical_crossentropy, or sigmoid with "
+                        "binary_crossentropy)")
+    return value
+

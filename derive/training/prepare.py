@@ -1,0 +1,201 @@
+"""``Dataset`` + spec -> ``Prepared``: the sizes checked, train/test split, scaled, encoded.
+
+The split is stratified for class labels (each class keeps its share in both parts) and seeded;
+standardisation uses the training part's statistics only, so nothing of the test set leaks into
+training.  Targets are encoded for the generated module's task: class indices for softmax or
+sigmoid outputs, one-hot rows for an MSE network on classes, standardised values for regression
+(predictions are mapped back to the original units for the report).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import DataError
+from ..netspec import NetSpec
+from .data import CLASSIFICATION, REGRESSION, Dataset
+
+__all__ = ["Prepared", "Standardizer", "check_fits", "prepare", "random_split",
+           "stratified_split", "held_out_count"]
+
+# how the module's predict() output becomes a prediction for the report
+LABELS, ARGMAX, THRESHOLD, VALUES = "labels", "argmax", "threshold", "values"
+
+
+@dataclass(frozen=True, eq=False)
+class Standardizer:
+    """x -> (x - mean) / scale per column, with the statistics of the data it was fitted on."""
+
+    mean: np.ndarray
+    scale: np.ndarray  # the standard deviation; 1 for a constant column
+
+    @classmethod
+    def fit(cls, X: np.ndarray) -> "Standardizer":
+        std = X.std(axis=0)
+        return cls(X.mean(axis=0), np.where(std > 0, std, 1.0))
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return (X - self.mean) / self.scale
+
+    def inverse(self, Z: np.ndarray) -> np.ndarray:
+        return Z * self.scale + self.mean
+
+    def as_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "scale": self.scale.tolist()}
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """The arrays the Trainer takes, and what the report needs to read its predictions."""
+
+    X_train: np.ndarray
+    Y_train: np.ndarray  # targets as the module takes them
+    X_test: np.ndarray
+    Y_test: np.ndarray
+    truth_train: np.ndarray  # class indices (m,), or values (m, k) in the original units
+    truth_test: np.ndarray
+    task: str  # of the data: CLASSIFICATION | REGRESSION
+    decode: str  # LABELS | ARGMAX | THRESHOLD | VALUES
+    class_names: tuple[str, ...]
+    split: str  # how the test set was chosen, for the report
+    features: Standardizer | None = None
+    targets: Standardizer | None = None
+
+    def predictions(self, output: np.ndarray) -> np.ndarray:
+        """The module's predict() output as class indices or values in the original units."""
+        if self.decode == LABELS:
+            return np.asarray(output).reshape(-1).astype(np.int64)
+        if self.decode == ARGMAX:
+            return np.argmax(output, axis=1)
+        if self.decode == THRESHOLD:
+            return (np.asarray(output).reshape(-1) > 0.5).astype(np.int64)
+        values = np.asarray(output, dtype=np.float64).reshape(len(output), -1)
+        return self.targets.inverse(values) if self.targets is not None else values
+
+
+# ----------------------------------------------------------------------------- the sizes
+
+def check_fits(spec: NetSpec, task: str, data: Dataset) -> str:
+    """How the targets are encoded for a module of ``task``; a ``DataError`` if they cannot be.
+
+    ``task`` is the generated module's TASK: classification | binary | regression.
+    """
+    units, last = spec.layers[-1].units, spec.layers[-1].activation.name
+    if data.n_features != spec.input:
+        raise DataError(f"{data.name} has {data.n_features} features, the spec's input is "
+                        f"{spec.input} (set input: {data.n_features})")
+    if data.task == REGRESSION:
+        if task != "regression":
+            raise DataError(f"{data.name} is a regression data set (real-valued targets), but "
+                            f"{spec.loss} needs class labels: use an identity output layer "
+                            "with loss: mse")
+        if units != data.n_targets:
+            columns = "column" if data.n_targets == 1 else "columns"
+            raise DataError(f"{data.name} has {data.n_targets} target {columns}, the spec's "
+                            f"output layer has {units} units: regression needs one output "
+                            "unit per target column")
+        return VALUES
+    K = data.n_classes
+    if task == "classification":
+        if units != K:
+            also = ", or 1 sigmoid unit with binary_crossentropy" if K == 2 else ""
+            raise DataError(f"{data.name} has {K} classes, the spec's output layer has {units} "
+                            f"{last} units: {K} classes need {K} softmax units{also}")
+        return LABELS
+    if task == "binary":
+        if K != 2:
+            raise DataError(f"{data.name} has {K} classes, but {spec.loss} on a sigmoid output "
+                            f"separates 2: use {K} softmax units with categorical_crossentropy")
+        if units != 1:
+            raise DataError(f"{spec.loss} with {units} sigmoid units predicts {units} separate "
+                            f"yes/no labels, but {data.name} has one label of 2 classes per "
+                            "example: use 1 sigmoid unit")
+        return LABELS
+    if units == K:  # an MSE network on classes learns one-hot targets (seed 002 and 004)
+        return ARGMAX
+    if units == 1 and K == 2:
+        return THRESHOLD
+    raise DataError(f"{data.name} has {K} classes; a network trained with {spec.loss} learns "
+                    f"them as one-hot targets, which needs {K} output units, but the spec's "
+                    f"output layer has {units}")
+
+
+# ----------------------------------------------------------------------------- the split
+
+def held_out_count(m: int, test_fraction: float) -> int:
+    """Examples in the test part: round(fraction * m), at least 1, leaving at least 1 to train."""
+    if m < 2:
+        raise DataError(f"{m} example{'s' if m != 1 else ''}: a train/test split needs at least 2")
+    return min(max(int(round(test_fraction * m)), 1), m - 1)
+
+
+def random_split(m: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, test rows): a seeded random choice of rows for the test part."""
+    n_test = held_out_count(m, test_fraction)
+    order = np.random.default_rng(seed).permutation(m)
+    return order[n_test:], order[:n_test]
+
+
+def stratified_split(labels: np.ndarray, test_fraction: float,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, test rows) with each class's share of the test part as in the whole.
+
+    Each class gets floor(fraction of the test part) rows; the rows left over go to the classes
+    with the largest remainders (first class first on ties). A class keeps at least one training
+    row. Rows within a class are chosen by a generator seeded with ``seed``.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    m = labels.shape[0]
+    n_test = held_out_count(m, test_fraction)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * n_test / m
+    take = np.floor(quota).astype(np.int64)
+    leftover = n_test - int(take.sum())
+    take[np.argsort(-(quota - take), kind="stable")[:leftover]] += 1
+    take = np.minimum(take, counts - 1)
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for label, k in zip(classes, take):
+        rows = rng.permutation(np.flatnonzero(labels == label))
+        test.append(rows[:k])
+        train.append(rows[k:])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
+
+
+# ----------------------------------------------------------------------------- all of it
+
+def prepare(spec: NetSpec, task: str, data: Dataset, test_fraction: float,
+            seed: int) -> Prepared:
+    """Check ``data`` against the spec, split it, scale it and encode its targets."""
+    decode = check_fits(spec, task, data)
+    if data.test is not None:
+        X_train, y_train = data.X, data.y
+        X_test, y_test = data.test
+        split = "the data set's own test set"
+    else:
+        classes = data.task == CLASSIFICATION
+        train, test = (stratified_split(data.y, test_fraction, seed) if classes
+                       else random_split(data.n_examples, test_fraction, seed))
+        X_train, y_train, X_test, y_test = data.X[train], data.y[train], data.X[test], data.y[test]
+        split = (f"{'stratified ' if classes else ''}random {100 * test_fraction:g}% test "
+                 f"split, seed {seed}")
+    features = Standardizer.fit(X_train) if data.standardize else None
+    if features is not None:
+        X_train, X_test = features.transform(X_train), features.transform(X_test)
+    targets = None
+    if decode == VALUES:
+        targets = Standardizer.fit(y_train) if data.standardize else None
+        Y_train, Y_test = ((targets.transform(y_train), targets.transform(y_test))
+                           if targets is not None else (y_train, y_test))
+    elif decode == ARGMAX:
+        eye = np.eye(data.n_classes)
+        Y_train, Y_test = eye[y_train], eye[y_test]
+    elif decode == THRESHOLD:
+        Y_train, Y_test = (y_train.astype(np.float64).reshape(-1, 1),
+                           y_test.astype(np.float64).reshape(-1, 1))
+    else:
+        Y_train, Y_test = y_train, y_test
+    return Prepared(X_train, Y_train, X_test, Y_test, y_train, y_test, data.task, decode,
+                    data.class_names, split, features, targets)

@@ -1,0 +1,397 @@
+"""One training run: ``NetSpec`` + generated module -> trained parameters, summary, report.
+
+Steps: import the module; load the spec's data (digits by default); check it against the spec,
+split, scale and encode it (``prepare``); train with the spec's ``training:`` settings and the
+command line's overrides, showing progress; evaluate on the test set; print the report; save the
+parameters (``Trainer.save``, .npz) and a JSON summary; draw the plots if asked.
+
+Ctrl-C during training sets a flag that the Trainer's progress hook returns, so training stops
+cleanly after the current batch; the network as it is then is evaluated, reported and saved,
+and ``RunResult.interrupted`` is True (the command exits with 130).  A second Ctrl-C aborts.
+"""
+
+from __future__ import annotations
+
+import platform
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, TextIO
+
+import numpy as np
+
+from ..errors import DataError
+from ..netspec import DataSpec, NetSpec
+from .data import REGRESSION, Dataset, load_dataset
+from .prepare import LABELS, Prepared, prepare
+from .progress import QUIET, EpochDisplay, choose_mode
+from .report import (ClassificationMetrics, RegressionMetrics, classification_metrics,
+                     regression_metrics, score, write_json)
+
+__all__ = ["TrainOptions", "RunResult", "StopFlag", "TrainingFailed", "run", "stop_on_interrupt",
+           "training_settings", "DEFAULT_RUNS_DIR"]
+
+DEFAULT_RUNS_DIR = Path("runs")
+SUMMARY_NAME = "summary.json"
+
+
+class TrainingFailed(Exception):
+    """Training could not go on (the loss became NaN or infinite)."""
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """What the command line adds to the spec: overrides of ``training:``, where to save, how
+    much to show.  None keeps the spec's value."""
+
+    epochs: int | None = None
+    learning_rate: float | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None
+    seed: int | None = None
+    save_dir: str | Path | None = None  # None: runs/<name>/
+    plot: str | Path | None = None  # the curves' PNG; the confusion matrix goes next to it
+    quiet: bool = False  # only the final report
+    verbose: bool = False  # also per-epoch timings and the stages' times
+    progress: str | None = None  # bar | lines | quiet; None: a bar on a terminal, else lines
+
+    def overrides(self) -> dict:
+        keys = ("epochs", "learning_rate", "batch_size", "optimizer", "seed")
+        return {key: getattr(self, key) for key in keys if getattr(self, key) is not None}
+
+
+@dataclass(frozen=True, eq=False)
+class RunResult:
+    name: str
+    interrupted: bool  # stopped by Ctrl-C (or the stop flag) before the last epoch ended
+    epochs_completed: int  # whole epochs done
+    metrics: ClassificationMetrics | RegressionMetrics  # on the test set
+    history: tuple[dict, ...]  # per epoch: loss, accuracy or r2, test_loss, test_..., seconds
+    params_path: Path
+    summary_path: Path
+    plots: tuple[Path, ...]
+    summary: dict = field(repr=False)
+
+
+class StopFlag:
+    """Asks training to stop after the current batch; the progress hook returns ``is_set``."""
+
+    def __init__(self) -> None:
+        self.is_set = False
+
+    def set(self) -> None:
+        self.is_set = True
+
+
+@contextmanager
+def stop_on_interrupt(flag: StopFlag, notify: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """While inside: the first Ctrl-C (SIGINT) sets ``flag`` and calls ``notify``; a second one
+    raises KeyboardInterrupt as usual.  Outside the main thread signals cannot be caught, and
+    nothing is installed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_interrupt(signum, frame):
+        flag.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        notify()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def training_settings(spec: NetSpec, options: TrainOptions) -> dict:
+    """The Trainer's keyword arguments: the spec's ``training:`` with the options' overrides."""
+    training = spec.training
+    settings = {"optimizer": training.optimizer, "learning_rate": training.learning_rate,
+                "batch_size": training.batch_size, "epochs": training.epochs,
+                "shuffle": training.shuffle, "seed": training.seed}
+    settings.update(options.overrides())
+    return settings
+
+
+# ----------------------------------------------------------------------------- the run
+
+def run(spec: NetSpec, module_path: str | Path, options: TrainOptions = TrainOptions(), *,
+        stream: TextIO | None = None, stop: StopFlag | None = None) -> RunResult:
+    """Train the generated module at ``module_path`` on the spec's data; report and save.
+
+    Raises ``DataError`` for data that cannot be used (missing, damaged, or not fitting the
+    spec) or a save folder that cannot be made, ``TrainingFailed`` if the loss diverges, and
+    ``PlotUnavailable`` for ``plot`` without matplotlib (all before any training but the second).
+    """
+    from codegen.fdcheck import import_module_from
+
+    from .plot import require_matplotlib
+
+    stream = stream if stream is not None else sys.stdout
+    started = time.perf_counter()
+    if options.plot is not None:
+        require_matplotlib()
+    module = import_module_from(module_path)
+    settings = training_settings(spec, options)
+    dataset, prepared = load_prepared(spec, module.TASK, settings["seed"])
+    save_dir = Path(options.save_dir or DEFAULT_RUNS_DIR / spec.name)
+    _make_folder(save_dir)
+    timings = {"load_seconds": time.perf_counter() - started}
+
+    session = _Session(module, prepared, settings, options, stream,
+                       stop if stop is not None else StopFlag())
+    if session.display.mode != QUIET:
+        print(_header(spec, dataset, prepared, settings), file=stream, flush=True)
+    session.train()
+    timings["train_seconds"] = session.seconds
+
+    evaluating = time.perf_counter()
+    test = evaluate(session.trainer, prepared, session.X_test, prepared.truth_test)
+    train = evaluate(session.trainer, prepared, session.X_train, prepared.truth_train)
+    timings["evaluate_seconds"] = time.perf_counter() - evaluating
+    print(_report(spec, dataset, test, train, session, timings, options.verbose),
+          file=stream, flush=True)
+
+    params_path = Path(session.trainer.save(save_dir / f"{spec.name}.npz"))
+    plots = _plots(options.plot, spec, dataset, session, test)
+    summary_path = save_dir / SUMMARY_NAME
+    timings["total_seconds"] = time.perf_counter() - started
+    summary = _summary(spec, module_path, dataset, prepared, settings, options, session,
+                       test, train, timings, params_path, plots)
+    write_json(summary_path, summary)
+    saved = f"saved {params_path} and {summary_path}"
+    if plots:
+        saved += "\nplots " + " and ".join(map(str, plots))
+    print(saved, file=stream, flush=True)
+    return RunResult(spec.name, session.interrupted, session.epochs_completed, test,
+                     tuple(session.history), params_path, summary_path, plots, summary)
+
+
+def load_prepared(spec: NetSpec, task: str, seed: int) -> tuple[Dataset, Prepared]:
+    """The spec's data (digits without a ``data:`` section), checked, split and scaled."""
+    data_spec = spec.data or DataSpec()
+    base_dir = Path(spec.source).parent if spec.source else None
+    dataset = load_dataset(data_spec.dataset, target=data_spec.target, base_dir=base_dir,
+                           classes=task != "regression")
+    return dataset, prepare(spec, task, dataset, data_spec.test_fraction, seed)
+
+
+def evaluate(trainer, prepared: Prepared, X: np.ndarray,
+             truth: np.ndarray) -> ClassificationMetrics | RegressionMetrics:
+    """The trained network's figures on (X, truth), from its predictions."""
+    predicted = prepared.predictions(trainer.predict(X))
+    if prepared.task == REGRESSION:
+        return regression_metrics(truth, predicted)
+    return classification_metrics(truth, predicted, prepared.class_names)
+
+
+class _Session:
+    """The Trainer and its hooks: progress after each update, a record after each epoch."""
+
+    def __init__(self, module, prepared: Prepared, settings: dict, options: TrainOptions,
+                 stream: TextIO, stop: StopFlag):
+        self.prepared, self.stop = prepared, stop
+        self.epochs = settings["epochs"]
+        self.score = "r2" if prepared.task == REGRESSION else "accuracy"
+        self.display = EpochDisplay(self.epochs, self.score, verbose=options.verbose,
+                                    mode=options.progress or choose_mode(stream, options.quiet),
+                                    stream=stream)
+        self.trainer = module.Trainer(**settings)
+        # once, in the Trainer's dtype, so that neither fit() nor predict() converts them again
+        self.X_train = prepared.X_train.astype(self.trainer.dtype)
+        self.X_test = prepared.X_test.astype(self.trainer.dtype)
+        self.history: list[dict] = []
+        self.position = (0, 0, 0)  # epoch, updates done in it, updates per epoch
+        self.seconds = 0.0
+        self._last = 0.0
+
+    @property
+    def interrupted(self) -> bool:
+        return bool(self.trainer.interrupted)
+
+    @property
+    def epochs_completed(self) -> int:
+        return sum(1 for record in self.history if not record.get("partial"))
+
+    def train(self) -> None:
+        started = self._last = time.perf_counter()
+        # a diverging run overflows on its way to the Trainer's clear message: no warnings
+        with stop_on_interrupt(self.stop, self._notify), \
+                np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            try:
+                self.trainer.fit(self.X_train, self.prepared.Y_train,
+                                 validation=(self.X_test, self.prepared.Y_test),
+                                 callback=self._epoch_end, progress=self._progress)
+            except FloatingPointError as err:  # the module's TrainingDiverged
+                raise TrainingFailed(str(err)) from None
+            finally:
+                self.display.close()
+        self.seconds = time.perf_counter() - started
+
+    def _progress(self, epoch: int, done: int, total: int) -> bool:
+        self.position = (epoch, done, total)
+        self.display.update(epoch, done, total)
+        return self.stop.is_set
+
+    def _epoch_end(self, epoch: int, figures: dict) -> None:
+        record = {"epoch": epoch, "loss": figures["loss"], "test_loss": figures.get("val_loss")}
+        if self.prepared.decode == LABELS:
+            record[self.score] = figures["accuracy"]
+            record["test_" + self.score] = figures.get("val_accuracy")
+        else:  # an MSE network: its accuracy or R² comes from its predictions
+            for prefix, X, truth in (("", self.X_train, self.prepared.truth_train),
+                                     ("test_", self.X_test, self.prepared.truth_test)):
+                predicted = self.prepared.predictions(self.trainer.predict(X))
+                record[prefix + self.score] = score(self.prepared.task, truth, predicted)
+        now = time.perf_counter()
+        record["seconds"] = now - self._last
+        _, done, total = self.position
+        if done < total:
+            record["partial"] = True
+        self.history.append(record)
+        self.display.epoch_end(epoch, record)
+        self._last = time.perf_counter()
+
+    def _notify(self) -> None:
+        self.display.message("derive: Ctrl-C: stopping after this batch, then evaluating and "
+                             "saving (press Ctrl-C again to abort)", stream=sys.stderr)
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create the folder {folder} for the trained parameters: "
+                        f"{exc.strerror or exc}") from None
+
+
+# ----------------------------------------------------------------------------- text
+
+_DESCENT = {"batch": "batch gradient descent", "sgd": "stochastic gradient descent",
+            "minibatch": "mini-batch gradient descent"}
+
+
+def _settings_text(settings: dict, dtype) -> str:
+    batch = {"batch": "all examples per step", "sgd": "one example per step"}.get(
+        settings["optimizer"], f"batch size {settings['batch_size']}")
+    return (f"{_DESCENT[settings['optimizer']]}: learning rate {settings['learning_rate']:g}, "
+            f"{batch}, {settings['epochs']} epochs, "
+            f"{'shuffled' if settings['shuffle'] else 'in order'}, seed {settings['seed']}, "
+            f"{np.dtype(dtype).name}")
+
+
+def _data_text(dataset: Dataset, prepared: Prepared) -> str:
+    scaling = (f"scaled {dataset.scaling}" if dataset.scaling else
+               "standardised with the training part's mean and deviation" if dataset.standardize
+               else "as they are")
+    if prepared.task == REGRESSION:
+        what = (f"{dataset.n_targets} target{'s' if dataset.n_targets > 1 else ''}"
+                + (" (standardised for training; figures in the original units)"
+                   if prepared.targets is not None else ""))
+    else:
+        what = f"{dataset.n_classes} classes"
+    return (f"{dataset.n_features} features {scaling}, {what}; {len(prepared.X_train)} training "
+            f"and {len(prepared.X_test)} test examples ({prepared.split})")
+
+
+def _header(spec: NetSpec, dataset: Dataset, prepared: Prepared, settings: dict) -> str:
+    sizes = "-".join(map(str, spec.layer_sizes))
+    return (f"training {spec.name} ({sizes}, {spec.loss}) on {dataset.name}: "
+            f"{_data_text(dataset, prepared)}\n{_settings_text(settings, spec.dtype)}")
+
+
+def _report(spec: NetSpec, dataset: Dataset, test, train, session: _Session, timings: dict,
+            verbose: bool) -> str:
+    lines = []
+    if session.interrupted:
+        epoch, done, total = session.position
+        lines.append(f"stopped by Ctrl-C in epoch {epoch} of {session.epochs}, after {done} of "
+                     f"{total} updates; the figures are for the network as it was then")
+    done = f"after {session.epochs_completed} epoch{'s' if session.epochs_completed != 1 else ''}"
+    if session.interrupted and session.history and session.history[-1].get("partial"):
+        done += " and part of one"
+    done += f" in {session.seconds:.2f} s"
+    test_loss = session.history[-1]["test_loss"] if session.history else None
+    loss = f", test loss {test_loss:.4f}" if test_loss is not None else ""
+    if isinstance(test, RegressionMetrics):
+        target = ", ".join(dataset.target_names)
+        lines.append(f"{spec.name} on {dataset.name} {done}: test R² {test.r2:.4f}, RMSE "
+                     f"{test.rmse:.4g}, MAE {test.mae:.4g} ({target}, original units); "
+                     f"train R² {train.r2:.4f}{loss}")
+    else:
+        lines.append(f"{spec.name} on {dataset.name} {done}: test accuracy {test.accuracy:.4f} "
+                     f"({test.correct}/{test.total}), train accuracy {train.accuracy:.4f}{loss}")
+        lines.append("test confusion matrix (rows: true class, columns: predicted class) and "
+                     "per-class accuracy:")
+        lines.append(test.table())
+    if verbose:
+        per_epoch = session.seconds / max(len(session.history), 1)
+        lines.append(f"times: data {timings['load_seconds']:.2f} s, training "
+                     f"{timings['train_seconds']:.2f} s ({per_epoch:.3f} s per epoch), "
+                     f"evaluation {timings['evaluate_seconds']:.2f} s")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- files
+
+def _plots(plot: str | Path | None, spec: NetSpec, dataset: Dataset, session: _Session,
+           test) -> tuple[Path, ...]:
+    if plot is None or not session.history:
+        return ()
+    from .plot import confusion_path, plot_confusion, plot_history
+
+    title = f"{spec.name} on {dataset.name}"
+    paths = [plot_history(session.history, plot, title=title, score=session.score)]
+    if isinstance(test, ClassificationMetrics):
+        paths.append(plot_confusion(test, confusion_path(plot), title=title))
+    return tuple(paths)
+
+
+def _summary(spec: NetSpec, module_path, dataset: Dataset, prepared: Prepared, settings: dict,
+             options: TrainOptions, session: _Session, test, train, timings: dict,
+             params_path: Path, plots: tuple[Path, ...]) -> dict:
+    from .. import __version__
+
+    last = session.history[-1] if session.history else {}
+    data = {
+        "dataset": dataset.name,
+        "task": prepared.task,
+        "features": dataset.n_features,
+        "feature_names": list(dataset.feature_names) or None,
+        "train_examples": len(prepared.X_train),
+        "test_examples": len(prepared.X_test),
+        "split": prepared.split,
+        "scaling": dataset.scaling or ("standardised" if dataset.standardize else "none"),
+        "feature_standardisation": prepared.features.as_dict() if prepared.features else None,
+    }
+    if prepared.task == REGRESSION:
+        data["targets"] = list(dataset.target_names)
+        data["target_standardisation"] = prepared.targets.as_dict() if prepared.targets else None
+    else:
+        data["classes"] = list(dataset.class_names)
+        data["label_mapping"] = dataset.label_mapping
+    return {
+        "name": spec.name,
+        "spec": spec.source,
+        "module": str(module_path),
+        "layer_sizes": list(spec.layer_sizes),
+        "activations": [layer.activation.name for layer in spec.layers],
+        "loss": spec.loss,
+        "data": data,
+        "settings": {**settings, "dtype": spec.dtype},
+        "overrides": options.overrides(),
+        "epochs_completed": session.epochs_completed,
+        "interrupted": session.interrupted,
+        "history": session.history,
+        "test": {"loss": last.get("test_loss"), **test.as_dict()},
+        "train": {"loss": last.get("loss"), **train.as_dict()},
+        "timings": timings,
+        "files": {"parameters": params_path.name, "plots": [str(p) for p in plots]},
+        "versions": {"backprop_derive": __version__, "numpy": np.__version__,
+                     "python": platform.python_version()},
+    }
