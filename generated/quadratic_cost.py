@@ -70,7 +70,8 @@ def init_params(seed=0, dtype=DTYPE):
     rng = np.random.default_rng(seed)
     params = {}
     for l, (fan_in, units) in enumerate(zip(LAYER_SIZES[:-1], LAYER_SIZES[1:]), start=1):
-        params[f"W{l}"] = _initial_weights(rng, INIT[l - 1], units, fan_in).astype(dtype)
+        # column-major (Fortran) order: the forward product A W^T is then a plain one, faster
+        params[f"W{l}"] = np.asfortranarray(_initial_weights(rng, INIT[l - 1], units, fan_in), dtype)
         params[f"b{l}"] = np.zeros(units, dtype=dtype)
     return params
 
@@ -190,19 +191,22 @@ def _make_step(params, m, dtype):
     t2_f0 = np.empty((m, 2), dtype)
     dW2, db2 = np.empty_like(W2), np.empty_like(b2)
     ger = _rank_one_update(dtype) if m == 1 else None
-    if ger is not None:  # row views and the Fortran-ordered W^T that ger updates in place
-        rows = {"D1": D1[0], "W1": W1.T, "A1": A1[0], "D2": D2[0], "W2": W2.T}
+    # with one example every product is a gemv from the same BLAS library as ger (SciPy's):
+    # two libraries' thread pools taking turns would spin against each other
+    product = np.matmul if ger is None else _one_row_product(dtype)
+    if ger is not None:  # row views of the one example's activations and errors
+        rows = {"D1": D1[0], "A1": A1[0], "D2": D2[0]}
 
     def step(A0, Y, learning_rate):
         # Layer 1: Z1 = A0 W1ᵀ + b1, A1 = sigmoid(Z1)
-        np.matmul(A0, W1.T, out=Z1)
+        product(A0, W1.T, out=Z1)
         np.add(Z1, b1, out=Z1)
         np.negative(Z1, out=A1)
         np.logaddexp(0.0, A1, out=A1)
         np.negative(A1, out=A1)
         np.exp(A1, out=A1)
         # Layer 2: Z2 = A1 W2ᵀ + b2, A2 = sigmoid(Z2)
-        np.matmul(A1, W2.T, out=Z2)
+        product(A1, W2.T, out=Z2)
         np.add(Z2, b2, out=Z2)
         np.negative(Z2, out=A2)
         np.logaddexp(0.0, A2, out=A2)
@@ -216,13 +220,13 @@ def _make_step(params, m, dtype):
         np.multiply(D2, A2, out=D2)
         np.multiply(D2, learning_rate / m, out=D2)
         # Layer 2: W2 -= D2ᵀ A1, b2 -= column sums of D2
-        np.matmul(D2, W2, out=D1)  # W2ᵀ delta2, before W2 changes
+        product(D2, W2, out=D1)  # W2ᵀ delta2, before W2 changes
         if ger is None:
-            np.matmul(D2.T, A1, out=dW2)
+            np.matmul(A1.T, D2, out=dW2.T)  # dW^T = A^T D: written in W's layout
             np.subtract(W2, dW2, out=W2)
         else:
-            ger(-1.0, rows["A1"], rows["D2"], a=rows["W2"], overwrite_a=True)
-        np.matmul(ones, D2, out=db2)
+            _rank_one(ger, W2, rows["D2"], rows["A1"])
+        product(ones, D2, out=db2)
         np.subtract(b2, db2, out=b2)
         # delta1 = (W2ᵀ delta2) ∘ g1'(Z1)
         G1.fill(1)
@@ -231,14 +235,38 @@ def _make_step(params, m, dtype):
         np.multiply(D1, G1, out=D1)
         # Layer 1: W1 -= D1ᵀ A0, b1 -= column sums of D1
         if ger is None:
-            np.matmul(D1.T, A0, out=dW1)
+            np.matmul(A0.T, D1, out=dW1.T)  # dW^T = A^T D: written in W's layout
             np.subtract(W1, dW1, out=W1)
         else:
-            ger(-1.0, A0[0], rows["D1"], a=rows["W1"], overwrite_a=True)
-        np.matmul(ones, D1, out=db1)
+            _rank_one(ger, W1, rows["D1"], A0[0])
+        product(ones, D1, out=db1)
         np.subtract(b1, db1, out=b1)
 
     return X, Y, step
+
+
+def _one_row_product(dtype):
+    """x @ B for one row x, as BLAS gemv from SciPy: the counterpart of np.matmul for m = 1."""
+    gemv = {np.dtype(np.float32): _blas.sgemv, np.dtype(np.float64): _blas.dgemv}[np.dtype(dtype)]
+
+    def product(x, B, out):
+        x, y = x.reshape(-1), out.reshape(-1)
+        if B.T.flags.f_contiguous:  # B^T x with B^T column-major: no copy
+            gemv(1.0, B.T, x, beta=0.0, y=y, overwrite_y=True)
+        elif B.flags.f_contiguous:
+            gemv(1.0, B, x, beta=0.0, y=y, overwrite_y=True, trans=1)
+        else:
+            np.matmul(x, B, out=y)
+
+    return product
+
+
+def _rank_one(ger, W, d, a):
+    """W <- W - d a^T in place by BLAS ger, whichever way W is laid out."""
+    if W.flags.f_contiguous:
+        ger(-1.0, d, a, a=W, overwrite_a=True)
+    else:
+        ger(-1.0, a, d, a=W.T, overwrite_a=True)
 
 
 def _rank_one_update(dtype):
@@ -476,7 +504,7 @@ def _checked_params(params, dtype):
         for key, shape in ((f"W{l}", (units, fan_in)), (f"b{l}", (units,))):
             if key not in params:
                 raise ValueError(f"params has no {key!r}")
-            value = np.array(params[key], dtype=dtype)
+            value = np.array(params[key], dtype=dtype, order="F")  # W as init_params lays it out
             if value.shape != shape:
                 raise ValueError(f"params[{key!r}] must have shape {shape}; got {value.shape}")
             checked[key] = value
