@@ -59,11 +59,16 @@ def main(argv=None) -> int:
             path = tmp / f"deep{depth}.yaml"
             path.write_text(deep_spec(depth), encoding="utf-8")
             rows.append((f"{depth}-layer stack", depth, time_derive(path, tmp / "out", runs)))
-    print("| spec | derive --spec, end to end | per layer |")
+    print("| spec | derive --spec, end to end | added per extra layer |")
     print("|---|---|---|")
+    previous = None
     for name, depth, seconds in rows:
-        per_layer = f"{seconds / depth * 1000:.0f} ms" if depth else ""
-        print(f"| {name} | {seconds:.2f} s | {per_layer} |")
+        slope = ""
+        if depth and previous:
+            slope = f"{(seconds - previous[1]) / (depth - previous[0]) * 1000:.1f} ms"
+        if depth:
+            previous = (depth, seconds)
+        print(f"| {name} | {seconds:.2f} s | {slope} |")
     return 0
 
 
