@@ -26,13 +26,14 @@ from fractions import Fraction
 import sympy as sp
 
 from .activations import ACTIVATIONS, exact
-from .derivation import Columnwise, Derivation, Elementwise, M, MatrixDef, derive
+from .derivation import Columnwise, Definition, Derivation, Elementwise, M, MatrixDef, derive
 from .local import INDEX
 from .losses import LOSSES
 from .netspec import LayerSpec, NetSpec
 from .primitives import from_primitives
 
-__all__ = ["Mismatch", "ProofReport", "instances", "prove", "prove_spec", "shrink"]
+__all__ = ["Mismatch", "ProofReport", "evaluate_definitions", "instances", "prove", "prove_spec",
+           "shrink"]
 
 MAX_WIDTH = 3
 MAX_FULL_DEPTH = 4
@@ -300,23 +301,31 @@ def _apply_activation(spec_layer: LayerSpec, Z: sp.Matrix, model: "_Model") -> s
     return Z.applyfunc(apply)
 
 
-def _evaluate_definitions(derivation: Derivation, env: dict) -> dict:
-    """Evaluate every definition of the Derivation on explicit matrices, in order."""
+def evaluate_definitions(derivation: Derivation, env: dict, finish=None) -> dict:
+    """Evaluate every definition of the Derivation on the explicit matrices in env, in order.
+
+    ``env`` maps the inputs (X, Y, every W and b, and ``M``) to explicit SymPy matrices;
+    each definition's value is added to it, passed through ``finish`` first if given (the
+    worked example rounds to a number of digits there).
+    """
     for definition in derivation.definitions:
-        target = definition.target
-        if isinstance(definition, MatrixDef):
-            value = _explicit(definition.expr, env)
-        elif isinstance(definition, Elementwise):
-            inputs = [(sym, _explicit(mat, env)) for sym, mat in definition.inputs]
-            expr = from_primitives(definition.expr)
-            value = sp.Matrix(*inputs[0][1].shape, lambda r, c: expr.xreplace(
-                {sym: mat[r, c] for sym, mat in inputs}))
-        elif isinstance(definition, Columnwise):
-            value = _columnwise(definition, env)
-        else:  # pragma: no cover - a new definition kind must be handled here
-            raise TypeError(type(definition))
-        env[target] = value
+        value = evaluate_definition(definition, env)
+        env[definition.target] = finish(value) if finish else value
     return env
+
+
+def evaluate_definition(definition: Definition, env: dict) -> sp.Matrix:
+    """One definition's value on the explicit matrices in env."""
+    if isinstance(definition, MatrixDef):
+        return _explicit(definition.expr, env)
+    if isinstance(definition, Elementwise):
+        inputs = [(sym, _explicit(mat, env)) for sym, mat in definition.inputs]
+        expr = from_primitives(definition.expr)
+        return sp.Matrix(*inputs[0][1].shape, lambda r, c: expr.xreplace(
+            {sym: mat[r, c] for sym, mat in inputs}))
+    if isinstance(definition, Columnwise):
+        return _columnwise(definition, env)
+    raise TypeError(f"unknown kind of definition: {type(definition).__name__}")
 
 
 def _columnwise(definition: Columnwise, env: dict) -> sp.Matrix:
@@ -392,7 +401,7 @@ def prove(derivation: Derivation, *, points: int = 3, examples: int = 2, seed: i
                                  lambda r, c: sp.Symbol(f"W{l}_{r + 1}{c + 1}", real=True))
         env[layer.b] = sp.Matrix(layer.units, 1, lambda r, c: sp.Symbol(f"b{l}_{r + 1}", real=True))
         params += list(env[layer.W]) + list(env[layer.b])
-    _evaluate_definitions(derivation, env)
+    evaluate_definitions(derivation, env)
 
     # Piecewise activations are resolved branch by branch at each point, so the reference is
     # differentiated per point; smooth networks are differentiated once.

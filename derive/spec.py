@@ -37,15 +37,18 @@ _MAX_VALUES = 100_000  # values built from the document, aliases expanded
 
 def load_spec(path: str | Path) -> NetSpec:
     """Read and check the spec file at ``path``."""
-    filename = str(path)
+    return load_spec_text(read_text(path, "the spec"), str(path))
+
+
+def read_text(path: str | Path, what: str) -> str:
+    """A UTF-8 text file's content (a byte-order mark allowed), or a SpecError naming it."""
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
+        return Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise SpecError(f"the file is not UTF-8 text ({exc.reason} at byte {exc.start})",
-                        file=filename) from None
+                        file=str(path)) from None
     except OSError as exc:
-        raise SpecError(f"cannot read the spec: {exc.strerror or exc}", file=filename) from None
-    return load_spec_text(text, filename)
+        raise SpecError(f"cannot read {what}: {exc.strerror or exc}", file=str(path)) from None
 
 
 def load_spec_text(text: str, filename: str = "<string>") -> NetSpec:

@@ -435,7 +435,7 @@ class Trainer:
                 break
         return self.history
 
-    def _record(self, X, T, prefix, chunk=4096):
+    def _record(self, X, T, prefix, chunk=2048):
         """Loss and accuracy over X, T, a chunk of rows at a time (bounded memory)."""
         m = X.shape[0]
         total_loss, correct = 0.0, 0.0

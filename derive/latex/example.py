@@ -30,13 +30,13 @@ import sympy as sp
 import yaml
 
 from ..activations import exact
-from ..derivation import Columnwise, Derivation, Elementwise, M, MatrixDef
+from ..derivation import Derivation, M
 from ..errors import SpecError
 from ..local import INDEX
 from ..losses import LOSSES
-from ..primitives import from_primitives
-from ..proof import _columnwise, _explicit
-from ..spec import _Builder, _did_you_mean, _error, _expected, _Item, _number, _yaml_error
+from ..proof import evaluate_definitions
+from ..spec import (_Builder, _did_you_mean, _error, _expected, _Item, _number, _yaml_error,
+                    read_text)
 
 __all__ = ["Example", "Figure", "NumericExample", "load_example", "load_example_text",
            "evaluate_example", "DIGITS"]
@@ -87,16 +87,7 @@ class NumericExample:
 
 def load_example(path: str | Path, derivation: Derivation) -> Example:
     """Read and check the values file at ``path`` against ``derivation``'s shapes."""
-    filename = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"the file is not UTF-8 text ({exc.reason} at byte {exc.start})",
-                        file=filename) from None
-    except OSError as exc:
-        raise SpecError(f"cannot read the example values: {exc.strerror or exc}",
-                        file=filename) from None
-    return load_example_text(text, derivation, filename)
+    return load_example_text(read_text(path, "the example values"), derivation, str(path))
 
 
 def load_example_text(text: str, derivation: Derivation, filename: str = "<string>") -> Example:
@@ -264,19 +255,7 @@ def evaluate_example(derivation: Derivation, example: Example) -> NumericExample
     for layer in derivation.layers:
         env[layer.W] = example.params[layer.W.name]
         env[layer.b] = example.params[layer.b.name]
-    for definition in derivation.definitions:
-        if isinstance(definition, MatrixDef):
-            value = _explicit(definition.expr, env)
-        elif isinstance(definition, Elementwise):
-            expr = from_primitives(definition.expr)
-            inputs = [(symbol, _explicit(matrix, env)) for symbol, matrix in definition.inputs]
-            value = sp.Matrix(*inputs[0][1].shape, lambda r, c: expr.xreplace(
-                {symbol: matrix[r, c] for symbol, matrix in inputs}))
-        elif isinstance(definition, Columnwise):
-            value = _columnwise(definition, env)
-        else:  # pragma: no cover - a new definition kind must be handled here
-            raise TypeError(type(definition))
-        env[definition.target] = value.evalf(DIGITS)
+    evaluate_definitions(derivation, env, finish=lambda value: value.evalf(DIGITS))
     values = {symbol.name: value for symbol, value in env.items()
               if isinstance(symbol, sp.MatrixSymbol)}
     loss = _per_example_loss(derivation, env)
