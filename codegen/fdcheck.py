@@ -124,7 +124,8 @@ def finite_difference_check(module: ModuleType, *, m: int = 4, seed: int = 0, h:
         scale = max(np.linalg.norm(a) + np.linalg.norm(n), floor)
         error = float(np.linalg.norm(a - n) / scale) if scale > 0 else 0.0
         results.append(FDResult(key, len(analytic), skipped, error))
-    return FDReport(getattr(module, "__name__", "module"), tuple(results), tolerance)
+    name = Path(module.__file__).stem if getattr(module, "__file__", None) else module.__name__
+    return FDReport(name, tuple(results), tolerance)
 
 
 def _crossed(module, params, X, signs) -> bool:
