@@ -167,7 +167,7 @@ class FastLayer:
     a_lines: tuple[str, ...]
     g_lines: tuple[str, ...]  # g' into G{l}; empty where nothing multiplies (output, g' = 1)
     delta_lines: tuple[str, ...]  # the output error into D{l}; output layer only
-    temps: tuple[tuple[str, str], ...]  # (name, "full" | "column" | "mask")
+    temps: tuple[tuple[str, str], ...]  # (name, "full" | "column" | "mask" | "units_first" | "ones")
     constants: tuple[tuple[str, float], ...]  # full-size constant buffers
 
 
@@ -183,8 +183,11 @@ def _fast_layer(derivation: Derivation, layer: Layer, state: NumPyCodePrinter) -
         g_lines = printer.emit(act.backward, f"G{l}")
     delta_lines = printer.emit(derivation.output.delta, f"D{l}") if layer.is_output else []
     state.scipy_functions |= printer.code.scipy_functions
-    temps = tuple((f"t{l}_{kind[0]}{i}", kind) for kind in ("full", "column", "mask")
+    temps = tuple((f"t{l}_{kind[0]}{i}", kind)
+                  for kind in ("full", "column", "mask", "units_first")
                   for i in range(getattr(buffers, kind)))
+    if buffers.ones:
+        temps += ((f"t{l}_ones", "ones"),)
     return FastLayer(l, layer.units, tuple(a_lines), tuple(g_lines), tuple(delta_lines), temps,
                      tuple(buffers.constants.items()))
 

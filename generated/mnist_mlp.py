@@ -215,6 +215,8 @@ def _make_step(params, m, dtype):
     W3, b3 = params["W3"], params["b3"]
     Z3, A3, D3 = (np.empty((m, 10), dtype) for _ in range(3))
     t3_c0 = np.empty((m, 1), dtype)
+    t3_u0 = np.empty((10, m), dtype)
+    t3_ones = np.ones((10, 1), dtype)
     dW3, db3 = np.empty_like(W3), np.empty_like(b3)
     ger = _rank_one_update(dtype) if m == 1 else None
     # with one example every product is a gemv from the same BLAS library as ger (SciPy's):
@@ -235,10 +237,11 @@ def _make_step(params, m, dtype):
         # Layer 3: Z3 = A2 W3ᵀ + b3, A3 = softmax(Z3)
         product(A2, W3.T, out=Z3)
         np.add(Z3, b3, out=Z3)
-        np.max(Z3, axis=1, keepdims=True, out=t3_c0)
+        np.copyto(t3_u0, Z3.T)
+        np.max(t3_u0, axis=0, keepdims=True, out=t3_c0.T)
         np.subtract(Z3, t3_c0, out=A3)
         np.exp(A3, out=A3)
-        np.sum(A3, axis=1, keepdims=True, out=t3_c0)
+        product(A3, t3_ones, out=t3_c0)
         np.divide(A3, t3_c0, out=A3)
         # output error, scaled: D3 = (learning_rate / m) dl/dZ3
         np.subtract(A3, Y, out=D3)

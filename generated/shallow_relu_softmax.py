@@ -190,6 +190,8 @@ def _make_step(params, m, dtype):
     W2, b2 = params["W2"], params["b2"]
     Z2, A2, D2 = (np.empty((m, 4), dtype) for _ in range(3))
     t2_c0 = np.empty((m, 1), dtype)
+    t2_u0 = np.empty((4, m), dtype)
+    t2_ones = np.ones((4, 1), dtype)
     dW2, db2 = np.empty_like(W2), np.empty_like(b2)
     ger = _rank_one_update(dtype) if m == 1 else None
     # with one example every product is a gemv from the same BLAS library as ger (SciPy's):
@@ -206,10 +208,11 @@ def _make_step(params, m, dtype):
         # Layer 2: Z2 = A1 W2ᵀ + b2, A2 = softmax(Z2)
         product(A1, W2.T, out=Z2)
         np.add(Z2, b2, out=Z2)
-        np.max(Z2, axis=1, keepdims=True, out=t2_c0)
+        np.copyto(t2_u0, Z2.T)
+        np.max(t2_u0, axis=0, keepdims=True, out=t2_c0.T)
         np.subtract(Z2, t2_c0, out=A2)
         np.exp(A2, out=A2)
-        np.sum(A2, axis=1, keepdims=True, out=t2_c0)
+        product(A2, t2_ones, out=t2_c0)
         np.divide(A2, t2_c0, out=A2)
         # output error, scaled: D2 = (learning_rate / m) dl/dZ2
         np.subtract(A2, Y, out=D2)
