@@ -445,7 +445,8 @@ class Trainer:
         steps = {}  # batch size -> (X buffer, Y buffer, step): at most two (the last batch)
         self.interrupted = False
         for epoch in range(1, self.epochs + 1):
-            order = rng.permutation(m) if self.shuffle else None
+            # one step over all m examples (batch descent) sums the same gradient in any order
+            order = rng.permutation(m) if self.shuffle and size < m else None
             for done, start in enumerate(range(0, m, size), start=1):
                 stop = min(start + size, m)
                 if stop - start not in steps:
