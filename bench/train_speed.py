@@ -296,6 +296,11 @@ def worker(args) -> dict:
 
     import numpy as np
 
+    try:  # load SciPy's own OpenBLAS (the generated module's ger/gemv) before limiting threads
+        import scipy.linalg.blas  # noqa: F401
+    except ImportError:
+        pass
+
     threads = args.threads[0]
     if hasattr(os, "sched_setaffinity") and threads < os.cpu_count():
         os.sched_setaffinity(0, set(range(threads)))  # no library can use more cores than this
