@@ -17,7 +17,8 @@ def _run(*args):
 def test_train_speed_smoke():
     done = _run("bench/train_speed.py", "--smoke", "--peers")
     assert done.returncode == 0, done.stderr
-    for row in ("generated float32", "generated float64", "numpy textbook", "GEMM ceiling"):
+    for row in ("generated float32", "generated float64", "numpy textbook", "GEMM ceiling",
+                "GEMM ceiling, streamed"):
         assert row in done.stdout
 
 
