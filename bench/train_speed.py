@@ -42,6 +42,7 @@ SIZES = (784, 128, 64, 10)
 FLOP_PER_EXAMPLE = 2 * (784 * 128 + 128 * 64 + 64 * 10) * 2 + 2 * (128 * 64 + 64 * 10)
 PEERS = ("torch eager", "jax jit", "jax scan")
 LEARNING_RATE = 0.01
+SETTLE = 0.3  # seconds between timed runs with more than one thread (see worker())
 
 
 # ============================================================================ implementations
@@ -346,6 +347,8 @@ def worker(args) -> dict:
         for r in range(args.repeats):
             order = impls[r % len(impls):] + impls[:r % len(impls)]
             for impl in order:
+                if threads > 1:  # let the last library's idle threads stop spinning (Intel
+                    time.sleep(SETTLE)  # OpenMP spins 200 ms, OpenBLAS ~0.1 s) on our cores
                 start, start_cpu = time.perf_counter(), time.process_time()
                 impl.run(per_call)
                 times[impl.name].append(time.perf_counter() - start)
