@@ -27,6 +27,7 @@ from .activations import exact
 from .local import (A_SYM, INDEX, Z_SYM, DensePartials, LocalActivation, LocalOutput,
                     dense_partials, local_activation, local_output)
 from .netspec import NetSpec
+from .optimizers import BATCHING, UPDATE_RULES, UpdateRuleDecl
 
 __all__ = [
     "MatrixDef", "Elementwise", "Columnwise", "Definition", "ChainFactor", "Gradient",
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 M = sp.Symbol("m", integer=True, positive=True)  # examples in the batch
+UPDATE_RULE = "gradient_descent"  # the only rule until optimizers with state are declared
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ class Layer:
 class UpdateRule:
     """One descent variant: which examples each step averages over, and the update."""
 
-    optimizer: str  # batch | sgd | minibatch
+    optimizer: str  # a name in derive.optimizers.BATCHING
     title: str
     batch: str  # what m is in this variant
     rule: tuple[sp.Expr, sp.Expr]  # (theta, theta - eta dJ/dtheta)
@@ -150,6 +152,7 @@ class Derivation:
     lambda1: sp.Expr
     lambda2: sp.Expr
     updates: tuple[UpdateRule, ...]
+    update_rule: UpdateRuleDecl  # how every parameter moves given its gradient
     learning_rate: sp.Symbol = field(default=sp.Symbol("eta", positive=True))
 
     @property
@@ -273,15 +276,14 @@ def _chain(l: int, act: LocalActivation, G, output: LocalOutput, next_layer: Lay
     return upstream + (ChainFactor(f"Z{l + 1}", f"A{l}", next_layer.W), local)
 
 
-def _updates(eta: sp.Symbol) -> tuple[UpdateRule, ...]:
-    theta, grad = sp.Symbol("theta"), sp.Symbol("dJ_dtheta")
-    rule = (theta, theta - eta * grad)
-    return (
-        UpdateRule("batch", "Batch gradient descent", "all N training examples, one step per epoch", rule),
-        UpdateRule("sgd", "Stochastic gradient descent", "one example (m = 1), N steps per epoch", rule),
-        UpdateRule("minibatch", "Mini-batch gradient descent",
-                   "a batch of B examples (m = B), N/B steps per epoch", rule),
-    )
+THETA, GRADIENT = sp.Symbol("theta"), sp.Symbol("dJ_dtheta")
+
+
+def _updates(eta: sp.Symbol, rule: UpdateRuleDecl) -> tuple[UpdateRule, ...]:
+    """The update rule under each batching scheme, as the documents list them."""
+    new = (THETA, rule.new(THETA, GRADIENT, eta))
+    return tuple(UpdateRule(scheme.name, scheme.title, scheme.batch, new)
+                 for scheme in map(BATCHING.__getitem__, BATCHING))
 
 
 def derive(spec: NetSpec) -> Derivation:
@@ -302,5 +304,6 @@ def derive(spec: NetSpec) -> Derivation:
         next_layer = _layer(spec, l, inputs[l - 1], Y, next_layer, lambda1, lambda2, output)
         layers.append(next_layer)
     eta = sp.Symbol("eta", positive=True)
+    rule = UPDATE_RULES[UPDATE_RULE]
     return Derivation(spec, X, Y, tuple(reversed(layers)), output, dense_partials(),
-                      lambda1, lambda2, _updates(eta), eta)
+                      lambda1, lambda2, _updates(eta, rule), rule, eta)

@@ -17,7 +17,7 @@ import pytest
 from sklearn import metrics as skm
 
 import derive.training.runner as training_run
-from codegen.fdcheck import import_module_from
+from codegen.files import import_module_from
 from codegen.render import write_module
 from derive.cli import main
 from derive.derivation import derive

@@ -48,7 +48,7 @@ def write_latex(derivation, path: str | Path, *, body_only: bool = False,
     Raises SpecError (bad example values), ValueError (``pdf`` with ``body_only``: a fragment
     does not compile alone), EngineMissing (no pdflatex) or CompileError.
     """
-    from codegen.render import atomic_write
+    from codegen.files import atomic_write
 
     if pdf and body_only:
         raise ValueError("a --latex-body fragment has no preamble and cannot be compiled; "

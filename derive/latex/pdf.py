@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from codegen.render import atomic_write
+from codegen.files import atomic_write
 
 __all__ = ["ENGINE", "EngineMissing", "CompileError", "Compiled", "compile_pdf",
            "first_error", "overfull_boxes", "page_count"]

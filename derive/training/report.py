@@ -126,6 +126,6 @@ def _finite(value):
 
 def write_json(path: Path, content: dict) -> None:
     """Write ``content`` as indented, strict JSON (NaN -> null), atomically."""
-    from codegen.render import atomic_write
+    from codegen.files import atomic_write
 
     atomic_write(path, json.dumps(_finite(content), indent=2, allow_nan=False) + "\n")

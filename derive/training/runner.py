@@ -128,7 +128,7 @@ def run(spec: NetSpec, module_path: str | Path, options: TrainOptions = TrainOpt
     spec) or a save folder that cannot be made, ``TrainingFailed`` if the loss diverges, and
     ``PlotUnavailable`` for ``plot`` without matplotlib (all before any training but the second).
     """
-    from codegen.fdcheck import import_module_from
+    from codegen.files import import_module_from
 
     from .plot import require_matplotlib
 
