@@ -11,6 +11,7 @@ from derive.errors import CheckFailed, SpecError
 from derive.netspec import (ActivationSpec, DataSpec, LayerSpec, NetSpec, Regularization,
                             TrainingSpec)
 from derive.spec import load_spec, load_spec_text
+from derive.yamlread import did_you_mean, expected, nearest, number, read_document
 
 DESIGN_EXAMPLE = """\
 name: mnist_mlp                 # Python identifier -> generated/mnist_mlp.py
@@ -267,6 +268,39 @@ def test_non_string_key():
 def test_merge_keys_are_refused():
     err = error(extra="<<: {init: he}\n")
     assert err.line == 7 and "merge keys" in err.message
+
+
+def test_reader_keeps_lines_and_field_paths():
+    root = read_document("a: 1\nb:\n  - {c: x}\n  - 1e-4\n", "empty")
+    c = root.value["b"].value[0].value["c"]
+    assert (c.value, c.line, c.key_line, c.path) == ("x", 3, 3, "b[0].c")
+    exponent = root.value["b"].value[1]
+    assert exponent.value == "1e-4"  # YAML 1.1 reads it as text; number() reads it as a number
+    assert number(exponent) == 1e-4 and number(c) is None
+
+
+def test_reader_messages_name_the_field_and_the_nearest_name():
+    item = read_document("key: true\n", "empty").value["key"]
+    err = expected(item, "a number", did_you_mean("Relu", ["sigmoid", "relu"]))
+    assert (err.line, err.field, err.message, err.hint) == (
+        1, "key", "expected a number, got true (a boolean)", "did you mean 'relu'?")
+    assert nearest("sigmod", ["sigmoid", "tanh"]) == "sigmoid"
+    assert did_you_mean("zzz", ["sigmoid"]) is None
+
+
+def test_example_values_are_read_by_the_same_reader(tmp_path):
+    """Tags are refused in the worked example's values file too, at their line."""
+    from derive.derivation import derive
+    from derive.latex.example import load_example_text
+
+    marker = tmp_path / "pwned"
+    d = derive(spec())
+    with pytest.raises(SpecError) as info:
+        load_example_text(f'W1: !!python/object/apply:os.system ["touch {marker}"]\n', d,
+                          "values.yaml")
+    assert not marker.exists()
+    assert (info.value.file, info.value.line, info.value.field) == ("values.yaml", 1, "W1")
+    assert "tags are not allowed" in info.value.message
 
 
 # ----------------------------------------------------------------------------- keys

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sympy as sp
-import yaml
 
 from ..activations import exact
 from ..derivation import Derivation, M
@@ -35,8 +34,7 @@ from ..errors import SpecError
 from ..local import INDEX
 from ..losses import LOSSES
 from ..proof import evaluate_definitions
-from ..spec import (_Builder, _did_you_mean, _error, _expected, _Item, _number, _yaml_error,
-                    read_text)
+from ..yamlread import Item, did_you_mean, expected, item_error, number, read_document, read_text
 
 __all__ = ["Example", "Figure", "NumericExample", "load_example", "load_example_text",
            "evaluate_example", "DIGITS"]
@@ -98,18 +96,9 @@ def load_example_text(text: str, derivation: Derivation, filename: str = "<strin
         raise
 
 
-def _document(text: str) -> _Item:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        raise _yaml_error(exc) from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"invalid YAML: {exc}") from None
-    root = _Builder().build(node, "") if node is not None else None
-    if root is None or root.value is None:
-        raise SpecError("the example values are empty; expected a mapping with the keys "
-                        "W1, b1, ..., x, y", line=1)
-    return root
+def _document(text: str) -> Item:
+    return read_document(text, "the example values are empty; expected a mapping with the keys "
+                               "W1, b1, ..., x, y")
 
 
 def _keys(derivation: Derivation) -> tuple[str, ...]:
@@ -117,16 +106,16 @@ def _keys(derivation: Derivation) -> tuple[str, ...]:
     return params + ("x", "y")
 
 
-def _example(root: _Item, derivation: Derivation, filename: str) -> Example:
+def _example(root: Item, derivation: Derivation, filename: str) -> Example:
     required = _keys(derivation)
     allowed = required + ("reference",)
     if not isinstance(root.value, dict):
-        raise _expected(root, f"a mapping with the keys {', '.join(required)}")
+        raise expected(root, f"a mapping with the keys {', '.join(required)}")
     for key, child in root.value.items():
         if key not in allowed:
-            raise _error(child, f"unknown key {key!r} (expected: {', '.join(allowed)}; the "
+            raise item_error(child, f"unknown key {key!r} (expected: {', '.join(allowed)}; the "
                                 f"network {derivation.spec.name} has {derivation.spec.depth} layers)",
-                         _did_you_mean(key, allowed), at_key=True)
+                         did_you_mean(key, allowed), at_key=True)
     missing = [key for key in required if key not in root.value]
     if missing:
         raise SpecError(f"missing value {missing[0]!r} (required: {', '.join(required)})",
@@ -138,7 +127,7 @@ def _example(root: _Item, derivation: Derivation, filename: str) -> Example:
         W, b = layer.W, layer.b
         params[W.name] = _matrix(fields[W.name], *W.shape, what=f"the weights of layer {layer.index}")
         item = fields[b.name]
-        if _number(item) is not None:
+        if number(item) is not None:
             value = _finite(item)
             scalar_biases[b.name] = value
             params[b.name] = sp.Matrix([exact(value)] * b.shape[0])
@@ -152,71 +141,71 @@ def _example(root: _Item, derivation: Derivation, filename: str) -> Example:
     return Example(filename, params, scalar_biases, x, y, label, reference, source, note)
 
 
-def _finite(item: _Item) -> float:
-    value = _number(item)
+def _finite(item: Item) -> float:
+    value = number(item)
     if value is None:
-        raise _expected(item, "a number")
+        raise expected(item, "a number")
     if not math.isfinite(value):
-        raise _error(item, f"expected a finite number, got {item.text}")
+        raise item_error(item, f"expected a finite number, got {item.text}")
     return value
 
 
-def _numbers(item: _Item, count: int, expected: str) -> list[sp.Rational]:
+def _numbers(item: Item, count: int, wanted: str) -> list[sp.Rational]:
     if not isinstance(item.value, list):
-        raise _expected(item, expected)
+        raise expected(item, wanted)
     if len(item.value) != count:
-        raise _error(item, f"expected {expected}, got {len(item.value)} number"
+        raise item_error(item, f"expected {wanted}, got {len(item.value)} number"
                            f"{'s' if len(item.value) != 1 else ''}", at_key=True)
     return [exact(_finite(child)) for child in item.value]
 
 
-def _vector(item: _Item, n: int, what: str) -> sp.Matrix:
+def _vector(item: Item, n: int, what: str) -> sp.Matrix:
     return sp.Matrix(_numbers(item, n, f"a list of {n} numbers ({what})"))
 
 
-def _matrix(item: _Item, rows: int, cols: int, what: str) -> sp.Matrix:
-    expected = f"{rows} row{'s' if rows != 1 else ''} of {cols} numbers ({what}: {rows}x{cols})"
+def _matrix(item: Item, rows: int, cols: int, what: str) -> sp.Matrix:
+    wanted = f"{rows} row{'s' if rows != 1 else ''} of {cols} numbers ({what}: {rows}x{cols})"
     if not isinstance(item.value, list):
-        raise _expected(item, f"a list of {expected}")
+        raise expected(item, f"a list of {wanted}")
     children = item.value
     if rows == 1 and children and not isinstance(children[0].value, list):
         children = [item]  # a single row may be written flat: [0.5, 0.8, -0.6, 0.3]
     if len(children) != rows:
-        raise _error(item, f"expected {expected}, got {len(children)} row"
+        raise item_error(item, f"expected {wanted}, got {len(children)} row"
                            f"{'s' if len(children) != 1 else ''}", at_key=True)
     return sp.Matrix([_numbers(row, cols, f"{cols} numbers in each row of {what}")
                       for row in children])
 
 
-def _target(item: _Item, derivation: Derivation, n: int) -> tuple[sp.Matrix, int | None]:
+def _target(item: Item, derivation: Derivation, n: int) -> tuple[sp.Matrix, int | None]:
     labels = LOSSES[derivation.spec.loss].labels
     if labels in ("categorical", "sparse"):
         value = item.value
         if isinstance(value, int) and not isinstance(value, bool):
             if not 0 <= value < n:
-                raise _error(item, f"expected a class label from 0 to {n - 1}, got {value}")
+                raise item_error(item, f"expected a class label from 0 to {n - 1}, got {value}")
             return sp.Matrix([1 if r == value else 0 for r in range(n)]), value
         if labels == "sparse":
-            raise _expected(item, f"a class label from 0 to {n - 1}")
+            raise expected(item, f"a class label from 0 to {n - 1}")
         y = _vector(item, n, f"a one-hot target of {n} entries, or a class label")
         if sorted(y) != [0] * (n - 1) + [1]:
-            raise _error(item, f"expected a one-hot target (one 1, the rest 0) or a class "
+            raise item_error(item, f"expected a one-hot target (one 1, the rest 0) or a class "
                                f"label from 0 to {n - 1}")
         return y, None
-    if n == 1 and _number(item) is not None:
+    if n == 1 and number(item) is not None:
         y = sp.Matrix([exact(_finite(item))])
     else:
         y = _vector(item, n, f"a target of {n} numbers")
     if labels == "binary" and any(v not in (0, 1) for v in y):
-        raise _error(item, "expected 0/1 targets (binary cross-entropy)")
+        raise item_error(item, "expected 0/1 targets (binary cross-entropy)")
     return y, None
 
 
-def _reference(item: _Item | None, derivation: Derivation) -> tuple[tuple[Figure, ...], str, str]:
+def _reference(item: Item | None, derivation: Derivation) -> tuple[tuple[Figure, ...], str, str]:
     if item is None:
         return (), "", ""
     if not isinstance(item.value, dict):
-        raise _expected(item, "a mapping of figures printed in the source (z1, a1, ..., yhat, L)")
+        raise expected(item, "a mapping of figures printed in the source (z1, a1, ..., yhat, L)")
     shapes = {"yhat": derivation.Y.shape[0], "L": 1}
     for layer in derivation.layers:
         shapes[f"z{layer.index}"] = shapes[f"a{layer.index}"] = layer.units
@@ -224,17 +213,17 @@ def _reference(item: _Item | None, derivation: Derivation) -> tuple[tuple[Figure
     figures, texts = [], {"source": "", "note": ""}
     for key, child in item.value.items():
         if key not in allowed:
-            raise _error(child, f"unknown figure {key!r} (expected: {', '.join(allowed)})",
-                         _did_you_mean(key, allowed), at_key=True)
+            raise item_error(child, f"unknown figure {key!r} (expected: {', '.join(allowed)})",
+                         did_you_mean(key, allowed), at_key=True)
         if key in _REFERENCE_TEXT:
             if not isinstance(child.value, str):
-                raise _expected(child, "a text")
+                raise expected(child, "a text")
             texts[key] = child.value
             continue
         n = shapes[key]
-        scalars = [child] if _number(child) is not None else child.value
+        scalars = [child] if number(child) is not None else child.value
         if not isinstance(scalars, list) or len(scalars) != n:
-            raise _expected(child, f"{'a number' if n == 1 else f'a list of {n} numbers'}")
+            raise expected(child, f"{'a number' if n == 1 else f'a list of {n} numbers'}")
         values = tuple(_finite(s) for s in scalars)
         decimals = max(_decimals(s.text) for s in scalars)
         figures.append(Figure(key, values, decimals, child.line))
