@@ -4,21 +4,22 @@ For every parameter array: the relative error ||g - g_fd|| / (||g|| + ||g_fd||) 
 ``backward`` and (J(theta + h e) - J(theta - h e)) / 2h over its entries (all of them for
 small arrays, a random sample for large ones), floored at the finite differences'
 resolution (see below).  Entries whose perturbation moves a
-pre-activation across a kink (ReLU at 0) are skipped and counted: there the loss is not
-differentiable and a difference quotient means nothing.
+pre-activation across a kink are skipped and counted: there the loss is not differentiable
+and a difference quotient means nothing.  The kinks are the Program's ``switches`` (each
+Piecewise condition, Max/Min pair, Abs or sign argument of an activation); without them,
+z = 0 in every layer.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import sympy as sp
 
-__all__ = ["FDResult", "FDReport", "finite_difference_check", "import_module_from", "random_targets"]
+__all__ = ["FDResult", "FDReport", "finite_difference_check", "random_targets"]
 
 
 @dataclass(frozen=True)
@@ -55,20 +56,6 @@ class FDReport:
         return "\n".join(lines)
 
 
-def import_module_from(path: str | Path, name: str | None = None) -> ModuleType:
-    """Import a generated module from its file (a fresh module object each time)."""
-    path = Path(path)
-    name = name or f"_backprop_derive_check_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(name, None)
-    return module
-
-
 def random_targets(module: ModuleType, m: int, rng: np.random.Generator) -> np.ndarray:
     """Valid targets for the module's task: class labels, 0/1, or real values."""
     n_out = module.LAYER_SIZES[-1]
@@ -79,14 +66,28 @@ def random_targets(module: ModuleType, m: int, rng: np.random.Generator) -> np.n
     return rng.standard_normal((m, n_out))
 
 
-def _kinks(module: ModuleType, params: dict, X: np.ndarray) -> list[np.ndarray]:
+def _switch_functions(module: ModuleType, switches) -> list:
+    """(layer, s) with s(Z) an array whose sign change marks a kink of layer's activation."""
+    if switches is None:
+        return [(l, lambda Z: Z) for l in range(1, len(module.LAYER_SIZES))]
+    return [(layer, sp.lambdify(z, s, "numpy")) for layer, s, z in switches]
+
+
+def _kinks(module: ModuleType, params: dict, X: np.ndarray, switches) -> list[np.ndarray]:
     cache = module.forward(params, X)
-    return [np.signbit(Z) for Z in cache.Z[1:]]
+    return [np.signbit(s(cache.Z[layer]) + np.zeros_like(cache.Z[layer]))
+            for layer, s in switches]
 
 
 def finite_difference_check(module: ModuleType, *, m: int = 4, seed: int = 0, h: float = 1e-6,
-                            tolerance: float = 1e-6, max_entries: int = 40) -> FDReport:
-    """Compare the module's backward() with central differences of its loss()."""
+                            tolerance: float = 1e-6, max_entries: int = 40,
+                            switches=None) -> FDReport:
+    """Compare the module's backward() with central differences of its loss().
+
+    ``switches`` are the Program's (layer, s(z), z): entries whose perturbation changes the
+    sign of some s(Z) cross a kink and are skipped.
+    """
+    switches = _switch_functions(module, switches)
     rng = np.random.default_rng(seed)
     params = module.init_params(seed=seed, dtype=np.float64)
     for key in params:  # non-zero biases and weights of order 1: a generic point
@@ -95,7 +96,7 @@ def finite_difference_check(module: ModuleType, *, m: int = 4, seed: int = 0, h:
     Y = random_targets(module, m, rng)
     grads = module.backward(params, module.forward(params, X), Y)
     J = module.loss(params, X, Y)
-    signs = _kinks(module, params, X)
+    signs = _kinks(module, params, X, switches)
     results = []
     for key, value in params.items():
         flat = value.reshape(-1)
@@ -106,9 +107,10 @@ def finite_difference_check(module: ModuleType, *, m: int = 4, seed: int = 0, h:
         for index in entries:
             original = flat[index]
             flat[index] = original + h
-            plus, crossed = module.loss(params, X, Y), _crossed(module, params, X, signs)
+            plus, crossed = module.loss(params, X, Y), _crossed(module, params, X, signs, switches)
             flat[index] = original - h
-            minus, crossed_back = module.loss(params, X, Y), _crossed(module, params, X, signs)
+            minus = module.loss(params, X, Y)
+            crossed_back = _crossed(module, params, X, signs, switches)
             flat[index] = original
             if crossed or crossed_back:
                 skipped += 1
@@ -128,5 +130,6 @@ def finite_difference_check(module: ModuleType, *, m: int = 4, seed: int = 0, h:
     return FDReport(name, tuple(results), tolerance)
 
 
-def _crossed(module, params, X, signs) -> bool:
-    return any(np.any(now != before) for now, before in zip(_kinks(module, params, X), signs))
+def _crossed(module, params, X, signs, switches) -> bool:
+    now = _kinks(module, params, X, switches)
+    return any(np.any(a != b) for a, b in zip(now, signs))

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             status = max(status, EXIT_USAGE)
         except KeyboardInterrupt:
             print("derive: interrupted", file=sys.stderr)
-            return 130
+            return EXIT_INTERRUPTED
         except BrokenPipeError:  # output piped into a reader that closed early (| head)
             sys.stderr.close()
             return status
@@ -71,7 +71,8 @@ def _say(args, message: str) -> None:
 
 def _run(path: str, args) -> int:
     """Every stage for one spec; returns its exit status."""
-    from codegen.render import WriteRefused, write_module
+    from codegen.emit import write_module
+    from codegen.files import WriteRefused
 
     from .derivation import derive
     from .spec import load_spec
@@ -100,13 +101,16 @@ def _run(path: str, args) -> int:
 
 
 def _check(derivation, target: Path, args) -> int:
-    from codegen.fdcheck import finite_difference_check, import_module_from
+    from codegen.fdcheck import finite_difference_check
+    from codegen.lower import lower
+    from codegen.files import import_module_from
 
     from .proof import prove_spec
 
     proof = prove_spec(derivation.spec)
     print(proof.summary(), file=sys.stdout if proof.ok else sys.stderr, flush=True)
-    fd = finite_difference_check(import_module_from(target))
+    fd = finite_difference_check(import_module_from(target),
+                                 switches=lower(derivation).switches)
     print(fd.summary(), file=sys.stdout if fd.ok else sys.stderr, flush=True)
     return EXIT_OK if proof.ok and fd.ok else EXIT_CHECK_FAILED
 
@@ -131,6 +135,8 @@ def _bounded(kind, low, high, what: str):
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    from .optimizers import BATCHING
+
     group = parser.add_argument_group(
         "training", "--train trains the generated network on the spec's data (digits when the "
                     "spec has no data: section); the options after it override the spec's "
@@ -144,7 +150,10 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
                        type=_bounded(float, 1e-12, 1e3, "a number > 0 and <= 1000"))
     group.add_argument("--batch-size", metavar="N",
                        type=_bounded(int, 1, 10**7, "a whole number >= 1"))
-    group.add_argument("--optimizer", choices=("batch", "sgd", "minibatch"))
+    group.add_argument("--optimizer", choices=BATCHING.names(),
+                       help="how many examples each step averages over: "
+                            + "; ".join(f"{name}: {BATCHING[name].description}"
+                                        for name in BATCHING))
     group.add_argument("--seed", metavar="N",
                        type=_bounded(int, 0, 2**32 - 1, "a whole number >= 0"),
                        help="seeds the train/test split, the initial weights and the shuffling")

@@ -197,6 +197,11 @@ class Derivation:
     def layer_sizes(self) -> tuple[int, ...]:
         return self.spec.layer_sizes
 
+    @property
+    def batching(self) -> dict:
+        """Every batching scheme by name (what ``training.optimizer`` may say)."""
+        return {name: BATCHING[name] for name in BATCHING}
+
 
 _W_ENTRY = sp.Symbol("w", real=True)
 

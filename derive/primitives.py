@@ -52,6 +52,12 @@ class sigmoid(_Primitive):
         np_ = printer._module_format("numpy")
         return f"{np_}.exp(-{np_}.logaddexp(0, -({x})))"
 
+    @staticmethod
+    def _numpy_inplace(x: str, out: str) -> list[str]:
+        """The same stable form as ufunc calls writing into ``out``."""
+        return [f"np.negative({x}, out={out})", f"np.logaddexp(0.0, {out}, out={out})",
+                f"np.negative({out}, out={out})", f"np.exp({out}, out={out})"]
+
 
 class softplus(_Primitive):
     latex_name = r"\operatorname{softplus}"
@@ -60,6 +66,10 @@ class softplus(_Primitive):
     def _numpycode(self, printer):
         x = printer._print(self.args[0])
         return f"{printer._module_format('numpy')}.logaddexp(0, {x})"
+
+    @staticmethod
+    def _numpy_inplace(x: str, out: str) -> list[str]:
+        return [f"np.logaddexp(0.0, {x}, out={out})"]
 
 
 class Phi(_Primitive):
@@ -72,6 +82,13 @@ class Phi(_Primitive):
         x = printer._print(self.args[0])
         return f"(0.5 * (1.0 + {printer._module_format('scipy.special.erf')}(({x}) * {_INV_SQRT2})))"
 
+    scipy_functions = ("erf",)
+
+    @staticmethod
+    def _numpy_inplace(x: str, out: str) -> list[str]:
+        return [f"np.multiply({x}, {_INV_SQRT2}, out={out})", f"erf({out}, out={out})",
+                f"np.add({out}, 1.0, out={out})", f"np.multiply({out}, 0.5, out={out})"]
+
 
 class phi(_Primitive):
     """Standard normal probability density function."""
@@ -82,6 +99,11 @@ class phi(_Primitive):
     def _numpycode(self, printer):
         x = printer._print(self.args[0])
         return f"({_INV_SQRT_2PI} * {printer._module_format('numpy')}.exp(-0.5 * ({x}) ** 2))"
+
+    @staticmethod
+    def _numpy_inplace(x: str, out: str) -> list[str]:
+        return [f"np.square({x}, out={out})", f"np.multiply({out}, -0.5, out={out})",
+                f"np.exp({out}, out={out})", f"np.multiply({out}, {_INV_SQRT_2PI}, out={out})"]
 
 
 _INV_SQRT2 = repr(float(1 / sp.sqrt(2)))

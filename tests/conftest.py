@@ -18,7 +18,7 @@ def build_module(spec, tmp_path_factory):
     """Derive ``spec``, write its module into a fresh temp folder and import it (cached per spec)."""
     if spec not in _BUILT:
         from codegen.files import import_module_from
-        from codegen.render import write_module
+        from codegen.emit import write_module
         from derive.derivation import derive
 
         folder = tmp_path_factory.mktemp(f"gen_{spec.name}")

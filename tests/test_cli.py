@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import codegen.render
+import codegen.files
 import derive.proof
-from codegen.render import GENERATED_MARKER
+from codegen.files import GENERATED_MARKER
 from derive.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,7 +188,7 @@ def test_write_is_atomic(tmp_path, capsys, monkeypatch):
     def fail(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(codegen.render.os, "replace", fail)
+    monkeypatch.setattr(codegen.files.os, "replace", fail)
     assert main(["--spec", str(SMALL), "--out", str(tmp_path)]) == 2
     printed = capsys.readouterr()
     assert "cannot write" in printed.err and "No space left on device" in printed.err

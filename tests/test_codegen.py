@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from codegen.fdcheck import finite_difference_check
-from codegen.render import GENERATED_MARKER, render_module
+from codegen.emit import render_module, render_runtime
+from codegen.files import GENERATED_MARKER
 from derive.derivation import derive
 from derive.spec import load_spec, load_spec_text
 
@@ -255,13 +256,15 @@ def test_finite_differences(build, hidden, out, loss, regularized):
                                          ("G1 = 1 - A1**2", "G1 = 1 - A1")])
 def test_finite_differences_catch_a_wrong_backward(tmp_path, wrong, right):
     """The check above has teeth: a slightly wrong output error or g' is caught."""
-    from codegen.fdcheck import import_module_from
+    from codegen.emit import write_module
+    from codegen.files import import_module_from
 
-    source = render_module(derive(make_spec("tanh", "softmax", loss="categorical_crossentropy",
-                                            l2=0.02, name="broken")))
-    assert source.count(wrong) == 1
-    path = tmp_path / "broken.py"
-    path.write_text(source.replace(wrong, right), encoding="utf-8")
+    derivation = derive(make_spec("tanh", "softmax", loss="categorical_crossentropy", l2=0.02,
+                                  name="broken"))
+    source = render_module(derivation)
+    line = f"\n    {wrong}\n"  # the functional backward's line (the step's comment is indented more)
+    assert source.count(line) == 1
+    path = write_module(derivation, tmp_path, source=source.replace(line, f"\n    {right}\n"))
     report = finite_difference_check(import_module_from(path), tolerance=1e-6)
     assert not report.ok
     assert "DISAGREE" in report.summary()
@@ -547,7 +550,7 @@ def _imports(source: str) -> set[tuple[str, tuple[str, ...]]]:
         if isinstance(node, ast.Import):
             found |= {(alias.name, ()) for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
-            found.add((node.module, tuple(sorted(alias.name for alias in node.names))))
+            found.add((node.module or "", tuple(sorted(alias.name for alias in node.names))))
     return found
 
 
@@ -582,23 +585,22 @@ def _example_sources():
         yield spec.name, render_module(derive(spec))
 
 
-def test_module_imports_only_numpy_and_scipy_erf():
-    """NumPy; SciPy's erf only for GELU; SciPy's BLAS only optionally (guarded by ImportError)."""
-    allowed = {("json", ()), ("numpy", ())}  # json (stdlib) serialises Trainer settings
-    optional_blas = ("scipy.linalg", ("blas",))
+def test_module_imports_only_numpy_its_runtime_and_scipy_erf():
+    """A module: NumPy, its folder's runtime (importlib only to load it by path), SciPy's erf
+    only for GELU.  The runtime: json, NumPy, and SciPy's BLAS only optionally."""
+    loading = {("importlib.util", ()), ("pathlib", ())}
     for name, source in _example_sources():
         imports = _imports(source)
         uses_gelu = "gelu" in source.split("ACTIVATIONS = ", 1)[1].splitlines()[0]
-        scipy = {imp for imp in imports if imp[0].startswith("scipy")} - {optional_blas}
-        assert imports - scipy - {optional_blas} <= allowed, (name, imports)
-        assert ("numpy", ()) in imports, name
-        if uses_gelu:
-            assert scipy == {("scipy.special", ("erf",))}, (name, imports)
-        else:
-            assert not scipy, (name, imports)
+        scipy = {imp for imp in imports if imp[0].startswith("scipy")}
+        assert imports - scipy - loading == {("numpy", ()), ("", ("_runtime",))}, (name, imports)
+        assert scipy == ({("scipy.special", ("erf",))} if uses_gelu else set()), (name, imports)
         assert "import numpy as np" in source
-        guarded = source.split("try:", 1)[1].split("except ImportError", 1)[0]
-        assert "from scipy.linalg import blas" in guarded, name
+    runtime = _imports(render_runtime())
+    assert runtime == {("__future__", ("annotations",)), ("json", ()), ("numpy", ()),
+                       ("scipy.linalg", ("blas",))}, runtime
+    guarded = render_runtime().split("try:", 1)[1].split("except ImportError", 1)[0]
+    assert "from scipy.linalg import blas" in guarded
 
 
 def test_module_works_without_scipy_blas(build, monkeypatch):
@@ -608,7 +610,7 @@ def test_module_works_without_scipy_blas(build, monkeypatch):
     X, y = rng.standard_normal((6, 3)), rng.integers(0, 3, 6)
     with_blas = net.Trainer(optimizer="sgd", epochs=2, dtype=np.float64)
     with_blas.fit(X, y, track=False)
-    monkeypatch.setattr(net, "_blas", None)
+    monkeypatch.setattr(net._runtime, "_blas", None)
     without = net.Trainer(optimizer="sgd", epochs=2, dtype=np.float64)
     without.fit(X, y, track=False)
     for key in with_blas.params:

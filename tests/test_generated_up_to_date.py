@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from codegen.render import GENERATED_MARKER, render_module
+from codegen.emit import RUNTIME_NAME, render_module, render_runtime
+from codegen.files import GENERATED_MARKER
 from derive.derivation import derive
 from derive.spec import load_spec
 
@@ -36,9 +37,19 @@ def test_committed_module_is_up_to_date(path):
         pytest.fail(f"{HINT}\n{diff}", pytrace=False)
 
 
+def test_committed_runtime_is_up_to_date():
+    """generated/_runtime.py is codegen/runtime.py as the generator stamps and copies it."""
+    committed = (ROOT / "generated" / f"{RUNTIME_NAME}.py").read_text(encoding="utf-8")
+    if committed != render_runtime():
+        diff = "".join(difflib.unified_diff(
+            committed.splitlines(keepends=True), render_runtime().splitlines(keepends=True),
+            fromfile="generated/_runtime.py (committed)", tofile="codegen/runtime.py (stamped)"))
+        pytest.fail(f"{HINT}\n{diff}", pytrace=False)
+
+
 def test_every_committed_module_has_an_example():
     names = {load_spec(path).name for path in EXAMPLES}
-    modules = {p.stem for p in (ROOT / "generated").glob("*.py")} - {"__init__"}
+    modules = {p.stem for p in (ROOT / "generated").glob("*.py")} - {"__init__", RUNTIME_NAME}
     assert modules == names, f"generated/ modules without a spec: {sorted(modules - names)}"
 
 

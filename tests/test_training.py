@@ -18,7 +18,7 @@ from sklearn import metrics as skm
 
 import derive.training.runner as training_run
 from codegen.files import import_module_from
-from codegen.render import write_module
+from codegen.emit import write_module
 from derive.cli import main
 from derive.derivation import derive
 from derive.spec import load_spec

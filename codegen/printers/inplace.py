@@ -18,14 +18,17 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from derive.primitives import Phi, phi, sigmoid, softplus
+from sympy.codegen.cfunctions import expm1, log1p
 
-from .printer import NumPyCodePrinter, _clamped, is_logsumexp, is_softmax
+from .numpy import NumPyCodePrinter, clamped, is_logsumexp, is_softmax
 
 __all__ = ["InplacePrinter", "Buffers"]
 
 _UNARY = {sp.exp: "np.exp", sp.log: "np.log", sp.tanh: "np.tanh", sp.Abs: "np.abs",
-          sp.sign: "np.sign"}
+          sp.sign: "np.sign", expm1: "np.expm1", log1p: "np.log1p", sp.sin: "np.sin",
+          sp.cos: "np.cos", sp.sinh: "np.sinh", sp.cosh: "np.cosh", sp.atan: "np.arctan"}
+_SCIPY_UNARY = {sp.erf: "erf"}  # scipy.special ufuncs: they take out= too
+_LOGICAL = {sp.And: "np.logical_and", sp.Or: "np.logical_or"}
 _RELATIONS = {"<": "np.less", "<=": "np.less_equal", ">": "np.greater", ">=": "np.greater_equal"}
 
 
@@ -84,12 +87,39 @@ class InplacePrinter:
         self.buffers = buffers
         self.code = NumPyCodePrinter(names)
         self.lines: list[str] = []
+        self._cse_names: dict = {}
 
     # ------------------------------------------------------------------------- entry
     def emit(self, expr: sp.Expr, target: str) -> list[str]:
+        """Statements computing expr into target.
+
+        Common subexpressions of an element-wise formula are computed once, into temporaries.
+        An expression with no in-place form is computed by the functional printer and copied
+        into target (it allocates, but any formula the Derivation holds prints).
+        """
         self.lines = []
-        self._into(expr, target, "full")
+        try:
+            self._with_subexpressions(expr, target)
+        except NotImplementedError:
+            self.lines = [f"np.copyto({target}, {self.code.doprint(expr)})"
+                          "  # no in-place form: computed, then copied"]
         return self.lines
+
+    def _with_subexpressions(self, expr: sp.Expr, target: str) -> None:
+        if expr.has(sp.Indexed):  # column-wise formulas: keep softmax and sums whole
+            self._into(expr, target, "full")
+            return
+        replacements, (reduced,) = sp.cse(expr, optimizations=None)
+        held = []
+        for symbol, sub in replacements:
+            tmp = self.buffers.take("full")
+            self._into(sub.xreplace(dict(self._cse_names)), tmp, "full")
+            self._cse_names[symbol] = sp.Symbol(tmp)
+            self.names[sp.Symbol(tmp)] = tmp
+            held.append(tmp)
+        self._into(reduced.xreplace(dict(self._cse_names)), target, "full")
+        for tmp in held:
+            self.buffers.give(tmp)
 
     def _say(self, line: str) -> None:
         self.lines.append(line)
@@ -264,24 +294,19 @@ class InplacePrinter:
         arg = expr.args[0] if expr.args else None
         if type(expr) in _UNARY:
             self._apply(_UNARY[type(expr)], arg, target, kind)
-        elif isinstance(expr, sigmoid):  # sigma(x) = exp(-log(1 + exp(-x)))
-            self._apply("np.negative", arg, target, kind)
-            self._say(f"np.logaddexp(0.0, {target}, out={target})")
-            self._say(f"np.negative({target}, out={target})")
-            self._say(f"np.exp({target}, out={target})")
-        elif isinstance(expr, softplus):
-            self._apply("np.logaddexp", arg, target, kind, before="0.0, ")
-        elif isinstance(expr, Phi):
-            self._apply("np.multiply", arg, target, kind, after=f", {float(1 / sp.sqrt(2))!r}")
-            self.code.scipy_functions.add("erf")
-            self._say(f"erf({target}, out={target})")
-            self._say(f"np.add({target}, 1.0, out={target})")
-            self._say(f"np.multiply({target}, 0.5, out={target})")
-        elif isinstance(expr, phi):
-            self._apply("np.square", arg, target, kind)
-            self._say(f"np.multiply({target}, -0.5, out={target})")
-            self._say(f"np.exp({target}, out={target})")
-            self._say(f"np.multiply({target}, {float(1 / sp.sqrt(2 * sp.pi))!r}, out={target})")
+        elif type(expr) in _SCIPY_UNARY:
+            self.code.scipy_functions.add(_SCIPY_UNARY[type(expr)])
+            self._apply(_SCIPY_UNARY[type(expr)], arg, target, kind)
+        elif hasattr(expr, "_numpy_inplace"):  # a named primitive spells itself
+            source = self._name(arg)
+            if source is None:
+                self._into(arg, target, kind)
+                source = target
+            self.lines.extend(expr._numpy_inplace(source, target))
+            self.code.scipy_functions |= set(getattr(expr, "scipy_functions", ()))
+        elif isinstance(expr, sp.Heaviside):
+            half = expr.args[1] if len(expr.args) > 1 else sp.S.Half
+            self._apply("np.heaviside", arg, target, kind, after=f", {self.code.doprint(half)}")
         elif isinstance(expr, (sp.Min, sp.Max)):
             self._fold(expr, target, kind, "np.minimum" if isinstance(expr, sp.Min) else "np.maximum",
                        expr.args)
@@ -297,13 +322,26 @@ class InplacePrinter:
         for value, cond in reversed(branches):
             mask = self.buffers.take("mask")
             self._condition(cond, mask, kind)
-            code, tmp = self._operand(_clamped(value, cond), kind)
+            code, tmp = self._operand(clamped(value, cond), kind)
             self._say(f"np.copyto({target}, {code}, where={mask})")
             self._release(tmp, kind)
             self.buffers.give(mask, "mask")
         return True
 
     def _condition(self, cond, mask: str, kind: str) -> None:
+        if type(cond) in _LOGICAL:
+            first, *rest = cond.args
+            self._condition(first, mask, kind)
+            for other in rest:
+                extra = self.buffers.take("mask")
+                self._condition(other, extra, kind)
+                self._say(f"{_LOGICAL[type(cond)]}({mask}, {extra}, out={mask})")
+                self.buffers.give(extra, "mask")
+            return
+        if isinstance(cond, sp.Not):
+            self._condition(cond.args[0], mask, kind)
+            self._say(f"np.logical_not({mask}, out={mask})")
+            return
         if not isinstance(cond, sp.core.relational.Relational) or cond.rel_op not in _RELATIONS:
             raise NotImplementedError(f"no in-place form for the condition {cond}")
         lhs, tmp_l = self._operand(cond.lhs, kind)

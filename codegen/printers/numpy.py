@@ -6,9 +6,8 @@ the matrix formulas of the Derivation (written in the documents' column conventi
 code's row convention: a data matrix D (n x m) is stored as its transpose, so ``D`` prints as
 ``D.T`` and ``D^T`` as ``D``; SymPy moves the transposes (``Transpose(expr).doit()``).
 
-Named stable spellings live with the primitives (``derive.primitives``); the two vector
-helpers (softmax, log-sum-exp) are recognised here and recorded in ``helpers`` so the module
-template defines only what the code uses.
+Named stable spellings live with the primitives (their ``_numpycode``); the two vector
+helpers (softmax, log-sum-exp) are recognised here and call the runtime's stable versions.
 """
 
 from __future__ import annotations
@@ -17,11 +16,11 @@ from fractions import Fraction
 
 import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
-from sympy.printing.str import StrPrinter
 
-__all__ = ["NumPyCodePrinter", "TextPrinter", "is_softmax", "is_logsumexp"]
+__all__ = ["NumPyCodePrinter", "is_softmax", "is_logsumexp", "clamped", "split_scalar"]
 
 _NP_ALIASES = {"numpy": "np"}
+RUNTIME = "_runtime"  # the generated module's name for its runtime (softmax, logsumexp)
 
 
 def _exp_of(expr: sp.Expr):
@@ -70,7 +69,6 @@ class NumPyCodePrinter(NumPyPrinter):
         self.data = data
         self.like = like
         self.batch = batch
-        self.helpers: set[str] = set()
         self.scipy_functions: set[str] = set()
 
     # -- modules -------------------------------------------------------------------------
@@ -116,15 +114,13 @@ class NumPyCodePrinter(NumPyPrinter):
     def _print_Mul(self, expr):
         base = is_softmax(expr)
         if base is not None:
-            self.helpers.add("softmax")
-            return f"_softmax({self.names[base]})"
+            return f"{RUNTIME}.softmax({self.names[base]})"
         return super()._print_Mul(expr)
 
     def _print_log(self, expr):
         base = is_logsumexp(expr)
         if base is not None:
-            self.helpers.add("logsumexp")
-            return f"_logsumexp({self.names[base]})"
+            return f"{RUNTIME}.logsumexp({self.names[base]})"
         return super()._print_log(expr)
 
     def _print_Sum(self, expr):
@@ -143,7 +139,7 @@ class NumPyCodePrinter(NumPyPrinter):
             raise ValueError(f"Piecewise without an otherwise branch: {expr}")
         code = self._branch(branches[-1].expr)
         for value, cond in reversed(branches[:-1]):
-            value = _clamped(value, cond)
+            value = clamped(value, cond)
             code = f"np.where({self._print(cond)}, {self._branch(value)}, {code})"
         return code
 
@@ -155,6 +151,16 @@ class NumPyCodePrinter(NumPyPrinter):
     def _print_Relational(self, expr):
         op = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}[expr.rel_op]
         return f"{self._print(expr.lhs)} {op} {self._print(expr.rhs)}"
+
+    def _print_erf(self, expr):
+        return f"{self._module_format('scipy.special.erf')}({self._print(expr.args[0])})"
+
+    def _print_Abs(self, expr):
+        return f"np.abs({self._print(expr.args[0])})"
+
+    def _print_Heaviside(self, expr):
+        half = expr.args[1] if len(expr.args) > 1 else sp.S.Half
+        return f"np.heaviside({self._print(expr.args[0])}, {self._print(half)})"
 
     def _print_sign(self, expr):
         return f"np.sign({self._print(expr.args[0])})"
@@ -175,7 +181,7 @@ class NumPyCodePrinter(NumPyPrinter):
         raise ValueError("a ones matrix must appear in a product (broadcast or row sum)")
 
     def _print_MatMul(self, expr):
-        scalar, factors = _split_scalar(expr)
+        scalar, factors = split_scalar(expr)
         # b 1^T (column form) -> 1 b^T (row form): broadcasting the bias over the samples
         if len(factors) == 2 and isinstance(factors[0], sp.OneMatrix):
             code = self._print_bias(factors[1])
@@ -209,14 +215,14 @@ class NumPyCodePrinter(NumPyPrinter):
         return self._print(sp.Transpose(expr).doit())
 
 
-def _clamped(value: sp.Expr, cond) -> sp.Expr:
+def clamped(value: sp.Expr, cond) -> sp.Expr:
     if value.has(sp.exp) and isinstance(cond, (sp.LessThan, sp.StrictLessThan)) \
             and cond.rhs == 0 and cond.lhs.is_Symbol:
         return value.xreplace({cond.lhs: sp.Min(cond.lhs, 0)})
     return value
 
 
-def _split_scalar(expr: sp.MatMul):
+def split_scalar(expr: sp.MatMul):
     scalar, factors = sp.S.One, []
     for f in expr.args:
         if isinstance(f, sp.MatrixExpr):
@@ -235,60 +241,3 @@ def _scaled(code: str, scalar: sp.Expr, printer: NumPyCodePrinter) -> str:
         return f"{printer._print(scalar)} * {code}"
     head = code if num == 1 else f"{printer._print(num)} * {code}"
     return f"({head}) / {printer._print(den)}" if " " in head else f"{head} / {printer._print(den)}"
-
-
-class TextPrinter(StrPrinter):
-    """Plain text for comments: juxtaposed products, ^T, o for the Hadamard product."""
-
-    printmethod = "_textcode"  # not _sympystr: Indexed and friends would bypass the methods here
-
-    def __init__(self, names: dict | None = None):
-        super().__init__()
-        self.names = names or {}
-
-    def _print_Rational(self, expr):
-        value = float(Fraction(int(expr.p), int(expr.q)))
-        return repr(value) if Fraction(repr(value)) == Fraction(int(expr.p), int(expr.q)) \
-            else f"{expr.p}/{expr.q}"
-
-    def _print_Symbol(self, expr):
-        return self.names.get(expr, expr.name)
-
-    def _print_MatrixSymbol(self, expr):
-        return self.names.get(expr, expr.name)
-
-    def _print_Indexed(self, expr):
-        base = self._print(expr.base)
-        return f"{base}_{','.join(self._print(i) for i in expr.indices)}"
-
-    def _print_IndexedBase(self, expr):
-        return self.names.get(expr, str(expr.label))
-
-    def _print_Transpose(self, expr):
-        arg = self._print(expr.arg)
-        return f"{arg}ᵀ" if isinstance(expr.arg, sp.MatrixSymbol) else f"({arg})ᵀ"
-
-    def _print_OneMatrix(self, expr):
-        return "1ᵀ" if expr.shape[0] == 1 else "1"
-
-    def _print_MatMul(self, expr):
-        scalar, factors = _split_scalar(expr)
-        body = " ".join(self.parenthesize(f, 60) for f in factors)
-        if scalar == 1:
-            return body
-        return f"({self._print(scalar)}) {body}"
-
-    def _print_HadamardProduct(self, expr):
-        return " ∘ ".join(self.parenthesize(a, 60) for a in expr.args)
-
-    def _print_Piecewise(self, expr):
-        parts = [f"{self._print(v)} if {self._print(c)}" for v, c in expr.args[:-1]]
-        return "{" + "; ".join(parts + [f"{self._print(expr.args[-1].expr)} otherwise"]) + "}"
-
-    def _print_Sum(self, expr):
-        (idx, lo, hi), = expr.limits
-        return f"sum_{self._print(idx)}({self._print(expr.function)})"
-
-    def _print_Function(self, expr):
-        name = getattr(expr.func, "__name__", str(expr.func))
-        return f"{name}({', '.join(self._print(a) for a in expr.args)})"

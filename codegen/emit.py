@@ -1,0 +1,220 @@
+"""Stage 3b: ``Program -> DIR/<name>.py`` beside ``DIR/_runtime.py``.
+
+``module_context`` prints every formula of the Program (functional statements with
+``NumPyCodePrinter``, the training step with ``print_step``); the Jinja template only lays
+them out.  ``write_module`` writes the module, the folder's runtime and its ``__init__.py``
+atomically, and never overwrites a file this tool did not generate unless forced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pprint
+from dataclasses import asdict
+from pathlib import Path
+
+import jinja2
+import sympy as sp
+
+from . import runtime
+from .files import GENERATED_MARKER, atomic_write, writable
+from .lower import lower
+from .printers.numpy import NumPyCodePrinter
+from .printers.step import print_step
+from .program import Assign, Program
+
+__all__ = ["render_module", "render_runtime", "write_module", "module_context", "VERSION",
+           "RUNTIME_NAME"]
+
+VERSION = "0.1.0"
+RUNTIME_NAME = "_runtime"
+_TEMPLATES = Path(__file__).parent / "templates"
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+# ----------------------------------------------------------------------------- functional
+
+def _data_names(program: Program) -> frozenset[str]:
+    """Arrays stored one row per example (the matrix printer transposes them)."""
+    names = {"A0", "Y"}
+    for layer in program.layers:
+        l = layer.index
+        names |= {f"Z{l}", f"A{l}", f"delta{l}", f"G{l}"}
+    return frozenset(names)
+
+
+class _Functional:
+    """Prints Assign statements; collects the SciPy functions they use."""
+
+    def __init__(self, program: Program):
+        self.scipy: set[str] = set()
+        self.data = _data_names(program)
+        self.signs = {f"signW{layer.index}": f"np.sign(W{layer.index})" for layer in program.layers}
+
+    def lines(self, assign: Assign) -> list[str]:
+        """``target = code`` lines (common subexpressions first, for element-wise formulas)."""
+        if assign.kind == "comment":
+            return []
+        if assign.kind == "matrix":
+            printer = self._matrix_printer(assign.expr)
+            code = printer.rows(assign.expr) if assign.samples_first else printer.doprint(assign.expr)
+            return [f"{assign.target} = {code}"]
+        names = dict(assign.names)
+        lines = []
+        expr = assign.expr
+        if assign.kind == "elementwise":
+            replacements, (expr,) = sp.cse(expr, optimizations=None)
+            for i, (symbol, sub) in enumerate(replacements):
+                name = f"{assign.target}_{i}"
+                lines.append(f"{name} = {self._print(sub, names, assign.like)}")
+                names[symbol] = name
+        lines.append(f"{assign.target} = {self._print(expr, names, assign.like)}")
+        return lines
+
+    def _print(self, expr, names, like) -> str:
+        printer = NumPyCodePrinter(names, like=like)
+        code = printer.doprint(expr)
+        self.scipy |= printer.scipy_functions
+        return code
+
+    def _matrix_printer(self, expr) -> NumPyCodePrinter:
+        names = {}
+        for symbol in expr.atoms(sp.MatrixSymbol):
+            if symbol.name in self.signs:
+                names[symbol] = self.signs[symbol.name]
+        data = frozenset(s for s in expr.atoms(sp.MatrixSymbol) if s.name in self.data)
+        return NumPyCodePrinter(names, data=data)
+
+
+def _block(functional: _Functional, assigns) -> list[str]:
+    """Each statement as its formula in a comment, then its code."""
+    lines = []
+    for assign in assigns:
+        lines.append(f"# {assign.comment}")
+        lines.extend(functional.lines(assign))
+    return lines
+
+
+def _forward_lines(functional: _Functional, program: Program) -> list[str]:
+    lines = []
+    for layer, (z, a) in zip(program.layers, zip(program.forward[::2], program.forward[1::2])):
+        l = layer.index
+        lines += ["", f"# Layer {l}: {layer.fan_in} -> {layer.units}, {layer.activation}: "
+                      f"(m, {layer.fan_in}) -> (m, {layer.units})",
+                  f'W{l}, b{l} = params["W{l}"], params["b{l}"]']
+        lines += _block(functional, (z, a))
+    return lines
+
+
+def _backward_lines(functional: _Functional, program: Program) -> list[str]:
+    """Layer by layer from the output: the error term, then the two gradients."""
+    lines = []
+    for layer in reversed(program.layers):
+        l = layer.index
+        assigns = [a for a in program.backward if a.target in
+                   (f"G{l}", f"delta{l}", f"dW{l}", f"db{l}")]
+        lines += ["", f"# Layer {l}"] + _block(functional, assigns)
+    return lines
+
+
+# ----------------------------------------------------------------------------- context
+
+def spec_digest(derivation) -> str:
+    """A digest of the spec's content (not its path), for the module's stamp."""
+    fields = asdict(derivation.spec)
+    fields.pop("source", None)
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def module_context(derivation, program: Program | None = None) -> dict:
+    """Everything the module template lays out, printed from the Program."""
+    program = program or lower(derivation)
+    functional = _Functional(program)
+    forward = _forward_lines(functional, program)
+    backward = _backward_lines(functional, program)
+    loss = _block(functional, (program.per_example_loss,))
+    step = print_step(program.step, program.layer_sizes)
+    spec = derivation.spec
+    return {
+        "marker": GENERATED_MARKER,
+        "version": VERSION,
+        "runtime": RUNTIME_NAME,
+        "api": runtime.API,
+        "name": program.name,
+        "source": Path(spec.source).name if spec.source else None,
+        "digest": spec_digest(derivation),
+        "program": program,
+        "layers": program.layers,
+        "activations": tuple(layer.activation for layer in program.layers),
+        "inits": tuple(layer.init for layer in program.layers),
+        "depth": len(program.layers),
+        "forward": forward,
+        "backward": backward,
+        "loss": loss,
+        "step": step,
+        "passes": program.step.passes,
+        "reg_text": _regularization_text(program),
+        "training": pprint.pformat(program.training, width=90, sort_dicts=False),
+        "scipy_functions": sorted(functional.scipy | step.scipy_functions),
+    }
+
+
+def _regularization_text(program: Program) -> str:
+    text = ""
+    if program.l2:
+        text += f" + ({program.l2:g}/2) sum_l ||W_l||^2"
+    if program.l1:
+        text += f" + {program.l1:g} sum_l |W_l|"
+    return text
+
+
+def render_module(derivation) -> str:
+    """The generated module's source text (deterministic: same spec, same bytes)."""
+    return _environment().get_template("module.py.j2").render(**module_context(derivation))
+
+
+def render_runtime() -> str:
+    """``_runtime.py`` for an output folder: the runtime's source, stamped."""
+    source = Path(runtime.__file__).read_text(encoding="utf-8")
+    return (f"{GENERATED_MARKER} {VERSION}: the runtime of the generated modules beside it; "
+            "do not edit.\n# It is backprop-derive's codegen/runtime.py, copied verbatim.\n"
+            + source)
+
+
+_PACKAGE_INIT = f'{GENERATED_MARKER}: package of generated network modules; do not edit.\n'
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if not (path.exists() and not path.is_symlink() and path.read_text(encoding="utf-8") == text):
+        atomic_write(path, text)
+
+
+def write_module(derivation, out_dir: str | Path = "generated", *, force: bool = False,
+                 source: str | None = None) -> Path:
+    """Render and write ``out_dir/<name>.py``, ``out_dir/_runtime.py`` and, if missing,
+    ``out_dir/__init__.py``; returns the module's path.
+
+    Raises WriteRefused, before writing anything, when one of them exists and was not
+    written by this tool (unless ``force``).
+    """
+    out_dir = Path(out_dir)
+    target = writable(out_dir / f"{derivation.spec.name}.py", force)
+    runtime_path = writable(out_dir / f"{RUNTIME_NAME}.py", force)
+    text = source if source is not None else render_module(derivation)
+    init = out_dir / "__init__.py"
+    if not init.exists():
+        atomic_write(init, _PACKAGE_INIT)
+    _write_if_changed(runtime_path, render_runtime())
+    _write_if_changed(target, text)
+    return target
