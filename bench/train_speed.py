@@ -50,14 +50,19 @@ SETTLE = 0.3  # seconds between timed runs with more than one thread (see worker
 class Generated:
     """The generated module's Trainer: fit() for one pass over the examples given."""
 
-    def __init__(self, dtype_name, shuffle=False):
+    def __init__(self, dtype_name, shuffle=False, module_path=None):
         import numpy as np
 
         sys.path.insert(0, str(ROOT))
-        import generated.mnist_mlp as net
+        if module_path is None:
+            import generated.mnist_mlp as net
+        else:  # another build of the module (--compare): loaded from its file
+            from codegen.files import import_module_from
 
+            net = import_module_from(module_path, f"_compared_{abs(hash(module_path))}")
         self.np, self.net, self.dtype, self.shuffle = np, net, np.dtype(dtype_name), shuffle
-        self.name = f"generated {dtype_name}" + (" shuffled" if shuffle else "")
+        self.name = (f"generated {dtype_name}" + (" shuffled" if shuffle else "")
+                     + (f" ({module_path})" if module_path else ""))
 
     def prepare(self, X, y, batch):
         self.X = X.astype(self.dtype)
@@ -326,6 +331,7 @@ def worker(args) -> dict:
     # and once more shuffled (a gather per step), as a user trains
     impls = [Generated("float32"), Generated("float32", shuffle=True), Generated("float64"),
              TextbookNumPy()]
+    impls[1:1] = [Generated("float32", module_path=path) for path in args.compare]
     notes = []
     for name, make in (("torch eager", lambda: TorchEager(threads)), ("jax jit", JaxJit),
                        ("jax scan", JaxScan)):
@@ -428,6 +434,9 @@ def parse(argv=None):
     p.add_argument("--examples", type=int, default=60000)
     p.add_argument("--peers", nargs="*", default=["torch", "jax"])
     p.add_argument("--json", default=str(ROOT / "bench" / "results.json"))
+    p.add_argument("--compare", nargs="*", default=[], metavar="MODULE.py",
+                   help="also time these builds of mnist_mlp.py (e.g. an older commit's), "
+                        "interleaved with the current one")
     p.add_argument("--keep-env", action="store_true",
                    help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE for the workers")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -464,6 +473,8 @@ def main(argv=None) -> int:
                "--batches", *map(str, args.batches), "--peers", *args.peers]
         if args.smoke:
             cmd.append("--smoke")
+        if args.compare:
+            cmd += ["--compare", *(str(Path(p).resolve()) for p in args.compare)]
         if threads == args.threads[0] and not args.smoke:
             cmd.append("--memory")
         done = subprocess.run(cmd, env=env_t, capture_output=True, text=True, check=False)
