@@ -33,7 +33,7 @@ class Regularization:
 
 @dataclass(frozen=True)
 class TrainingSpec:
-    optimizer: str = "minibatch"  # batch | sgd | minibatch
+    optimizer: str = "minibatch"  # a batching scheme: a name in derive.optimizers.BATCHING
     learning_rate: float = 0.1
     batch_size: int = 64
     epochs: int = 10
@@ -43,7 +43,7 @@ class TrainingSpec:
 
 @dataclass(frozen=True)
 class DataSpec:
-    dataset: str = "digits"  # digits | iris | breast_cancer | diabetes | mnist:DIR | csv:PATH
+    dataset: str = "digits"  # a name in derive.datasets.DATASETS; a path kind as mnist:DIR
     test_fraction: float = 0.2
     target: str | None = None  # csv: the label column
 

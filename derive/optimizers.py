@@ -16,9 +16,10 @@ import sympy as sp
 
 from .registry import Registry
 
-__all__ = ["Batching", "BATCHING", "UpdateRuleDecl", "UPDATE_RULES", "ALL_EXAMPLES"]
+__all__ = ["Batching", "BATCHING", "UpdateRuleDecl", "UPDATE_RULES", "ALL_EXAMPLES", "BATCH_SIZE"]
 
 ALL_EXAMPLES = "all"  # Batching.examples: every training example in one step
+BATCH_SIZE = "batch_size"  # Batching.examples: the spec's training.batch_size
 
 
 @dataclass(frozen=True)
@@ -27,24 +28,28 @@ class Batching:
 
     name: str
     title: str  # as the documents name the variant
-    examples: str | int  # ALL_EXAMPLES | 1 | "batch_size"
+    examples: str | int  # ALL_EXAMPLES | 1 | BATCH_SIZE
     batch: str  # what m is in this variant, in words
+    description: str  # the title as it reads inside a sentence: "mini-batch gradient descent"
 
     def examples_per_step(self, m: int, batch_size: int) -> int:
         if self.examples == ALL_EXAMPLES:
             return m
-        if self.examples == "batch_size":
+        if self.examples == BATCH_SIZE:
             return min(batch_size, m)
         return min(int(self.examples), m)
 
 
 BATCHING: Registry[Batching] = Registry("optimizer")
 BATCHING.add("batch", Batching("batch", "Batch gradient descent", ALL_EXAMPLES,
-                               "all N training examples, one step per epoch"))
+                               "all N training examples, one step per epoch",
+                               "batch gradient descent"))
 BATCHING.add("sgd", Batching("sgd", "Stochastic gradient descent", 1,
-                             "one example (m = 1), N steps per epoch"))
-BATCHING.add("minibatch", Batching("minibatch", "Mini-batch gradient descent", "batch_size",
-                                   "a batch of B examples (m = B), N/B steps per epoch"))
+                             "one example (m = 1), N steps per epoch",
+                             "stochastic gradient descent"))
+BATCHING.add("minibatch", Batching("minibatch", "Mini-batch gradient descent", BATCH_SIZE,
+                                   "a batch of B examples (m = B), N/B steps per epoch",
+                                   "mini-batch gradient descent"))
 
 
 @dataclass(frozen=True)

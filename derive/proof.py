@@ -261,11 +261,11 @@ def _random_rational(rng: random.Random, nonzero: bool = True) -> sp.Rational:
 
 def _targets(spec: NetSpec, rng: random.Random, m: int) -> sp.Matrix:
     n = spec.layers[-1].units
-    labels = LOSSES[spec.loss].labels
-    if labels in ("categorical", "sparse"):
+    loss = LOSSES[spec.loss]
+    if loss.one_hot:
         cols = [rng.randrange(n) for _ in range(m)]
         return sp.Matrix(n, m, lambda r, c: 1 if r == cols[c] else 0)
-    if labels == "binary":
+    if loss.labels == "binary":
         return sp.Matrix(n, m, lambda r, c: rng.randint(0, 1))
     return sp.Matrix(n, m, lambda r, c: _random_rational(rng))
 

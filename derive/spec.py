@@ -13,11 +13,15 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
+import sympy as sp
+
 from .activations import ACTIVATIONS, Activation
+from .datasets import DATASETS, written_names
 from .errors import SpecError
 from .losses import LOSSES
 from .netspec import ActivationSpec, DataSpec, LayerSpec, NetSpec, Regularization, TrainingSpec
-from .registry import UnknownName
+from .optimizers import BATCHING
+from .registry import Registry, UnknownName
 from .yamlread import (Item, did_you_mean, expected, item_error, join, nearest, number,
                        read_document, read_text)
 
@@ -63,8 +67,8 @@ def _choice(options: tuple[str, ...], what: str) -> Check:
             raise expected(item, f"a {what}: one of {', '.join(options)}")
         if item.value not in options:
             raise item_error(item, f"unknown {what} {item.value!r} "
-                               f"(expected one of: {', '.join(options)})",
-                         did_you_mean(item.value, options))
+                                   f"(expected one of: {', '.join(options)})",
+                             did_you_mean(item.value, options))
         return item.value
     return check
 
@@ -106,6 +110,29 @@ def _or_null(check: Check) -> Check:
     return lambda item: None if item.value is None else check(item)
 
 
+def _registered(registry: Registry, item: Item) -> str:
+    """The declared name for a name or alias of ``registry``; a refused name gives its reason.
+
+    The registry is read at each check, so a declaration added later (or for one test) is
+    known without anything else changing.
+    """
+    kind = registry.kind
+    known = ", ".join(registry.names())
+    if not isinstance(item.value, str):
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise expected(item, f"{article} {kind} name: one of {known}")
+    reason = registry.refused_reason(item.value)
+    if reason:
+        raise item_error(item, f"{kind} {item.value!r} cannot be used: {reason}")
+    try:
+        return registry.canonical(item.value)
+    except UnknownName as unknown:
+        suggestion = nearest(item.value, [*registry.names(), *registry.aliases()])
+        suggestion = suggestion or unknown.suggestion
+        raise item_error(item, f"unknown {kind} {item.value!r} (expected one of: {known})",
+                         f"did you mean {suggestion!r}?" if suggestion else None) from None
+
+
 # ----------------------------------------------------------------------------- sections
 
 def _fields(item: Item, schema: dict[str, Check], required: tuple[str, ...] = (),
@@ -116,7 +143,7 @@ def _fields(item: Item, schema: dict[str, Check], required: tuple[str, ...] = ()
     for key, child in item.value.items():
         if key not in schema:
             raise item_error(child, f"unknown key {key!r} (expected one of: {', '.join(schema)})",
-                         did_you_mean(key, schema), at_key=True)
+                             did_you_mean(key, schema), at_key=True)
     missing = [key for key in required if key not in item.value]
     if missing:
         raise SpecError(f"missing required key {missing[0]!r} "
@@ -136,10 +163,6 @@ def _section(schema: dict[str, Check], required: tuple[str, ...] = (),
 
 _INITS = ("he", "xavier", "normal", "zeros")
 _DTYPES = ("float32", "float64")
-_OPTIMIZERS = ("batch", "sgd", "minibatch")
-_DATASETS = ("digits", "iris", "breast_cancer", "diabetes")
-_DATASET_KINDS = ("mnist", "csv")  # written kind:PATH
-_DATASETS_SHOWN = (*_DATASETS, "mnist:DIR", "csv:PATH")
 
 _size = _integer(1, MAX_UNITS)
 
@@ -149,7 +172,7 @@ _REGULARIZATION = _section({
 })
 
 _TRAINING = _section({
-    "optimizer": _choice(_OPTIMIZERS, "optimizer"),
+    "optimizer": lambda item: _registered(BATCHING, item),
     "learning_rate": _real(lambda x: 0 < x <= 1e3, "a finite number > 0 and <= 1000"),
     "batch_size": _integer(1, 10**7),
     "epochs": _integer(1, 10**6),
@@ -168,9 +191,10 @@ def _name(item: Item) -> str:
     if problem:
         fixed = _identifier_like(name)
         raise item_error(item, f"network name {name!r} {problem} (expected a Python identifier: "
-                           f"at most {MAX_NAME_LENGTH} ASCII letters, digits and '_', not "
-                           "starting with a digit, not a keyword; it names the generated module)",
-                     f"try {fixed!r}" if fixed and not _name_problem(fixed) else None)
+                               f"at most {MAX_NAME_LENGTH} ASCII letters, digits and '_', not "
+                               "starting with a digit, not a keyword; it names the generated "
+                               "module)",
+                         f"try {fixed!r}" if fixed and not _name_problem(fixed) else None)
     return name
 
 
@@ -201,10 +225,10 @@ def _identifier_like(name: str) -> str:
 def _layers(item: Item) -> tuple[LayerSpec, ...]:
     if not isinstance(item.value, list) or not item.value:
         raise expected(item, "a non-empty list of layers such as "
-                              "- {units: 10, activation: relu}")
+                             "- {units: 10, activation: relu}")
     if len(item.value) > MAX_LAYERS:
         raise item_error(item, f"expected at most {MAX_LAYERS} layers, got {len(item.value)}",
-                     at_key=True)
+                         at_key=True)
     layers = tuple(_layer(child) for child in item.value)
     for index, child in enumerate(item.value):
         _check_position(layers[index], child, last=index == len(layers) - 1)
@@ -216,16 +240,28 @@ def _layer(item: Item) -> LayerSpec:
 
 
 def _check_position(layer: LayerSpec, item: Item, last: bool) -> None:
-    """Softmax only as the last layer, and there with more than one unit."""
+    """A last-layer-only activation (softmax) only there; a vector one on more than one unit."""
     activation = item.value["activation"]
     name = layer.activation.name
-    if ACTIVATIONS[name].last_layer_only and not last:
+    declaration = ACTIVATIONS[name]
+    if declaration.last_layer_only and not last:
         raise item_error(activation, f"{name} is only allowed on the last layer (it turns the "
-                                 "outputs into a probability distribution)",
-                     "use relu, tanh or sigmoid in hidden layers")
-    if name == "softmax" and layer.units == 1:
-        raise item_error(activation, "softmax of a single unit is always 1, so nothing can be learnt",
-                     "for one output use sigmoid (with binary_crossentropy)")
+                                     "outputs into a probability distribution)",
+                         "use relu, tanh or sigmoid in hidden layers")
+    constant = _single_unit_value(declaration) if layer.units == 1 else None
+    if constant is not None:
+        raise item_error(activation, f"{name} of a single unit is always {constant}, so nothing "
+                                     "can be learnt",
+                         "for one output use sigmoid (with binary_crossentropy)")
+
+
+def _single_unit_value(declaration: Activation):
+    """The constant a vector activation gives on one unit (softmax: 1), else None."""
+    if not declaration.vector:
+        return None
+    z, k = sp.IndexedBase("z"), sp.Symbol("k", integer=True, positive=True)
+    value = sp.simplify(declaration.expr(z, 1, k, 1).doit())
+    return value if not value.free_symbols else None
 
 
 def _activation(item: Item) -> ActivationSpec:
@@ -240,29 +276,13 @@ def _activation(item: Item) -> ActivationSpec:
         param_items = {key: child for key, child in item.value.items() if key != "name"}
     else:
         raise expected(item, "an activation name such as relu, "
-                              "or a mapping such as {name: leaky_relu, alpha: 0.1}")
-    activation = ACTIVATIONS[_activation_name(name_item)]
+                             "or a mapping such as {name: leaky_relu, alpha: 0.1}")
+    activation = ACTIVATIONS[_registered(ACTIVATIONS, name_item)]
     values = {key: param.default for key, param in activation.params.items()}
     for key, child in param_items.items():
         values[key] = _param(activation, key, child)
     return ActivationSpec(activation.name,
                           tuple(sorted((key, float(value)) for key, value in values.items())))
-
-
-def _activation_name(item: Item) -> str:
-    known = ", ".join(ACTIVATIONS.names())
-    if not isinstance(item.value, str):
-        raise expected(item, f"an activation name: one of {known}")
-    reason = ACTIVATIONS.refused_reason(item.value)
-    if reason:
-        raise item_error(item, f"activation {item.value!r} cannot be used: {reason}")
-    try:
-        return ACTIVATIONS.canonical(item.value)
-    except UnknownName as unknown:
-        suggestion = nearest(item.value, [*ACTIVATIONS.names(), *ACTIVATIONS.aliases()])
-        suggestion = suggestion or unknown.suggestion
-        raise item_error(item, f"unknown activation {item.value!r} (expected one of: {known})",
-                     f"did you mean {suggestion!r}?" if suggestion else None) from None
 
 
 def _param(activation: Activation, key: str, item: Item) -> float:
@@ -271,7 +291,7 @@ def _param(activation: Activation, key: str, item: Item) -> float:
         allowed = ", ".join(activation.params)
         takes = f"its parameters are: {allowed}" if allowed else "it takes no parameters"
         raise item_error(item, f"unknown parameter {key!r} of {activation.name} ({takes})",
-                     did_you_mean(key, activation.params), at_key=True)
+                         did_you_mean(key, activation.params), at_key=True)
     return _real_value(item, param.check, param.expected)
 
 
@@ -281,63 +301,52 @@ _LAYER = _section({"units": _size, "activation": _activation}, ("units", "activa
 
 # ----------------------------------------------------------------------------- loss
 
-def _loss_name(item: Item) -> str:
-    known = ", ".join(LOSSES.names())
-    if not isinstance(item.value, str):
-        raise expected(item, f"a loss name: one of {known}")
-    try:
-        return LOSSES.canonical(item.value)
-    except UnknownName as unknown:
-        suggestion = nearest(item.value, [*LOSSES.names(), *LOSSES.aliases()])
-        suggestion = suggestion or unknown.suggestion
-        raise item_error(item, f"unknown loss {item.value!r} (expected one of: {known})",
-                     f"did you mean {suggestion!r}?" if suggestion else None) from None
-
-
 def _check_loss_fits(loss_name: str, item: Item, layers: tuple[LayerSpec, ...]) -> None:
     """A cross-entropy needs probabilities out; a categorical one needs two classes or more."""
     loss, output = LOSSES[loss_name], layers[-1]
     if loss.one_hot and output.units == 1:
         raise item_error(item, f"{loss_name} needs one output unit per class (at least 2), "
-                           "but the last layer has 1 unit",
-                     "for two classes use 1 unit with sigmoid and binary_crossentropy")
+                               "but the last layer has 1 unit",
+                         "for two classes use 1 unit with sigmoid and binary_crossentropy")
     last = output.activation.name
     if loss.unit_outputs_reason and ACTIVATIONS[last].vector:
         raise item_error(item, f"{loss_name} cannot follow {last!r}: {loss.unit_outputs_reason}",
-                     "use sigmoid with binary_crossentropy, or softmax with "
-                     "categorical_crossentropy")
+                         "use sigmoid with binary_crossentropy, or softmax with "
+                         "categorical_crossentropy")
     if loss.needs_probabilities and not ACTIVATIONS[last].is_probability:
         fix = "softmax" if loss.one_hot else "sigmoid"
         raise item_error(item, f"{loss_name} needs outputs in (0, 1), but the last layer's "
-                           f"activation {last!r} can give values outside (0, 1); "
-                           "use sigmoid or softmax on the last layer",
-                     f"use activation: {fix} on the last layer")
+                               f"activation {last!r} can give values outside (0, 1); "
+                               "use sigmoid or softmax on the last layer",
+                         f"use activation: {fix} on the last layer")
 
 
 # ----------------------------------------------------------------------------- data
 
 def _dataset(item: Item) -> str:
+    """A name of ``DATASETS``, or a path kind written with its path (``csv:data.csv``)."""
     value = item.value
+    shown = written_names()
     if not isinstance(value, str):
-        raise expected(item, f"a dataset: one of {', '.join(_DATASETS_SHOWN)}")
+        raise expected(item, f"a dataset: one of {', '.join(shown)}")
     kind, colon, rest = value.partition(":")
-    if colon and kind in _DATASET_KINDS:
+    declaration = DATASETS[kind] if kind in DATASETS else None
+    if declaration is not None and declaration.path:
+        if not colon:
+            raise item_error(item, f"dataset {value!r} needs a path: {declaration.written}")
         if not rest.strip():
             raise item_error(item, f"dataset {value!r} needs a path after the colon "
-                               f"({'mnist:DIR' if kind == 'mnist' else 'csv:PATH'})")
+                                   f"({declaration.written})")
         return value
     if colon:
-        guess = nearest(kind, _DATASET_KINDS)
-        raise item_error(item, f"unknown dataset kind {kind!r} in {value!r} "
-                           f"(expected mnist:DIR or csv:PATH)",
-                     f"did you mean '{guess}:{rest}'?" if guess else None)
-    if value in _DATASET_KINDS:
-        raise item_error(item, f"dataset {value!r} needs a path: {value}:"
-                           f"{'DIR' if value == 'mnist' else 'PATH'}")
-    if value not in _DATASETS:
-        raise item_error(item, f"unknown dataset {value!r} "
-                           f"(expected one of: {', '.join(_DATASETS_SHOWN)})",
-                     did_you_mean(value, _DATASETS_SHOWN))
+        kinds = [name for name in DATASETS if DATASETS[name].path]
+        guess = nearest(kind, kinds)
+        raise item_error(item, f"unknown dataset kind {kind!r} in {value!r} (expected "
+                               f"{' or '.join(DATASETS[name].written for name in kinds)})",
+                         f"did you mean '{guess}:{rest}'?" if guess else None)
+    if declaration is None:
+        raise item_error(item, f"unknown dataset {value!r} (expected one of: {', '.join(shown)})",
+                         did_you_mean(value, shown))
     return value
 
 
@@ -351,15 +360,16 @@ _DATA_KEYS: dict[str, Check] = {
 def _data(item: Item) -> DataSpec:
     values = _section(_DATA_KEYS)(item)
     data = DataSpec(**values)
-    is_csv = data.dataset.startswith("csv:")
-    if is_csv and data.target is None:
+    declaration = DATASETS[data.dataset.partition(":")[0]]
+    if declaration.takes_target and data.target is None:
         raise SpecError(f"missing required key 'target' (the label column of {data.dataset})",
                         line=item.owner_line, field=join(item.path, "target"),
                         hint="add target: <column name>")
-    if not is_csv and data.target is not None:
-        raise item_error(item.value["target"], f"'target' is only used with csv: datasets, "
-                                           f"not with {data.dataset!r}",
-                     "remove it", at_key=True)
+    if not declaration.takes_target and data.target is not None:
+        takers = ", ".join(f"{name}:" for name in DATASETS if DATASETS[name].takes_target)
+        raise item_error(item.value["target"], f"'target' is only used with {takers} datasets, "
+                                               f"not with {data.dataset!r}",
+                         "remove it", at_key=True)
     return data
 
 
@@ -369,7 +379,7 @@ _TOP: dict[str, Check] = {
     "name": _name,
     "input": _size,
     "layers": _layers,
-    "loss": _loss_name,
+    "loss": lambda item: _registered(LOSSES, item),
     "regularization": _or_null(lambda item: Regularization(**_REGULARIZATION(item))),
     "init": _or_null(_choice(_INITS, "initialisation")),
     "dtype": _or_null(_choice(_DTYPES, "dtype")),

@@ -13,11 +13,14 @@ import pytest
 import codegen.files
 import derive.proof
 from codegen.files import GENERATED_MARKER
-from derive.cli import main
+from derive.cli import build_parser, main
+from derive.optimizers import BATCHING
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ROOT / "examples" / "seed003_sigmoid_2_2_1.yaml"  # name: sigmoid_2_2_1
 TARGET = "sigmoid_2_2_1.py"
+RUNTIME = "_runtime.py"  # the code every generated module shares, beside it
+WRITTEN = ["__init__.py", RUNTIME, TARGET]
 
 BAD_SPEC = """\
 name: bad_net
@@ -38,7 +41,7 @@ def _files(folder: Path) -> list[str]:
 def test_writes_module_and_package_init(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["--spec", str(SMALL), "--out", str(out)]) == 0
-    assert _files(out) == ["__init__.py", TARGET]
+    assert _files(out) == WRITTEN
     text = (out / TARGET).read_text(encoding="utf-8")
     assert text.startswith(GENERATED_MARKER)
     assert (out / "__init__.py").read_text(encoding="utf-8").startswith(GENERATED_MARKER)
@@ -53,7 +56,8 @@ def test_writes_module_and_package_init(tmp_path, capsys):
 def test_several_specs_and_quiet(tmp_path, capsys):
     specs = [str(ROOT / "examples" / n) for n in ("seed003_binary.yaml", "seed002_relu_sigmoid.yaml")]
     assert main(["--spec", *specs, "--out", str(tmp_path), "-q"]) == 0
-    assert _files(tmp_path) == ["__init__.py", "relu_sigmoid_mse.py", "sigmoid_bce_4_4_1.py"]
+    assert _files(tmp_path) == ["__init__.py", RUNTIME, "relu_sigmoid_mse.py",
+                               "sigmoid_bce_4_4_1.py"]
     assert capsys.readouterr().out == ""
 
 
@@ -72,7 +76,7 @@ def test_python_dash_m_derive(tmp_path):
     done = subprocess.run([sys.executable, "-m", "derive", "--spec", str(SMALL), "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert _files(out) == ["__init__.py", TARGET]
+    assert _files(out) == WRITTEN
     assert TARGET in done.stdout
     # the written package imports from its parent folder
     check = subprocess.run([sys.executable, "-c",
@@ -133,7 +137,7 @@ def test_bad_spec_among_good_ones_still_writes_the_good_ones(tmp_path, capsys):
     spec = tmp_path / "bad.yaml"
     spec.write_text(BAD_SPEC, encoding="utf-8")
     assert main(["--spec", str(spec), str(SMALL), "--out", str(tmp_path / "out")]) == 2
-    assert _files(tmp_path / "out") == ["__init__.py", TARGET]
+    assert _files(tmp_path / "out") == WRITTEN
     assert "rleu" in capsys.readouterr().err
 
 
@@ -151,6 +155,17 @@ def test_usage_error_exits_2(capsys):
         main([])
     assert info.value.code == 2
     assert "--spec" in capsys.readouterr().err
+
+
+def test_optimizer_choices_are_the_batching_schemes(capsys):
+    parser = build_parser()
+    for name in BATCHING:
+        assert parser.parse_args(["--spec", "x", "--optimizer", name]).optimizer == name
+    help_text = parser.format_help()
+    assert all(BATCHING[name].description in " ".join(help_text.split()) for name in BATCHING)
+    with pytest.raises(SystemExit) as info:
+        main(["--spec", str(SMALL), "--train", "--optimizer", "adagrad"])
+    assert info.value.code == 2 and "invalid choice: 'adagrad'" in capsys.readouterr().err
 
 
 def test_refuses_to_overwrite_a_hand_written_file(tmp_path, capsys):
@@ -180,7 +195,7 @@ def test_regenerated_file_is_overwritten_without_force(tmp_path):
 
 def test_write_is_atomic(tmp_path, capsys, monkeypatch):
     assert main(["--spec", str(SMALL), "--out", str(tmp_path), "-q"]) == 0
-    assert _files(tmp_path) == ["__init__.py", TARGET]  # no temporary file left over
+    assert _files(tmp_path) == WRITTEN  # no temporary file left over
     target = tmp_path / TARGET
     stale = target.read_text(encoding="utf-8").splitlines(keepends=True)[0] + "# stale body\n"
     target.write_text(stale, encoding="utf-8")
@@ -194,4 +209,4 @@ def test_write_is_atomic(tmp_path, capsys, monkeypatch):
     assert "cannot write" in printed.err and "No space left on device" in printed.err
     assert "Traceback" not in printed.err
     assert target.read_text(encoding="utf-8") == stale
-    assert _files(tmp_path) == ["__init__.py", TARGET]
+    assert _files(tmp_path) == WRITTEN

@@ -4,11 +4,13 @@ scaling, and the checks of a data set against a spec."""
 from __future__ import annotations
 
 import gzip
+import importlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from derive.datasets import DATASETS, written_names
 from derive.errors import DataError
 from derive.spec import load_spec_text
 from derive.training.data import (CLASSIFICATION, REGRESSION, Dataset, load_csv, load_dataset,
@@ -315,8 +317,21 @@ def test_diabetes_in_original_units():
 
 
 def test_unknown_dataset():
-    with pytest.raises(DataError, match=r"unknown data set 'mnist' \(expected one of: digits"):
+    with pytest.raises(DataError) as info:
         load_dataset("mnist")
+    assert str(info.value) == (f"unknown data set 'mnist' "
+                               f"(expected one of: {', '.join(written_names())})")
+    with pytest.raises(DataError, match="unknown data set 'digits:x'"):
+        load_dataset("digits:x")  # a named set takes no path
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_every_declaration_names_a_loader_and_its_task(name):
+    declaration = DATASETS[name]
+    module, _, function = declaration.loader.partition(":")
+    assert callable(getattr(importlib.import_module(module), function))
+    if not declaration.path:  # the bundled sets load from the installed package
+        assert load_dataset(name).task == declaration.task
 
 
 # ----------------------------------------------------------------------------- the split

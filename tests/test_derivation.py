@@ -11,16 +11,18 @@ import itertools
 import pytest
 import sympy as sp
 
+from derive.activations import ACTIVATIONS
 from derive.derivation import (M, Columnwise, Derivation, Elementwise, MatrixDef, derive)
 from derive.local import A_SYM, INDEX, Z_SYM
 from derive.netspec import ActivationSpec, LayerSpec, NetSpec, Regularization
+from derive.optimizers import BATCHING
 
 SIZES = (784, 128, 64, 10)
+# every element-wise activation, each parameter set away from its default (0.2 where allowed)
 ELEMENTWISE = [
-    ActivationSpec("identity"), ActivationSpec("sigmoid"), ActivationSpec("tanh"),
-    ActivationSpec("relu"), ActivationSpec("leaky_relu", (("alpha", 0.2),)),
-    ActivationSpec("elu", (("alpha", 0.2),)), ActivationSpec("softplus"),
-    ActivationSpec("swish"), ActivationSpec("gelu"),
+    ActivationSpec(name, tuple(sorted((key, 0.2 if p.check(0.2) else p.default)
+                                      for key, p in ACTIVATIONS[name].params.items())))
+    for name in ACTIVATIONS.names() if not ACTIVATIONS[name].vector
 ]
 
 
@@ -189,7 +191,7 @@ def test_backward_order_is_output_first(mnist):
 
 def test_update_rules_for_the_three_variants(mnist):
     rules = {rule.optimizer: rule for rule in mnist.updates}
-    assert set(rules) == {"batch", "sgd", "minibatch"}
+    assert list(rules) == BATCHING.names()
     for rule in rules.values():
         theta, new = rule.rule
         assert rule.title and rule.batch

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 import sympy as sp
 
+from derive.activations import ACTIVATIONS
 from derive.derivation import M, Columnwise, Derivation, Elementwise, derive
 from derive.local import A_SYM
+from derive.losses import LOSSES
 from derive.netspec import ActivationSpec, LayerSpec, NetSpec, Regularization
 from derive.proof import MAX_WIDTH, prove, prove_spec, shrink
 from derive.spec import load_spec
@@ -26,29 +28,39 @@ def act(name: str, alpha: float | None = None) -> ActivationSpec:
     return ActivationSpec(name, (("alpha", alpha),) if alpha is not None else ())
 
 
-HIDDEN = [act("identity"), act("sigmoid"), act("tanh"), act("relu"), act("leaky_relu", 0.2),
-          act("elu", 0.2), act("softplus"), act("swish"), act("gelu")]
+def declared(name: str) -> ActivationSpec:
+    """A registered activation with each parameter set away from its default (0.2 if allowed)."""
+    params = ACTIVATIONS[name].params
+    return ActivationSpec(name, tuple(sorted(
+        (key, 0.2 if p.check(0.2) else p.default) for key, p in params.items())))
 
-# every valid (output activation, loss) pair: each element-wise activation and softmax with
-# MSE, sigmoid and softmax with each cross-entropy; (output units, regularization l1, l2)
-OUTPUTS = [
-    (act("identity"), "mse", 2, 0.0, 0.0),
-    (act("sigmoid"), "mse", 3, 0.0, 0.1),
-    (act("tanh"), "mse", 2, 0.0, 0.0),
-    (act("relu"), "mse", 2, 0.05, 0.0),
-    (act("leaky_relu", 0.6115), "mse", 2, 0.0, 0.602),
-    (act("elu", 0.2), "mse", 3, 0.0, 0.0),
-    (act("softplus"), "mse", 2, 0.0, 0.0),
-    (act("swish"), "mse", 2, 0.0, 0.0),
-    (act("gelu"), "mse", 2, 0.0, 0.0),
-    (act("softmax"), "mse", 3, 0.0, 0.0),
-    (act("sigmoid"), "binary_crossentropy", 1, 0.0, 0.25),
-    (act("sigmoid"), "binary_crossentropy", 2, 0.0, 0.0),  # multi-label
-    (act("sigmoid"), "categorical_crossentropy", 2, 0.1, 0.1),
-    (act("softmax"), "categorical_crossentropy", 3, 0.0, 0.0),
-    (act("sigmoid"), "sparse_categorical_crossentropy", 3, 0.0, 0.0),
-    (act("softmax"), "sparse_categorical_crossentropy", 2, 0.0, 0.01),
-]
+
+HIDDEN = [declared(name) for name in ACTIVATIONS.names() if not ACTIVATIONS[name].vector]
+REGULARIZATION = [(0.0, 0.0), (0.0, 0.1), (0.05, 0.0), (0.1, 0.1), (0.0, 0.25), (0.0, 0.01)]
+
+
+def _valid_pairs():
+    """Every (output activation, loss, output units) the spec accepts, from the registries:
+    a loss that needs probabilities only after a probability activation, none that scores
+    units independently after a vector activation; binary losses on 1 unit and on 2
+    (multi-label), categorical ones on 2 or 3 units."""
+    for loss_name in LOSSES.names():
+        loss = LOSSES[loss_name]
+        for name in ACTIVATIONS.names():
+            declaration = ACTIVATIONS[name]
+            if (loss.needs_probabilities and not declaration.is_probability) or \
+                    (loss.unit_outputs_reason and declaration.vector):
+                continue
+            units = (1, 2) if loss.labels == "binary" else (3 if declaration.vector else 2,)
+            for n in units:
+                yield declared(name), loss_name, n
+
+
+# every valid (output activation, loss) pair, with a rotation of regularisations, and
+# leaky ReLU's alpha written with 4 decimals (read exactly: 1223/2000, not a nearby float)
+OUTPUTS = [(out, loss, units) + REGULARIZATION[k % len(REGULARIZATION)]
+           for k, (out, loss, units) in enumerate(_valid_pairs())]
+OUTPUTS.append((act("leaky_relu", 0.6115), "mse", 2, 0.0, 0.602))
 
 
 def _pair_cases():

@@ -9,8 +9,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from derive.activations import ACTIVATIONS
+from derive.datasets import written_names
 from derive.errors import SpecError
+from derive.losses import LOSSES
 from derive.netspec import NetSpec
+from derive.optimizers import BATCHING
 from derive.spec import load_spec_text
 
 from test_codegen import make_spec
@@ -32,7 +36,10 @@ PLACES = [("name",), ("input",), ("layers",), ("layers", 0), ("layers", 0, "unit
           ("layers", 2, "activation"), ("loss",), ("regularization",), ("regularization", "l2"),
           ("training", "optimizer"), ("training", "learning_rate"), ("training", "batch_size"),
           ("training", "epochs"), ("data", "dataset"), ("data", "test_fraction")]
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-10**7, 10**7),
+# every declared name, so that a mutation also tries names that are valid somewhere else
+NAMES = st.sampled_from([*ACTIVATIONS.names(), *ACTIVATIONS.aliases(), *LOSSES.names(),
+                         *BATCHING.names(), *written_names()])
+SCALARS = st.one_of(NAMES, st.none(), st.booleans(), st.integers(-10**7, 10**7),
                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
                     st.lists(st.integers(0, 3), max_size=3), st.dictionaries(st.text(max_size=4),
                                                                               st.integers(), max_size=2))

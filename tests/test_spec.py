@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 import textwrap
 
 import pytest
 
+from derive.datasets import DATASETS
 from derive.errors import CheckFailed, SpecError
 from derive.netspec import (ActivationSpec, DataSpec, LayerSpec, NetSpec, Regularization,
                             TrainingSpec)
+from derive.optimizers import BATCHING
 from derive.spec import load_spec, load_spec_text
 from derive.yamlread import did_you_mean, expected, nearest, number, read_document
 
@@ -573,7 +577,12 @@ def test_bad_learning_rate(value, shown):
 def test_bad_optimizer():
     err = error(extra="training: {optimizer: minibach}\n")
     assert (err.line, err.field) == (7, "training.optimizer")
-    assert "batch, sgd, minibatch" in err.message and err.hint == "did you mean 'minibatch'?"
+    assert ", ".join(BATCHING.names()) in err.message and err.hint == "did you mean 'minibatch'?"
+
+
+@pytest.mark.parametrize("name", BATCHING.names())
+def test_every_batching_scheme_is_an_optimizer(name):
+    assert spec(extra=f"training: {{optimizer: {name}}}\n").training.optimizer == name
 
 
 @pytest.mark.parametrize("key, value, expected", [
@@ -617,6 +626,28 @@ def test_bad_dataset(value, message, hint):
     err = error(extra=f"data:\n  dataset: {value}\n")
     assert (err.line, err.field) == (8, "data.dataset")
     assert message in err.message and err.hint == hint
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_every_declared_dataset_is_accepted(name):
+    declaration = DATASETS[name]
+    value = f"{name}:some/place" if declaration.path else name
+    extra = "  target: label\n" if declaration.takes_target else ""
+    data = spec(extra=f"data:\n  dataset: {value}\n{extra}").data
+    assert data.dataset == value
+    if declaration.path:  # a path kind without its path is told how it is written
+        err = error(extra=f"data:\n  dataset: {name}\n")
+        assert declaration.written in err.message
+
+
+def test_reading_a_spec_imports_no_data_library():
+    """The data sets' loaders are imported only to load: a spec is checked without them."""
+    code = ("import sys; from derive.spec import load_spec_text; "
+            f"load_spec_text({BASE + 'data: {dataset: iris}' + chr(10)!r}); "
+            "print(sorted(m for m in ('sklearn', 'derive.training.data') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_unknown_data_key():

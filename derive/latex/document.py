@@ -21,10 +21,11 @@ from pathlib import Path
 import jinja2
 import sympy as sp
 
-from codegen.printer import NumPyCodePrinter
+from codegen.printers.numpy import NumPyCodePrinter
 
 from ..derivation import Columnwise, Derivation, Layer, M, MatrixDef
 from ..local import INDEX, Z_SYM, _positive_lead, _resolve_deltas
+from ..optimizers import BATCH_SIZE, BATCHING
 from ..primitives import PRIMITIVES
 from .example import Example, NumericExample, evaluate_example
 from .printer import Applied, DerivationLatexPrinter, Elided
@@ -229,7 +230,7 @@ def _architecture(c: _Doc) -> dict:
     rows = [("0 (input)", str(c.d.spec.input), "", "", "", "")]
     for layer in c.d.layers:
         act = layer.activation
-        params = ", ".join(rf"{_param_name(k)} = {_number_text(v)}" for k, v in act.params)
+        params = ", ".join(rf"{_param_name(act, k)} = {_number_text(v)}" for k, v in act.params)
         name = f"${act.latex}$" + (f" (${params}$)" if params else "")
         count = int(layer.units * layer.fan_in + layer.units)
         rows.append((str(layer.index) + (" (output)" if layer.is_output else ""),
@@ -252,8 +253,9 @@ def _architecture(c: _Doc) -> dict:
             "W": c.p.tagged("W", "l"), "n": c.n("l"), "n_prev": c.n("l-1")}
 
 
-def _param_name(key: str) -> str:
-    return {"alpha": r"\alpha"}.get(key, rf"\mathit{{{tex_escape(key)}}}")
+def _param_name(act, key: str) -> str:
+    """A parameter's symbol as its declaration writes it (``Param.latex``)."""
+    return act.declaration.params[key].latex
 
 
 def _number_text(value: float) -> str:
@@ -690,12 +692,19 @@ def _updates(c: _Doc) -> dict:
     variants = Table(_columns(0.36, 0.64), ("variant", "what one step averages over"),
                      tuple((tex_escape(r.title), tex_escape(r.batch)) for r in d.updates))
     training = d.spec.training
-    chosen = next(r.title for r in d.updates if r.optimizer == training.optimizer)
-    return {"variants": variants, "rows": rules, "params": ", ".join(pairs),
-            "eta": c.tex(d.learning_rate), "chosen": tex_escape(chosen.lower()),
+    scheme = BATCHING[training.optimizer]
+    return {"variants": variants, "count": _count_word(len(d.updates)),
+            "rows": rules, "params": ", ".join(pairs),
+            "eta": c.tex(d.learning_rate), "chosen": tex_escape(scheme.description),
             "learning_rate": _number_text(training.learning_rate),
             "batch_size": training.batch_size, "epochs": training.epochs,
-            "minibatch": training.optimizer == "minibatch"}
+            "batch_sized": scheme.examples == BATCH_SIZE}
+
+
+def _count_word(count: int) -> str:
+    """A small count as a word, as the text reads: 3 -> "three"."""
+    words = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    return words[count] if count < len(words) else str(count)
 
 
 # -- the worked example ----------------------------------------------------------------

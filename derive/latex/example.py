@@ -114,8 +114,8 @@ def _example(root: Item, derivation: Derivation, filename: str) -> Example:
     for key, child in root.value.items():
         if key not in allowed:
             raise item_error(child, f"unknown key {key!r} (expected: {', '.join(allowed)}; the "
-                                f"network {derivation.spec.name} has {derivation.spec.depth} layers)",
-                         did_you_mean(key, allowed), at_key=True)
+                                    f"network {derivation.spec.name} has {derivation.spec.depth} layers)",
+                             did_you_mean(key, allowed), at_key=True)
     missing = [key for key in required if key not in root.value]
     if missing:
         raise SpecError(f"missing value {missing[0]!r} (required: {', '.join(required)})",
@@ -155,7 +155,7 @@ def _numbers(item: Item, count: int, wanted: str) -> list[sp.Rational]:
         raise expected(item, wanted)
     if len(item.value) != count:
         raise item_error(item, f"expected {wanted}, got {len(item.value)} number"
-                           f"{'s' if len(item.value) != 1 else ''}", at_key=True)
+                               f"{'s' if len(item.value) != 1 else ''}", at_key=True)
     return [exact(_finite(child)) for child in item.value]
 
 
@@ -172,14 +172,15 @@ def _matrix(item: Item, rows: int, cols: int, what: str) -> sp.Matrix:
         children = [item]  # a single row may be written flat: [0.5, 0.8, -0.6, 0.3]
     if len(children) != rows:
         raise item_error(item, f"expected {wanted}, got {len(children)} row"
-                           f"{'s' if len(children) != 1 else ''}", at_key=True)
+                               f"{'s' if len(children) != 1 else ''}", at_key=True)
     return sp.Matrix([_numbers(row, cols, f"{cols} numbers in each row of {what}")
                       for row in children])
 
 
 def _target(item: Item, derivation: Derivation, n: int) -> tuple[sp.Matrix, int | None]:
-    labels = LOSSES[derivation.spec.loss].labels
-    if labels in ("categorical", "sparse"):
+    loss = LOSSES[derivation.spec.loss]
+    labels = loss.labels
+    if loss.one_hot:
         value = item.value
         if isinstance(value, int) and not isinstance(value, bool):
             if not 0 <= value < n:
@@ -190,7 +191,7 @@ def _target(item: Item, derivation: Derivation, n: int) -> tuple[sp.Matrix, int 
         y = _vector(item, n, f"a one-hot target of {n} entries, or a class label")
         if sorted(y) != [0] * (n - 1) + [1]:
             raise item_error(item, f"expected a one-hot target (one 1, the rest 0) or a class "
-                               f"label from 0 to {n - 1}")
+                                   f"label from 0 to {n - 1}")
         return y, None
     if n == 1 and number(item) is not None:
         y = sp.Matrix([exact(_finite(item))])
@@ -214,7 +215,7 @@ def _reference(item: Item | None, derivation: Derivation) -> tuple[tuple[Figure,
     for key, child in item.value.items():
         if key not in allowed:
             raise item_error(child, f"unknown figure {key!r} (expected: {', '.join(allowed)})",
-                         did_you_mean(key, allowed), at_key=True)
+                             did_you_mean(key, allowed), at_key=True)
         if key in _REFERENCE_TEXT:
             if not isinstance(child.value, str):
                 raise expected(child, "a text")

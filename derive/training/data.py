@@ -1,8 +1,9 @@
 """Data sources for ``derive --train``: each gives a ``Dataset`` (X float64 (m, n), y, metadata).
 
-The sources are a registry filled by a decorator, as the activations are.  scikit-learn's
-bundled data sets are read from the installed package (no download); ``mnist:DIR`` reads the
-MNIST IDX files of a folder; ``csv:PATH`` reads a table with a header row.  Fixed scalings
+Each data set is declared once in ``derive.datasets.DATASETS``, which names its loader here.
+scikit-learn's bundled data sets are read from the installed package (no download);
+``mnist:DIR`` reads the MNIST IDX files of a folder; ``csv:PATH`` reads a table with a header
+row.  Fixed scalings
 (digits x/16, MNIST x/255) are applied here; tabular sources are marked for standardisation,
 which ``prepare`` does after the split with the training set's statistics only.
 """
@@ -14,17 +15,17 @@ import difflib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from ..datasets import (CLASSIFICATION, DATASETS, REGRESSION, SKLEARN, DataRequest,
+                        written_names)
 from ..errors import DataError
 from .idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 
-__all__ = ["Dataset", "SOURCES", "PATH_SOURCES", "load_dataset", "load_csv", "load_mnist",
+__all__ = ["Dataset", "load_dataset", "load_csv", "load_mnist", "read_csv", "read_mnist",
+           "load_digits", "load_iris", "load_breast_cancer", "load_diabetes",
            "CLASSIFICATION", "REGRESSION"]
-
-CLASSIFICATION, REGRESSION = "classification", "regression"
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,41 +61,25 @@ class Dataset:
         return self.y.shape[1] if self.task == REGRESSION else 1
 
 
-Source = Callable[[], Dataset]
-SOURCES: dict[str, Source] = {}  # the named data sets
-PATH_SOURCES = ("mnist", "csv")  # written kind:PATH
-
-
-def source(name: str) -> Callable[[Source], Source]:
-    """Register a data source under ``name`` (used as ``dataset: name`` or ``name:PATH``)."""
-    def register(function: Source) -> Source:
-        if name in SOURCES:
-            raise ValueError(f"data source {name!r} is registered twice")
-        SOURCES[name] = function
-        return function
-    return register
-
-
 def load_dataset(dataset: str = "digits", *, target: str | None = None,
                  base_dir: str | Path | None = None, classes: bool | None = None) -> Dataset:
-    """The data set a spec's ``data.dataset`` names.
+    """The data set a spec's ``data.dataset`` names (a name in ``derive.datasets.DATASETS``).
 
     ``mnist:DIR`` and ``csv:PATH`` are read relative to ``base_dir`` (the spec's folder) unless
     absolute; ``target`` is the CSV's label column; ``classes`` says whether a CSV target holds
     class labels (True), real values (False) or whichever it looks like (None).
     """
     kind, colon, rest = dataset.partition(":")
-    if colon and kind in PATH_SOURCES:
-        path = Path(rest).expanduser()
-        if not path.is_absolute() and base_dir is not None:
-            path = Path(base_dir) / path
-        if kind == "csv":
-            return load_csv(path, target, classes=classes, name=dataset)
-        return load_mnist(path, name=dataset)
-    if dataset not in SOURCES:
-        known = ", ".join([*SOURCES, "mnist:DIR", "csv:PATH"])
-        raise DataError(f"unknown data set {dataset!r} (expected one of: {known})")
-    return SOURCES[dataset]()
+    declaration = DATASETS[kind] if kind in DATASETS else None
+    if declaration is None or bool(colon) != bool(declaration.path):
+        raise DataError(f"unknown data set {dataset!r} "
+                        f"(expected one of: {', '.join(written_names())})")
+    if not declaration.path:
+        return declaration.load()
+    path = Path(rest).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    return declaration.load(DataRequest(dataset, path, target, classes))
 
 
 # ----------------------------------------------------------------------------- scikit-learn
@@ -103,13 +88,12 @@ def _sklearn_datasets():
     try:
         from sklearn import datasets
     except ImportError:
-        raise DataError("the bundled data sets (digits, iris, breast_cancer, diabetes) come "
-                        "from scikit-learn, which is not installed: pip install scikit-learn") \
-            from None
+        bundled = ", ".join(name for name in DATASETS if DATASETS[name].package == SKLEARN)
+        raise DataError(f"the bundled data sets ({bundled}) come from {SKLEARN}, which is "
+                        f"not installed: pip install {SKLEARN}") from None
     return datasets
 
 
-@source("digits")
 def load_digits() -> Dataset:
     """1797 8x8 handwritten digits, pixel intensities 0..16 scaled by 1/16 to [0, 1]."""
     bunch = _sklearn_datasets().load_digits()
@@ -118,7 +102,6 @@ def load_digits() -> Dataset:
                    class_names=tuple(str(c) for c in bunch.target_names), scaling="x/16")
 
 
-@source("iris")
 def load_iris() -> Dataset:
     """150 irises, 4 measurements, 3 species."""
     bunch = _sklearn_datasets().load_iris()
@@ -128,7 +111,6 @@ def load_iris() -> Dataset:
                    feature_names=tuple(bunch.feature_names))
 
 
-@source("breast_cancer")
 def load_breast_cancer() -> Dataset:
     """569 tumours, 30 features, malignant (0) or benign (1)."""
     bunch = _sklearn_datasets().load_breast_cancer()
@@ -138,7 +120,6 @@ def load_breast_cancer() -> Dataset:
                    feature_names=tuple(bunch.feature_names))
 
 
-@source("diabetes")
 def load_diabetes() -> Dataset:
     """442 patients, 10 features in their original units, disease progression after a year."""
     bunch = _sklearn_datasets().load_diabetes(scaled=False)
@@ -184,6 +165,11 @@ def _mnist_part(folder: Path, part: str) -> tuple[np.ndarray, np.ndarray] | None
         raise DataError(f"{labels_path}: label {labels[row]} at index {row} is not a digit 0..9")
     X = images.reshape(images.shape[0], -1).astype(np.float64) / 255.0
     return X, labels.astype(np.int64)
+
+
+def read_mnist(request: DataRequest) -> Dataset:
+    """``mnist:DIR``: the loader its declaration names."""
+    return load_mnist(request.path, name=request.written)
 
 
 def load_mnist(folder: str | Path, name: str | None = None) -> Dataset:
@@ -258,6 +244,11 @@ def _class_codes(values: list[str]) -> tuple[np.ndarray, tuple[str, ...]]:
     names = tuple(sorted(set(values)))
     index = {name: i for i, name in enumerate(names)}
     return np.array([index[v] for v in values], dtype=np.int64), names
+
+
+def read_csv(request: DataRequest) -> Dataset:
+    """``csv:PATH``: the loader its declaration names."""
+    return load_csv(request.path, request.target, classes=request.classes, name=request.written)
 
 
 def load_csv(path: str | Path, target: str | None, *, classes: bool | None = None,

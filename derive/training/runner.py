@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..netspec import DataSpec, NetSpec
+from ..optimizers import ALL_EXAMPLES, BATCHING, Batching
 from .data import REGRESSION, Dataset, load_dataset
 from .prepare import LABELS, Prepared, prepare
 from .progress import QUIET, EpochDisplay, choose_mode
@@ -272,17 +273,21 @@ def _make_folder(folder: Path) -> None:
 
 # ----------------------------------------------------------------------------- text
 
-_DESCENT = {"batch": "batch gradient descent", "sgd": "stochastic gradient descent",
-            "minibatch": "mini-batch gradient descent"}
-
-
 def _settings_text(settings: dict, dtype) -> str:
-    batch = {"batch": "all examples per step", "sgd": "one example per step"}.get(
-        settings["optimizer"], f"batch size {settings['batch_size']}")
-    return (f"{_DESCENT[settings['optimizer']]}: learning rate {settings['learning_rate']:g}, "
-            f"{batch}, {settings['epochs']} epochs, "
+    scheme = BATCHING[settings["optimizer"]]
+    return (f"{scheme.description}: learning rate {settings['learning_rate']:g}, "
+            f"{_per_step(scheme, settings['batch_size'])}, {settings['epochs']} epochs, "
             f"{'shuffled' if settings['shuffle'] else 'in order'}, seed {settings['seed']}, "
             f"{np.dtype(dtype).name}")
+
+
+def _per_step(scheme: Batching, batch_size: int) -> str:
+    """What one step averages over, in words, from the scheme's declaration."""
+    if scheme.examples == ALL_EXAMPLES:
+        return "all examples per step"
+    if scheme.examples == 1:
+        return "one example per step"
+    return f"batch size {batch_size}"
 
 
 def _data_text(dataset: Dataset, prepared: Prepared) -> str:
