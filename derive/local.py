@@ -28,7 +28,8 @@ from .primitives import from_primitives, to_primitives
 
 __all__ = [
     "Step", "LocalActivation", "SoftmaxJacobian", "LocalOutput", "DensePartials",
-    "local_activation", "local_output", "dense_partials", "INDEX",
+    "local_activation", "local_output", "dense_partials", "INDEX", "simplest", "positive_lead",
+    "resolve_deltas",
 ]
 
 
@@ -111,7 +112,7 @@ class LocalActivation:
 
 # --------------------------------------------------------------------------- simplification
 
-def _positive_lead(expr: sp.Expr) -> sp.Expr:
+def positive_lead(expr: sp.Expr) -> sp.Expr:
     """-a (a - 1) -> a (1 - a): flip the sign into an Add factor, as the documents write."""
     if isinstance(expr, sp.Mul) and expr.could_extract_minus_sign():
         factors = list(expr.args)
@@ -137,7 +138,7 @@ def simplest(expr: sp.Expr) -> sp.Expr:
             pass
     candidates = [c for c in candidates if not c.has(sp.cosh, sp.sinh)]
     best = min(candidates, key=lambda c: (sp.count_ops(c), len(str(c))))
-    return _positive_lead(best)
+    return positive_lead(best)
 
 
 # --------------------------------------------------------------------------- activations
@@ -220,7 +221,7 @@ def _elementwise(act: Activation, params: tuple[tuple[str, float], ...]) -> Loca
                            tuple(steps), declaration=act)
 
 
-def _resolve_deltas(expr: sp.Expr) -> sp.Expr:
+def resolve_deltas(expr: sp.Expr) -> sp.Expr:
     """Apply ``deltasummation`` limit by limit and drop its 1 <= j <= n range guards."""
 
     def visit(node):
@@ -244,7 +245,7 @@ def _softmax(act: Activation) -> LocalActivation:
     if denominator == 1:  # expr is N * D**-1
         numerator, denominator = expr.as_numer_denom()
     d_num = sp.diff(numerator, z[j])
-    d_den = _resolve_deltas(sp.diff(denominator, z[j]))
+    d_den = resolve_deltas(sp.diff(denominator, z[j]))
     quotient = (d_num * denominator - numerator * d_den) / denominator**2
     S = sp.Dummy("S", positive=True)
 
@@ -295,9 +296,9 @@ def dense_partials() -> DensePartials:
     i, j, k, n = I.i, I.j, I.k, I.n
     q = sp.Symbol("q", integer=True, positive=True)
     z_i = sp.Sum(I.W[i, q] * I.x[q], (q, 1, n)) + I.b[i]
-    dW = _resolve_deltas(sp.diff(z_i, I.W[j, k]))
-    dx = _resolve_deltas(sp.diff(z_i, I.x[k]))
-    db = _resolve_deltas(sp.diff(z_i, I.b[j]))
+    dW = resolve_deltas(sp.diff(z_i, I.W[j, k]))
+    dx = resolve_deltas(sp.diff(z_i, I.x[k]))
+    db = resolve_deltas(sp.diff(z_i, I.b[j]))
     return DensePartials(
         z_i,
         Step(sp.Derivative(I.z[i], I.W[j, k]), dW, "only the term q = k depends on W_jk, and only for i = j"),
@@ -380,7 +381,7 @@ def _output_softmax(loss: Loss, act: LocalActivation):
     dL_da_expr = simplest(sp.diff(loss.per_unit(A_, Y_), A_))
     dL_da = lambda idx: dL_da_expr.subs({A_: a[idx], Y_: y[idx]})
     chain = sp.Sum(dL_da(i) * act.jacobian.general.subs({i: i}), (i, 1, I.n))
-    expanded = _resolve_deltas(sp.Sum(sp.expand(chain.function), *chain.limits))
+    expanded = resolve_deltas(sp.Sum(sp.expand(chain.function), *chain.limits))
     combined = _split_sums(expanded)
     combined = sp.bottom_up(combined, lambda e: sp.Sum(simplest(e.function), *e.limits)
                             if isinstance(e, sp.Sum) else e)

@@ -24,7 +24,7 @@ import sympy as sp
 from codegen.printers.numpy import NumPyCodePrinter
 
 from ..derivation import Columnwise, Derivation, Layer, M, MatrixDef
-from ..local import INDEX, Z_SYM, _positive_lead, _resolve_deltas
+from ..local import INDEX, Z_SYM, positive_lead, resolve_deltas
 from ..optimizers import BATCH_SIZE, BATCHING
 from ..primitives import PRIMITIVES
 from .example import Example, NumericExample, evaluate_example
@@ -454,7 +454,7 @@ def _convention(act, printer: DerivationLatexPrinter) -> str:
 
 def _factored(expr: sp.Expr) -> sp.Expr:
     """A polynomial shown factored for reading: -a^2 + a -> a (1 - a)."""
-    return _positive_lead(sp.factor(expr))
+    return positive_lead(sp.factor(expr))
 
 
 def _jacobian(c: _Doc, layer: Layer) -> dict:
@@ -595,7 +595,7 @@ def _gradients(c: _Doc) -> dict:
             dz_dW = c.d.dense.dz_dW.rhs.xreplace({I.x: sp.IndexedBase(layer.A_prev.name)}).subs(I.i, i)
             total = sp.Sum(sp.IndexedBase(layer.delta.name)[i] * dz_dW, (i, 1, layer.units))
             outer = _row(c.p.partial(c.p.name("L"), c.p.entry(layer.W.name, "jk")),
-                         (f"= {c.tex(total)}", f"= {c.tex(_resolve_deltas(total))}",
+                         (f"= {c.tex(total)}", f"= {c.tex(resolve_deltas(total))}",
                           rf"= \left({c.tex(layer.grad_W.per_example)}\right)_{{jk}}"),
                          text=f"Why the transpose: entry by entry, with {c.ref('dzdW')},",
                          numbered=False)
