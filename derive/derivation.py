@@ -18,23 +18,27 @@ prints them with the steps kept alongside.  Nothing is expanded to scalars here.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Iterable, Union
 
 import sympy as sp
 
 from .activations import exact
-from .local import (A_SYM, INDEX, Z_SYM, DensePartials, LocalActivation, LocalOutput,
-                    dense_partials, local_activation, local_output)
+from .local import (A_SYM, INDEX, INDEX_ROLES, Z_SYM, DensePartials, LocalActivation,
+                    LocalOutput, dense_partials, local_activation, local_output)
+from .losses import Loss
 from .netspec import NetSpec
 from .optimizers import BATCHING, UPDATE_RULES, UpdateRuleDecl
+from .roles import GRADIENT_OF, Role, SymbolRole
 
 __all__ = [
     "MatrixDef", "Elementwise", "Columnwise", "Definition", "ChainFactor", "Gradient",
-    "Layer", "UpdateRule", "Derivation", "derive", "M",
+    "Layer", "UpdateRule", "Penalty", "Objective", "Derivation", "derive", "M", "W_ENTRY",
 ]
 
 M = sp.Symbol("m", integer=True, positive=True)  # examples in the batch
+W_ENTRY = sp.Symbol("w", real=True)  # one weight, in the penalties' entry-wise forms
 UPDATE_RULE = "gradient_descent"  # the only rule until optimizers with state are declared
 
 
@@ -94,10 +98,18 @@ class Gradient:
     per_example: sp.MatrixExpr  # for one example (m = 1), without regularisation
     data_term: sp.MatrixExpr  # (1/m) Delta_l A_{l-1}^T, or (1/m) Delta_l 1
     regularization: tuple[tuple[str, sp.Expr], ...]  # ("l2", lambda_2 W), ("l1", lambda_1 sign W)
+    layer: int
+    role: Role  # the parameter's: WEIGHT or BIAS
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.param.shape
+
+    @property
+    def roles(self) -> dict[sp.MatrixSymbol, SymbolRole]:
+        """The parameter's role and the gradient's (WEIGHT_GRADIENT or BIAS_GRADIENT)."""
+        return {self.param: SymbolRole(self.role, self.layer),
+                self.target: SymbolRole(GRADIENT_OF[self.role], self.layer)}
 
     @property
     def formula(self) -> sp.MatrixExpr:
@@ -127,6 +139,17 @@ class Layer:
     grad_W: Gradient
     grad_b: Gradient
     is_output: bool
+    sign: sp.MatrixSymbol | None = None  # sign(W_l) entry by entry, when an L1 penalty needs it
+
+    @property
+    def roles(self) -> dict[sp.MatrixSymbol, SymbolRole]:
+        """Every symbol of the layer with its role (its input A_prev belongs to the layer below)."""
+        own = {self.W: Role.WEIGHT, self.b: Role.BIAS, self.Z: Role.PREACTIVATION,
+               self.A: Role.ACTIVATION, self.delta: Role.ERROR, self.G: Role.LOCAL_DERIVATIVE,
+               self.sign: Role.SIGN}
+        roles = {symbol: SymbolRole(role, self.index) for symbol, role in own.items()
+                 if symbol is not None}
+        return roles | self.grad_W.roles | self.grad_b.roles
 
 
 @dataclass(frozen=True)
@@ -137,6 +160,102 @@ class UpdateRule:
     title: str
     batch: str  # what m is in this variant
     rule: tuple[sp.Expr, sp.Expr]  # (theta, theta - eta dJ/dtheta)
+
+
+@dataclass(frozen=True)
+class Penalty:
+    """One regularisation term of J: strength * coefficient * sum of entry(w) over the weights.
+
+    Entry-wise, on the weights only (not the biases).  ``derivative`` is what the term adds
+    to dJ/dW entry by entry: w for L2, sign(w) for L1.
+    """
+
+    name: str  # the spec's key under regularization: "l2", "l1"
+    symbol: sp.Symbol  # lambda_2, lambda_1, as the documents write it
+    strength: sp.Expr  # its value, exact
+    coefficient: sp.Expr  # 1/2 for L2, so that its gradient is lambda_2 W
+    entry: sp.Expr  # in W_ENTRY: w^2, |w|
+    norm_latex: str  # one layer's sum of entry(w), with {W} where the weight matrix goes
+
+    @property
+    def derivative(self) -> sp.Expr:
+        """d/dw of coefficient * entry(w): the gradient's term per unit strength, entry-wise."""
+        return sp.diff(self.coefficient * self.entry, W_ENTRY)
+
+    def term(self, W: sp.MatrixSymbol) -> sp.Expr:
+        """The term for one weight matrix, as a sum over its entries."""
+        r, c = sp.Dummy("r", integer=True), sp.Dummy("c", integer=True)
+        rows, cols = W.shape
+        return self.strength * self.coefficient * sp.Sum(
+            self.entry.xreplace({W_ENTRY: W[r, c]}), (r, 0, rows - 1), (c, 0, cols - 1))
+
+    def value(self, weights: Iterable[sp.Expr]) -> sp.Expr:
+        """The term on explicit weight entries (numbers or symbols)."""
+        return self.strength * self.coefficient * sp.Add(
+            *[self.entry.xreplace({W_ENTRY: w}) for w in weights])
+
+
+# (name, symbol, coefficient, entry, LaTeX of one layer's sum), L2 first as the documents write J
+_PENALTIES = (
+    ("l2", sp.Symbol("lambda_2"), sp.Rational(1, 2), W_ENTRY**2, r"\lVert {W} \rVert_F^2"),
+    ("l1", sp.Symbol("lambda_1"), sp.S.One, sp.Abs(W_ENTRY), r"\lVert {W} \rVert_1"),
+)
+
+
+def penalties(spec: NetSpec) -> tuple[Penalty, ...]:
+    """The spec's regularisation as penalties, those with a non-zero strength only."""
+    found = []
+    for name, symbol, coefficient, entry, norm in _PENALTIES:
+        strength = exact(getattr(spec.regularization, name))
+        if strength != 0:
+            found.append(Penalty(name, symbol, strength, coefficient, entry, norm))
+    return tuple(found)
+
+
+_EXAMPLE = sp.Symbol("i", integer=True, positive=True)  # an example of the batch
+
+
+@dataclass(frozen=True)
+class Objective:
+    """J, what training minimises and every gradient differentiates: the mean over the batch
+    of the per-example loss L, plus the penalties on the weights.
+
+    Built once, in ``derive``; the proof, the LaTeX and the worked example read it.
+    """
+
+    loss: Loss
+    per_example: sp.Expr  # L = sum_k l(a_k, y_k), in index form over the output units
+    penalties: tuple[Penalty, ...]
+    weights: tuple[sp.MatrixSymbol, ...]  # W_1 .. W_L
+    example_loss: sp.IndexedBase = sp.IndexedBase("L")  # L^{(i)}, the loss of example i
+
+    @property
+    def batch_sum(self) -> sp.Expr:
+        """sum_{i=1}^{m} L^{(i)}."""
+        return sp.Sum(self.example_loss[_EXAMPLE], (_EXAMPLE, 1, M))
+
+    @property
+    def mean(self) -> sp.Expr:
+        """(1/m) sum_{i=1}^{m} L^{(i)}: the data term."""
+        return self.batch_sum / M
+
+    @property
+    def form(self) -> sp.Expr:
+        """J = mean + every penalty on every weight matrix, with the lambdas' values."""
+        return self.mean + sp.Add(*[p.term(W) for p in self.penalties for W in self.weights])
+
+    def penalty(self, weights: Iterable[sp.Expr]) -> sp.Expr:
+        """Every penalty on explicit weight entries (all layers' entries together)."""
+        weights = list(weights)
+        return sp.Add(*[p.value(weights) for p in self.penalties])
+
+    def value(self, outputs: sp.Matrix, targets: sp.Matrix, weights: Iterable[sp.Expr]) -> sp.Expr:
+        """J on explicit matrices: outputs and targets (n_L x m, one column per example), the
+        loss written out from its declaration, plus the penalties on ``weights``' entries."""
+        rows, m = outputs.shape
+        data = sp.Add(*[self.loss.per_unit(outputs[k, c], targets[k, c])
+                        for k in range(rows) for c in range(m)]) / m
+        return data + self.penalty(weights)
 
 
 @dataclass(frozen=True)
@@ -153,6 +272,7 @@ class Derivation:
     lambda2: sp.Expr
     updates: tuple[UpdateRule, ...]
     update_rule: UpdateRuleDecl  # how every parameter moves given its gradient
+    objective: Objective  # J, which every gradient differentiates
     learning_rate: sp.Symbol = field(default=sp.Symbol("eta", positive=True))
 
     @property
@@ -178,10 +298,10 @@ class Derivation:
 
     @property
     def regularization_defs(self) -> tuple[Elementwise, ...]:
-        if self.lambda1 == 0:
-            return ()
-        return tuple(Elementwise(_sign_of(layer.W), sp.sign(_W_ENTRY), ((_W_ENTRY, layer.W),))
-                     for layer in self.layers)
+        """The entry-wise matrices a penalty's gradient needs (sign(W_l) for L1)."""
+        penalty = _entrywise(self.objective.penalties)
+        return tuple(Elementwise(layer.sign, penalty.derivative, ((W_ENTRY, layer.W),))
+                     for layer in self.layers if layer.sign is not None)
 
     @property
     def definitions(self) -> tuple[Definition, ...]:
@@ -198,12 +318,46 @@ class Derivation:
         return self.spec.layer_sizes
 
     @property
+    def widths(self) -> tuple[sp.Symbol, ...]:
+        """n_0 .. n_L: the layers' widths as symbols, for shapes written in general."""
+        return tuple(sp.Symbol(f"n{l}", integer=True, positive=True)
+                     for l in range(self.spec.depth + 1))
+
+    @functools.cached_property
+    def roles(self) -> dict[sp.Basic, SymbolRole]:
+        """Every symbol the Derivation uses, with its role and layer: the layers' matrices,
+        the input (layer 0) and target, the widths, and the index-form symbols (no layer)."""
+        roles: dict[sp.Basic, SymbolRole] = dict(INDEX_ROLES)
+        roles |= {n: SymbolRole(Role.WIDTH, l) for l, n in enumerate(self.widths)}
+        roles[self.X] = SymbolRole(Role.INPUT, 0)
+        roles[self.Y] = SymbolRole(Role.TARGET, self.spec.depth)
+        for layer in self.layers:
+            roles |= layer.roles
+        return roles
+
+    @functools.cached_property
+    def roles_by_name(self) -> dict[str, SymbolRole]:
+        """``roles`` by the symbols' names: a name stands for its symbol in every shape (the
+        batch's Z1 (n_1 x m) and one example's Z1 (n_1 x 1))."""
+        return {_name_of(symbol): role for symbol, role in self.roles.items()}
+
+    def role_of(self, symbol: sp.Basic | str) -> SymbolRole | None:
+        """The role of a symbol (or of a name), whatever its shape; None if it has none."""
+        return self.roles_by_name.get(symbol if isinstance(symbol, str) else _name_of(symbol))
+
+    @property
     def batching(self) -> dict:
         """Every batching scheme by name (what ``training.optimizer`` may say)."""
         return {name: BATCHING[name] for name in BATCHING}
 
 
-_W_ENTRY = sp.Symbol("w", real=True)
+def _name_of(symbol: sp.Basic) -> str:
+    return str(symbol.label) if isinstance(symbol, sp.IndexedBase) else symbol.name
+
+
+def _entrywise(found: tuple[Penalty, ...]) -> Penalty | None:
+    """The penalty whose gradient is not linear in W (L1's sign(w)), if any."""
+    return next((p for p in found if p.derivative != W_ENTRY), None)
 
 
 def _dedupe(items):
@@ -223,7 +377,7 @@ def _ones(rows) -> sp.OneMatrix:
 
 
 def _layer(spec: NetSpec, l: int, A_prev: sp.MatrixSymbol, Y: sp.MatrixSymbol,
-           next_layer: Layer | None, lambda1: sp.Expr, lambda2: sp.Expr,
+           next_layer: Layer | None, found: tuple[Penalty, ...],
            output: LocalOutput) -> Layer:
     layer_spec = spec.layers[l - 1]
     n, fan_in = layer_spec.units, A_prev.shape[0]
@@ -253,23 +407,29 @@ def _layer(spec: NetSpec, l: int, A_prev: sp.MatrixSymbol, Y: sp.MatrixSymbol,
         delta_def = MatrixDef(delta, sp.HadamardProduct(next_layer.W.T * next_layer.delta, G))
 
     chain = _chain(l, act, G, output, next_layer)
-    reg = []
-    if lambda2 != 0:
-        reg.append(("l2", lambda2 * W))
-    if lambda1 != 0:
-        reg.append(("l1", lambda1 * _sign_of(W)))
+    sign = _sign_of(W) if _entrywise(found) is not None else None
+    grad_W, grad_b = _gradients(l, chain, W, b, A_prev, delta, found, sign)
+    return Layer(l, n, fan_in, act, W, b, Z, A, A_prev, delta, G, z_def, a_def, g_def,
+                 delta_def, grad_W, grad_b, is_output, sign)
+
+
+def _gradients(l: int, chain: tuple[ChainFactor, ...], W, b, A_prev, delta,
+               found: tuple[Penalty, ...], sign) -> tuple[Gradient, Gradient]:
+    """dJ/dW_l and dJ/db_l: the data terms, and each penalty's term on the weights (its
+    strength times W for L2, times the entry-wise matrix ``sign`` for L1)."""
+    n, fan_in = W.shape
+    reg = tuple((p.name, p.strength * (W if p.derivative == W_ENTRY else sign)) for p in found)
     a_prev_1 = sp.MatrixSymbol(A_prev.name, A_prev.shape[0], 1)
     delta_1 = sp.MatrixSymbol(delta.name, n, 1)
     grad_W = Gradient(
         W, sp.MatrixSymbol(f"dW{l}", n, fan_in),
-        chain + (ChainFactor(Z.name, W.name, A_prev),),
-        delta_1 * a_prev_1.T, (sp.S.One / M) * delta * A_prev.T, tuple(reg))
+        chain + (ChainFactor(f"Z{l}", W.name, A_prev),),
+        delta_1 * a_prev_1.T, (sp.S.One / M) * delta * A_prev.T, reg, l, Role.WEIGHT)
     grad_b = Gradient(
         b, sp.MatrixSymbol(f"db{l}", n, 1),
-        chain + (ChainFactor(Z.name, b.name, sp.S.One),),
-        delta_1, (sp.S.One / M) * delta * _ones(M), ())
-    return Layer(l, n, fan_in, act, W, b, Z, A, A_prev, delta, G, z_def, a_def, g_def,
-                 delta_def, grad_W, grad_b, is_output)
+        chain + (ChainFactor(f"Z{l}", b.name, sp.S.One),),
+        delta_1, (sp.S.One / M) * delta * _ones(M), (), l, Role.BIAS)
+    return grad_W, grad_b
 
 
 def _chain(l: int, act: LocalActivation, G, output: LocalOutput, next_layer: Layer | None):
@@ -297,8 +457,7 @@ def derive(spec: NetSpec) -> Derivation:
     output = local_output(spec.loss, last.name, last.params)
     X = sp.MatrixSymbol("A0", spec.input, M)
     Y = sp.MatrixSymbol("Y", spec.layers[-1].units, M)
-    lambda1 = exact(spec.regularization.l1)
-    lambda2 = exact(spec.regularization.l2)
+    found = penalties(spec)
 
     # backward order: the output layer first, each hidden layer reading the one above it
     inputs = [X] + [sp.MatrixSymbol(f"A{l}", spec.layers[l - 1].units, M)
@@ -306,9 +465,13 @@ def derive(spec: NetSpec) -> Derivation:
     layers: list[Layer] = []
     next_layer = None
     for l in range(spec.depth, 0, -1):
-        next_layer = _layer(spec, l, inputs[l - 1], Y, next_layer, lambda1, lambda2, output)
+        next_layer = _layer(spec, l, inputs[l - 1], Y, next_layer, found, output)
         layers.append(next_layer)
+    layers.reverse()
+    objective = Objective(output.loss, output.per_example, found,
+                          tuple(layer.W for layer in layers))
     eta = sp.Symbol("eta", positive=True)
     rule = UPDATE_RULES[UPDATE_RULE]
-    return Derivation(spec, X, Y, tuple(reversed(layers)), output, dense_partials(),
-                      lambda1, lambda2, _updates(eta, rule), rule, eta)
+    return Derivation(spec, X, Y, tuple(layers), output, dense_partials(),
+                      exact(spec.regularization.l1), exact(spec.regularization.l2),
+                      _updates(eta, rule), rule, objective, eta)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from enum import Enum
 
 import sympy as sp
 from sympy.concrete.delta import deltasummation
@@ -25,20 +26,45 @@ from sympy.concrete.delta import deltasummation
 from .activations import ACTIVATIONS, Activation
 from .losses import LOSSES, Loss
 from .primitives import from_primitives, to_primitives
+from .roles import Role, SymbolRole
 
 __all__ = [
-    "Step", "LocalActivation", "SoftmaxJacobian", "LocalOutput", "DensePartials",
+    "Step", "StepKind", "INDEX_ROLES", "LocalActivation", "SoftmaxJacobian", "LocalOutput", "DensePartials",
     "local_activation", "local_output", "dense_partials", "INDEX", "simplest", "positive_lead",
     "resolve_deltas",
 ]
 
 
+class StepKind(Enum):
+    """What a derivation step does; the LaTeX picks its sentence by kind."""
+
+    DEFINITION = "definition"
+    DIFFERENTIATED = "differentiated"  # sympy.diff of the declaration
+    SIMPLIFIED = "simplified"
+    IN_OUTPUT = "in the output"  # g' rewritten in a = g(z)
+    QUOTIENT_RULE = "quotient rule"
+    CASE_SAME = "case i = j"
+    CASE_SAME_IN_OUTPUTS = "case i = j, in the outputs"
+    CASE_OTHER = "case i != j"
+    CASE_OTHER_IN_OUTPUTS = "case i != j, in the outputs"
+    DENSE_WEIGHT = "dz/dW"  # the dense layer's partials in index form
+    DENSE_INPUT = "dz/dx"
+    DENSE_BIAS = "dz/db"
+    CHAIN_RULE = "chain rule, element by element"
+    SUBSTITUTED = "substituted"  # dL/da and g' put into the chain rule
+    CHAIN_RULE_JACOBIAN = "chain rule through the Jacobian"
+    KRONECKER_PICK = "the Kronecker delta picks i = j"
+    ONE_HOT = "one-hot targets"  # sum_i y_i = 1
+
+
 @dataclass(frozen=True)
 class Step:
-    """One line of a derivation, ``lhs = rhs``, with a short note on what was done."""
+    """One line of a derivation, ``lhs = rhs``: what kind of step it is, and a short note
+    saying what was done (for display)."""
 
     lhs: sp.Basic
     rhs: sp.Basic
+    kind: StepKind
     note: str = ""
 
 
@@ -59,6 +85,14 @@ class _Index:
 INDEX = _Index
 Z_SYM = sp.Symbol("z", real=True)
 A_SYM = sp.Symbol("a", real=True)
+
+# the index-form symbols stand for any layer's quantities (x is the layer's input a^{[l-1]})
+INDEX_ROLES = {
+    INDEX.W: SymbolRole(Role.WEIGHT), INDEX.b: SymbolRole(Role.BIAS),
+    INDEX.z: SymbolRole(Role.PREACTIVATION), INDEX.a: SymbolRole(Role.ACTIVATION),
+    INDEX.x: SymbolRole(Role.ACTIVATION), INDEX.y: SymbolRole(Role.TARGET),
+    INDEX.L: SymbolRole(Role.LOSS), INDEX.n: SymbolRole(Role.WIDTH),
+}
 
 
 @dataclass(frozen=True)
@@ -209,14 +243,16 @@ def _elementwise(act: Activation, params: tuple[tuple[str, float], ...]) -> Loca
     display = to_primitives(g)
     in_output = _in_output(display, derivative, z, a)
     g_name = sp.Function("g")
+    g_prime = sp.Derivative(g_name(z), z)
     steps = [
-        Step(g_name(z), display, "definition"),
-        Step(sp.Derivative(g_name(z), z), raw, "differentiated by SymPy"),
+        Step(g_name(z), display, StepKind.DEFINITION, "definition"),
+        Step(g_prime, raw, StepKind.DIFFERENTIATED, "differentiated by SymPy"),
     ]
     if derivative != raw:
-        steps.append(Step(sp.Derivative(g_name(z), z), derivative, "simplified"))
+        steps.append(Step(g_prime, derivative, StepKind.SIMPLIFIED, "simplified"))
     if in_output is not None and in_output != derivative:
-        steps.append(Step(sp.Derivative(g_name(z), z), in_output, "in terms of the output a = g(z)"))
+        steps.append(Step(g_prime, in_output, StepKind.IN_OUTPUT,
+                          "in terms of the output a = g(z)"))
     return LocalActivation(act.name, act.latex, params, g, display, derivative, in_output,
                            tuple(steps), declaration=act)
 
@@ -258,13 +294,15 @@ def _softmax(act: Activation) -> LocalActivation:
     general = in_outputs(quotient)
     da = sp.Derivative(a[i], z[j])
     steps = (
-        Step(a[i], expr, "definition"),
-        Step(da, quotient, "quotient rule"),
+        Step(a[i], expr, StepKind.DEFINITION, "definition"),
+        Step(da, quotient, StepKind.QUOTIENT_RULE, "quotient rule"),
         Step(sp.Derivative(a[i], z[i]), quotient.subs(sp.KroneckerDelta(i, j), 1).subs(j, i),
-             "case i = j"),
-        Step(sp.Derivative(a[i], z[i]), same, "case i = j, in the outputs"),
-        Step(da, quotient.subs(sp.KroneckerDelta(i, j), 0), "case i \\ne j"),
-        Step(da, other, "case i \\ne j, in the outputs"),
+             StepKind.CASE_SAME, "case i = j"),
+        Step(sp.Derivative(a[i], z[i]), same, StepKind.CASE_SAME_IN_OUTPUTS,
+             "case i = j, in the outputs"),
+        Step(da, quotient.subs(sp.KroneckerDelta(i, j), 0), StepKind.CASE_OTHER,
+             "case i \\ne j"),
+        Step(da, other, StepKind.CASE_OTHER_IN_OUTPUTS, "case i \\ne j, in the outputs"),
     )
     jac = SoftmaxJacobian(numerator, denominator, d_num, d_den, same, other, general, steps)
     return LocalActivation(act.name, act.latex, (), expr, expr, None, None, steps, jac,
@@ -301,9 +339,12 @@ def dense_partials() -> DensePartials:
     db = resolve_deltas(sp.diff(z_i, I.b[j]))
     return DensePartials(
         z_i,
-        Step(sp.Derivative(I.z[i], I.W[j, k]), dW, "only the term q = k depends on W_jk, and only for i = j"),
-        Step(sp.Derivative(I.z[i], I.x[k]), dx, "only the term q = k depends on x_k"),
-        Step(sp.Derivative(I.z[i], I.b[j]), db, "only b_i depends on b_j, for i = j"),
+        Step(sp.Derivative(I.z[i], I.W[j, k]), dW, StepKind.DENSE_WEIGHT,
+             "only the term q = k depends on W_jk, and only for i = j"),
+        Step(sp.Derivative(I.z[i], I.x[k]), dx, StepKind.DENSE_INPUT,
+             "only the term q = k depends on x_k"),
+        Step(sp.Derivative(I.z[i], I.b[j]), db, StepKind.DENSE_BIAS,
+             "only b_i depends on b_j, for i = j"),
     )
 
 
@@ -365,11 +406,12 @@ def _output_elementwise(loss: Loss, act: LocalActivation):
     g_prime = act.backward.subs({A_SYM: a_j, Z_SYM: z_j})
     raw = dL_da * g_prime
     delta = simplest(raw)
+    dL_dz = sp.Derivative(I.L, z_j)
     steps = (
-        Step(sp.Derivative(I.L, z_j), sp.Mul(sp.Derivative(I.L, a_j), sp.Derivative(a_j, z_j),
-                                             evaluate=False), "chain rule, element by element"),
-        Step(sp.Derivative(I.L, z_j), raw, "substituted dL/da and g'"),
-        Step(sp.Derivative(I.L, z_j), delta, "simplified"),
+        Step(dL_dz, sp.Mul(sp.Derivative(I.L, a_j), sp.Derivative(a_j, z_j), evaluate=False),
+             StepKind.CHAIN_RULE, "chain rule, element by element"),
+        Step(dL_dz, raw, StepKind.SUBSTITUTED, "substituted dL/da and g'"),
+        Step(dL_dz, delta, StepKind.SIMPLIFIED, "simplified"),
     )
     return dL_da, delta, steps, False
 
@@ -386,16 +428,17 @@ def _output_softmax(loss: Loss, act: LocalActivation):
     combined = sp.bottom_up(combined, lambda e: sp.Sum(simplest(e.function), *e.limits)
                             if isinstance(e, sp.Sum) else e)
     combined = _split_sums(combined)
+    dL_dz = sp.Derivative(I.L, I.z[j])
     steps = [
-        Step(sp.Derivative(I.L, I.z[j]), chain, "chain rule through the softmax Jacobian"),
-        Step(sp.Derivative(I.L, I.z[j]), combined, "the Kronecker delta picks i = j"),
+        Step(dL_dz, chain, StepKind.CHAIN_RULE_JACOBIAN, "chain rule through the softmax Jacobian"),
+        Step(dL_dz, combined, StepKind.KRONECKER_PICK, "the Kronecker delta picks i = j"),
     ]
     delta, used = combined, False
     if loss.one_hot:
         delta, used = _apply_sum_y(combined)
         if used:
             delta = simplest(delta)
-            steps.append(Step(sp.Derivative(I.L, I.z[j]), delta, "one-hot targets: sum_i y_i = 1"))
+            steps.append(Step(dL_dz, delta, StepKind.ONE_HOT, "one-hot targets: sum_i y_i = 1"))
     return dL_da(j), delta, tuple(steps), used
 
 

@@ -25,7 +25,7 @@ from fractions import Fraction
 
 import sympy as sp
 
-from .activations import ACTIVATIONS, exact
+from .activations import ACTIVATIONS
 from .derivation import Columnwise, Definition, Derivation, Elementwise, M, MatrixDef, derive
 from .local import INDEX
 from .losses import LOSSES
@@ -426,7 +426,8 @@ def _comparisons(derivation: Derivation, env: dict, X: sp.Matrix, Y: sp.Matrix, 
     """(name, entry, reference, formula) for every forward quantity and every gradient entry.
 
     The reference is the network written out from the declarations and SymPy's ``diff`` of
-    the scalar loss; the formula is the Derivation's, already evaluated in ``env``.
+    the scalar objective J on it (``Objective.value``: the loss as declared, plus the
+    penalties); the formula is the Derivation's, already evaluated in ``env``.
     """
     spec = derivation.spec
     m = X.shape[1]
@@ -437,12 +438,8 @@ def _comparisons(derivation: Derivation, env: dict, X: sp.Matrix, Y: sp.Matrix, 
         for symbol, reference in ((layer.Z, Z), (layer.A, A)):
             for (r, c), ref in _entries(reference):
                 yield symbol.name, (r, c), ref, env[symbol][r - 1, c - 1]
-    loss = LOSSES[spec.loss]
-    J = sp.Add(*[loss.per_unit(A[k, c], Y[k, c]) for k in range(A.shape[0]) for c in range(m)]) / m
-    reg = spec.regularization
     weights = [w for layer in derivation.layers for w in env[layer.W]]
-    J += exact(reg.l2) / 2 * sp.Add(*[w**2 for w in weights])
-    J += exact(reg.l1) * sp.Add(*[sp.Abs(w) for w in weights])
+    J = derivation.objective.value(A, Y, weights)
     for grad in derivation.gradients:
         formula = env[grad.target]
         for (r, c), theta in _entries(env[grad.param]):

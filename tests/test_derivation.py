@@ -12,10 +12,12 @@ import pytest
 import sympy as sp
 
 from derive.activations import ACTIVATIONS
-from derive.derivation import (M, Columnwise, Derivation, Elementwise, MatrixDef, derive)
+from derive.derivation import (M, W_ENTRY, Columnwise, Derivation, Elementwise, MatrixDef,
+                               derive)
 from derive.local import A_SYM, INDEX, Z_SYM
 from derive.netspec import ActivationSpec, LayerSpec, NetSpec, Regularization
 from derive.optimizers import BATCHING
+from derive.roles import Role, SymbolRole
 
 SIZES = (784, 128, 64, 10)
 # every element-wise activation, each parameter set away from its default (0.2 where allowed)
@@ -177,6 +179,72 @@ def test_l1_adds_lambda1_sign_W(mnist_l1):
         assert dict(layer.grad_W.regularization) == {"l1": lambda1 * sign_def.target}
     definitions = mnist_l1.definitions
     assert all(definitions.count(d) == 1 for d in sign_defs)
+
+
+# ----------------------------------------------------------------------------- roles
+
+def test_every_symbol_has_its_role_and_layer(mnist_l1):
+    d = mnist_l1
+    roles = d.roles
+    assert roles[d.X] == SymbolRole(Role.INPUT, 0)
+    assert roles[d.Y] == SymbolRole(Role.TARGET, 3)
+    for layer in d.layers:
+        l = layer.index
+        expected = {layer.W: Role.WEIGHT, layer.b: Role.BIAS, layer.Z: Role.PREACTIVATION,
+                    layer.A: Role.ACTIVATION, layer.delta: Role.ERROR, layer.sign: Role.SIGN,
+                    layer.grad_W.target: Role.WEIGHT_GRADIENT,
+                    layer.grad_b.target: Role.BIAS_GRADIENT}
+        if layer.G is not None:
+            expected[layer.G] = Role.LOCAL_DERIVATIVE
+        for symbol, role in expected.items():
+            assert roles[symbol] == SymbolRole(role, l), symbol
+    assert [roles[n] for n in d.widths] == [SymbolRole(Role.WIDTH, l) for l in range(4)]
+    assert roles[INDEX.a] == SymbolRole(Role.ACTIVATION, None)  # index form: any layer
+    # every matrix the definitions name has a role, in any of its shapes
+    for definition in d.definitions:
+        assert definition.target in roles
+        for symbol in definition.expr.atoms(sp.MatrixSymbol):
+            assert d.role_of(symbol) is not None, symbol
+    one_example = d.layers[1].grad_W.per_example  # delta2 (64 x 1) A1^T (1 x 128)
+    assert {d.role_of(s) for s in one_example.atoms(sp.MatrixSymbol)} == {
+        SymbolRole(Role.ERROR, 2), SymbolRole(Role.ACTIVATION, 1)}
+
+
+def test_no_sign_matrix_without_an_l1_penalty(mnist_l2):
+    assert all(layer.sign is None for layer in mnist_l2.layers)
+    assert Role.SIGN not in {role for role, _ in mnist_l2.roles.values()}
+
+
+# ----------------------------------------------------------------------------- the objective
+
+def test_objective_is_the_mean_loss_plus_the_penalties():
+    spec = mnist_spec(input=2, layers=(LayerSpec(2, ActivationSpec("tanh")),
+                                       LayerSpec(2, ActivationSpec("softmax"))),
+                      regularization=Regularization(l1=0.25, l2=0.5))
+    objective = derive(spec).objective
+    assert [p.name for p in objective.penalties] == ["l2", "l1"]
+    assert [p.derivative for p in objective.penalties] == [W_ENTRY, sp.sign(W_ENTRY)]
+    outputs = sp.Matrix([[sp.Rational(1, 4), sp.Rational(1, 2)],
+                         [sp.Rational(3, 4), sp.Rational(1, 2)]])
+    targets = sp.Matrix([[0, 1], [1, 0]])
+    W1, W2 = sp.Matrix([[1, -2], [3, 0]]), sp.Matrix([[-1, 1], [2, 2]])
+    weights = list(W1) + list(W2)
+    by_hand = (-sp.log(sp.Rational(3, 4)) - sp.log(sp.Rational(1, 2))) / 2 \
+        + sp.Rational(1, 2) / 2 * sum(w**2 for w in weights) \
+        + sp.Rational(1, 4) * sum(abs(w) for w in weights)
+    assert sp.simplify(objective.value(outputs, targets, weights) - by_hand) == 0
+    # the symbolic form, with the example losses and the weight matrices put in
+    losses = {objective.example_loss[i + 1]: -sp.log(outputs[:, i].dot(targets[:, i]))
+              for i in range(2)}
+    form = objective.form.subs(M, 2).doit().xreplace(
+        {**losses, objective.weights[0]: sp.ImmutableMatrix(W1),
+         objective.weights[1]: sp.ImmutableMatrix(W2)}).doit()
+    assert sp.simplify(form - by_hand) == 0
+
+
+def test_unregularised_objective_has_no_penalty(mnist):
+    assert mnist.objective.penalties == ()
+    assert mnist.objective.form == mnist.objective.mean
 
 
 def test_backward_order_is_output_first(mnist):

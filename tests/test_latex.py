@@ -28,6 +28,7 @@ from derive.latex import pdf as latex_pdf
 from derive.latex.example import load_example_text
 from derive.latex.printer import DerivationLatexPrinter
 from derive.optimizers import BATCHING
+from derive.roles import Role, SymbolRole
 from derive.spec import load_spec, load_spec_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,7 +154,7 @@ def test_hadamard_explained_once_and_used_consistently():
 def test_every_chain_factor_is_printed():
     d = derived(EXAMPLES / "seed001_mnist.yaml")
     body = render_body(d)
-    printer = DerivationLatexPrinter()
+    printer = DerivationLatexPrinter(roles=d.roles_by_name)
     for grad in d.gradients:
         for factor in grad.chain:
             assert printer.partial_of(factor.numerator, factor.denominator) in body
@@ -201,19 +202,33 @@ def test_body_and_document():
 
 
 def test_printer_names_and_nodes():
-    p = DerivationLatexPrinter("bracket", "example", {2: r"\sigma"})
-    W, A, delta = sp.MatrixSymbol("W2", 3, 4), sp.MatrixSymbol("A1", 4, 1), sp.MatrixSymbol("delta2", 3, 1)
+    roles = derived(EXAMPLES / "seed002_relu_sigmoid.yaml").roles_by_name  # 4-2-3
+    p = DerivationLatexPrinter("bracket", "example", {2: r"\sigma"}, roles=roles)
+    W, A, delta = sp.MatrixSymbol("W2", 3, 2), sp.MatrixSymbol("A1", 2, 1), sp.MatrixSymbol("delta2", 3, 1)
     assert p.doprint(W.T * delta) == r"W^{[2]T} \delta^{[2]}"
     assert p.doprint(sp.MatrixSymbol("G2", 3, 1)) == r"\sigma'(z^{[2]})"
     assert p.doprint(sp.MatrixSymbol("A0", 4, 1)) == "x"
     assert p.doprint(sp.HadamardProduct(delta, delta)) == r"\delta^{[2]} \odot \delta^{[2]}"
     assert p.doprint(sp.OneMatrix(5, 1)) == r"\mathbf{1}"
     assert p.doprint(sp.IndexedBase("a")[sp.Symbol("j")]) == "a_{j}"
-    s = DerivationLatexPrinter("subscript", "batch")
-    assert s.doprint(A) == "A_{1}" and s.doprint(sp.MatrixSymbol("dW2", 3, 4)) == \
+    s = DerivationLatexPrinter("subscript", "batch", roles=roles)
+    assert s.doprint(A) == "A_{1}" and s.doprint(sp.MatrixSymbol("dW2", 3, 2)) == \
         r"\frac{\partial J}{\partial W_{2}}"
     with pytest.raises(ValueError, match="unknown notation"):
         DerivationLatexPrinter("arrows")
+
+
+def test_printer_reads_roles_not_names():
+    """A symbol prints by the role it is given; a name alone means nothing to the printer."""
+    roles = {"weights_out": SymbolRole(Role.WEIGHT, 2), "err": SymbolRole(Role.ERROR, 3),
+             "slope": SymbolRole(Role.LOCAL_DERIVATIVE, 1), "inputs": SymbolRole(Role.INPUT, 0)}
+    p = DerivationLatexPrinter("bracket", "example", {1: r"\tanh"}, roles=roles)
+    assert p.doprint(sp.MatrixSymbol("weights_out", 2, 2).T) == "W^{[2]T}"
+    assert p.doprint(sp.MatrixSymbol("err", 2, 1)) == r"\delta^{[3]}"
+    assert p.doprint(sp.MatrixSymbol("slope", 2, 1)) == r"\tanh'(z^{[1]})"
+    assert p.with_mode("batch").doprint(sp.MatrixSymbol("inputs", 2, 5)) == "X"
+    assert p.with_mode("batch").entry("err", "j") == r"\Delta^{[3]}_{jc}"
+    assert DerivationLatexPrinter().doprint(sp.MatrixSymbol("W2", 2, 2)) == "W2"  # no role
 
 
 # ----------------------------------------------------------------------------- worked example

@@ -20,13 +20,15 @@ from pathlib import Path
 
 import jinja2
 import sympy as sp
+from sympy.core.symbol import Str
 
 from codegen.printers.numpy import NumPyCodePrinter
 
 from ..derivation import Columnwise, Derivation, Layer, M, MatrixDef
-from ..local import INDEX, Z_SYM, positive_lead, resolve_deltas
+from ..local import INDEX, Z_SYM, Step, StepKind, positive_lead, resolve_deltas
 from ..optimizers import BATCH_SIZE, BATCHING
 from ..primitives import PRIMITIVES
+from ..roles import Role
 from .example import Example, NumericExample, evaluate_example
 from .printer import Applied, DerivationLatexPrinter, Elided
 
@@ -40,29 +42,27 @@ FACTORS_PER_LINE = 7  # chain-rule factors on one printed line
 NESTED_MAX_DEPTH = 4  # deeper networks show the nested expression with the middle elided
 ELIDE_ROWS, ELIDE_COLS = 8, 6  # numeric matrices larger than this are shown with ellipses
 DECIMALS = 4
+_WEIGHT_SHAPED = (Role.WEIGHT, Role.WEIGHT_GRADIENT, Role.SIGN)  # (n_l x n_{l-1})
 
-# What a step's note means, as a sentence before the step (fallback: the note itself).
+# What each kind of step does, as a sentence before it (fallback: the step's note).
 _STEP_SENTENCES = {
-    "differentiated by SymPy": "SymPy differentiates the declaration:",
-    "simplified": "Simplified, and written with the named functions:",
-    "in terms of the output a = g(z)": r"Written in the output $a = g(z)$, so that the "
-                                       r"backward pass reuses the cached activation:",
-    "quotient rule": "By the quotient rule:",
-    "case i = j": r"Case $i = j$, where $\delta_{ij} = 1$:",
-    "case i = j, in the outputs": r"In the outputs $a_i$:",
-    "case i \\ne j": r"Case $i \ne j$, where $\delta_{ij} = 0$:",
-    "case i \\ne j, in the outputs": r"In the outputs:",
-    "chain rule through the softmax Jacobian": r"Through the softmax Jacobian, where $a_i$ cancels:",
-    "the Kronecker delta picks i = j": r"The Kronecker delta picks the term $i = j$:",
-    "one-hot targets: sum_i y_i = 1": r"The targets are one-hot, so $\sum_i y_i = 1$:",
-    "chain rule, element by element": "By the chain rule, element by element:",
-    "substituted dL/da and g'": r"Substituting $\partial L/\partial a_j$ and $g'$:",
-}
-_DENSE_SENTENCES = {
-    "only the term q = k depends on W_jk, and only for i = j":
-        r"Only the term $q = k$ depends on $W_{jk}$, and only when $i = j$:",
-    "only the term q = k depends on x_k": r"Only the term $q = k$ depends on $x_k$:",
-    "only b_i depends on b_j, for i = j": r"Only $b_i$ depends on $b_j$, when $i = j$:",
+    StepKind.DIFFERENTIATED: "SymPy differentiates the declaration:",
+    StepKind.SIMPLIFIED: "Simplified, and written with the named functions:",
+    StepKind.IN_OUTPUT: r"Written in the output $a = g(z)$, so that the "
+                        r"backward pass reuses the cached activation:",
+    StepKind.QUOTIENT_RULE: "By the quotient rule:",
+    StepKind.CASE_SAME: r"Case $i = j$, where $\delta_{ij} = 1$:",
+    StepKind.CASE_SAME_IN_OUTPUTS: r"In the outputs $a_i$:",
+    StepKind.CASE_OTHER: r"Case $i \ne j$, where $\delta_{ij} = 0$:",
+    StepKind.CASE_OTHER_IN_OUTPUTS: r"In the outputs:",
+    StepKind.CHAIN_RULE_JACOBIAN: r"Through the softmax Jacobian, where $a_i$ cancels:",
+    StepKind.KRONECKER_PICK: r"The Kronecker delta picks the term $i = j$:",
+    StepKind.ONE_HOT: r"The targets are one-hot, so $\sum_i y_i = 1$:",
+    StepKind.CHAIN_RULE: "By the chain rule, element by element:",
+    StepKind.SUBSTITUTED: r"Substituting $\partial L/\partial a_j$ and $g'$:",
+    StepKind.DENSE_WEIGHT: r"Only the term $q = k$ depends on $W_{jk}$, and only when $i = j$:",
+    StepKind.DENSE_INPUT: r"Only the term $q = k$ depends on $x_k$:",
+    StepKind.DENSE_BIAS: r"Only $b_i$ depends on $b_j$, when $i = j$:",
 }
 
 
@@ -113,10 +113,11 @@ def _row(lhs: str, rhs: str | tuple[str, ...] | list[str], label: str = "", text
     return Row(lhs, lines, label, text, numbered, note)
 
 
-def _sentence(note: str, table: dict[str, str] = _STEP_SENTENCES) -> str:
-    if note in table:
-        return table[note]
-    text = tex_escape(note)
+def _sentence(step: Step) -> str:
+    """The sentence set before a step: its kind's, else its note as a sentence."""
+    if step.kind in _STEP_SENTENCES:
+        return _STEP_SENTENCES[step.kind]
+    text = tex_escape(step.note)
     return (text[:1].upper() + text[1:] + ":") if text else ""
 
 
@@ -133,7 +134,8 @@ class _Doc:
 
     def __post_init__(self):
         activations = {layer.index: layer.activation.latex for layer in self.d.layers}
-        self.p = DerivationLatexPrinter(self.notation, "example", activations)
+        self.p = DerivationLatexPrinter(self.notation, "example", activations,
+                                        roles=self.d.roles_by_name)
         self.P = self.p.with_mode("batch")
 
     # names and labels
@@ -174,21 +176,14 @@ class _Doc:
                               I.y: sp.IndexedBase(self.d.Y.name), I.n: layer.units})
 
     def symbolic(self, expr: sp.MatrixExpr) -> sp.MatrixExpr:
-        """The expression with symbolic widths n_l in place of the declared numbers."""
-        widths = [sp.Symbol(f"n{l}", integer=True, positive=True) for l in range(self.depth + 1)]
+        """The expression with symbolic widths n_l in place of the declared numbers: a layer's
+        matrices have n_l rows, and its weight-shaped ones (W, dJ/dW, sign W) n_{l-1} columns."""
+        widths = self.d.widths
         mapping = {}
         for symbol in expr.atoms(sp.MatrixSymbol):
-            name = symbol.name
-            if name == self.d.X.name:
-                rows, cols = widths[0], symbol.shape[1]
-            elif name == self.d.Y.name:
-                rows, cols = widths[-1], symbol.shape[1]
-            else:
-                kind = name.rstrip("0123456789")
-                layer = int(name[len(kind):])
-                rows = widths[layer]
-                cols = widths[layer - 1] if kind in ("W", "dW", "signW") else symbol.shape[1]
-            mapping[symbol] = sp.MatrixSymbol(name, rows, cols)
+            role, layer = self.d.role_of(symbol)
+            cols = widths[layer - 1] if role in _WEIGHT_SHAPED else symbol.shape[1]
+            mapping[symbol] = sp.MatrixSymbol(symbol.name, widths[layer], cols)
         return expr.xreplace(mapping)
 
     def shape_rows(self, expr: sp.MatrixExpr, batch: bool = False, text: str = "Shapes:") -> Row:
@@ -314,45 +309,30 @@ def _nested(c: _Doc) -> str:
     return c.tex(value)
 
 
-class SquaredNorm(sp.Function):
-    """||W^{[l]}||_F^2 for a layer index l (display only)."""
+class LayerNorm(sp.Function):
+    """A penalty's norm of W^{[l]} (display only): its ``Penalty.norm_latex`` and the layer."""
 
-    nargs = 1
-
-    def _latex(self, printer, exp=None):
-        return rf"\lVert {printer.tagged('W', printer._print(self.args[0]))} \rVert_F^2"
-
-
-class EntryNorm(sp.Function):
-    """||W^{[l]}||_1, the sum of |entries|, for a layer index l (display only)."""
-
-    nargs = 1
+    nargs = 2
 
     def _latex(self, printer, exp=None):
-        return rf"\lVert {printer.tagged('W', printer._print(self.args[0]))} \rVert_1"
+        template, layer = self.args
+        return template.name.format(W=printer.tagged("W", printer._print(layer)))
 
 
 def _lambda_values(c: _Doc) -> str:
-    values = []
-    if c.d.lambda2 != 0:
-        values.append(rf"\lambda_{{2}} = {_number_text(float(c.d.lambda2))}")
-    if c.d.lambda1 != 0:
-        values.append(rf"\lambda_{{1}} = {_number_text(float(c.d.lambda1))}")
-    return ", ".join(values)
+    return ", ".join(rf"{c.tex(p.symbol)} = {_number_text(float(p.strength))}"
+                     for p in c.d.objective.penalties)
 
 
 def _loss(c: _Doc) -> dict:
     last = c.d.layers[-1]
-    out = c.d.output
-    per_example = c.at_layer(out.per_example, last)
-    i, l = sp.Symbol("i", integer=True, positive=True), sp.Symbol("l", integer=True, positive=True)
-    mean = rf"\frac{{1}}{{{c.tex(M)}}} {c.tex(sp.Sum(sp.IndexedBase('L')[i], (i, 1, M)))}"
-    terms = [mean]
-    if c.d.lambda2 != 0:
-        terms.append(f"{c.tex(sp.Symbol('lambda_2') / 2)} {c.tex(sp.Sum(SquaredNorm(l), (l, 1, c.depth)))}")
-    if c.d.lambda1 != 0:
-        terms.append(f"{c.tex(sp.Symbol('lambda_1'))} {c.tex(sp.Sum(EntryNorm(l), (l, 1, c.depth)))}")
-    objective = " + ".join(terms)
+    out, objective = c.d.output, c.d.objective
+    per_example = c.at_layer(objective.per_example, last)
+    l = sp.Symbol("l", integer=True, positive=True)
+    terms = [rf"\frac{{1}}{{{c.tex(M)}}} {c.tex(objective.batch_sum)}"]
+    for p in objective.penalties:
+        norms = sp.Sum(LayerNorm(Str(p.norm_latex), l), (l, 1, c.depth))
+        terms.append(f"{c.tex(p.symbol * p.coefficient)} {c.tex(norms)}")
     logits = None
     if out.per_example_logits is not None:
         logits = _row("L", f"= {c.tex(c.at_layer(out.per_example_logits, last))}",
@@ -360,8 +340,8 @@ def _loss(c: _Doc) -> dict:
     return {
         "per_example": _row("L", f"= {c.tex(per_example)}", c.label("loss")),
         "logits": logits,
-        "objective": _row("J", f"= {objective}", c.label("objective")),
-        "regularized": bool(c.d.lambda1 != 0 or c.d.lambda2 != 0), "lambdas": _lambda_values(c),
+        "objective": _row("J", f"= {' + '.join(terms)}", c.label("objective")),
+        "regularized": bool(objective.penalties), "lambdas": _lambda_values(c),
         "loss_name": f"${out.loss.latex}$", "n_out": last.units,
     }
 
@@ -374,7 +354,7 @@ def _local(c: _Doc) -> dict:
     dense_rows = [_row(c.tex(I.z[I.i]), f"= {c.tex(dense.z)}", c.label("dense"))]
     for key, step in (("dzdW", dense.dz_dW), ("dzdx", dense.dz_dx), ("dzdb", dense.dz_db)):
         dense_rows.append(_row(c.tex(step.lhs), f"= {c.tex(step.rhs)}", c.label(key),
-                               _sentence(step.note, _DENSE_SENTENCES)))
+                               _sentence(step)))
     activations: list[dict] = []
     seen: dict[tuple, int] = {}
     for layer in c.d.layers:
@@ -410,11 +390,11 @@ def _activation_steps(c: _Doc, layer: Layer) -> dict:
     display = printer.doprint(act.display)
     definition = [f"= {tex}" for tex in dict.fromkeys((declared, display)) if not _same(tex, g)]
     rows = [_row(g, definition, c.label(label + "-def"))] if definition else []
-    steps = [s for s in act.steps if s.note != "definition"]
+    steps = [s for s in act.steps if s.kind is not StepKind.DEFINITION]
     for k, step in enumerate(steps):
         key = label if k == len(steps) - 1 else f"{label}-{k}"
         rows.append(_row(printer.doprint(step.lhs), f"= {printer.doprint(step.rhs)}",
-                         c.label(key), _sentence(step.note)))
+                         c.label(key), _sentence(step)))
     primitives = [cls for cls in PRIMITIVES
                   if any(s.rhs.has(cls) for s in act.steps) and not _same(printer.doprint(cls(z)), g)]
     definitions = [_row(printer.doprint(cls(z)), f"= {printer.doprint(cls.definition(z))}",
@@ -473,14 +453,14 @@ def _jacobian(c: _Doc, layer: Layer) -> dict:
     rows = []
     for k, step in enumerate(jac.steps):
         rhs = [f"= {c.tex(step.rhs)}"]
-        if step.note == "quotient rule":
+        if step.kind is StepKind.QUOTIENT_RULE:
             rhs.insert(0, f"= {c.tex(rule)}")
-        if step.note.startswith("case i = j, in"):
+        if step.kind is StepKind.CASE_SAME_IN_OUTPUTS:
             factored = _factored(step.rhs)
             if c.tex(factored) != c.tex(step.rhs):
                 rhs.append(f"= {c.tex(factored)}")
         rows.append(_row(c.tex(step.lhs), rhs, c.label(f"jacobian-{k}"),
-                         _sentence(step.note) if step.note != "definition" else ""))
+                         _sentence(step) if step.kind is not StepKind.DEFINITION else ""))
     cases = (rf"= \begin{{cases}} {c.tex(_factored(jac.same))} & \text{{if }} i = j \\ "
              rf"{c.tex(jac.other)} & \text{{if }} i \ne j \end{{cases}}")
     rows.append(_row(c.tex(sp.Derivative(I.a[i], I.z[j])), (cases, f"= {c.tex(jac.general)}"),
@@ -496,14 +476,14 @@ def _output_error(c: _Doc, layer: Layer) -> dict:
                  f"The loss {c.ref('loss')} differentiated by SymPy, for one output unit:")]
     for k, step in enumerate(out.delta_steps):
         rhs = [f"= {c.tex(step.rhs)}"]
-        if step.note == "chain rule through the softmax Jacobian":
+        if step.kind is StepKind.CHAIN_RULE_JACOBIAN:
             generic = sp.Sum(sp.Mul(sp.Derivative(I.L, I.a[i]), sp.Derivative(I.a[i], I.z[j]),
                                     evaluate=False), (i, 1, I.n))
             product = sp.Sum(sp.Mul(out.dL_da.subs(j, i), layer.activation.jacobian.general,
                                     evaluate=False), (i, 1, I.n))
             rhs = [f"= {c.tex(generic)}", f"= {c.tex(product)}", f"= {c.tex(step.rhs)}"]
         key = "delta-out" if k == len(out.delta_steps) - 1 else f"delta-out-{k}"
-        rows.append(_row(c.tex(step.lhs), rhs, c.label(key), _sentence(step.note)))
+        rows.append(_row(c.tex(step.lhs), rhs, c.label(key), _sentence(step)))
     return {"rows": rows, "uses_sum_y": out.uses_sum_y, "result": c.tex(out.delta),
             "loss": f"${out.loss.latex}$", "activation": f"${layer.activation.latex}$"}
 
@@ -520,20 +500,22 @@ def _factor_row(c: _Doc, factor) -> Row:
     """One chain-rule factor, what it equals, and where that was derived."""
     value = factor.value
     num, den = factor.numerator, factor.denominator
-    layer = c.d.layers[int(num[1:]) - 1] if num != "L" else c.d.layers[-1]
+    numerator = c.d.role_of(num)
+    layer = c.d.layers[-1] if numerator.role is Role.LOSS else c.d.layers[numerator.layer - 1]
     if isinstance(value, sp.Expr) and value.has(sp.Indexed):  # index form: the output layer
-        if num == "L":
+        if numerator.role is Role.LOSS:
             lhs, note = c.p.partial_of(num, den, den_index="j"), f"the loss, {c.ref('dLda')}"
         else:
             lhs, note = c.p.partial_of(num, den, "i", "j"), f"${layer.activation.latex}$, {c.ref('jacobian')}"
         return _row(lhs, f"= {c.tex(c.at_layer(value, layer))}", numbered=False,
                     note=rf"\text{{{note}}}")
     lhs = c.p.partial_of(num, den)
-    if isinstance(value, sp.MatrixSymbol) and value.name.startswith("G"):
+    value_role = c.d.role_of(value) if isinstance(value, sp.MatrixSymbol) else None
+    if value_role is not None and value_role.role is Role.LOCAL_DERIVATIVE:
         note = (rf"{c.ref(_act_label(layer.activation))}, entry by entry: a factor $\odot$")
-    elif isinstance(value, sp.MatrixSymbol) and value.name.startswith("W"):
+    elif value_role is not None and value_role.role is Role.WEIGHT:
         note = f"dense layer, {c.ref('dzdx')}"
-    elif den.startswith("W"):
+    elif c.d.role_of(den).role is Role.WEIGHT:
         note = f"dense layer, {c.ref('dzdW')}: the layer's input"
     else:
         note = f"dense layer, {c.ref('dzdb')}"
@@ -609,10 +591,10 @@ def _gradients(c: _Doc) -> dict:
 # -- the batch and the generated code ----------------------------------------------------
 
 def _gradient_formula(c: _Doc, grad) -> sp.MatrixExpr:
-    """dJ/dtheta with the regularisation strengths written as lambda_1, lambda_2."""
-    symbols = {"l1": (c.d.lambda1, sp.Symbol("lambda_1")), "l2": (c.d.lambda2, sp.Symbol("lambda_2"))}
-    terms = [grad.data_term] + [term.xreplace(dict([symbols[kind]]))
-                                for kind, term in grad.regularization]
+    """dJ/dtheta with the penalties' strengths written as their symbols, lambda_1, lambda_2."""
+    found = {p.name: p for p in c.d.objective.penalties}
+    terms = [grad.data_term] + [term.xreplace({found[name].strength: found[name].symbol})
+                                for name, term in grad.regularization]
     return sp.MatAdd(*terms) if len(terms) > 1 else terms[0]
 
 
@@ -621,8 +603,8 @@ def _batch(c: _Doc) -> dict:
     data = frozenset({d.X, d.Y} | {s for layer in d.layers
                                     for s in (layer.Z, layer.A, layer.A_prev, layer.delta, layer.G)
                                     if s is not None})
-    names = {sp.MatrixSymbol(f"signW{layer.index}", *layer.W.shape): f"np.sign(W{layer.index})"
-             for layer in d.layers}
+    names = {layer.sign: f"np.sign({layer.W.name})" for layer in d.layers
+             if layer.sign is not None}
     code = NumPyCodePrinter(names, data=data)
     forward, backward, table = [], [], []
     for layer in d.layers:
@@ -667,7 +649,7 @@ def _batch(c: _Doc) -> dict:
             "z1_T": c.tex(sp.Transpose(first.z_def.expr).doit(), True),
             "z1_code": tt(f"{first.Z.name} = {code.rows(first.z_def.expr)}"),
             "first": c.P.dims(first.Z.shape), "X": c.tex(d.X, True), "Y": c.tex(d.Y, True),
-            "regularized": bool(d.lambda1 != 0 or d.lambda2 != 0), "lambdas": _lambda_values(c)}
+            "regularized": bool(d.objective.penalties), "lambdas": _lambda_values(c)}
 
 
 def _columns(*fractions: float) -> str:
@@ -773,7 +755,7 @@ def _example(c: _Doc, numeric: NumericExample) -> dict:
     result = [_row(r"\hat{y}", f"= {c.tex(last.A.subs(M, 1))} = {matrix_tex(numeric[last.A.name])}",
                    numbered=False),
               _row("L", f"= {fmt(numeric.loss)}", numbered=False, note=c.ref("loss"))]
-    if d.lambda1 != 0 or d.lambda2 != 0:
+    if d.objective.penalties:
         result.append(_row("J", f"= {fmt(numeric.objective)}", numbered=False,
                            note=rf"\text{{{c.ref('objective')}, $m = 1$}}"))
     backward = []

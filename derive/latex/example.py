@@ -263,7 +263,7 @@ def _per_example_loss(derivation: Derivation, env: dict) -> sp.Float:
 
 
 def _regularization(derivation: Derivation, env: dict) -> sp.Float:
+    """The objective's penalties on the example's weights."""
     weights = [w for layer in derivation.layers for w in env[layer.W]]
-    total = derivation.lambda2 / 2 * sum(w**2 for w in weights) \
-        + derivation.lambda1 * sum(abs(w) for w in weights)
+    total = derivation.objective.penalty(weights)
     return sp.Float(sp.sympify(total).evalf(DIGITS), DIGITS)

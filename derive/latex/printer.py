@@ -1,10 +1,11 @@
 """``DerivationLatexPrinter``: the Derivation's SymPy objects in the documents' notation.
 
 A ``sympy.printing.latex.LatexPrinter`` whose ``_print_<Class>`` methods know the
-Derivation's names: the MatrixSymbols ``W1, b1, Z1, A1, delta1, G1, dW1, A0, Y`` print as
-``W^{[1]}, b^{[1]}, z^{[1]}, a^{[1]}, \\delta^{[1]}, g'(z^{[1]}), ∂L/∂W^{[1]}, x, y`` with
-``notation="bracket"`` (seeds 001/003) or ``W_{1}, b_{1}, ...`` with ``notation="subscript"``
-(seeds 000/002).  ``mode="example"`` prints one example (lower-case column vectors);
+Derivation's symbols by their roles (``Derivation.roles_by_name``, never by parsing a name):
+a weight, bias, pre-activation, activation, error, local derivative and gradient of layer 1,
+the input and the target print as ``W^{[1]}, b^{[1]}, z^{[1]}, a^{[1]}, \\delta^{[1]},
+g'(z^{[1]}), ∂L/∂W^{[1]}, x, y`` with ``notation="bracket"`` (seeds 001/003) or ``W_{1},
+b_{1}, ...`` with ``notation="subscript"`` (seeds 000/002).  ``mode="example"`` prints one example (lower-case column vectors);
 ``mode="batch"`` prints the m-column matrices (``Z, A, \\Delta, X, Y``).
 
 Name mappings are tables, not branches; the Hadamard product prints as ``\\odot``, the ones
@@ -15,32 +16,33 @@ let the document print the whole network as one nested expression.
 
 from __future__ import annotations
 
-import re
+from typing import Mapping
 
 import sympy as sp
 from sympy.core.function import AppliedUndef
 from sympy.core.symbol import Str
 from sympy.printing.latex import LatexPrinter
 
+from ..roles import DATA_ROLES, Role, SymbolRole
+
 __all__ = ["DerivationLatexPrinter", "Applied", "Elided", "NOTATIONS", "MODES"]
 
 NOTATIONS = ("bracket", "subscript")
 MODES = ("example", "batch")
 
-# kind -> (letter for one example, letter for the batch)
+# role -> (letter for one example, letter for the batch)
 _LETTERS = {
-    "W": ("W", "W"),
-    "b": ("b", "b"),
-    "Z": ("z", "Z"),
-    "A": ("a", "A"),
-    "delta": (r"\delta", r"\Delta"),
-    "n": ("n", "n"),
+    Role.WEIGHT: ("W", "W"),
+    Role.BIAS: ("b", "b"),
+    Role.PREACTIVATION: ("z", "Z"),
+    Role.ACTIVATION: ("a", "A"),
+    Role.ERROR: (r"\delta", r"\Delta"),
+    Role.WIDTH: ("n", "n"),
+    Role.INPUT: ("x", "X"),
+    Role.TARGET: ("y", "Y"),
+    Role.LOSS: ("L", "J"),  # what a gradient differentiates: one example's L, the batch's J
 }
-_INPUT = ("x", "X")  # A0
-_TARGET = ("y", "Y")  # Y
-_LOSS = ("L", "J")  # what a gradient differentiates: one example's L, the batch's J
-_DATA = ("Z", "A", "delta", "G")  # one column per example in the batch
-_LAYERED = re.compile(r"(?P<kind>signW|delta|dW|db|W|b|Z|A|G|n)(?P<layer>\d+)$")
+_PARAMETER_OF = {Role.WEIGHT_GRADIENT: Role.WEIGHT, Role.BIAS_GRADIENT: Role.BIAS}
 
 _SYMBOLS = {
     "eta": r"\eta",
@@ -86,16 +88,19 @@ class Elided(sp.MatrixExpr):
 class DerivationLatexPrinter(LatexPrinter):
     """LaTeX for the Derivation's expressions, in the documents' notation.
 
-    ``activations`` maps a layer index to its activation's LaTeX name (``G3`` prints as
-    ``g_3'(z^{[3]})`` with g_3's name); ``functions`` maps undefined function names (the
-    ``g`` of a derivation step) to LaTeX names.
+    ``activations`` maps a layer index to its activation's LaTeX name (layer 3's local
+    derivative prints as ``g_3'(z^{[3]})`` with g_3's name); ``functions`` maps undefined
+    function names (the ``g`` of a derivation step) to LaTeX names; ``roles`` maps a symbol's
+    name to its role and layer (``Derivation.roles_by_name``).  A name without a role prints
+    as itself.
     """
 
     printmethod = "_latex"
 
     def __init__(self, notation: str = "bracket", mode: str = "example",
                  activations: dict[int, str] | None = None,
-                 functions: dict[str, str] | None = None):
+                 functions: dict[str, str] | None = None,
+                 roles: Mapping[str, SymbolRole] | None = None):
         if notation not in NOTATIONS:
             raise ValueError(f"unknown notation {notation!r} (expected one of: {', '.join(NOTATIONS)})")
         if mode not in MODES:
@@ -105,9 +110,15 @@ class DerivationLatexPrinter(LatexPrinter):
         self.mode = mode
         self.activations = dict(activations or {})
         self.functions = dict(functions or {})
+        self.roles = dict(roles or {})
 
     def with_mode(self, mode: str) -> "DerivationLatexPrinter":
-        return DerivationLatexPrinter(self.notation, mode, self.activations, self.functions)
+        return DerivationLatexPrinter(self.notation, mode, self.activations, self.functions,
+                                      self.roles)
+
+    def role(self, name: str) -> SymbolRole | None:
+        """The role of the symbol named ``name``, if it has one."""
+        return self.roles.get(name)
 
     # -- names ---------------------------------------------------------------------------
     @property
@@ -121,25 +132,25 @@ class DerivationLatexPrinter(LatexPrinter):
         return f"{letter}_{{{layer}}}" + (f"^{{{sup}}}" if sup else "")
 
     def name(self, name: str, sup: str = "") -> str:
-        """LaTeX for one of the Derivation's names: "W1", "A0", "Y", "L", "dW2", "G1", ...."""
-        if name == "A0":
-            return _with_sup(_INPUT[self._batch], sup)
-        if name == "Y":
-            return _with_sup(_TARGET[self._batch], sup)
-        if name == "L":
-            return _with_sup(_LOSS[self._batch], sup)
-        match = _LAYERED.match(name)
-        if match is None:
+        """LaTeX for one of the Derivation's symbols, by its name ("W1", "A0", "L", ...) and
+        the role that name has."""
+        role = self.role(name)
+        if role is not None and role.role is Role.LOSS:
+            return _with_sup(_LETTERS[Role.LOSS][self._batch], sup)
+        if role is None or role.layer is None:  # index-form and scalar symbols print as named
             return _with_sup(_SYMBOLS.get(name, name), sup)
-        kind, layer = match["kind"], int(match["layer"])
-        if kind == "G":
-            inner = self.tagged(_LETTERS["Z"][self._batch], layer)
+        kind, layer = role
+        if kind in (Role.INPUT, Role.TARGET):
+            return _with_sup(_LETTERS[kind][self._batch], sup)
+        if kind is Role.LOCAL_DERIVATIVE:
+            inner = self.tagged(_LETTERS[Role.PREACTIVATION][self._batch], layer)
             return _with_sup(self.derivative_name(layer) + self.parens(inner), sup)
-        if kind in ("dW", "db"):
-            param = self.tagged(kind[1], layer)
-            return _with_sup(self.partial(_LOSS[self._batch], param), sup)
-        if kind == "signW":
-            return _with_sup(r"\operatorname{sign}" + self.parens(self.tagged("W", layer)), sup)
+        if kind in _PARAMETER_OF:
+            param = self.tagged(_LETTERS[_PARAMETER_OF[kind]][0], layer)
+            return _with_sup(self.partial(_LETTERS[Role.LOSS][self._batch], param), sup)
+        if kind is Role.SIGN:
+            weight = self.tagged(_LETTERS[Role.WEIGHT][0], layer)
+            return _with_sup(r"\operatorname{sign}" + self.parens(weight), sup)
         return self.tagged(_LETTERS[kind][self._batch], layer, sup)
 
     def derivative_name(self, layer: int) -> str:
@@ -164,22 +175,23 @@ class DerivationLatexPrinter(LatexPrinter):
 
         In the batch, data matrices get the example's column c as a second index.
         """
-        if name == "L":  # the loss of example i
+        role = self.role(name)
+        if role is not None and role.role is Role.LOSS:  # the loss of example i
             return f"L^{{({index})}}"
-        match = _LAYERED.match(name)
-        if self.mode == "batch" and (name in ("A0", "Y") or (match and match["kind"] in _DATA)):
+        layered = role is not None and role.layer is not None
+        if self.mode == "batch" and layered and role.role in DATA_ROLES:
             index = f"{index}c"
-        if name in ("A0", "Y") or match is None or self.notation == "bracket":
+        if not layered or role.role in (Role.INPUT, Role.TARGET) or self.notation == "bracket":
             return f"{self.name(name)}_{{{index}}}"
-        letter = _LETTERS[match["kind"]][self._batch]
-        return f"{letter}_{{{match['layer']},{index}}}"
+        letter = _LETTERS[role.role][self._batch]
+        return f"{letter}_{{{role.layer},{index}}}"
 
     # -- atoms ---------------------------------------------------------------------------
     def _print_Symbol(self, expr, style="plain"):
         if expr.name in _SYMBOLS:
             return _SYMBOLS[expr.name]
-        match = _LAYERED.match(expr.name)
-        if match and match["kind"] == "n":
+        role = self.role(expr.name)
+        if role is not None and role.role is Role.WIDTH and role.layer is not None:
             return self.name(expr.name)
         return super()._print_Symbol(expr, style=style)
 
@@ -275,7 +287,7 @@ class DerivationLatexPrinter(LatexPrinter):
                 or any(_is_denominator(f) for f in expr.args):
             return super()._print_Mul(expr)
         coeff, rest = expr.as_coeff_Mul()
-        factors = sorted(sp.Mul.make_args(rest), key=_reading_order)
+        factors = sorted(sp.Mul.make_args(rest), key=self._reading_order)
         parts = []
         for k, factor in enumerate(factors):
             tex = self._print(factor)
@@ -351,6 +363,24 @@ class DerivationLatexPrinter(LatexPrinter):
     def _print_Elided(self, expr):
         return rf"\cdots {self._print(expr.args[0])} \cdots"
 
+    def _reading_order(self, factor) -> tuple[int, int]:
+        """Numbers, weights, errors, Kronecker deltas, other symbols, functions, sums, d/dtheta."""
+        if factor.is_Number:
+            return (0, 0)
+        if isinstance(factor, sp.Symbol) and factor.name in _TRAILING:
+            return (4, 0)
+        if isinstance(factor, sp.Add):
+            return (3, 0)
+        base = factor.base if isinstance(factor, sp.Pow) else factor
+        if isinstance(base, sp.Indexed):
+            role = self.role(str(base.base.label))
+            return (1, _INDEXED_ORDER.get(role.role if role else None, 3))
+        if isinstance(base, sp.KroneckerDelta):
+            return (1, 2)
+        if isinstance(base, sp.Symbol):
+            return (1, 3)
+        return (2, 0)
+
     # -- shapes --------------------------------------------------------------------------
     def dims(self, shape) -> str:
         rows, cols = shape
@@ -405,26 +435,7 @@ def _matrix_atoms(expr) -> set:
     return set(expr.atoms(sp.MatrixSymbol))
 
 
-_INDEXED_ORDER = {"W": 0, "delta": 1}  # W_ik x_k, delta_i delta_ij a_k: as the documents write
-
-
-def _reading_order(factor) -> tuple[int, int]:
-    """Numbers, weights, errors, Kronecker deltas, other symbols, functions, sums, d/dtheta."""
-    if factor.is_Number:
-        return (0, 0)
-    if isinstance(factor, sp.Symbol) and factor.name in _TRAILING:
-        return (4, 0)
-    if isinstance(factor, sp.Add):
-        return (3, 0)
-    base = factor.base if isinstance(factor, sp.Pow) else factor
-    if isinstance(base, sp.Indexed):
-        kind = str(base.base.label).rstrip("0123456789")
-        return (1, _INDEXED_ORDER.get(kind, 3))
-    if isinstance(base, sp.KroneckerDelta):
-        return (1, 2)
-    if isinstance(base, sp.Symbol):
-        return (1, 3)
-    return (2, 0)
+_INDEXED_ORDER = {Role.WEIGHT: 0, Role.ERROR: 1}  # W_ik x_k, delta_i delta_ij a_k, as written
 
 
 def _with_sup(tex: str, sup: str) -> str:
