@@ -19,8 +19,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ACTIVATIONS = ("relu", "sigmoid", "tanh", "{name: elu, alpha: 1.0}", "softplus", "swish", "gelu",
-               "{name: leaky_relu, alpha: 0.1}", "identity")
+sys.path.insert(0, str(ROOT))
+from derive.activations import ACTIVATIONS as _REGISTRY  # noqa: E402
+
+# every element-wise activation, with its declared parameters at their defaults
+ACTIVATIONS = tuple(name if not _REGISTRY[name].params else
+                    "{name: " + name + "".join(f", {k}: {p.default}" for k, p in
+                                               _REGISTRY[name].params.items()) + "}"
+                    for name in _REGISTRY if not _REGISTRY[name].vector)
 
 
 def deep_spec(depth: int) -> str:

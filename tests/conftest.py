@@ -14,6 +14,26 @@ if str(ROOT) not in sys.path:  # so that `import generated.<name>` works as from
 _BUILT: dict = {}
 
 
+def activation_values(include_vector: bool = False) -> list[str]:
+    """Every registered activation as a spec's flow value (``relu``, ``{name: elu, alpha: 0.6}``),
+    parameters set away from their defaults so that they show; vector ones (softmax) only on
+    request."""
+    from derive.activations import ACTIVATIONS
+
+    values = []
+    for name in ACTIVATIONS:
+        act = ACTIVATIONS[name]
+        if act.vector and not include_vector:
+            continue
+        params = {}
+        for key, param in act.params.items():
+            value = round(param.default * 0.5 + 0.1, 6)
+            params[key] = value if param.check(value) else param.default
+        values.append(name if not params else
+                      "{name: " + name + "".join(f", {k}: {v}" for k, v in params.items()) + "}")
+    return values
+
+
 def build_module(spec, tmp_path_factory):
     """Derive ``spec``, write its module into a fresh temp folder and import it (cached per spec)."""
     if spec not in _BUILT:

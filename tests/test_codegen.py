@@ -13,22 +13,32 @@ import pytest
 from codegen.fdcheck import finite_difference_check
 from codegen.emit import render_module, render_runtime
 from codegen.files import GENERATED_MARKER
+from conftest import activation_values
+from derive.activations import ACTIVATIONS
 from derive.derivation import derive
+from derive.errors import SpecError
+from derive.losses import LOSSES
+from derive.optimizers import BATCHING
 from derive.spec import load_spec, load_spec_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
-HIDDEN = ("identity", "sigmoid", "tanh", "relu", "{name: leaky_relu, alpha: 0.2}",
-          "{name: elu, alpha: 0.5}", "softplus", "swish", "gelu")
-ELEMENTWISE = ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "swish",
-               "gelu")
-CROSS_ENTROPIES = ("binary_crossentropy", "categorical_crossentropy",
-                   "sparse_categorical_crossentropy")
-# every valid (output activation, loss) pair
-# (softmax with binary_crossentropy is refused by the spec: see test_spec.py)
-OUTPUT_LOSS = ([(out, "mse") for out in (*ELEMENTWISE, "softmax")]
-               + [(out, loss) for out in ("sigmoid", "softmax") for loss in CROSS_ENTROPIES
-                  if (out, loss) != ("softmax", "binary_crossentropy")])
+HIDDEN = tuple(activation_values())
+ELEMENTWISE = tuple(name for name in ACTIVATIONS if not ACTIVATIONS[name].vector)
+CROSS_ENTROPIES = tuple(name for name in LOSSES if LOSSES[name].needs_probabilities)
+
+
+def _valid_output_loss_pairs():
+    """Every (output activation, loss) pair the spec reader accepts."""
+    pairs = []
+    for out in ACTIVATIONS:
+        for loss in LOSSES:
+            try:
+                make_spec("tanh", out, loss=loss)
+            except SpecError:
+                continue
+            pairs.append((out, loss))
+    return pairs
 
 
 def make_spec(*acts: str, loss: str, sizes=(3, 4, 3), l1: float = 0.0, l2: float = 0.0,
@@ -62,6 +72,7 @@ def _grid_cases():
     return cases
 
 
+OUTPUT_LOSS = _valid_output_loss_pairs()
 GRID = _grid_cases()
 
 
@@ -444,9 +455,7 @@ def test_extreme_logits_scaled_weights(build, scale):
             assert all(np.all(np.isfinite(g)) and g.dtype == dtype for g in grads.values())
 
 
-@pytest.mark.parametrize("hidden", ["softplus", "{name: elu, alpha: 0.5}", "swish", "gelu",
-                                    "sigmoid", "tanh", "relu", "identity",
-                                    "{name: leaky_relu, alpha: 0.2}"])
+@pytest.mark.parametrize("hidden", HIDDEN)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_hidden_activations_with_huge_inputs(build, hidden, dtype):
     net = build(make_spec(hidden, "sigmoid", loss="binary_crossentropy", sizes=(3, 4, 1),
@@ -646,7 +655,7 @@ def test_trainer_optimizers_reduce_the_loss(blob_net, optimizer, lr):
     assert history["loss"][-1] == pytest.approx(blob_net.loss(trainer.params, X, y), rel=1e-5)
     assert history["accuracy"][-1] >= 0.9
     assert history["val_loss"] == history["val_accuracy"] == []
-    assert trainer.step_size(90) == {"batch": 90, "sgd": 1, "minibatch": 10}[optimizer]
+    assert trainer.step_size(90) == BATCHING[optimizer].examples_per_step(90, 10)
 
 
 def test_trainer_defaults_come_from_the_spec(blob_net):
