@@ -124,7 +124,8 @@ def _backward_lines(functional: _Functional, program: Program) -> list[str]:
         l = layer.index
         assigns = [a for a in program.backward if a.target in
                    (f"G{l}", f"delta{l}", f"dW{l}", f"db{l}")]
-        lines += ["", f"# Layer {l}"] + _block(functional, assigns)
+        lines += ["", f"# Layer {l}: {layer.fan_in} -> {layer.units}, {layer.activation}"]
+        lines += _block(functional, assigns)
     return lines
 
 

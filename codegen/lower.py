@@ -165,7 +165,8 @@ def _plain_step(derivation) -> Step:
         if not layer.is_output and not _g_is_one(layer):
             buffers.append(Buffer(f"G{l}", ("m", layer.units)))
         buffers += [Buffer(f"dW{l}", like=f"W{l}"), Buffer(f"db{l}", like=f"b{l}")]
-        forward.append((f"Layer {l}: Z{l} = A{l - 1} W{l}ᵀ + b{l}, A{l} = {act.name}(Z{l})", (
+        forward.append((f"Layer {l} ({layer.fan_in} -> {layer.units}): Z{l} = A{l - 1} W{l}ᵀ + b{l}, "
+                        f"A{l} = {act.name}(Z{l})", (
             Product(f"Z{l}", f"A{l - 1}", f"W{l}.T"),
             AddBias(f"Z{l}", f"b{l}"),
             Compute(f"A{l}", act.expr if act.vector else act.display,
@@ -188,7 +189,8 @@ def _plain_step(derivation) -> Step:
                 (sym, source), = below.g_def.inputs
                 ops += [Compute(f"G{l - 1}", below.activation.backward, ((sym, source.name),)),
                         Hadamard(f"D{l - 1}", f"G{l - 1}")]
-        backward.append((f"Layer {l}: dJ/dW{l} = D{l}ᵀ A{l - 1}, dJ/db{l} = column sums of D{l}",
+        backward.append((f"Layer {l} ({layer.fan_in} -> {layer.units}): dJ/dW{l} = D{l}ᵀ A{l - 1}, "
+                         f"dJ/db{l} = column sums of D{l}",
                          tuple(ops)))
     sections = forward + backward + [("updates: theta <- theta - eta dJ/dtheta", tuple(updates))]
     return Step(("X", "Y"), tuple(buffers), tuple(sections))

@@ -75,8 +75,8 @@ def forward(params, X):
 
 
 def _per_example_loss(cache, Y):
-    """l for each example, as a column (m, 1)."""
-    Z3, A3 = cache.Z[3], cache.A[3]
+    """l for each example of the 30-32-16-1 network, as a column (m, 1)."""
+    Z3, A3 = cache.Z[3], cache.A[3]  # (m, 1) each
     # l = sum_k(softplus(z_k) - y_k*z_k)  (written in the logits: stable for any Z)
     return np.sum(np.logaddexp(0, Z3) - Y*Z3, axis=1, keepdims=True)
 
@@ -88,7 +88,7 @@ def _backward(params, cache, Y):
     W1, W2, W3 = params["W1"], params["W2"], params["W3"]
     m = A0.shape[0]
 
-    # Layer 3
+    # Layer 3: 16 -> 1, sigmoid
     # delta3 = dl/dZ3 = a_j - y_j  (output error, binary_crossentropy on sigmoid)
     delta3 = A3 - Y
     # dJ/dW3 = (0.001) W3 + (1/m) delta3 A2ᵀ
@@ -96,7 +96,7 @@ def _backward(params, cache, Y):
     # dJ/db3 = (1/m) delta3 1
     db3 = delta3.sum(axis=0) / m
 
-    # Layer 2
+    # Layer 2: 32 -> 16, relu
     # G2 = g2'(Z2),  g'(z) = {0 if z <= 0; 1 otherwise} = {0 if a <= 0; 1 otherwise} with a = g(z)
     G2 = np.where(A2 <= 0, A2.dtype.type(0), A2.dtype.type(1))
     # delta2 = (W3ᵀ delta3) ∘ G2  (the recurrence)
@@ -106,7 +106,7 @@ def _backward(params, cache, Y):
     # dJ/db2 = (1/m) delta2 1
     db2 = delta2.sum(axis=0) / m
 
-    # Layer 1
+    # Layer 1: 30 -> 32, relu
     # G1 = g1'(Z1),  g'(z) = {0 if z <= 0; 1 otherwise} = {0 if a <= 0; 1 otherwise} with a = g(z)
     G1 = np.where(A1 <= 0, A1.dtype.type(0), A1.dtype.type(1))
     # delta1 = (W2ᵀ delta2) ∘ G1  (the recurrence)
@@ -147,17 +147,17 @@ def _make_step(params, m, dtype):
         D3_row, A2_row, D2_row, A1_row, D1_row = D3[0], A2[0], D2[0], A1[0], D1[0]
 
     def step(A0, Y, learning_rate):
-        # Layer 1: Z1 = A0 W1ᵀ + b1, A1 = relu(Z1)
+        # Layer 1 (30 -> 32): Z1 = A0 W1ᵀ + b1, A1 = relu(Z1)
         product(A0, W1.T, out=Z1)
         np.add(Z1, b1, out=Z1)
         # A1 = {0 if Z1 <= 0; Z1 otherwise}
         np.maximum(Z1, t1_k0, out=A1)
-        # Layer 2: Z2 = A1 W2ᵀ + b2, A2 = relu(Z2)
+        # Layer 2 (32 -> 16): Z2 = A1 W2ᵀ + b2, A2 = relu(Z2)
         product(A1, W2.T, out=Z2)
         np.add(Z2, b2, out=Z2)
         # A2 = {0 if Z2 <= 0; Z2 otherwise}
         np.maximum(Z2, t2_k0, out=A2)
-        # Layer 3: Z3 = A2 W3ᵀ + b3, A3 = sigmoid(Z3)
+        # Layer 3 (16 -> 1): Z3 = A2 W3ᵀ + b3, A3 = sigmoid(Z3)
         product(A2, W3.T, out=Z3)
         np.add(Z3, b3, out=Z3)
         # A3 = sigmoid(Z3)
@@ -169,7 +169,7 @@ def _make_step(params, m, dtype):
         # D3 = A3_j - Y_j
         np.subtract(A3, Y, out=D3)
         np.multiply(D3, learning_rate / m, out=D3)  # scaled: D3 = (learning_rate / m) dl/dZ
-        # Layer 3: dJ/dW3 = D3ᵀ A2, dJ/db3 = column sums of D3
+        # Layer 3 (16 -> 1): dJ/dW3 = D3ᵀ A2, dJ/db3 = column sums of D3
         product(D3, W3, out=D2)  # W3ᵀ delta3
         np.multiply(W3, 1.0 - learning_rate * L2, out=W3)  # l2: W - eta L2 W
         if ger is None:
@@ -182,7 +182,7 @@ def _make_step(params, m, dtype):
         # G2 = {0 if A2 <= 0; 1 otherwise}
         np.greater(A2, 0.0, out=G2)
         np.multiply(D2, G2, out=D2)
-        # Layer 2: dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
+        # Layer 2 (32 -> 16): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
         product(D2, W2, out=D1)  # W2ᵀ delta2
         np.multiply(W2, 1.0 - learning_rate * L2, out=W2)  # l2: W - eta L2 W
         if ger is None:
@@ -195,7 +195,7 @@ def _make_step(params, m, dtype):
         # G1 = {0 if A1 <= 0; 1 otherwise}
         np.greater(A1, 0.0, out=G1)
         np.multiply(D1, G1, out=D1)
-        # Layer 1: dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
+        # Layer 1 (30 -> 32): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
         np.multiply(W1, 1.0 - learning_rate * L2, out=W1)  # l2: W - eta L2 W
         if ger is None:
             np.matmul(A0.T, D1, out=dW1.T)  # dW^T = A^T D: written in W's layout

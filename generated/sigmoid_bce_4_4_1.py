@@ -67,8 +67,8 @@ def forward(params, X):
 
 
 def _per_example_loss(cache, Y):
-    """l for each example, as a column (m, 1)."""
-    Z2, A2 = cache.Z[2], cache.A[2]
+    """l for each example of the 4-4-1 network, as a column (m, 1)."""
+    Z2, A2 = cache.Z[2], cache.A[2]  # (m, 1) each
     # l = sum_k(softplus(z_k) - y_k*z_k)  (written in the logits: stable for any Z)
     return np.sum(np.logaddexp(0, Z2) - Y*Z2, axis=1, keepdims=True)
 
@@ -80,7 +80,7 @@ def _backward(params, cache, Y):
     W1, W2 = params["W1"], params["W2"]
     m = A0.shape[0]
 
-    # Layer 2
+    # Layer 2: 4 -> 1, sigmoid
     # delta2 = dl/dZ2 = a_j - y_j  (output error, binary_crossentropy on sigmoid)
     delta2 = A2 - Y
     # dJ/dW2 = (1/m) delta2 A1ᵀ
@@ -88,7 +88,7 @@ def _backward(params, cache, Y):
     # dJ/db2 = (1/m) delta2 1
     db2 = delta2.sum(axis=0) / m
 
-    # Layer 1
+    # Layer 1: 4 -> 4, sigmoid
     # G1 = g1'(Z1),  g'(z) = (1 - sigmoid(z))*sigmoid(z) = a*(1 - a) with a = g(z)
     G1 = A1*(1 - A1)
     # delta1 = (W2ᵀ delta2) ∘ G1  (the recurrence)
@@ -123,7 +123,7 @@ def _make_step(params, m, dtype):
         D2_row, A1_row, D1_row = D2[0], A1[0], D1[0]
 
     def step(A0, Y, learning_rate):
-        # Layer 1: Z1 = A0 W1ᵀ + b1, A1 = sigmoid(Z1)
+        # Layer 1 (4 -> 4): Z1 = A0 W1ᵀ + b1, A1 = sigmoid(Z1)
         product(A0, W1.T, out=Z1)
         np.add(Z1, b1, out=Z1)
         # A1 = sigmoid(Z1)
@@ -131,7 +131,7 @@ def _make_step(params, m, dtype):
         np.logaddexp(0.0, A1, out=A1)
         np.negative(A1, out=A1)
         np.exp(A1, out=A1)
-        # Layer 2: Z2 = A1 W2ᵀ + b2, A2 = sigmoid(Z2)
+        # Layer 2 (4 -> 1): Z2 = A1 W2ᵀ + b2, A2 = sigmoid(Z2)
         product(A1, W2.T, out=Z2)
         np.add(Z2, b2, out=Z2)
         # A2 = sigmoid(Z2)
@@ -143,7 +143,7 @@ def _make_step(params, m, dtype):
         # D2 = A2_j - Y_j
         np.subtract(A2, Y, out=D2)
         np.multiply(D2, learning_rate / m, out=D2)  # scaled: D2 = (learning_rate / m) dl/dZ
-        # Layer 2: dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
+        # Layer 2 (4 -> 1): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
         product(D2, W2, out=D1)  # W2ᵀ delta2
         if ger is None:
             np.matmul(A1.T, D2, out=dW2.T)  # dW^T = A^T D: written in W's layout
@@ -157,7 +157,7 @@ def _make_step(params, m, dtype):
         np.subtract(G1, A1, out=G1)
         np.multiply(G1, A1, out=G1)
         np.multiply(D1, G1, out=D1)
-        # Layer 1: dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
+        # Layer 1 (4 -> 4): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
         if ger is None:
             np.matmul(A0.T, D1, out=dW1.T)  # dW^T = A^T D: written in W's layout
             np.subtract(W1, dW1, out=W1)

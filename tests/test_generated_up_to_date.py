@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import difflib
 from pathlib import Path
 
@@ -51,6 +52,31 @@ def test_every_committed_module_has_an_example():
     names = {load_spec(path).name for path in EXAMPLES}
     modules = {p.stem for p in (ROOT / "generated").glob("*.py")} - {"__init__", RUNTIME_NAME}
     assert modules == names, f"generated/ modules without a spec: {sorted(modules - names)}"
+
+
+def _functions(path: Path) -> dict[str, str]:
+    """Every function of a module (nested ones too): name -> its body's source text."""
+    source = path.read_text(encoding="utf-8")
+    found = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef):
+            lines = ast.get_source_segment(source, node).splitlines()
+            found[node.name] = "\n".join(lines[1:])  # without the def line
+    return found
+
+
+def test_modules_hold_only_what_is_particular_to_their_network():
+    """No function body of one generated module appears in another: what every network
+    shares is in _runtime.py, written once.  And seed 001's module stays short."""
+    modules = sorted(p for p in (ROOT / "generated").glob("*.py")
+                     if p.stem not in ("__init__", RUNTIME_NAME))
+    seen: dict[str, str] = {}
+    for path in modules:
+        for name, body in _functions(path).items():
+            assert body not in seen, f"{path.stem}.{name} repeats {seen[body]}"
+            seen[body] = f"{path.stem}.{name}"
+    lines = len((ROOT / "generated" / "mnist_mlp.py").read_text(encoding="utf-8").splitlines())
+    assert lines <= 250, lines
 
 
 def test_generated_package_init_exists():
