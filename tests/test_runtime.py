@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from codegen import runtime
+from derive.optimizers import BATCHING
 
 
 def _linear(labels="real", n_in=3, n_out=2, l1=0.0, l2=0.0, dtype=np.float64):
@@ -53,7 +54,7 @@ def _linear(labels="real", n_in=3, n_out=2, l1=0.0, l2=0.0, dtype=np.float64):
         labels=labels, init=("xavier",), l1=l1, l2=l2, dtype=dtype,
         training={"optimizer": "minibatch", "learning_rate": 0.1, "batch_size": 4,
                   "epochs": 3, "shuffle": True, "seed": 0},
-        batching={"batch": "all", "sgd": 1, "minibatch": "batch_size"},
+        batching={name: BATCHING[name].examples for name in BATCHING},  # as modules print it
         probability=labels != "real", forward=forward, backward=backward,
         per_example_loss=per_example_loss, make_step=make_step)
     return net
@@ -210,8 +211,9 @@ def test_trainer_params_are_a_checked_copy_in_its_dtype():
         trainer.params = {"W1": np.zeros((3, 3)), "b1": np.zeros(2)}
 
 
-@pytest.mark.parametrize("optimizer,expected", [("batch", 10), ("sgd", 1), ("minibatch", 4)])
-def test_trainer_step_size_from_the_batching_table(optimizer, expected):
+@pytest.mark.parametrize("optimizer", BATCHING.names())
+def test_trainer_step_size_from_the_batching_table(optimizer):
+    expected = BATCHING[optimizer].examples_per_step(10, 4)  # the spec's batch_size is 4
     assert _trainer(_linear())(optimizer=optimizer).step_size(10) == expected
 
 
