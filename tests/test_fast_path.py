@@ -12,7 +12,7 @@ import pytest
 from test_codegen import GRID, grid_spec
 
 
-def _reference_steps(net, params, batches, lr):
+def reference_steps(net, params, batches, lr):
     params = {k: v.copy() for k, v in params.items()}
     for X, Y in batches:
         grads = net.backward(params, net.forward(params, X), Y)
@@ -21,7 +21,7 @@ def _reference_steps(net, params, batches, lr):
     return params
 
 
-def _fast_steps(net, params, batches, lr):
+def fast_steps(net, params, batches, lr):
     params = {k: v.copy() for k, v in params.items()}
     steps = {}
     for X, Y in batches:
@@ -50,8 +50,8 @@ def test_fast_step_equals_functional_step(build, hidden, out, loss, regularized)
         else:
             Y = rng.standard_normal((m, n_out))
         batches.append((X, Y))
-    expected = _reference_steps(net, params, batches, 0.05)
-    got = _fast_steps(net, params, batches, 0.05)
+    expected = reference_steps(net, params, batches, 0.05)
+    got = fast_steps(net, params, batches, 0.05)
     for key in params:
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-10, atol=1e-12, err_msg=key)
 
@@ -71,7 +71,7 @@ def test_trainer_fit_equals_functional_updates_float32(build):
     for _ in range(2):
         order = order_rng.permutation(23)
         batches += [(X[order[s:s + 4]], y[order[s:s + 4]]) for s in range(0, 23, 4)]
-    expected = _reference_steps(net, start, batches, 0.1)
+    expected = reference_steps(net, start, batches, 0.1)
     for key in start:
         assert trainer.params[key].dtype == np.float32
         np.testing.assert_allclose(trainer.params[key], expected[key], rtol=2e-5, atol=2e-6)
