@@ -21,7 +21,7 @@ import sympy as sp
 from derive.derivation import derive
 from derive.netspec import ActivationSpec, LayerSpec, NetSpec
 from test_declarations import PROVED, declared
-from test_fast_path import fast_steps, reference_steps
+from test_fast_path import assert_fast_step_equals_functional
 
 
 def network(name, hidden, output, loss, units) -> NetSpec:
@@ -53,24 +53,7 @@ def test_finite_differences(built, name):
 
 @pytest.mark.parametrize("name", [p[0] for p in PROVED])
 def test_fast_step_equals_functional(built, name):
-    module, _ = built[name]
-    rng = np.random.default_rng(7)
-    params = module.init_params(seed=1, dtype=np.float64)
-    n_in, n_out = module.LAYER_SIZES[0], module.LAYER_SIZES[-1]
-    batches = []
-    for m in (4, 1, 3):
-        X = 1.5 * rng.standard_normal((m, n_in))
-        if module.TASK == "classification":
-            Y = rng.integers(0, n_out, m)
-        elif module.TASK == "binary":
-            Y = rng.integers(0, 2, (m, n_out))
-        else:
-            Y = rng.standard_normal((m, n_out))
-        batches.append((X, Y))
-    expected = reference_steps(module, params, batches, 0.05)
-    got = fast_steps(module, params, batches, 0.05)
-    for key in params:
-        np.testing.assert_allclose(got[key], expected[key], rtol=1e-10, atol=1e-12, err_msg=key)
+    assert_fast_step_equals_functional(built[name][0], sizes=(4, 1, 3), scale=1.5, seed=7)
 
 
 def test_switches_come_from_each_activations_conditions(built):

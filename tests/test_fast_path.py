@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from codegen.fdcheck import random_targets
 from test_codegen import GRID, grid_spec
 
 
@@ -34,26 +35,22 @@ def fast_steps(net, params, batches, lr):
     return params
 
 
-@pytest.mark.parametrize("hidden,out,loss,regularized", GRID)
-def test_fast_step_equals_functional_step(build, hidden, out, loss, regularized):
-    net = build(grid_spec(hidden, out, loss, regularized))
-    rng = np.random.default_rng(1)
+def assert_fast_step_equals_functional(net, sizes=(5, 1, 5, 2, 1), scale=1.0, seed=1):
+    """k in-place steps (several batch sizes, the one-example rank-1 path too) leave the
+    parameters that k functional steps leave."""
+    rng = np.random.default_rng(seed)
     params = net.init_params(seed=3, dtype=np.float64)
-    n_out = net.LAYER_SIZES[-1]
-    batches = []
-    for m in (5, 1, 5, 2, 1):  # several batch sizes, the one-example (rank-1 update) path too
-        X = rng.standard_normal((m, net.LAYER_SIZES[0]))
-        if net.TASK == "classification":
-            Y = rng.integers(0, n_out, m)
-        elif net.TASK == "binary":
-            Y = rng.integers(0, 2, (m, n_out))
-        else:
-            Y = rng.standard_normal((m, n_out))
-        batches.append((X, Y))
+    batches = [(scale * rng.standard_normal((m, net.LAYER_SIZES[0])), random_targets(net, m, rng))
+               for m in sizes]
     expected = reference_steps(net, params, batches, 0.05)
     got = fast_steps(net, params, batches, 0.05)
     for key in params:
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-10, atol=1e-12, err_msg=key)
+
+
+@pytest.mark.parametrize("hidden,out,loss,regularized", GRID)
+def test_fast_step_equals_functional_step(build, hidden, out, loss, regularized):
+    assert_fast_step_equals_functional(build(grid_spec(hidden, out, loss, regularized)))
 
 
 def test_trainer_fit_equals_functional_updates_float32(build):
