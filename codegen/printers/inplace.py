@@ -99,11 +99,24 @@ class InplacePrinter:
         """
         self.lines = []
         try:
-            self._with_subexpressions(expr, target)
+            if self._reads(expr, target):  # target = f(target, ...): compute aside, then copy
+                aside = self.buffers.take("full")
+                self._with_subexpressions(expr, aside)
+                self._say(f"np.copyto({target}, {aside})")
+                self.buffers.give(aside)
+            else:
+                self._with_subexpressions(expr, target)
         except NotImplementedError:
             self.lines = [f"np.copyto({target}, {self.code.doprint(expr)})"
                           "  # no in-place form: computed, then copied"]
         return self.lines
+
+    def _reads(self, expr: sp.Expr, target: str) -> bool:
+        """True when expr reads target itself (and is more than target)."""
+        if self._name(expr) == target:
+            return False
+        leaves = expr.atoms(sp.Symbol, sp.IndexedBase)
+        return any(self.names.get(leaf) == target for leaf in leaves)
 
     def _with_subexpressions(self, expr: sp.Expr, target: str) -> None:
         if expr.has(sp.Indexed):  # column-wise formulas: keep softmax and sums whole

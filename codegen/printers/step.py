@@ -43,8 +43,19 @@ class _Printer:
         self.rows: dict[str, str] = {}
 
     def pool(self, out: str) -> Buffers:
-        layer = _layer_of(out)
-        return self.pools.setdefault(layer, Buffers(f"t{layer}"))
+        """Temporaries for a formula into ``out``: (m, n_l) ones for the layer's batch arrays,
+        or ones shaped like the parameter for a parameter or its gradient."""
+        like = self.parameter_shape(out)
+        key = like or _layer_of(out)
+        return self.pools.setdefault(key, Buffers(f"t{key}"))
+
+    def parameter_shape(self, out: str) -> str | None:
+        """The parameter whose shape ``out`` has (W1 for W1 and dW1), or None."""
+        name = base_name(out)
+        likes = {b.name: b.like for b in self.step.buffers if b.like is not None}
+        if name in likes:
+            return likes[name]
+        return name if name in likes.values() else None
 
     # -- statements -----------------------------------------------------------------------
     def statement(self, op) -> list[str]:
@@ -90,9 +101,12 @@ class _Printer:
         groups: list[tuple[str, list[str]]] = []
         for buffer in self.step.buffers:
             groups.append((self._allocation(buffer), [buffer.name]))
-        for layer, pool in sorted(self.pools.items(), key=lambda kv: int(kv[0])):
-            units = self.sizes[f"Z{layer}"] if f"Z{layer}" in self.sizes else None
-            for name, allocation in _temporaries(pool, units):
+        for key, pool in sorted(self.pools.items(), key=lambda kv: (not kv[0].isdigit(), kv[0])):
+            if key.isdigit():
+                temporaries = _temporaries(pool, self.sizes.get(f"Z{key}"))
+            else:
+                temporaries = _parameter_temporaries(pool, key)
+            for name, allocation in temporaries:
                 groups.append((allocation, [name]))
         merged: list[tuple[str, list[str]]] = []
         for allocation, names in groups:  # consecutive equal allocations share a line
@@ -134,6 +148,14 @@ def _temporaries(pool: Buffers, units) -> list[tuple[str, str]]:
     for name, value in pool.constants.items():
         out.append((name, f"np.full((m, {units}), {value!r}, dtype)"))
     return out
+
+
+def _parameter_temporaries(pool: Buffers, like: str) -> list[tuple[str, str]]:
+    """(name, allocation) for the temporaries of a formula over parameter-shaped arrays."""
+    if pool.column or pool.units_first or pool.ones or pool.constants:
+        raise ValueError(f"a formula over {like}'s entries used a batch-shaped temporary")
+    return ([(f"{pool.prefix}_f{i}", f"np.empty_like({like})") for i in range(pool.full)]
+            + [(f"{pool.prefix}_m{i}", f"np.empty({like}.shape, bool)") for i in range(pool.mask)])
 
 
 def print_step(step: Step, layer_sizes: tuple[int, ...]) -> StepCode:
