@@ -145,7 +145,7 @@ def module_context(derivation, program: Program | None = None) -> dict:
     forward = _forward_lines(functional, program)
     backward = _backward_lines(functional, program)
     loss = _block(functional, (program.per_example_loss,))
-    step = print_step(program.step, program.layer_sizes)
+    step = print_step(program.step)
     spec = derivation.spec
     return {
         "marker": GENERATED_MARKER,

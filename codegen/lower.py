@@ -192,8 +192,8 @@ def _plain_step(derivation) -> Step:
         backward.append((f"Layer {l} ({layer.fan_in} -> {layer.units}): dJ/dW{l} = D{l}ᵀ A{l - 1}, "
                          f"dJ/db{l} = column sums of D{l}",
                          tuple(ops)))
-    sections = forward + backward + [("updates: theta <- theta - eta dJ/dtheta", tuple(updates))]
-    return Step(("X", "Y"), tuple(buffers), tuple(sections))
+    sections = forward + backward + [(f"updates: {rule.title}", tuple(updates))]
+    return Step(("X", "Y"), f"D{L}", tuple(buffers), tuple(sections))
 
 
 # ----------------------------------------------------------------------------- the rest

@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import sympy as sp
 
 from .program import (Buffer, ColumnSums, Compute, OneExample, Product, RankOne, Scale, SignOf,
@@ -62,19 +64,11 @@ def schedule_updates(step: Step) -> Step:
 
 # ----------------------------------------------------------------------------- 2
 
-def _output_error(step: Step) -> str:
-    """The first array the backward pass computes: the output error."""
-    for op in step.statements:
-        if isinstance(op, Compute) and op.out.startswith("D"):
-            return op.out
-    raise ValueError("the step has no output error")
-
-
 def fold_learning_rate(step: Step) -> Step:
     """For plain updates: scale the output error by eta/m once; every update subtracts."""
     if not all(op.rule.plain for op in step.statements if isinstance(op, Update)):
         return step
-    error = _output_error(step)
+    error = step.output_error
     buffers = list(step.buffers)
 
     def rewrite(ops):
@@ -99,7 +93,7 @@ def fold_learning_rate(step: Step) -> Step:
                 yield op
 
     folded = _map_sections(step, rewrite, "fold_learning_rate")
-    return Step(folded.inputs, tuple(buffers), folded.sections, folded.passes)
+    return replace(folded, buffers=tuple(buffers))
 
 
 def expand_updates(step: Step) -> Step:
@@ -138,8 +132,7 @@ def bias_sums_as_products(step: Step) -> Step:
                 if isinstance(op, ColumnSums) else op
 
     summed = _map_sections(step, rewrite, "bias_sums_as_products")
-    return Step(summed.inputs, summed.buffers + (Buffer("ones", ("m",), fill=1.0),),
-                summed.sections, summed.passes)
+    return replace(summed, buffers=summed.buffers + (Buffer("ones", ("m",), fill=1.0),))
 
 
 # ----------------------------------------------------------------------------- 4

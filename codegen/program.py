@@ -26,7 +26,7 @@ import sympy as sp
 
 __all__ = ["Assign", "LayerInfo", "Buffer", "Product", "AddBias", "Compute", "Scale",
            "Hadamard", "ColumnSums", "Update", "Subtract", "SignOf", "RankOne", "OneExample",
-           "Op", "Step", "Program", "base_name"]
+           "Op", "Step", "Program", "base_name", "writes"]
 
 
 def base_name(operand: str) -> str:
@@ -248,6 +248,7 @@ class Step:
     """
 
     inputs: tuple[str, str]  # the batch's X and Y buffer names
+    output_error: str  # the buffer of dl/dZ_L, where the backward pass starts
     buffers: tuple[Buffer, ...]
     sections: tuple[tuple[str, tuple], ...]
     passes: tuple[str, ...] = ()  # the passes applied, in order

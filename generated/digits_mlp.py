@@ -140,13 +140,14 @@ def _make_step(params, m, dtype):
     dW3 = np.empty_like(W3)
     db3 = np.empty_like(b3)
     ones = np.ones((m,), dtype)
-    t1_k0 = np.full((m, 128), 0.0, dtype)
-    t2_k0 = np.full((m, 64), 0.0, dtype)
-    t3_c0 = np.empty((m, 1), dtype)
-    t3_u0 = np.empty((10, m), dtype)
-    t3_ones = np.ones((10, 1), dtype)
+    t0_k0 = np.full((m, 128), 0.0, dtype)
+    t1_k0 = np.full((m, 64), 0.0, dtype)
+    t2_c0 = np.empty((m, 1), dtype)
+    t2_u0 = np.empty((10, m), dtype)
+    t2_ones = np.ones((10, 1), dtype)
     product, ger = _runtime.step_products(m, dtype)
     if ger is not None:  # row views of the one example's arrays, for the rank-one updates
+        rank_one = _runtime.rank_one
         D3_row, A2_row, D2_row, A1_row, D1_row = D3[0], A2[0], D2[0], A1[0], D1[0]
 
     def step(A0, Y, learning_rate):
@@ -154,22 +155,22 @@ def _make_step(params, m, dtype):
         product(A0, W1.T, out=Z1)
         np.add(Z1, b1, out=Z1)
         # A1 = {0 if Z1 <= 0; Z1 otherwise}
-        np.maximum(Z1, t1_k0, out=A1)
+        np.maximum(Z1, t0_k0, out=A1)
         # Layer 2 (128 -> 64): Z2 = A1 W2ᵀ + b2, A2 = relu(Z2)
         product(A1, W2.T, out=Z2)
         np.add(Z2, b2, out=Z2)
         # A2 = {0 if Z2 <= 0; Z2 otherwise}
-        np.maximum(Z2, t2_k0, out=A2)
+        np.maximum(Z2, t1_k0, out=A2)
         # Layer 3 (64 -> 10): Z3 = A2 W3ᵀ + b3, A3 = softmax(Z3)
         product(A2, W3.T, out=Z3)
         np.add(Z3, b3, out=Z3)
         # A3 = exp(Z3_i)/sum_k(exp(Z3_k))
-        np.copyto(t3_u0, Z3.T)
-        np.max(t3_u0, axis=0, keepdims=True, out=t3_c0.T)
-        np.subtract(Z3, t3_c0, out=A3)
+        np.copyto(t2_u0, Z3.T)
+        np.max(t2_u0, axis=0, keepdims=True, out=t2_c0.T)
+        np.subtract(Z3, t2_c0, out=A3)
         np.exp(A3, out=A3)
-        product(A3, t3_ones, out=t3_c0)
-        np.divide(A3, t3_c0, out=A3)
+        product(A3, t2_ones, out=t2_c0)
+        np.divide(A3, t2_c0, out=A3)
         # output error: D3 = dl/dZ3
         # D3 = A3_j - Y_j
         np.subtract(A3, Y, out=D3)
@@ -181,7 +182,7 @@ def _make_step(params, m, dtype):
             np.matmul(A2.T, D3, out=dW3.T)  # dW^T = A^T D: written in W's layout
             np.subtract(W3, dW3, out=W3)
         else:
-            _runtime.rank_one(ger, W3, D3_row, A2_row)
+            rank_one(ger, W3, D3_row, A2_row)
         product(ones, D3, out=db3)  # column sums as a product
         np.subtract(b3, db3, out=b3)
         # G2 = {0 if A2 <= 0; 1 otherwise}
@@ -194,7 +195,7 @@ def _make_step(params, m, dtype):
             np.matmul(A1.T, D2, out=dW2.T)  # dW^T = A^T D: written in W's layout
             np.subtract(W2, dW2, out=W2)
         else:
-            _runtime.rank_one(ger, W2, D2_row, A1_row)
+            rank_one(ger, W2, D2_row, A1_row)
         product(ones, D2, out=db2)  # column sums as a product
         np.subtract(b2, db2, out=b2)
         # G1 = {0 if A1 <= 0; 1 otherwise}
@@ -206,7 +207,7 @@ def _make_step(params, m, dtype):
             np.matmul(A0.T, D1, out=dW1.T)  # dW^T = A^T D: written in W's layout
             np.subtract(W1, dW1, out=W1)
         else:
-            _runtime.rank_one(ger, W1, D1_row, A0[0])
+            rank_one(ger, W1, D1_row, A0[0])
         product(ones, D1, out=db1)  # column sums as a product
         np.subtract(b1, db1, out=b1)
 

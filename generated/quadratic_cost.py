@@ -118,9 +118,10 @@ def _make_step(params, m, dtype):
     dW2 = np.empty_like(W2)
     db2 = np.empty_like(b2)
     ones = np.ones((m,), dtype)
-    t2_f0 = np.empty((m, 2), dtype)
+    t1_f0 = np.empty((m, 2), dtype)
     product, ger = _runtime.step_products(m, dtype)
     if ger is not None:  # row views of the one example's arrays, for the rank-one updates
+        rank_one = _runtime.rank_one
         D2_row, A1_row, D1_row = D2[0], A1[0], D1[0]
 
     def step(A0, Y, learning_rate):
@@ -144,8 +145,8 @@ def _make_step(params, m, dtype):
         # D2 = (1 - A2_j)*(A2_j - Y_j)*A2_j
         D2.fill(1)
         np.subtract(D2, A2, out=D2)
-        np.subtract(A2, Y, out=t2_f0)
-        np.multiply(D2, t2_f0, out=D2)
+        np.subtract(A2, Y, out=t1_f0)
+        np.multiply(D2, t1_f0, out=D2)
         np.multiply(D2, A2, out=D2)
         np.multiply(D2, learning_rate / m, out=D2)  # scaled: D2 = (learning_rate / m) dl/dZ
         # Layer 2 (4 -> 2): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
@@ -154,7 +155,7 @@ def _make_step(params, m, dtype):
             np.matmul(A1.T, D2, out=dW2.T)  # dW^T = A^T D: written in W's layout
             np.subtract(W2, dW2, out=W2)
         else:
-            _runtime.rank_one(ger, W2, D2_row, A1_row)
+            rank_one(ger, W2, D2_row, A1_row)
         product(ones, D2, out=db2)  # column sums as a product
         np.subtract(b2, db2, out=b2)
         # G1 = A1*(1 - A1)
@@ -167,7 +168,7 @@ def _make_step(params, m, dtype):
             np.matmul(A0.T, D1, out=dW1.T)  # dW^T = A^T D: written in W's layout
             np.subtract(W1, dW1, out=W1)
         else:
-            _runtime.rank_one(ger, W1, D1_row, A0[0])
+            rank_one(ger, W1, D1_row, A0[0])
         product(ones, D1, out=db1)  # column sums as a product
         np.subtract(b1, db1, out=b1)
 

@@ -118,12 +118,13 @@ def _make_step(params, m, dtype):
     dW2 = np.empty_like(W2)
     db2 = np.empty_like(b2)
     ones = np.ones((m,), dtype)
-    t1_k0 = np.full((m, 9), 0.0, dtype)
-    t2_c0 = np.empty((m, 1), dtype)
-    t2_u0 = np.empty((4, m), dtype)
-    t2_ones = np.ones((4, 1), dtype)
+    t0_k0 = np.full((m, 9), 0.0, dtype)
+    t1_c0 = np.empty((m, 1), dtype)
+    t1_u0 = np.empty((4, m), dtype)
+    t1_ones = np.ones((4, 1), dtype)
     product, ger = _runtime.step_products(m, dtype)
     if ger is not None:  # row views of the one example's arrays, for the rank-one updates
+        rank_one = _runtime.rank_one
         D2_row, A1_row, D1_row = D2[0], A1[0], D1[0]
 
     def step(A0, Y, learning_rate):
@@ -131,17 +132,17 @@ def _make_step(params, m, dtype):
         product(A0, W1.T, out=Z1)
         np.add(Z1, b1, out=Z1)
         # A1 = {0 if Z1 <= 0; Z1 otherwise}
-        np.maximum(Z1, t1_k0, out=A1)
+        np.maximum(Z1, t0_k0, out=A1)
         # Layer 2 (9 -> 4): Z2 = A1 W2ᵀ + b2, A2 = softmax(Z2)
         product(A1, W2.T, out=Z2)
         np.add(Z2, b2, out=Z2)
         # A2 = exp(Z2_i)/sum_k(exp(Z2_k))
-        np.copyto(t2_u0, Z2.T)
-        np.max(t2_u0, axis=0, keepdims=True, out=t2_c0.T)
-        np.subtract(Z2, t2_c0, out=A2)
+        np.copyto(t1_u0, Z2.T)
+        np.max(t1_u0, axis=0, keepdims=True, out=t1_c0.T)
+        np.subtract(Z2, t1_c0, out=A2)
         np.exp(A2, out=A2)
-        product(A2, t2_ones, out=t2_c0)
-        np.divide(A2, t2_c0, out=A2)
+        product(A2, t1_ones, out=t1_c0)
+        np.divide(A2, t1_c0, out=A2)
         # output error: D2 = dl/dZ2
         # D2 = A2_j - Y_j
         np.subtract(A2, Y, out=D2)
@@ -152,7 +153,7 @@ def _make_step(params, m, dtype):
             np.matmul(A1.T, D2, out=dW2.T)  # dW^T = A^T D: written in W's layout
             np.subtract(W2, dW2, out=W2)
         else:
-            _runtime.rank_one(ger, W2, D2_row, A1_row)
+            rank_one(ger, W2, D2_row, A1_row)
         product(ones, D2, out=db2)  # column sums as a product
         np.subtract(b2, db2, out=b2)
         # G1 = {0 if A1 <= 0; 1 otherwise}
@@ -163,7 +164,7 @@ def _make_step(params, m, dtype):
             np.matmul(A0.T, D1, out=dW1.T)  # dW^T = A^T D: written in W's layout
             np.subtract(W1, dW1, out=W1)
         else:
-            _runtime.rank_one(ger, W1, D1_row, A0[0])
+            rank_one(ger, W1, D1_row, A0[0])
         product(ones, D1, out=db1)  # column sums as a product
         np.subtract(b1, db1, out=b1)
 

@@ -120,6 +120,7 @@ def _make_step(params, m, dtype):
     ones = np.ones((m,), dtype)
     product, ger = _runtime.step_products(m, dtype)
     if ger is not None:  # row views of the one example's arrays, for the rank-one updates
+        rank_one = _runtime.rank_one
         D2_row, A1_row, D1_row = D2[0], A1[0], D1[0]
 
     def step(A0, Y, learning_rate):
@@ -149,7 +150,7 @@ def _make_step(params, m, dtype):
             np.matmul(A1.T, D2, out=dW2.T)  # dW^T = A^T D: written in W's layout
             np.subtract(W2, dW2, out=W2)
         else:
-            _runtime.rank_one(ger, W2, D2_row, A1_row)
+            rank_one(ger, W2, D2_row, A1_row)
         product(ones, D2, out=db2)  # column sums as a product
         np.subtract(b2, db2, out=b2)
         # G1 = A1*(1 - A1)
@@ -162,7 +163,7 @@ def _make_step(params, m, dtype):
             np.matmul(A0.T, D1, out=dW1.T)  # dW^T = A^T D: written in W's layout
             np.subtract(W1, dW1, out=W1)
         else:
-            _runtime.rank_one(ger, W1, D1_row, A0[0])
+            rank_one(ger, W1, D1_row, A0[0])
         product(ones, D1, out=db1)  # column sums as a product
         np.subtract(b1, db1, out=b1)
 

@@ -28,34 +28,33 @@ class StepCode:
     scipy_functions: frozenset = field(default_factory=frozenset)
 
 
-def _layer_of(name: str) -> str:
-    """The layer number in a buffer name (``"Z12"`` -> ``"12"``), for temporaries' prefixes."""
-    digits = "".join(ch for ch in base_name(name) if ch.isdigit())
-    return digits or "0"
-
-
 class _Printer:
-    def __init__(self, step: Step, sizes: dict[str, int]):
+    def __init__(self, step: Step):
         self.step = step
-        self.sizes = sizes  # buffer -> units (its number of columns)
-        self.pools: dict[str, Buffers] = {}
+        self.buffers = {b.name: b for b in step.buffers}
+        self.pools: dict[object, Buffers] = {}  # shape (or parameter) -> its temporaries
         self.scipy: set[str] = set()
         self.rows: dict[str, str] = {}
 
     def pool(self, out: str) -> Buffers:
-        """Temporaries for a formula into ``out``: (m, n_l) ones for the layer's batch arrays,
-        or ones shaped like the parameter for a parameter or its gradient."""
-        like = self.parameter_shape(out)
-        key = like or _layer_of(out)
-        return self.pools.setdefault(key, Buffers(f"t{key}"))
+        """Temporaries for a formula into ``out``, shaped like it: one pool per shape, shared
+        by every formula of that shape (each gives its temporaries back when done)."""
+        key = self.shape_of(out)
+        if key not in self.pools:
+            self.pools[key] = Buffers(f"t{len(self.pools)}")
+        return self.pools[key]
 
-    def parameter_shape(self, out: str) -> str | None:
-        """The parameter whose shape ``out`` has (W1 for W1 and dW1), or None."""
+    def shape_of(self, out: str):
+        """A batch buffer's shape tuple, or the name of the parameter whose shape it has."""
         name = base_name(out)
-        likes = {b.name: b.like for b in self.step.buffers if b.like is not None}
-        if name in likes:
-            return likes[name]
-        return name if name in likes.values() else None
+        buffer = self.buffers.get(name)
+        if buffer is not None and buffer.like is None:
+            return buffer.shape
+        if buffer is not None:
+            return buffer.like
+        if name in {b.like for b in self.buffers.values()}:
+            return name  # a parameter itself
+        raise ValueError(f"the step writes {name!r}, which is neither a buffer nor a parameter")
 
     # -- statements -----------------------------------------------------------------------
     def statement(self, op) -> list[str]:
@@ -80,7 +79,7 @@ class _Printer:
         if isinstance(op, Subtract):
             return [f"np.subtract({op.param}, {op.delta}, out={op.param})"]
         if isinstance(op, RankOne):
-            return [f"_runtime.rank_one(ger, {op.param}, {self.row(op.d)}, {self.row(op.a)})"]
+            return [f"rank_one(ger, {op.param}, {self.row(op.d)}, {self.row(op.a)})"]
         if isinstance(op, OneExample):
             otherwise = [line for s in op.otherwise for line in self.statement(s)]
             then = [line for s in op.then for line in self.statement(s)]
@@ -101,9 +100,9 @@ class _Printer:
         groups: list[tuple[str, list[str]]] = []
         for buffer in self.step.buffers:
             groups.append((self._allocation(buffer), [buffer.name]))
-        for key, pool in sorted(self.pools.items(), key=lambda kv: (not kv[0].isdigit(), kv[0])):
-            if key.isdigit():
-                temporaries = _temporaries(pool, self.sizes.get(f"Z{key}"))
+        for key, pool in self.pools.items():
+            if isinstance(key, tuple):
+                temporaries = _temporaries(pool, *key)
             else:
                 temporaries = _parameter_temporaries(pool, key)
             for name, allocation in temporaries:
@@ -134,10 +133,11 @@ class _Printer:
         return f"np.empty({shape}, dtype)"
 
 
-def _temporaries(pool: Buffers, units) -> list[tuple[str, str]]:
-    """(name, allocation) for every temporary and constant the in-place printer used."""
-    shapes = {"full": f"(m, {units})", "column": "(m, 1)", "mask": f"(m, {units})",
-              "units_first": f"({units}, m)"}
+def _temporaries(pool: Buffers, rows, units) -> list[tuple[str, str]]:
+    """(name, allocation) for every temporary and constant the in-place printer used on
+    (rows, units) arrays."""
+    shapes = {"full": f"({rows}, {units})", "column": f"({rows}, 1)", "mask": f"({rows}, {units})",
+              "units_first": f"({units}, {rows})"}
     out = []
     for kind in ("full", "column", "mask", "units_first"):
         for i in range(getattr(pool, kind)):
@@ -146,7 +146,7 @@ def _temporaries(pool: Buffers, units) -> list[tuple[str, str]]:
     if pool.ones:
         out.append((f"{pool.prefix}_ones", f"np.ones(({units}, 1), dtype)"))
     for name, value in pool.constants.items():
-        out.append((name, f"np.full((m, {units}), {value!r}, dtype)"))
+        out.append((name, f"np.full(({rows}, {units}), {value!r}, dtype)"))
     return out
 
 
@@ -158,10 +158,9 @@ def _parameter_temporaries(pool: Buffers, like: str) -> list[tuple[str, str]]:
             + [(f"{pool.prefix}_m{i}", f"np.empty({like}.shape, bool)") for i in range(pool.mask)])
 
 
-def print_step(step: Step, layer_sizes: tuple[int, ...]) -> StepCode:
+def print_step(step: Step) -> StepCode:
     """Print the step: statements first (they decide the temporaries), then the buffers."""
-    sizes = {f"Z{l}": n for l, n in enumerate(layer_sizes) if l > 0}
-    printer = _Printer(step, sizes)
+    printer = _Printer(step)
     body: list[str] = []
     for title, ops in step.sections:
         body.append(f"# {title}")
