@@ -25,11 +25,15 @@ from .printers.step import print_step
 from .program import Assign, Program
 
 __all__ = ["render_module", "render_runtime", "write_module", "module_context", "VERSION",
-           "RUNTIME_NAME"]
+           "RUNTIME_NAME", "Unprintable"]
 
 VERSION = "0.1.0"
 RUNTIME_NAME = "_runtime"
 _TEMPLATES = Path(__file__).parent / "templates"
+
+
+class Unprintable(Exception):
+    """A formula uses a function that has no NumPy spelling; nothing was written."""
 
 
 def _environment() -> jinja2.Environment:
@@ -181,8 +185,18 @@ def _regularization_text(program: Program) -> str:
 
 
 def render_module(derivation) -> str:
-    """The generated module's source text (deterministic: same spec, same bytes)."""
-    return _environment().get_template("module.py.j2").render(**module_context(derivation))
+    """The generated module's source text (deterministic: same spec, same bytes).
+
+    Raises Unprintable when a formula uses a function with no NumPy spelling.
+    """
+    try:
+        context = module_context(derivation)
+    except NotImplementedError as err:  # SymPy's PrintMethodNotImplementedError among them
+        function = str(err).splitlines()[0].rpartition(": ")[2] or str(err)
+        raise Unprintable(
+            f"no NumPy spelling for {function}: give it one by declaring it as a named "
+            "primitive with a _numpycode method (see derive/primitives.py)") from None
+    return _environment().get_template("module.py.j2").render(**context)
 
 
 def render_runtime() -> str:

@@ -71,7 +71,7 @@ def _say(args, message: str) -> None:
 
 def _run(path: str, args) -> int:
     """Every stage for one spec; returns its exit status."""
-    from codegen.emit import write_module
+    from codegen.emit import Unprintable, write_module
     from codegen.files import WriteRefused
 
     from .derivation import derive
@@ -85,6 +85,9 @@ def _run(path: str, args) -> int:
         target = write_module(derivation, args.out, force=args.force)
     except WriteRefused as err:
         print(f"derive: {path}: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except Unprintable as err:
+        print(f"derive: {path}: cannot generate code: {err}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as err:
         print(f"derive: {path}: cannot write to {args.out}: {err.strerror or err}", file=sys.stderr)

@@ -20,6 +20,7 @@ from codegen.files import import_module_from
 from codegen.lower import lower
 import sympy as sp
 
+from derive.activations import Activation
 from derive.derivation import derive
 from derive.netspec import ActivationSpec, LayerSpec, NetSpec
 from derive.optimizers import UpdateRuleDecl
@@ -98,3 +99,15 @@ def test_an_update_rule_with_no_fusion_is_lowered_as_its_formula(tmp_path):
         step(Xb, Yb, 0.01)
     for key in params:
         np.testing.assert_allclose(params[key], expected[key], rtol=1e-12, err_msg=key)
+
+
+def test_a_function_with_no_numpy_spelling_is_a_clear_error(tmp_path):
+    """Nothing is written; the message names the function and how to give it a spelling."""
+    from codegen.emit import Unprintable
+
+    bessel = Activation("bessel", r"J_0", lambda x: sp.besselj(0, x))
+    with declared({"bessel": bessel}, {}):
+        derivation = derive(network("bessel_net", ("bessel",), "identity", "mse", 1))
+        with pytest.raises(Unprintable, match="besselj.*_numpycode"):
+            write_module(derivation, tmp_path)
+    assert not list(tmp_path.iterdir())
