@@ -20,8 +20,9 @@ import sympy as sp
 from . import runtime
 from .files import GENERATED_MARKER, atomic_write, writable
 from .lower import lower
+from .printers.loops import BLAS_MIN_ENTRIES, print_epoch_kernel
 from .printers.numpy import NumPyCodePrinter
-from .printers.step import print_step
+from .printers.step import allocation, print_step
 from .program import Assign, Program
 
 __all__ = ["render_module", "render_runtime", "write_module", "module_context", "VERSION",
@@ -150,6 +151,8 @@ def module_context(derivation, program: Program | None = None) -> dict:
     backward = _backward_lines(functional, program)
     loss = _block(functional, (program.per_example_loss,))
     step = print_step(program.step)
+    kernel = print_epoch_kernel(program.step, _shapes(program),
+                                tuple(param for param, _ in program.gradients))
     spec = derivation.spec
     return {
         "marker": GENERATED_MARKER,
@@ -168,11 +171,29 @@ def module_context(derivation, program: Program | None = None) -> dict:
         "backward": backward,
         "loss": loss,
         "step": step,
+        "kernel": kernel,
+        "compiled_batches": "all" if all(layer.units * layer.fan_in < BLAS_MIN_ENTRIES
+                                         for layer in program.layers) else "one",
+        "kernel_buffers": [f"{'A0' if b.name == program.step.inputs[0] else b.name} = "
+                           f"{allocation(b)}" for b in program.step.buffers
+                           if b.name in kernel.arguments or b.name == program.step.inputs[0]],
         "passes": program.step.passes,
         "reg_text": _regularization_text(program),
         "training": pprint.pformat(program.training, width=90, sort_dicts=False),
         "scipy_functions": sorted(functional.scipy | step.scipy_functions),
     }
+
+
+def _shapes(program: Program) -> dict[str, tuple]:
+    """Every array the step reads or writes: its shape, with "m" for the batch."""
+    shapes = {}
+    for layer in program.layers:
+        shapes[f"W{layer.index}"] = (layer.units, layer.fan_in)
+        shapes[f"b{layer.index}"] = (layer.units,)
+    for buffer in program.step.buffers:
+        shapes[buffer.name] = shapes[buffer.like] if buffer.like else buffer.shape
+    shapes["A0"] = shapes[program.step.inputs[0]]
+    return shapes
 
 
 def _regularization_text(program: Program) -> str:

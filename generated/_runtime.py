@@ -24,10 +24,20 @@ try:  # optional: BLAS rank-1 updates for one-example steps; plain NumPy without
 except ImportError:  # pragma: no cover - exercised by the tests with SciPy hidden
     _blas = None
 
-__all__ = ["API", "ForwardCache", "TrainingDiverged", "Network", "Trainer", "softmax",
-           "logsumexp", "float_dtype", "rank_one_update", "one_row_product", "rank_one"]
+try:  # optional: the compiled engine; the NumPy engine without numba
+    import numba as _numba
+except ImportError:  # pragma: no cover - exercised by the tests with numba hidden
+    _numba = None
 
-API = 1  # generated modules check it: a module and a runtime of different APIs refuse to run
+__all__ = ["API", "ForwardCache", "TrainingDiverged", "Network", "Trainer", "softmax",
+           "logsumexp", "float_dtype", "rank_one_update", "one_row_product", "rank_one",
+           "compiled", "ENGINES"]
+
+API = 2  # generated modules check it: a module and a runtime of different APIs refuse to run
+ENGINES = ("auto", "numpy", "compiled")
+# numba's fast-math flags that keep infinities and NaN meaning what they mean
+_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+_KERNELS: dict = {}
 
 TASKS = {"real": "regression", "binary": "binary", "categorical": "classification",
          "sparse": "classification"}  # Network.labels -> Network.task
@@ -89,6 +99,20 @@ def initial_weights(rng, scheme, units, fan_in):
     if scheme == "zeros":
         return np.zeros((units, fan_in))
     return rng.standard_normal((units, fan_in)) * _INIT_SCALES[scheme](fan_in, units)
+
+
+# ----------------------------------------------------------------------------- compiling
+
+def compiled(kernel):
+    """``kernel`` compiled by numba (cached on disk beside its module), or None without numba.
+
+    Compiled once per process and function; numba compiles each dtype on first call.
+    """
+    if _numba is None:
+        return None
+    if kernel not in _KERNELS:
+        _KERNELS[kernel] = _numba.njit(cache=True, fastmath=_FASTMATH, nogil=True)(kernel)
+    return _KERNELS[kernel]
 
 
 # ----------------------------------------------------------------------------- BLAS for m = 1
@@ -243,7 +267,7 @@ class Network:
 
     def __init__(self, *, name, layer_sizes, activations, loss, labels, init, l1, l2, dtype,
                  training, batching, probability, forward, backward, per_example_loss,
-                 make_step):
+                 make_step, make_epoch=None, compiled_batches="all"):
         self.name = name
         self.layer_sizes = tuple(layer_sizes)
         self.activations = tuple(activations)
@@ -260,6 +284,10 @@ class Network:
         self.derived_backward = backward
         self.per_example_loss = per_example_loss
         self.make_step = make_step
+        self.make_epoch = make_epoch  # compiled whole epochs, or None
+        # where engine "auto" compiles: "all" batch sizes (small layers: loops beat NumPy's
+        # per-call cost everywhere), or "one" (large layers: only one-example steps gain)
+        self.compiled_batches = compiled_batches
 
     @property
     def depth(self):
@@ -418,8 +446,14 @@ class Trainer:
     network: Network = None  # set by the generated module's subclass
 
     def __init__(self, params=None, learning_rate=None, batch_size=None, epochs=None,
-                 optimizer=None, shuffle=None, seed=None, dtype=None):
+                 optimizer=None, shuffle=None, seed=None, dtype=None, engine="auto"):
         net = self.network
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+        if engine == "compiled" and (_numba is None or net.make_epoch is None):
+            raise ValueError("engine='compiled' needs numba (pip install numba); "
+                             "use engine='numpy' or 'auto'")
+        self.engine = engine
         given = {"learning_rate": learning_rate, "batch_size": batch_size, "epochs": epochs,
                  "optimizer": optimizer, "shuffle": shuffle, "seed": seed}
         settings = {key: net.training[key] if value is None else value
@@ -456,7 +490,16 @@ class Trainer:
         # a checked copy in the Trainer's dtype: training never mutates the caller's arrays,
         # and a float64 dict given to a float32 Trainer is converted, not silently ignored
         self._params = self.network.check_params(params, self.dtype)
-        self._steps = {}
+        self._steps = {}  # batch size -> (X buffer, Y buffer, step) of the NumPy engine
+        self._epochs = {}  # batch size -> compiled epoch
+
+    def compiled(self, size):
+        """True when fit() runs the compiled engine for steps of ``size`` examples: engine
+        "compiled", or "auto" with numba where the module says compiling is faster."""
+        net = self.network
+        if self.engine == "numpy" or _numba is None or net.make_epoch is None:
+            return False
+        return self.engine == "compiled" or net.compiled_batches == "all" or size == 1
 
     def step_size(self, m):
         """Examples per update on a training set of m examples."""
@@ -486,7 +529,12 @@ class Trainer:
         for epoch in range(1, self.epochs + 1):
             # one step over all m examples (batch descent) sums the same gradient in any order
             order = rng.permutation(m) if self.shuffle and size < m else None
-            for done, start in enumerate(range(0, m, size), start=1):
+            compiled = self.compiled(size)
+            if compiled:  # the whole epoch in one call; progress is told once, at its end
+                self._compiled_epoch(X, T, order, size)
+                if progress is not None and progress(epoch, total, total):
+                    self.interrupted = True
+            for done, start in enumerate(range(0, m, size) if not compiled else (), start=1):
                 stop = min(start + size, m)
                 if stop - start not in steps:
                     steps[stop - start] = net.make_step(self._params, stop - start, self.dtype)
@@ -517,6 +565,18 @@ class Trainer:
             if self.interrupted:
                 break
         return self.history
+
+    def _compiled_epoch(self, X, T, order, size):
+        """Every full batch in one compiled call, then the last partial batch in another."""
+        m = X.shape[0]
+        order = np.arange(m) if order is None else order
+        full = m - m % size
+        for count, rows in ((size, order[:full]), (m - full, order[full:])):
+            if count == 0:
+                continue
+            if count not in self._epochs:
+                self._epochs[count] = self.network.make_epoch(self._params, count, self.dtype)
+            self._epochs[count](X, T, rows, self.dtype.type(self.learning_rate))
 
     def _record(self, X, T, prefix, chunk=2048):
         """Loss and accuracy over X, T, a chunk of rows at a time (bounded memory)."""
@@ -561,6 +621,7 @@ class Trainer:
             "shuffle": self.shuffle,
             "seed": self.seed,
             "dtype": self.dtype.name,
+            "engine": self.engine,
             "history": self.history,
         }
         np.savez(path, __settings__=np.array(json.dumps(settings)), **self._params)

@@ -16,6 +16,8 @@ Loss: categorical_crossentropy; per example l = sum_k(-log(a_k)*y_k),
 J = (1/m) sum over the batch of l + (0.001/2) sum_l ||W_l||^2.
 """
 
+import functools
+
 import numpy as np
 
 try:
@@ -28,8 +30,8 @@ except ImportError:  # loaded from its file path, outside its package: the runti
         "_runtime", pathlib.Path(__file__).with_name("_runtime.py"))
     _runtime = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(_runtime)
-if _runtime.API != 1:
-    raise ImportError(f"{__name__} needs _runtime.py API 1, found {_runtime.API}: regenerate")
+if _runtime.API != 2:
+    raise ImportError(f"{__name__} needs _runtime.py API 2, found {_runtime.API}: regenerate")
 
 LAYER_SIZES = (64, 128, 64, 10)
 ACTIVATIONS = ('relu', 'relu', 'softmax')
@@ -214,11 +216,179 @@ def _make_step(params, m, dtype):
     return X, Y, step
 
 
+def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, G2, dW2, db2, Z3, A3, D3, dW3, db3, X, T, order, learning_rate):
+    """The step's statements as loops over every full batch of an epoch (compiled by numba).
+
+    Batch b takes the rows order[b m : (b + 1) m] of X and T; m is the buffers' row count.
+    """
+    m = A0.shape[0]
+    for batch in range(order.shape[0] // m):
+        for i in range(m):
+            A0[i, :] = X[order[batch * m + i], :]
+            Y[i, :] = T[order[batch * m + i], :]
+        # Layer 1 (64 -> 128): Z1 = A0 W1ᵀ + b1, A1 = relu(Z1)
+        if m == 1:
+            np.dot(W1, A0[0], Z1[0])
+        else:
+            np.dot(A0, W1.T, Z1)
+        for i in range(m):
+            for j in range(128):
+                Z1[i, j] += b1[j]
+                A1[i, j] = (0 if Z1[i, j] <= 0 else Z1[i, j])
+        # Layer 2 (128 -> 64): Z2 = A1 W2ᵀ + b2, A2 = relu(Z2)
+        if m == 1:
+            np.dot(W2, A1[0], Z2[0])
+        else:
+            np.dot(A1, W2.T, Z2)
+        for i in range(m):
+            for j in range(64):
+                Z2[i, j] += b2[j]
+                A2[i, j] = (0 if Z2[i, j] <= 0 else Z2[i, j])
+        # Layer 3 (64 -> 10): Z3 = A2 W3ᵀ + b3, A3 = softmax(Z3)
+        for i in range(m):
+            for j in range(10):
+                _s1 = 0.0
+                for k in range(64):
+                    _s1 += A2[i, k] * W3[j, k]
+                Z3[i, j] = _s1
+                Z3[i, j] += b3[j]
+        for i in range(m):
+            _s2 = Z3[i, 0]
+            for j in range(1, 10):
+                _s2 = max(_s2, Z3[i, j])
+            _s3 = 0.0
+            for j in range(10):
+                A3[i, j] = np.exp(Z3[i, j] - _s2)
+                _s3 += A3[i, j]
+            for j in range(10):
+                A3[i, j] /= _s3
+        # output error: D3 = dl/dZ3
+        for i in range(m):
+            for j in range(10):
+                D3[i, j] = A3[i, j] - Y[i, j]
+                D3[i, j] *= learning_rate / m
+        # Layer 3 (64 -> 10): dJ/dW3 = D3ᵀ A2, dJ/db3 = column sums of D3
+        for i in range(m):
+            for j in range(64):
+                _s4 = 0.0
+                for k in range(10):
+                    _s4 += D3[i, k] * W3[k, j]
+                D2[i, j] = _s4
+        for j in range(64):
+            for i in range(10):
+                W3[i, j] *= 1.0 - learning_rate * L2
+        if m == 1:
+            for j in range(64):
+                for i in range(10):
+                    W3[i, j] -= D3[0, i] * A2[0, j]
+        else:
+            for i in range(64):
+                for j in range(10):
+                    _s5 = 0.0
+                    for k in range(m):
+                        _s5 += A2[k, i] * D3[k, j]
+                    dW3[j, i] = _s5
+            for j in range(64):
+                for i in range(10):
+                    W3[i, j] -= dW3[i, j]
+        for j in range(10):
+            db3[j] = 0.0
+        for i in range(m):
+            for j in range(10):
+                db3[j] += D3[i, j]
+        for j in range(10):
+            b3[j] -= db3[j]
+        for i in range(m):
+            for j in range(64):
+                G2[i, j] = (0 if A2[i, j] <= 0 else 1)
+                D2[i, j] *= G2[i, j]
+        # Layer 2 (128 -> 64): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
+        if m == 1:
+            np.dot(W2.T, D2[0], D1[0])
+        else:
+            np.dot(D2, W2, D1)
+        for j in range(128):
+            for i in range(64):
+                W2[i, j] *= 1.0 - learning_rate * L2
+        if m == 1:
+            for j in range(128):
+                for i in range(64):
+                    W2[i, j] -= D2[0, i] * A1[0, j]
+        else:
+            np.dot(A1.T, D2, dW2.T)
+            for j in range(128):
+                for i in range(64):
+                    W2[i, j] -= dW2[i, j]
+        for j in range(64):
+            db2[j] = 0.0
+        for i in range(m):
+            for j in range(64):
+                db2[j] += D2[i, j]
+        for j in range(64):
+            b2[j] -= db2[j]
+        for i in range(m):
+            for j in range(128):
+                G1[i, j] = (0 if A1[i, j] <= 0 else 1)
+                D1[i, j] *= G1[i, j]
+        # Layer 1 (64 -> 128): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
+        for j in range(64):
+            for i in range(128):
+                W1[i, j] *= 1.0 - learning_rate * L2
+        if m == 1:
+            for j in range(64):
+                for i in range(128):
+                    W1[i, j] -= D1[0, i] * A0[0, j]
+        else:
+            np.dot(A0.T, D1, dW1.T)
+            for j in range(64):
+                for i in range(128):
+                    W1[i, j] -= dW1[i, j]
+        for j in range(128):
+            db1[j] = 0.0
+        for i in range(m):
+            for j in range(128):
+                db1[j] += D1[i, j]
+        for j in range(128):
+            b1[j] -= db1[j]
+
+
+def _make_epoch(params, m, dtype):
+    """Whole epochs of m-example steps in one compiled call: epoch(X, T, order, learning_rate)
+    with learning_rate of the dtype, or None without numba."""
+    kernel = _runtime.compiled(_epoch_kernel)
+    if kernel is None:
+        return None
+    W1, b1 = params["W1"], params["b1"]
+    W2, b2 = params["W2"], params["b2"]
+    W3, b3 = params["W3"], params["b3"]
+    A0 = np.empty((m, 64), dtype)
+    Y = np.empty((m, 10), dtype)
+    Z1 = np.empty((m, 128), dtype)
+    A1 = np.empty((m, 128), dtype)
+    D1 = np.empty((m, 128), dtype)
+    G1 = np.empty((m, 128), dtype)
+    dW1 = np.empty_like(W1)
+    db1 = np.empty_like(b1)
+    Z2 = np.empty((m, 64), dtype)
+    A2 = np.empty((m, 64), dtype)
+    D2 = np.empty((m, 64), dtype)
+    G2 = np.empty((m, 64), dtype)
+    dW2 = np.empty_like(W2)
+    db2 = np.empty_like(b2)
+    Z3 = np.empty((m, 10), dtype)
+    A3 = np.empty((m, 10), dtype)
+    D3 = np.empty((m, 10), dtype)
+    dW3 = np.empty_like(W3)
+    db3 = np.empty_like(b3)
+    return functools.partial(kernel, W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, G2, dW2, db2, Z3, A3, D3, dW3, db3)
+
+
 NETWORK = _runtime.Network(
     name="digits_mlp", layer_sizes=LAYER_SIZES, activations=ACTIVATIONS, loss=LOSS,
     labels="categorical", init=INIT, l1=L1, l2=L2, dtype=DTYPE, training=TRAINING,
     batching={'batch': 'all', 'sgd': 1, 'minibatch': 'batch_size'}, probability=True,
-    forward=forward, backward=_backward, per_example_loss=_per_example_loss, make_step=_make_step)
+    forward=forward, backward=_backward, per_example_loss=_per_example_loss, make_step=_make_step,
+    make_epoch=_make_epoch, compiled_batches="one")
 TASK = NETWORK.task  # classification | binary | regression
 ForwardCache, TrainingDiverged = _runtime.ForwardCache, _runtime.TrainingDiverged
 init_params, targets, loss, objective = NETWORK.init_params, NETWORK.targets, NETWORK.loss, NETWORK.objective

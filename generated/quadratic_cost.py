@@ -15,6 +15,8 @@ Loss: mse; per example l = sum_k((a_k - y_k)**2/2),
 J = (1/m) sum over the batch of l.
 """
 
+import functools
+
 import numpy as np
 
 try:
@@ -27,8 +29,8 @@ except ImportError:  # loaded from its file path, outside its package: the runti
         "_runtime", pathlib.Path(__file__).with_name("_runtime.py"))
     _runtime = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(_runtime)
-if _runtime.API != 1:
-    raise ImportError(f"{__name__} needs _runtime.py API 1, found {_runtime.API}: regenerate")
+if _runtime.API != 2:
+    raise ImportError(f"{__name__} needs _runtime.py API 2, found {_runtime.API}: regenerate")
 
 LAYER_SIZES = (3, 4, 2)
 ACTIVATIONS = ('sigmoid', 'sigmoid')
@@ -175,11 +177,125 @@ def _make_step(params, m, dtype):
     return X, Y, step
 
 
+def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, dW2, db2, X, T, order, learning_rate):
+    """The step's statements as loops over every full batch of an epoch (compiled by numba).
+
+    Batch b takes the rows order[b m : (b + 1) m] of X and T; m is the buffers' row count.
+    """
+    m = A0.shape[0]
+    for batch in range(order.shape[0] // m):
+        for i in range(m):
+            A0[i, :] = X[order[batch * m + i], :]
+            Y[i, :] = T[order[batch * m + i], :]
+        # Layer 1 (3 -> 4): Z1 = A0 W1ᵀ + b1, A1 = sigmoid(Z1)
+        for i in range(m):
+            for j in range(4):
+                _s1 = 0.0
+                for k in range(3):
+                    _s1 += A0[i, k] * W1[j, k]
+                Z1[i, j] = _s1
+                Z1[i, j] += b1[j]
+                A1[i, j] = np.exp(-np.logaddexp(0, -(Z1[i, j])))
+        # Layer 2 (4 -> 2): Z2 = A1 W2ᵀ + b2, A2 = sigmoid(Z2)
+        for i in range(m):
+            for j in range(2):
+                _s2 = 0.0
+                for k in range(4):
+                    _s2 += A1[i, k] * W2[j, k]
+                Z2[i, j] = _s2
+                Z2[i, j] += b2[j]
+                A2[i, j] = np.exp(-np.logaddexp(0, -(Z2[i, j])))
+        # output error: D2 = dl/dZ2
+        for i in range(m):
+            for j in range(2):
+                D2[i, j] = (1 - A2[i, j])*(A2[i, j] - Y[i, j])*A2[i, j]
+                D2[i, j] *= learning_rate / m
+        # Layer 2 (4 -> 2): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
+        for i in range(m):
+            for j in range(4):
+                _s3 = 0.0
+                for k in range(2):
+                    _s3 += D2[i, k] * W2[k, j]
+                D1[i, j] = _s3
+        if m == 1:
+            for j in range(4):
+                for i in range(2):
+                    W2[i, j] -= D2[0, i] * A1[0, j]
+        else:
+            for i in range(4):
+                for j in range(2):
+                    _s4 = 0.0
+                    for k in range(m):
+                        _s4 += A1[k, i] * D2[k, j]
+                    dW2[j, i] = _s4
+            for j in range(4):
+                for i in range(2):
+                    W2[i, j] -= dW2[i, j]
+        for j in range(2):
+            db2[j] = 0.0
+        for i in range(m):
+            for j in range(2):
+                db2[j] += D2[i, j]
+        for j in range(2):
+            b2[j] -= db2[j]
+        for i in range(m):
+            for j in range(4):
+                G1[i, j] = A1[i, j]*(1 - A1[i, j])
+                D1[i, j] *= G1[i, j]
+        # Layer 1 (3 -> 4): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
+        if m == 1:
+            for j in range(3):
+                for i in range(4):
+                    W1[i, j] -= D1[0, i] * A0[0, j]
+        else:
+            for i in range(3):
+                for j in range(4):
+                    _s5 = 0.0
+                    for k in range(m):
+                        _s5 += A0[k, i] * D1[k, j]
+                    dW1[j, i] = _s5
+            for j in range(3):
+                for i in range(4):
+                    W1[i, j] -= dW1[i, j]
+        for j in range(4):
+            db1[j] = 0.0
+        for i in range(m):
+            for j in range(4):
+                db1[j] += D1[i, j]
+        for j in range(4):
+            b1[j] -= db1[j]
+
+
+def _make_epoch(params, m, dtype):
+    """Whole epochs of m-example steps in one compiled call: epoch(X, T, order, learning_rate)
+    with learning_rate of the dtype, or None without numba."""
+    kernel = _runtime.compiled(_epoch_kernel)
+    if kernel is None:
+        return None
+    W1, b1 = params["W1"], params["b1"]
+    W2, b2 = params["W2"], params["b2"]
+    A0 = np.empty((m, 3), dtype)
+    Y = np.empty((m, 2), dtype)
+    Z1 = np.empty((m, 4), dtype)
+    A1 = np.empty((m, 4), dtype)
+    D1 = np.empty((m, 4), dtype)
+    G1 = np.empty((m, 4), dtype)
+    dW1 = np.empty_like(W1)
+    db1 = np.empty_like(b1)
+    Z2 = np.empty((m, 2), dtype)
+    A2 = np.empty((m, 2), dtype)
+    D2 = np.empty((m, 2), dtype)
+    dW2 = np.empty_like(W2)
+    db2 = np.empty_like(b2)
+    return functools.partial(kernel, W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, dW2, db2)
+
+
 NETWORK = _runtime.Network(
     name="quadratic_cost", layer_sizes=LAYER_SIZES, activations=ACTIVATIONS, loss=LOSS,
     labels="real", init=INIT, l1=L1, l2=L2, dtype=DTYPE, training=TRAINING,
     batching={'batch': 'all', 'sgd': 1, 'minibatch': 'batch_size'}, probability=True,
-    forward=forward, backward=_backward, per_example_loss=_per_example_loss, make_step=_make_step)
+    forward=forward, backward=_backward, per_example_loss=_per_example_loss, make_step=_make_step,
+    make_epoch=_make_epoch, compiled_batches="all")
 TASK = NETWORK.task  # classification | binary | regression
 ForwardCache, TrainingDiverged = _runtime.ForwardCache, _runtime.TrainingDiverged
 init_params, targets, loss, objective = NETWORK.init_params, NETWORK.targets, NETWORK.loss, NETWORK.objective

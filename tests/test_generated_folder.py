@@ -23,7 +23,7 @@ SPEC = ROOT / "examples" / "seed003_multiclass.yaml"
 _SCRIPT = textwrap.dedent("""\
     import importlib.abc, importlib.util, sys
 
-    BLOCKED = {"derive", "codegen", "sympy", "jinja2", "yaml", "scipy", "sklearn"}
+    BLOCKED = {"derive", "codegen", "sympy", "jinja2", "yaml", "scipy", "sklearn", "numba"}
 
     class Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):

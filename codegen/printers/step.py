@@ -16,7 +16,7 @@ from ..program import (AddBias, Buffer, Compute, Hadamard, OneExample, Product, 
 from .inplace import Buffers, InplacePrinter
 from .text import TextPrinter
 
-__all__ = ["StepCode", "print_step"]
+__all__ = ["StepCode", "print_step", "allocation"]
 
 @dataclass(frozen=True)
 class StepCode:
@@ -99,38 +99,39 @@ class _Printer:
     def declarations(self) -> list[str]:
         groups: list[tuple[str, list[str]]] = []
         for buffer in self.step.buffers:
-            groups.append((self._allocation(buffer), [buffer.name]))
+            groups.append((allocation(buffer), [buffer.name]))
         for key, pool in self.pools.items():
             if isinstance(key, tuple):
                 temporaries = _temporaries(pool, *key)
             else:
                 temporaries = _parameter_temporaries(pool, key)
-            for name, allocation in temporaries:
-                groups.append((allocation, [name]))
+            for name, call in temporaries:
+                groups.append((call, [name]))
         merged: list[tuple[str, list[str]]] = []
-        for allocation, names in groups:  # consecutive equal allocations share a line
-            if merged and merged[-1][0] == allocation and "np.empty(" in allocation:
+        for call, names in groups:  # consecutive equal allocations share a line
+            if merged and merged[-1][0] == call and "np.empty(" in call:
                 merged[-1][1].extend(names)
             else:
-                merged.append((allocation, list(names)))
+                merged.append((call, list(names)))
         lines = []
-        for allocation, names in merged:
+        for call, names in merged:
             if len(names) == 1:
-                lines.append(f"{names[0]} = {allocation}")
+                lines.append(f"{names[0]} = {call}")
             else:
-                lines.append(f"{', '.join(names)} = ({allocation} for _ in range({len(names)}))")
+                lines.append(f"{', '.join(names)} = ({call} for _ in range({len(names)}))")
         return lines
 
-    @staticmethod
-    def _allocation(buffer: Buffer) -> str:
-        if buffer.like is not None:
-            return f"np.empty_like({buffer.like})"
-        shape = ", ".join(str(s) for s in buffer.shape)
-        shape = f"({shape},)" if len(buffer.shape) == 1 else f"({shape})"
-        if buffer.fill is not None:
-            return f"np.full({shape}, {buffer.fill!r}, dtype)" if buffer.fill != 1 \
-                else f"np.ones({shape}, dtype)"
-        return f"np.empty({shape}, dtype)"
+
+def allocation(buffer: Buffer) -> str:
+    """The NumPy call that allocates a buffer (``m`` and ``dtype`` are the step's)."""
+    if buffer.like is not None:
+        return f"np.empty_like({buffer.like})"
+    shape = ", ".join(str(s) for s in buffer.shape)
+    shape = f"({shape},)" if len(buffer.shape) == 1 else f"({shape})"
+    if buffer.fill is not None:
+        return f"np.full({shape}, {buffer.fill!r}, dtype)" if buffer.fill != 1 \
+            else f"np.ones({shape}, dtype)"
+    return f"np.empty({shape}, dtype)"
 
 
 def _temporaries(pool: Buffers, rows, units) -> list[tuple[str, str]]:

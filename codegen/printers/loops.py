@@ -1,0 +1,284 @@
+"""The compiled-loop printer: the training ``Step`` -> a whole-epoch kernel for numba.
+
+The kernel gathers each batch's rows by the epoch's order and runs the step's statements as
+explicit loop nests over scalars: products of small layers as loops (with the bias and the
+activation fused into the loop that produces each entry), of large ones as BLAS calls
+(``np.dot`` with ``out``); every element-wise statement as one loop, consecutive ones over
+the same array fused into one; column-wise formulas (softmax, sums over the units) row by
+row, softmax from the row's maximum.  One call runs every full batch of the epoch, so the
+Python interpreter is left once per epoch, not once per operation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from ..program import (AddBias, Compute, Hadamard, OneExample, Product, RankOne, Scale, SignOf,
+                       Step, Subtract, base_name)
+from .numpy import NumPyCodePrinter, clamped, is_softmax
+
+__all__ = ["LoopCode", "print_epoch_kernel", "BLAS_MIN_ENTRIES"]
+
+BLAS_MIN_ENTRIES = 4096  # a weight matrix this large uses BLAS; smaller ones explicit loops
+
+
+class ScalarPrinter(NumPyCodePrinter):
+    """One entry of a formula: leaves as ``array[i, j]`` (or ``[i, k]`` inside a sum)."""
+
+    def __init__(self, names: dict, ndim: dict[str, int], row: str = "i", col: str = "j"):
+        super().__init__(names)
+        self.ndim = ndim  # array name -> number of axes; other names are scalars
+        self.row, self.col = row, col
+
+    def _module_format(self, fqn, register=True):
+        if fqn == "scipy.special.erf":
+            self.scipy_functions.add("math.erf")  # recorded: the module imports math
+            return "math.erf"  # numba compiles math.erf, not SciPy's ufunc
+        return super()._module_format(fqn, register)
+
+    def _print_Symbol(self, expr):
+        name = self.names.get(expr)
+        if name is None or name not in self.ndim:
+            return super()._print_Symbol(expr)
+        return f"{name}[{self.col}]" if self.ndim[name] == 1 else f"{name}[{self.row}, {self.col}]"
+
+    def _print_Indexed(self, expr):
+        index = self._print(expr.indices[0]) if expr.indices[0] != _J else self.col
+        return f"{self.names[expr.base]}[{self.row}, {index}]"
+
+    def _print_Piecewise(self, expr):
+        code = self._print(expr.args[-1].expr)
+        for value, cond in reversed(expr.args[:-1]):
+            code = f"({self._print(clamped(value, cond))} if {self._print(cond)} else {code})"
+        return code
+
+    def _print_And(self, expr):
+        return "(" + " and ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Or(self, expr):
+        return "(" + " or ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Not(self, expr):
+        return f"(not {self._print(expr.args[0])})"
+
+    def _print_Heaviside(self, expr):
+        x = self._print(expr.args[0])
+        half = self._print(expr.args[1] if len(expr.args) > 1 else sp.S.Half)
+        return f"(1.0 if {x} > 0 else ({half} if {x} == 0 else 0.0))"
+
+    def _print_Min(self, expr):
+        return "min(" + ", ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Max(self, expr):
+        return "max(" + ", ".join(self._print(a) for a in expr.args) + ")"
+
+    def _print_Abs(self, expr):
+        return f"abs({self._print(expr.args[0])})"
+
+    def _print_Sum(self, expr):
+        return self.names[expr]  # precomputed per row into a scalar
+
+
+_J = sp.Symbol("j", integer=True, positive=True)  # the unit index of column-wise formulas
+
+
+@dataclass(frozen=True)
+class LoopCode:
+    arguments: tuple[str, ...]  # the kernel's array arguments after (X, T, order, lr)
+    body: tuple[str, ...]
+    uses_math: bool = False  # the body calls math.erf
+
+
+class _Printer:
+    def __init__(self, step: Step, shapes: dict[str, tuple]):
+        self.step = step
+        self.shapes = shapes  # array -> shape, "m" for the batch
+        self.ndim = {name: len(shape) for name, shape in shapes.items()}
+        self.scalars = 0
+        self._printers: list[ScalarPrinter] = []
+
+    def printer(self, names, **indices) -> ScalarPrinter:
+        printer = ScalarPrinter(dict(names), self.ndim, **indices)
+        self._printers.append(printer)
+        return printer
+
+    # -- helpers ------------------------------------------------------------------------
+    def shape(self, operand: str) -> tuple:
+        shape = self.shapes[base_name(operand)]
+        return tuple(reversed(shape)) if operand.endswith(".T") else shape
+
+    @staticmethod
+    def at(operand: str, r: str, c: str) -> str:
+        name = base_name(operand)
+        return f"{name}[{c}, {r}]" if operand.endswith(".T") else f"{name}[{r}, {c}]"
+
+    def loops(self, shape: tuple, body: list[str], names=("i", "j")) -> list[str]:
+        lines, indent = [], ""
+        for index, size in zip(names, shape):
+            lines.append(f"{indent}for {index} in range({size}):")
+            indent += "    "
+        return lines + [indent + line for line in body]
+
+    def scalar(self) -> str:
+        self.scalars += 1
+        return f"_s{self.scalars}"
+
+    # -- statements -----------------------------------------------------------------------
+    def pointwise(self, op) -> str | None:
+        """The loop body line of an element-wise statement (entry [i, j]), or None."""
+        if isinstance(op, AddBias):
+            return f"{op.out}[i, j] += {op.b}[j]"
+        if isinstance(op, Hadamard):
+            return f"{op.out}[i, j] *= {op.other}[i, j]"
+        if isinstance(op, Scale):
+            return f"{op.out}[i, j] *= {op.factor}"
+        if isinstance(op, Subtract):
+            return f"{op.param}[i, j] -= {op.delta}[i, j]"
+        if isinstance(op, SignOf):
+            return f"{op.out}[i, j] = np.sign({op.src}[i, j])"
+        if isinstance(op, Compute) and not op.expr.has(sp.Sum):
+            code = self.printer(op.names).doprint(op.expr)
+            return f"{op.out}[i, j] = {code}"
+        return None
+
+    def target(self, op) -> str:
+        return op.param if isinstance(op, Subtract) else base_name(op.out)
+
+    def lines(self, op) -> str:
+        """``pointwise(op)`` for the target's number of axes."""
+        line = self.pointwise(op)
+        return line.replace("[i, j]", "[j]") if self.ndim[self.target(op)] == 1 else line
+
+    def statements(self, ops) -> list[str]:
+        lines: list[str] = []
+        ops = list(ops)
+        at = 0
+        while at < len(ops):
+            op = ops[at]
+            if isinstance(op, Product):
+                fused, at = self._fusable(ops, at + 1, base_name(op.out))
+                lines += self.product(op, fused)
+                continue
+            if self.pointwise(op) is not None:
+                fused, at = self._fusable(ops, at, self.target(op))
+                lines += self._pointwise_loop(self.target(op), fused)
+                continue
+            lines += self.other(op)
+            at += 1
+        return lines
+
+    def _fusable(self, ops, at, target):
+        """The element-wise statements from ``at`` on over arrays of ``target``'s shape: each
+        reads and writes entry [i, j] only, so one loop can run them all, in order."""
+        fused = []
+        shape = self.shapes[target]
+        while at < len(ops) and self.pointwise(ops[at]) is not None \
+                and self.shapes[self.target(ops[at])] == shape:
+            fused.append(ops[at])
+            at += 1
+        return fused, at
+
+    def _pointwise_loop(self, target: str, ops) -> list[str]:
+        shape = self.shapes[target]
+        body = [self.lines(op) for op in ops]
+        if len(shape) == 1:
+            return self.loops(shape, body, names=("j",))
+        if "m" not in shape:  # a parameter: column-major, so the row index runs innermost
+            return self.loops(tuple(reversed(shape)), body, names=("j", "i"))
+        return self.loops(shape, body)
+
+    def product(self, op: Product, fused) -> list[str]:
+        out = base_name(op.out)
+        if op.a == "ones":  # column sums out[j] = sum_i src[i, j], read row by row
+            rows, cols = self.shape(op.b)
+            return (self.loops((cols,), [f"{out}[j] = 0.0"], names=("j",))
+                    + self.loops((rows, cols), [f"{out}[j] += {op.b}[i, j]"])
+                    + (self.loops((cols,), [self.lines(f) for f in fused], names=("j",))
+                       if fused else []))
+        rows, inner = self.shape(op.a)
+        cols = self.shape(op.b)[1]
+        weights = self.shapes[base_name(op.b)] if base_name(op.b).startswith("W") else \
+            self.shapes[base_name(op.a)] if base_name(op.a).startswith("W") else None
+        large = weights is not None and weights[0] * weights[1] >= BLAS_MIN_ENTRIES
+        if large or (weights is None and op.blas is False and self._large_gradient(op)):
+            lines = [f"np.dot({op.a}, {op.b}, {op.out})"]
+            if op.blas:  # one example: out[0] = b^T a[0], a matrix-vector product
+                lines = [f"if m == 1:", f"    np.dot({_transposed(op.b)}, {op.a}[0], {op.out}[0])",
+                         "else:", "    " + lines[0]]
+            if fused:
+                lines += self._pointwise_loop(out, fused)
+            return lines
+        s = self.scalar()
+        body = [f"{s} = 0.0", f"for k in range({inner}):",
+                f"    {s} += {self.at(op.a, 'i', 'k')} * {self.at(op.b, 'k', 'j')}",
+                f"{self.at(op.out, 'i', 'j')} = {s}"]
+        if op.out.endswith(".T"):
+            return self.loops((rows, cols), body) + (self._pointwise_loop(out, fused) if fused else [])
+        return self.loops((rows, cols), body + [self.pointwise(f) for f in fused])
+
+    def _large_gradient(self, op: Product) -> bool:
+        """dWᵀ = Aᵀ D: large when W is."""
+        shape = self.shapes[base_name(op.out)]
+        return shape[0] * shape[1] >= BLAS_MIN_ENTRIES
+
+    def other(self, op) -> list[str]:
+        if isinstance(op, Compute):  # column-wise, with sums over the units
+            return self.columnwise(op)
+        if isinstance(op, OneExample):
+            then = [line for s in op.then for line in self.other(s)]
+            return (["if m == 1:"] + ["    " + line for line in then] + ["else:"]
+                    + ["    " + line for line in self.statements(op.otherwise)])
+        if isinstance(op, RankOne):
+            d, a = base_name(op.d), base_name(op.a)
+            # W is column-major: the row index runs innermost
+            return self.loops(tuple(reversed(self.shapes[op.param])),
+                              [f"{op.param}[i, j] -= {d}[0, i] * {a}[0, j]"], names=("j", "i"))
+        raise TypeError(f"no loop form for the statement {op!r}")
+
+    def columnwise(self, op: Compute) -> list[str]:
+        names = dict(op.names)
+        units = self.shapes[base_name(op.out)][1]
+        base = is_softmax(op.expr)
+        if base is not None:  # stable: from the row's maximum
+            z, top, total = names[base], self.scalar(), self.scalar()
+            return self.loops(("m",), [
+                f"{top} = {z}[i, 0]",
+                f"for j in range(1, {units}):",
+                f"    {top} = max({top}, {z}[i, j])",
+                f"{total} = 0.0",
+                f"for j in range({units}):",
+                f"    {op.out}[i, j] = np.exp({z}[i, j] - {top})",
+                f"    {total} += {op.out}[i, j]",
+                f"for j in range({units}):",
+                f"    {op.out}[i, j] /= {total}"], names=("i",))
+        body = []
+        for total in sorted(op.expr.atoms(sp.Sum), key=str):
+            (index, _, _), = total.limits
+            s = self.scalar()
+            names[total] = s
+            summand = self.printer(op.names, col=str(index)).doprint(total.function)
+            summand = summand.replace(f"[i, {index}]", "[i, k]")
+            body += [f"{s} = 0.0", f"for k in range({units}):", f"    {s} += {summand}"]
+        code = self.printer(names).doprint(op.expr)
+        body += [f"for j in range({units}):", f"    {op.out}[i, j] = {code}"]
+        return self.loops(("m",), body, names=("i",))
+
+
+def _transposed(operand: str) -> str:
+    return operand[:-2] if operand.endswith(".T") else f"{operand}.T"
+
+
+def print_epoch_kernel(step: Step, shapes: dict[str, tuple], params: tuple[str, ...]) -> LoopCode:
+    """The body of ``_epoch_kernel``: gather each batch, then the step's statements.
+    ``shapes`` holds every array's shape ("m" for the batch); ``params`` the parameters."""
+    printer = _Printer(step, shapes)
+    body: list[str] = []
+    for title, ops in step.sections:
+        body.append(f"# {title}")
+        body += printer.statements(ops)
+    arrays = params + ("A0", step.inputs[1]) + tuple(
+        b.name for b in step.buffers if b.name not in step.inputs and b.name != "ones")
+    uses_math = any("math.erf" in p.scipy_functions for p in printer._printers)
+    return LoopCode(arrays, tuple(body), uses_math)
