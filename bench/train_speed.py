@@ -50,7 +50,7 @@ SETTLE = 0.3  # seconds between timed runs with more than one thread (see worker
 class Generated:
     """The generated module's Trainer: fit() for one pass over the examples given."""
 
-    def __init__(self, dtype_name, shuffle=False, module_path=None):
+    def __init__(self, dtype_name, shuffle=False, module_path=None, engine="numpy"):
         import numpy as np
 
         sys.path.insert(0, str(ROOT))
@@ -61,15 +61,18 @@ class Generated:
 
             net = import_module_from(module_path, f"_compared_{abs(hash(module_path))}")
         self.np, self.net, self.dtype, self.shuffle = np, net, np.dtype(dtype_name), shuffle
+        self.engine = engine if module_path is None else None  # an older build: its default
         self.name = (f"generated {dtype_name}" + (" shuffled" if shuffle else "")
+                     + (f" {engine} engine" if engine != "numpy" else "")
                      + (f" ({module_path})" if module_path else ""))
 
     def prepare(self, X, y, batch):
         self.X = X.astype(self.dtype)
         self.y = y
+        engine = {} if self.engine is None else {"engine": self.engine}
         self.trainer = self.net.Trainer(learning_rate=LEARNING_RATE, batch_size=batch, epochs=1,
                                         optimizer="sgd" if batch == 1 else "minibatch",
-                                        shuffle=self.shuffle, dtype=self.dtype, seed=0)
+                                        shuffle=self.shuffle, dtype=self.dtype, seed=0, **engine)
 
     def run(self, n):
         self.trainer.fit(self.X[:n], self.y[:n], track=False)
@@ -329,10 +332,15 @@ def worker(args) -> dict:
     y = rng.integers(0, 10, n_data)
     # the peers take contiguous batches in order: the generated Trainer too (shuffle=False),
     # and once more shuffled (a gather per step), as a user trains
+    notes = []
     impls = [Generated("float32"), Generated("float32", shuffle=True), Generated("float64"),
              TextbookNumPy()]
     impls[1:1] = [Generated("float32", module_path=path) for path in args.compare]
-    notes = []
+    try:  # the compiled engine, where numba is installed
+        import numba  # noqa: F401
+        impls.insert(1, Generated("float32", engine="compiled"))
+    except ImportError:
+        notes.append("compiled engine skipped: numba is not installed")
     for name, make in (("torch eager", lambda: TorchEager(threads)), ("jax jit", JaxJit),
                        ("jax scan", JaxScan)):
         if name.split()[0] not in args.peers:
