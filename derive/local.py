@@ -29,8 +29,10 @@ from .primitives import from_primitives, to_primitives
 from .roles import Role, SymbolRole
 
 __all__ = [
-    "Step", "StepKind", "INDEX_ROLES", "LocalActivation", "SoftmaxJacobian", "LocalOutput", "DensePartials",
-    "local_activation", "local_output", "dense_partials", "INDEX", "simplest", "positive_lead",
+    "Step", "StepKind", "INDEX_ROLES", "LocalActivation", "SoftmaxJacobian", "LocalOutput",
+    "DensePartials",
+    "local_activation", "local_output", "dense_partials", "INDEX", "Z_SYM", "A_SYM", "Y_SYM",
+    "simplest", "positive_lead",
     "resolve_deltas",
 ]
 
@@ -40,6 +42,7 @@ class StepKind(Enum):
 
     DEFINITION = "definition"
     DIFFERENTIATED = "differentiated"  # sympy.diff of the declaration
+    ALMOST_EVERYWHERE = "almost everywhere"  # DiracDelta terms (of sign, steps) dropped
     SIMPLIFIED = "simplified"
     IN_OUTPUT = "in the output"  # g' rewritten in a = g(z)
     QUOTIENT_RULE = "quotient rule"
@@ -85,6 +88,7 @@ class _Index:
 INDEX = _Index
 Z_SYM = sp.Symbol("z", real=True)
 A_SYM = sp.Symbol("a", real=True)
+Y_SYM = sp.Symbol("y", real=True)  # a target entry: real, so |a - y| differentiates to sign(a - y)
 
 # the index-form symbols stand for any layer's quantities (x is the layer's input a^{[l-1]})
 INDEX_ROLES = {
@@ -200,6 +204,19 @@ def _piece_in_output(g: sp.Expr, d: sp.Expr, z: sp.Symbol, a: sp.Symbol) -> sp.E
 
 
 def _in_output(g: sp.Expr, d: sp.Expr, z: sp.Symbol, a: sp.Symbol) -> sp.Expr | None:
+    """g' in terms of a, or None where that cannot be done.
+
+    The rewrite is optional (the code then reads g' in z), so any failure of it gives None:
+    ``sympy.solve`` raises NotImplementedError for some forms (``Max(-1, Min(1, z))``), and a
+    declaration that differentiates must always derive.
+    """
+    try:
+        return _rewrite_in_output(g, d, z, a)
+    except Exception:  # noqa: BLE001 - optional rewrite, see above
+        return None
+
+
+def _rewrite_in_output(g: sp.Expr, d: sp.Expr, z: sp.Symbol, a: sp.Symbol) -> sp.Expr | None:
     """g' in terms of a, piece by piece; conditions on z move to a where g keeps the sign."""
     if isinstance(g, sp.Piecewise):
         if not isinstance(d, sp.Piecewise) or len(d.args) != len(g.args):
@@ -233,12 +250,20 @@ def _agrees(lhs: sp.Expr, rhs: sp.Expr, z: sp.Symbol) -> bool:
     return True
 
 
+def _almost_everywhere(derivative: sp.Expr) -> sp.Expr:
+    """The derivative away from the jumps of sign or a step: SymPy writes d sign(z)/dz as
+    2 DiracDelta(z), which is 0 at every z but the jump (where, as ReLU'(0), a convention
+    decides)."""
+    return derivative.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
+
+
 def _elementwise(act: Activation, params: tuple[tuple[str, float], ...]) -> LocalActivation:
     z, a = Z_SYM, A_SYM
     g = act.instantiate(z, dict(params))
     raw = sp.diff(g, z)
+    smooth = _almost_everywhere(raw)
     # named primitives first, so that no bare exp(z) survives to overflow in the code
-    derivative = simplest(to_primitives(raw))
+    derivative = simplest(to_primitives(smooth))
     # named primitives before rewriting in a: sigma(z) (1 - sigma(z)) -> a (1 - a)
     display = to_primitives(g)
     in_output = _in_output(display, derivative, z, a)
@@ -248,6 +273,9 @@ def _elementwise(act: Activation, params: tuple[tuple[str, float], ...]) -> Loca
         Step(g_name(z), display, StepKind.DEFINITION, "definition"),
         Step(g_prime, raw, StepKind.DIFFERENTIATED, "differentiated by SymPy"),
     ]
+    if smooth != raw:
+        steps.append(Step(g_prime, smooth, StepKind.ALMOST_EVERYWHERE,
+                          "the Dirac deltas vanish away from the jumps"))
     if derivative != raw:
         steps.append(Step(g_prime, derivative, StepKind.SIMPLIFIED, "simplified"))
     if in_output is not None and in_output != derivative:
@@ -311,9 +339,13 @@ def _softmax(act: Activation) -> LocalActivation:
 
 @functools.lru_cache(maxsize=None)
 def local_activation(name: str, params: tuple[tuple[str, float], ...] = ()) -> LocalActivation:
-    """The derived local pieces of one activation (cached per name and parameters)."""
+    """The derived local pieces of one activation (cached per name and parameters; the cache
+    is emptied whenever the activations' registry changes)."""
     act = ACTIVATIONS[name]
     return _softmax(act) if act.vector else _elementwise(act, params)
+
+
+ACTIVATIONS.watch(local_activation.cache_clear)
 
 
 # --------------------------------------------------------------------------- dense layer
@@ -397,12 +429,16 @@ def _split_sums(expr: sp.Expr) -> sp.Expr:
     return sp.bottom_up(expr, visit)
 
 
+def _dL_da(loss: Loss) -> sp.Expr:
+    """dl/da of one unit's loss, in the real symbols a and y (so Abs and sign stay real)."""
+    return simplest(sp.diff(loss.per_unit(A_SYM, Y_SYM), A_SYM))
+
+
 def _output_elementwise(loss: Loss, act: LocalActivation):
     I = INDEX
     j = I.j
     a_j, y_j, z_j = I.a[j], I.y[j], I.z[j]
-    dL_da = simplest(sp.diff(loss.per_unit(A_SYM, sp.Symbol("y")), A_SYM)).subs(
-        {A_SYM: a_j, sp.Symbol("y"): y_j})
+    dL_da = _dL_da(loss).subs({A_SYM: a_j, Y_SYM: y_j})
     g_prime = act.backward.subs({A_SYM: a_j, Z_SYM: z_j})
     raw = dL_da * g_prime
     delta = simplest(raw)
@@ -419,9 +455,8 @@ def _output_elementwise(loss: Loss, act: LocalActivation):
 def _output_softmax(loss: Loss, act: LocalActivation):
     I = INDEX
     i, j, a, y = I.i, I.j, I.a, I.y
-    A_ = sp.Symbol("a"); Y_ = sp.Symbol("y")
-    dL_da_expr = simplest(sp.diff(loss.per_unit(A_, Y_), A_))
-    dL_da = lambda idx: dL_da_expr.subs({A_: a[idx], Y_: y[idx]})
+    dL_da_expr = _dL_da(loss)
+    dL_da = lambda idx: dL_da_expr.subs({A_SYM: a[idx], Y_SYM: y[idx]})
     chain = sp.Sum(dL_da(i) * act.jacobian.general.subs({i: i}), (i, 1, I.n))
     expanded = resolve_deltas(sp.Sum(sp.expand(chain.function), *chain.limits))
     combined = _split_sums(expanded)
@@ -458,9 +493,8 @@ def _per_example_in_logits(loss: Loss, act: LocalActivation) -> sp.Expr | None:
         if loss.one_hot:
             form, _ = _apply_sum_y(form)
     else:
-        y = sp.Symbol("y", real=True)
-        unit = to_primitives(sp.simplify(loss.per_unit(act.expr, y)))
-        form = sp.Sum(unit.subs({Z_SYM: I.z[I.k], y: I.y[I.k]}), *per_example.limits)
+        unit = to_primitives(sp.simplify(loss.per_unit(act.expr, Y_SYM)))
+        form = sp.Sum(unit.subs({Z_SYM: I.z[I.k], Y_SYM: I.y[I.k]}), *per_example.limits)
     remaining = [f for f in form.atoms(sp.log)
                  if not (isinstance(f.args[0], sp.Sum) and isinstance(f.args[0].function, sp.exp))]
     return None if remaining else form
@@ -469,7 +503,8 @@ def _per_example_in_logits(loss: Loss, act: LocalActivation) -> sp.Expr | None:
 @functools.lru_cache(maxsize=None)
 def local_output(loss_name: str, act_name: str,
                  params: tuple[tuple[str, float], ...] = ()) -> LocalOutput:
-    """The derived output pieces for a loss on an output activation (cached)."""
+    """The derived output pieces for a loss on an output activation (cached; emptied whenever
+    the activations' or the losses' registry changes)."""
     loss = LOSSES[loss_name]
     act = local_activation(act_name, params)
     build = _output_softmax if act.vector else _output_elementwise
@@ -477,3 +512,7 @@ def local_output(loss_name: str, act_name: str,
     per_example = _loss_sum(loss, lambda idx: INDEX.a[idx])
     logits = _per_example_in_logits(loss, act)
     return LocalOutput(loss, act, per_example, dL_da, delta, steps, used, logits)
+
+
+ACTIVATIONS.watch(local_output.cache_clear)
+LOSSES.watch(local_output.cache_clear)

@@ -17,6 +17,7 @@ probability.  A Piecewise is decided exactly on the sign of its (rational) argum
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import random
 import time
@@ -158,6 +159,8 @@ class _Model:
     def _eval(self, e: sp.Basic):
         if e.is_Rational:
             return Fraction(int(e.p), int(e.q))
+        if isinstance(e, _Entry):
+            return self._entry(e)
         if e.is_Symbol:
             return self.values[e]
         if isinstance(e, sp.Add):
@@ -186,6 +189,10 @@ class _Model:
         if isinstance(e, (sp.Max, sp.Min)):
             pick = max if isinstance(e, sp.Max) else min
             return pick(self(a) for a in e.args)
+        if isinstance(e, sp.DiracDelta):  # 0 off its point; a random point is never on it
+            if self(e.args[0]) == 0:
+                raise ValueError(f"{e} at its singular point")
+            return Fraction(0)
         if isinstance(e, sp.Heaviside):
             q = self(e.args[0])
             return Fraction(1) if q > 0 else Fraction(0) if q < 0 else self(e.args[1])
@@ -202,6 +209,13 @@ class _Model:
         if e.is_Number:
             raise ValueError(f"inexact number {e} in the proof")
         raise TypeError(f"the proof cannot evaluate {type(e).__name__}: {e}")
+
+    def _entry(self, e: "_Entry"):
+        """An entry's template at its inputs' values; the random stand-ins stay shared."""
+        inner = copy.copy(self)
+        inner.values = {**self.values, **{s: self(v) for s, v in e.inputs.items()}}
+        inner.memo = {}
+        return inner(e.template)
 
     def _pow(self, e: sp.Pow):
         base, exponent = self(e.base), e.exp
@@ -321,11 +335,33 @@ def evaluate_definition(definition: Definition, env: dict) -> sp.Matrix:
     if isinstance(definition, Elementwise):
         inputs = [(sym, _explicit(mat, env)) for sym, mat in definition.inputs]
         expr = from_primitives(definition.expr)
-        return sp.Matrix(*inputs[0][1].shape, lambda r, c: expr.xreplace(
-            {sym: mat[r, c] for sym, mat in inputs}))
+        return sp.Matrix(*inputs[0][1].shape, lambda r, c: _put_in(
+            expr, {sym: mat[r, c] for sym, mat in inputs}))
     if isinstance(definition, Columnwise):
         return _columnwise(definition, env)
     raise TypeError(f"unknown kind of definition: {type(definition).__name__}")
+
+
+class _Entry(sp.Dummy):
+    """One entry of a Piecewise definition on symbolic inputs, held whole: ``template`` (in
+    its own symbols) with ``inputs`` (symbol -> the input entry).
+
+    Putting symbolic entries into a Piecewise makes SymPy fold its conditions with those of
+    the Piecewise inside them (one layer's inside the next one's), which takes minutes for two
+    such layers; the exact model instead evaluates the template at the inputs' values.
+    """
+
+    def __new__(cls, template: sp.Expr, inputs: dict):
+        entry = super().__new__(cls, "entry", real=True)
+        entry.template, entry.inputs = template, inputs
+        return entry
+
+
+def _put_in(expr: sp.Expr, values: dict) -> sp.Expr:
+    """``expr`` with ``values`` put in; a Piecewise of symbolic values as an ``_Entry``."""
+    if expr.has(sp.Piecewise) and any(sp.sympify(v).free_symbols for v in values.values()):
+        return _Entry(expr, values)
+    return expr.xreplace(values)
 
 
 def _columnwise(definition: Columnwise, env: dict) -> sp.Matrix:

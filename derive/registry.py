@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from typing import Generic, Iterator, TypeVar
+from contextlib import contextmanager
+from typing import Callable, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -21,13 +22,18 @@ class UnknownName(KeyError):
 
 
 class Registry(Generic[T]):
-    """Name -> declaration, with aliases and refused names (names known to be unusable)."""
+    """Name -> declaration, with aliases and refused names (names known to be unusable).
+
+    Whatever caches results derived from the declarations registers a ``watch`` callback,
+    called whenever a name is added or removed, so that no cache outlives a declaration.
+    """
 
     def __init__(self, kind: str):
         self.kind = kind
         self._items: dict[str, T] = {}
         self._aliases: dict[str, str] = {}
         self._refused: dict[str, str] = {}
+        self._watchers: list[Callable[[], None]] = []
 
     def add(self, name: str, item: T, aliases: tuple[str, ...] = ()) -> T:
         for key in (name, *aliases):
@@ -35,7 +41,34 @@ class Registry(Generic[T]):
                 raise ValueError(f"{self.kind} {key!r} declared twice")
         self._items[name] = item
         self._aliases.update({alias: name for alias in aliases})
+        self._changed()
         return item
+
+    @contextmanager
+    def temporarily(self, name: str, item: T, aliases: tuple[str, ...] = ()) -> Iterator[T]:
+        """Declare ``name`` for the duration of a ``with`` block (a test's extra activation).
+
+        On leaving, the name and its aliases are removed and the watchers told, so no cache
+        keeps a result for a name that is gone.  A name already declared is refused.
+        """
+        self.add(name, item, aliases)
+        try:
+            yield item
+        finally:
+            self._remove(name)
+
+    def _remove(self, name: str) -> None:
+        del self._items[name]
+        self._aliases = {alias: to for alias, to in self._aliases.items() if to != name}
+        self._changed()
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever a name is added or removed (e.g. a cache's clear)."""
+        self._watchers.append(callback)
+
+    def _changed(self) -> None:
+        for callback in self._watchers:
+            callback()
 
     def refuse(self, name: str, reason: str) -> None:
         self._refused[name] = reason

@@ -366,17 +366,10 @@ def _mish(x):
 
 @pytest.fixture
 def mish():
-    """Declare mish for one test, then remove it and every cached local piece."""
+    """Declare mish for one test; the registry then removes it and empties the caches."""
     declaration = Activation("mish", r"\operatorname{mish}", _mish, init="he")
-    ACTIVATIONS.add("mish", declaration)
-    local_activation.cache_clear()
-    local_output.cache_clear()
-    try:
+    with ACTIVATIONS.temporarily("mish", declaration):
         yield declaration
-    finally:
-        ACTIVATIONS._items.pop("mish", None)
-        local_activation.cache_clear()
-        local_output.cache_clear()
 
 
 def test_adding_an_activation_is_one_declaration(mish):

@@ -47,6 +47,8 @@ _WEIGHT_SHAPED = (Role.WEIGHT, Role.WEIGHT_GRADIENT, Role.SIGN)  # (n_l x n_{l-1
 # What each kind of step does, as a sentence before it (fallback: the step's note).
 _STEP_SENTENCES = {
     StepKind.DIFFERENTIATED: "SymPy differentiates the declaration:",
+    StepKind.ALMOST_EVERYWHERE: r"Away from the points where a sign or a step jumps, their "
+                                r"derivative $\delta$ is $0$:",
     StepKind.SIMPLIFIED: "Simplified, and written with the named functions:",
     StepKind.IN_OUTPUT: r"Written in the output $a = g(z)$, so that the "
                         r"backward pass reuses the cached activation:",

@@ -5,8 +5,9 @@ Derivation's symbols by their roles (``Derivation.roles_by_name``, never by pars
 a weight, bias, pre-activation, activation, error, local derivative and gradient of layer 1,
 the input and the target print as ``W^{[1]}, b^{[1]}, z^{[1]}, a^{[1]}, \\delta^{[1]},
 g'(z^{[1]}), ∂L/∂W^{[1]}, x, y`` with ``notation="bracket"`` (seeds 001/003) or ``W_{1},
-b_{1}, ...`` with ``notation="subscript"`` (seeds 000/002).  ``mode="example"`` prints one example (lower-case column vectors);
-``mode="batch"`` prints the m-column matrices (``Z, A, \\Delta, X, Y``).
+b_{1}, ...`` with ``notation="subscript"`` (seeds 000/002).  ``mode="example"`` prints one
+example (lower-case column vectors); ``mode="batch"`` prints the m-column matrices (``Z, A,
+\\Delta, X, Y``).
 
 Name mappings are tables, not branches; the Hadamard product prints as ``\\odot``, the ones
 vector as ``\\mathbf{1}``, an index-form ``a[j]`` as ``a_{j}``.  Two display-only matrix
