@@ -22,8 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="derive",
         description="Derive backpropagation for a declared network with SymPy, prove it, "
                     "and generate a NumPy module (forward, backward, trainer).",
-        epilog="Exit status: 0 success, 1 a check failed (or training diverged), 2 bad usage, "
-               "spec or data, 130 training stopped by Ctrl-C (after saving).",
+        epilog=f"Exit status: {EXIT_OK} success, {EXIT_CHECK_FAILED} a check failed (or "
+               f"training diverged), {EXIT_USAGE} bad usage, spec or data, {EXIT_INTERRUPTED} "
+               "training stopped by Ctrl-C (after saving).",
     )
     parser.add_argument("--spec", nargs="+", required=True, metavar="NET.yaml",
                         help="network spec(s) in YAML (see README.md for the format)")

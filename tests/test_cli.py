@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 import codegen.files
+import derive
 import derive.proof
 from codegen.files import GENERATED_MARKER
-from derive.cli import build_parser, main
+from derive.cli import EXIT_INTERRUPTED, build_parser, main
 from derive.optimizers import BATCHING
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,6 +169,26 @@ def test_optimizer_choices_are_the_batching_schemes(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--spec", str(SMALL), "--train", "--optimizer", "adagrad"])
     assert info.value.code == 2 and "invalid choice: 'adagrad'" in capsys.readouterr().err
+
+
+def test_ctrl_c_exits_with_the_interrupted_status(tmp_path, capsys, monkeypatch):
+    import derive.spec
+
+    def interrupted(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(derive.spec, "load_spec", interrupted)
+    assert main(["--spec", str(SMALL), "--out", str(tmp_path)]) == EXIT_INTERRUPTED == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert _files(tmp_path) == []
+
+
+def test_version_is_written_once():
+    """pyproject.toml reads the version from derive.__version__ instead of repeating it."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "derive.__version__"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", derive.__version__)
 
 
 def test_refuses_to_overwrite_a_hand_written_file(tmp_path, capsys):
