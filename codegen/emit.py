@@ -20,7 +20,7 @@ import sympy as sp
 from . import runtime
 from .files import GENERATED_MARKER, atomic_write, writable
 from .lower import lower
-from .printers.loops import BLAS_MIN_ENTRIES, print_epoch_kernel
+from .printers.loops import print_epoch_kernel, uses_blas
 from .printers.numpy import NumPyCodePrinter
 from .printers.step import allocation, print_step
 from .program import Assign, Program
@@ -151,8 +151,8 @@ def module_context(derivation, program: Program | None = None) -> dict:
     backward = _backward_lines(functional, program)
     loss = _block(functional, (program.per_example_loss,))
     step = print_step(program.step)
-    kernel = print_epoch_kernel(program.step, _shapes(program),
-                                tuple(param for param, _ in program.gradients))
+    params = tuple(param for param, _ in program.gradients)
+    kernel = print_epoch_kernel(program.step, _shapes(program), params)
     spec = derivation.spec
     return {
         "marker": GENERATED_MARKER,
@@ -172,8 +172,7 @@ def module_context(derivation, program: Program | None = None) -> dict:
         "loss": loss,
         "step": step,
         "kernel": kernel,
-        "compiled_batches": "all" if all(layer.units * layer.fan_in < BLAS_MIN_ENTRIES
-                                         for layer in program.layers) else "one",
+        "compiled_batches": "one" if uses_blas(_shapes(program), params) else "all",
         "kernel_buffers": [f"{'A0' if b.name == program.step.inputs[0] else b.name} = "
                            f"{allocation(b)}" for b in program.step.buffers
                            if b.name in kernel.arguments or b.name == program.step.inputs[0]],

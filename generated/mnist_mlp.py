@@ -242,46 +242,39 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                 Z2[i, j] += b2[j]
                 A2[i, j] = (0 if Z2[i, j] <= 0 else Z2[i, j])
         # Layer 3 (64 -> 10): Z3 = A2 W3ᵀ + b3, A3 = softmax(Z3)
+        if m == 1:
+            np.dot(W3, A2[0], Z3[0])
+        else:
+            np.dot(A2, W3.T, Z3)
         for i in range(m):
             for j in range(10):
-                _s1 = 0.0
-                for k in range(64):
-                    _s1 += A2[i, k] * W3[j, k]
-                Z3[i, j] = _s1
                 Z3[i, j] += b3[j]
         for i in range(m):
-            _s2 = Z3[i, 0]
+            _s1 = Z3[i, 0]
             for j in range(1, 10):
-                _s2 = max(_s2, Z3[i, j])
-            _s3 = 0.0
+                _s1 = max(_s1, Z3[i, j])
+            _s2 = 0.0
             for j in range(10):
-                A3[i, j] = np.exp(Z3[i, j] - _s2)
-                _s3 += A3[i, j]
+                A3[i, j] = np.exp(Z3[i, j] - _s1)
+                _s2 += A3[i, j]
             for j in range(10):
-                A3[i, j] /= _s3
+                A3[i, j] /= _s2
         # output error: D3 = dl/dZ3
         for i in range(m):
             for j in range(10):
                 D3[i, j] = A3[i, j] - Y[i, j]
                 D3[i, j] *= learning_rate / m
         # Layer 3 (64 -> 10): dJ/dW3 = D3ᵀ A2, dJ/db3 = column sums of D3
-        for i in range(m):
-            for j in range(64):
-                _s4 = 0.0
-                for k in range(10):
-                    _s4 += D3[i, k] * W3[k, j]
-                D2[i, j] = _s4
+        if m == 1:
+            np.dot(W3.T, D3[0], D2[0])
+        else:
+            np.dot(D3, W3, D2)
         if m == 1:
             for j in range(64):
                 for i in range(10):
                     W3[i, j] -= D3[0, i] * A2[0, j]
         else:
-            for i in range(64):
-                for j in range(10):
-                    _s5 = 0.0
-                    for k in range(m):
-                        _s5 += A2[k, i] * D3[k, j]
-                    dW3[j, i] = _s5
+            np.dot(A2.T, D3, dW3.T)
             for j in range(64):
                 for i in range(10):
                     W3[i, j] -= dW3[i, j]

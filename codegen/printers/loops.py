@@ -19,9 +19,12 @@ from ..program import (AddBias, Compute, Hadamard, OneExample, Product, RankOne,
                        Step, Subtract, base_name)
 from .numpy import NumPyCodePrinter, clamped, is_softmax
 
-__all__ = ["LoopCode", "print_epoch_kernel", "BLAS_MIN_ENTRIES"]
+__all__ = ["LoopCode", "print_epoch_kernel", "uses_blas", "BLAS_MIN_ENTRIES"]
 
-BLAS_MIN_ENTRIES = 4096  # a weight matrix this large uses BLAS; smaller ones explicit loops
+# A network whose weight matrices all have fewer entries than this runs on explicit loops;
+# a larger one takes every product from BLAS (loops over its small layers cost more there,
+# at the batch sizes a large network trains with, than a BLAS call).
+BLAS_MIN_ENTRIES = 4096
 
 
 class ScalarPrinter(NumPyCodePrinter):
@@ -92,8 +95,9 @@ class LoopCode:
 
 
 class _Printer:
-    def __init__(self, step: Step, shapes: dict[str, tuple]):
+    def __init__(self, step: Step, shapes: dict[str, tuple], blas: bool):
         self.step = step
+        self.blas = blas  # products from BLAS (a large network) or explicit loops
         self.shapes = shapes  # array -> shape, "m" for the batch
         self.ndim = {name: len(shape) for name, shape in shapes.items()}
         self.scalars = 0
@@ -199,10 +203,7 @@ class _Printer:
                        if fused else []))
         rows, inner = self.shape(op.a)
         cols = self.shape(op.b)[1]
-        weights = self.shapes[base_name(op.b)] if base_name(op.b).startswith("W") else \
-            self.shapes[base_name(op.a)] if base_name(op.a).startswith("W") else None
-        large = weights is not None and weights[0] * weights[1] >= BLAS_MIN_ENTRIES
-        if large or (weights is None and op.blas is False and self._large_gradient(op)):
+        if self.blas:
             lines = [f"np.dot({op.a}, {op.b}, {op.out})"]
             if op.blas:  # one example: out[0] = b^T a[0], a matrix-vector product
                 lines = [f"if m == 1:", f"    np.dot({_transposed(op.b)}, {op.a}[0], {op.out}[0])",
@@ -217,11 +218,6 @@ class _Printer:
         if op.out.endswith(".T"):
             return self.loops((rows, cols), body) + (self._pointwise_loop(out, fused) if fused else [])
         return self.loops((rows, cols), body + [self.pointwise(f) for f in fused])
-
-    def _large_gradient(self, op: Product) -> bool:
-        """dWᵀ = Aᵀ D: large when W is."""
-        shape = self.shapes[base_name(op.out)]
-        return shape[0] * shape[1] >= BLAS_MIN_ENTRIES
 
     def other(self, op) -> list[str]:
         if isinstance(op, Compute):  # column-wise, with sums over the units
@@ -270,10 +266,16 @@ def _transposed(operand: str) -> str:
     return operand[:-2] if operand.endswith(".T") else f"{operand}.T"
 
 
+def uses_blas(shapes: dict[str, tuple], params: tuple[str, ...]) -> bool:
+    """True for a network with a weight matrix of BLAS_MIN_ENTRIES entries or more."""
+    return any(len(shapes[p]) == 2 and shapes[p][0] * shapes[p][1] >= BLAS_MIN_ENTRIES
+               for p in params)
+
+
 def print_epoch_kernel(step: Step, shapes: dict[str, tuple], params: tuple[str, ...]) -> LoopCode:
     """The body of ``_epoch_kernel``: gather each batch, then the step's statements.
     ``shapes`` holds every array's shape ("m" for the batch); ``params`` the parameters."""
-    printer = _Printer(step, shapes)
+    printer = _Printer(step, shapes, uses_blas(shapes, params))
     body: list[str] = []
     for title, ops in step.sections:
         body.append(f"# {title}")
