@@ -9,6 +9,7 @@ atomically, and never overwrites a file this tool did not generate unless forced
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import pprint
 from dataclasses import asdict
@@ -28,7 +29,15 @@ from .program import Assign, Program
 __all__ = ["render_module", "render_runtime", "write_module", "module_context", "VERSION",
            "RUNTIME_NAME", "Unprintable"]
 
-VERSION = "0.1.0"
+def _version() -> str:
+    """The tool's version, as installed (declared once, in ``derive.__version__``)."""
+    try:
+        return importlib.metadata.version("backprop-derive")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout never installed
+        return "0+unknown"
+
+
+VERSION = _version()
 RUNTIME_NAME = "_runtime"
 _TEMPLATES = Path(__file__).parent / "templates"
 
