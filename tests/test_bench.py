@@ -26,3 +26,10 @@ def test_derive_speed_smoke():
     done = _run("bench/derive_speed.py", "--smoke")
     assert done.returncode == 0, done.stderr
     assert "10-layer stack" in done.stdout
+
+
+def test_seed_speed_smoke():
+    done = _run("bench/seed_speed.py", "--smoke", "--peers", "--json", "/dev/null")
+    assert done.returncode == 0, done.stderr
+    for row in ("generated numpy", "generated compiled"):
+        assert row in done.stdout
