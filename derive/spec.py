@@ -346,8 +346,14 @@ def _dataset(item: Item) -> str:
                          f"did you mean '{guess}:{rest}'?" if guess else None)
     if declaration is None:
         raise item_error(item, f"unknown dataset {value!r} (expected one of: {', '.join(shown)})",
-                         did_you_mean(value, shown))
+                         did_you_mean(value, shown) or _datasets_described())
     return value
+
+
+def _datasets_described() -> str:
+    """Every data set with what it holds, for a name that is near none of them."""
+    return "the data sets: " + "; ".join(f"{DATASETS[name].written} ({DATASETS[name].description})"
+                                         for name in DATASETS)
 
 
 _DATA_KEYS: dict[str, Check] = {

@@ -640,6 +640,13 @@ def test_every_declared_dataset_is_accepted(name):
         assert declaration.written in err.message
 
 
+def test_a_dataset_near_no_name_is_told_what_each_holds():
+    err = error(extra="data:\n  dataset: zzzz\n")
+    assert "unknown dataset 'zzzz'" in err.message
+    for name in DATASETS:
+        assert f"{DATASETS[name].written} ({DATASETS[name].description})" in err.hint
+
+
 def test_reading_a_spec_imports_no_data_library():
     """The data sets' loaders are imported only to load: a spec is checked without them."""
     code = ("import sys; from derive.spec import load_spec_text; "
