@@ -14,6 +14,7 @@ used when present for BLAS rank-one updates (one-example steps).  It never impor
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 
@@ -490,6 +491,7 @@ class Trainer:
         self._params = self.network.check_params(params, self.dtype)
         self._steps = {}  # batch size -> (X buffer, Y buffer, step) of the NumPy engine
         self._epochs = {}  # batch size -> compiled epoch
+        self.first_call_seconds = 0.0  # the compiled engine's first calls (compiling included)
 
     def compiled(self, size):
         """True when fit() runs the compiled engine for steps of ``size`` examples: engine
@@ -572,9 +574,13 @@ class Trainer:
         for count, rows in ((size, order[:full]), (m - full, order[full:])):
             if count == 0:
                 continue
-            if count not in self._epochs:
+            first = count not in self._epochs
+            if first:
                 self._epochs[count] = self.network.make_epoch(self._params, count, self.dtype)
+            started = time.perf_counter()
             self._epochs[count](X, T, rows, self.dtype.type(self.learning_rate))
+            if first:
+                self.first_call_seconds += time.perf_counter() - started
 
     def _record(self, X, T, prefix, chunk=2048):
         """Loss and accuracy over X, T, a chunk of rows at a time (bounded memory)."""

@@ -52,6 +52,11 @@ class sigmoid(_Primitive):
         np_ = printer._module_format("numpy")
         return f"{np_}.exp(-{np_}.logaddexp(0, -({x})))"
 
+    def _scalarcode(self, printer):
+        # one entry in a compiled loop: exp(-x) may overflow to inf, giving exactly 0,
+        # and no array-wide logaddexp is needed
+        return f"(1.0 / (1.0 + np.exp(-({printer._print(self.args[0])}))))"
+
     @staticmethod
     def _numpy_inplace(x: str, out: str) -> list[str]:
         """The same stable form as ufunc calls writing into ``out``."""

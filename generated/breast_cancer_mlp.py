@@ -217,6 +217,8 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
     Batch b takes the rows order[b m : (b + 1) m] of X and T; m is the buffers' row count.
     """
     m = A0.shape[0]
+    _f1 = learning_rate / m
+    _f2 = 1.0 - learning_rate * L2
     for batch in range(order.shape[0] // m):
         for i in range(m):
             A0[i, :] = X[order[batch * m + i], :]
@@ -247,12 +249,12 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                     _s3 += A2[i, k] * W3[j, k]
                 Z3[i, j] = _s3
                 Z3[i, j] += b3[j]
-                A3[i, j] = np.exp(-np.logaddexp(0, -(Z3[i, j])))
+                A3[i, j] = (1.0 / (1.0 + np.exp(-(Z3[i, j]))))
         # output error: D3 = dl/dZ3
         for i in range(m):
             for j in range(1):
                 D3[i, j] = A3[i, j] - Y[i, j]
-                D3[i, j] *= learning_rate / m
+                D3[i, j] *= _f1
         # Layer 3 (16 -> 1): dJ/dW3 = D3ᵀ A2, dJ/db3 = column sums of D3
         for i in range(m):
             for j in range(16):
@@ -262,7 +264,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                 D2[i, j] = _s4
         for j in range(16):
             for i in range(1):
-                W3[i, j] *= 1.0 - learning_rate * L2
+                W3[i, j] *= _f2
         if m == 1:
             for j in range(16):
                 for i in range(1):
@@ -297,7 +299,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                 D1[i, j] = _s6
         for j in range(32):
             for i in range(16):
-                W2[i, j] *= 1.0 - learning_rate * L2
+                W2[i, j] *= _f2
         if m == 1:
             for j in range(32):
                 for i in range(16):
@@ -326,7 +328,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
         # Layer 1 (30 -> 32): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
         for j in range(30):
             for i in range(32):
-                W1[i, j] *= 1.0 - learning_rate * L2
+                W1[i, j] *= _f2
         if m == 1:
             for j in range(30):
                 for i in range(32):

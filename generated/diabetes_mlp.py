@@ -174,6 +174,8 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
     Batch b takes the rows order[b m : (b + 1) m] of X and T; m is the buffers' row count.
     """
     m = A0.shape[0]
+    _f1 = learning_rate / m
+    _f2 = 1.0 - learning_rate * L2
     for batch in range(order.shape[0] // m):
         for i in range(m):
             A0[i, :] = X[order[batch * m + i], :]
@@ -200,7 +202,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
         for i in range(m):
             for j in range(1):
                 D2[i, j] = A2[i, j] - Y[i, j]
-                D2[i, j] *= learning_rate / m
+                D2[i, j] *= _f1
         # Layer 2 (16 -> 1): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
         for i in range(m):
             for j in range(16):
@@ -210,7 +212,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                 D1[i, j] = _s3
         for j in range(16):
             for i in range(1):
-                W2[i, j] *= 1.0 - learning_rate * L2
+                W2[i, j] *= _f2
         if m == 1:
             for j in range(16):
                 for i in range(1):
@@ -239,7 +241,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
         # Layer 1 (10 -> 16): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
         for j in range(10):
             for i in range(16):
-                W1[i, j] *= 1.0 - learning_rate * L2
+                W1[i, j] *= _f2
         if m == 1:
             for j in range(10):
                 for i in range(16):

@@ -222,6 +222,8 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
     Batch b takes the rows order[b m : (b + 1) m] of X and T; m is the buffers' row count.
     """
     m = A0.shape[0]
+    _f1 = learning_rate / m
+    _f2 = 1.0 - learning_rate * L2
     for batch in range(order.shape[0] // m):
         for i in range(m):
             A0[i, :] = X[order[batch * m + i], :]
@@ -266,7 +268,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
         for i in range(m):
             for j in range(10):
                 D3[i, j] = A3[i, j] - Y[i, j]
-                D3[i, j] *= learning_rate / m
+                D3[i, j] *= _f1
         # Layer 3 (64 -> 10): dJ/dW3 = D3ᵀ A2, dJ/db3 = column sums of D3
         if m == 1:
             np.dot(W3.T, D3[0], D2[0])
@@ -274,7 +276,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
             np.dot(D3, W3, D2)
         for j in range(64):
             for i in range(10):
-                W3[i, j] *= 1.0 - learning_rate * L2
+                W3[i, j] *= _f2
         if m == 1:
             for j in range(64):
                 for i in range(10):
@@ -302,7 +304,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
             np.dot(D2, W2, D1)
         for j in range(128):
             for i in range(64):
-                W2[i, j] *= 1.0 - learning_rate * L2
+                W2[i, j] *= _f2
         if m == 1:
             for j in range(128):
                 for i in range(64):
@@ -326,7 +328,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
         # Layer 1 (64 -> 128): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
         for j in range(64):
             for i in range(128):
-                W1[i, j] *= 1.0 - learning_rate * L2
+                W1[i, j] *= _f2
         if m == 1:
             for j in range(64):
                 for i in range(128):

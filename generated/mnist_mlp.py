@@ -219,6 +219,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
     Batch b takes the rows order[b m : (b + 1) m] of X and T; m is the buffers' row count.
     """
     m = A0.shape[0]
+    _f1 = learning_rate / m
     for batch in range(order.shape[0] // m):
         for i in range(m):
             A0[i, :] = X[order[batch * m + i], :]
@@ -263,7 +264,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
         for i in range(m):
             for j in range(10):
                 D3[i, j] = A3[i, j] - Y[i, j]
-                D3[i, j] *= learning_rate / m
+                D3[i, j] *= _f1
         # Layer 3 (64 -> 10): dJ/dW3 = D3ᵀ A2, dJ/db3 = column sums of D3
         if m == 1:
             np.dot(W3.T, D3[0], D2[0])

@@ -183,6 +183,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
     Batch b takes the rows order[b m : (b + 1) m] of X and T; m is the buffers' row count.
     """
     m = A0.shape[0]
+    _f1 = learning_rate / m
     for batch in range(order.shape[0] // m):
         for i in range(m):
             A0[i, :] = X[order[batch * m + i], :]
@@ -195,7 +196,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                     _s1 += A0[i, k] * W1[j, k]
                 Z1[i, j] = _s1
                 Z1[i, j] += b1[j]
-                A1[i, j] = np.exp(-np.logaddexp(0, -(Z1[i, j])))
+                A1[i, j] = (1.0 / (1.0 + np.exp(-(Z1[i, j]))))
         # Layer 2 (4 -> 2): Z2 = A1 W2ᵀ + b2, A2 = sigmoid(Z2)
         for i in range(m):
             for j in range(2):
@@ -204,12 +205,12 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                     _s2 += A1[i, k] * W2[j, k]
                 Z2[i, j] = _s2
                 Z2[i, j] += b2[j]
-                A2[i, j] = np.exp(-np.logaddexp(0, -(Z2[i, j])))
+                A2[i, j] = (1.0 / (1.0 + np.exp(-(Z2[i, j]))))
         # output error: D2 = dl/dZ2
         for i in range(m):
             for j in range(2):
                 D2[i, j] = (1 - A2[i, j])*(A2[i, j] - Y[i, j])*A2[i, j]
-                D2[i, j] *= learning_rate / m
+                D2[i, j] *= _f1
         # Layer 2 (4 -> 2): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
         for i in range(m):
             for j in range(4):

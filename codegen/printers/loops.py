@@ -28,10 +28,19 @@ BLAS_MIN_ENTRIES = 4096
 
 
 class ScalarPrinter(NumPyCodePrinter):
-    """One entry of a formula: leaves as ``array[i, j]`` (or ``[i, k]`` inside a sum)."""
+    """One entry of a formula: leaves as ``array[i, j]`` (or ``[i, k]`` inside a sum).
+
+    A named primitive may carry a scalar spelling (``_scalarcode``); otherwise its NumPy one.
+    """
+
+    def _print_Function(self, expr):
+        if hasattr(expr, "_numpycode"):
+            return expr._numpycode(self)
+        return super()._print_Function(expr)
 
     def __init__(self, names: dict, ndim: dict[str, int], row: str = "i", col: str = "j"):
         super().__init__(names)
+        self.printmethod = "_scalarcode"  # NumPyPrinter's __init__ sets its own
         self.ndim = ndim  # array name -> number of axes; other names are scalars
         self.row, self.col = row, col
 
@@ -91,6 +100,7 @@ _J = sp.Symbol("j", integer=True, positive=True)  # the unit index of column-wis
 class LoopCode:
     arguments: tuple[str, ...]  # the kernel's array arguments after (X, T, order, lr)
     body: tuple[str, ...]
+    factors: tuple[tuple[str, str], ...] = ()  # (name, code) computed before the loops
     uses_math: bool = False  # the body calls math.erf
 
 
@@ -102,6 +112,7 @@ class _Printer:
         self.ndim = {name: len(shape) for name, shape in shapes.items()}
         self.scalars = 0
         self._printers: list[ScalarPrinter] = []
+        self.factors: dict[str, str] = {}  # scale factor code -> its hoisted name
 
     def printer(self, names, **indices) -> ScalarPrinter:
         printer = ScalarPrinter(dict(names), self.ndim, **indices)
@@ -129,6 +140,12 @@ class _Printer:
         self.scalars += 1
         return f"_s{self.scalars}"
 
+    def factor(self, code: str) -> str:
+        """A scale factor, computed once per kernel call (before the loops) as ``_f<n>``."""
+        if code not in self.factors:
+            self.factors[code] = f"_f{len(self.factors) + 1}"
+        return self.factors[code]
+
     # -- statements -----------------------------------------------------------------------
     def pointwise(self, op) -> str | None:
         """The loop body line of an element-wise statement (entry [i, j]), or None."""
@@ -137,7 +154,7 @@ class _Printer:
         if isinstance(op, Hadamard):
             return f"{op.out}[i, j] *= {op.other}[i, j]"
         if isinstance(op, Scale):
-            return f"{op.out}[i, j] *= {op.factor}"
+            return f"{op.out}[i, j] *= {self.factor(op.factor)}"
         if isinstance(op, Subtract):
             return f"{op.param}[i, j] -= {op.delta}[i, j]"
         if isinstance(op, SignOf):
@@ -283,4 +300,5 @@ def print_epoch_kernel(step: Step, shapes: dict[str, tuple], params: tuple[str, 
     arrays = params + ("A0", step.inputs[1]) + tuple(
         b.name for b in step.buffers if b.name not in step.inputs and b.name != "ones")
     uses_math = any("math.erf" in p.scipy_functions for p in printer._printers)
-    return LoopCode(arrays, tuple(body), uses_math)
+    factors = tuple((name, code) for code, name in printer.factors.items())
+    return LoopCode(arrays, tuple(body), factors, uses_math)

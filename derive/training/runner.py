@@ -339,6 +339,10 @@ def _report(spec: NetSpec, dataset: Dataset, test, train, session: _Session, tim
         lines.append(f"times: data {timings['load_seconds']:.2f} s, training "
                      f"{timings['train_seconds']:.2f} s ({per_epoch:.3f} s per epoch), "
                      f"evaluation {timings['evaluate_seconds']:.2f} s")
+        compiling = getattr(session.trainer, "first_call_seconds", 0.0)
+        if compiling:
+            lines.append(f"compiled engine: first calls {compiling:.2f} s, numba's compiling "
+                         "included (cached on disk beside the module for the next run)")
     return "\n".join(lines)
 
 
