@@ -312,7 +312,7 @@ def parse(argv=None):
                    help="examples per step; 0 is the full data set")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--examples", type=int, default=20000)
-    p.add_argument("--steps", type=int, default=2000, help="steps per timed run, at most")
+    p.add_argument("--steps", type=int, default=20000, help="steps per timed run, at most")
     p.add_argument("--peers", nargs="*", default=["torch", "jax"])
     p.add_argument("--specs", nargs="+", default=[str(p) for p in SEEDS])
     p.add_argument("--json", default=str(ROOT / "bench" / "seed_results.json"))
