@@ -181,7 +181,9 @@ def module_context(derivation, program: Program | None = None) -> dict:
         "loss": loss,
         "step": step,
         "kernel": kernel,
-        "compiled_batches": "one" if uses_blas(_shapes(program), params) else "all",
+        # measured (bench/seed_speed.py): loop kernels win up to large batches; with BLAS
+        # products the compiled engine wins only at one example per step
+        "compiled_max_batch": 1 if uses_blas(_shapes(program), params) else 1024,
         "kernel_buffers": [f"{'A0' if b.name == program.step.inputs[0] else b.name} = "
                            f"{allocation(b)}" for b in program.step.buffers
                            if b.name in kernel.arguments or b.name == program.step.inputs[0]],

@@ -268,7 +268,7 @@ class Network:
 
     def __init__(self, *, name, layer_sizes, activations, loss, labels, init, l1, l2, dtype,
                  training, batching, probability, forward, backward, per_example_loss,
-                 make_step, make_epoch=None, compiled_batches="all"):
+                 make_step, make_epoch=None, compiled_max_batch=0):
         self.name = name
         self.layer_sizes = tuple(layer_sizes)
         self.activations = tuple(activations)
@@ -286,9 +286,9 @@ class Network:
         self.per_example_loss = per_example_loss
         self.make_step = make_step
         self.make_epoch = make_epoch  # compiled whole epochs, or None
-        # where engine "auto" compiles: "all" batch sizes (small layers: loops beat NumPy's
-        # per-call cost everywhere), or "one" (large layers: only one-example steps gain)
-        self.compiled_batches = compiled_batches
+        # engine "auto" compiles steps of at most this many examples (where the generator
+        # measured the compiled engine faster); 0: never
+        self.compiled_max_batch = compiled_max_batch
 
     @property
     def depth(self):
@@ -501,7 +501,7 @@ class Trainer:
         net = self.network
         if self.engine == "numpy" or _numba is None or net.make_epoch is None:
             return False
-        return self.engine == "compiled" or net.compiled_batches == "all" or size == 1
+        return self.engine == "compiled" or size <= net.compiled_max_batch
 
     def step_size(self, m):
         """Examples per update on a training set of m examples."""

@@ -388,7 +388,7 @@ NETWORK = _runtime.Network(
     labels="binary", init=INIT, l1=L1, l2=L2, dtype=DTYPE, training=TRAINING,
     batching={'batch': 'all', 'sgd': 1, 'minibatch': 'batch_size'}, probability=True,
     forward=forward, backward=_backward, per_example_loss=_per_example_loss, make_step=_make_step,
-    make_epoch=_make_epoch, compiled_batches="all")
+    make_epoch=_make_epoch, compiled_max_batch=1024)
 TASK = NETWORK.task  # classification | binary | regression
 ForwardCache, TrainingDiverged = _runtime.ForwardCache, _runtime.TrainingDiverged
 init_params, targets, loss, objective = NETWORK.init_params, NETWORK.targets, NETWORK.loss, NETWORK.objective
