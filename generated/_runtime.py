@@ -15,6 +15,7 @@ used when present for BLAS rank-one updates (one-example steps).  It never impor
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 
@@ -25,10 +26,15 @@ try:  # optional: BLAS rank-1 updates for one-example steps; plain NumPy without
 except ImportError:  # pragma: no cover - exercised by the tests with SciPy hidden
     _blas = None
 
-try:  # optional: the compiled engine; the NumPy engine without numba
-    import numba as _numba
-except ImportError:  # pragma: no cover - exercised by the tests with numba hidden
-    _numba = None
+def _numba_installed() -> bool:
+    """numba can be imported (looked up, not imported: it takes 0.1 s to import)."""
+    try:
+        return importlib.util.find_spec("numba") is not None
+    except (ImportError, ValueError):  # pragma: no cover - exercised with numba hidden
+        return False
+
+
+_HAVE_NUMBA = _numba_installed()  # the compiled engine is available; imported on first use
 
 __all__ = ["API", "ForwardCache", "TrainingDiverged", "Network", "Trainer", "softmax",
            "logsumexp", "float_dtype", "rank_one_update", "one_row_product", "rank_one",
@@ -109,10 +115,12 @@ def compiled(kernel):
 
     Compiled once per process and function; numba compiles each dtype on first call.
     """
-    if _numba is None:
+    if not _HAVE_NUMBA:
         return None
     if kernel not in _KERNELS:
-        _KERNELS[kernel] = _numba.njit(cache=True, fastmath=_FASTMATH, nogil=True)(kernel)
+        import numba
+
+        _KERNELS[kernel] = numba.njit(cache=True, fastmath=_FASTMATH, nogil=True)(kernel)
     return _KERNELS[kernel]
 
 
@@ -451,7 +459,7 @@ class Trainer:
         net = self.network
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
-        if engine == "compiled" and (_numba is None or net.make_epoch is None):
+        if engine == "compiled" and (not _HAVE_NUMBA or net.make_epoch is None):
             raise ValueError("engine='compiled' needs numba (pip install numba); "
                              "use engine='numpy' or 'auto'")
         self.engine = engine
@@ -499,7 +507,7 @@ class Trainer:
         """True when fit() runs the compiled engine for steps of ``size`` examples: engine
         "compiled", or "auto" with numba where the module says compiling is faster."""
         net = self.network
-        if self.engine == "numpy" or _numba is None or net.make_epoch is None:
+        if self.engine == "numpy" or not _HAVE_NUMBA or net.make_epoch is None:
             return False
         return self.engine == "compiled" or size <= net.compiled_max_batch
 

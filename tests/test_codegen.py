@@ -608,7 +608,8 @@ def test_module_imports_only_numpy_its_runtime_and_scipy_erf():
         assert "import numpy as np" in source
     runtime = _imports(render_runtime())
     assert runtime == {("__future__", ("annotations",)), ("json", ()), ("numpy", ()),
-                       ("scipy.linalg", ("blas",)), ("numba", ()), ("time", ())}, runtime
+                       ("scipy.linalg", ("blas",)), ("numba", ()), ("time", ()),
+                       ("importlib.util", ())}, runtime
     guarded = render_runtime().split("try:", 1)[1].split("except ImportError", 1)[0]
     assert "from scipy.linalg import blas" in guarded
 
