@@ -145,6 +145,13 @@ def _backward_lines(functional: _Functional, program: Program) -> list[str]:
 
 # ----------------------------------------------------------------------------- context
 
+def comment_safe(text: str) -> str:
+    """``text`` for a one-line Python comment: every character that is not printable (a
+    newline among them, which would end the comment and start code) written as an escape."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
+
+
 def spec_digest(derivation) -> str:
     """A digest of the spec's content (not its path), for the module's stamp."""
     fields = asdict(derivation.spec)
@@ -169,7 +176,7 @@ def module_context(derivation, program: Program | None = None) -> dict:
         "runtime": RUNTIME_NAME,
         "api": runtime.API,
         "name": program.name,
-        "source": Path(spec.source).name if spec.source else None,
+        "source": comment_safe(Path(spec.source).name) if spec.source else None,
         "digest": spec_digest(derivation),
         "program": program,
         "layers": program.layers,

@@ -72,3 +72,17 @@ def test_modules_of_one_folder_share_one_runtime(tmp_path):
     for path in (first, second):
         module = import_module_from(path)
         assert module.NETWORK.__class__.__module__ == RUNTIME_NAME
+
+
+def test_a_hostile_spec_file_name_stays_inside_its_comment(tmp_path):
+    """A newline in the spec's file name cannot turn the rest of the name into code."""
+    from derive.spec import load_spec_text
+
+    text = SPEC.read_text(encoding="utf-8")
+    hostile = 'net.yaml\nimport os; os.system("touch PWNED") #\u202e'
+    path = write_module(derive(load_spec_text(text, hostile)), tmp_path)
+    head = path.read_text(encoding="utf-8").splitlines()[:2]
+    assert all(line.startswith("#") for line in head), head
+    assert "\\n" in head[0] and "\\u202e" in head[0]
+    import_module_from(path)
+    assert not (tmp_path / "PWNED").exists() and not Path("PWNED").exists()
