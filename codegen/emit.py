@@ -192,7 +192,7 @@ def module_context(derivation, program: Program | None = None) -> dict:
         # products the compiled engine wins only at one example per step
         "compiled_max_batch": 1 if uses_blas(_shapes(program), params) else 1024,
         "kernel_buffers": [f"{'A0' if b.name == program.step.inputs[0] else b.name} = "
-                           f"{allocation(b)}" for b in program.step.buffers
+                           f"{allocation(b, order=kernel.order)}" for b in program.step.buffers
                            if b.name in kernel.arguments or b.name == program.step.inputs[0]],
         "passes": program.step.passes,
         "reg_text": _regularization_text(program),

@@ -224,44 +224,89 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
             A0[i, :] = X[order[batch * m + i], :]
             Y[i, :] = T[order[batch * m + i], :]
         # Layer 1 (30 -> 32): Z1 = A0 W1ᵀ + b1, A1 = relu(Z1)
-        for i in range(m):
+        if m == 1:
+            for i in range(1):
+                for j in range(32):
+                    _s1 = 0.0
+                    for k in range(30):
+                        _s1 += A0[i, k] * W1[j, k]
+                    Z1[i, j] = _s1
+                    Z1[i, j] += b1[j]
+                    A1[i, j] = (0 if Z1[i, j] <= 0 else Z1[i, j])
+        else:
             for j in range(32):
-                _s1 = 0.0
+                for i in range(m):
+                    Z1[i, j] = 0.0
                 for k in range(30):
-                    _s1 += A0[i, k] * W1[j, k]
-                Z1[i, j] = _s1
-                Z1[i, j] += b1[j]
-                A1[i, j] = (0 if Z1[i, j] <= 0 else Z1[i, j])
+                    _s2 = W1[j, k]
+                    for i in range(m):
+                        Z1[i, j] += A0[i, k] * _s2
+                for i in range(m):
+                    Z1[i, j] += b1[j]
+                    A1[i, j] = (0 if Z1[i, j] <= 0 else Z1[i, j])
         # Layer 2 (32 -> 16): Z2 = A1 W2ᵀ + b2, A2 = relu(Z2)
-        for i in range(m):
+        if m == 1:
+            for i in range(1):
+                for j in range(16):
+                    _s3 = 0.0
+                    for k in range(32):
+                        _s3 += A1[i, k] * W2[j, k]
+                    Z2[i, j] = _s3
+                    Z2[i, j] += b2[j]
+                    A2[i, j] = (0 if Z2[i, j] <= 0 else Z2[i, j])
+        else:
             for j in range(16):
-                _s2 = 0.0
+                for i in range(m):
+                    Z2[i, j] = 0.0
                 for k in range(32):
-                    _s2 += A1[i, k] * W2[j, k]
-                Z2[i, j] = _s2
-                Z2[i, j] += b2[j]
-                A2[i, j] = (0 if Z2[i, j] <= 0 else Z2[i, j])
+                    _s4 = W2[j, k]
+                    for i in range(m):
+                        Z2[i, j] += A1[i, k] * _s4
+                for i in range(m):
+                    Z2[i, j] += b2[j]
+                    A2[i, j] = (0 if Z2[i, j] <= 0 else Z2[i, j])
         # Layer 3 (16 -> 1): Z3 = A2 W3ᵀ + b3, A3 = sigmoid(Z3)
-        for i in range(m):
+        if m == 1:
+            for i in range(1):
+                for j in range(1):
+                    _s5 = 0.0
+                    for k in range(16):
+                        _s5 += A2[i, k] * W3[j, k]
+                    Z3[i, j] = _s5
+                    Z3[i, j] += b3[j]
+                    A3[i, j] = (1.0 / (1.0 + np.exp(-(Z3[i, j]))))
+        else:
             for j in range(1):
-                _s3 = 0.0
+                for i in range(m):
+                    Z3[i, j] = 0.0
                 for k in range(16):
-                    _s3 += A2[i, k] * W3[j, k]
-                Z3[i, j] = _s3
-                Z3[i, j] += b3[j]
-                A3[i, j] = (1.0 / (1.0 + np.exp(-(Z3[i, j]))))
+                    _s6 = W3[j, k]
+                    for i in range(m):
+                        Z3[i, j] += A2[i, k] * _s6
+                for i in range(m):
+                    Z3[i, j] += b3[j]
+                    A3[i, j] = (1.0 / (1.0 + np.exp(-(Z3[i, j]))))
         # output error: D3 = dl/dZ3
-        for i in range(m):
-            for j in range(1):
+        for j in range(1):
+            for i in range(m):
                 D3[i, j] = A3[i, j] - Y[i, j]
                 D3[i, j] *= _f1
         # Layer 3 (16 -> 1): dJ/dW3 = D3ᵀ A2, dJ/db3 = column sums of D3
-        for i in range(m):
+        if m == 1:
+            for i in range(1):
+                for j in range(16):
+                    _s7 = 0.0
+                    for k in range(1):
+                        _s7 += D3[i, k] * W3[k, j]
+                    D2[i, j] = _s7
+        else:
             for j in range(16):
-                _s4 = 0.0
+                for i in range(m):
+                    D2[i, j] = 0.0
                 for k in range(1):
-                    _s4 += D3[i, k] * W3[k, j]
-                D2[i, j] = _s4
+                    _s8 = W3[k, j]
+                    for i in range(m):
+                        D2[i, j] += D3[i, k] * _s8
         for j in range(16):
             for i in range(1):
                 W3[i, j] *= _f2
@@ -272,31 +317,39 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
         else:
             for i in range(16):
                 for j in range(1):
-                    _s5 = 0.0
+                    _s9 = 0.0
                     for k in range(m):
-                        _s5 += A2[k, i] * D3[k, j]
-                    dW3[j, i] = _s5
+                        _s9 += A2[k, i] * D3[k, j]
+                    dW3[j, i] = _s9
             for j in range(16):
                 for i in range(1):
                     W3[i, j] -= dW3[i, j]
         for j in range(1):
-            db3[j] = 0.0
-        for i in range(m):
-            for j in range(1):
-                db3[j] += D3[i, j]
-        for j in range(1):
+            _s10 = 0.0
+            for i in range(m):
+                _s10 += D3[i, j]
+            db3[j] = _s10
             b3[j] -= db3[j]
-        for i in range(m):
-            for j in range(16):
+        for j in range(16):
+            for i in range(m):
                 G2[i, j] = (0 if A2[i, j] <= 0 else 1)
                 D2[i, j] *= G2[i, j]
         # Layer 2 (32 -> 16): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
-        for i in range(m):
+        if m == 1:
+            for i in range(1):
+                for j in range(32):
+                    _s11 = 0.0
+                    for k in range(16):
+                        _s11 += D2[i, k] * W2[k, j]
+                    D1[i, j] = _s11
+        else:
             for j in range(32):
-                _s6 = 0.0
+                for i in range(m):
+                    D1[i, j] = 0.0
                 for k in range(16):
-                    _s6 += D2[i, k] * W2[k, j]
-                D1[i, j] = _s6
+                    _s12 = W2[k, j]
+                    for i in range(m):
+                        D1[i, j] += D2[i, k] * _s12
         for j in range(32):
             for i in range(16):
                 W2[i, j] *= _f2
@@ -307,22 +360,21 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
         else:
             for i in range(32):
                 for j in range(16):
-                    _s7 = 0.0
+                    _s13 = 0.0
                     for k in range(m):
-                        _s7 += A1[k, i] * D2[k, j]
-                    dW2[j, i] = _s7
+                        _s13 += A1[k, i] * D2[k, j]
+                    dW2[j, i] = _s13
             for j in range(32):
                 for i in range(16):
                     W2[i, j] -= dW2[i, j]
         for j in range(16):
-            db2[j] = 0.0
-        for i in range(m):
-            for j in range(16):
-                db2[j] += D2[i, j]
-        for j in range(16):
+            _s14 = 0.0
+            for i in range(m):
+                _s14 += D2[i, j]
+            db2[j] = _s14
             b2[j] -= db2[j]
-        for i in range(m):
-            for j in range(32):
+        for j in range(32):
+            for i in range(m):
                 G1[i, j] = (0 if A1[i, j] <= 0 else 1)
                 D1[i, j] *= G1[i, j]
         # Layer 1 (30 -> 32): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
@@ -336,19 +388,18 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
         else:
             for i in range(30):
                 for j in range(32):
-                    _s8 = 0.0
+                    _s15 = 0.0
                     for k in range(m):
-                        _s8 += A0[k, i] * D1[k, j]
-                    dW1[j, i] = _s8
+                        _s15 += A0[k, i] * D1[k, j]
+                    dW1[j, i] = _s15
             for j in range(30):
                 for i in range(32):
                     W1[i, j] -= dW1[i, j]
         for j in range(32):
-            db1[j] = 0.0
-        for i in range(m):
-            for j in range(32):
-                db1[j] += D1[i, j]
-        for j in range(32):
+            _s16 = 0.0
+            for i in range(m):
+                _s16 += D1[i, j]
+            db1[j] = _s16
             b1[j] -= db1[j]
 
 
@@ -361,23 +412,23 @@ def _make_epoch(params, m, dtype):
     W1, b1 = params["W1"], params["b1"]
     W2, b2 = params["W2"], params["b2"]
     W3, b3 = params["W3"], params["b3"]
-    A0 = np.empty((m, 30), dtype)
-    Y = np.empty((m, 1), dtype)
-    Z1 = np.empty((m, 32), dtype)
-    A1 = np.empty((m, 32), dtype)
-    D1 = np.empty((m, 32), dtype)
-    G1 = np.empty((m, 32), dtype)
+    A0 = np.empty((m, 30), dtype, order="F")
+    Y = np.empty((m, 1), dtype, order="F")
+    Z1 = np.empty((m, 32), dtype, order="F")
+    A1 = np.empty((m, 32), dtype, order="F")
+    D1 = np.empty((m, 32), dtype, order="F")
+    G1 = np.empty((m, 32), dtype, order="F")
     dW1 = np.empty_like(W1)
     db1 = np.empty_like(b1)
-    Z2 = np.empty((m, 16), dtype)
-    A2 = np.empty((m, 16), dtype)
-    D2 = np.empty((m, 16), dtype)
-    G2 = np.empty((m, 16), dtype)
+    Z2 = np.empty((m, 16), dtype, order="F")
+    A2 = np.empty((m, 16), dtype, order="F")
+    D2 = np.empty((m, 16), dtype, order="F")
+    G2 = np.empty((m, 16), dtype, order="F")
     dW2 = np.empty_like(W2)
     db2 = np.empty_like(b2)
-    Z3 = np.empty((m, 1), dtype)
-    A3 = np.empty((m, 1), dtype)
-    D3 = np.empty((m, 1), dtype)
+    Z3 = np.empty((m, 1), dtype, order="F")
+    A3 = np.empty((m, 1), dtype, order="F")
+    D3 = np.empty((m, 1), dtype, order="F")
     dW3 = np.empty_like(W3)
     db3 = np.empty_like(b3)
     return functools.partial(kernel, W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, G2, dW2, db2, Z3, A3, D3, dW3, db3)

@@ -185,44 +185,76 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
             A0[i, :] = X[order[batch * m + i], :]
             Y[i, :] = T[order[batch * m + i], :]
         # Layer 1 (6 -> 9): Z1 = A0 W1ᵀ + b1, A1 = relu(Z1)
-        for i in range(m):
+        if m == 1:
+            for i in range(1):
+                for j in range(9):
+                    _s1 = 0.0
+                    for k in range(6):
+                        _s1 += A0[i, k] * W1[j, k]
+                    Z1[i, j] = _s1
+                    Z1[i, j] += b1[j]
+                    A1[i, j] = (0 if Z1[i, j] <= 0 else Z1[i, j])
+        else:
             for j in range(9):
-                _s1 = 0.0
+                for i in range(m):
+                    Z1[i, j] = 0.0
                 for k in range(6):
-                    _s1 += A0[i, k] * W1[j, k]
-                Z1[i, j] = _s1
-                Z1[i, j] += b1[j]
-                A1[i, j] = (0 if Z1[i, j] <= 0 else Z1[i, j])
+                    _s2 = W1[j, k]
+                    for i in range(m):
+                        Z1[i, j] += A0[i, k] * _s2
+                for i in range(m):
+                    Z1[i, j] += b1[j]
+                    A1[i, j] = (0 if Z1[i, j] <= 0 else Z1[i, j])
         # Layer 2 (9 -> 4): Z2 = A1 W2ᵀ + b2, A2 = softmax(Z2)
-        for i in range(m):
+        if m == 1:
+            for i in range(1):
+                for j in range(4):
+                    _s3 = 0.0
+                    for k in range(9):
+                        _s3 += A1[i, k] * W2[j, k]
+                    Z2[i, j] = _s3
+                    Z2[i, j] += b2[j]
+        else:
             for j in range(4):
-                _s2 = 0.0
+                for i in range(m):
+                    Z2[i, j] = 0.0
                 for k in range(9):
-                    _s2 += A1[i, k] * W2[j, k]
-                Z2[i, j] = _s2
-                Z2[i, j] += b2[j]
+                    _s4 = W2[j, k]
+                    for i in range(m):
+                        Z2[i, j] += A1[i, k] * _s4
+                for i in range(m):
+                    Z2[i, j] += b2[j]
         for i in range(m):
-            _s3 = Z2[i, 0]
+            _s5 = Z2[i, 0]
             for j in range(1, 4):
-                _s3 = max(_s3, Z2[i, j])
-            _s4 = 0.0
+                _s5 = max(_s5, Z2[i, j])
+            _s6 = 0.0
             for j in range(4):
-                A2[i, j] = np.exp(Z2[i, j] - _s3)
-                _s4 += A2[i, j]
+                A2[i, j] = np.exp(Z2[i, j] - _s5)
+                _s6 += A2[i, j]
             for j in range(4):
-                A2[i, j] /= _s4
+                A2[i, j] /= _s6
         # output error: D2 = dl/dZ2
-        for i in range(m):
-            for j in range(4):
+        for j in range(4):
+            for i in range(m):
                 D2[i, j] = A2[i, j] - Y[i, j]
                 D2[i, j] *= _f1
         # Layer 2 (9 -> 4): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
-        for i in range(m):
+        if m == 1:
+            for i in range(1):
+                for j in range(9):
+                    _s7 = 0.0
+                    for k in range(4):
+                        _s7 += D2[i, k] * W2[k, j]
+                    D1[i, j] = _s7
+        else:
             for j in range(9):
-                _s5 = 0.0
+                for i in range(m):
+                    D1[i, j] = 0.0
                 for k in range(4):
-                    _s5 += D2[i, k] * W2[k, j]
-                D1[i, j] = _s5
+                    _s8 = W2[k, j]
+                    for i in range(m):
+                        D1[i, j] += D2[i, k] * _s8
         if m == 1:
             for j in range(9):
                 for i in range(4):
@@ -230,22 +262,21 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
         else:
             for i in range(9):
                 for j in range(4):
-                    _s6 = 0.0
+                    _s9 = 0.0
                     for k in range(m):
-                        _s6 += A1[k, i] * D2[k, j]
-                    dW2[j, i] = _s6
+                        _s9 += A1[k, i] * D2[k, j]
+                    dW2[j, i] = _s9
             for j in range(9):
                 for i in range(4):
                     W2[i, j] -= dW2[i, j]
         for j in range(4):
-            db2[j] = 0.0
-        for i in range(m):
-            for j in range(4):
-                db2[j] += D2[i, j]
-        for j in range(4):
+            _s10 = 0.0
+            for i in range(m):
+                _s10 += D2[i, j]
+            db2[j] = _s10
             b2[j] -= db2[j]
-        for i in range(m):
-            for j in range(9):
+        for j in range(9):
+            for i in range(m):
                 G1[i, j] = (0 if A1[i, j] <= 0 else 1)
                 D1[i, j] *= G1[i, j]
         # Layer 1 (6 -> 9): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
@@ -256,19 +287,18 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
         else:
             for i in range(6):
                 for j in range(9):
-                    _s7 = 0.0
+                    _s11 = 0.0
                     for k in range(m):
-                        _s7 += A0[k, i] * D1[k, j]
-                    dW1[j, i] = _s7
+                        _s11 += A0[k, i] * D1[k, j]
+                    dW1[j, i] = _s11
             for j in range(6):
                 for i in range(9):
                     W1[i, j] -= dW1[i, j]
         for j in range(9):
-            db1[j] = 0.0
-        for i in range(m):
-            for j in range(9):
-                db1[j] += D1[i, j]
-        for j in range(9):
+            _s12 = 0.0
+            for i in range(m):
+                _s12 += D1[i, j]
+            db1[j] = _s12
             b1[j] -= db1[j]
 
 
@@ -280,17 +310,17 @@ def _make_epoch(params, m, dtype):
         return None
     W1, b1 = params["W1"], params["b1"]
     W2, b2 = params["W2"], params["b2"]
-    A0 = np.empty((m, 6), dtype)
-    Y = np.empty((m, 4), dtype)
-    Z1 = np.empty((m, 9), dtype)
-    A1 = np.empty((m, 9), dtype)
-    D1 = np.empty((m, 9), dtype)
-    G1 = np.empty((m, 9), dtype)
+    A0 = np.empty((m, 6), dtype, order="F")
+    Y = np.empty((m, 4), dtype, order="F")
+    Z1 = np.empty((m, 9), dtype, order="F")
+    A1 = np.empty((m, 9), dtype, order="F")
+    D1 = np.empty((m, 9), dtype, order="F")
+    G1 = np.empty((m, 9), dtype, order="F")
     dW1 = np.empty_like(W1)
     db1 = np.empty_like(b1)
-    Z2 = np.empty((m, 4), dtype)
-    A2 = np.empty((m, 4), dtype)
-    D2 = np.empty((m, 4), dtype)
+    Z2 = np.empty((m, 4), dtype, order="F")
+    A2 = np.empty((m, 4), dtype, order="F")
+    D2 = np.empty((m, 4), dtype, order="F")
     dW2 = np.empty_like(W2)
     db2 = np.empty_like(b2)
     return functools.partial(kernel, W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, dW2, db2)

@@ -101,6 +101,7 @@ class LoopCode:
     arguments: tuple[str, ...]  # the kernel's array arguments after (X, T, order, lr)
     body: tuple[str, ...]
     factors: tuple[tuple[str, str], ...] = ()  # (name, code) computed before the loops
+    order: str = "C"  # the batch buffers' layout: "F" (column-major) for loop kernels
     uses_math: bool = False  # the body calls math.erf
 
 
@@ -206,15 +207,20 @@ class _Printer:
         body = [self.lines(op) for op in ops]
         if len(shape) == 1:
             return self.loops(shape, body, names=("j",))
-        if "m" not in shape:  # a parameter: column-major, so the row index runs innermost
+        if "m" not in shape or not self.blas:  # column-major: the row index runs innermost
             return self.loops(tuple(reversed(shape)), body, names=("j", "i"))
         return self.loops(shape, body)
 
     def product(self, op: Product, fused) -> list[str]:
         out = base_name(op.out)
-        if op.a == "ones":  # column sums out[j] = sum_i src[i, j], read row by row
+        if op.a == "ones":  # column sums out[j] = sum_i src[i, j]
             rows, cols = self.shape(op.b)
-            return (self.loops((cols,), [f"{out}[j] = 0.0"], names=("j",))
+            if not self.blas:  # column-major buffers: each column is contiguous
+                s = self.scalar()
+                return self.loops((cols,), [f"{s} = 0.0", f"for i in range({rows}):",
+                                            f"    {s} += {op.b}[i, j]", f"{out}[j] = {s}"]
+                                  + [self.lines(f) for f in fused], names=("j",))
+            return (self.loops((cols,), [f"{out}[j] = 0.0"], names=("j",))  # row by row
                     + self.loops((rows, cols), [f"{out}[j] += {op.b}[i, j]"])
                     + (self.loops((cols,), [self.lines(f) for f in fused], names=("j",))
                        if fused else []))
@@ -228,10 +234,21 @@ class _Printer:
             if fused:
                 lines += self._pointwise_loop(out, fused)
             return lines
-        s = self.scalar()
+        s = self.scalar()  # a dot product per entry
         body = [f"{s} = 0.0", f"for k in range({inner}):",
                 f"    {s} += {self.at(op.a, 'i', 'k')} * {self.at(op.b, 'k', 'j')}",
                 f"{self.at(op.out, 'i', 'j')} = {s}"]
+        if inner != "m":  # one example: dot products; a batch: column by column, the batch
+            w = self.scalar()  # innermost (contiguous in column-major buffers: vectorised)
+            columns = [f"for i in range({rows}):", f"    {self.at(op.out, 'i', 'j')} = 0.0",
+                       f"for k in range({inner}):", f"    {w} = {self.at(op.b, 'k', 'j')}",
+                       f"    for i in range({rows}):",
+                       f"        {self.at(op.out, 'i', 'j')} += {self.at(op.a, 'i', 'k')} * {w}"]
+            if fused:
+                columns += [f"for i in range({rows}):"] + ["    " + self.pointwise(f) for f in fused]
+            one = self.loops(("1", cols), body + [self.pointwise(f) for f in fused])
+            return (["if m == 1:"] + ["    " + line for line in one] + ["else:"]
+                    + ["    " + line for line in self.loops((cols,), columns, names=("j",))])
         if op.out.endswith(".T"):
             return self.loops((rows, cols), body) + (self._pointwise_loop(out, fused) if fused else [])
         return self.loops((rows, cols), body + [self.pointwise(f) for f in fused])
@@ -301,4 +318,4 @@ def print_epoch_kernel(step: Step, shapes: dict[str, tuple], params: tuple[str, 
         b.name for b in step.buffers if b.name not in step.inputs and b.name != "ones")
     uses_math = any("math.erf" in p.scipy_functions for p in printer._printers)
     factors = tuple((name, code) for code, name in printer.factors.items())
-    return LoopCode(arrays, tuple(body), factors, uses_math)
+    return LoopCode(arrays, tuple(body), factors, "C" if printer.blas else "F", uses_math)

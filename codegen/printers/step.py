@@ -122,16 +122,18 @@ class _Printer:
         return lines
 
 
-def allocation(buffer: Buffer) -> str:
-    """The NumPy call that allocates a buffer (``m`` and ``dtype`` are the step's)."""
+def allocation(buffer: Buffer, order: str = "C") -> str:
+    """The NumPy call that allocates a buffer (``m`` and ``dtype`` are the step's); a
+    two-axis one column-major with ``order="F"``."""
     if buffer.like is not None:
         return f"np.empty_like({buffer.like})"
     shape = ", ".join(str(s) for s in buffer.shape)
     shape = f"({shape},)" if len(buffer.shape) == 1 else f"({shape})"
+    layout = ', order="F"' if order == "F" and len(buffer.shape) == 2 else ""
     if buffer.fill is not None:
-        return f"np.full({shape}, {buffer.fill!r}, dtype)" if buffer.fill != 1 \
-            else f"np.ones({shape}, dtype)"
-    return f"np.empty({shape}, dtype)"
+        return f"np.full({shape}, {buffer.fill!r}, dtype{layout})" if buffer.fill != 1 \
+            else f"np.ones({shape}, dtype{layout})"
+    return f"np.empty({shape}, dtype{layout})"
 
 
 def _temporaries(pool: Buffers, rows, units) -> list[tuple[str, str]]:
