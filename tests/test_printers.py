@@ -9,6 +9,8 @@ compared with SymPy's own evaluation of the expression at the same points.  A ne
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import scipy.special
@@ -17,6 +19,7 @@ from sympy.codegen.cfunctions import expm1, log1p
 
 from codegen import runtime
 from codegen.printers.inplace import Buffers, InplacePrinter
+from codegen.printers.loops import ScalarPrinter
 from codegen.printers.numpy import NumPyCodePrinter
 from derive.primitives import Phi, phi, sigmoid, softplus
 
@@ -96,7 +99,17 @@ def _inplace(expr, dtype):
     return scope["out"].reshape(-1), "\n".join(lines)
 
 
-PRINTERS = {"numpy": _functional, "numpy in-place": _inplace}
+def _scalar(expr, dtype):
+    """The compiled kernel's printer: one entry at a time (run here by Python, as numba would)."""
+    printer = ScalarPrinter({z: "z", y: "y"}, {"z": 2, "y": 2})
+    code = printer.doprint(expr)
+    scope = {"np": np, "math": math, "z": Z_POINTS.astype(dtype)[:, None],
+             "y": Y_POINTS.astype(dtype)[:, None], "j": 0}
+    values = [eval(code, dict(scope, i=i)) for i in range(len(Z_POINTS))]
+    return np.asarray(values, dtype=dtype), code
+
+
+PRINTERS = {"numpy": _functional, "numpy in-place": _inplace, "compiled loops": _scalar}
 
 
 @pytest.mark.parametrize("printer", list(PRINTERS))
