@@ -229,7 +229,7 @@ class _Printer:
         if self.blas:
             lines = [f"np.dot({op.a}, {op.b}, {op.out})"]
             if op.blas:  # one example: out[0] = b^T a[0], a matrix-vector product
-                lines = [f"if m == 1:", f"    np.dot({_transposed(op.b)}, {op.a}[0], {op.out}[0])",
+                lines = ["if m == 1:", f"    np.dot({_transposed(op.b)}, {op.a}[0], {op.out}[0])",
                          "else:", "    " + lines[0]]
             if fused:
                 lines += self._pointwise_loop(out, fused)
