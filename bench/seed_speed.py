@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from workers import PINNING, thread_environment  # noqa: E402
 SEEDS = sorted((ROOT / "examples").glob("seed*.yaml"))
 LEARNING_RATE = 0.01
 SETTLE = 0.3  # seconds between timed runs with more than one thread (idle pools spin)
@@ -329,14 +331,10 @@ def main(argv=None) -> int:
     if args.worker:
         print(json.dumps(worker(args)))
         return 0
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    env = {k: v for k, v in os.environ.items() if k not in PINNING}
     run = {"argv": sys.argv[1:], "workers": []}
     for threads in args.threads:
-        env_t = dict(env, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-                     MKL_NUM_THREADS=str(threads),
-                     XLA_FLAGS=f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
-                               f"intra_op_parallelism_threads={threads}")
+        env_t = thread_environment(env, threads)
         cmd = [sys.executable, __file__, "--worker", "--threads", str(threads),
                "--repeats", str(args.repeats), "--examples", str(args.examples),
                "--steps", str(args.steps), "--batches", *map(str, args.batches),

@@ -37,6 +37,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from workers import PINNING, thread_environment  # noqa: E402
 SIZES = (784, 128, 64, 10)
 # multiply-adds x 2 per example: forward 3 GEMMs, weight gradients 3, input gradients 2
 FLOP_PER_EXAMPLE = 2 * (784 * 128 + 128 * 64 + 64 * 10) * 2 + 2 * (128 * 64 + 64 * 10)
@@ -464,7 +466,7 @@ def main(argv=None) -> int:
         print(json.dumps(worker(args)))
         return 0
     env = dict(os.environ)
-    dropped = [k for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in env]
+    dropped = [k for k in PINNING if k in env]
     if not args.keep_env and not args.smoke:
         for key in dropped:
             env.pop(key)
@@ -472,10 +474,7 @@ def main(argv=None) -> int:
            "environment": {"dropped": dropped if not args.keep_env and not args.smoke else []}}
     for threads in args.threads:
         # every library's thread pool is set before it loads: one process per thread count
-        env_t = dict(env, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-                     MKL_NUM_THREADS=str(threads),
-                     XLA_FLAGS=f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
-                               f"intra_op_parallelism_threads={threads}")
+        env_t = thread_environment(env, threads)
         cmd = [sys.executable, __file__, "--worker", "--threads", str(threads),
                "--repeats", str(args.repeats), "--examples", str(args.examples),
                "--batches", *map(str, args.batches), "--peers", *args.peers]
