@@ -21,13 +21,14 @@ import sympy as sp
 from . import runtime
 from .files import GENERATED_MARKER, atomic_write, writable
 from .lower import lower
+from .rules import lower_rules, lower_schedules
 from .printers.loops import print_epoch_kernel, uses_blas
 from .printers.numpy import NumPyCodePrinter
 from .printers.step import allocation, print_step
 from .program import Assign, Program
 
-__all__ = ["render_module", "render_runtime", "write_module", "module_context", "VERSION",
-           "RUNTIME_NAME", "Unprintable"]
+__all__ = ["render_module", "render_runtime", "render_rules", "write_module", "module_context", "VERSION",
+           "RUNTIME_NAME", "RULES_NAME", "Unprintable"]
 
 def _version() -> str:
     """The tool's version, as installed (declared once, in ``derive.__version__``)."""
@@ -39,6 +40,7 @@ def _version() -> str:
 
 VERSION = _version()
 RUNTIME_NAME = "_runtime"
+RULES_NAME = "_rules"
 _TEMPLATES = Path(__file__).parent / "templates"
 
 
@@ -166,9 +168,11 @@ def module_context(derivation, program: Program | None = None) -> dict:
     forward = _forward_lines(functional, program)
     backward = _backward_lines(functional, program)
     loss = _block(functional, (program.per_example_loss,))
-    step = print_step(program.step)
     params = tuple(param for param, _ in program.gradients)
-    kernel = print_epoch_kernel(program.step, _shapes(program), params)
+    shapes = _shapes(program)
+    variants = [_variant(program.step, shapes, params, "_make_step", "_epoch_kernel", "_make_epoch"),
+                _variant(program.gradient_step, shapes, params, "_make_gradient", "_gradient_kernel",
+                         "_make_gradient_epoch")]
     spec = derivation.spec
     return {
         "marker": GENERATED_MARKER,
@@ -186,19 +190,29 @@ def module_context(derivation, program: Program | None = None) -> dict:
         "forward": forward,
         "backward": backward,
         "loss": loss,
-        "step": step,
-        "kernel": kernel,
+        "rules": RULES_NAME,
+        "legacy": derivation.legacy_optimizers,
+        "variants": variants,
+        "uses_math": any(v["kernel"].uses_math for v in variants),
         # measured (bench/seed_speed.py): loop kernels win up to large batches; with BLAS
         # products the compiled engine wins only at one example per step
-        "compiled_max_batch": 1 if uses_blas(_shapes(program), params) else 1024,
-        "kernel_buffers": [f"{'A0' if b.name == program.step.inputs[0] else b.name} = "
-                           f"{allocation(b, order=kernel.order)}" for b in program.step.buffers
-                           if b.name in kernel.arguments or b.name == program.step.inputs[0]],
-        "passes": program.step.passes,
+        "compiled_max_batch": 1 if uses_blas(shapes, params) else 1024,
         "reg_text": _regularization_text(program),
         "training": pprint.pformat(program.training, width=90, sort_dicts=False),
-        "scipy_functions": sorted(functional.scipy | step.scipy_functions),
+        "scipy_functions": sorted(functional.scipy.union(
+            *(v["step"].scipy_functions for v in variants))),
     }
+
+
+def _variant(step, shapes, params, make, kernel_name, make_epoch) -> dict:
+    """One printed step (NumPy and compiled loops) with the names the template gives it."""
+    kernel = print_epoch_kernel(step, shapes, params)
+    return {"make": make, "kernel_name": kernel_name, "make_epoch": make_epoch,
+            "gradient": any(b.given for b in step.buffers), "passes": step.passes,
+            "step": print_step(step), "kernel": kernel,
+            "kernel_buffers": [f"{'A0' if b.name == step.inputs[0] else b.name} = "
+                               f"{allocation(b, order=kernel.order)}" for b in step.buffers
+                               if b.name in kernel.arguments or b.name == step.inputs[0]]}
 
 
 def _shapes(program: Program) -> dict[str, tuple]:
@@ -237,6 +251,15 @@ def render_module(derivation) -> str:
     return _environment().get_template("module.py.j2").render(**context)
 
 
+def render_rules(derivation) -> str:
+    """``_rules.py`` for an output folder: every declared update rule and schedule, printed."""
+    theta, g, eta, t, e = derivation.rule_symbols
+    return _environment().get_template("rules.py.j2").render(
+        marker=GENERATED_MARKER, version=VERSION, api=runtime.API,
+        rules=lower_rules(derivation.optimizers, theta, g, eta, t),
+        schedules=lower_schedules(derivation.schedules, eta, e))
+
+
 def render_runtime() -> str:
     """``_runtime.py`` for an output folder: the runtime's source, stamped."""
     source = Path(runtime.__file__).read_text(encoding="utf-8")
@@ -264,10 +287,12 @@ def write_module(derivation, out_dir: str | Path = "generated", *, force: bool =
     out_dir = Path(out_dir)
     target = writable(out_dir / f"{derivation.spec.name}.py", force)
     runtime_path = writable(out_dir / f"{RUNTIME_NAME}.py", force)
+    rules_path = writable(out_dir / f"{RULES_NAME}.py", force)
     text = source if source is not None else render_module(derivation)
     init = out_dir / "__init__.py"
     if not init.exists():
         atomic_write(init, _PACKAGE_INIT)
     _write_if_changed(runtime_path, render_runtime())
+    _write_if_changed(rules_path, render_rules(derivation))
     _write_if_changed(target, text)
     return target

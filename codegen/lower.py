@@ -32,9 +32,12 @@ _TEXT = TextPrinter()
 def lower(derivation) -> Program:
     """The Program of a Derivation, with every step pass applied."""
     spec = derivation.spec
-    step = _plain_step(derivation)
+    plain = _plain_step(derivation)
+    step, gradient_step = plain, plain
     for rewrite in passes.STEP_PASSES:
         step = rewrite(step)
+    for rewrite in passes.GRADIENT_PASSES:
+        gradient_step = rewrite(gradient_step)
     last = derivation.layers[-1].activation
     return Program(
         name=spec.name,
@@ -46,22 +49,29 @@ def lower(derivation) -> Program:
         l1=float(spec.regularization.l1),
         l2=float(spec.regularization.l2),
         dtype=spec.dtype,
-        training=_training(spec.training),
-        batching={name: scheme.examples for name, scheme in derivation.batching.items()},
+        training=_training(derivation.optimizer, spec.training),
         forward=_forward(derivation),
         per_example_loss=_per_example_loss(derivation),
         backward=_backward(derivation),
         gradients=tuple((g.param.name, g.target.name) for g in derivation.gradients),
         step=step,
+        gradient_step=gradient_step,
         description=_description(derivation),
         switches=_switches(derivation),
     )
 
 
-def _training(training) -> dict:
-    return {"optimizer": training.optimizer, "learning_rate": training.learning_rate,
+def _training(optimizer, training) -> dict:
+    """The Trainer's defaults: the spec's settings with every default resolved."""
+    stopping = training.early_stopping
+    return {"optimizer": optimizer.name, "learning_rate": optimizer.learning_rate,
             "batch_size": training.batch_size, "epochs": training.epochs,
-            "shuffle": training.shuffle, "seed": training.seed}
+            "shuffle": training.shuffle, "seed": training.seed,
+            "hyperparameters": dict(optimizer.hyperparameters),
+            "schedule": {"name": optimizer.schedule.name, **optimizer.schedule_params},
+            "early_stopping": None if stopping is None else {
+                "patience": stopping.patience, "min_delta": stopping.min_delta,
+                "restore_best": stopping.restore_best}}
 
 
 def _layer_info(derivation, layer) -> LayerInfo:
@@ -154,7 +164,6 @@ def _plain_step(derivation) -> Step:
     """The step as the documents state it; the passes make it fast."""
     buffers = [Buffer("X", ("m", derivation.spec.input)), Buffer("Y", ("m", derivation.layers[-1].units))]
     forward, backward, updates = [], [], []
-    rule = derivation.update_rule
     reg = tuple((kind, name) for kind, name, value in (("l2", "L2", derivation.lambda2),
                                                        ("l1", "L1", derivation.lambda1))
                 if value != 0)
@@ -181,7 +190,7 @@ def _plain_step(derivation) -> Step:
         ops = [Product(f"dW{l}.T", f"A{l - 1}.T", f"D{l}", "dW^T = A^T D: written in W's layout",
                        blas=False),
                ColumnSums(f"db{l}", f"D{l}")]
-        updates += [Update(f"W{l}", f"dW{l}", rule, reg), Update(f"b{l}", f"db{l}", rule)]
+        updates += [Update(f"W{l}", f"dW{l}", reg), Update(f"b{l}", f"db{l}")]
         if l > 1:
             below = derivation.layers[l - 2]
             ops.insert(0, Product(f"D{l - 1}", f"D{l}", f"W{l}", f"W{l}ᵀ delta{l}"))
@@ -192,7 +201,7 @@ def _plain_step(derivation) -> Step:
         backward.append((f"Layer {l} ({layer.fan_in} -> {layer.units}): dJ/dW{l} = D{l}ᵀ A{l - 1}, "
                          f"dJ/db{l} = column sums of D{l}",
                          tuple(ops)))
-    sections = forward + backward + [(f"updates: {rule.title}", tuple(updates))]
+    sections = forward + backward + [("updates: theta <- theta - eta dJ/dtheta", tuple(updates))]
     return Step(("X", "Y"), f"D{L}", tuple(buffers), tuple(sections))
 
 

@@ -5,13 +5,16 @@
 1. ``schedule_updates``: each parameter is updated in place as soon as nothing later in the
    step reads its old value (after the recurrence product that reads W_l), so the updates
    need no copy of the parameters;
-2. ``fold_learning_rate``: for a plain rule (theta - eta g) the factor eta/m is folded into
+2. ``fold_learning_rate``: the factor eta/m of the plain rule (theta - eta g) is folded into
    the output error, so every gradient comes out scaled and each update is one subtraction;
    regularisation becomes a decay of W (l2) and a scaled sign (l1);
-   ``expand_updates`` writes any other rule as a formula of theta and g;
 3. ``bias_sums_as_products``: the sums over the examples are products with a ones vector
    (one GEMV, much faster than ``sum(axis=0)`` on row-major data);
 4. ``rank_one_updates``: with one example, dW = d aᵀ and W -= dW is one BLAS ``ger`` on W.
+
+``GRADIENT_PASSES`` makes the gradient step of the rules with state: ``gradients_only``
+writes each dJ/dtheta whole (with its 1/m and regularisation) and updates nothing, then
+``bias_sums_as_products``.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ import sympy as sp
 from .program import (Buffer, ColumnSums, Compute, OneExample, Product, RankOne, Scale, SignOf,
                       Step, Subtract, Update, base_name, writes)
 
-__all__ = ["schedule_updates", "fold_learning_rate", "expand_updates", "bias_sums_as_products",
-           "rank_one_updates", "STEP_PASSES"]
+__all__ = ["schedule_updates", "fold_learning_rate", "gradients_only", "bias_sums_as_products",
+           "rank_one_updates", "STEP_PASSES", "GRADIENT_PASSES"]
 
 # the step's arguments and constants, as printed: the step is step(X, Y, learning_rate)
 LEARNING_RATE, BATCH = "learning_rate", "m"
@@ -66,8 +69,6 @@ def schedule_updates(step: Step) -> Step:
 
 def fold_learning_rate(step: Step) -> Step:
     """For plain updates: scale the output error by eta/m once; every update subtracts."""
-    if not all(op.rule.plain for op in step.statements if isinstance(op, Update)):
-        return step
     error = step.output_error
     buffers = list(step.buffers)
 
@@ -96,27 +97,36 @@ def fold_learning_rate(step: Step) -> Step:
     return replace(folded, buffers=tuple(buffers))
 
 
-def expand_updates(step: Step) -> Step:
-    """Any remaining ``Update``: g = (1/m) data + regularisation, then theta = rule(theta, g)."""
-    theta, g, eta = sp.Symbol("theta", real=True), sp.Symbol("g", real=True), sp.Symbol("eta")
-    w = sp.Symbol("w", real=True)
+def gradients_only(step: Step) -> Step:
+    """Every ``Update`` -> its gradient written whole, g = (1/m) data + regularisation, into
+    the caller's array (``grads[param]``); no parameter changes.  An update rule with state
+    then moves every parameter at once (the folder's ``_rules``)."""
+    g, w = sp.Symbol("g", real=True), sp.Symbol("w", real=True)
+    terms = {"l2": lambda c: c * w, "l1": lambda c: c * sp.sign(w)}
+    error = step.output_error
+    grads = {}
 
     def rewrite(ops):
         for op in ops:
-            if not isinstance(op, Update):
+            if isinstance(op, Compute) and op.out == error:
                 yield op
-                continue
-            yield Scale(op.grad, f"1.0 / {BATCH}")
-            terms = {"l2": lambda c: c * w, "l1": lambda c: c * sp.sign(w)}
-            extra = sum((terms[kind](sp.Symbol(name)) for kind, name in op.regularization),
-                        sp.S.Zero)
-            if extra != 0:
-                constants = tuple((sp.Symbol(name), name) for _, name in op.regularization)
-                yield Compute(op.grad, g + extra, ((g, op.grad), (w, op.param)) + constants)
-            yield Compute(op.param, op.rule.new(theta, g, eta),
-                          ((theta, op.param), (g, op.grad), (eta, LEARNING_RATE)))
+                yield Scale(error, f"1.0 / {BATCH}", f"scaled: {error} = (1 / m) dl/dZ")
+            elif isinstance(op, Update):
+                grads[op.grad] = op.param
+                extra = sum((terms[kind](sp.Symbol(name)) for kind, name in op.regularization),
+                            sp.S.Zero)
+                if extra != 0:
+                    constants = tuple((sp.Symbol(name), name) for _, name in op.regularization)
+                    yield Compute(op.grad, g + extra, ((g, op.grad), (w, op.param)) + constants)
+            else:
+                yield op
 
-    return _map_sections(step, rewrite, "expand_updates")
+    only = _map_sections(step, rewrite, "gradients_only")
+    buffers = tuple(replace(b, given=grads[b.name]) if b.name in grads else b
+                    for b in only.buffers)
+    sections = tuple(("regularisation: dJ/dW += dR/dW" if title.startswith("updates") else title,
+                      ops) for title, ops in only.sections if ops)
+    return replace(only, sections=sections, buffers=buffers)
 
 
 # ----------------------------------------------------------------------------- 3
@@ -159,5 +169,5 @@ def rank_one_updates(step: Step) -> Step:
     return _map_sections(step, rewrite, "rank_one_updates")
 
 
-STEP_PASSES = (schedule_updates, fold_learning_rate, expand_updates, bias_sums_as_products,
-               rank_one_updates)
+STEP_PASSES = (schedule_updates, fold_learning_rate, bias_sums_as_products, rank_one_updates)
+GRADIENT_PASSES = (gradients_only, bias_sums_as_products)

@@ -78,6 +78,7 @@ class Buffer:
     shape: tuple[str | int, ...] = ()
     like: str | None = None
     fill: float | None = None
+    given: str | None = None  # the array is the caller's: ``grads[given]`` (the gradient step)
 
 
 @dataclass(frozen=True)
@@ -174,12 +175,11 @@ class SignOf:
 
 @dataclass(frozen=True)
 class Update:
-    """``param <- rule(param, grad)`` with the gradient ``grad = scale * data + terms``:
-    the plain program before the passes.  ``regularization`` holds (kind, strength name)."""
+    """``param <- param - eta grad`` with the gradient ``grad = (1/m) data + terms``: the
+    plain program before the passes.  ``regularization`` holds (kind, strength name)."""
 
     param: str
     grad: str
-    rule: object  # derive.optimizers.UpdateRuleDecl (duck-typed: .new, .plain)
     regularization: tuple[tuple[str, str], ...] = ()
     comment: str = ""
 
@@ -275,11 +275,11 @@ class Program:
     l2: float
     dtype: str
     training: dict
-    batching: dict  # optimizer name -> "all" | 1 | "batch_size"
     forward: tuple[Assign, ...]
     per_example_loss: Assign
     backward: tuple[Assign, ...]
     gradients: tuple[tuple[str, str], ...]  # (parameter key, gradient array)
-    step: Step
+    step: Step  # the plain step: theta <- theta - eta dJ/dtheta, fused
+    gradient_step: Step  # dJ/dtheta into the caller's arrays, for the rules with state
     description: dict = field(default_factory=dict)  # texts for the module's docstring
     switches: tuple[tuple[int, sp.Expr, sp.Symbol], ...] = ()  # (layer, s(z), z): kinks at s = 0

@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
+import os
+import tempfile
 import time
+import warnings
 
 import numpy as np
 
@@ -38,12 +42,13 @@ __all__ = ["API", "ForwardCache", "TrainingDiverged", "Network", "Trainer", "sof
            "logsumexp", "float_dtype", "rank_one_update", "one_row_product", "rank_one",
            "compiled", "ENGINES"]
 
-API = 2  # generated modules check it: a module and a runtime of different APIs refuse to run
+API = 3  # generated modules check it: a module and a runtime of different APIs refuse to run
 ENGINES = ("auto", "numpy", "compiled")
 # numba's fast-math flags that keep infinities and NaN meaning what they mean
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 _KERNELS: dict = {}
 
+FULL = "full"  # batch_size: every training example in one step (batch gradient descent)
 TASKS = {"real": "regression", "binary": "binary", "categorical": "classification",
          "sparse": "classification"}  # Network.labels -> Network.task
 
@@ -273,8 +278,9 @@ class Network:
     """
 
     def __init__(self, *, name, layer_sizes, activations, loss, labels, init, l1, l2, dtype,
-                 training, batching, probability, forward, backward, per_example_loss,
-                 make_step, make_epoch=None, compiled_max_batch=0):
+                 training, probability, forward, backward, per_example_loss, make_step,
+                 make_epoch=None, make_gradient=None, make_gradient_epoch=None, optimizers=None,
+                 schedules=None, legacy_optimizers=None, compiled_max_batch=0):
         self.name = name
         self.layer_sizes = tuple(layer_sizes)
         self.activations = tuple(activations)
@@ -285,14 +291,20 @@ class Network:
         self.l1, self.l2 = float(l1), float(l2)
         self.dtype = float_dtype(dtype)
         self.training = dict(training)
-        self.batching = dict(batching)  # optimizer name -> "all" | 1 | "batch_size"
         self.probability = bool(probability)
         self.forward = forward
         self.derived_backward = backward
         self.per_example_loss = per_example_loss
         self.make_step = make_step
         self.make_epoch = make_epoch  # compiled whole epochs, or None
-        # engine "auto" compiles steps of at most this many examples (where the generator
+        # the gradient step (dJ/dtheta into the Trainer's arrays) for update rules with state
+        self.make_gradient = make_gradient
+        self.make_gradient_epoch = make_gradient_epoch
+        # name -> the printed rule: its hyperparameters' defaults, state, update functions
+        self.optimizers = dict(optimizers or {})
+        self.schedules = dict(schedules or {})  # name -> parameters' defaults and rate
+        # old optimizer names that meant a batch size of the plain rule: name -> "full" | None
+        self.legacy_optimizers = dict(legacy_optimizers or {})        # engine "auto" compiles steps of at most this many examples (where the generator
         # measured the compiled engine faster); 0: never
         self.compiled_max_batch = compiled_max_batch
 
@@ -426,13 +438,6 @@ class Network:
             result.update(_regression_metrics(cache.output, T))
         return result
 
-    def examples_per_step(self, optimizer, m, batch_size):
-        """How many of m examples one step of ``optimizer`` averages over."""
-        examples = self.batching[optimizer]
-        if examples == "all":
-            return m
-        return min(batch_size if examples == "batch_size" else int(examples), m)
-
 
 # ----------------------------------------------------------------------------- training
 
@@ -442,51 +447,187 @@ def _npz_path(path):
     return path if path.endswith(".npz") else path + ".npz"
 
 
-class Trainer:
-    """Gradient descent on J: batch, stochastic (one example) or mini-batch updates.
+def atomic_save(path, write):
+    """``write(file)`` into a temporary file beside ``path``, flushed to disk, then renamed over
+    ``path``: a failed or interrupted save leaves the previous file intact, and a symlink at
+    ``path`` is replaced, never written through."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
+                                         suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
 
-    theta <- theta - learning_rate * dJ/dtheta, J averaged over the examples of each step.
+
+class EarlyStop:
+    """Stop when the validation loss has not fallen below its best by ``min_delta`` for
+    ``patience`` epochs; ``restore_best`` puts the best epoch's parameters back at the end."""
+
+    def __init__(self, patience=5, min_delta=0.0, restore_best=True):
+        if isinstance(patience, bool) or int(patience) != patience or patience < 1:
+            raise ValueError(f"early_stopping patience must be a whole number >= 1; got {patience!r}")
+        if not (math.isfinite(min_delta) and min_delta >= 0):
+            raise ValueError(f"early_stopping min_delta must be a number >= 0; got {min_delta!r}")
+        self.patience, self.min_delta = int(patience), float(min_delta)
+        self.restore_best = bool(restore_best)
+
+    def settings(self):
+        return {"patience": self.patience, "min_delta": self.min_delta,
+                "restore_best": self.restore_best}
+
+
+def _number(name, value, integer=False, low=None, allow_zero=True):
+    """``value`` checked: a finite real (whole with ``integer``) >= low."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and (not integer or int(value) == value)
+    ok = ok and (low is None or value > low or (allow_zero and value == low))
+    if not ok:
+        kind = "a whole number" if integer else "a finite number"
+        bound = "" if low is None else f" {'>=' if allow_zero else '>'} {low}"
+        raise ValueError(f"{name} must be {kind}{bound}; got {value!r}")
+    return int(value) if integer else float(value)
+
+
+class Trainer:
+    """Training of J by an update rule (PyTorch's algorithms: sgd, momentum, nesterov, adam,
+    adamw, rmsprop) on batches of ``batch_size`` examples (an integer, or "full"), with a
+    learning-rate schedule per epoch, optional early stopping on the validation loss, and its
+    whole state (parameters, optimizer state, step and epoch counts, the shuffling generator)
+    in ``save``/``load``, so a resumed run continues exactly as if never stopped.
+
     A generated module subclasses it with its ``network``; defaults come from the spec's
-    ``training:`` section (the module's TRAINING).
+    ``training:`` section (the module's TRAINING).  ``**hyperparameters`` are the rule's, by
+    PyTorch's names (``momentum``, ``betas``, ``eps``, ``alpha``, ``weight_decay``).
     """
 
     network: Network = None  # set by the generated module's subclass
 
-    def __init__(self, params=None, learning_rate=None, batch_size=None, epochs=None,
-                 optimizer=None, shuffle=None, seed=None, dtype=None, engine="auto"):
+    def __init__(self, params=None, optimizer=None, learning_rate=None, batch_size=None,
+                 epochs=None, shuffle=None, seed=None, dtype=None, engine="auto", schedule=None,
+                 early_stopping=None, **hyperparameters):
         net = self.network
+        defaults = net.training
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
         if engine == "compiled" and (not _HAVE_NUMBA or net.make_epoch is None):
             raise ValueError("engine='compiled' needs numba (pip install numba); "
                              "use engine='numpy' or 'auto'")
         self.engine = engine
-        given = {"learning_rate": learning_rate, "batch_size": batch_size, "epochs": epochs,
-                 "optimizer": optimizer, "shuffle": shuffle, "seed": seed}
-        settings = {key: net.training[key] if value is None else value
-                    for key, value in given.items()}
-        if settings["optimizer"] not in net.batching:
-            raise ValueError(f"optimizer must be one of {', '.join(net.batching)}; "
-                             f"got {settings['optimizer']!r}")
-        learning_rate, batch_size, epochs = (settings[k] for k in ("learning_rate", "batch_size",
-                                                                    "epochs"))
-        if not (np.isfinite(learning_rate) and learning_rate > 0):
-            raise ValueError(f"learning_rate must be a positive number; got {learning_rate!r}")
-        if int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
-        if int(epochs) != epochs or epochs < 0:
-            raise ValueError(f"epochs must be a non-negative integer; got {epochs!r}")
-        self.learning_rate = float(learning_rate)
-        self.batch_size = int(batch_size)
-        self.epochs = int(epochs)
-        self.optimizer = settings["optimizer"]
-        self.shuffle = bool(settings["shuffle"])
-        self.seed = int(settings["seed"])
+        name = defaults["optimizer"] if optimizer is None else optimizer
+        if isinstance(name, str) and name in net.legacy_optimizers:
+            meant = net.legacy_optimizers[name]
+            warnings.warn(f"optimizer={name!r} named a descent variant; it is now spelled "
+                          f"optimizer='sgd', batch_size={meant or batch_size or 'B'!r} "
+                          "(same meaning)", FutureWarning, stacklevel=2)
+            batch_size = meant if meant is not None and batch_size is None else batch_size
+            name = "sgd"
+        if name not in net.optimizers:
+            raise ValueError(f"optimizer must be one of {', '.join(net.optimizers)}; got {name!r}")
+        rule = net.optimizers[name]
+        same = name == defaults["optimizer"]
+        if learning_rate is None:
+            learning_rate = defaults["learning_rate"] if same else rule["learning_rate"]
+        if batch_size is None:  # an explicit sgd means the documents' SGD: one example
+            batch_size = defaults["batch_size"] if same or optimizer is None else (
+                1 if name == "sgd" else defaults["batch_size"])
+        self.optimizer = name
+        self.learning_rate = _number("learning_rate", learning_rate, low=0, allow_zero=False)
+        if batch_size != FULL:
+            batch_size = _number(f"batch_size (a whole number >= 1 or {FULL!r})", batch_size,
+                                 integer=True, low=1)
+        self.batch_size = batch_size
+        self.epochs = _number("epochs", defaults["epochs"] if epochs is None else epochs,
+                              integer=True, low=0)
+        self.shuffle = bool(defaults["shuffle"] if shuffle is None else shuffle)
+        self.seed = _number("seed", defaults["seed"] if seed is None else seed, integer=True, low=0)
+        self.hyperparameters = self._hyperparameters(rule, (defaults["hyperparameters"] if same
+                                                            else {}) | hyperparameters)
+        self.schedule = self._schedule(defaults["schedule"] if schedule is None else schedule)
+        if early_stopping is None:
+            early_stopping = defaults.get("early_stopping")
+        elif early_stopping is False:
+            early_stopping = None
+        if isinstance(early_stopping, dict):
+            early_stopping = EarlyStop(**early_stopping)
+        if early_stopping is not None and not isinstance(early_stopping, EarlyStop):
+            raise TypeError("early_stopping must be None, a dict (patience, min_delta, "
+                            f"restore_best) or an EarlyStop; got {early_stopping!r}")
+        self.early_stopping = early_stopping
         self.dtype = float_dtype(net.dtype if dtype is None else dtype)
-        self.params = net.init_params(self.seed, self.dtype) if params is None else params
-        self.history = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
+        self.history = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": [], "lr": []}
+        self.epoch = 0  # epochs completed, over every fit() of this run
+        self.t = 0  # update steps taken (Adam's bias correction counts them)
+        self.best_epoch, self.best_loss, self.waited = None, math.inf, 0
+        self.stopped_early = False
         self.interrupted = False
+        self._rng = np.random.default_rng(self.seed)
+        rows = len(rule["state"])
+        self.params = net.init_params(self.seed, self.dtype) if params is None else params
+        self._state = np.zeros((rows, self._flat.size), self.dtype)
 
+    # -- settings ---------------------------------------------------------------------
+    def _hyperparameters(self, rule, given):
+        known = rule["hyperparameters"]
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise TypeError(f"{unknown[0]!r} is not a hyperparameter of {self.optimizer} "
+                            f"(its hyperparameters: {', '.join(known) or 'none'})")
+        values = {}
+        for key, default in known.items():
+            value = given.get(key, default)
+            entries = list(value) if isinstance(value, (tuple, list)) else [value]
+            size = len(default) if isinstance(default, (tuple, list)) else 1
+            if len(entries) != size:
+                raise ValueError(f"{key} must be {size} numbers; got {value!r}")
+            entries = [_number(key, x, low=0) for x in entries]
+            if key in ("betas", "momentum", "alpha") and any(x >= 1 for x in entries):
+                raise ValueError(f"{key} must be < 1; got {value!r}")
+            values[key] = tuple(entries) if size > 1 else entries[0]
+        return values
+
+    def _schedule(self, schedule):
+        """{"name": ..., parameters...} with every parameter resolved (T_max: the epochs)."""
+        net = self.network
+        if isinstance(schedule, str):
+            schedule = {"name": schedule}
+        if not isinstance(schedule, dict) or schedule.get("name") not in net.schedules:
+            raise ValueError(f"schedule must be one of {', '.join(net.schedules)} (or a dict with "
+                             f"a name and its parameters); got {schedule!r}")
+        declared = net.schedules[schedule["name"]]["parameters"]
+        params = {key: value for key, value in schedule.items() if key != "name"}
+        unknown = sorted(set(params) - set(declared))
+        if unknown:
+            raise ValueError(f"{unknown[0]!r} is not a parameter of the {schedule['name']} "
+                             f"schedule (its parameters: {', '.join(declared) or 'none'})")
+        resolved = {}
+        for key, default in declared.items():
+            value = params.get(key, self.epochs if key == "T_max" else default)
+            if value is None:
+                raise ValueError(f"the {schedule['name']} schedule needs {key}")
+            resolved[key] = _number(key, value, low=0)
+        return {"name": schedule["name"], **resolved}
+
+    def rate(self, epoch=None):
+        """The learning rate of epoch ``epoch`` + 1 (after ``epoch`` epochs; default: the next)."""
+        schedule = self.schedule
+        params = {key: value for key, value in schedule.items() if key != "name"}
+        e = self.epoch if epoch is None else epoch
+        return self.network.schedules[schedule["name"]]["rate"](self.learning_rate, e, **params)
+
+    @property
+    def plain(self):
+        """The rule is theta - eta g with these hyperparameters: the fused plain step runs."""
+        when = self.network.optimizers[self.optimizer]["plain_when"]
+        return when is not None and all(self.hyperparameters[key] == 0 for key in when)
+
+    # -- parameters -------------------------------------------------------------------
     @property
     def params(self):
         """The parameters being trained (the Trainer's own arrays, in its dtype)."""
@@ -494,13 +635,42 @@ class Trainer:
 
     @params.setter
     def params(self, params):
-        # a checked copy in the Trainer's dtype: training never mutates the caller's arrays,
-        # and a float64 dict given to a float32 Trainer is converted, not silently ignored
-        self._params = self.network.check_params(params, self.dtype)
-        self._steps = {}  # batch size -> (X buffer, Y buffer, step) of the NumPy engine
-        self._epochs = {}  # batch size -> compiled epoch
+        # a checked copy in the Trainer's dtype, in one flat buffer (the update rules run
+        # over it in one pass): training never mutates the caller's arrays, and a float64
+        # dict given to a float32 Trainer is converted, not silently ignored
+        checked = self.network.check_params(params, self.dtype)
+        self._flat, self._params = self._flat_views(checked)
+        self._gflat, self._grads = self._flat_views(checked, empty=True)
+        self._steps = {}  # (kind, batch size) -> (X buffer, Y buffer, step) of the NumPy engine
+        self._epochs = {}  # (kind, batch size) -> compiled kernel
         self.first_call_seconds = 0.0  # the compiled engine's first calls (compiling included)
 
+    def _flat_views(self, arrays, empty=False):
+        """One flat buffer and a dict of views into it shaped (and laid out) as ``arrays``."""
+        flat = np.zeros(sum(a.size for a in arrays.values()), self.dtype)
+        views, start = {}, 0
+        for key, array in arrays.items():
+            view = flat[start:start + array.size].reshape(array.shape, order="F")
+            if not empty:
+                view[...] = array
+            views[key] = view
+            start += array.size
+        return flat, views
+
+    @property
+    def optimizer_state(self):
+        """The update rule's state by name (velocity, moments) as views shaped like params."""
+        names = self.network.optimizers[self.optimizer]["state"]
+        return {name: self._flat_views_of(self._state[row]) for row, name in enumerate(names)}
+
+    def _flat_views_of(self, flat):
+        views, start = {}, 0
+        for key, array in self._params.items():
+            views[key] = flat[start:start + array.size].reshape(array.shape, order="F")
+            start += array.size
+        return views
+
+    # -- engines ----------------------------------------------------------------------
     def compiled(self, size):
         """True when fit() runs the compiled engine for steps of ``size`` examples: engine
         "compiled", or "auto" with numba where the module says compiling is faster."""
@@ -511,70 +681,132 @@ class Trainer:
 
     def step_size(self, m):
         """Examples per update on a training set of m examples."""
-        return self.network.examples_per_step(self.optimizer, m, self.batch_size)
+        return m if self.batch_size == FULL else min(self.batch_size, m)
 
+    def _update(self):
+        """The rule over the flat parameters: compiled by numba (one fused pass) when it is
+        installed, else on whole arrays."""
+        rule = self.network.optimizers[self.optimizer]
+        return compiled(rule["update"]) or rule["update_arrays"]
+
+    def _numpy_step(self, gradient, count):
+        key = ("gradient" if gradient else "plain", count)
+        if key not in self._steps:
+            net = self.network
+            self._steps[key] = (net.make_gradient(self._params, self._grads, count, self.dtype)
+                                if gradient else net.make_step(self._params, count, self.dtype))
+        return self._steps[key]
+
+    def _kernel(self, gradient, count):
+        key = ("gradient" if gradient else "plain", count)
+        first = key not in self._epochs
+        if first:
+            net = self.network
+            self._epochs[key] = (
+                net.make_gradient_epoch(self._params, self._grads, count, self.dtype)
+                if gradient else net.make_epoch(self._params, count, self.dtype))
+        return self._epochs[key], first
+
+    # -- training ---------------------------------------------------------------------
     def fit(self, X, Y, validation=None, callback=None, progress=None, track=True):
-        """Train for ``epochs`` epochs; returns the history (per-epoch loss and accuracy).
+        """Train for ``epochs`` more epochs; returns the history (per-epoch loss, accuracy,
+        validation loss and accuracy when ``validation=(Xv, Yv)`` is given, and the rate).
 
         ``callback(epoch, record)`` is called after each epoch with that epoch's figures.
         ``progress(epoch, done, total)`` is called after each update with the number of
         updates done in the epoch; if it returns True, training stops after that update (the
         partial epoch is still recorded) and ``self.interrupted`` is set.
         ``track=False`` skips the per-epoch loss and accuracy (a pass over the data each).
+        With ``early_stopping``, training stops when the validation loss has not improved
+        for ``patience`` epochs (``self.stopped_early``; ``self.best_epoch``).
         """
         net = self.network
         X = net.inputs(X, self.dtype).astype(self.dtype, copy=False)
         m = X.shape[0]
+        if m == 0:
+            raise ValueError("X has no rows: nothing to train on")
         T = net.targets(Y, m, self.dtype)
         if validation is not None:
             Xv = net.inputs(validation[0], self.dtype).astype(self.dtype, copy=False)
+            if Xv.shape[0] == 0:
+                raise ValueError("the validation set has no rows")
             Tv = net.targets(validation[1], Xv.shape[0], self.dtype)
-        rng = np.random.default_rng(self.seed)
+        stopping = self.early_stopping if validation is not None and track else None
+        best = self._flat.copy() if stopping is not None and stopping.restore_best else None
         size = self.step_size(m)
         total = -(-m // size)
-        steps = self._steps  # batch size -> (X buffer, Y buffer, step): the last batch may differ
-        self.interrupted = False
-        for epoch in range(1, self.epochs + 1):
+        self.interrupted = self.stopped_early = False
+        for _ in range(self.epochs):
+            rate = self.rate()
             # one step over all m examples (batch descent) sums the same gradient in any order
-            order = rng.permutation(m) if self.shuffle and size < m else None
-            compiled = self.compiled(size)
-            if compiled:  # the whole epoch in one call; progress is told once, at its end
-                self._compiled_epoch(X, T, order, size)
-                if progress is not None and progress(epoch, total, total):
-                    self.interrupted = True
-            for done, start in enumerate(range(0, m, size) if not compiled else (), start=1):
-                stop = min(start + size, m)
-                if stop - start not in steps:
-                    steps[stop - start] = net.make_step(self._params, stop - start, self.dtype)
-                Xb, Yb, step = steps[stop - start]
-                if order is None:  # contiguous slices, no copy
-                    step(X[start:stop], T[start:stop], self.learning_rate)
-                else:  # gather the shuffled rows into the step's buffers
-                    rows = order[start:stop]
-                    np.take(X, rows, axis=0, out=Xb, mode="clip")
-                    np.take(T, rows, axis=0, out=Yb, mode="clip")
-                    step(Xb, Yb, self.learning_rate)
-                if progress is not None and progress(epoch, done, total):
-                    self.interrupted = True
-                    break
+            order = self._rng.permutation(m) if self.shuffle and size < m else None
+            self.interrupted = self._epoch(X, T, order, size, rate, progress, total)
+            self.epoch += 1
             record = {}
             if track:
                 record = self._record(X, T, "")
                 if validation is not None:
                     record.update(self._record(Xv, Tv, "val_"))
+                record["lr"] = rate
                 for key, value in record.items():
                     self.history[key].append(value)
                 if not np.isfinite(record["loss"]):
                     raise TrainingDiverged(
-                        f"the training loss became {record['loss']} in epoch {epoch}; "
+                        f"the training loss became {record['loss']} in epoch {self.epoch}; "
                         f"try a smaller learning_rate than {self.learning_rate:g}")
+            if stopping is not None:
+                if record["val_loss"] < self.best_loss - stopping.min_delta:
+                    self.best_epoch, self.best_loss, self.waited = self.epoch, record["val_loss"], 0
+                    if best is not None:
+                        best[...] = self._flat
+                else:
+                    self.waited += 1
+                    self.stopped_early = self.waited >= stopping.patience
             if callback is not None:
-                callback(epoch, record)
-            if self.interrupted:
+                callback(self.epoch, record)
+            if self.interrupted or self.stopped_early:
                 break
+        if best is not None and self.best_epoch is not None:
+            self._flat[...] = best  # the best epoch's parameters (the views see them)
         return self.history
 
-    def _compiled_epoch(self, X, T, order, size):
+    def _epoch(self, X, T, order, size, rate, progress, total):
+        """One pass over the data in steps of ``size``; True when ``progress`` asked to stop."""
+        m = X.shape[0]
+        gradient = not self.plain
+        compiled_engine = self.compiled(size)
+        if compiled_engine and not gradient:  # the whole epoch in one call
+            self._compiled_epoch(X, T, order, size, rate)
+            return bool(progress is not None and progress(self.epoch + 1, total, total))
+        update = self._update() if gradient else None
+        hyper = np.array([x for value in self.hyperparameters.values()
+                          for x in (value if isinstance(value, tuple) else (value,))])
+        rows = np.arange(m) if order is None else order
+        lr = self.dtype.type(rate)
+        for done, start in enumerate(range(0, m, size), start=1):
+            stop = min(start + size, m)
+            if compiled_engine:  # the gradient kernel on this batch's rows
+                kernel, first = self._kernel(True, stop - start)
+                started = time.perf_counter()
+                kernel(X, T, rows[start:stop], lr)
+                if first:
+                    self.first_call_seconds += time.perf_counter() - started
+            else:
+                Xb, Yb, step = self._numpy_step(gradient, stop - start)
+                if order is None:  # contiguous slices, no copy
+                    step(X[start:stop], T[start:stop], rate)
+                else:  # gather the shuffled rows into the step's buffers
+                    np.take(X, order[start:stop], axis=0, out=Xb, mode="clip")
+                    np.take(T, order[start:stop], axis=0, out=Yb, mode="clip")
+                    step(Xb, Yb, rate)
+            if gradient:
+                self.t += 1
+                update(self._flat, self._gflat, self._state, self.t, rate, hyper)
+            if progress is not None and progress(self.epoch + 1, done, total):
+                return True
+        return False
+
+    def _compiled_epoch(self, X, T, order, size, rate):
         """Every full batch in one compiled call, then the last partial batch in another."""
         m = X.shape[0]
         order = np.arange(m) if order is None else order
@@ -582,11 +814,9 @@ class Trainer:
         for count, rows in ((size, order[:full]), (m - full, order[full:])):
             if count == 0:
                 continue
-            first = count not in self._epochs
-            if first:
-                self._epochs[count] = self.network.make_epoch(self._params, count, self.dtype)
+            kernel, first = self._kernel(False, count)
             started = time.perf_counter()
-            self._epochs[count](X, T, rows, self.dtype.type(self.learning_rate))
+            kernel(X, T, rows, self.dtype.type(rate))
             if first:
                 self.first_call_seconds += time.perf_counter() - started
 
@@ -595,12 +825,13 @@ class Trainer:
         net = self.network
         m = X.shape[0]
         total_loss, correct = 0.0, 0.0
-        for start in range(0, m, chunk):
-            cache = net.forward(self._params, X[start:start + chunk])
-            rows = T[start:start + chunk]
-            total_loss += float(np.sum(net.per_example_loss(cache, rows)))
-            accuracy = net.accuracy(cache.output, rows)
-            correct += 0.0 if accuracy is None else accuracy * rows.shape[0]
+        with np.errstate(over="ignore", invalid="ignore"):
+            for start in range(0, m, chunk):
+                cache = net.forward(self._params, X[start:start + chunk])
+                rows = T[start:start + chunk]
+                total_loss += float(np.sum(net.per_example_loss(cache, rows)))
+                accuracy = net.accuracy(cache.output, rows)
+                correct += 0.0 if accuracy is None else accuracy * rows.shape[0]
         return {
             prefix + "loss": total_loss / m + net.penalty(self._params),
             prefix + "accuracy": None if net.task == "regression" else correct / m,
@@ -617,45 +848,79 @@ class Trainer:
         for regression."""
         return self.network.evaluate(self._params, X, Y)
 
-    def save(self, path):
-        """Save the parameters and settings to an .npz file (no pickle); returns its path."""
+    # -- saving -----------------------------------------------------------------------
+    def settings(self):
+        """Everything but the arrays that a resumed run needs, as JSON-ready values."""
         net = self.network
-        path = _npz_path(path)
-        settings = {
-            "module": net.name,
-            "layer_sizes": list(net.layer_sizes),
-            "activations": list(net.activations),
+        return {
+            "module": net.name, "api": API,
+            "layer_sizes": list(net.layer_sizes), "activations": list(net.activations),
             "loss": net.loss_name,
-            "learning_rate": self.learning_rate,
-            "batch_size": self.batch_size,
-            "epochs": self.epochs,
-            "optimizer": self.optimizer,
-            "shuffle": self.shuffle,
-            "seed": self.seed,
-            "dtype": self.dtype.name,
-            "engine": self.engine,
+            "optimizer": self.optimizer, "learning_rate": self.learning_rate,
+            "batch_size": self.batch_size, "epochs": self.epochs, "shuffle": self.shuffle,
+            "seed": self.seed, "dtype": self.dtype.name, "engine": self.engine,
+            "hyperparameters": self.hyperparameters, "schedule": self.schedule,
+            "early_stopping": None if self.early_stopping is None else self.early_stopping.settings(),
+            "progress": {"epoch": self.epoch, "t": self.t, "best_epoch": self.best_epoch,
+                         "best_loss": None if math.isinf(self.best_loss) else self.best_loss,
+                         "waited": self.waited, "rng": self._rng.bit_generator.state},
             "history": self.history,
         }
-        np.savez(path, __settings__=np.array(json.dumps(settings)), **self._params)
+
+    def save(self, path, extra=None):
+        """Save the parameters, the optimizer state and the settings to an .npz file (no
+        pickle), atomically; returns its path.  ``extra``: more JSON-ready entries."""
+        path = _npz_path(path)
+        settings = self.settings() | dict(extra or {})
+        arrays = dict(self._params)
+        names = self.network.optimizers[self.optimizer]["state"]
+        for row, name in enumerate(names):
+            for key, view in self._flat_views_of(self._state[row]).items():
+                arrays[f"__state__/{name}/{key}"] = view
+        atomic_save(path, lambda file: np.savez(
+            file, __settings__=np.array(json.dumps(settings)), **arrays))
         return path
 
     @classmethod
     def load(cls, path):
-        """A Trainer with the parameters and settings saved by save()."""
+        """A Trainer with the parameters, optimizer state and settings saved by save(): its
+        fit() continues the run exactly where it stopped."""
         net = cls.network
         path = _npz_path(path)
-        with np.load(path, allow_pickle=False) as stored:
-            settings = json.loads(str(stored["__settings__"]))
-            if (tuple(settings["layer_sizes"]) != net.layer_sizes
-                    or tuple(settings["activations"]) != net.activations):
-                raise ValueError(
-                    f"{path} holds a {settings['layer_sizes']} network with "
-                    f"{settings['activations']}, not this module's {list(net.layer_sizes)} "
-                    f"with {list(net.activations)}")
-            params = {key: stored[key] for key in stored.files if key != "__settings__"}
-        history = settings.pop("history")
-        for key in ("module", "layer_sizes", "activations", "loss"):
-            settings.pop(key)
-        trainer = cls(params=params, **settings)
-        trainer.history = history
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                settings = json.loads(str(stored["__settings__"]))
+                if (tuple(settings["layer_sizes"]) != net.layer_sizes
+                        or tuple(settings["activations"]) != net.activations):
+                    raise ValueError(
+                        f"{path} holds a {settings['layer_sizes']} network with "
+                        f"{settings['activations']}, not this module's {list(net.layer_sizes)} "
+                        f"with {list(net.activations)}")
+                params = {f"{kind}{l}": stored[f"{kind}{l}"]
+                          for l in range(1, net.depth + 1) for kind in "Wb"}
+                state_names = net.optimizers[settings["optimizer"]]["state"]
+                state = {f"{name}/{key}": stored[f"__state__/{name}/{key}"]
+                         for name in state_names for key in params}
+        except (OSError, KeyError, ValueError, json.JSONDecodeError) as err:
+            if isinstance(err, ValueError) and str(err).startswith(path):
+                raise
+            raise ValueError(f"{path} is not a model file this module can load: {err}") from None
+        progress = settings["progress"]
+        trainer = cls(params=params, optimizer=settings["optimizer"],
+                      learning_rate=settings["learning_rate"], batch_size=settings["batch_size"],
+                      epochs=settings["epochs"], shuffle=settings["shuffle"], seed=settings["seed"],
+                      dtype=settings["dtype"], engine=settings["engine"],
+                      schedule=settings["schedule"],
+                      early_stopping=settings["early_stopping"] or False,
+                      **settings["hyperparameters"])
+        for row, name in enumerate(state_names):
+            views = trainer._flat_views_of(trainer._state[row])
+            for key in params:
+                views[key][...] = state[f"{name}/{key}"]
+        trainer.epoch, trainer.t = progress["epoch"], progress["t"]
+        trainer.best_epoch, trainer.waited = progress["best_epoch"], progress["waited"]
+        trainer.best_loss = math.inf if progress["best_loss"] is None else progress["best_loss"]
+        trainer._rng.bit_generator.state = progress["rng"]
+        trainer.history = settings["history"]
+        trainer.saved_settings = settings
         return trainer

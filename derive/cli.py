@@ -80,6 +80,8 @@ def _run(path: str, args) -> int:
 
     started = time.perf_counter()
     spec = load_spec(path)
+    for notice in spec.notices:
+        print(f"derive: note: {notice}", file=sys.stderr)
     derivation = derive(spec)
     example = _latex_example(derivation, args)  # a bad values file: nothing is written
     try:
@@ -121,8 +123,8 @@ def _check(derivation, target: Path, args) -> int:
 
 # ----------------------------------------------------------------------------- --train
 
-_TRAINING_FLAGS = ("epochs", "learning_rate", "batch_size", "optimizer", "seed", "save_dir",
-                   "plot", "verbose")
+_TRAINING_FLAGS = ("epochs", "learning_rate", "batch_size", "optimizer", "schedule", "patience",
+                   "seed", "resume", "save_dir", "plot", "verbose")
 
 
 def _bounded(kind, low, high, what: str):
@@ -138,29 +140,57 @@ def _bounded(kind, low, high, what: str):
     return convert
 
 
+def _batch_size(text: str):
+    """An argparse type: a whole number >= 1, or ``full``."""
+    from .optimizers import FULL_BATCH
+
+    if text == FULL_BATCH:
+        return text
+    return _bounded(int, 1, 10**7, f"a whole number >= 1 or {FULL_BATCH!r}")(text)
+
+
 def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    from .optimizers import BATCHING
+    from .optimizers import LEGACY_OPTIMIZERS, OPTIMIZERS, SCHEDULES
 
     group = parser.add_argument_group(
         "training", "--train trains the generated network on the spec's data (digits when the "
                     "spec has no data: section); the options after it override the spec's "
                     "training: settings")
     group.add_argument("--train", action="store_true",
-                       help="train on the spec's data, report test accuracy (or R²), save the "
-                            "parameters (.npz) and a JSON summary")
+                       help="train on the spec's data, report validation and test figures, save "
+                            "the model (.npz) and a JSON summary")
     group.add_argument("--epochs", metavar="N",
-                       type=_bounded(int, 1, 10**6, "a whole number from 1 to 10^6"))
+                       type=_bounded(int, 1, 10**6, "a whole number from 1 to 10^6"),
+                       help="overrides training.epochs: passes over the training data (with "
+                            "--resume: how many more)")
     group.add_argument("--learning-rate", metavar="RATE",
-                       type=_bounded(float, 1e-12, 1e3, "a number > 0 and <= 1000"))
-    group.add_argument("--batch-size", metavar="N",
-                       type=_bounded(int, 1, 10**7, "a whole number >= 1"))
-    group.add_argument("--optimizer", choices=BATCHING.names(),
-                       help="how many examples each step averages over: "
-                            + "; ".join(f"{name}: {BATCHING[name].description}"
-                                        for name in BATCHING))
+                       type=_bounded(float, 1e-12, 1e3, "a number > 0 and <= 1000"),
+                       help="overrides training.learning_rate: the (initial) step size eta")
+    group.add_argument("--batch-size", metavar="N|full", type=_batch_size,
+                       help="overrides training.batch_size: examples per update; 1 is the "
+                            "documents' stochastic, 'full' their batch gradient descent")
+    group.add_argument("--optimizer", metavar="RULE",
+                       choices=[*OPTIMIZERS.names(), *LEGACY_OPTIMIZERS],
+                       help="overrides training.optimizer, the update rule: "
+                            + "; ".join(f"{name}: {OPTIMIZERS[name].title} "
+                                        f"({OPTIMIZERS[name].source})" for name in OPTIMIZERS)
+                            + f" ({', '.join(LEGACY_OPTIMIZERS)}: older spellings of sgd)")
+    group.add_argument("--schedule", metavar="NAME", choices=SCHEDULES.names(),
+                       help="overrides training.schedule, the learning rate per epoch: "
+                            + ", ".join(f"{name} ({SCHEDULES[name].source})" for name in SCHEDULES)
+                            + "; with its default parameters")
+    group.add_argument("--patience", metavar="N",
+                       type=_bounded(int, 1, 10**6, "a whole number >= 1"),
+                       help="early stopping: stop when the validation loss has not improved for "
+                            "N epochs, and keep the best epoch's model (overrides "
+                            "training.early_stopping.patience)")
+    group.add_argument("--resume", metavar="MODEL.npz",
+                       help="continue the run saved in MODEL.npz (its parameters, optimizer "
+                            "state, epoch and shuffling) for --epochs more epochs")
     group.add_argument("--seed", metavar="N",
                        type=_bounded(int, 0, 2**32 - 1, "a whole number >= 0"),
-                       help="seeds the train/test split, the initial weights and the shuffling")
+                       help="overrides training.seed: the initial weights and the shuffling "
+                            "(the split has its own data.split_seed)")
     group.add_argument("--save-dir", metavar="DIR",
                        help="where the parameters and summary.json go (default: runs/<name>/)")
     group.add_argument("--plot", metavar="OUT.png",
@@ -189,8 +219,9 @@ def _train(spec, target: Path, args) -> int:
     if plot and several:
         plot = plot.with_name(f"{plot.stem}_{spec.name}{plot.suffix or '.png'}")
     options = TrainOptions(epochs=args.epochs, learning_rate=args.learning_rate,
-                           batch_size=args.batch_size, optimizer=args.optimizer, seed=args.seed,
-                           save_dir=save_dir, plot=plot, quiet=args.quiet, verbose=args.verbose)
+                           batch_size=args.batch_size, optimizer=args.optimizer,
+                           schedule=args.schedule, patience=args.patience, seed=args.seed,
+                           resume=args.resume, save_dir=save_dir, plot=plot, quiet=args.quiet, verbose=args.verbose)
     where = spec.source or spec.name
     try:
         result = run(spec, target, options)

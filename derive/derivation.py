@@ -29,17 +29,17 @@ from .local import (A_SYM, INDEX, INDEX_ROLES, Z_SYM, DensePartials, LocalActiva
                     LocalOutput, dense_partials, local_activation, local_output)
 from .losses import Loss
 from .netspec import NetSpec
-from .optimizers import BATCHING, UPDATE_RULES, UpdateRuleDecl
+from .optimizers import (EPOCH, ETA, GRADIENT, STEP, LEGACY_OPTIMIZERS, OPTIMIZERS, SCHEDULES, THETA, VARIANTS,
+                         Optimizer, Schedule, variant_of)
 from .roles import GRADIENT_OF, Role, SymbolRole
 
 __all__ = [
     "MatrixDef", "Elementwise", "Columnwise", "Definition", "ChainFactor", "Gradient",
-    "Layer", "UpdateRule", "Penalty", "Objective", "Derivation", "derive", "M", "W_ENTRY",
+    "Layer", "UpdateRule", "OptimizerUse", "Penalty", "Objective", "Derivation", "derive", "M", "W_ENTRY",
 ]
 
 M = sp.Symbol("m", integer=True, positive=True)  # examples in the batch
 W_ENTRY = sp.Symbol("w", real=True)  # one weight, in the penalties' entry-wise forms
-UPDATE_RULE = "gradient_descent"  # the only rule until optimizers with state are declared
 
 
 @dataclass(frozen=True)
@@ -154,12 +154,37 @@ class Layer:
 
 @dataclass(frozen=True)
 class UpdateRule:
-    """One descent variant: which examples each step averages over, and the update."""
+    """One of the documents' descent variants: which examples each step averages over, and
+    the plain update theta := theta - eta dJ/dtheta."""
 
-    optimizer: str  # a name in derive.optimizers.BATCHING
+    optimizer: str  # a name in derive.optimizers.VARIANTS
     title: str
     batch: str  # what m is in this variant
     rule: tuple[sp.Expr, sp.Expr]  # (theta, theta - eta dJ/dtheta)
+
+
+@dataclass(frozen=True)
+class OptimizerUse:
+    """The spec's update rule (a declaration of derive.optimizers) with its settings: the
+    hyperparameters as given or PyTorch's defaults, the learning rate, the batch size and the
+    schedule.  ``plain``: with these values the rule is theta - eta g, with no state."""
+
+    declaration: Optimizer
+    hyperparameters: dict
+    learning_rate: float
+    batch_size: int | str
+    schedule: Schedule
+    schedule_params: dict
+    plain: bool
+
+    @property
+    def name(self) -> str:
+        return self.declaration.name
+
+    @property
+    def variant(self):
+        """The documents' name for the batch size (batch / stochastic / mini-batch)."""
+        return variant_of(self.batch_size)
 
 
 @dataclass(frozen=True)
@@ -270,8 +295,8 @@ class Derivation:
     dense: DensePartials
     lambda1: sp.Expr
     lambda2: sp.Expr
-    updates: tuple[UpdateRule, ...]
-    update_rule: UpdateRuleDecl  # how every parameter moves given its gradient
+    updates: tuple[UpdateRule, ...]  # the documents' three variants of the plain rule
+    optimizer: OptimizerUse  # the update rule the spec trains with
     objective: Objective  # J, which every gradient differentiates
     learning_rate: sp.Symbol = field(default=sp.Symbol("eta", positive=True))
 
@@ -346,9 +371,24 @@ class Derivation:
         return self.roles_by_name.get(symbol if isinstance(symbol, str) else _name_of(symbol))
 
     @property
-    def batching(self) -> dict:
-        """Every batching scheme by name (what ``training.optimizer`` may say)."""
-        return {name: BATCHING[name] for name in BATCHING}
+    def optimizers(self) -> tuple[Optimizer, ...]:
+        """Every declared update rule: a generated folder can train with any of them."""
+        return tuple(OPTIMIZERS[name] for name in OPTIMIZERS)
+
+    @property
+    def schedules(self) -> tuple[Schedule, ...]:
+        """Every declared learning-rate schedule."""
+        return tuple(SCHEDULES[name] for name in SCHEDULES)
+
+    @property
+    def rule_symbols(self) -> tuple[sp.Symbol, ...]:
+        """(theta, g, eta, t, e): what the rules and schedules are written in."""
+        return THETA, GRADIENT, ETA, STEP, EPOCH
+
+    @property
+    def legacy_optimizers(self) -> dict:
+        """Old ``optimizer:`` names -> the batch size they meant (None: the given one)."""
+        return {name: legacy.batch_size for name, legacy in LEGACY_OPTIMIZERS.items()}
 
 
 def _name_of(symbol: sp.Basic) -> str:
@@ -441,14 +481,26 @@ def _chain(l: int, act: LocalActivation, G, output: LocalOutput, next_layer: Lay
     return upstream + (ChainFactor(f"Z{l + 1}", f"A{l}", next_layer.W), local)
 
 
-THETA, GRADIENT = sp.Symbol("theta"), sp.Symbol("dJ_dtheta")
+def _updates(eta: sp.Symbol) -> tuple[UpdateRule, ...]:
+    """The plain update under each of the documents' variants, as the documents list them."""
+    new = (THETA, THETA - eta * GRADIENT)
+    return tuple(UpdateRule(v.name, v.title, v.batch, new)
+                 for v in map(VARIANTS.__getitem__, VARIANTS))
 
 
-def _updates(eta: sp.Symbol, rule: UpdateRuleDecl) -> tuple[UpdateRule, ...]:
-    """The update rule under each batching scheme, as the documents list them."""
-    new = (THETA, rule.new(THETA, GRADIENT, eta))
-    return tuple(UpdateRule(scheme.name, scheme.title, scheme.batch, new)
-                 for scheme in map(BATCHING.__getitem__, BATCHING))
+def _optimizer(spec: NetSpec) -> OptimizerUse:
+    training = spec.training
+    declaration = OPTIMIZERS[training.optimizer]
+    values = declaration.defaults | training.hyperparameter_dict
+    plain_when = declaration.plain_when
+    plain = plain_when is not None and all(values[name] == 0 for name in plain_when)
+    schedule = SCHEDULES[training.schedule.name]
+    params = {name: default for name, default, _ in schedule.parameters if default is not None}
+    params |= dict(training.schedule.params)
+    if "T_max" in {p[0] for p in schedule.parameters}:
+        params.setdefault("T_max", training.epochs)
+    rate = declaration.learning_rate if training.learning_rate is None else training.learning_rate
+    return OptimizerUse(declaration, values, rate, training.batch_size, schedule, params, plain)
 
 
 def derive(spec: NetSpec) -> Derivation:
@@ -470,8 +522,6 @@ def derive(spec: NetSpec) -> Derivation:
     layers.reverse()
     objective = Objective(output.loss, output.per_example, found,
                           tuple(layer.W for layer in layers))
-    eta = sp.Symbol("eta", positive=True)
-    rule = UPDATE_RULES[UPDATE_RULE]
     return Derivation(spec, X, Y, tuple(layers), output, dense_partials(),
                       exact(spec.regularization.l1), exact(spec.regularization.l2),
-                      _updates(eta, rule), rule, objective, eta)
+                      _updates(ETA), _optimizer(spec), objective, ETA)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["ActivationSpec", "LayerSpec", "Regularization", "TrainingSpec", "DataSpec", "NetSpec"]
+__all__ = ["ActivationSpec", "LayerSpec", "Regularization", "ScheduleSpec", "EarlyStopping",
+           "TrainingSpec", "DataSpec", "NetSpec"]
 
 
 @dataclass(frozen=True)
@@ -32,13 +33,44 @@ class Regularization:
 
 
 @dataclass(frozen=True)
+class ScheduleSpec:
+    """A learning-rate schedule by registry name (derive.optimizers.SCHEDULES), with its
+    parameters (name, value) sorted."""
+
+    name: str = "constant"
+    params: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """Stop when the validation loss has not improved by ``min_delta`` for ``patience``
+    epochs; ``restore_best``: keep the best epoch's parameters."""
+
+    patience: int = 5
+    min_delta: float = 0.0
+    restore_best: bool = True
+
+
+@dataclass(frozen=True)
 class TrainingSpec:
-    optimizer: str = "minibatch"  # a batching scheme: a name in derive.optimizers.BATCHING
-    learning_rate: float = 0.1
-    batch_size: int = 64
-    epochs: int = 10
+    """The defaults of the generated Trainer.  ``optimizer`` is an update rule (a name in
+    derive.optimizers.OPTIMIZERS); ``hyperparameters`` holds those the spec gives, by
+    PyTorch's names; ``learning_rate`` None: the optimizer's default."""
+
+    optimizer: str = "adam"
+    learning_rate: float | None = None
+    batch_size: int | str = 32  # an integer, or "full" (batch gradient descent)
+    epochs: int = 30
     shuffle: bool = True
     seed: int = 0
+    hyperparameters: tuple[tuple[str, object], ...] = ()
+    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
+    early_stopping: EarlyStopping | None = None
+    given: tuple[str, ...] = ()  # the keys the spec wrote (the rest are defaults)
+
+    @property
+    def hyperparameter_dict(self) -> dict:
+        return dict(self.hyperparameters)
 
 
 @dataclass(frozen=True)
@@ -46,6 +78,8 @@ class DataSpec:
     dataset: str = "digits"  # a name in derive.datasets.DATASETS; a path kind as mnist:DIR
     test_fraction: float = 0.2
     target: str | None = None  # csv: the label column
+    validation_fraction: float = 0.1  # of the training part; 0: no validation set
+    split_seed: int = 0  # the split's own seed, independent of training.seed
 
 
 @dataclass(frozen=True)
@@ -60,6 +94,7 @@ class NetSpec:
     training: TrainingSpec = field(default_factory=TrainingSpec)
     data: DataSpec | None = None
     source: str | None = None  # file the spec was read from, for messages
+    notices: tuple[str, ...] = ()  # located notes for the user (an old spelling, and its new one)
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:

@@ -19,8 +19,10 @@ from .activations import ACTIVATIONS, Activation
 from .datasets import DATASETS, written_names
 from .errors import SpecError
 from .losses import LOSSES
-from .netspec import ActivationSpec, DataSpec, LayerSpec, NetSpec, Regularization, TrainingSpec
-from .optimizers import BATCHING
+from .netspec import (ActivationSpec, DataSpec, EarlyStopping, LayerSpec, NetSpec, Regularization,
+                      ScheduleSpec, TrainingSpec)
+from .optimizers import (FULL_BATCH, LEGACY_LEARNING_RATE, LEGACY_OPTIMIZERS, OPTIMIZERS,
+                         SCHEDULES)
 from .registry import Registry, UnknownName
 from .yamlread import (Item, did_you_mean, expected, item_error, join, nearest, number,
                        read_document, read_text)
@@ -171,14 +173,129 @@ _REGULARIZATION = _section({
     "l2": _real(lambda x: x >= 0, "a finite number >= 0"),
 })
 
-_TRAINING = _section({
-    "optimizer": lambda item: _registered(BATCHING, item),
+def _batch_size(item: Item) -> int | str:
+    if item.value == FULL_BATCH:
+        return FULL_BATCH
+    if isinstance(item.value, str):
+        raise item_error(item, f"expected a whole number >= 1 or {FULL_BATCH!r} (batch gradient "
+                               f"descent), got {item.value!r}", did_you_mean(item.value, [FULL_BATCH]))
+    return _integer(1, 10**7)(item)
+
+
+_EARLY_STOPPING = _section({
+    "patience": _integer(1, 10**6),
+    "min_delta": _real(lambda x: x >= 0, "a finite number >= 0"),
+    "restore_best": _boolean,
+})
+
+_TRAINING_KEYS: dict[str, Check] = {
+    "optimizer": lambda item: item,  # checked with the keys that depend on it, in _training
     "learning_rate": _real(lambda x: 0 < x <= 1e3, "a finite number > 0 and <= 1000"),
-    "batch_size": _integer(1, 10**7),
+    "batch_size": _batch_size,
     "epochs": _integer(1, 10**6),
     "shuffle": _boolean,
     "seed": _integer(0, 2**32 - 1),
-})
+    "schedule": lambda item: _schedule(item),
+    "early_stopping": _or_null(lambda item: EarlyStopping(**_EARLY_STOPPING(item))),
+}
+
+
+def _hyperparameter_names() -> list[str]:
+    """Every optimizer's hyperparameters, each name once, as the registry declares them."""
+    names: dict[str, None] = {}
+    for name in OPTIMIZERS:
+        names.update(dict.fromkeys(h.name for h in OPTIMIZERS[name].hyperparameters))
+    return list(names)
+
+
+def _training(item: Item) -> tuple[TrainingSpec, tuple[str, ...]]:
+    """The training section, and notices for spellings of older versions."""
+    schema = dict(_TRAINING_KEYS) | {name: lambda child: child for name in _hyperparameter_names()}
+    fields = _fields(item, schema, (), "a mapping")
+    values = {key: _TRAINING_KEYS[key](child) for key, child in fields.items()
+              if key in _TRAINING_KEYS and key != "optimizer"}
+    notices: list[str] = []
+    optimizer = TrainingSpec.optimizer
+    if "optimizer" in fields:
+        written = fields["optimizer"]
+        legacy = LEGACY_OPTIMIZERS.get(written.value) if isinstance(written.value, str) else None
+        if legacy is not None:
+            optimizer = "sgd"
+            if legacy.batch_size is not None:
+                values["batch_size"] = legacy.batch_size
+            else:
+                values.setdefault("batch_size", 64)  # the old default batch size
+            notices.append(f"{written.line}: training.optimizer: {written.value!r} named a descent "
+                           f"variant; it is now spelled {legacy.spelling.replace('<B>', str(values['batch_size']))}"
+                           " (same meaning)")
+        else:
+            optimizer = _registered(OPTIMIZERS, written)
+            if optimizer == "sgd" and "batch_size" in values:
+                notices.append(f"{written.line}: training: optimizer: sgd now uses batch_size "
+                               f"({values['batch_size']} examples per step); older versions "
+                               "ignored it and took one example per step (set batch_size: 1 "
+                               "for that)")
+            elif optimizer == "sgd":
+                values["batch_size"] = 1  # the documents' stochastic gradient descent
+        if optimizer == "sgd" and "learning_rate" not in values:
+            values["learning_rate"] = LEGACY_LEARNING_RATE
+            notices.append(f"{written.line}: training: learning_rate not given: "
+                           f"{LEGACY_LEARNING_RATE:g} as in older versions (PyTorch's SGD "
+                           f"default is {OPTIMIZERS['sgd'].learning_rate:g})")
+    declaration = OPTIMIZERS[optimizer]
+    hyper = {}
+    own = {h.name: h for h in declaration.hyperparameters}
+    for key, child in fields.items():
+        if key in _TRAINING_KEYS:
+            continue
+        if key not in own:
+            users = [n for n in OPTIMIZERS if key in {h.name for h in OPTIMIZERS[n].hyperparameters}]
+            raise item_error(child, f"{key!r} is a hyperparameter of {', '.join(users)}, not of "
+                                    f"{optimizer} (its hyperparameters: "
+                                    f"{', '.join(own) or 'none'})",
+                             f"remove {key}, or set optimizer: {users[0]}", at_key=True)
+        value = child.value
+        if isinstance(value, list):
+            value = [number(entry) for entry in value]
+        elif value is not None and not isinstance(value, bool):
+            value = number(child)
+        if value is None or not own[key].accepts(value):
+            raise expected(child, own[key].expected + f" ({own[key].meaning})")
+        hyper[key] = tuple(float(x) for x in value) if isinstance(value, list) else float(value)
+    values["hyperparameters"] = tuple(sorted(hyper.items()))
+    values["given"] = tuple(fields)
+    return TrainingSpec(optimizer=optimizer, **values), tuple(notices)
+
+
+def _schedule(item: Item) -> ScheduleSpec:
+    """``cosine`` or ``{name: step, step_size: 10, gamma: 0.5}``."""
+    if isinstance(item.value, str) or item.value is None:
+        name_item, params = item, {}
+    elif isinstance(item.value, dict) and "name" in item.value:
+        name_item = item.value["name"]
+        params = {k: v for k, v in item.value.items() if k != "name"}
+    else:
+        raise expected(item, "a schedule: a name (" + ", ".join(SCHEDULES.names())
+                             + ") or a mapping with a name and its parameters")
+    name = _registered(SCHEDULES, name_item)
+    declared = {p[0]: p for p in SCHEDULES[name].parameters}
+    values = {}
+    for key, child in params.items():
+        if key not in declared:
+            raise item_error(child, f"unknown parameter {key!r} of schedule {name} (expected: "
+                                    f"{', '.join(declared) or 'none'})",
+                             did_you_mean(key, declared), at_key=True)
+        value = number(child)
+        if value is None or not math.isfinite(value) or value < 0 or (
+                key in ("step_size", "T_max") and (value < 1 or value != int(value))):
+            raise expected(child, "a whole number >= 1" if key in ("step_size", "T_max")
+                           else "a finite number >= 0")
+        values[key] = value
+    for key, (_, default, meaning) in declared.items():
+        if key not in values and default is None and key != "T_max":
+            raise item_error(item, f"schedule {name} needs {key} ({meaning})",
+                             f"write schedule: {{name: {name}, {key}: ...}}")
+    return ScheduleSpec(name, tuple(sorted(values.items())))
 
 
 # ----------------------------------------------------------------------------- name
@@ -359,6 +476,9 @@ def _datasets_described() -> str:
 _DATA_KEYS: dict[str, Check] = {
     "dataset": _dataset,
     "test_fraction": _real(lambda x: 0 < x < 1, "a finite number with 0 < test_fraction < 1"),
+    "validation_fraction": _real(lambda x: 0 <= x < 1,
+                                 "a finite number with 0 <= validation_fraction < 1"),
+    "split_seed": _integer(0, 2**32 - 1),
     "target": _string,
 }
 
@@ -389,7 +509,7 @@ _TOP: dict[str, Check] = {
     "regularization": _or_null(lambda item: Regularization(**_REGULARIZATION(item))),
     "init": _or_null(_choice(_INITS, "initialisation")),
     "dtype": _or_null(_choice(_DTYPES, "dtype")),
-    "training": _or_null(lambda item: TrainingSpec(**_TRAINING(item))),
+    "training": _or_null(_training),
     "data": _or_null(_data),
 }
 _REQUIRED_TOP = ("name", "input", "layers", "loss")
@@ -399,5 +519,9 @@ def _netspec(root: Item, filename: str) -> NetSpec:
     fields = _fields(root, _TOP, _REQUIRED_TOP, "a spec: a mapping")
     values = {key: _TOP[key](child) for key, child in fields.items()}
     _check_loss_fits(values["loss"], fields["loss"], values["layers"])
+    notices: tuple[str, ...] = ()
+    if values.get("training") is not None:
+        values["training"], notices = values["training"]
     given = {key: value for key, value in values.items() if value is not None}
-    return NetSpec(**given, source=filename)
+    return NetSpec(**given, source=filename,
+                   notices=tuple(f"{filename}:{notice}" for notice in notices))

@@ -125,6 +125,8 @@ class _Printer:
 def allocation(buffer: Buffer, order: str = "C") -> str:
     """The NumPy call that allocates a buffer (``m`` and ``dtype`` are the step's); a
     two-axis one column-major with ``order="F"``."""
+    if buffer.given is not None:
+        return f"grads[{buffer.given!r}]"
     if buffer.like is not None:
         return f"np.empty_like({buffer.like})"
     shape = ", ".join(str(s) for s in buffer.shape)

@@ -26,7 +26,7 @@ from codegen.printers.numpy import NumPyCodePrinter
 
 from ..derivation import Columnwise, Derivation, Layer, M, MatrixDef
 from ..local import INDEX, Z_SYM, Step, StepKind, positive_lead, resolve_deltas
-from ..optimizers import BATCH_SIZE, BATCHING
+from ..optimizers import FULL_BATCH, variant_of
 from ..primitives import PRIMITIVES
 from ..roles import Role
 from .example import Example, NumericExample, evaluate_example
@@ -675,14 +675,58 @@ def _updates(c: _Doc) -> dict:
         pairs = pairs[:2] + [r"\ldots"] + pairs[-1:]
     variants = Table(_columns(0.36, 0.64), ("variant", "what one step averages over"),
                      tuple((tex_escape(r.title), tex_escape(r.batch)) for r in d.updates))
+    use = d.optimizer
     training = d.spec.training
-    scheme = BATCHING[training.optimizer]
+    declared = set(training.given)
     return {"variants": variants, "count": _count_word(len(d.updates)),
             "rows": rules, "params": ", ".join(pairs),
-            "eta": c.tex(d.learning_rate), "chosen": tex_escape(scheme.description),
-            "learning_rate": _number_text(training.learning_rate),
-            "batch_size": training.batch_size, "epochs": training.epochs,
-            "batch_sized": scheme.examples == BATCH_SIZE}
+            "eta": c.tex(d.learning_rate), "chosen": tex_escape(use.variant.description),
+            "learning_rate": _number_text(use.learning_rate),
+            "batch_size": use.batch_size, "epochs": training.epochs,
+            "batch_sized": use.batch_size not in (1, FULL_BATCH),
+            "declared": bool(declared & {"optimizer", "learning_rate", "batch_size"}),
+            "rule": _rule_tex(use)}
+
+
+def _rule_tex(use) -> dict:
+    """The spec's update rule: its assignments in order, its state, its hyperparameters with
+    their values and meanings, and the schedule."""
+    decl = use.declaration
+    state = {symbol for symbol, _ in decl.state}
+    hats = {symbol: rf"\hat{{{symbol.name[0]}}}" for symbol, _ in decl.locals_}
+    names = hats | {symbol: symbol.name for symbol in state}
+
+    def tex(expr) -> str:
+        return sp.latex(expr, symbol_names=names)
+
+    rows = tuple(_row(tex(target), rf"\leftarrow {tex(formula)}", numbered=False)
+                 for target, formula in decl.assignments)
+    hyper = []
+    for h in decl.hyperparameters:
+        value = use.hyperparameters[h.name]
+        values = value if isinstance(value, tuple) else (value,)
+        hyper.append((tt(h.name), ", ".join(f"${tex(s)} = {_number_text(x)}$"
+                                            for s, x in zip(h.symbols, values)),
+                      tex_escape(h.meaning)))
+    schedule = use.schedule
+    return {"title": tex_escape(decl.title), "source": tt(decl.source), "rows": rows,
+            "state": [(f"${tex(symbol)}$", tex_escape(meaning)) for symbol, meaning in
+                      decl.state + decl.locals_],
+            "hyper": Table(_columns(0.2, 0.3, 0.5), ("hyperparameter", "value", "meaning"),
+                           tuple(hyper)) if hyper else None,
+            "plain": use.plain,
+            "schedule": None if schedule.name == "constant" else {
+                "title": tex_escape(schedule.title.lower()), "source": tt(schedule.source),
+                "rate": tex(schedule.rate.subs({sp.Symbol(k, **_assumptions(schedule.rate, k)): v
+                                                for k, v in use.schedule_params.items()})),
+                "params": ", ".join(f"{tex_escape(k)} = {_number_text(v)}"
+                                    for k, v in use.schedule_params.items())}}
+
+
+def _assumptions(expr, name: str) -> dict:
+    """The assumptions of the symbol called ``name`` in expr (to substitute it)."""
+    found = next((s for s in expr.free_symbols if s.name == name), None)
+    return found.assumptions0 if found is not None else {}
 
 
 def _count_word(count: int) -> str:

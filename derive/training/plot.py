@@ -48,14 +48,16 @@ def _save(figure, path: Path) -> Path:
 
 def plot_history(history: list[dict], path: str | Path, *, title: str,
                  score: str = "accuracy") -> Path:
-    """Loss and ``score`` ("accuracy" or "r2") per epoch, train and test, side by side;
+    """Loss and ``score`` ("accuracy" or "r2") per epoch, train, validation (and test, when
+    recorded) side by side;
     returns the file written."""
     figure = _figure(10, 4)
     figure.suptitle(title)
     epochs = [record["epoch"] for record in history]
     for axes, key, label in zip(figure.subplots(1, 2), ("loss", score),
                                  ("loss", {"r2": "R²"}.get(score, score))):
-        for prefix, name, style in (("", "train", "-"), ("test_", "test", "--")):
+        for prefix, name, style in (("", "train", "-"), ("val_", "validation", "--"),
+                                    ("test_", "test", ":")):
             values = [record.get(prefix + key) for record in history]
             if any(v is not None for v in values):
                 values = [np.nan if v is None else v for v in values]
@@ -67,7 +69,7 @@ def plot_history(history: list[dict], path: str | Path, *, title: str,
         axes.grid(True, alpha=0.3)
         axes.legend()
         if key == "loss":
-            _log_scale_if_wide(axes, [r[k] for r in history for k in ("loss", "test_loss")
+            _log_scale_if_wide(axes, [r[k] for r in history for k in ("loss", "val_loss", "test_loss")
                                       if r.get(k) is not None])
     return _save(figure, Path(path))
 

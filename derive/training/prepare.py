@@ -62,6 +62,9 @@ class Prepared:
     split: str  # how the test set was chosen, for the report
     features: Standardizer | None = None
     targets: Standardizer | None = None
+    X_val: np.ndarray | None = None  # the validation part, taken from the training part
+    Y_val: np.ndarray | None = None
+    truth_val: np.ndarray | None = None
 
     def predictions(self, output: np.ndarray) -> np.ndarray:
         """The module's predict() output as class indices or values in the original units."""
@@ -167,8 +170,10 @@ def stratified_split(labels: np.ndarray, test_fraction: float,
 # ----------------------------------------------------------------------------- all of it
 
 def prepare(spec: NetSpec, task: str, data: Dataset, test_fraction: float,
-            seed: int) -> Prepared:
-    """Check ``data`` against the spec, split it, scale it and encode its targets."""
+            seed: int, validation_fraction: float = 0.0) -> Prepared:
+    """Check ``data`` against the spec, split it (test, then ``validation_fraction`` of the
+    training part for validation, both seeded by ``seed``), scale it with the training part's
+    statistics and encode its targets."""
     decode = check_fits(spec, task, data)
     if data.test is not None:
         X_train, y_train = data.X, data.y
@@ -181,21 +186,31 @@ def prepare(spec: NetSpec, task: str, data: Dataset, test_fraction: float,
         X_train, y_train, X_test, y_test = data.X[train], data.y[train], data.X[test], data.y[test]
         split = (f"{'stratified ' if classes else ''}random {100 * test_fraction:g}% test "
                  f"split, seed {seed}")
+    X_val = y_val = None
+    if validation_fraction > 0:
+        classes = data.task == CLASSIFICATION
+        # the validation part's own stream of the split seed
+        keep, held = (stratified_split(y_train, validation_fraction, seed + 1) if classes
+                      else random_split(len(y_train), validation_fraction, seed + 1))
+        X_train, y_train, X_val, y_val = X_train[keep], y_train[keep], X_train[held], y_train[held]
+        split += f"; {100 * validation_fraction:g}% of the training part for validation"
     features = Standardizer.fit(X_train) if data.standardize else None
     if features is not None:
         X_train, X_test = features.transform(X_train), features.transform(X_test)
-    targets = None
-    if decode == VALUES:
-        targets = Standardizer.fit(y_train) if data.standardize else None
-        Y_train, Y_test = ((targets.transform(y_train), targets.transform(y_test))
-                           if targets is not None else (y_train, y_test))
-    elif decode == ARGMAX:
-        eye = np.eye(data.n_classes)
-        Y_train, Y_test = eye[y_train], eye[y_test]
-    elif decode == THRESHOLD:
-        Y_train, Y_test = (y_train.astype(np.float64).reshape(-1, 1),
-                           y_test.astype(np.float64).reshape(-1, 1))
-    else:
-        Y_train, Y_test = y_train, y_test
+        X_val = None if X_val is None else features.transform(X_val)
+    targets = Standardizer.fit(y_train) if decode == VALUES and data.standardize else None
+    Y_train, Y_test = _encode(decode, data, targets, y_train), _encode(decode, data, targets, y_test)
+    Y_val = None if y_val is None else _encode(decode, data, targets, y_val)
     return Prepared(X_train, Y_train, X_test, Y_test, y_train, y_test, data.task, decode,
-                    data.class_names, split, features, targets)
+                    data.class_names, split, features, targets, X_val, Y_val, y_val)
+
+
+def _encode(decode: str, data: Dataset, targets: Standardizer | None, y: np.ndarray) -> np.ndarray:
+    """Targets as the module takes them."""
+    if decode == VALUES:
+        return targets.transform(y) if targets is not None else y
+    if decode == ARGMAX:
+        return np.eye(data.n_classes)[y]
+    if decode == THRESHOLD:
+        return y.astype(np.float64).reshape(-1, 1)
+    return y

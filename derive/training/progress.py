@@ -33,10 +33,11 @@ SCORE_LABELS = {"accuracy": "accuracy", "r2": "R²"}  # score key -> label
 
 
 def _figures(record: dict, score: str) -> str:
-    """``loss 0.1234  accuracy 0.9650  test loss 0.1500  test accuracy 0.9583``."""
+    """``loss 0.1234  accuracy 0.9650  val loss 0.1500  val accuracy 0.9583``; test figures
+    (only with --verbose) marked as such."""
     name = SCORE_LABELS.get(score, score)
     parts = []
-    for prefix, label in (("", ""), ("test_", "test ")):
+    for prefix, label in (("", ""), ("val_", "val "), ("test_", "(verbose) test ")):
         if record.get(prefix + "loss") is not None:
             parts.append(f"{label}loss {record[prefix + 'loss']:.4f}")
         if record.get(prefix + score) is not None:
@@ -46,12 +47,14 @@ def _figures(record: dict, score: str) -> str:
 
 def epoch_line(epoch: int, epochs: int, record: dict, score: str = "accuracy",
                verbose: bool = False) -> str:
-    """One epoch's figures; ``record`` holds loss, test_loss, the ``score`` ("accuracy" or "r2")
-    and test_<score>, and seconds."""
+    """One epoch's figures; ``record`` holds loss, the ``score`` ("accuracy" or "r2"), their
+    val_ (and with --verbose test_) forms, and seconds."""
     width = len(str(epochs))
     line = f"epoch {epoch:>{width}}/{epochs}  {_figures(record, score)}"
     if record.get("partial"):
         line += "  (stopped early in this epoch)"
+    if record.get("best"):
+        line += "  *best"
     if verbose and record.get("seconds") is not None:
         line += f"  {record['seconds']:.2f} s"
     return line

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..netspec import DataSpec, NetSpec
-from ..optimizers import ALL_EXAMPLES, BATCHING, Batching
+from ..optimizers import FULL_BATCH, OPTIMIZERS, SCHEDULES, variant_of
 from .data import REGRESSION, Dataset, load_dataset
 from .prepare import LABELS, Prepared, prepare
 from .progress import QUIET, EpochDisplay, choose_mode
@@ -51,9 +51,12 @@ class TrainOptions:
 
     epochs: int | None = None
     learning_rate: float | None = None
-    batch_size: int | None = None
+    batch_size: int | str | None = None
     optimizer: str | None = None
+    schedule: str | None = None
+    patience: int | None = None
     seed: int | None = None
+    resume: str | Path | None = None  # a model file to continue
     save_dir: str | Path | None = None  # None: runs/<name>/
     plot: str | Path | None = None  # the curves' PNG; the confusion matrix goes next to it
     quiet: bool = False  # only the final report
@@ -61,7 +64,8 @@ class TrainOptions:
     progress: str | None = None  # bar | lines | quiet; None: a bar on a terminal, else lines
 
     def overrides(self) -> dict:
-        keys = ("epochs", "learning_rate", "batch_size", "optimizer", "seed")
+        keys = ("epochs", "learning_rate", "batch_size", "optimizer", "schedule", "patience",
+                "seed")
         return {key: getattr(self, key) for key in keys if getattr(self, key) is not None}
 
 
@@ -110,12 +114,18 @@ def stop_on_interrupt(flag: StopFlag, notify: Callable[[], None] = lambda: None)
 
 
 def training_settings(spec: NetSpec, options: TrainOptions) -> dict:
-    """The Trainer's keyword arguments: the spec's ``training:`` with the options' overrides."""
-    training = spec.training
-    settings = {"optimizer": training.optimizer, "learning_rate": training.learning_rate,
-                "batch_size": training.batch_size, "epochs": training.epochs,
-                "shuffle": training.shuffle, "seed": training.seed}
-    settings.update(options.overrides())
+    """The Trainer's keyword arguments that differ from the module's TRAINING (the spec's
+    ``training:``): the command line's overrides."""
+    settings = {key: value for key, value in options.overrides().items()
+                if key not in ("patience", "schedule")}
+    if options.schedule is not None:
+        settings["schedule"] = options.schedule
+    if options.patience is not None:
+        stopping = spec.training.early_stopping
+        settings["early_stopping"] = {
+            "patience": options.patience,
+            "min_delta": stopping.min_delta if stopping else 0.0,
+            "restore_best": stopping.restore_best if stopping else True}
     return settings
 
 
@@ -138,14 +148,14 @@ def run(spec: NetSpec, module_path: str | Path, options: TrainOptions = TrainOpt
     if options.plot is not None:
         require_matplotlib()
     module = import_module_from(module_path)
-    settings = training_settings(spec, options)
-    dataset, prepared = load_prepared(spec, module.TASK, settings["seed"])
+    trainer = _trainer(spec, module, options)
+    settings = trainer.settings()
+    dataset, prepared = load_prepared(spec, module.TASK)
     save_dir = Path(options.save_dir or DEFAULT_RUNS_DIR / spec.name)
     _make_folder(save_dir)
     timings = {"load_seconds": time.perf_counter() - started}
 
-    session = _Session(module, prepared, settings, options, stream,
-                       stop if stop is not None else StopFlag())
+    session = _Session(trainer, prepared, options, stream, stop if stop is not None else StopFlag())
     if session.display.mode != QUIET:
         print(_header(spec, dataset, prepared, settings), file=stream, flush=True)
     session.train()
@@ -154,16 +164,19 @@ def run(spec: NetSpec, module_path: str | Path, options: TrainOptions = TrainOpt
     evaluating = time.perf_counter()
     test = evaluate(session.trainer, prepared, session.X_test, prepared.truth_test)
     train = evaluate(session.trainer, prepared, session.X_train, prepared.truth_train)
+    validation = (evaluate(session.trainer, prepared, session.X_val, prepared.truth_val)
+                  if session.X_val is not None else None)
+    test_loss = session.trainer.evaluate(session.X_test, prepared.Y_test)["loss"]
     timings["evaluate_seconds"] = time.perf_counter() - evaluating
-    print(_report(spec, dataset, test, train, session, timings, options.verbose),
-          file=stream, flush=True)
+    print(_report(spec, dataset, test, train, validation, test_loss, session, timings,
+                  options.verbose), file=stream, flush=True)
 
     params_path = Path(session.trainer.save(save_dir / f"{spec.name}.npz"))
     plots = _plots(options.plot, spec, dataset, session, test)
     summary_path = save_dir / SUMMARY_NAME
     timings["total_seconds"] = time.perf_counter() - started
-    summary = _summary(spec, module_path, dataset, prepared, settings, options, session,
-                       test, train, timings, params_path, plots)
+    summary = _summary(spec, module_path, dataset, prepared, session.trainer.settings(), options,
+                       session, test, train, validation, test_loss, timings, params_path, plots)
     write_json(summary_path, summary)
     saved = f"saved {params_path} and {summary_path}"
     if plots:
@@ -173,13 +186,47 @@ def run(spec: NetSpec, module_path: str | Path, options: TrainOptions = TrainOpt
                      tuple(session.history), params_path, summary_path, plots, summary)
 
 
-def load_prepared(spec: NetSpec, task: str, seed: int) -> tuple[Dataset, Prepared]:
+def _trainer(spec: NetSpec, module, options: TrainOptions):
+    """A new Trainer with the spec's settings and the overrides, or the resumed one."""
+    import warnings
+
+    overrides = training_settings(spec, options)
+    if options.resume is None:
+        with warnings.catch_warnings():  # an old optimizer name was reported with the spec
+            warnings.simplefilter("ignore", FutureWarning)
+            try:
+                return module.Trainer(**overrides)
+            except (TypeError, ValueError) as err:
+                raise DataError(f"training settings: {err}") from None
+    path = Path(options.resume)
+    if not path.is_file():
+        raise DataError(f"--resume {path}: no such model file")
+    try:
+        trainer = module.Trainer.load(path)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"--resume {path}: {err}") from None
+    changed = sorted(set(overrides) - {"epochs"})
+    if changed:
+        raise DataError(f"--resume continues the saved run with its own settings; "
+                        f"--{changed[0].replace('_', '-')} cannot change it")
+    done = trainer.epoch
+    more = options.epochs if options.epochs is not None else spec.training.epochs - done
+    if more < 1:
+        raise DataError(f"--resume {path}: the run already has {done} epochs (the spec's "
+                        f"training.epochs is {spec.training.epochs}); give --epochs N to train "
+                        "N more")
+    trainer.epochs = more
+    return trainer
+
+
+def load_prepared(spec: NetSpec, task: str) -> tuple[Dataset, Prepared]:
     """The spec's data (digits without a ``data:`` section), checked, split and scaled."""
     data_spec = spec.data or DataSpec()
     base_dir = Path(spec.source).parent if spec.source else None
     dataset = load_dataset(data_spec.dataset, target=data_spec.target, base_dir=base_dir,
                            classes=task != "regression")
-    return dataset, prepare(spec, task, dataset, data_spec.test_fraction, seed)
+    return dataset, prepare(spec, task, dataset, data_spec.test_fraction, data_spec.split_seed,
+                            data_spec.validation_fraction)
 
 
 def evaluate(trainer, prepared: Prepared, X: np.ndarray,
@@ -194,18 +241,20 @@ def evaluate(trainer, prepared: Prepared, X: np.ndarray,
 class _Session:
     """The Trainer and its hooks: progress after each update, a record after each epoch."""
 
-    def __init__(self, module, prepared: Prepared, settings: dict, options: TrainOptions,
-                 stream: TextIO, stop: StopFlag):
-        self.prepared, self.stop = prepared, stop
-        self.epochs = settings["epochs"]
+    def __init__(self, trainer, prepared: Prepared, options: TrainOptions, stream: TextIO,
+                 stop: StopFlag):
+        self.prepared, self.stop, self.trainer = prepared, stop, trainer
+        self.first_epoch = trainer.epoch  # > 0 when resumed
+        self.epochs = trainer.epoch + trainer.epochs
+        self.verbose = options.verbose
         self.score = "r2" if prepared.task == REGRESSION else "accuracy"
         self.display = EpochDisplay(self.epochs, self.score, verbose=options.verbose,
                                     mode=options.progress or choose_mode(stream, options.quiet),
                                     stream=stream)
-        self.trainer = module.Trainer(**settings)
         # once, in the Trainer's dtype, so that neither fit() nor predict() converts them again
         self.X_train = prepared.X_train.astype(self.trainer.dtype)
         self.X_test = prepared.X_test.astype(self.trainer.dtype)
+        self.X_val = None if prepared.X_val is None else prepared.X_val.astype(self.trainer.dtype)
         self.history: list[dict] = []
         self.position = (0, 0, 0)  # epoch, updates done in it, updates per epoch
         self.seconds = 0.0
@@ -217,7 +266,7 @@ class _Session:
 
     @property
     def epochs_completed(self) -> int:
-        return sum(1 for record in self.history if not record.get("partial"))
+        return self.first_epoch + sum(1 for record in self.history if not record.get("partial"))
 
     def train(self) -> None:
         started = self._last = time.perf_counter()
@@ -225,8 +274,8 @@ class _Session:
         with stop_on_interrupt(self.stop, self._notify), \
                 np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             try:
-                self.trainer.fit(self.X_train, self.prepared.Y_train,
-                                 validation=(self.X_test, self.prepared.Y_test),
+                validation = (None if self.X_val is None else (self.X_val, self.prepared.Y_val))
+                self.trainer.fit(self.X_train, self.prepared.Y_train, validation=validation,
                                  callback=self._epoch_end, progress=self._progress)
             except FloatingPointError as err:  # the module's TrainingDiverged
                 raise TrainingFailed(str(err)) from None
@@ -240,15 +289,24 @@ class _Session:
         return self.stop.is_set
 
     def _epoch_end(self, epoch: int, figures: dict) -> None:
-        record = {"epoch": epoch, "loss": figures["loss"], "test_loss": figures.get("val_loss")}
+        record = {"epoch": epoch, "loss": figures["loss"], "val_loss": figures.get("val_loss"),
+                  "lr": figures.get("lr")}
+        parts = [("", self.X_train, self.prepared.truth_train)]
+        if self.X_val is not None:
+            parts.append(("val_", self.X_val, self.prepared.truth_val))
+        if self.verbose:  # test figures per epoch only when asked, marked as such
+            parts.append(("test_", self.X_test, self.prepared.truth_test))
+            record["test_loss"] = self.trainer.evaluate(self.X_test, self.prepared.Y_test)["loss"]
         if self.prepared.decode == LABELS:
             record[self.score] = figures["accuracy"]
-            record["test_" + self.score] = figures.get("val_accuracy")
-        else:  # an MSE network: its accuracy or R² comes from its predictions
-            for prefix, X, truth in (("", self.X_train, self.prepared.truth_train),
-                                     ("test_", self.X_test, self.prepared.truth_test)):
-                predicted = self.prepared.predictions(self.trainer.predict(X))
-                record[prefix + self.score] = score(self.prepared.task, truth, predicted)
+            if self.X_val is not None:
+                record["val_" + self.score] = figures.get("val_accuracy")
+            parts = [part for part in parts if part[0] == "test_"]
+        for prefix, X, truth in parts:  # from the predictions, in the data's own terms
+            predicted = self.prepared.predictions(self.trainer.predict(X))
+            record[prefix + self.score] = score(self.prepared.task, truth, predicted)
+        if self.trainer.best_epoch == epoch:
+            record["best"] = True
         now = time.perf_counter()
         record["seconds"] = now - self._last
         _, done, total = self.position
@@ -274,20 +332,30 @@ def _make_folder(folder: Path) -> None:
 # ----------------------------------------------------------------------------- text
 
 def _settings_text(settings: dict, dtype) -> str:
-    scheme = BATCHING[settings["optimizer"]]
-    return (f"{scheme.description}: learning rate {settings['learning_rate']:g}, "
-            f"{_per_step(scheme, settings['batch_size'])}, {settings['epochs']} epochs, "
-            f"{'shuffled' if settings['shuffle'] else 'in order'}, seed {settings['seed']}, "
-            f"{np.dtype(dtype).name}")
+    """``Adam (torch.optim.Adam), mini-batch gradient descent: ...`` from the declarations."""
+    rule = OPTIMIZERS[settings["optimizer"]]
+    variant = variant_of(settings["batch_size"])
+    batch = ("all examples per step" if settings["batch_size"] == FULL_BATCH else
+             "one example per step" if settings["batch_size"] == 1 else
+             f"batch size {settings['batch_size']}")
+    hyper = ", ".join(f"{key} {_value_text(value)}"
+                      for key, value in settings["hyperparameters"].items())
+    schedule = settings["schedule"]
+    rate = f"learning rate {settings['learning_rate']:g}"
+    if schedule["name"] != "constant":
+        params = ", ".join(f"{k} {_value_text(v)}" for k, v in schedule.items() if k != "name")
+        rate += f" with {SCHEDULES[schedule['name']].title.lower()} ({params})"
+    stopping = settings["early_stopping"]
+    stop = (f", early stopping (patience {stopping['patience']}"
+            f"{', restoring the best epoch' if stopping['restore_best'] else ''})"
+            if stopping else "")
+    return (f"{rule.title} ({rule.source}; {hyper}), {variant.description}: {rate}, {batch}, "
+            f"{settings['epochs']} epochs, {'shuffled' if settings['shuffle'] else 'in order'}, "
+            f"seed {settings['seed']}, {np.dtype(dtype).name}{stop}")
 
 
-def _per_step(scheme: Batching, batch_size: int) -> str:
-    """What one step averages over, in words, from the scheme's declaration."""
-    if scheme.examples == ALL_EXAMPLES:
-        return "all examples per step"
-    if scheme.examples == 1:
-        return "one example per step"
-    return f"batch size {batch_size}"
+def _value_text(value) -> str:
+    return ", ".join(f"{x:g}" for x in value) if isinstance(value, (tuple, list)) else f"{value:g}"
 
 
 def _data_text(dataset: Dataset, prepared: Prepared) -> str:
@@ -300,8 +368,9 @@ def _data_text(dataset: Dataset, prepared: Prepared) -> str:
                    if prepared.targets is not None else ""))
     else:
         what = f"{dataset.n_classes} classes"
-    return (f"{dataset.n_features} features {scaling}, {what}; {len(prepared.X_train)} training "
-            f"and {len(prepared.X_test)} test examples ({prepared.split})")
+    validation = (f", {len(prepared.X_val)} validation" if prepared.X_val is not None else "")
+    return (f"{dataset.n_features} features {scaling}, {what}; {len(prepared.X_train)} training"
+            f"{validation} and {len(prepared.X_test)} test examples ({prepared.split})")
 
 
 def _header(spec: NetSpec, dataset: Dataset, prepared: Prepared, settings: dict) -> str:
@@ -310,27 +379,38 @@ def _header(spec: NetSpec, dataset: Dataset, prepared: Prepared, settings: dict)
             f"{_data_text(dataset, prepared)}\n{_settings_text(settings, spec.dtype)}")
 
 
-def _report(spec: NetSpec, dataset: Dataset, test, train, session: _Session, timings: dict,
-            verbose: bool) -> str:
+def _report(spec: NetSpec, dataset: Dataset, test, train, validation, test_loss: float,
+            session: _Session, timings: dict, verbose: bool) -> str:
     lines = []
+    trainer = session.trainer
     if session.interrupted:
         epoch, done, total = session.position
         lines.append(f"stopped by Ctrl-C in epoch {epoch} of {session.epochs}, after {done} of "
                      f"{total} updates; the figures are for the network as it was then")
+    if trainer.stopped_early:
+        lines.append(f"early stopping: the validation loss has not improved for "
+                     f"{trainer.early_stopping.patience} epochs")
+    if trainer.best_epoch is not None and trainer.early_stopping is not None \
+            and trainer.early_stopping.restore_best:
+        lines.append(f"restored the best epoch, {trainer.best_epoch} (validation loss "
+                     f"{trainer.best_loss:.4f}): the figures below and the saved model are its")
     done = f"after {session.epochs_completed} epoch{'s' if session.epochs_completed != 1 else ''}"
     if session.interrupted and session.history and session.history[-1].get("partial"):
         done += " and part of one"
     done += f" in {session.seconds:.2f} s"
-    test_loss = session.history[-1]["test_loss"] if session.history else None
-    loss = f", test loss {test_loss:.4f}" if test_loss is not None else ""
+    loss = f", test loss {test_loss:.4f}"
     if isinstance(test, RegressionMetrics):
         target = ", ".join(dataset.target_names)
+        val = f", validation R² {validation.r2:.4f}" if validation is not None else ""
         lines.append(f"{spec.name} on {dataset.name} {done}: test R² {test.r2:.4f}, RMSE "
                      f"{test.rmse:.4g}, MAE {test.mae:.4g} ({target}, original units); "
-                     f"train R² {train.r2:.4f}{loss}")
+                     f"train R² {train.r2:.4f}{val}{loss}")
     else:
+        val = (f", validation accuracy {validation.accuracy:.4f}" if validation is not None
+               else "")
         lines.append(f"{spec.name} on {dataset.name} {done}: test accuracy {test.accuracy:.4f} "
-                     f"({test.correct}/{test.total}), train accuracy {train.accuracy:.4f}{loss}")
+                     f"({test.correct}/{test.total}), train accuracy {train.accuracy:.4f}"
+                     f"{val}{loss}")
         lines.append("test confusion matrix (rows: true class, columns: predicted class) and "
                      "per-class accuracy:")
         lines.append(test.table())
@@ -362,17 +442,18 @@ def _plots(plot: str | Path | None, spec: NetSpec, dataset: Dataset, session: _S
 
 
 def _summary(spec: NetSpec, module_path, dataset: Dataset, prepared: Prepared, settings: dict,
-             options: TrainOptions, session: _Session, test, train, timings: dict,
-             params_path: Path, plots: tuple[Path, ...]) -> dict:
+             options: TrainOptions, session: _Session, test, train, validation,
+             test_loss: float, timings: dict, params_path: Path,
+             plots: tuple[Path, ...]) -> dict:
     from .. import __version__
 
-    last = session.history[-1] if session.history else {}
     data = {
         "dataset": dataset.name,
         "task": prepared.task,
         "features": dataset.n_features,
         "feature_names": list(dataset.feature_names) or None,
         "train_examples": len(prepared.X_train),
+        "validation_examples": 0 if prepared.X_val is None else len(prepared.X_val),
         "test_examples": len(prepared.X_test),
         "split": prepared.split,
         "scaling": dataset.scaling or ("standardised" if dataset.standardize else "none"),
@@ -392,13 +473,22 @@ def _summary(spec: NetSpec, module_path, dataset: Dataset, prepared: Prepared, s
         "activations": [layer.activation.name for layer in spec.layers],
         "loss": spec.loss,
         "data": data,
-        "settings": {**settings, "dtype": spec.dtype},
+        "settings": {key: settings[key] for key in (
+            "optimizer", "learning_rate", "batch_size", "epochs", "shuffle", "seed", "dtype",
+            "hyperparameters", "schedule", "early_stopping")},
+        "split_seed": (spec.data or DataSpec()).split_seed,
+        "best_epoch": session.trainer.best_epoch,
+        "stopped_early": session.trainer.stopped_early,
         "overrides": options.overrides(),
         "epochs_completed": session.epochs_completed,
         "interrupted": session.interrupted,
         "history": session.history,
-        "test": {"loss": last.get("test_loss"), **test.as_dict()},
-        "train": {"loss": last.get("loss"), **train.as_dict()},
+        "test": {"loss": test_loss, **test.as_dict()},
+        "train": {"loss": session.trainer.evaluate(session.X_train, prepared.Y_train)["loss"],
+                  **train.as_dict()},
+        "validation": None if validation is None else {
+            "loss": session.trainer.evaluate(session.X_val, prepared.Y_val)["loss"],
+            **validation.as_dict()},
         "timings": timings,
         "files": {"parameters": params_path.name, "plots": [str(p) for p in plots]},
         "versions": {"backprop_derive": __version__, "numpy": np.__version__,

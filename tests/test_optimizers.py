@@ -1,0 +1,325 @@
+"""Update rules and schedules: the generated Trainer (every engine) equals an independent
+float64 NumPy implementation of PyTorch's documented algorithms step for step; a resumed run
+equals a straight one bit for bit; early stopping keeps the best epoch; nothing allocates per
+step; old optimizer names keep their meaning and say the new spelling."""
+
+from __future__ import annotations
+
+import math
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from codegen.emit import write_module
+from codegen.files import import_module_from
+from codegen.runtime import _HAVE_NUMBA
+from derive.derivation import derive
+from derive.netspec import ActivationSpec, LayerSpec, NetSpec, Regularization, TrainingSpec
+from derive.optimizers import ETA, GRADIENT, OPTIMIZERS, SCHEDULES, THETA, Optimizer
+from derive.spec import load_spec_text
+
+ENGINES = ["numpy", "compiled"] if _HAVE_NUMBA else ["numpy"]
+EPOCHS = 3
+
+# hyperparameters away from PyTorch's defaults, so that each one shows
+SETTINGS = {"sgd": {"weight_decay": 0.01}, "momentum": {"momentum": 0.8, "weight_decay": 0.01},
+            "nesterov": {"momentum": 0.7}, "adam": {"betas": (0.8, 0.95), "weight_decay": 0.01},
+            "adamw": {"betas": (0.85, 0.99), "eps": 1e-6, "weight_decay": 0.05},
+            "rmsprop": {"alpha": 0.9, "weight_decay": 0.02}}
+
+
+# ----------------------------------------------------------------------------- reference
+
+def torch_step(name, theta, g, state, t, lr, h):
+    """One step of the PyTorch algorithm ``name`` for one tensor, as its documentation
+    writes it (SGD: dampening 0; Adam/AdamW: amsgrad off; RMSprop: not centered, no
+    momentum).  Written independently of the declarations."""
+    wd = h.get("weight_decay", 0.0)
+    if name in ("sgd", "momentum", "nesterov"):
+        g = g + wd * theta
+        mu = h.get("momentum", 0.0) if name != "sgd" else 0.0
+        if mu:
+            state["b"] = g.copy() if t == 1 else mu * state["b"] + g
+            g = g + mu * state["b"] if name == "nesterov" else state["b"]
+        return theta - lr * g
+    if name in ("adam", "adamw"):
+        b1, b2 = h["betas"]
+        if name == "adamw":
+            theta = theta * (1 - lr * wd)
+        else:
+            g = g + wd * theta
+        state["m"] = b1 * state.get("m", 0 * g) + (1 - b1) * g
+        state["v"] = b2 * state.get("v", 0 * g) + (1 - b2) * g * g
+        m_hat = state["m"] / (1 - b1 ** t)
+        v_hat = state["v"] / (1 - b2 ** t)
+        return theta - lr * m_hat / (np.sqrt(v_hat) + h["eps"])
+    if name == "rmsprop":
+        g = g + wd * theta
+        state["v"] = h["alpha"] * state.get("v", 0 * g) + (1 - h["alpha"]) * g * g
+        return theta - lr * g / (np.sqrt(state["v"]) + h["eps"])
+    raise KeyError(name)
+
+
+def torch_rate(schedule, lr0, e):
+    """torch.optim.lr_scheduler's closed forms after e epochs."""
+    name = schedule["name"]
+    if name == "constant":
+        return lr0
+    if name == "step":
+        return lr0 * schedule.get("gamma", 0.1) ** (e // schedule["step_size"])
+    if name == "exponential":
+        return lr0 * schedule["gamma"] ** e
+    if name == "cosine":
+        low = schedule.get("eta_min", 0.0)
+        return low + (lr0 - low) * (1 + math.cos(math.pi * e / schedule["T_max"])) / 2
+    raise KeyError(name)
+
+
+def reference_run(net, params, X, Y, name, hyper, lr0, batch, epochs, seed, schedule):
+    """The Trainer's run recomputed with the module's functional backward and torch_step."""
+    defaults = {key: value for key, value in net.NETWORK.optimizers[name]["hyperparameters"].items()}
+    h = defaults | hyper
+    params = {k: v.astype(np.float64).copy() for k, v in params.items()}
+    state = {k: {} for k in params}
+    rng = np.random.default_rng(seed)
+    m, t = X.shape[0], 0
+    for e in range(epochs):
+        lr = torch_rate(schedule, lr0, e)
+        order = rng.permutation(m)
+        for start in range(0, m, batch):
+            rows = order[start:start + batch]
+            grads = net.backward(params, net.forward(params, X[rows]), Y[rows])
+            t += 1
+            params = {k: torch_step(name, params[k], grads[k], state[k], t, lr, h) for k in params}
+    return params
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    """A 3-5-4-3 tanh/relu/softmax network with an L2 penalty."""
+    spec = NetSpec("opt_net", 3, (LayerSpec(5, ActivationSpec("tanh")), LayerSpec(4, ActivationSpec("relu")),
+                                  LayerSpec(3, ActivationSpec("softmax"))),
+                   "categorical_crossentropy", Regularization(l2=0.01))
+    return import_module_from(write_module(derive(spec), tmp_path_factory.mktemp("opt")))
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((37, 3))
+    return X, rng.integers(0, 3, 37)
+
+
+def _relative(a, b):
+    return max(float(np.max(np.abs(a[k] - b[k]) / (np.abs(b[k]) + 1e-12))) for k in b)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
+def test_every_optimizer_equals_pytorchs_algorithm(net, data, name, engine):
+    X, y = data
+    hyper = SETTINGS.get(name, {})
+    trainer = net.Trainer(optimizer=name, learning_rate=0.02, batch_size=8, epochs=EPOCHS,
+                          seed=5, dtype=np.float64, engine=engine, **hyper)
+    start = {k: v.copy() for k, v in trainer.params.items()}
+    trainer.fit(X, y)
+    Y = net.targets(y, len(y), np.float64)
+    expected = reference_run(net, start, X, Y, name, hyper, 0.02, 8, EPOCHS, 5,
+                             {"name": "constant"})
+    assert _relative(trainer.params, expected) < 1e-10
+    assert trainer.t == EPOCHS * math.ceil(37 / 8)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("schedule", [{"name": "constant"}, {"name": "step", "step_size": 2, "gamma": 0.5},
+                                      {"name": "exponential", "gamma": 0.7},
+                                      {"name": "cosine", "T_max": 4, "eta_min": 0.001}])
+def test_every_schedule_equals_pytorchs(net, data, schedule, engine):
+    assert schedule["name"] in SCHEDULES.names()
+    X, y = data
+    trainer = net.Trainer(optimizer="momentum", learning_rate=0.05, batch_size=10, epochs=4,
+                          seed=2, dtype=np.float64, engine=engine, schedule=schedule)
+    start = {k: v.copy() for k, v in trainer.params.items()}
+    trainer.fit(X, y)
+    assert trainer.history["lr"] == pytest.approx([torch_rate(schedule, 0.05, e) for e in range(4)],
+                                                  rel=1e-14)
+    expected = reference_run(net, start, X, net.targets(y, len(y), np.float64), "momentum", {},
+                             0.05, 10, 4, 2, schedule)
+    assert _relative(trainer.params, expected) < 1e-10
+
+
+def test_the_schedules_tested_are_every_declared_one():
+    tested = {"constant", "step", "exponential", "cosine"}
+    assert tested == set(SCHEDULES.names())
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_plain_rule_takes_the_fused_step_and_others_the_gradient_step(net, name):
+    trainer = net.Trainer(optimizer=name)
+    assert trainer.plain == (name == "sgd")
+    assert net.Trainer(optimizer="sgd", weight_decay=0.1).plain is False
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
+def test_resumed_run_equals_a_straight_one_bit_for_bit(net, data, tmp_path, name):
+    X, y = data
+    common = dict(optimizer=name, learning_rate=0.01, batch_size=6, seed=4, dtype=np.float64,
+                  schedule={"name": "cosine", "T_max": 10}, **SETTINGS.get(name, {}))
+    straight = net.Trainer(epochs=10, **common)
+    straight.fit(X, y)
+    first = net.Trainer(epochs=5, **common)
+    first.fit(X, y)
+    path = first.save(tmp_path / "half.npz")
+    resumed = net.Trainer.load(path)
+    assert resumed.epoch == 5 and resumed.t == first.t
+    resumed.fit(X, y)
+    for key in straight.params:
+        assert np.array_equal(resumed.params[key], straight.params[key]), key
+    assert resumed.history["loss"] == straight.history["loss"]
+
+
+def test_early_stopping_keeps_the_best_epoch(net, data, tmp_path):
+    X, y = data
+    rng = np.random.default_rng(9)
+    Xv, yv = rng.standard_normal((20, 3)), rng.integers(0, 3, 20)  # noise: it overfits
+    trainer = net.Trainer(optimizer="adam", learning_rate=0.05, batch_size=8, epochs=200,
+                          seed=1, dtype=np.float64,
+                          early_stopping={"patience": 3, "restore_best": True})
+    history = trainer.fit(X, y, validation=(Xv, yv))
+    assert trainer.stopped_early and len(history["val_loss"]) < 200
+    best = int(np.argmin(history["val_loss"])) + 1
+    assert trainer.best_epoch == best
+    assert len(history["val_loss"]) == best + 3
+    path = trainer.save(tmp_path / "best.npz")
+    saved = net.Trainer.load(path)
+    assert saved.evaluate(Xv, yv)["loss"] == pytest.approx(min(history["val_loss"]), rel=1e-12)
+
+
+def test_optimizer_state_is_in_the_model_file(net, data, tmp_path):
+    X, y = data
+    trainer = net.Trainer(optimizer="adam", epochs=2, dtype=np.float64)
+    trainer.fit(X, y)
+    loaded = net.Trainer.load(trainer.save(tmp_path / "m"))
+    for name in ("m", "v"):
+        for key, value in trainer.optimizer_state[name].items():
+            assert np.array_equal(loaded.optimizer_state[name][key], value)
+            assert np.any(value != 0)
+
+
+@pytest.mark.skipif(not _HAVE_NUMBA, reason="the fused update is compiled by numba")
+def test_a_step_with_state_allocates_nothing_per_step(tmp_path):
+    spec = NetSpec("alloc_net", 64, (LayerSpec(256, ActivationSpec("relu")),
+                                     LayerSpec(10, ActivationSpec("softmax"))),
+                   "categorical_crossentropy")
+    net = import_module_from(write_module(derive(spec), tmp_path))
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((512, 64)).astype(np.float32)
+    y = net.targets(rng.integers(0, 10, 512), 512, np.float32)  # dense: fit() copies nothing
+    trainer = net.Trainer(optimizer="adam", batch_size=8, epochs=1, shuffle=False, engine="numpy")
+    trainer.fit(X, y, track=False)  # buffers made, update compiled
+    parameter_bytes = trainer._flat.nbytes
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        trainer.fit(X, y, track=False)  # 64 steps
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    # fit's own checks of the targets take ~16 KB once; one temporary as large as the
+    # parameters (what a NumPy update rule makes each step) would take 77 KB
+    assert peak < parameter_bytes / 4, (peak, parameter_bytes)
+
+
+def test_a_declared_optimizer_is_printed_and_trains_by_its_formula(tmp_path, data):
+    """A rule declared in one place (sign descent: theta - eta sign(g), no state) is printed
+    into the folder's _rules.py and the Trainer follows it exactly."""
+    signs = Optimizer("sign_descent", "Sign descent", "no PyTorch class", (), (),
+                      ((THETA, THETA - ETA * sp.sign(GRADIENT)),))
+    with OPTIMIZERS.temporarily("sign_descent", signs):
+        assert signs.plain_when is None
+        spec = NetSpec("signs_net", 3, (LayerSpec(4, ActivationSpec("tanh")),
+                                        LayerSpec(3, ActivationSpec("softmax"))),
+                       "categorical_crossentropy", training=TrainingSpec(optimizer="sign_descent"))
+        net = import_module_from(write_module(derive(spec), tmp_path))
+    X, y = data
+    trainer = net.Trainer(learning_rate=0.01, batch_size=37, epochs=3, dtype=np.float64)
+    expected = {k: v.copy() for k, v in trainer.params.items()}
+    trainer.fit(X, y)
+    Y = net.targets(y, len(y), np.float64)
+    for _ in range(3):
+        grads = net.backward(expected, net.forward(expected, X), Y)
+        expected = {k: expected[k] - 0.01 * np.sign(grads[k]) for k in expected}
+    assert _relative(trainer.params, expected) < 1e-12
+
+
+# ----------------------------------------------------------------------------- spellings
+
+BASE = ("name: n\ninput: 3\nlayers:\n  - {units: 3, activation: softmax}\n"
+        "loss: categorical_crossentropy\n")
+
+
+@pytest.mark.parametrize("old, batch", [("batch", "full"), ("minibatch", 16)])
+def test_old_optimizer_names_keep_their_meaning_and_say_the_new_spelling(old, batch):
+    extra = ", batch_size: 16" if old == "minibatch" else ""
+    spec = load_spec_text(BASE + f"training: {{optimizer: {old}{extra}}}\n", "old.yaml")
+    assert (spec.training.optimizer, spec.training.batch_size) == ("sgd", batch)
+    assert spec.training.learning_rate == 0.1  # the old default
+    assert any("now spelled" in notice and "old.yaml:6" in notice for notice in spec.notices)
+
+
+def test_sgd_with_a_batch_size_is_told_that_it_is_now_used():
+    spec = load_spec_text(BASE + "training: {optimizer: sgd, batch_size: 8}\n", "s.yaml")
+    assert spec.training.batch_size == 8
+    assert any("now uses batch_size" in notice for notice in spec.notices)
+    assert load_spec_text(BASE + "training: {optimizer: sgd}\n").training.batch_size == 1
+
+
+def test_the_trainer_takes_old_names_with_a_warning(net, data):
+    X, y = data
+    with pytest.warns(FutureWarning, match="now spelled"):
+        trainer = net.Trainer(optimizer="batch")
+    assert (trainer.optimizer, trainer.batch_size, trainer.step_size(37)) == ("sgd", "full", 37)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert net.Trainer(optimizer="sgd").batch_size == 1  # the documents' SGD
+
+
+def test_without_a_training_section_adam_at_pytorchs_rate():
+    spec = load_spec_text(BASE)
+    use = derive(spec).optimizer
+    assert (use.name, use.learning_rate, use.batch_size) == ("adam", 1e-3, 32)
+    assert spec.notices == ()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{optimizer: adam, momentum: 0.9}", "'momentum' is a hyperparameter of momentum, nesterov"),
+    ("{optimizer: adam, betas: 0.9}", "expected a list of 2 numbers"),
+    ("{optimizer: momentum, momentum: 1.5}", "expected a number >= 0 and < 1"),
+    ("{batch_size: half}", "expected a whole number >= 1 or 'full'"),
+    ("{schedule: {name: step}}", "schedule step needs step_size"),
+    ("{schedule: {name: cosine, T_max: 0}}", "expected a whole number >= 1"),
+    ("{early_stopping: {patience: 0}}", "from 1 to"),
+])
+def test_bad_training_settings_are_located_errors(text, message):
+    from derive.errors import SpecError
+
+    with pytest.raises(SpecError) as info:
+        load_spec_text(BASE + f"training: {text}\n", "t.yaml")
+    assert message in str(info.value) and info.value.line == 6
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"optimizer": "adamax"}, "optimizer must be one of"),
+    ({"optimizer": "adam", "momentum": 0.9}, "not a hyperparameter of adam"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"learning_rate": "0.1"}, "learning_rate must be"),
+    ({"epochs": math.inf}, "epochs must be"),
+    ({"schedule": "linear"}, "schedule must be one of"),
+])
+def test_bad_trainer_arguments_are_clear_errors(net, kwargs, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        net.Trainer(**kwargs)
