@@ -15,6 +15,7 @@ import os
 import stat
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 from types import ModuleType
 
@@ -80,14 +81,21 @@ def atomic_write(path: str | Path, data: str | bytes) -> None:
 
 
 def import_module_from(path: str | Path, name: str | None = None) -> ModuleType:
-    """Import a generated module from its file (a fresh module object each time)."""
+    """Import a generated module from its file (a fresh module object each time), registered
+    in ``sys.modules`` under ``name`` (by default one made from the file's name): numba's
+    cached kernels find their module again by that name in the next process."""
     path = Path(path)
-    name = name or f"_backprop_derive_check_{path.stem}"
+    name = name or f"_backprop_derive_{path.stem}_{zlib.crc32(str(path.resolve()).encode()):08x}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    previous = sys.modules.get(name)
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop(name, None)
+    except BaseException:
+        if previous is None:
+            sys.modules.pop(name, None)
+        else:
+            sys.modules[name] = previous
+        raise
     return module

@@ -17,6 +17,7 @@ import importlib.util
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -40,7 +41,7 @@ _HAVE_NUMBA = _numba_installed()  # the compiled engine is available; imported o
 
 __all__ = ["API", "ForwardCache", "TrainingDiverged", "Network", "Trainer", "softmax",
            "logsumexp", "float_dtype", "rank_one_update", "one_row_product", "rank_one",
-           "compiled", "ENGINES"]
+           "compiled", "ENGINES", "load_beside"]
 
 API = 3  # generated modules check it: a module and a runtime of different APIs refuse to run
 ENGINES = ("auto", "numpy", "compiled")
@@ -114,17 +115,54 @@ def initial_weights(rng, scheme, units, fan_in):
 # ----------------------------------------------------------------------------- compiling
 
 def compiled(kernel):
-    """``kernel`` compiled by numba (cached on disk beside its module), or None without numba.
+    """``kernel`` compiled by numba, or None without numba.
 
-    Compiled once per process and function; numba compiles each dtype on first call.
+    Compiled once per process and function; numba compiles each dtype on first call.  The
+    machine code is cached on disk beside the module when the module is registered in
+    ``sys.modules``: numba's cached code names its module and imports it again by that name.
     """
     if not _HAVE_NUMBA:
         return None
     if kernel not in _KERNELS:
+        _KERNELS[kernel] = _Compiled(kernel, cache=kernel.__module__ in sys.modules)
+    return _KERNELS[kernel]
+
+
+class _Compiled:
+    """A numba dispatcher that recompiles without the disk cache when the cached code names
+    a module this process cannot import (the same file loaded under another name)."""
+
+    def __init__(self, kernel, cache):
+        self.kernel = kernel
+        self.function = self._jit(cache)
+
+    def _jit(self, cache):
         import numba
 
-        _KERNELS[kernel] = numba.njit(cache=True, fastmath=_FASTMATH, nogil=True)(kernel)
-    return _KERNELS[kernel]
+        return numba.njit(cache=cache, fastmath=_FASTMATH, nogil=True)(self.kernel)
+
+    def __call__(self, *args):
+        try:
+            return self.function(*args)
+        except ImportError:  # raised while loading cached code, before the kernel runs
+            self.function = self._jit(False)
+            return self.function(*args)
+
+
+def load_beside(path, name):
+    """The module ``name`` from the folder of the file ``path``, registered in sys.modules
+    under a name made from its own path, the same in every process (numba's cached kernels
+    find their module by that name)."""
+    import pathlib
+    import zlib
+
+    source = pathlib.Path(path).resolve().with_name(name + ".py")
+    key = f"_backprop_derive_{name}_{zlib.crc32(str(source).encode()):08x}"
+    spec = importlib.util.spec_from_file_location(key, source)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[key] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 # ----------------------------------------------------------------------------- BLAS for m = 1

@@ -481,9 +481,12 @@ def _chain(l: int, act: LocalActivation, G, output: LocalOutput, next_layer: Lay
     return upstream + (ChainFactor(f"Z{l + 1}", f"A{l}", next_layer.W), local)
 
 
+DJ_DTHETA = sp.Symbol("dJ_dtheta")  # the LaTeX prints it as dJ/dtheta
+
+
 def _updates(eta: sp.Symbol) -> tuple[UpdateRule, ...]:
     """The plain update under each of the documents' variants, as the documents list them."""
-    new = (THETA, THETA - eta * GRADIENT)
+    new = (THETA, THETA - eta * DJ_DTHETA)
     return tuple(UpdateRule(v.name, v.title, v.batch, new)
                  for v in map(VARIANTS.__getitem__, VARIANTS))
 

@@ -60,7 +60,7 @@ class TrainingSpec:
     optimizer: str = "adam"
     learning_rate: float | None = None
     batch_size: int | str = 32  # an integer, or "full" (batch gradient descent)
-    epochs: int = 30
+    epochs: int = 200  # enough for Adam's small default rate on the bundled data sets
     shuffle: bool = True
     seed: int = 0
     hyperparameters: tuple[tuple[str, object], ...] = ()

@@ -231,8 +231,10 @@ def _training(item: Item) -> tuple[TrainingSpec, tuple[str, ...]]:
         else:
             optimizer = _registered(OPTIMIZERS, written)
             if optimizer == "sgd" and "batch_size" in values:
+                per_step = ("every example" if values["batch_size"] == FULL_BATCH
+                            else f"{values['batch_size']} examples")
                 notices.append(f"{written.line}: training: optimizer: sgd now uses batch_size "
-                               f"({values['batch_size']} examples per step); older versions "
+                               f"({per_step} per step); older versions "
                                "ignored it and took one example per step (set batch_size: 1 "
                                "for that)")
             elif optimizer == "sgd":

@@ -4,7 +4,7 @@
   never imports ``derive`` (so the two packages never import each other both ways);
 * no module imports another module's private (underscore) name;
 * no list of activation, loss or optimizer names is written outside its registry: code and
-  tests iterate the registries (``ACTIVATIONS``, ``LOSSES``, ``BATCHING``, ...).
+  tests iterate the registries (``ACTIVATIONS``, ``LOSSES``, ``OPTIMIZERS``, ...).
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import pytest
 
 from derive.activations import ACTIVATIONS
 from derive.losses import LOSSES
-from derive.optimizers import BATCHING, UPDATE_RULES
+from derive.optimizers import OPTIMIZERS, SCHEDULES, VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("derive", "codegen")
 SOURCES = sorted(p for folder in (*PACKAGES, "tests", "bench") for p in (ROOT / folder).rglob("*.py"))
-REGISTRIES = {"activation": ACTIVATIONS, "loss": LOSSES, "optimizer": BATCHING,
-              "update rule": UPDATE_RULES}
+REGISTRIES = {"activation": ACTIVATIONS, "loss": LOSSES, "optimizer": OPTIMIZERS,
+              "schedule": SCHEDULES, "descent variant": VARIANTS}
 # the modules that declare the registries: the only places their names are written as data
 DECLARING = {ROOT / "derive" / "activations.py", ROOT / "derive" / "losses.py",
              ROOT / "derive" / "optimizers.py"}

@@ -17,13 +17,14 @@ import derive
 import derive.proof
 from codegen.files import GENERATED_MARKER
 from derive.cli import EXIT_INTERRUPTED, build_parser, main
-from derive.optimizers import BATCHING
+from derive.optimizers import LEGACY_OPTIMIZERS, OPTIMIZERS
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ROOT / "examples" / "seed003_sigmoid_2_2_1.yaml"  # name: sigmoid_2_2_1
 TARGET = "sigmoid_2_2_1.py"
 RUNTIME = "_runtime.py"  # the code every generated module shares, beside it
-WRITTEN = ["__init__.py", RUNTIME, TARGET]
+RULES = "_rules.py"  # the update rules and schedules every module shares
+WRITTEN = ["__init__.py", RULES, RUNTIME, TARGET]
 
 BAD_SPEC = """\
 name: bad_net
@@ -59,7 +60,7 @@ def test_writes_module_and_package_init(tmp_path, capsys):
 def test_several_specs_and_quiet(tmp_path, capsys):
     specs = [str(ROOT / "examples" / n) for n in ("seed003_binary.yaml", "seed002_relu_sigmoid.yaml")]
     assert main(["--spec", *specs, "--out", str(tmp_path), "-q"]) == 0
-    assert _files(tmp_path) == ["__init__.py", RUNTIME, "relu_sigmoid_mse.py",
+    assert _files(tmp_path) == ["__init__.py", RULES, RUNTIME, "relu_sigmoid_mse.py",
                                "sigmoid_bce_4_4_1.py"]
     assert capsys.readouterr().out == ""
 
@@ -160,12 +161,12 @@ def test_usage_error_exits_2(capsys):
     assert "--spec" in capsys.readouterr().err
 
 
-def test_optimizer_choices_are_the_batching_schemes(capsys):
+def test_optimizer_choices_are_the_update_rules(capsys):
     parser = build_parser()
-    for name in BATCHING:
+    for name in [*OPTIMIZERS.names(), *LEGACY_OPTIMIZERS]:
         assert parser.parse_args(["--spec", "x", "--optimizer", name]).optimizer == name
-    help_text = parser.format_help()
-    assert all(BATCHING[name].description in " ".join(help_text.split()) for name in BATCHING)
+    help_text = " ".join(parser.format_help().split())
+    assert all(OPTIMIZERS[name].title in help_text for name in OPTIMIZERS)
     with pytest.raises(SystemExit) as info:
         main(["--spec", str(SMALL), "--train", "--optimizer", "adagrad"])
     assert info.value.code == 2 and "invalid choice: 'adagrad'" in capsys.readouterr().err

@@ -9,7 +9,6 @@ as the functional ``backward``.
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -23,7 +22,6 @@ import sympy as sp
 from derive.activations import Activation
 from derive.derivation import derive
 from derive.netspec import ActivationSpec, LayerSpec, NetSpec
-from derive.optimizers import UpdateRuleDecl
 from test_declarations import PROVED, declared
 from test_fast_path import assert_fast_step_equals_functional
 
@@ -73,32 +71,6 @@ def test_switches_come_from_each_activations_conditions(built):
         # z = 0 too for the form with sign(z) in a branch not taken there: a superset only
         # skips a few more finite-difference entries
         assert {-1.0, 1.0} <= kinks <= {-1.0, -0.0, 1.0}, (name, program.switches)
-
-
-def test_an_update_rule_with_no_fusion_is_lowered_as_its_formula(tmp_path):
-    """A rule that is not theta - eta g (here sign descent, theta - eta sign(g)) cannot take
-    eta/m into the output error: the passes write it as its own formula, and the step follows
-    it exactly."""
-    sign_descent = UpdateRuleDecl("sign_descent", "Sign descent",
-                                  lambda theta, g, eta: theta - eta * sp.sign(g))
-    derivation = replace(derive(network("signs", ("tanh",), "softmax",
-                                        "categorical_crossentropy", 3)), update_rule=sign_descent)
-    program = lower(derivation)
-    assert "fold_learning_rate" not in program.step.passes
-    assert "expand_updates" in program.step.passes
-    module = import_module_from(write_module(derivation, tmp_path))
-    rng = np.random.default_rng(0)
-    params = module.init_params(seed=2, dtype=np.float64)
-    expected = {k: v.copy() for k, v in params.items()}
-    Xb, Yb, step = module._make_step(params, 5, np.float64)
-    for _ in range(3):
-        Xb[:] = rng.standard_normal(Xb.shape)
-        Yb[:] = module.targets(rng.integers(0, 3, 5), 5, np.float64)
-        grads = module.backward(expected, module.forward(expected, Xb), Yb)
-        expected = {k: expected[k] - 0.01 * np.sign(grads[k]) for k in expected}
-        step(Xb, Yb, 0.01)
-    for key in params:
-        np.testing.assert_allclose(params[key], expected[key], rtol=1e-12, err_msg=key)
 
 
 def test_a_function_with_no_numpy_spelling_is_a_clear_error(tmp_path):

@@ -23,7 +23,7 @@ COVERING = ([(hidden, "softmax", "categorical_crossentropy", i % 2 == 0)
 
 
 def _train(net, engine, dtype, batch_size, X, Y, epochs=2):
-    trainer = net.Trainer(engine=engine, optimizer="minibatch", batch_size=batch_size,
+    trainer = net.Trainer(engine=engine, optimizer="sgd", batch_size=batch_size,
                           learning_rate=0.05, epochs=epochs, seed=4, dtype=dtype)
     trainer.fit(X, Y, track=False)
     return trainer.params
@@ -88,7 +88,7 @@ def test_no_allocation_per_epoch(build):
     import tracemalloc
 
     net = build(grid_spec("tanh", "sigmoid", "binary_crossentropy", False))
-    trainer = net.Trainer(engine="compiled", optimizer="minibatch", batch_size=4, epochs=1,
+    trainer = net.Trainer(engine="compiled", optimizer="sgd", batch_size=4, epochs=1,
                           dtype=np.float64, shuffle=False)
     rng = np.random.default_rng(0)
     X, Y = rng.standard_normal((400, 3)), rng.integers(0, 2, (400, 3))

@@ -16,7 +16,7 @@ from derive.derivation import (M, W_ENTRY, Columnwise, Derivation, Elementwise, 
                                derive)
 from derive.local import A_SYM, INDEX, Z_SYM
 from derive.netspec import ActivationSpec, LayerSpec, NetSpec, Regularization
-from derive.optimizers import BATCHING
+from derive.optimizers import VARIANTS
 from derive.roles import Role, SymbolRole
 
 SIZES = (784, 128, 64, 10)
@@ -259,7 +259,7 @@ def test_backward_order_is_output_first(mnist):
 
 def test_update_rules_for_the_three_variants(mnist):
     rules = {rule.optimizer: rule for rule in mnist.updates}
-    assert list(rules) == BATCHING.names()
+    assert list(rules) == VARIANTS.names()
     for rule in rules.values():
         theta, new = rule.rule
         assert rule.title and rule.batch

@@ -59,7 +59,7 @@ def test_trainer_fit_equals_functional_updates_float32(build):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((23, 3)).astype(np.float32)
     y = rng.integers(0, 3, 23)
-    trainer = net.Trainer(learning_rate=0.1, batch_size=4, epochs=2, optimizer="minibatch",
+    trainer = net.Trainer(learning_rate=0.1, batch_size=4, epochs=2, optimizer="sgd",
                           seed=5, dtype=np.float32)
     start = {k: v.copy() for k, v in trainer.params.items()}
     trainer.fit(X, y, track=False)

@@ -12,7 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from codegen.emit import RUNTIME_NAME, write_module
+from codegen.emit import RULES_NAME, RUNTIME_NAME, write_module
 from codegen.files import import_module_from
 from derive.derivation import derive
 from derive.spec import load_spec
@@ -64,11 +64,11 @@ def test_folder_runs_with_only_numpy(tmp_path):
 
 
 def test_modules_of_one_folder_share_one_runtime(tmp_path):
-    """Two networks in one folder: one _runtime.py, written once, used by both."""
+    """Two networks in one folder: one _runtime.py and one _rules.py, used by both."""
     first = write_module(derive(load_spec(SPEC)), tmp_path)
     second = write_module(derive(load_spec(ROOT / "examples" / "seed000_shallow.yaml")), tmp_path)
     assert sorted(p.name for p in tmp_path.glob("*.py")) == sorted(
-        ["__init__.py", f"{RUNTIME_NAME}.py", first.name, second.name])
+        ["__init__.py", f"{RUNTIME_NAME}.py", f"{RULES_NAME}.py", first.name, second.name])
     for path in (first, second):
         module = import_module_from(path)
         assert module.NETWORK.__class__.__module__ == RUNTIME_NAME

@@ -27,7 +27,7 @@ from derive.latex import (CompileError, EngineMissing, evaluate_example, load_ex
 from derive.latex import pdf as latex_pdf
 from derive.latex.example import load_example_text
 from derive.latex.printer import DerivationLatexPrinter
-from derive.optimizers import BATCHING
+from derive.optimizers import VARIANTS
 from derive.roles import Role, SymbolRole
 from derive.spec import load_spec, load_spec_text
 
@@ -141,8 +141,8 @@ def test_document_reproduces_seed001_derivation():
     assert r"\texttt{Z1 = A0 @ W1.\allowbreak{}T + b1}" in body
     # ReLU's convention at 0, the three descent variants
     assert r"\operatorname{ReLU}'(0) = 0" in body
-    for name in BATCHING:
-        assert BATCHING[name].title in body
+    for name in VARIANTS:
+        assert VARIANTS[name].title in body
 
 
 def test_hadamard_explained_once_and_used_consistently():

@@ -5,6 +5,7 @@ step; old optimizer names keep their meaning and say the new spelling."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import tracemalloc
 import warnings
@@ -15,67 +16,142 @@ import sympy as sp
 
 from codegen.emit import write_module
 from codegen.files import import_module_from
-from codegen.runtime import _HAVE_NUMBA
 from derive.derivation import derive
 from derive.netspec import ActivationSpec, LayerSpec, NetSpec, Regularization, TrainingSpec
 from derive.optimizers import ETA, GRADIENT, OPTIMIZERS, SCHEDULES, THETA, Optimizer
 from derive.spec import load_spec_text
 
-ENGINES = ["numpy", "compiled"] if _HAVE_NUMBA else ["numpy"]
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
+ENGINES = ["numpy", "compiled"] if HAVE_NUMBA else ["numpy"]
 EPOCHS = 3
 
-# hyperparameters away from PyTorch's defaults, so that each one shows
-SETTINGS = {"sgd": {"weight_decay": 0.01}, "momentum": {"momentum": 0.8, "weight_decay": 0.01},
-            "nesterov": {"momentum": 0.7}, "adam": {"betas": (0.8, 0.95), "weight_decay": 0.01},
-            "adamw": {"betas": (0.85, 0.99), "eps": 1e-6, "weight_decay": 0.05},
-            "rmsprop": {"alpha": 0.9, "weight_decay": 0.02}}
+
+
+def _away(default):
+    """A hyperparameter value away from PyTorch's default, so that each one shows."""
+    if isinstance(default, tuple):
+        return tuple(round(0.97 * x, 6) for x in default)
+    return 0.01 if default == 0 else round(0.9 * default, 12)
+
+
+# every optimizer with every hyperparameter moved off its default
+SETTINGS = {name: {h.name: _away(h.default) for h in OPTIMIZERS[name].hyperparameters}
+            for name in OPTIMIZERS}
 
 
 # ----------------------------------------------------------------------------- reference
 
+REFERENCE = {}  # optimizer name -> one step of PyTorch's algorithm, written independently
+
+
+def reference(name):
+    def register(step):
+        REFERENCE[name] = step
+        return step
+    return register
+
+
+def _sgd_family(g, theta, state, t, lr, h, nesterov=False):
+    """torch.optim.SGD as documented (dampening 0)."""
+    g = g + h.get("weight_decay", 0.0) * theta
+    mu = h.get("momentum", 0.0)
+    if mu:
+        state["b"] = g.copy() if t == 1 else mu * state["b"] + g
+        g = g + mu * state["b"] if nesterov else state["b"]
+    return theta - lr * g
+
+
+@reference("sgd")
+def _sgd(theta, g, state, t, lr, h):
+    return _sgd_family(g, theta, state, t, lr, h)
+
+
+@reference("momentum")
+def _momentum(theta, g, state, t, lr, h):
+    return _sgd_family(g, theta, state, t, lr, h)
+
+
+@reference("nesterov")
+def _nesterov(theta, g, state, t, lr, h):
+    return _sgd_family(g, theta, state, t, lr, h, nesterov=True)
+
+
+def _adam_family(theta, g, state, t, lr, h):
+    """torch.optim.Adam's moments and step (amsgrad off), without its weight decay."""
+    b1, b2 = h["betas"]
+    state["m"] = b1 * state.get("m", 0 * g) + (1 - b1) * g
+    state["v"] = b2 * state.get("v", 0 * g) + (1 - b2) * g * g
+    m_hat = state["m"] / (1 - b1 ** t)
+    v_hat = state["v"] / (1 - b2 ** t)
+    return theta - lr * m_hat / (np.sqrt(v_hat) + h["eps"])
+
+
+@reference("adam")
+def _adam(theta, g, state, t, lr, h):
+    return _adam_family(theta, g + h["weight_decay"] * theta, state, t, lr, h)
+
+
+@reference("adamw")
+def _adamw(theta, g, state, t, lr, h):
+    return _adam_family(theta * (1 - lr * h["weight_decay"]), g, state, t, lr, h)
+
+
+@reference("rmsprop")
+def _rmsprop(theta, g, state, t, lr, h):
+    """torch.optim.RMSprop as documented (not centered, no momentum)."""
+    g = g + h["weight_decay"] * theta
+    state["v"] = h["alpha"] * state.get("v", 0 * g) + (1 - h["alpha"]) * g * g
+    return theta - lr * g / (np.sqrt(state["v"]) + h["eps"])
+
+
 def torch_step(name, theta, g, state, t, lr, h):
-    """One step of the PyTorch algorithm ``name`` for one tensor, as its documentation
-    writes it (SGD: dampening 0; Adam/AdamW: amsgrad off; RMSprop: not centered, no
-    momentum).  Written independently of the declarations."""
-    wd = h.get("weight_decay", 0.0)
-    if name in ("sgd", "momentum", "nesterov"):
-        g = g + wd * theta
-        mu = h.get("momentum", 0.0) if name != "sgd" else 0.0
-        if mu:
-            state["b"] = g.copy() if t == 1 else mu * state["b"] + g
-            g = g + mu * state["b"] if name == "nesterov" else state["b"]
-        return theta - lr * g
-    if name in ("adam", "adamw"):
-        b1, b2 = h["betas"]
-        if name == "adamw":
-            theta = theta * (1 - lr * wd)
-        else:
-            g = g + wd * theta
-        state["m"] = b1 * state.get("m", 0 * g) + (1 - b1) * g
-        state["v"] = b2 * state.get("v", 0 * g) + (1 - b2) * g * g
-        m_hat = state["m"] / (1 - b1 ** t)
-        v_hat = state["v"] / (1 - b2 ** t)
-        return theta - lr * m_hat / (np.sqrt(v_hat) + h["eps"])
-    if name == "rmsprop":
-        g = g + wd * theta
-        state["v"] = h["alpha"] * state.get("v", 0 * g) + (1 - h["alpha"]) * g * g
-        return theta - lr * g / (np.sqrt(state["v"]) + h["eps"])
-    raise KeyError(name)
+    """One step of the PyTorch algorithm ``name`` for one tensor."""
+    return REFERENCE[name](theta, g, state, t, lr, h)
+
+
+def test_every_declared_optimizer_has_a_reference():
+    assert set(REFERENCE) == set(OPTIMIZERS.names())
+
+
+RATES = {}  # schedule name -> torch.optim.lr_scheduler's closed form after e epochs
+
+
+def rate(name):
+    def register(function):
+        RATES[name] = function
+        return function
+    return register
+
+
+@rate("constant")
+def _constant(lr0, e, **_):
+    return lr0
+
+
+@rate("step")
+def _step(lr0, e, step_size, gamma=0.1):
+    return lr0 * gamma ** (e // step_size)
+
+
+@rate("exponential")
+def _exponential(lr0, e, gamma):
+    return lr0 * gamma ** e
+
+
+@rate("cosine")
+def _cosine(lr0, e, T_max, eta_min=0.0):
+    return eta_min + (lr0 - eta_min) * (1 + math.cos(math.pi * e / T_max)) / 2
 
 
 def torch_rate(schedule, lr0, e):
-    """torch.optim.lr_scheduler's closed forms after e epochs."""
-    name = schedule["name"]
-    if name == "constant":
-        return lr0
-    if name == "step":
-        return lr0 * schedule.get("gamma", 0.1) ** (e // schedule["step_size"])
-    if name == "exponential":
-        return lr0 * schedule["gamma"] ** e
-    if name == "cosine":
-        low = schedule.get("eta_min", 0.0)
-        return low + (lr0 - low) * (1 + math.cos(math.pi * e / schedule["T_max"])) / 2
-    raise KeyError(name)
+    params = {k: v for k, v in schedule.items() if k != "name"}
+    return RATES[schedule["name"]](lr0, e, **params)
+
+
+def _schedule_settings(name):
+    """Every parameter of the schedule set: whole numbers of epochs, factors below 1."""
+    values = {"step_size": 2, "T_max": 4, "gamma": 0.6, "eta_min": 0.001}
+    return {"name": name, **{p: values[p] for p, _, _ in SCHEDULES[name].parameters}}
 
 
 def reference_run(net, params, X, Y, name, hyper, lr0, batch, epochs, seed, schedule):
@@ -121,7 +197,7 @@ def _relative(a, b):
 @pytest.mark.parametrize("name", OPTIMIZERS.names())
 def test_every_optimizer_equals_pytorchs_algorithm(net, data, name, engine):
     X, y = data
-    hyper = SETTINGS.get(name, {})
+    hyper = SETTINGS[name]
     trainer = net.Trainer(optimizer=name, learning_rate=0.02, batch_size=8, epochs=EPOCHS,
                           seed=5, dtype=np.float64, engine=engine, **hyper)
     start = {k: v.copy() for k, v in trainer.params.items()}
@@ -134,11 +210,9 @@ def test_every_optimizer_equals_pytorchs_algorithm(net, data, name, engine):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-@pytest.mark.parametrize("schedule", [{"name": "constant"}, {"name": "step", "step_size": 2, "gamma": 0.5},
-                                      {"name": "exponential", "gamma": 0.7},
-                                      {"name": "cosine", "T_max": 4, "eta_min": 0.001}])
-def test_every_schedule_equals_pytorchs(net, data, schedule, engine):
-    assert schedule["name"] in SCHEDULES.names()
+@pytest.mark.parametrize("name", SCHEDULES.names())
+def test_every_schedule_equals_pytorchs(net, data, name, engine):
+    schedule = _schedule_settings(name)
     X, y = data
     trainer = net.Trainer(optimizer="momentum", learning_rate=0.05, batch_size=10, epochs=4,
                           seed=2, dtype=np.float64, engine=engine, schedule=schedule)
@@ -151,9 +225,8 @@ def test_every_schedule_equals_pytorchs(net, data, schedule, engine):
     assert _relative(trainer.params, expected) < 1e-10
 
 
-def test_the_schedules_tested_are_every_declared_one():
-    tested = {"constant", "step", "exponential", "cosine"}
-    assert tested == set(SCHEDULES.names())
+def test_every_declared_schedule_has_a_reference():
+    assert set(RATES) == set(SCHEDULES.names())
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam"])
@@ -167,7 +240,7 @@ def test_plain_rule_takes_the_fused_step_and_others_the_gradient_step(net, name)
 def test_resumed_run_equals_a_straight_one_bit_for_bit(net, data, tmp_path, name):
     X, y = data
     common = dict(optimizer=name, learning_rate=0.01, batch_size=6, seed=4, dtype=np.float64,
-                  schedule={"name": "cosine", "T_max": 10}, **SETTINGS.get(name, {}))
+                  schedule={"name": "cosine", "T_max": 10}, **SETTINGS[name])
     straight = net.Trainer(epochs=10, **common)
     straight.fit(X, y)
     first = net.Trainer(epochs=5, **common)
@@ -209,7 +282,7 @@ def test_optimizer_state_is_in_the_model_file(net, data, tmp_path):
             assert np.any(value != 0)
 
 
-@pytest.mark.skipif(not _HAVE_NUMBA, reason="the fused update is compiled by numba")
+@pytest.mark.skipif(not HAVE_NUMBA, reason="the fused update is compiled by numba")
 def test_a_step_with_state_allocates_nothing_per_step(tmp_path):
     spec = NetSpec("alloc_net", 64, (LayerSpec(256, ActivationSpec("relu")),
                                      LayerSpec(10, ActivationSpec("softmax"))),

@@ -14,7 +14,7 @@ from derive.datasets import written_names
 from derive.errors import SpecError
 from derive.losses import LOSSES
 from derive.netspec import NetSpec
-from derive.optimizers import BATCHING
+from derive.optimizers import OPTIMIZERS
 from derive.spec import load_spec_text
 
 from test_codegen import make_spec
@@ -27,7 +27,7 @@ VALID = {
                {"units": 3, "activation": "softmax"}],
     "loss": "categorical_crossentropy",
     "regularization": {"l2": 0.001},
-    "training": {"optimizer": "minibatch", "learning_rate": 0.1, "batch_size": 8, "epochs": 2},
+    "training": {"optimizer": "sgd", "learning_rate": 0.1, "batch_size": 8, "epochs": 2},
     "data": {"dataset": "digits", "test_fraction": 0.2},
 }
 # where a value can be swapped: (path of keys/indices)
@@ -38,7 +38,7 @@ PLACES = [("name",), ("input",), ("layers",), ("layers", 0), ("layers", 0, "unit
           ("training", "epochs"), ("data", "dataset"), ("data", "test_fraction")]
 # every declared name, so that a mutation also tries names that are valid somewhere else
 NAMES = st.sampled_from([*ACTIVATIONS.names(), *ACTIVATIONS.aliases(), *LOSSES.names(),
-                         *BATCHING.names(), *written_names()])
+                         *OPTIMIZERS.names(), *written_names()])
 SCALARS = st.one_of(NAMES, st.none(), st.booleans(), st.integers(-10**7, 10**7),
                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
                     st.lists(st.integers(0, 3), max_size=3), st.dictionaries(st.text(max_size=4),

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from codegen import runtime
-from derive.optimizers import BATCHING
 
 
 def _linear(labels="real", n_in=3, n_out=2, l1=0.0, l2=0.0, dtype=np.float64):
@@ -52,12 +51,24 @@ def _linear(labels="real", n_in=3, n_out=2, l1=0.0, l2=0.0, dtype=np.float64):
     net = runtime.Network(
         name="linear", layer_sizes=(n_in, n_out), activations=("identity",), loss="test",
         labels=labels, init=("xavier",), l1=l1, l2=l2, dtype=dtype,
-        training={"optimizer": "minibatch", "learning_rate": 0.1, "batch_size": 4,
-                  "epochs": 3, "shuffle": True, "seed": 0},
-        batching={name: BATCHING[name].examples for name in BATCHING},  # as modules print it
+        training={"optimizer": "sgd", "learning_rate": 0.1, "batch_size": 4,
+                  "epochs": 3, "shuffle": True, "seed": 0, "hyperparameters": {"weight_decay": 0.0},
+                  "schedule": {"name": "constant"}, "early_stopping": None},
         probability=labels != "real", forward=forward, backward=backward,
-        per_example_loss=per_example_loss, make_step=make_step)
+        per_example_loss=per_example_loss, make_step=make_step, optimizers=RULES,
+        schedules={"constant": {"parameters": {}, "rate": lambda eta, e: eta}},
+        legacy_optimizers={"batch": "full", "minibatch": None})
     return net
+
+
+def _sgd(theta, g, state, t, lr, hyper):  # what a generated _rules.py holds, by hand
+    theta -= lr * (g + hyper[0] * theta)
+
+
+# the plain rule only: the hand-written network has no gradient step
+RULES = {"sgd": {"title": "Gradient descent", "hyperparameters": {"weight_decay": 0.0},
+                 "state": (), "plain_when": ("weight_decay",), "learning_rate": 1e-3,
+                 "update": _sgd, "update_arrays": _sgd}}
 
 
 def _trainer(net):
@@ -211,15 +222,14 @@ def test_trainer_params_are_a_checked_copy_in_its_dtype():
         trainer.params = {"W1": np.zeros((3, 3)), "b1": np.zeros(2)}
 
 
-@pytest.mark.parametrize("optimizer", BATCHING.names())
-def test_trainer_step_size_from_the_batching_table(optimizer):
-    expected = BATCHING[optimizer].examples_per_step(10, 4)  # the spec's batch_size is 4
-    assert _trainer(_linear())(optimizer=optimizer).step_size(10) == expected
+@pytest.mark.parametrize("batch_size, expected", [(None, 4), (3, 3), (20, 10), ("full", 10)])
+def test_trainer_step_size_from_the_batch_size(batch_size, expected):
+    assert _trainer(_linear())(batch_size=batch_size).step_size(10) == expected  # spec: 4
 
 
 def test_trainer_follows_plain_gradient_descent():
     net = _linear()
-    trainer = _trainer(net)(optimizer="batch", learning_rate=0.5, epochs=4)
+    trainer = _trainer(net)(optimizer="sgd", batch_size="full", learning_rate=0.5, epochs=4)
     start = {k: v.copy() for k, v in trainer.params.items()}
     rng = np.random.default_rng(1)
     X, Y = rng.standard_normal((7, 3)), rng.standard_normal((7, 2))
@@ -242,7 +252,7 @@ def test_trainer_refuses_bad_settings(settings, match):
 
 
 def test_trainer_diverging_raises():
-    trainer = _trainer(_linear())(optimizer="batch", learning_rate=1e3, epochs=50)
+    trainer = _trainer(_linear())(optimizer="sgd", batch_size="full", learning_rate=1e3, epochs=50)
     rng = np.random.default_rng(0)
     with np.errstate(all="ignore"), pytest.raises(runtime.TrainingDiverged, match="smaller"):
         trainer.fit(rng.standard_normal((8, 3)) * 100, rng.standard_normal((8, 2)))

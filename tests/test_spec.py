@@ -11,14 +11,14 @@ import pytest
 
 from derive.datasets import DATASETS
 from derive.errors import CheckFailed, SpecError
-from derive.netspec import (ActivationSpec, DataSpec, LayerSpec, NetSpec, Regularization,
-                            TrainingSpec)
-from derive.optimizers import BATCHING
+from derive.netspec import (ActivationSpec, DataSpec, EarlyStopping, LayerSpec, NetSpec,
+                            Regularization, ScheduleSpec, TrainingSpec)
+from derive.optimizers import OPTIMIZERS
 from derive.spec import load_spec, load_spec_text
 from derive.yamlread import did_you_mean, expected, nearest, number, read_document
 
 DESIGN_EXAMPLE = """\
-name: mnist_mlp                 # Python identifier -> generated/mnist_mlp.py
+name: mnist_mlp                 # Python identifier -> DIR/mnist_mlp.py
 input: 784                      # n_0
 layers:                         # z_l = W_l a_{l-1} + b_l ;  a_l = g_l(z_l)
   - {units: 128, activation: relu}
@@ -27,17 +27,23 @@ layers:                         # z_l = W_l a_{l-1} + b_l ;  a_l = g_l(z_l)
 loss: categorical_crossentropy
 regularization: {l2: 0.0001}    # optional: l1 and/or l2 on weights (not biases)
 init: he                        # optional: he | xavier | normal | zeros; default by activation
-dtype: float32                  # dtype the trainer uses; proofs and checks use float64
+dtype: float32                  # dtype the trainer uses; proofs and checks use exact/float64
 training:                       # defaults of the generated Trainer
-  optimizer: minibatch          # batch | sgd | minibatch  (the three variants of the documents)
-  learning_rate: 0.1
-  batch_size: 64
-  epochs: 10
+  optimizer: adam               # the update rule: sgd | momentum | nesterov | adam | adamw | rmsprop
+  learning_rate: 0.001
+  betas: [0.9, 0.999]           # adam/adamw; momentum: 0.9 (momentum, nesterov); alpha: 0.99 (rmsprop)
+  eps: 1.0e-8                   # adam/adamw/rmsprop; weight_decay: 0.01 (adamw, decoupled)
+  batch_size: 32                # examples per update: an integer, or `full` (batch gradient descent)
+  schedule: {name: cosine}      # optional: constant | step {step_size, gamma} | exponential {gamma} | cosine
+  epochs: 30
   shuffle: true
-  seed: 0
+  seed: 0                       # initialisation and shuffling
+  early_stopping: {patience: 5, restore_best: true}   # optional; monitors the validation loss
 data:                           # optional: what `derive --train` uses
   dataset: digits               # digits | iris | breast_cancer | diabetes | mnist:DIR | csv:PATH
   test_fraction: 0.2
+  validation_fraction: 0.1      # taken from the training part; used by early stopping and reports
+  split_seed: 0                 # the split's own seed, independent of training.seed
 """
 
 # A small valid spec; line numbers below refer to it (line 1 is "name: net").
@@ -90,8 +96,12 @@ def test_design_example_loads_to_the_expected_netspec(tmp_path):
         regularization=Regularization(l1=0.0, l2=0.0001),
         init="he",
         dtype="float32",
-        training=TrainingSpec("minibatch", 0.1, 64, 10, True, 0),
-        data=DataSpec("digits", 0.2, None),
+        training=TrainingSpec(
+            "adam", 0.001, 32, 30, True, 0, (("betas", (0.9, 0.999)), ("eps", 1e-8)),
+            ScheduleSpec("cosine"), EarlyStopping(5, 0.0, True),
+            given=("optimizer", "learning_rate", "betas", "eps", "batch_size", "schedule",
+                   "epochs", "shuffle", "seed", "early_stopping")),
+        data=DataSpec("digits", 0.2, None, 0.1, 0),
         source=str(path),
     )
 
@@ -575,13 +585,13 @@ def test_bad_learning_rate(value, shown):
 
 
 def test_bad_optimizer():
-    err = error(extra="training: {optimizer: minibach}\n")
+    err = error(extra="training: {optimizer: adamm}\n")
     assert (err.line, err.field) == (7, "training.optimizer")
-    assert ", ".join(BATCHING.names()) in err.message and err.hint == "did you mean 'minibatch'?"
+    assert ", ".join(OPTIMIZERS.names()) in err.message and err.hint == "did you mean 'adam'?"
 
 
-@pytest.mark.parametrize("name", BATCHING.names())
-def test_every_batching_scheme_is_an_optimizer(name):
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
+def test_every_update_rule_is_an_optimizer(name):
     assert spec(extra=f"training: {{optimizer: {name}}}\n").training.optimizer == name
 
 

@@ -26,7 +26,7 @@ from codegen.printers.numpy import NumPyCodePrinter
 
 from ..derivation import Columnwise, Derivation, Layer, M, MatrixDef
 from ..local import INDEX, Z_SYM, Step, StepKind, positive_lead, resolve_deltas
-from ..optimizers import FULL_BATCH, variant_of
+from ..optimizers import FULL_BATCH
 from ..primitives import PRIMITIVES
 from ..roles import Role
 from .example import Example, NumericExample, evaluate_example
