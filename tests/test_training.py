@@ -55,7 +55,7 @@ def _trained(tmp_path: Path, spec_path: Path, summary: dict):
     spec = load_spec(spec_path)
     module = import_module_from(tmp_path / "gen" / f"{spec.name}.py")
     trainer = module.Trainer.load(tmp_path / "run" / summary["files"]["parameters"])
-    _, prepared = load_prepared(spec, module.TASK, summary["settings"]["seed"])
+    _, prepared = load_prepared(spec, module.TASK)
     return module, trainer, prepared
 
 
@@ -66,11 +66,14 @@ def test_digits_end_to_end(tmp_path, capsys):
     out = printed.out
     assert printed.err == ""
     assert "training digits_mlp (64-128-64-10, categorical_crossentropy) on digits" in out
-    assert "1438 training and 359 test examples (stratified random 20% test split, seed 4)" in out
-    assert "mini-batch gradient descent: learning rate 0.1, batch size 16, 3 epochs" in out
+    assert ("1294 training, 144 validation and 359 test examples (stratified random 20% test "
+            "split, seed 0; 10% of the training part for validation)") in out
+    assert ("Adam (torch.optim.Adam; betas 0.9, 0.999, eps 1e-08, weight_decay 0), mini-batch "
+            "gradient descent: learning rate 0.001, batch size 32, 3 epochs") in out
     epoch_lines = [line for line in out.splitlines() if line.startswith("epoch ")]
     assert [line.split()[1] for line in epoch_lines] == ["1/3", "2/3", "3/3"]
-    assert all("test accuracy" in line for line in epoch_lines)
+    # validation figures each epoch; the test set only once, at the end
+    assert all("val accuracy" in line and "test" not in line for line in epoch_lines)
     assert "digits_mlp on digits after 3 epochs in" in out and "test accuracy 0." in out
     assert "test confusion matrix (rows: true class, columns: predicted class)" in out
     run_dir = tmp_path / "run"
@@ -81,22 +84,24 @@ def test_digits_end_to_end(tmp_path, capsys):
             == (ROOT / "generated" / "digits_mlp.py").read_text())
 
     assert summary["name"] == "digits_mlp" and summary["layer_sizes"] == [64, 128, 64, 10]
-    assert summary["settings"] == {"optimizer": "minibatch", "learning_rate": 0.1,
-                                   "batch_size": 16, "epochs": 3, "shuffle": True, "seed": 4,
-                                   "dtype": "float32"}
+    assert summary["settings"] == {
+        "optimizer": "adam", "learning_rate": 0.001, "batch_size": 32, "epochs": 3,
+        "shuffle": True, "seed": 0, "dtype": "float32",
+        "hyperparameters": {"betas": [0.9, 0.999], "eps": 1e-08, "weight_decay": 0.0},
+        "schedule": {"name": "constant"}, "early_stopping": None}
     assert summary["overrides"] == {"epochs": 3}
     assert summary["epochs_completed"] == 3 and summary["interrupted"] is False
     assert [r["epoch"] for r in summary["history"]] == [1, 2, 3]
-    assert set(summary["history"][0]) == {"epoch", "loss", "accuracy", "test_loss",
-                                          "test_accuracy", "seconds"}
+    assert set(summary["history"][0]) == {"epoch", "loss", "accuracy", "val_loss",
+                                          "val_accuracy", "lr", "seconds"}
     data = summary["data"]
     assert data["dataset"] == "digits" and data["classes"] == list("0123456789")
-    assert data["train_examples"] == 1438 and data["test_examples"] == 359
+    assert data["train_examples"] == 1294 and data["validation_examples"] == 144
+    assert data["test_examples"] == 359
     assert data["scaling"] == "x/16" and data["label_mapping"] is None
     test = summary["test"]
     assert np.sum(test["confusion_matrix"]) == 359 == test["examples"]
-    assert test["loss"] == summary["history"][-1]["test_loss"]
-    assert test["accuracy"] == summary["history"][-1]["test_accuracy"]
+    assert 0 < test["loss"] < summary["history"][0]["loss"]
     assert set(summary["timings"]) == {"load_seconds", "train_seconds", "evaluate_seconds",
                                        "total_seconds"}
 
@@ -143,7 +148,7 @@ def test_regression_report_in_original_units(tmp_path, capsys):
     from derive.training.prepare import random_split
 
     data = load_dataset("diabetes")
-    _, test_rows = random_split(data.n_examples, 0.2, summary["settings"]["seed"])
+    _, test_rows = random_split(data.n_examples, 0.2, summary["split_seed"])
     features, target = (summary["data"]["feature_standardisation"],
                         summary["data"]["target_standardisation"])
     X = (data.X[test_rows] - features["mean"]) / features["scale"]
@@ -155,7 +160,8 @@ def test_regression_report_in_original_units(tmp_path, capsys):
     assert test["rmse"] == pytest.approx(rmse, rel=1e-5)
     assert test["mae"] == pytest.approx(skm.mean_absolute_error(truth, predicted), rel=1e-5)
     assert test["rmse"] > 20  # in the target's units (about 25..346), not standardised ones
-    assert summary["history"][-1]["test_r2"] == pytest.approx(test["r2"], rel=1e-5)
+    assert "test_r2" not in summary["history"][-1]  # test figures only at the end
+    assert summary["validation"]["r2"] == pytest.approx(summary["history"][-1]["val_r2"], rel=1e-5)
 
 
 def test_csv_with_string_labels(tmp_path, capsys):
@@ -200,8 +206,10 @@ def test_mnist_folder_uses_its_t10k_files(tmp_path, capsys):
                     "loss: categorical_crossentropy\ntraining: {epochs: 2}\n"
                     "data: {dataset: 'mnist:mnist'}\n")
     printed, summary = _train(capsys, spec, tmp_path)
-    assert summary["data"]["train_examples"] == 40 and summary["data"]["test_examples"] == 15
-    assert summary["data"]["split"] == "the data set's own test set"
+    assert summary["data"]["train_examples"] == 36 and summary["data"]["test_examples"] == 15
+    assert summary["data"]["validation_examples"] == 4  # 10% of the 40 training images
+    assert summary["data"]["split"] == ("the data set's own test set; 10% of the training part "
+                                        "for validation")
     assert summary["data"]["scaling"] == "x/255"
 
 
@@ -239,13 +247,16 @@ def test_verbose_adds_times(tmp_path, capsys):
 
 
 def test_epoch_line():
-    record = {"loss": 0.5, "accuracy": 0.875, "test_loss": 0.625, "test_accuracy": 0.75,
+    record = {"loss": 0.5, "accuracy": 0.875, "val_loss": 0.625, "val_accuracy": 0.75,
               "seconds": 0.123}
     assert epoch_line(3, 12, record) == ("epoch  3/12  loss 0.5000  accuracy 0.8750  "
-                                         "test loss 0.6250  test accuracy 0.7500")
+                                         "val loss 0.6250  val accuracy 0.7500")
     assert epoch_line(3, 12, record, verbose=True).endswith("0.7500  0.12 s")
-    regression = {"loss": 0.5, "r2": 0.25, "test_loss": 0.5, "test_r2": 0.125, "partial": True}
-    assert "R² 0.2500  test loss" in epoch_line(1, 1, regression, "r2")
+    record |= {"test_loss": 0.7, "test_accuracy": 0.7, "best": True}  # with --verbose
+    assert epoch_line(3, 12, record).endswith(
+        "(verbose) test loss 0.7000  (verbose) test accuracy 0.7000  *best")
+    regression = {"loss": 0.5, "r2": 0.25, "val_loss": 0.5, "val_r2": 0.125, "partial": True}
+    assert "R² 0.2500  val loss" in epoch_line(1, 1, regression, "r2")
     assert epoch_line(1, 1, regression, "r2").endswith("(stopped early in this epoch)")
 
 
@@ -346,7 +357,8 @@ def test_training_options_need_train(capsys):
 
 @pytest.mark.parametrize("flag, value", [("--epochs", "0"), ("--learning-rate", "-1"),
                                          ("--learning-rate", "nan"), ("--batch-size", "x"),
-                                         ("--optimizer", "adam")])
+                                         ("--optimizer", "adagrad"), ("--schedule", "linear"),
+                                         ("--patience", "0")])
 def test_bad_training_option_values(flag, value, capsys):
     with pytest.raises(SystemExit) as info:
         main(["--spec", str(DIGITS), "--train", flag, value])
@@ -383,7 +395,7 @@ def test_stop_flag_stops_after_the_current_batch_and_still_saves(tmp_path):
     summary = json.loads(result.summary_path.read_text())
     assert summary["interrupted"] is True and summary["epochs_completed"] == 0
     text = stream.getvalue()
-    assert "stopped by Ctrl-C in epoch 1 of 60, after 1 of 90 updates" in text
+    assert "stopped by Ctrl-C in epoch 1 of 30, after 1 of 41 updates" in text
     assert "after 0 epochs and part of one" in text and "(stopped early in this epoch)" in text
 
 
