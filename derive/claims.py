@@ -48,7 +48,7 @@ from .errors import SpecError
 from .formula import (Binary, Call, Equation, FormulaError, Name, Node, Num, Power, Transpose,
                       Unary, Vector, calls_in, names_in, parse_equation)
 from .netspec import LayerSpec, NetSpec
-from .primitives import Phi, phi
+from .primitives import Phi, phi, to_primitives
 from .proof import MAX_WIDTH, evaluate_definitions, exact_model
 from .registry import UnknownName
 from .yamlread import Item, did_you_mean, expected, item_error, read_document, read_text
@@ -170,10 +170,12 @@ def number_text(value, digits: int = 6) -> str:
 
 
 def matrix_text(matrix: sp.Matrix) -> str:
+    """A matrix for a message: exact rationals as p/q, reals to 6 digits."""
+    def entry(v):
+        return str(v) if v.is_Rational else number_text(v)
     if matrix.shape == (1, 1):
-        return number_text(matrix[0, 0])
-    rows = ["[" + ", ".join(number_text(v) if not v.is_Rational or v.q == 1 else str(v)
-                            for v in matrix.row(r)) + "]" for r in range(matrix.rows)]
+        return entry(matrix[0, 0])
+    rows = ["[" + ", ".join(entry(v) for v in matrix.row(r)) + "]" for r in range(matrix.rows)]
     return "[" + ", ".join(rows) + "]" if matrix.rows > 1 else rows[0]
 
 
@@ -497,9 +499,9 @@ def claims_instance(spec: NetSpec) -> NetSpec:
 
 
 def _value(rng: random.Random) -> Fraction:
-    """A small rational for a point: k/q with |k/q| <= 2."""
+    """A small rational for a point: k/q with 0 < |k/q| <= 1 (moderate activations)."""
     q = rng.choice((2, 3, 4, 5))
-    return Fraction(rng.choice([k for k in range(-2 * q, 2 * q + 1) if k]), q)
+    return Fraction(rng.choice([k for k in range(-q, q + 1) if k]), q)
 
 
 class _Instance:
@@ -577,7 +579,7 @@ class _Instance:
             return cache[name]
 
         def apply(g: sp.Expr, v: sp.Expr) -> sp.Expr:
-            return _rational(model(g.xreplace({Z: v})))
+            return _rational(model.at(g, {Z: Fraction(int(v.p), int(v.q))}))
         return env, apply, model
 
     def real(self, values: dict, overrides: dict[str, sp.Matrix] | None = None):
@@ -716,6 +718,10 @@ def _plan(claim: Claim, derivation: Derivation, names: _Names) -> _Plan:
             try:
                 _function(node.function, node.prime, derivation)
             except UnknownName:
+                if names.resolve(node.function) or node.function in (allowed or ()):
+                    raise _claim_error(claim, f"{node.function!r} is not a function: for a "
+                                              f"product write {node.function} (...) or "
+                                              f"{node.function}*(...)", node.column) from None
                 raise _claim_error(claim, f"unknown function {node.function!r} (known: "
                                           f"{_function_names()})", node.column,
                                    did_you_mean(node.function, _function_names().split(", ")))
@@ -945,7 +951,7 @@ def _check_local(plan: _Plan, context: _Context) -> Verdict:
         model = exact_model({}, context.seed * 1000 + k)
 
         def apply(f, v, model=model):
-            return _rational(model(f.xreplace({Z: v})))
+            return _rational(model.at(f, {Z: Fraction(int(v.p), int(v.q))}))
 
         def env(n, z=z, apply=apply):
             return sp.Matrix([[z if n == "z" else apply(g, z)]])
@@ -963,7 +969,7 @@ def _check_local(plan: _Plan, context: _Context) -> Verdict:
         cx = Counterexample((), 1, (("z", sp.Matrix([[z]])),), plan.target, None,
                             sp.Matrix([[claimed_r]]), sp.Matrix([[real]]))
         return _verdict(plan, False, f"the formula differs from the derived {plan.target} = "
-                                     f"{sp.sstr(derived)}", cx)
+                                     f"{sp.sstr(to_primitives(derived))}", cx)
     return _verdict(plan, True, f"equal to the derived {plan.target} at {len(points)} rational "
                                 "points of both signs, exactly")
 
@@ -1001,7 +1007,7 @@ def _check_number(plan: _Plan, context: _Context, claims: ClaimsFile) -> Verdict
         if rounded == Decimal(text):
             continue
         cut = Decimal(exact_text).quantize(quantum, ROUND_DOWN) == Decimal(text)
-        where = f"{plan.target}{'[' + str(k + 1) + ']' if len(items) > 1 else ''}"
+        where = f"{claim.equation.lhs}{'[' + str(k + 1) + ']' if len(items) > 1 else ''}"
         why = f"{where} is {Decimal(exact_text).quantize(Decimal(1).scaleb(-decimals - 3))}…, " \
               f"{rounded} to {decimals} decimals, not {text}"
         if cut:

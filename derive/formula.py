@@ -12,7 +12,8 @@ Operators, loosest first: ``+ -``; the matrix product (``*``, ``·`` or juxtapos
 scalar factor scales), the element-wise product (``∘``, ``⊙`` or ``.*``) and ``/`` (by a
 scalar, else element-wise), all left to right; unary ``-``; ``^T`` (or ``ᵀ``) transposes,
 ``^k`` is an element-wise power.  Functions apply entry by entry; ``g'`` is the derivative.
-``sum`` adds every entry, ``rowsum`` along each row (over the examples), ``colsum`` down each
+A function's argument follows its name without a space (``relu(z)``; ``a (1 - a)`` is a
+product).  ``sum`` adds every entry, ``rowsum`` along each row (over the examples), ``colsum`` down each
 column (over the units).  A 1x1 value broadcasts in ``+ - ∘ /``.
 
 The parser only builds a tree (``Node``); names and functions are resolved by
@@ -204,7 +205,8 @@ class _Parser:
             prime = self.tok.text == "'"
             if prime:
                 self.take()
-            if self.tok.text == "(":
+            end = tok.column + len(tok.text) + prime
+            if self.tok.text == "(" and self.tok.column == end:  # g(...): no space before '('
                 self.take()
                 arg = self.expression()
                 self.expect(")", f"')' closing {tok.text}(")

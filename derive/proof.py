@@ -210,6 +210,14 @@ class _Model:
             raise ValueError(f"inexact number {e} in the proof")
         raise TypeError(f"the proof cannot evaluate {type(e).__name__}: {e}")
 
+    def at(self, expr: sp.Basic, values: dict):
+        """``expr``'s value with ``values`` (symbol -> Fraction) added to the point's; the
+        random stand-ins stay shared (the claims evaluate a function of one entry so)."""
+        inner = copy.copy(self)
+        inner.values = {**self.values, **values}
+        inner.memo = {}
+        return inner(expr)
+
     def _entry(self, e: "_Entry"):
         """An entry's template at its inputs' values; the random stand-ins stay shared."""
         inner = copy.copy(self)
