@@ -53,7 +53,7 @@ from .proof import MAX_WIDTH, evaluate_definitions, exact_model
 from .registry import UnknownName
 from .yamlread import Item, did_you_mean, expected, item_error, read_document, read_text
 
-__all__ = ["Claim", "ClaimsFile", "Counterexample", "Verdict", "ClaimsReport", "load_claims",
+__all__ = ["Claim", "ClaimsFile", "claims_names", "Counterexample", "Verdict", "ClaimsReport", "load_claims",
            "load_claims_text", "check_claims", "claims_instance", "FUNCTIONS", "POINTS"]
 
 POINTS = 3  # random rational points per claim
@@ -330,6 +330,11 @@ class _Names:
         L = self.depth
         return (f"W1..W{L}, b1..b{L}, z1..z{L}, a0..a{L} (a0 = x), delta1..delta{L} (or dZ, e), "
                 f"dW1..dW{L}, db1..db{L}, x, y, yhat, m, eta (or alpha)")
+
+
+def claims_names(derivation: Derivation, report: "ClaimsReport") -> Callable[[str], str | None]:
+    """The claims file's names resolved to the Derivation's (for printing a claim)."""
+    return _Names(derivation, report.file.symbols).resolve
 
 
 def _function(name: str, prime: bool, derivation: Derivation) -> tuple[str, sp.Expr | None]:

@@ -60,6 +60,7 @@ class NetSpec:
     training: TrainingSpec = field(default_factory=TrainingSpec)
     data: DataSpec | None = None
     source: str | None = None  # file the spec was read from, for messages
+    claims: str | None = None  # a claims file about this network (derive.claims), its path
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:

@@ -391,6 +391,7 @@ _TOP: dict[str, Check] = {
     "dtype": _or_null(_choice(_DTYPES, "dtype")),
     "training": _or_null(lambda item: TrainingSpec(**_TRAINING(item))),
     "data": _or_null(_data),
+    "claims": _or_null(_string),
 }
 _REQUIRED_TOP = ("name", "input", "layers", "loss")
 
@@ -400,4 +401,16 @@ def _netspec(root: Item, filename: str) -> NetSpec:
     values = {key: _TOP[key](child) for key, child in fields.items()}
     _check_loss_fits(values["loss"], fields["loss"], values["layers"])
     given = {key: value for key, value in values.items() if value is not None}
+    if "claims" in given:
+        given["claims"] = _claims_path(fields["claims"], given["claims"], filename)
     return NetSpec(**given, source=filename)
+
+
+def _claims_path(item: Item, value: str, filename: str) -> str:
+    """The claims file, relative to the spec's folder; it must exist."""
+    path = Path(value) if filename.startswith("<") else Path(filename).parent / value
+    if not path.is_file():
+        raise item_error(item, f"the claims file {value!r} was not found (looked for {path})",
+                         "give the path of a claims file relative to the spec's folder "
+                         "(see examples/errata/)")
+    return str(path)

@@ -24,20 +24,23 @@ from sympy.core.symbol import Str
 
 from codegen.printers.numpy import NumPyCodePrinter
 
+from ..claims import claims_names
 from ..derivation import Columnwise, Derivation, Layer, M, MatrixDef
 from ..local import INDEX, Z_SYM, Step, StepKind, positive_lead, resolve_deltas
 from ..optimizers import BATCH_SIZE, BATCHING
 from ..primitives import PRIMITIVES
 from ..roles import Role
+from .errata import errata_context, proof_sentence
 from .example import Example, NumericExample, evaluate_example
 from .printer import Applied, DerivationLatexPrinter, Elided
+from .text import tex_escape
 
 __all__ = ["Row", "Table", "render_sections", "render_body", "render_document", "SECTIONS",
            "tex_escape"]
 
 _TEMPLATES = Path(__file__).parent / "templates"
 SECTIONS = ("overview", "architecture", "forward", "loss", "local", "gradients", "batch",
-            "updates", "example")
+            "updates", "example", "errata")
 FACTORS_PER_LINE = 7  # chain-rule factors on one printed line
 NESTED_MAX_DEPTH = 4  # deeper networks show the nested expression with the middle elided
 ELIDE_ROWS, ELIDE_COLS = 8, 6  # numeric matrices larger than this are shown with ellipses
@@ -90,16 +93,6 @@ class Table:
     header: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
     foot: tuple[str, ...] = ()
-
-
-_TEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                 "^": r"\textasciicircum{}"}
-
-
-def tex_escape(text: str) -> str:
-    """Plain text safe for LaTeX."""
-    return "".join(_TEX_SPECIALS.get(ch, ch) for ch in text)
 
 
 def tt(text: str) -> str:
@@ -831,10 +824,14 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def _contexts(derivation: Derivation, notation: str, example: Example | None) -> dict[str, dict]:
+def _contexts(derivation: Derivation, notation: str, example: Example | None,
+              claims=None, proof=None) -> dict[str, dict]:
     c = _Doc(derivation, notation)
+    overview = _overview(c, example)
+    overview["proof"] = proof_sentence(proof) if proof is not None else ""
+    overview["claims"] = claims is not None
     contexts = {
-        "overview": _overview(c, example),
+        "overview": overview,
         "architecture": _architecture(c),
         "forward": _forward(c),
         "loss": _loss(c),
@@ -845,6 +842,8 @@ def _contexts(derivation: Derivation, notation: str, example: Example | None) ->
     }
     if example is not None:
         contexts["example"] = _example(c, evaluate_example(derivation, example))
+    if claims is not None:
+        contexts["errata"] = errata_context(c, claims, claims_names(derivation, claims))
     for name, context in contexts.items():
         context["sec"] = c.sec(name)
         context["prefix"] = c.prefix
@@ -852,17 +851,20 @@ def _contexts(derivation: Derivation, notation: str, example: Example | None) ->
 
 
 def render_sections(derivation: Derivation, *, notation: str = "bracket",
-                    example: Example | None = None) -> dict[str, str]:
-    """Each section's LaTeX, by name (``SECTIONS`` order; "example" only with an example)."""
+                    example: Example | None = None, claims=None, proof=None) -> dict[str, str]:
+    """Each section's LaTeX, by name (``SECTIONS`` order; "example" only with an example,
+    "errata" only with a ``ClaimsReport``); ``proof``, a ProofReport, is stated in the
+    overview."""
     env = _environment()
     return {name: env.get_template(f"{name}.tex.j2").render(**context)
-            for name, context in _contexts(derivation, notation, example).items()}
+            for name, context in _contexts(derivation, notation, example, claims, proof).items()}
 
 
 def render_body(derivation: Derivation, *, notation: str = "bracket",
-                example: Example | None = None) -> str:
+                example: Example | None = None, claims=None, proof=None) -> str:
     """The document without its preamble: sections to paste into a paper or notes."""
-    sections = render_sections(derivation, notation=notation, example=example)
+    sections = render_sections(derivation, notation=notation, example=example, claims=claims,
+                               proof=proof)
     return _environment().get_template("body.tex.j2").render(
         name=derivation.spec.name, packages=PACKAGES,
         sections=[sections[s] for s in SECTIONS if s in sections])
@@ -872,10 +874,12 @@ PACKAGES = ("amsmath", "amssymb", "booktabs", "array", "longtable")
 
 
 def render_document(derivation: Derivation, *, notation: str = "bracket",
-                    example: Example | None = None) -> str:
+                    example: Example | None = None, claims=None, proof=None) -> str:
     """A standalone LaTeX document that compiles with pdflatex."""
-    body = render_body(derivation, notation=notation, example=example)
+    body = render_body(derivation, notation=notation, example=example, claims=claims,
+                       proof=proof)
     spec = derivation.spec
     return _environment().get_template("document.tex.j2").render(
         name=spec.name, title=tt(spec.name), body=body, packages=PACKAGES,
-        source=Path(spec.source).name if spec.source else "", source_tt=_file_name(spec.source))
+        source=tex_escape(Path(spec.source).name) if spec.source else "",
+        source_tt=_file_name(spec.source))
