@@ -237,7 +237,10 @@ def _shown(tok: _Tok) -> str:
 
 def parse_expression(text: str, offset: int = 0) -> Node:
     """A formula's right-hand side as a tree (columns counted from ``offset`` + 1)."""
-    tokens = [_Tok(t.kind, t.text, t.column + offset) for t in _tokens(text)]
+    try:
+        tokens = [_Tok(t.kind, t.text, t.column + offset) for t in _tokens(text)]
+    except FormulaError as err:
+        raise FormulaError(err.message, err.column + offset) from None
     parser = _Parser(tokens)
     node = parser.expression()
     if parser.tok.kind != "end":
