@@ -45,7 +45,7 @@ import sympy as sp
 from .activations import ACTIVATIONS
 from .derivation import Derivation, M, derive
 from .errors import SpecError
-from .formula import (Binary, Call, Equation, FormulaError, Name, Node, Num, Power, Transpose,
+from .formula import (Call, Equation, FormulaError, Name, Node, Num, Power, Transpose,
                       Unary, Vector, calls_in, names_in, parse_equation)
 from .netspec import LayerSpec, NetSpec
 from .primitives import Phi, phi, to_primitives
@@ -926,7 +926,7 @@ def _check_update(plan: _Plan, instance: _Instance, resolve, lookup, seed: int) 
                  f"{number_text(after - before, 3)})",)
         g_real = rget(grad)
         slope_real = sum(g * d for g, d in zip(g_real, real_direction))
-        cx = Counterexample(instance.sizes, instance.m, shown, f"slope of J along the rule",
+        cx = Counterexample(instance.sizes, instance.m, shown, "slope of J along the rule",
                             None, sp.Matrix([[slope_real]]), sp.Matrix([[-sum(g * g for g in g_real)]]),
                             lines)
         return _verdict(plan, False, f"not a descent direction: the slope of J along the rule, "
