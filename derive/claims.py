@@ -1018,8 +1018,7 @@ def _check_number(plan: _Plan, context: _Context, claims: ClaimsFile) -> Verdict
         if cut:
             why += f" ({text} is the exact value cut, not rounded)"
         wrong.append(why)
-    source = Path(claims.example).name
     if wrong:
-        return _verdict(plan, False, "; ".join(wrong) + f" (the example's values, {source})")
-    return _verdict(plan, True, f"the exact value rounds to the printed figure(s) at the "
-                                f"decimals printed (the example's values, {source})")
+        return _verdict(plan, False, "; ".join(wrong) + " (the worked example's exact values)")
+    return _verdict(plan, True, "the exact value rounds to the printed figure(s) at the "
+                                "decimals printed (the worked example's exact values)")

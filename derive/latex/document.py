@@ -33,7 +33,7 @@ from ..roles import Role
 from .errata import errata_context, proof_sentence
 from .example import Example, NumericExample, evaluate_example
 from .printer import Applied, DerivationLatexPrinter, Elided
-from .text import tex_escape
+from .text import tex_escape, tt
 
 __all__ = ["Row", "Table", "render_sections", "render_body", "render_document", "SECTIONS",
            "tex_escape"]
@@ -93,13 +93,6 @@ class Table:
     header: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
     foot: tuple[str, ...] = ()
-
-
-def tt(text: str) -> str:
-    """Typewriter text; '_' as the font's own glyph (no text-companion font needed), and a
-    line may break after it."""
-    text = tex_escape(text).replace(r"\_", r"{\char95}\allowbreak{}").replace(".", r".\allowbreak{}")
-    return r"\texttt{" + text + "}"
 
 
 def _row(lhs: str, rhs: str | tuple[str, ...] | list[str], label: str = "", text: str = "",

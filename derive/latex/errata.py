@@ -15,7 +15,7 @@ from ..claims import ClaimsReport, Counterexample, Verdict
 from ..derivation import M
 from ..formula import Binary, Call, Name, Node, Num, Power, Transpose, Unary, Vector
 from ..primitives import to_primitives
-from .text import tex_escape
+from .text import tex_escape, tt
 
 __all__ = ["errata_context", "proof_sentence", "formula_tex"]
 
@@ -160,6 +160,12 @@ def _derived_tex(c, v: Verdict) -> str:
     return ""
 
 
+def _sentence(text: str) -> str:
+    """A reason as a sentence: a leading word capitalised, a leading symbol (z1[3]) kept."""
+    word = text.split(" ", 1)[0]
+    return text[:1].upper() + text[1:] if word.isalpha() else text
+
+
 def errata_context(c, report: ClaimsReport, resolve) -> dict:
     """The Errata section's context: every verdict, refuted ones with their numbers."""
     names = _names(c)
@@ -170,12 +176,12 @@ def errata_context(c, report: ClaimsReport, resolve) -> dict:
         items.append({
             "source": tex_escape(v.claim.source), "note": tex_escape(v.claim.note),
             "claim": f"{lhs} {relation} {formula_tex(v.claim.equation.rhs, names, resolve)}",
-            "proven": v.proven, "reason": tex_escape(v.reason[:1].upper() + v.reason[1:]),
+            "proven": v.proven, "reason": tex_escape(_sentence(v.reason)),
             "derived": (f"{lhs} = {d}" if (d := _derived_tex(c, v)) and not v.proven else ""),
             "counterexample": _counterexample(v.counterexample, names) if v.counterexample else None,
         })
     proven = sum(v.proven for v in report.verdicts)
-    return {"document": tex_escape(report.file.document), "file": tex_escape(report.file.path),
+    return {"document": tex_escape(report.file.document), "file": tt(report.file.path),
             "count": len(report.verdicts), "proven": proven,
             "refuted": len(report.verdicts) - proven, "items": items,
             "instance": "--".join(map(str, report.instance))}
