@@ -219,7 +219,9 @@ def test_cli_exit_codes(tmp_path, capsys):
 def test_spec_claims_key(tmp_path):
     shutil.copy(SHALLOW, tmp_path / "net.yaml")
     (tmp_path / "errata.yaml").write_text("claims:\n  - claim: 'db2 = yhat - y'\n")
-    text = (tmp_path / "net.yaml").read_text() + "claims: errata.yaml\n"
+    lines = (tmp_path / "net.yaml").read_text().splitlines()
+    text = "\n".join(line for line in lines if not line.startswith("claims:"))
+    text += "\nclaims: errata.yaml\n"
     (tmp_path / "net.yaml").write_text(text)
     assert load_spec(tmp_path / "net.yaml").claims == str(tmp_path / "errata.yaml")
     (tmp_path / "net.yaml").write_text(text.replace("errata.yaml", "missing.yaml"))

@@ -245,7 +245,8 @@ def test_seed003_binary_numbers():
     assert r"\begin{bmatrix} 0.5 & 0.5 & 0.5 & 0.5 \end{bmatrix}^{T} &&\text{$0.5$ for every unit}" in text
     assert r"\hat{y} &= a^{[2]} = 0.7209" in text
     assert "L &= 0.3273" in text
-    # the document's figures: yhat 0.7207 carries its rounding of a1; L = 0.327 agrees
+    # the document's figures: yhat 0.7207 is sigmoid of its z2 = 0.948 (0.948919 cut, not
+    # rounded); L = 0.327 agrees
     assert r"$\hat{y}$ & $0.7207$ & $0.7209$ & $0.720898$ & \textbf{differs}" in text
     assert "$L$ & $0.327$ & $0.327$ & $0.327258$ & agrees" in text
 

@@ -8,6 +8,8 @@ same notation as the derivation it is checked against.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sympy as sp
 
 from ..activations import ACTIVATIONS
@@ -181,7 +183,7 @@ def errata_context(c, report: ClaimsReport, resolve) -> dict:
             "counterexample": _counterexample(v.counterexample, names) if v.counterexample else None,
         })
     proven = sum(v.proven for v in report.verdicts)
-    return {"document": tex_escape(report.file.document), "file": tt(report.file.path),
+    return {"document": tex_escape(report.file.document), "file": tt(Path(report.file.path).name),
             "count": len(report.verdicts), "proven": proven,
             "refuted": len(report.verdicts) - proven, "items": items,
             "instance": "--".join(map(str, report.instance))}

@@ -25,6 +25,7 @@ _UNICODE = {"−": "$-$", "∘": r"$\circ$", "⊙": r"$\odot$", "·": r"$\cdot$"
             "–": "--", "—": "---", "η": r"$\eta$", "α": r"$\alpha$", "δ": r"$\delta$",
             "Δ": r"$\Delta$", "σ": r"$\sigma$", "φ": r"$\phi$", "Φ": r"$\Phi$", "θ": r"$\theta$",
             "Θ": r"$\Theta$", "λ": r"$\lambda$", "ε": r"$\varepsilon$", "∞": r"$\infty$",
+            **{chr(0x2080 + k): f"$_{{{k}}}$" for k in range(10)},
             "é": r"\'e", "è": r"\`e", "ü": r"\"u", "ö": r"\"o", "ä": r"\"a"}
 
 
@@ -48,7 +49,6 @@ def tex_escape(text: str) -> str:
 
 def tt(text: str) -> str:
     """Typewriter text (a file or a spec's name), escaped; '_' as the font's own glyph (no
-    text-companion font needed), and a line may break after it, after '.' and after '/'."""
-    text = tex_escape(text).replace(r"\_", r"{\char95}\allowbreak{}")
-    text = text.replace(".", r".\allowbreak{}").replace("/", r"/\allowbreak{}")
+    text-companion font needed), and a line may break after it and after '.'."""
+    text = tex_escape(text).replace(r"\_", r"{\char95}\allowbreak{}").replace(".", r".\allowbreak{}")
     return r"\texttt{" + text + "}"
