@@ -56,12 +56,12 @@ _STEP_SENTENCES = {
     StepKind.IN_OUTPUT: r"Written in the output $a = g(z)$, so that the "
                         r"backward pass reuses the cached activation:",
     StepKind.QUOTIENT_RULE: "By the quotient rule:",
-    StepKind.CASE_SAME: r"Case $i = j$, where $\delta_{ij} = 1$:",
+    StepKind.CASE_SAME: r"Case $i = j$, where $\mathbb{1}_{ij} = 1$:",
     StepKind.CASE_SAME_IN_OUTPUTS: r"In the outputs $a_i$:",
-    StepKind.CASE_OTHER: r"Case $i \ne j$, where $\delta_{ij} = 0$:",
+    StepKind.CASE_OTHER: r"Case $i \ne j$, where $\mathbb{1}_{ij} = 0$:",
     StepKind.CASE_OTHER_IN_OUTPUTS: r"In the outputs:",
-    StepKind.CHAIN_RULE_JACOBIAN: r"Through the softmax Jacobian, where $a_i$ cancels:",
-    StepKind.KRONECKER_PICK: r"The Kronecker delta picks the term $i = j$:",
+    StepKind.CHAIN_RULE_JACOBIAN: r"Through the softmax Jacobian:",
+    StepKind.KRONECKER_PICK: r"The indicator $\mathbb{1}_{ij}$ picks the term $i = j$:",
     StepKind.ONE_HOT: r"The targets are one-hot, so $\sum_i y_i = 1$:",
     StepKind.CHAIN_RULE: "By the chain rule, element by element:",
     StepKind.SUBSTITUTED: r"Substituting $\partial L/\partial a_j$ and $g'$:",
@@ -316,6 +316,8 @@ def _loss(c: _Doc) -> dict:
     last = c.d.layers[-1]
     out, objective = c.d.output, c.d.objective
     per_example = c.at_layer(objective.per_example, last)
+    if last.units == 1:  # no sum over one unit
+        per_example = per_example.doit()
     l = sp.Symbol("l", integer=True, positive=True)
     terms = [rf"\frac{{1}}{{{c.tex(M)}}} {c.tex(objective.batch_sum)}"]
     for p in objective.penalties:
@@ -331,6 +333,7 @@ def _loss(c: _Doc) -> dict:
         "objective": _row("J", f"= {' + '.join(terms)}", c.label("objective")),
         "regularized": bool(objective.penalties), "lambdas": _lambda_values(c),
         "loss_name": f"${out.loss.latex}$", "n_out": last.units,
+        "norms": {p.name for p in objective.penalties},
     }
 
 
@@ -452,7 +455,9 @@ def _jacobian(c: _Doc, layer: Layer) -> dict:
     cases = (rf"= \begin{{cases}} {c.tex(_factored(jac.same))} & \text{{if }} i = j \\ "
              rf"{c.tex(jac.other)} & \text{{if }} i \ne j \end{{cases}}")
     rows.append(_row(c.tex(sp.Derivative(I.a[i], I.z[j])), (cases, f"= {c.tex(jac.general)}"),
-                     c.label("jacobian"), "Both cases in one formula, with the Kronecker delta:"))
+                     c.label("jacobian"), (r"Both cases in one formula, with the indicator $\mathbb{1}_{ij}$ (1 when $i = j$, "
+                      r"else 0: the Kronecker delta, not written $\delta_{ij}$ here because "
+                      r"$\delta$ is the error term):")))
     return {"parts": parts, "rows": rows, "name": f"${layer.activation.latex}$"}
 
 
@@ -471,9 +476,18 @@ def _output_error(c: _Doc, layer: Layer) -> dict:
                                     evaluate=False), (i, 1, I.n))
             rhs = [f"= {c.tex(generic)}", f"= {c.tex(product)}", f"= {c.tex(step.rhs)}"]
         key = "delta-out" if k == len(out.delta_steps) - 1 else f"delta-out-{k}"
-        rows.append(_row(c.tex(step.lhs), rhs, c.label(key), _sentence(step)))
+        text = _sentence(step)
+        if step.kind is StepKind.CHAIN_RULE_JACOBIAN and _cancels(out.dL_da, I.a[j]):
+            text = (r"Through the softmax Jacobian; its factor $a_i$ cancels the $1/a_i$ of "
+                    r"$\partial L/\partial a_i$:")
+        rows.append(_row(c.tex(step.lhs), rhs, c.label(key), text))
     return {"rows": rows, "uses_sum_y": out.uses_sum_y, "result": c.tex(out.delta),
             "loss": f"${out.loss.latex}$", "activation": f"${layer.activation.latex}$"}
+
+
+def _cancels(dL_da: sp.Expr, a: sp.Expr) -> bool:
+    """dL/da_j divides by a_j (cross-entropy's -y_j/a_j): the Jacobian's a_j cancels it."""
+    return any(p.base == a and p.exp.is_negative for p in dL_da.atoms(sp.Pow))
 
 
 # -- gradients -------------------------------------------------------------------------
@@ -663,12 +677,13 @@ def _updates(c: _Doc) -> dict:
                      tuple((tex_escape(r.title), tex_escape(r.batch)) for r in d.updates))
     training = d.spec.training
     scheme = BATCHING[training.optimizer]
+    defaults = training == type(training)()
     return {"variants": variants, "count": _count_word(len(d.updates)),
             "rows": rules, "params": ", ".join(pairs),
             "eta": c.tex(d.learning_rate), "chosen": tex_escape(scheme.description),
             "learning_rate": _number_text(training.learning_rate),
             "batch_size": training.batch_size, "epochs": training.epochs,
-            "batch_sized": scheme.examples == BATCH_SIZE}
+            "batch_sized": scheme.examples == BATCH_SIZE, "defaults": defaults}
 
 
 def _count_word(count: int) -> str:
