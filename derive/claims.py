@@ -53,7 +53,7 @@ from .proof import MAX_WIDTH, evaluate_definitions, exact_model
 from .registry import UnknownName
 from .yamlread import Item, did_you_mean, expected, item_error, read_document, read_text
 
-__all__ = ["Claim", "ClaimsFile", "claims_names", "Counterexample", "Verdict", "ClaimsReport", "load_claims",
+__all__ = ["Claim", "ClaimsFile", "claims_names", "notation", "Counterexample", "Verdict", "ClaimsReport", "load_claims",
            "load_claims_text", "check_claims", "claims_instance", "FUNCTIONS", "POINTS"]
 
 POINTS = 3  # random rational points per claim
@@ -312,6 +312,8 @@ class _Names:
 
     def resolve(self, name: str) -> str | None:
         name = self.symbols.get(name, name)
+        if name in ("L", "J"):  # the loss of one example, the batch objective
+            return name
         if name in _FIXED:
             return _FIXED[name]
         if name in _OUTPUT:
@@ -326,6 +328,10 @@ class _Names:
             return None
         return f"{kind}{layer}"
 
+    def function(self, name: str) -> str:
+        """A function's name, the document's own mapped (seed 002's R is relu)."""
+        return self.symbols.get(name, name)
+
     def known(self) -> str:
         L = self.depth
         return (f"W1..W{L}, b1..b{L}, z1..z{L}, a0..a{L} (a0 = x), delta1..delta{L} (or dZ, e), "
@@ -335,6 +341,19 @@ class _Names:
 def claims_names(derivation: Derivation, report: "ClaimsReport") -> Callable[[str], str | None]:
     """The claims file's names resolved to the Derivation's (for printing a claim)."""
     return _Names(derivation, report.file.symbols).resolve
+
+
+def notation(derivation: Derivation, claims: "ClaimsFile") -> tuple[tuple[str, str], ...]:
+    """The document's symbols (the claims file's ``symbols:``) with what each is here: a name
+    of the Derivation (W1, A1, delta2, L, J, eta) or an activation's declared name."""
+    names = _Names(derivation, claims.symbols)
+    out = []
+    for theirs, ours in claims.symbols.items():
+        if ours in ACTIVATIONS:
+            out.append((theirs, ACTIVATIONS.canonical(ours)))
+        elif (resolved := names.resolve(theirs)) is not None:
+            out.append((theirs, resolved))
+    return tuple(out)
 
 
 def _function(name: str, prime: bool, derivation: Derivation) -> tuple[str, sp.Expr | None]:
@@ -700,7 +719,7 @@ def _plan(claim: Claim, derivation: Derivation, names: _Names) -> _Plan:
         else:
             match = _ENTRY.match(eq.lhs)
             resolved = match and ("L" if match.group(1) == "L" else names.resolve(match.group(1)))
-            if not resolved or resolved in ("m", "eta", "A0", "Y"):
+            if not resolved or resolved in ("m", "eta", "A0", "Y", "J"):
                 raise _claim_error(claim, f"unknown quantity {eq.lhs!r} (expected one of: "
                                           f"{names.known()}, L, dL/dyhat, d <activation>/dz)")
             entry = tuple(int(g) for g in match.groups()[1:] if g)
@@ -719,9 +738,12 @@ def _plan(claim: Claim, derivation: Derivation, names: _Names) -> _Plan:
                 known = "z, and a = g(z)" if allowed is not None else names.known()
                 raise _claim_error(claim, f"unknown name {node.name!r} (known: {known})",
                                    node.column)
+        if isinstance(node, Name) and names.resolve(node.name) == "J":
+            raise _claim_error(claim, "J is the batch objective; a claim's formula is about one "
+                                      "example's quantities (L for its loss)", node.column)
         if isinstance(node, Call):
             try:
-                _function(node.function, node.prime, derivation)
+                _function(names.function(node.function), node.prime, derivation)
             except UnknownName:
                 if names.resolve(node.function) or node.function in (allowed or ()):
                     raise _claim_error(claim, f"{node.function!r} is not a function: for a "
@@ -737,7 +759,7 @@ def _plan(claim: Claim, derivation: Derivation, names: _Names) -> _Plan:
                                   "example (with example: in the claims file)", rhs.column)
 
     def lookup(node: Call):
-        return _function(node.function, node.prime, derivation)
+        return _function(names.function(node.function), node.prime, derivation)
     return _Plan(claim, kind, target, (), lookup)
 
 

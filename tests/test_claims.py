@@ -78,9 +78,9 @@ def test_the_issues_known_errors_are_refuted():
         ("seed003_binary", "L = y (-log(yhat)) + (1 - y) (-log(yhat))"),
         ("seed003_binary", "L = -(y log(yhat)) + (1 - y) log(1 - yhat)"),
         ("seed003_binary", "b2 := b2 + eta db2"),
-        ("seed003_binary", "z2 = 0.948"),
+        ("seed003_binary", "a2 = 0.948"),
         ("seed003_binary", "yhat = 0.7207"),
-        ("seed003_multiclass", "z1[3] = -0.09"),
+        ("seed003_multiclass", "a1[3] = -0.09"),
         ("seed003_multiclass", "L = 1.2729"),
         ("seed004_quadratic", "dW2 = 1/2 sum((a2 - t)^2)"),
     }
@@ -242,6 +242,16 @@ def test_errata_section_golden_fragments():
     assert r"\subsection*{eq. (6), corrected: proven}" in tex
     assert "the claim gives" in tex and r"\tfrac{" in tex
     assert "8 claims, 6 proven and 2 refuted" in tex
+
+
+def test_notation_table_maps_the_documents_symbols():
+    d = derive(load_spec(ROOT / "examples" / "seed003_binary.yaml"))
+    report = check_claims(d, load_claims(ROOT / "examples" / "errata" / "seed003_binary.yaml"))
+    tex = render_latex(d, claims=report)
+    assert "and their names here:" in tex
+    assert r"$a_{1}$ & $z^{[1]}$ & pre-activation of layer 1 \\" in tex
+    assert r"$h_{1}$ & $a^{[1]}$ & activation of layer 1 \\" in tex
+    assert r"$\eta$ & $\eta$ & the learning rate \\" in tex
 
 
 def test_proof_is_stated_with_check():

@@ -30,7 +30,7 @@ from ..local import INDEX, Z_SYM, Step, StepKind, positive_lead, resolve_deltas
 from ..optimizers import BATCH_SIZE, BATCHING
 from ..primitives import PRIMITIVES
 from ..roles import Role
-from .errata import errata_context, proof_sentence
+from .errata import errata_context, notation_rows, proof_sentence
 from .example import Example, NumericExample, evaluate_example
 from .printer import Applied, DerivationLatexPrinter, Elided
 from .text import tex_escape, tt
@@ -876,6 +876,9 @@ def _contexts(derivation: Derivation, notation: str, example: Example | None,
     overview = _overview(c, example)
     overview["proof"] = proof_sentence(proof) if proof is not None else ""
     overview["claims"] = claims is not None
+    rows = notation_rows(c, claims) if claims is not None else ()
+    overview["notation"] = Table("lll", ("the document", "here", ""), rows) if rows else None
+    overview["document"] = tex_escape(claims.file.document) if claims is not None else ""
     contexts = {
         "overview": overview,
         "architecture": _architecture(c),

@@ -13,13 +13,13 @@ from pathlib import Path
 import sympy as sp
 
 from ..activations import ACTIVATIONS
-from ..claims import ClaimsReport, Counterexample, Verdict
+from ..claims import ClaimsReport, Counterexample, Verdict, notation
 from ..derivation import M
 from ..formula import Binary, Call, Name, Node, Num, Power, Transpose, Unary, Vector
 from ..primitives import to_primitives
 from .text import tex_escape, tt
 
-__all__ = ["errata_context", "proof_sentence", "formula_tex"]
+__all__ = ["errata_context", "proof_sentence", "formula_tex", "notation_rows"]
 
 # functions of the syntax that are not activations: their LaTeX
 _FUNCTION_TEX = {"exp": r"\exp", "log": r"\log", "ln": r"\ln", "sqrt": r"\sqrt", "abs": "",
@@ -187,6 +187,50 @@ def errata_context(c, report: ClaimsReport, resolve) -> dict:
             "count": len(report.verdicts), "proven": proven,
             "refuted": len(report.verdicts) - proven, "items": items,
             "instance": "--".join(map(str, report.instance))}
+
+
+_MEANINGS = {"W": "weights of layer {l}", "b": "biases of layer {l}",
+             "Z": "pre-activation of layer {l}", "A": "activation of layer {l}",
+             "delta": "error term of layer {l}", "dW": "gradient of the weights of layer {l}",
+             "db": "gradient of the biases of layer {l}"}
+_GREEK = ("alpha", "beta", "gamma", "delta", "epsilon", "eta", "theta", "lambda", "mu", "sigma",
+          "phi", "Phi", "psi", "omega", "Sigma", "Delta", "Theta")
+
+
+def _their_tex(name: str) -> str:
+    """A document's symbol as maths when it is a plain name (c_x, h1, alpha), else as text."""
+    import re
+
+    match = re.fullmatch(r"([A-Za-z]+?)(?:_([A-Za-z0-9]+)|(\d+))?", name)
+    if not match:
+        return tex_escape(name)
+    base, sub = match.group(1), match.group(2) or match.group(3)
+    base = f"\\{base}" if base in _GREEK else base if len(base) == 1 else rf"\mathrm{{{base}}}"
+    return f"${base}_{{{sub}}}$" if sub else f"${base}$"
+
+
+def notation_rows(c, report: ClaimsReport) -> tuple[tuple[str, str, str], ...]:
+    """(the document's symbol, this document's, what it is) for the claims file's symbols."""
+    names = _names(c)
+    names["J"] = "J"
+    rows = []
+    for theirs, ours in notation(c.d, report.file):
+        if ours in ACTIVATIONS:
+            here, meaning = f"${ACTIVATIONS[ours].latex}$", "the activation function"
+        elif ours == "A0":
+            here, meaning = f"${names['A0']}$", "the input"
+        elif ours == f"A{c.depth}" and ours not in ("A0",):
+            here, meaning = f"${names[ours]}$", "the output (prediction)"
+        elif ours in ("L", "J", "eta", "Y"):
+            here = {"L": "$L$", "J": "$J$", "eta": r"$\eta$", "Y": f"${names['Y']}$"}[ours]
+            meaning = {"L": "the loss of one example", "J": "the mean loss over the batch",
+                       "eta": "the learning rate", "Y": "the target"}[ours]
+        else:
+            kind, layer = ours.rstrip("0123456789"), ours[len(ours.rstrip("0123456789")):]
+            here = f"${names.get(ours, ours)}$"
+            meaning = _MEANINGS.get(kind, "").format(l=layer)
+        rows.append((_their_tex(theirs), here, meaning))
+    return tuple(rows)
 
 
 def proof_sentence(proof) -> str:
