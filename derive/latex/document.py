@@ -21,6 +21,7 @@ from pathlib import Path
 import jinja2
 import sympy as sp
 from sympy.core.symbol import Str
+from sympy.functions.elementary.hyperbolic import HyperbolicFunction
 
 from codegen.printers.numpy import NumPyCodePrinter
 
@@ -56,12 +57,12 @@ _STEP_SENTENCES = {
     StepKind.IN_OUTPUT: r"Written in the output $a = g(z)$, so that the "
                         r"backward pass reuses the cached activation:",
     StepKind.QUOTIENT_RULE: "By the quotient rule:",
-    StepKind.CASE_SAME: r"Case $i = j$, where $\mathbb{1}_{ij} = 1$:",
+    StepKind.CASE_SAME: r"Case $i = j$, where $\mathbb{I}_{ij} = 1$:",
     StepKind.CASE_SAME_IN_OUTPUTS: r"In the outputs $a_i$:",
-    StepKind.CASE_OTHER: r"Case $i \ne j$, where $\mathbb{1}_{ij} = 0$:",
+    StepKind.CASE_OTHER: r"Case $i \ne j$, where $\mathbb{I}_{ij} = 0$:",
     StepKind.CASE_OTHER_IN_OUTPUTS: r"In the outputs:",
     StepKind.CHAIN_RULE_JACOBIAN: r"Through the softmax Jacobian:",
-    StepKind.KRONECKER_PICK: r"The indicator $\mathbb{1}_{ij}$ picks the term $i = j$:",
+    StepKind.KRONECKER_PICK: r"The indicator $\mathbb{I}_{ij}$ picks the term $i = j$:",
     StepKind.ONE_HOT: r"The targets are one-hot, so $\sum_i y_i = 1$:",
     StepKind.CHAIN_RULE: "By the chain rule, element by element:",
     StepKind.SUBSTITUTED: r"Substituting $\partial L/\partial a_j$ and $g'$:",
@@ -272,6 +273,7 @@ def _forward(c: _Doc) -> dict:
         rows.append(_row(lhs, rhs, c.label(f"a{layer.index}"), note=shape))
     last = c.d.layers[-1]
     return {"rows": rows, "nested": _nested(c), "output": c.tex(last.A.subs(M, 1)),
+            "scalar": _written_out(c), "scalar_label": c.label("scalar"),
             "elided": c.depth > NESTED_MAX_DEPTH, "label": c.label("nested"),
             "vector": [f"${layer.activation.latex}$" for layer in c.d.layers
                        if isinstance(layer.a_def, Columnwise)]}
@@ -295,6 +297,34 @@ def _nested(c: _Doc) -> str:
     for layer in layers[-keep:]:
         value = wrap(layer, value)
     return c.tex(value)
+
+
+WRITTEN_OUT_MAX = (2, 2, 1)  # networks this small get their output written out in scalars
+
+
+def _written_out(c: _Doc) -> list[str]:
+    """The output as one scalar formula of every weight, as seed 003 writes its 2-2-1
+    network's ŷ (one line per hidden unit); [] for a larger network or a vector activation."""
+    sizes = c.d.layer_sizes
+    if len(sizes) != len(WRITTEN_OUT_MAX) or any(
+            n > limit for n, limit in zip(sizes, WRITTEN_OUT_MAX)) or \
+            any(layer.activation.vector for layer in c.d.layers):
+        return []
+    hidden, out = c.d.layers
+    x = [c.p.entry(c.d.X.name, str(k + 1)) for k in range(hidden.fan_in)]
+
+    def unit(layer: Layer, j: int, inputs: list[str]) -> str:
+        terms = [f"{c.p.entry(layer.W.name, f'{j}{k + 1}')} {v}" for k, v in enumerate(inputs)]
+        return " + ".join(terms + [c.p.entry(layer.b.name, str(j))])
+
+    inner = [rf"{hidden.activation.latex}\bigl({unit(hidden, j + 1, x)}\bigr)"
+             for j in range(hidden.units)]
+    weights = [c.p.entry(out.W.name, f"1{k + 1}") for k in range(hidden.units)]
+    lines = [f"{w} \\, {h}" for w, h in zip(weights, inner)]
+    lines[0] = rf"= {out.activation.latex}\Bigl({lines[0]}"
+    lines[1:] = [rf"\quad + {line}" for line in lines[1:]]
+    lines[-1] += rf" + {c.p.entry(out.b.name, '1')}\Bigr)"
+    return lines
 
 
 class LayerNorm(sp.Function):
@@ -334,6 +364,7 @@ def _loss(c: _Doc) -> dict:
         "regularized": bool(objective.penalties), "lambdas": _lambda_values(c),
         "loss_name": f"${out.loss.latex}$", "n_out": last.units,
         "norms": {p.name for p in objective.penalties},
+        "sparse": (rf"L = -\log {c.p.entry(last.A.name, 'c')}" if out.loss.one_hot else ""),
     }
 
 
@@ -379,7 +410,10 @@ def _activation_steps(c: _Doc, layer: Layer) -> dict:
     g = printer.doprint(sp.Function("g")(z))
     declared = printer.doprint(act.expr)
     display = printer.doprint(act.display)
-    definition = [f"= {tex}" for tex in dict.fromkeys((declared, display)) if not _same(tex, g)]
+    forms = [declared, display]
+    if act.expr.atoms(HyperbolicFunction):  # tanh z: its definition in exponentials too
+        forms.append(printer.doprint(act.expr.rewrite(sp.exp)))
+    definition = [f"= {tex}" for tex in dict.fromkeys(forms) if not _same(tex, g)]
     rows = [_row(g, definition, c.label(label + "-def"))] if definition else []
     steps = [s for s in act.steps if s.kind is not StepKind.DEFINITION]
     for k, step in enumerate(steps):
@@ -455,7 +489,7 @@ def _jacobian(c: _Doc, layer: Layer) -> dict:
     cases = (rf"= \begin{{cases}} {c.tex(_factored(jac.same))} & \text{{if }} i = j \\ "
              rf"{c.tex(jac.other)} & \text{{if }} i \ne j \end{{cases}}")
     rows.append(_row(c.tex(sp.Derivative(I.a[i], I.z[j])), (cases, f"= {c.tex(jac.general)}"),
-                     c.label("jacobian"), (r"Both cases in one formula, with the indicator $\mathbb{1}_{ij}$ (1 when $i = j$, "
+                     c.label("jacobian"), (r"Both cases in one formula, with the indicator $\mathbb{I}_{ij}$ (1 when $i = j$, "
                       r"else 0: the Kronecker delta, not written $\delta_{ij}$ here because "
                       r"$\delta$ is the error term):")))
     return {"parts": parts, "rows": rows, "name": f"${layer.activation.latex}$"}
@@ -465,10 +499,18 @@ def _output_error(c: _Doc, layer: Layer) -> dict:
     I = INDEX
     out = c.d.output
     i, j = I.i, I.j
-    rows = [_row(c.tex(sp.Derivative(I.L, I.a[j])), f"= {c.tex(out.dL_da)}", c.label("dLda"),
+    a, y = sp.Symbol("a_j", real=True), sp.Symbol("y_j", real=True)
+    raw = sp.diff(out.loss.per_unit(a, y), a).xreplace({a: I.a[j], y: I.y[j]})
+    dLda = [f"= {c.tex(raw)}"] if c.tex(raw) != c.tex(out.dL_da) else []
+    rows = [_row(c.tex(sp.Derivative(I.L, I.a[j])), dLda + [f"= {c.tex(out.dL_da)}"],
+                 c.label("dLda"),
                  f"The loss {c.ref('loss')} differentiated by SymPy, for one output unit:")]
+    previous = None
     for k, step in enumerate(out.delta_steps):
         rhs = [f"= {c.tex(step.rhs)}"]
+        if step.kind is StepKind.SIMPLIFIED and previous is not None:
+            rhs = _cancelled(c, previous, I.a[j]) + rhs
+        previous = step.rhs
         if step.kind is StepKind.CHAIN_RULE_JACOBIAN:
             generic = sp.Sum(sp.Mul(sp.Derivative(I.L, I.a[i]), sp.Derivative(I.a[i], I.z[j]),
                                     evaluate=False), (i, 1, I.n))
@@ -483,6 +525,17 @@ def _output_error(c: _Doc, layer: Layer) -> dict:
         rows.append(_row(c.tex(step.lhs), rhs, c.label(key), text))
     return {"rows": rows, "uses_sum_y": out.uses_sum_y, "result": c.tex(out.delta),
             "loss": f"${out.loss.latex}$", "activation": f"${layer.activation.latex}$"}
+
+
+def _cancelled(c: _Doc, expr: sp.Expr, a: sp.Expr) -> list[str]:
+    """The line before a cancellation: a denominator a^2 - a written -a(1 - a), so that the
+    factor a(1 - a) of sigma' visibly cancels (sigmoid with binary cross-entropy)."""
+    numerator, denominator = sp.fraction(expr)
+    if sp.expand(denominator - (a**2 - a)) != 0:
+        return []
+    a_tex = c.tex(a)
+    return [rf"= \frac{{{c.tex(numerator)}}}{{-{a_tex} \left(1 - {a_tex}\right)}}"
+            rf" \qquad \text{{as }} {a_tex}^{{2}} - {a_tex} = -{a_tex}\left(1 - {a_tex}\right)"]
 
 
 def _cancels(dL_da: sp.Expr, a: sp.Expr) -> bool:
