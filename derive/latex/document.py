@@ -355,7 +355,8 @@ def _loss(c: _Doc) -> dict:
         terms.append(f"{c.tex(p.symbol * p.coefficient)} {c.tex(norms)}")
     logits = None
     if out.per_example_logits is not None:
-        logits = _row("L", f"= {c.tex(c.at_layer(out.per_example_logits, last))}",
+        in_logits = c.at_layer(out.per_example_logits, last)
+        logits = _row("L", f"= {c.tex(in_logits.doit() if last.units == 1 else in_logits)}",
                       c.label("loss-logits"))
     return {
         "per_example": _row("L", f"= {c.tex(per_example)}", c.label("loss")),
