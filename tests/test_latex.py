@@ -138,7 +138,7 @@ def test_document_reproduces_seed001_derivation():
     assert r"(128 \times 1)(1 \times 784) = (128 \times 784)" in body
     # the recurrence with the transpose, and the code's samples-first form
     assert r"\left(W^{[3]T} \delta^{[3]}\right) \odot \operatorname{ReLU}'(z^{[2]})" in body
-    assert r"\texttt{Z1 = A0 @ W1.\allowbreak{}T + b1}" in body
+    assert r"\texttt{Z1 = A0 @ W1.T + b1}" in body  # code breaks only at its spaces
     # ReLU's convention at 0, the three descent variants
     assert r"\operatorname{ReLU}'(0) = 0" in body
     for name in BATCHING:

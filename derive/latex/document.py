@@ -34,7 +34,7 @@ from ..roles import Role
 from .errata import errata_context, notation_rows, proof_sentence
 from .example import Example, NumericExample, evaluate_example
 from .printer import Applied, DerivationLatexPrinter, Elided
-from .text import tex_escape, tt
+from .text import code_tt, tex_escape, tt
 
 __all__ = ["Row", "Table", "render_sections", "render_body", "render_document", "SECTIONS",
            "tex_escape"]
@@ -419,14 +419,24 @@ def _activation_steps(c: _Doc, layer: Layer) -> dict:
     steps = [s for s in act.steps if s.kind is not StepKind.DEFINITION]
     for k, step in enumerate(steps):
         key = label if k == len(steps) - 1 else f"{label}-{k}"
-        rows.append(_row(printer.doprint(step.lhs), f"= {printer.doprint(step.rhs)}",
-                         c.label(key), _sentence(step)))
+        _append_step(rows, _row(printer.doprint(step.lhs), f"= {printer.doprint(step.rhs)}",
+                                c.label(key), _sentence(step)))
     primitives = [cls for cls in PRIMITIVES
                   if any(s.rhs.has(cls) for s in act.steps) and not _same(printer.doprint(cls(z)), g)]
     definitions = [_row(printer.doprint(cls(z)), f"= {printer.doprint(cls.definition(z))}",
                         c.label(f"prim-{cls.__name__}-{label}")) for cls in primitives]
     return {"name": f"${act.latex}$", "layers": [layer.index], "rows": rows,
             "definitions": definitions, "convention": _convention(act, printer)}
+
+
+def _append_step(rows: list[Row], row: Row) -> None:
+    """Add a derivation step, unless it prints the same line as the step before (SymPy's
+    simplification of a form already simplest): then the step before takes its label."""
+    if rows and rows[-1].lhs == row.lhs and rows[-1].rhs[-1] == row.rhs[-1]:
+        rows[-1] = Row(rows[-1].lhs, rows[-1].rhs, row.label, rows[-1].text,
+                       rows[-1].numbered, rows[-1].note)
+        return
+    rows.append(row)
 
 
 def _same(a: str, b: str) -> bool:
@@ -523,7 +533,7 @@ def _output_error(c: _Doc, layer: Layer) -> dict:
         if step.kind is StepKind.CHAIN_RULE_JACOBIAN and _cancels(out.dL_da, I.a[j]):
             text = (r"Through the softmax Jacobian; its factor $a_i$ cancels the $1/a_i$ of "
                     r"$\partial L/\partial a_i$:")
-        rows.append(_row(c.tex(step.lhs), rhs, c.label(key), text))
+        _append_step(rows, _row(c.tex(step.lhs), rhs, c.label(key), text))
     return {"rows": rows, "uses_sum_y": out.uses_sum_y, "result": c.tex(out.delta),
             "loss": f"${out.loss.latex}$", "activation": f"${layer.activation.latex}$"}
 
@@ -626,8 +636,9 @@ def _gradients(c: _Doc) -> dict:
             param = grad.param.name
             rhs = (f"= {c.p.partial_of('L', layer.Z.name)} {c.p.partial_of(layer.Z.name, param)}",
                    f"= {c.tex(grad.per_example)}")
-            gradients += [_row(c.p.partial_of("L", param), rhs, c.label(f"grad-{param}")),
-                          c.shape_rows(grad.per_example)]
+            gradients.append(_row(c.p.partial_of("L", param), rhs, c.label(f"grad-{param}")))
+            if not isinstance(grad.per_example, sp.MatrixSymbol):  # (n x 1) = (n x 1) says nothing
+                gradients.append(c.shape_rows(grad.per_example))
         outer = None
         if layer.is_output:  # why the transpose, once
             dz_dW = c.d.dense.dz_dW.rhs.xreplace({I.x: sp.IndexedBase(layer.A_prev.name)}).subs(I.i, i)
@@ -708,14 +719,14 @@ def _batch(c: _Doc) -> dict:
         lhs, rhs = _activation_of(c, layer, batch=True)
         forward.append(_row(lhs, rhs, c.label(f"A{layer.index}"), note=c.P.dims(layer.A.shape)))
         table.append((f"${c.tex(layer.Z, True)} = {c.tex(z, True)}$",
-                      tt(f"{layer.Z.name} = {code.rows(z)}")))
+                      code_tt(f"{layer.Z.name} = {code.rows(z)}")))
     for layer in reversed(d.layers):
         if isinstance(layer.delta_def, MatrixDef):
             expr = layer.delta_def.expr
             backward.append(_row(c.tex(layer.delta, True), f"= {c.tex(expr, True)}",
                                  c.label(f"Delta{layer.index}"), note=c.P.dims(expr.shape)))
             table.append((f"${c.tex(layer.delta, True)} = {c.tex(expr, True)}$",
-                          tt(f"{layer.delta.name} = {code.rows(expr)}")))
+                          code_tt(f"{layer.delta.name} = {code.rows(expr)}")))
         else:
             columns = c.at_layer(d.output.delta, layer)
             backward.append(_row(c.P.entry(layer.delta.name, "j"), f"= {c.tex(columns, True)}",
@@ -723,14 +734,14 @@ def _batch(c: _Doc) -> dict:
             out_code = NumPyCodePrinter({INDEX.a: layer.A.name, INDEX.y: d.Y.name,
                                          INDEX.z: layer.Z.name}, like=layer.Z.name)
             table.append((f"${c.P.entry(layer.delta.name, 'j')} = {c.tex(columns, True)}$",
-                          tt(f"{layer.delta.name} = {out_code.doprint(d.output.delta)}")))
+                          code_tt(f"{layer.delta.name} = {out_code.doprint(d.output.delta)}")))
         for grad in (layer.grad_W, layer.grad_b):
             formula = _gradient_formula(c, grad)
             backward.append(_row(c.P.name(grad.target.name), f"= {c.tex(formula, True)}",
                                  c.label(f"batch-{grad.target.name}"), note=c.P.dims(formula.shape)))
             inline = c.P.partial(c.P.name("L"), c.tex(grad.param), inline=True)
             table.append((f"${inline} = {c.tex(formula, True)}$",
-                          tt(f"{grad.target.name} = {code.doprint(grad.formula)}")))
+                          code_tt(f"{grad.target.name} = {code.doprint(grad.formula)}")))
     first = d.layers[0]
     return {"forward": forward, "backward": backward,
             "shapes": c.shape_rows(first.grad_W.data_term, batch=True, text=(
@@ -741,7 +752,7 @@ def _batch(c: _Doc) -> dict:
                           tuple(table)),
             "z1": c.tex(first.Z, True), "z1_expr": c.tex(first.z_def.expr, True),
             "z1_T": c.tex(sp.Transpose(first.z_def.expr).doit(), True),
-            "z1_code": tt(f"{first.Z.name} = {code.rows(first.z_def.expr)}"),
+            "z1_code": code_tt(f"{first.Z.name} = {code.rows(first.z_def.expr)}"),
             "first": c.P.dims(first.Z.shape), "X": c.tex(d.X, True), "Y": c.tex(d.Y, True),
             "regularized": bool(d.objective.penalties), "lambdas": _lambda_values(c)}
 

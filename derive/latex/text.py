@@ -10,7 +10,7 @@ outside ASCII as visible escapes.
 
 from __future__ import annotations
 
-__all__ = ["tex_escape", "tt"]
+__all__ = ["tex_escape", "tt", "code_tt"]
 
 _TEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
@@ -52,3 +52,9 @@ def tt(text: str) -> str:
     text-companion font needed), and a line may break after it and after '.'."""
     text = tex_escape(text).replace(r"\_", r"{\char95}\allowbreak{}").replace(".", r".\allowbreak{}")
     return r"\texttt{" + text + "}"
+
+
+def code_tt(text: str) -> str:
+    """A line of code in typewriter: escaped, breaking only at its spaces (never inside a name
+    or after a '.'), '_' as the font's own glyph."""
+    return r"\texttt{" + tex_escape(text).replace(r"\_", r"{\char95}") + "}"
