@@ -178,7 +178,10 @@ def errata_context(c, report: ClaimsReport, resolve) -> dict:
         items.append({
             "source": tex_escape(v.claim.source), "note": tex_escape(v.claim.note),
             "claim": f"{lhs} {relation} {formula_tex(v.claim.equation.rhs, names, resolve)}",
-            "proven": v.proven, "reason": tex_escape(_sentence(v.reason)),
+            "proven": v.proven,
+            # a proven formula's "equal to the derived ... exactly" is the section's method
+            "reason": "" if v.proven and v.kind not in ("update", "number") else
+            tex_escape(_sentence(v.reason)),
             "derived": (f"{lhs} = {d}" if (d := _derived_tex(c, v)) and not v.proven else ""),
             "counterexample": _counterexample(v.counterexample, names) if v.counterexample else None,
         })
