@@ -8,6 +8,7 @@ same notation as the derivation it is checked against.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import sympy as sp
@@ -162,10 +163,24 @@ def _derived_tex(c, v: Verdict) -> str:
     return ""
 
 
+_LEADING_WORDS = ("the", "a", "an", "not", "at", "equal")
+
+
 def _sentence(text: str) -> str:
-    """A reason as a sentence: a leading word capitalised, a leading symbol (z1[3]) kept."""
+    """A reason as a sentence: a leading word capitalised, a leading symbol (yhat) kept."""
     word = text.split(" ", 1)[0]
-    return text[:1].upper() + text[1:] if word.isalpha() else text
+    return text[:1].upper() + text[1:] if word in _LEADING_WORDS else text
+
+
+def _reason(v: Verdict) -> str:
+    """What the section says under a claim: nothing for a proven formula or figure (the
+    section's opening says how), a short line for a proven rule, the reason for a refutation,
+    its decimal numbers set as maths."""
+    if v.proven:
+        return ("A descent direction: the slope of $J$ along it is negative at every point"
+                if v.kind == "update" else "")
+    text = tex_escape(_sentence(v.reason))
+    return re.sub(r"(?<![\w.$-])(\$-\$|-)?(\d+\.\d+)", lambda m: f"${'-' if m.group(1) else ''}{m.group(2)}$", text)
 
 
 def errata_context(c, report: ClaimsReport, resolve) -> dict:
@@ -179,9 +194,7 @@ def errata_context(c, report: ClaimsReport, resolve) -> dict:
             "source": tex_escape(v.claim.source), "note": tex_escape(v.claim.note),
             "claim": f"{lhs} {relation} {formula_tex(v.claim.equation.rhs, names, resolve)}",
             "proven": v.proven,
-            # a proven formula's "equal to the derived ... exactly" is the section's method
-            "reason": "" if v.proven and v.kind not in ("update", "number") else
-            tex_escape(_sentence(v.reason)),
+            "reason": _reason(v),
             "derived": (f"{lhs} = {d}" if (d := _derived_tex(c, v)) and not v.proven else ""),
             "counterexample": _counterexample(v.counterexample, names) if v.counterexample else None,
         })
@@ -202,8 +215,6 @@ _GREEK = ("alpha", "beta", "gamma", "delta", "epsilon", "eta", "theta", "lambda"
 
 def _their_tex(name: str) -> str:
     """A document's symbol as maths when it is a plain name (c_x, h1, alpha), else as text."""
-    import re
-
     match = re.fullmatch(r"([A-Za-z]+?)(?:_([A-Za-z0-9]+)|(\d+))?", name)
     if not match:
         return tex_escape(name)
