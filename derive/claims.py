@@ -183,7 +183,8 @@ def counterexample_lines(cx: Counterexample) -> list[str]:
     sizes = "-".join(map(str, cx.instance))
     head = (f"counterexample on a {sizes} instance, {cx.examples} example"
             f"{'s' if cx.examples > 1 else ''}: " if cx.instance else "counterexample: ")
-    point = "; ".join(f"{name} = {matrix_text(value)}" for name, value in cx.point)
+    shown = {"A0": "x", "Y": "y"}
+    point = "; ".join(f"{shown.get(name, name)} = {matrix_text(value)}" for name, value in cx.point)
     out = [head + point]
     at = f"[{cx.entry[0]},{cx.entry[1]}]" if cx.entry and cx.claimed.shape != (1, 1) else ""
     if cx.claimed.shape == (1, 1) or cx.entry is None:
