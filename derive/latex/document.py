@@ -570,21 +570,21 @@ def _factor_row(c: _Doc, factor) -> Row:
     layer = c.d.layers[-1] if numerator.role is Role.LOSS else c.d.layers[numerator.layer - 1]
     if isinstance(value, sp.Expr) and value.has(sp.Indexed):  # index form: the output layer
         if numerator.role is Role.LOSS:
-            lhs, note = c.p.partial_of(num, den, den_index="j"), f"the loss, {c.ref('dLda')}"
+            lhs, note = c.p.partial_of(num, den, den_index="j"), f"the loss, see {c.ref('dLda')}"
         else:
-            lhs, note = c.p.partial_of(num, den, "i", "j"), f"${layer.activation.latex}$, {c.ref('jacobian')}"
+            lhs, note = c.p.partial_of(num, den, "i", "j"), f"${layer.activation.latex}$, see {c.ref('jacobian')}"
         return _row(lhs, f"= {c.tex(c.at_layer(value, layer))}", numbered=False,
                     note=rf"\text{{{note}}}")
     lhs = c.p.partial_of(num, den)
     value_role = c.d.role_of(value) if isinstance(value, sp.MatrixSymbol) else None
     if value_role is not None and value_role.role is Role.LOCAL_DERIVATIVE:
-        note = (rf"{c.ref(_act_label(layer.activation))}, entry by entry: a factor $\odot$")
+        note = (rf"see {c.ref(_act_label(layer.activation))}; entry by entry: a factor $\odot$")
     elif value_role is not None and value_role.role is Role.WEIGHT:
-        note = f"dense layer, {c.ref('dzdx')}"
+        note = f"dense layer, see {c.ref('dzdx')}"
     elif c.d.role_of(den).role is Role.WEIGHT:
-        note = f"dense layer, {c.ref('dzdW')}: the layer's input"
+        note = f"dense layer, see {c.ref('dzdW')}: the layer's input"
     else:
-        note = f"dense layer, {c.ref('dzdb')}"
+        note = f"dense layer, see {c.ref('dzdb')}"
     shown = c.one(value) if isinstance(value, sp.MatrixExpr) else value
     return _row(lhs, f"= {c.tex(shown)}", numbered=False, note=rf"\text{{{note}}}")
 
