@@ -15,6 +15,7 @@ forward, loss, local derivatives, gradients (chain rule, recurrence, shape check
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -777,7 +778,8 @@ def _updates(c: _Doc) -> dict:
     if len(pairs) > 4:
         pairs = pairs[:2] + [r"\ldots"] + pairs[-1:]
     variants = Table(_columns(0.36, 0.64), ("variant", "what one step averages over"),
-                     tuple((tex_escape(r.title), tex_escape(r.batch)) for r in d.updates))
+                     tuple((tex_escape(r.title), _text_maths(tex_escape(r.batch)))
+                           for r in d.updates))
     training = d.spec.training
     scheme = BATCHING[training.optimizer]
     defaults = training == type(training)()
@@ -787,6 +789,15 @@ def _updates(c: _Doc) -> dict:
             "learning_rate": _number_text(training.learning_rate),
             "batch_size": training.batch_size, "epochs": training.epochs,
             "batch_sized": scheme.examples == BATCH_SIZE, "defaults": defaults}
+
+
+_MATHS_IN_TEXT = re.compile(r"(?<![\w$\\])(m = [A-Z0-9]+|[A-Z]/[A-Z]|[A-Z]|m)(?![\w$])")
+
+
+def _text_maths(text: str) -> str:
+    """Symbols inside a sentence (N, B, m = 1, N/B in the descent variants' descriptions)
+    set as maths."""
+    return _MATHS_IN_TEXT.sub(lambda match: f"${match.group(1)}$", text)
 
 
 def _count_word(count: int) -> str:
