@@ -48,6 +48,9 @@ def test_softmax_cancellation_stated_only_where_it_happens():
     assert r"its factor $a_i$ cancels the $1/a_i$ of $\partial L/\partial a_i$" in ce
     mse = render_latex(derive(load_spec_text(TANH_MSE_L1, "review.yaml")))
     assert "Through the softmax Jacobian:" in mse and "cancels the" not in mse
+    line = r"&= \sum_{i=1}^{n} a_{i} (\mathbb{I}_{ij} - a_{j}) (a_{i} - y_{i})"
+    assert mse.count(line) == 1  # no duplicated line
+    assert r"a_{j} \left(a_{j} + \sum_{i=1}^{n} a_{i} (y_{i} - a_{i}) - y_{j}\right)" in mse
 
 
 def test_kronecker_delta_is_not_the_error_letter():

@@ -528,8 +528,12 @@ def _output_error(c: _Doc, layer: Layer) -> dict:
                                     evaluate=False), (i, 1, I.n))
             product = sp.Sum(sp.Mul(out.dL_da.subs(j, i), layer.activation.jacobian.general,
                                     evaluate=False), (i, 1, I.n))
-            rhs = [f"= {c.tex(generic)}", f"= {c.tex(product)}", f"= {c.tex(step.rhs)}"]
+            rhs = list(dict.fromkeys([f"= {c.tex(generic)}", f"= {c.tex(product)}",
+                                      f"= {c.tex(step.rhs)}"]))
         key = "delta-out" if k == len(out.delta_steps) - 1 else f"delta-out-{k}"
+        if k == len(out.delta_steps) - 1 and step.rhs.has(sp.Sum):
+            factored = f"= {c.tex(_factored_sums(step.rhs))}"
+            rhs = list(dict.fromkeys(rhs + [factored]))
         text = _sentence(step)
         if step.kind is StepKind.CHAIN_RULE_JACOBIAN and _cancels(out.dL_da, I.a[j]):
             text = (r"Through the softmax Jacobian; its factor $a_i$ cancels the $1/a_i$ of "
@@ -548,6 +552,26 @@ def _cancelled(c: _Doc, expr: sp.Expr, a: sp.Expr) -> list[str]:
     a_tex = c.tex(a)
     return [rf"= \frac{{{c.tex(numerator)}}}{{-{a_tex} \left(1 - {a_tex}\right)}}"
             rf" \qquad \text{{as }} {a_tex}^{{2}} - {a_tex} = -{a_tex}\left(1 - {a_tex}\right)"]
+
+
+def _factored_sums(expr: sp.Expr) -> sp.Expr:
+    """A result with sums (softmax with a loss other than cross-entropy) factored: the common
+    factor taken out and the sums over the same index joined into one."""
+    from sympy.simplify.simplify import sum_combine
+
+    factored = sp.factor_terms(expr)
+    if not isinstance(factored, sp.Mul):
+        return expr
+    inner = [a for a in factored.args if isinstance(a, sp.Add)]
+    if len(inner) != 1:
+        return factored
+    sums = [t for t in inner[0].args if t.has(sp.Sum)]
+    rest = [t for t in inner[0].args if not t.has(sp.Sum)]
+    joined = sum_combine(sums) if len(sums) > 1 else sp.Add(*sums)
+    joined = joined.replace(lambda x: isinstance(x, sp.Sum),
+                            lambda s: sp.Sum(sp.factor_terms(s.function), *s.limits))
+    outer = [a for a in factored.args if a is not inner[0]]
+    return sp.Mul(*outer) * (sp.Add(*rest) + joined)
 
 
 def _cancels(dL_da: sp.Expr, a: sp.Expr) -> bool:
