@@ -89,6 +89,7 @@ def _run(path: str, args) -> int:
     spec = load_spec(path)
     derivation = derive(spec)
     example = _latex_example(derivation, args)  # a bad values file: nothing is written
+    claims = _claims(derivation, args)  # nor with a bad claims file
     try:
         target = write_module(derivation, args.out, force=args.force)
     except WriteRefused as err:
@@ -103,7 +104,8 @@ def _run(path: str, args) -> int:
     sizes = "-".join(map(str, spec.layer_sizes))
     _say(args, f"{path}: {spec.name} ({sizes}, {spec.loss}) -> {target} "
                f"in {time.perf_counter() - started:.2f} s")
-    claims = _claims(derivation, args)
+    if claims is not None and not (args.quiet and claims.ok):
+        print(claims.summary(), file=sys.stdout if claims.ok else sys.stderr, flush=True)
     proof = _proof(derivation) if args.check else None
     if args.latex and (failed := _latex(derivation, example, args, claims, proof)):
         return failed
@@ -116,17 +118,14 @@ def _run(path: str, args) -> int:
 
 
 def _claims(derivation, args):
-    """The claims of --claims, or of the spec's claims: key with --check or --latex: checked
-    and reported (None when there are none)."""
+    """The claims of --claims, or of the spec's claims: key with --check or --latex, checked
+    (None when there are none)."""
     from .claims import check_claims, load_claims
 
     path = args.claims or (derivation.spec.claims if args.check or args.latex else None)
     if path is None:
         return None
-    report = check_claims(derivation, load_claims(path))
-    if not (args.quiet and report.ok):
-        print(report.summary(), file=sys.stdout if report.ok else sys.stderr, flush=True)
-    return report
+    return check_claims(derivation, load_claims(path))
 
 
 def _proof(derivation):

@@ -211,9 +211,11 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert main(base + ["--claims", str(good)]) == 0
     assert main(base + ["--claims", str(surprised)]) == 1
     assert "UNEXPECTED" in capsys.readouterr().err
+    shutil.rmtree(tmp_path / "gen")
     assert main(base + ["--claims", str(broken)]) == 2
     err = capsys.readouterr().err
     assert f"{broken}:2: claims[0].claim: column " in err and "Traceback" not in err
+    assert not (tmp_path / "gen").exists()  # a bad claims file: nothing is written
 
 
 def test_spec_claims_key(tmp_path):
