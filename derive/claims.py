@@ -117,6 +117,7 @@ class Verdict:
     proven: bool
     reason: str  # one sentence: why
     counterexample: Counterexample | None = None
+    derived: str = ""  # the derived formula in text, for the terminal (the LaTeX prints its own)
 
     @property
     def ok(self) -> bool:
@@ -148,6 +149,8 @@ class ClaimsReport:
             source = f" ({v.claim.source})" if v.claim.source else ""
             lines.append(f"{where}: {v.word}: {v.claim.text}{source}{mark}")
             lines.append(f"  {v.reason}")
+            if v.derived:
+                lines.append(f"  derived: {v.derived}")
             if v.counterexample is not None:
                 lines += [f"  {line}" for line in counterexample_lines(v.counterexample)]
         proven = sum(v.proven for v in self.verdicts)
@@ -996,8 +999,9 @@ def _check_local(plan: _Plan, context: _Context) -> Verdict:
             continue
         cx = Counterexample((), 1, (("z", sp.Matrix([[z]])),), plan.target, None,
                             sp.Matrix([[claimed_r]]), sp.Matrix([[real]]))
-        return _verdict(plan, False, f"the formula differs from the derived {plan.target} = "
-                                     f"{sp.sstr(to_primitives(derived))}", cx)
+        return dataclasses.replace(
+            _verdict(plan, False, f"the formula differs from the derived {plan.target}", cx),
+            derived=f"{plan.target} = {sp.sstr(to_primitives(derived))}")
     return _verdict(plan, True, f"equal to the derived {plan.target} at {len(points)} rational "
                                 "points of both signs, exactly")
 
