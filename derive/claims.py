@@ -169,6 +169,8 @@ def number_text(value, digits: int = 6) -> str:
         return str(value)
     if value == 0:
         return "0"
+    if value.is_real is False or not value.is_number:  # a complex value (log of a negative)
+        return sp.sstr(sp.N(value, digits))
     return f"{float(value):.{digits}g}"
 
 
@@ -786,6 +788,16 @@ def _walk(node: Node):
 
 
 def _check(plan: _Plan, context: _Context, claims: ClaimsFile) -> Verdict:
+    try:
+        return _decide(plan, context, claims)
+    except (TypeError, ValueError, ArithmeticError) as err:  # e.g. a complex value, log(-1)
+        if isinstance(err, SpecError):
+            raise
+        return _verdict(plan, False, f"the formula could not be evaluated as a real number at "
+                                     f"the points tried ({err})")
+
+
+def _decide(plan: _Plan, context: _Context, claims: ClaimsFile) -> Verdict:
     if plan.kind == "number":
         return _check_number(plan, context, claims)
     if plan.kind == "local derivative":
@@ -896,7 +908,10 @@ def _compare(plan: _Plan, instance: _Instance, resolve, lookup, seed: int) -> Ve
                             plan.target, entry, claimed_r, derived_r)
         return _verdict(plan, False, f"the formula differs from the derived {plan.target}",
                         cx)
-    how = (f"equal to the derived {plan.target} at {POINTS} random rational points on a "
+    if decided == 0:
+        return _verdict(plan, False, "the formula has no value at any point tried (a division "
+                                     "by zero or a logarithm of a non-positive number)")
+    how = (f"equal to the derived {plan.target} at {decided} random rational points on a "
            f"{'-'.join(map(str, instance.sizes))} instance ({instance.m} example"
            f"{'s' if instance.m > 1 else ''}), exactly")
     if agreed_real:

@@ -110,6 +110,8 @@ def _fraction(value) -> str:
         return rf"{sign}\tfrac{{{abs(value.p)}}}{{{value.q}}}"
     if value.is_Rational:
         return str(value)
+    if value.is_real is False or not value.is_number:
+        return sp.latex(sp.N(value, 6))
     return f"{float(value):.6g}".replace("e-", r"\times 10^{-").replace("e+", r"\times 10^{") + \
         ("}" if "e" in f"{float(value):.6g}" else "")
 
