@@ -287,3 +287,15 @@ def test_hostile_spec_file_name_reaches_latex_only_as_text(tmp_path):
         out = write_latex(d, tmp_path / "net.tex", pdf=True)
         assert out.pdf.exists() and not (tmp_path / "PWNED").exists()
         assert "root:" not in out.log
+
+
+def test_formulas_without_a_real_value_are_refuted_not_crashed():
+    claims = """\
+claims:
+  - {claim: "delta2 = (yhat - y)/(yhat - yhat)", expect: false}
+  - {claim: "delta2 = log(-1 - yhat^2)", expect: false}
+"""
+    proven, report = _verdicts(claims)
+    assert proven == [False, False] and report.ok
+    assert "no value at any point" in report.verdicts[0].reason
+    assert "I" in report.summary()  # the complex value is shown
