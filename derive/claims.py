@@ -157,8 +157,10 @@ class ClaimsReport:
         unexpected = sum(not v.ok for v in self.verdicts)
         tail = "every verdict as expected" if not unexpected else \
             f"{unexpected} verdict{'s' if unexpected > 1 else ''} not as expected"
-        lines.append(f"claims of {self.spec_name} ({self.file.path}): {len(self.verdicts)} "
-                     f"claims, {proven} proven, {len(self.verdicts) - proven} refuted; {tail}")
+        count = len(self.verdicts)
+        lines.append(f"claims of {self.spec_name} ({self.file.path}): {count} "
+                     f"claim{'s' if count != 1 else ''}, {proven} proven, {count - proven} "
+                     f"refuted; {tail}")
         return "\n".join(lines)
 
 
