@@ -299,3 +299,14 @@ claims:
     assert proven == [False, False] and report.ok
     assert "no value at any point" in report.verdicts[0].reason
     assert "I" in report.summary()  # the complex value is shown
+
+
+def test_hostile_claims_text_reaches_latex_only_as_text():
+    hostile = r"\input{secret}\immediate\write18{touch PWNED}%"
+    text = (f"document: '{hostile}'\nsymbols: {{'{hostile}': a1}}\nclaims:\n"
+            f"  - {{claim: 'db2 = yhat - y', source: '{hostile}', note: '{hostile}'}}\n")
+    d = _derivation()
+    report = check_claims(d, load_claims_text(text, "c.yaml"))
+    tex = render_latex(d, claims=report)
+    assert r"\input{secret}" not in tex and r"\immediate\write18" not in tex
+    assert tex.count(r"\textbackslash{}input\{secret\}") >= 3
