@@ -240,9 +240,10 @@ def test_errata_section_golden_fragments():
     report = check_claims(d, load_claims(ROOT / "examples" / "errata" / "seed000_shallow.yaml"))
     tex = render_latex(d, claims=report, notation="subscript")
     assert r"\section{Errata: the document's formulas checked}" in tex
-    assert r"\noindent\textbf{eq. (6): refuted.}" in tex
+    assert r"\subsection*{Refuted}" in tex and r"\noindent\textbf{eq. (6).}" in tex
     assert r"\operatorname{ReLU}\left(W_{2}^{T} \, \left(a_{2} - y\right)\right) \, x^{T}" in tex
-    assert r"\noindent\textbf{eq. (6), corrected: proven.}" in tex
+    assert r"\subsection*{Proven}" in tex and r"\noindent eq. (6), corrected:" in tex
+    assert r"\intertext{eq. (7):}" in tex
     assert "the claim gives" in tex and r"\tfrac{" in tex
     assert "8 claims, 6 proven and 2 refuted" in tex
 

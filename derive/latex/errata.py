@@ -48,6 +48,8 @@ def _names(c) -> dict[str, str]:
 def formula_tex(node: Node, names: dict[str, str], resolve) -> str:
     """A claim's formula in LaTeX; ``resolve`` maps the document's names to the Derivation's."""
     def wrap(child: Node, loose: tuple[str, ...]) -> str:
+        """The child, in parentheses where it binds more loosely than its parent (a sum inside
+        a product; a matrix product inside an element-wise one, and the other way round)."""
         text = tex(child)
         if isinstance(child, Binary) and child.op in loose or isinstance(child, Unary) and loose:
             return rf"\left({text}\right)"
@@ -88,7 +90,8 @@ def formula_tex(node: Node, names: dict[str, str], resolve) -> str:
         if n.op == "div":
             return rf"\frac{{{tex(n.left)}}}{{{tex(n.right)}}}"
         sep = r" \odot " if n.op == "hadamard" else r" \, "
-        return wrap(n.left, _LOOSE) + sep + wrap(n.right, _LOOSE)
+        other = ("matmul",) if n.op == "hadamard" else ("hadamard",)
+        return wrap(n.left, _LOOSE + other) + sep + wrap(n.right, _LOOSE + other)
     return tex(node)
 
 
@@ -179,7 +182,7 @@ def _reason(v: Verdict) -> str:
     section's opening says how), a short line for a proven rule, the reason for a refutation,
     its decimal numbers set as maths."""
     if v.proven:
-        return ("A descent direction: the slope of $J$ along it is negative at every point"
+        return ("a descent direction: the slope of $J$ along it is negative at every point"
                 if v.kind == "update" else "")
     text = tex_escape(_sentence(v.reason))
     return re.sub(r"(?<![\w.$-])(\$-\$|-)?(\d+\.\d+)", lambda m: f"${'-' if m.group(1) else ''}{m.group(2)}$", text)
