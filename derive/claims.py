@@ -972,9 +972,9 @@ def _check_update(plan: _Plan, instance: _Instance, resolve, lookup, seed: int) 
         cx = Counterexample(instance.sizes, instance.m, shown, "slope of J along the rule",
                             None, sp.Matrix([[slope_real]]), sp.Matrix([[-sum(g * g for g in g_real)]]),
                             lines)
-        return _verdict(plan, False, f"not a descent direction: the slope of J along the rule, "
-                                     f"sum(d{theta} ∘ direction), is ≥ 0 (the derived rule's "
-                                     f"slope is −‖d{theta}‖² < 0)", cx)
+        return _verdict(plan, False, f"not a descent direction: at this point the slope of J "
+                                     f"along the rule is ≥ 0, where the derived rule's slope is "
+                                     f"−‖d{theta}‖² < 0", cx)
     return _verdict(plan, True, f"a descent direction: at {POINTS} random rational points on a "
                                 f"{'-'.join(map(str, instance.sizes))} instance the rule leaves "
                                 f"{theta} at learning rate 0 and the slope of J along it is "

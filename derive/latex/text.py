@@ -26,6 +26,7 @@ _UNICODE = {"−": "$-$", "∘": r"$\circ$", "⊙": r"$\odot$", "·": r"$\cdot$"
             "Δ": r"$\Delta$", "σ": r"$\sigma$", "φ": r"$\phi$", "Φ": r"$\Phi$", "θ": r"$\theta$",
             "Θ": r"$\Theta$", "λ": r"$\lambda$", "ε": r"$\varepsilon$", "∞": r"$\infty$",
             **{chr(0x2080 + k): f"$_{{{k}}}$" for k in range(10)},
+            "<": "$<$", ">": "$>$", "|": r"$|$",  # OT1 text has no glyph for these
             "é": r"\'e", "è": r"\`e", "ü": r"\"u", "ö": r"\"o", "ä": r"\"a"}
 
 
