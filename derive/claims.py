@@ -22,9 +22,10 @@ numbers.  Shapes are checked first on the spec's own sizes.
 
 * a gradient, error, forward quantity, the loss L or dL/da: equal at every point;
 * a local derivative ``d g/dz``: equal at rational z of both signs;
-* an update rule ``W1 := ...``: it leaves W1 where it is at learning rate 0 and moves along
-  a descent direction (the slope of J along it, sum(dJ/dW1 ∘ direction), is negative at every
-  point); a refuted rule shows J rising after a small step;
+* an update rule ``W1 := ...``: it leaves W1 where it is at learning rate 0 (exactly) and moves
+  along a descent direction (the slope of J along it, sum(dJ/dW1 ∘ direction), is negative at
+  every point, in real numbers: the stand-ins keep equalities, not the order of values); a
+  refuted rule shows J rising after a small step;
 * a number of the worked example (``z1[3] = -0.04``): the exact value rounded to the decimals
   printed.
 """
