@@ -141,10 +141,13 @@ class ClaimsReport:
     def ok(self) -> bool:
         return all(v.ok for v in self.verdicts)
 
-    def summary(self) -> str:
-        """The report printed by ``derive --claims``: one line per claim, evidence indented."""
+    def summary(self, brief: bool = False) -> str:
+        """The report printed by ``derive --claims``: one line per claim, evidence indented;
+        ``brief``: only the verdicts not as expected, and the closing line."""
         lines = []
         for v in self.verdicts:
+            if brief and v.ok:
+                continue
             where = f"{self.file.path}:{v.claim.line}"
             mark = "" if v.ok else f"  [UNEXPECTED: the file expects {'proven' if v.claim.expect else 'refuted'}]"
             source = f" ({v.claim.source})" if v.claim.source else ""
