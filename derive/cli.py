@@ -89,7 +89,9 @@ def _run(path: str, args) -> int:
     spec = load_spec(path)
     derivation = derive(spec)
     example = _latex_example(derivation, args)  # a bad values file: nothing is written
+    checking = time.perf_counter()
     claims = _claims(derivation, args)  # nor with a bad claims file
+    started += time.perf_counter() - checking  # the module line times the module alone
     try:
         target = write_module(derivation, args.out, force=args.force)
     except WriteRefused as err:
