@@ -643,7 +643,14 @@ def _gradients(c: _Doc) -> dict:
             backprop = sp.Sum(sp.IndexedBase(above.delta.name)[i] * dz_da, (i, 1, above.units))
             prefix = above.grad_b.chain[:-1]
             memo = c.p.partial_of(prefix[0].numerator, prefix[-1].denominator, inline=True)
-            error = [
+            if l < c.depth - 1:  # the recurrence was worked out for the layer above: cite it
+                error = [_row(c.tex(delta), f"= {c.tex(expr)}", c.label(f"delta{l}"),
+                              rf"The recurrence {c.ref('bp2')}, with ${memo} = "
+                              rf"{c.tex(above.delta.subs(M, 1))}$ {c.ref(f'delta{l + 1}')}:"),
+                         c.shape_rows(expr)]
+            else:
+                error = None
+            error = error or [
                 _row(c.p.partial_of("L", layer.A.name, den_index="k"),
                      (f"= {c.tex(backprop)}",
                       rf"= \left({c.tex(sp.Transpose(above.W) * above.delta.subs(M, 1))}\right)_{{k}}"),
