@@ -97,7 +97,7 @@ def test_seed003_figures_quoted_as_printed():
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not on PATH")
-@pytest.mark.parametrize("name", ["seed003_binary", "seed002_relu_sigmoid"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in (EXAMPLES / "errata").glob("*.yaml")))
 def test_example_documents_with_errata_and_proof_compile_cleanly(name, tmp_path):
     spec = load_spec(EXAMPLES / f"{name}.yaml")
     d = derive(spec)
