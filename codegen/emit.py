@@ -158,6 +158,8 @@ def spec_digest(derivation) -> str:
     """A digest of the spec's content (not its path), for the module's stamp."""
     fields = asdict(derivation.spec)
     fields.pop("source", None)
+    fields.pop("claims", None)  # a claims file about the network does not change its module
+    fields.pop("notices", None)  # messages about the spelling, not content
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "and check the written module by central finite differences")
     parser.add_argument("--force", action="store_true",
                         help="overwrite a file at the target that this tool did not generate")
+    parser.add_argument("--claims", metavar="CLAIMS.yaml",
+                        help="check a document's formulas against the derivation: each claim "
+                             "proven or refuted with a counterexample (see examples/errata/); "
+                             "exit 1 when a verdict is not the one the file expects")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="print only problems (with --train: and the final report)")
     _add_training_arguments(parser)
@@ -47,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _check_training_arguments(parser, args)
     _check_latex_arguments(parser, args)
+    if args.claims and len(args.spec) > 1:
+        parser.error("--claims names the formulas of one network: use it with one --spec "
+                     "(or give each spec a claims: key)")
     from .errors import SpecError
 
     status = EXIT_OK
@@ -84,6 +91,9 @@ def _run(path: str, args) -> int:
         print(f"derive: note: {notice}", file=sys.stderr)
     derivation = derive(spec)
     example = _latex_example(derivation, args)  # a bad values file: nothing is written
+    checking = time.perf_counter()
+    claims = _claims(derivation, args)  # nor with a bad claims file
+    started += time.perf_counter() - checking  # the module line times the module alone
     try:
         target = write_module(derivation, args.out, force=args.force)
     except WriteRefused as err:
@@ -98,23 +108,44 @@ def _run(path: str, args) -> int:
     sizes = "-".join(map(str, spec.layer_sizes))
     _say(args, f"{path}: {spec.name} ({sizes}, {spec.loss}) -> {target} "
                f"in {time.perf_counter() - started:.2f} s")
-    if args.latex and (failed := _latex(derivation, example, args)):
+    if claims is not None and not (args.quiet and claims.ok):
+        brief = args.claims is None  # the spec's own claims, checked along: the outcome
+        print(claims.summary(brief), file=sys.stdout if claims.ok else sys.stderr, flush=True)
+    proof = _proof(derivation) if args.check else None
+    if args.latex and (failed := _latex(derivation, example, args, claims, proof)):
         return failed
-    status = _check(derivation, target, args) if args.check else EXIT_OK
+    status = _check(derivation, target, args, proof) if args.check else EXIT_OK
+    if claims is not None and not claims.ok:
+        status = max(status, EXIT_CHECK_FAILED)
     if args.train and status == EXIT_OK:
         status = _train(spec, target, args)
     return status
 
 
-def _check(derivation, target: Path, args) -> int:
-    from codegen.fdcheck import finite_difference_check
-    from codegen.lower import lower
-    from codegen.files import import_module_from
+def _claims(derivation, args):
+    """The claims of --claims, or of the spec's claims: key with --check or --latex, checked
+    (None when there are none)."""
+    from .claims import check_claims, load_claims
 
+    path = args.claims or (derivation.spec.claims if args.check or args.latex else None)
+    if path is None:
+        return None
+    return check_claims(derivation, load_claims(path))
+
+
+def _proof(derivation):
     from .proof import prove_spec
 
     proof = prove_spec(derivation.spec)
     print(proof.summary(), file=sys.stdout if proof.ok else sys.stderr, flush=True)
+    return proof
+
+
+def _check(derivation, target: Path, args, proof) -> int:
+    from codegen.fdcheck import finite_difference_check
+    from codegen.lower import lower
+    from codegen.files import import_module_from
+
     fd = finite_difference_check(import_module_from(target),
                                  switches=lower(derivation).switches)
     print(fd.summary(), file=sys.stdout if fd.ok else sys.stderr, flush=True)
@@ -287,7 +318,7 @@ def _latex_target(name: str, args) -> Path:
     return target
 
 
-def _latex(derivation, example, args) -> int:
+def _latex(derivation, example, args, claims=None, proof=None) -> int:
     """Write (and with --pdf compile) the LaTeX of one derivation; 0 or an exit status."""
     from .latex import CompileError, EngineMissing, write_latex
 
@@ -295,7 +326,7 @@ def _latex(derivation, example, args) -> int:
     target = _latex_target(derivation.spec.name, args)
     try:
         out = write_latex(derivation, target, body_only=args.latex_body, notation=args.notation,
-                          example=example, pdf=args.pdf)
+                          example=example, pdf=args.pdf, claims=claims, proof=proof)
     except EngineMissing as err:
         print(f"derive: {where}: --pdf: {err} ({target} was written)", file=sys.stderr)
         return EXIT_USAGE

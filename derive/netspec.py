@@ -95,6 +95,7 @@ class NetSpec:
     data: DataSpec | None = None
     source: str | None = None  # file the spec was read from, for messages
     notices: tuple[str, ...] = ()  # located notes for the user (an old spelling, and its new one)
+    claims: str | None = None  # a claims file about this network (derive.claims), its path
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:

@@ -33,8 +33,8 @@ from .losses import LOSSES
 from .netspec import LayerSpec, NetSpec
 from .primitives import from_primitives
 
-__all__ = ["Mismatch", "ProofReport", "evaluate_definitions", "instances", "prove", "prove_spec",
-           "shrink"]
+__all__ = ["Mismatch", "ProofReport", "evaluate_definitions", "exact_model", "instances", "prove",
+           "prove_spec", "shrink"]
 
 MAX_WIDTH = 3
 MAX_FULL_DEPTH = 4
@@ -210,6 +210,14 @@ class _Model:
             raise ValueError(f"inexact number {e} in the proof")
         raise TypeError(f"the proof cannot evaluate {type(e).__name__}: {e}")
 
+    def at(self, expr: sp.Basic, values: dict):
+        """``expr``'s value with ``values`` (symbol -> Fraction) added to the point's; the
+        random stand-ins stay shared (the claims evaluate a function of one entry so)."""
+        inner = copy.copy(self)
+        inner.values = {**self.values, **values}
+        inner.memo = {}
+        return inner(expr)
+
     def _entry(self, e: "_Entry"):
         """An entry's template at its inputs' values; the random stand-ins stay shared."""
         inner = copy.copy(self)
@@ -246,6 +254,13 @@ class _Model:
         lhs, rhs = self(cond.lhs), self(cond.rhs)
         return {"<": lhs < rhs, "<=": lhs <= rhs, ">": lhs > rhs, ">=": lhs >= rhs,
                 "==": lhs == rhs, "!=": lhs != rhs}[cond.rel_op]
+
+
+def exact_model(values: dict, seed: int = 0):
+    """The proof's exact evaluator at one point, for the other stages that compare exactly
+    (the claims): ``values`` maps each symbol to a Fraction; the callable returned gives any
+    SymPy expression's value, with every transcendental stand-in shared across its calls."""
+    return _Model(random.Random(seed), values)
 
 
 def _exact_root(q: Fraction, n: int) -> Fraction | None:

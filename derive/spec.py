@@ -513,6 +513,7 @@ _TOP: dict[str, Check] = {
     "dtype": _or_null(_choice(_DTYPES, "dtype")),
     "training": _or_null(_training),
     "data": _or_null(_data),
+    "claims": _or_null(_string),
 }
 _REQUIRED_TOP = ("name", "input", "layers", "loss")
 
@@ -525,5 +526,13 @@ def _netspec(root: Item, filename: str) -> NetSpec:
     if values.get("training") is not None:
         values["training"], notices = values["training"]
     given = {key: value for key, value in values.items() if value is not None}
+    if "claims" in given:
+        given["claims"] = _claims_path(fields["claims"], given["claims"], filename)
     return NetSpec(**given, source=filename,
                    notices=tuple(f"{filename}:{notice}" for notice in notices))
+
+
+def _claims_path(item: Item, value: str, filename: str) -> str:
+    """The claims file, relative to the spec's folder (read when the claims are checked, so
+    that a spec's text can be loaded away from its folder)."""
+    return value if filename.startswith("<") else str(Path(filename).parent / value)

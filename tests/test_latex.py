@@ -138,7 +138,7 @@ def test_document_reproduces_seed001_derivation():
     assert r"(128 \times 1)(1 \times 784) = (128 \times 784)" in body
     # the recurrence with the transpose, and the code's samples-first form
     assert r"\left(W^{[3]T} \delta^{[3]}\right) \odot \operatorname{ReLU}'(z^{[2]})" in body
-    assert r"\texttt{Z1 = A0 @ W1.\allowbreak{}T + b1}" in body
+    assert r"\texttt{Z1 = A0 @ W1.T + b1}" in body  # code breaks only at its spaces
     # ReLU's convention at 0, the three descent variants
     assert r"\operatorname{ReLU}'(0) = 0" in body
     for name in VARIANTS:
@@ -245,7 +245,8 @@ def test_seed003_binary_numbers():
     assert r"\begin{bmatrix} 0.5 & 0.5 & 0.5 & 0.5 \end{bmatrix}^{T} &&\text{$0.5$ for every unit}" in text
     assert r"\hat{y} &= a^{[2]} = 0.7209" in text
     assert "L &= 0.3273" in text
-    # the document's figures: yhat 0.7207 carries its rounding of a1; L = 0.327 agrees
+    # the document's figures: yhat 0.7207 is sigmoid of its z2 = 0.948 (0.948919 cut, not
+    # rounded); L = 0.327 agrees
     assert r"$\hat{y}$ & $0.7207$ & $0.7209$ & $0.720898$ & \textbf{differs}" in text
     assert "$L$ & $0.327$ & $0.327$ & $0.327258$ & agrees" in text
 

@@ -32,19 +32,20 @@ class LatexOutput:
 
 
 def render_latex(derivation, *, body_only: bool = False, notation: str = "bracket",
-                 example: Example | str | Path | None = None) -> str:
+                 example: Example | str | Path | None = None, claims=None, proof=None) -> str:
     """The LaTeX text: a standalone document, or with ``body_only`` a fragment to paste."""
     if example is not None and not isinstance(example, Example):
         example = load_example(example, derivation)
     render = render_body if body_only else render_document
-    return render(derivation, notation=notation, example=example)
+    return render(derivation, notation=notation, example=example, claims=claims, proof=proof)
 
 
 def write_latex(derivation, path: str | Path, *, body_only: bool = False,
                 notation: str = "bracket", example: Example | str | Path | None = None,
-                pdf: bool = False) -> LatexOutput:
+                pdf: bool = False, claims=None, proof=None) -> LatexOutput:
     """Write the LaTeX to ``path`` atomically; with ``pdf``, compile it beside it.
 
+    ``claims`` (a ClaimsReport) adds the Errata section; ``proof`` (a ProofReport) is stated.
     Raises SpecError (bad example values), ValueError (``pdf`` with ``body_only``: a fragment
     does not compile alone), EngineMissing (no pdflatex) or CompileError.
     """
@@ -55,7 +56,7 @@ def write_latex(derivation, path: str | Path, *, body_only: bool = False,
                          "drop --latex-body to get a PDF")
     path = Path(path)
     atomic_write(path, render_latex(derivation, body_only=body_only, notation=notation,
-                                    example=example))
+                                    example=example, claims=claims, proof=proof))
     if not pdf:
         return LatexOutput(path)
     compiled = compile_pdf(path)

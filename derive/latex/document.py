@@ -15,29 +15,34 @@ forward, loss, local derivatives, gradients (chain rule, recurrence, shape check
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
 import sympy as sp
 from sympy.core.symbol import Str
+from sympy.functions.elementary.hyperbolic import HyperbolicFunction
 
 from codegen.printers.numpy import NumPyCodePrinter
 
+from ..claims import claims_names
 from ..derivation import Columnwise, Derivation, Layer, M, MatrixDef
 from ..local import INDEX, Z_SYM, Step, StepKind, positive_lead, resolve_deltas
 from ..optimizers import FULL_BATCH
 from ..primitives import PRIMITIVES
 from ..roles import Role
+from .errata import errata_context, notation_rows, proof_sentence
 from .example import Example, NumericExample, evaluate_example
 from .printer import Applied, DerivationLatexPrinter, Elided
+from .text import code_tt, tex_escape, tt
 
 __all__ = ["Row", "Table", "render_sections", "render_body", "render_document", "SECTIONS",
            "tex_escape"]
 
 _TEMPLATES = Path(__file__).parent / "templates"
 SECTIONS = ("overview", "architecture", "forward", "loss", "local", "gradients", "batch",
-            "updates", "example")
+            "updates", "example", "errata")
 FACTORS_PER_LINE = 7  # chain-rule factors on one printed line
 NESTED_MAX_DEPTH = 4  # deeper networks show the nested expression with the middle elided
 ELIDE_ROWS, ELIDE_COLS = 8, 6  # numeric matrices larger than this are shown with ellipses
@@ -53,12 +58,12 @@ _STEP_SENTENCES = {
     StepKind.IN_OUTPUT: r"Written in the output $a = g(z)$, so that the "
                         r"backward pass reuses the cached activation:",
     StepKind.QUOTIENT_RULE: "By the quotient rule:",
-    StepKind.CASE_SAME: r"Case $i = j$, where $\delta_{ij} = 1$:",
+    StepKind.CASE_SAME: r"Case $i = j$, where $\mathbb{I}_{ij} = 1$:",
     StepKind.CASE_SAME_IN_OUTPUTS: r"In the outputs $a_i$:",
-    StepKind.CASE_OTHER: r"Case $i \ne j$, where $\delta_{ij} = 0$:",
+    StepKind.CASE_OTHER: r"Case $i \ne j$, where $\mathbb{I}_{ij} = 0$:",
     StepKind.CASE_OTHER_IN_OUTPUTS: r"In the outputs:",
-    StepKind.CHAIN_RULE_JACOBIAN: r"Through the softmax Jacobian, where $a_i$ cancels:",
-    StepKind.KRONECKER_PICK: r"The Kronecker delta picks the term $i = j$:",
+    StepKind.CHAIN_RULE_JACOBIAN: r"Through the softmax Jacobian:",
+    StepKind.KRONECKER_PICK: r"The indicator $\mathbb{I}_{ij}$ picks the term $i = j$:",
     StepKind.ONE_HOT: r"The targets are one-hot, so $\sum_i y_i = 1$:",
     StepKind.CHAIN_RULE: "By the chain rule, element by element:",
     StepKind.SUBSTITUTED: r"Substituting $\partial L/\partial a_j$ and $g'$:",
@@ -90,23 +95,6 @@ class Table:
     header: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
     foot: tuple[str, ...] = ()
-
-
-_TEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                 "^": r"\textasciicircum{}"}
-
-
-def tex_escape(text: str) -> str:
-    """Plain text safe for LaTeX."""
-    return "".join(_TEX_SPECIALS.get(ch, ch) for ch in text)
-
-
-def tt(text: str) -> str:
-    """Typewriter text; '_' as the font's own glyph (no text-companion font needed), and a
-    line may break after it."""
-    text = tex_escape(text).replace(r"\_", r"{\char95}\allowbreak{}").replace(".", r".\allowbreak{}")
-    return r"\texttt{" + text + "}"
 
 
 def _row(lhs: str, rhs: str | tuple[str, ...] | list[str], label: str = "", text: str = "",
@@ -286,6 +274,7 @@ def _forward(c: _Doc) -> dict:
         rows.append(_row(lhs, rhs, c.label(f"a{layer.index}"), note=shape))
     last = c.d.layers[-1]
     return {"rows": rows, "nested": _nested(c), "output": c.tex(last.A.subs(M, 1)),
+            "scalar": _written_out(c), "scalar_label": c.label("scalar"),
             "elided": c.depth > NESTED_MAX_DEPTH, "label": c.label("nested"),
             "vector": [f"${layer.activation.latex}$" for layer in c.d.layers
                        if isinstance(layer.a_def, Columnwise)]}
@@ -311,6 +300,34 @@ def _nested(c: _Doc) -> str:
     return c.tex(value)
 
 
+WRITTEN_OUT_MAX = (2, 2, 1)  # networks this small get their output written out in scalars
+
+
+def _written_out(c: _Doc) -> list[str]:
+    """The output as one scalar formula of every weight, as seed 003 writes its 2-2-1
+    network's ŷ (one line per hidden unit); [] for a larger network or a vector activation."""
+    sizes = c.d.layer_sizes
+    if len(sizes) != len(WRITTEN_OUT_MAX) or any(
+            n > limit for n, limit in zip(sizes, WRITTEN_OUT_MAX)) or \
+            any(layer.activation.vector for layer in c.d.layers):
+        return []
+    hidden, out = c.d.layers
+    x = [c.p.entry(c.d.X.name, str(k + 1)) for k in range(hidden.fan_in)]
+
+    def unit(layer: Layer, j: int, inputs: list[str]) -> str:
+        terms = [f"{c.p.entry(layer.W.name, f'{j}{k + 1}')} {v}" for k, v in enumerate(inputs)]
+        return " + ".join(terms + [c.p.entry(layer.b.name, str(j))])
+
+    inner = [rf"{hidden.activation.latex}\bigl({unit(hidden, j + 1, x)}\bigr)"
+             for j in range(hidden.units)]
+    weights = [c.p.entry(out.W.name, f"1{k + 1}") for k in range(hidden.units)]
+    lines = [f"{w} \\, {h}" for w, h in zip(weights, inner)]
+    lines[0] = rf"= {out.activation.latex}\Bigl({lines[0]}"
+    lines[1:] = [rf"\quad + {line}" for line in lines[1:]]
+    lines[-1] += rf" + {c.p.entry(out.b.name, '1')}\Bigr)"
+    return lines
+
+
 class LayerNorm(sp.Function):
     """A penalty's norm of W^{[l]} (display only): its ``Penalty.norm_latex`` and the layer."""
 
@@ -330,6 +347,8 @@ def _loss(c: _Doc) -> dict:
     last = c.d.layers[-1]
     out, objective = c.d.output, c.d.objective
     per_example = c.at_layer(objective.per_example, last)
+    if last.units == 1:  # no sum over one unit
+        per_example = per_example.doit()
     l = sp.Symbol("l", integer=True, positive=True)
     terms = [rf"\frac{{1}}{{{c.tex(M)}}} {c.tex(objective.batch_sum)}"]
     for p in objective.penalties:
@@ -337,7 +356,8 @@ def _loss(c: _Doc) -> dict:
         terms.append(f"{c.tex(p.symbol * p.coefficient)} {c.tex(norms)}")
     logits = None
     if out.per_example_logits is not None:
-        logits = _row("L", f"= {c.tex(c.at_layer(out.per_example_logits, last))}",
+        in_logits = c.at_layer(out.per_example_logits, last)
+        logits = _row("L", f"= {c.tex(in_logits.doit() if last.units == 1 else in_logits)}",
                       c.label("loss-logits"))
     return {
         "per_example": _row("L", f"= {c.tex(per_example)}", c.label("loss")),
@@ -345,6 +365,8 @@ def _loss(c: _Doc) -> dict:
         "objective": _row("J", f"= {' + '.join(terms)}", c.label("objective")),
         "regularized": bool(objective.penalties), "lambdas": _lambda_values(c),
         "loss_name": f"${out.loss.latex}$", "n_out": last.units,
+        "norms": {p.name for p in objective.penalties},
+        "sparse": (rf"L = -\log {c.p.entry(last.A.name, 'c')}" if out.loss.one_hot else ""),
     }
 
 
@@ -390,19 +412,32 @@ def _activation_steps(c: _Doc, layer: Layer) -> dict:
     g = printer.doprint(sp.Function("g")(z))
     declared = printer.doprint(act.expr)
     display = printer.doprint(act.display)
-    definition = [f"= {tex}" for tex in dict.fromkeys((declared, display)) if not _same(tex, g)]
+    forms = [declared, display]
+    if act.expr.atoms(HyperbolicFunction):  # tanh z: its definition in exponentials too
+        forms.append(printer.doprint(act.expr.rewrite(sp.exp)))
+    definition = [f"= {tex}" for tex in dict.fromkeys(forms) if not _same(tex, g)]
     rows = [_row(g, definition, c.label(label + "-def"))] if definition else []
     steps = [s for s in act.steps if s.kind is not StepKind.DEFINITION]
     for k, step in enumerate(steps):
         key = label if k == len(steps) - 1 else f"{label}-{k}"
-        rows.append(_row(printer.doprint(step.lhs), f"= {printer.doprint(step.rhs)}",
-                         c.label(key), _sentence(step)))
+        _append_step(rows, _row(printer.doprint(step.lhs), f"= {printer.doprint(step.rhs)}",
+                                c.label(key), _sentence(step)))
     primitives = [cls for cls in PRIMITIVES
                   if any(s.rhs.has(cls) for s in act.steps) and not _same(printer.doprint(cls(z)), g)]
     definitions = [_row(printer.doprint(cls(z)), f"= {printer.doprint(cls.definition(z))}",
                         c.label(f"prim-{cls.__name__}-{label}")) for cls in primitives]
     return {"name": f"${act.latex}$", "layers": [layer.index], "rows": rows,
             "definitions": definitions, "convention": _convention(act, printer)}
+
+
+def _append_step(rows: list[Row], row: Row) -> None:
+    """Add a derivation step, unless it prints the same line as the step before (SymPy's
+    simplification of a form already simplest): then the step before takes its label."""
+    if rows and rows[-1].lhs == row.lhs and rows[-1].rhs[-1] == row.rhs[-1]:
+        rows[-1] = Row(rows[-1].lhs, rows[-1].rhs, row.label, rows[-1].text,
+                       rows[-1].numbered, rows[-1].note)
+        return
+    rows.append(row)
 
 
 def _same(a: str, b: str) -> bool:
@@ -466,7 +501,9 @@ def _jacobian(c: _Doc, layer: Layer) -> dict:
     cases = (rf"= \begin{{cases}} {c.tex(_factored(jac.same))} & \text{{if }} i = j \\ "
              rf"{c.tex(jac.other)} & \text{{if }} i \ne j \end{{cases}}")
     rows.append(_row(c.tex(sp.Derivative(I.a[i], I.z[j])), (cases, f"= {c.tex(jac.general)}"),
-                     c.label("jacobian"), "Both cases in one formula, with the Kronecker delta:"))
+                     c.label("jacobian"), (r"Both cases in one formula, with the indicator $\mathbb{I}_{ij}$ (1 when $i = j$, "
+                      r"else 0: the Kronecker delta, not written $\delta_{ij}$ here because "
+                      r"$\delta$ is the error term):")))
     return {"parts": parts, "rows": rows, "name": f"${layer.activation.latex}$"}
 
 
@@ -474,20 +511,72 @@ def _output_error(c: _Doc, layer: Layer) -> dict:
     I = INDEX
     out = c.d.output
     i, j = I.i, I.j
-    rows = [_row(c.tex(sp.Derivative(I.L, I.a[j])), f"= {c.tex(out.dL_da)}", c.label("dLda"),
+    a, y = sp.Symbol("a_j", real=True), sp.Symbol("y_j", real=True)
+    raw = sp.diff(out.loss.per_unit(a, y), a).xreplace({a: I.a[j], y: I.y[j]})
+    dLda = [f"= {c.tex(raw)}"] if c.tex(raw) != c.tex(out.dL_da) else []
+    rows = [_row(c.tex(sp.Derivative(I.L, I.a[j])), dLda + [f"= {c.tex(out.dL_da)}"],
+                 c.label("dLda"),
                  f"The loss {c.ref('loss')} differentiated by SymPy, for one output unit:")]
+    previous = None
     for k, step in enumerate(out.delta_steps):
         rhs = [f"= {c.tex(step.rhs)}"]
+        if step.kind is StepKind.SIMPLIFIED and previous is not None:
+            rhs = _cancelled(c, previous, I.a[j]) + rhs
+        previous = step.rhs
         if step.kind is StepKind.CHAIN_RULE_JACOBIAN:
             generic = sp.Sum(sp.Mul(sp.Derivative(I.L, I.a[i]), sp.Derivative(I.a[i], I.z[j]),
                                     evaluate=False), (i, 1, I.n))
             product = sp.Sum(sp.Mul(out.dL_da.subs(j, i), layer.activation.jacobian.general,
                                     evaluate=False), (i, 1, I.n))
-            rhs = [f"= {c.tex(generic)}", f"= {c.tex(product)}", f"= {c.tex(step.rhs)}"]
+            rhs = list(dict.fromkeys([f"= {c.tex(generic)}", f"= {c.tex(product)}",
+                                      f"= {c.tex(step.rhs)}"]))
         key = "delta-out" if k == len(out.delta_steps) - 1 else f"delta-out-{k}"
-        rows.append(_row(c.tex(step.lhs), rhs, c.label(key), _sentence(step)))
+        if k == len(out.delta_steps) - 1 and step.rhs.has(sp.Sum):
+            factored = f"= {c.tex(_factored_sums(step.rhs))}"
+            rhs = list(dict.fromkeys(rhs + [factored]))
+        text = _sentence(step)
+        if step.kind is StepKind.CHAIN_RULE_JACOBIAN and _cancels(out.dL_da, I.a[j]):
+            text = (r"Through the softmax Jacobian; its factor $a_i$ cancels the $1/a_i$ of "
+                    r"$\partial L/\partial a_i$:")
+        _append_step(rows, _row(c.tex(step.lhs), rhs, c.label(key), text))
     return {"rows": rows, "uses_sum_y": out.uses_sum_y, "result": c.tex(out.delta),
             "loss": f"${out.loss.latex}$", "activation": f"${layer.activation.latex}$"}
+
+
+def _cancelled(c: _Doc, expr: sp.Expr, a: sp.Expr) -> list[str]:
+    """The line before a cancellation: a denominator a^2 - a written -a(1 - a), so that the
+    factor a(1 - a) of sigma' visibly cancels (sigmoid with binary cross-entropy)."""
+    numerator, denominator = sp.fraction(expr)
+    if sp.expand(denominator - (a**2 - a)) != 0:
+        return []
+    a_tex = c.tex(a)
+    return [rf"= \frac{{{c.tex(numerator)}}}{{-{a_tex} \left(1 - {a_tex}\right)}}"
+            rf" \qquad \text{{as }} {a_tex}^{{2}} - {a_tex} = -{a_tex}\left(1 - {a_tex}\right)"]
+
+
+def _factored_sums(expr: sp.Expr) -> sp.Expr:
+    """A result with sums (softmax with a loss other than cross-entropy) factored: the common
+    factor taken out and the sums over the same index joined into one."""
+    from sympy.simplify.simplify import sum_combine
+
+    factored = sp.factor_terms(expr)
+    if not isinstance(factored, sp.Mul):
+        return expr
+    inner = [a for a in factored.args if isinstance(a, sp.Add)]
+    if len(inner) != 1:
+        return factored
+    sums = [t for t in inner[0].args if t.has(sp.Sum)]
+    rest = [t for t in inner[0].args if not t.has(sp.Sum)]
+    joined = sum_combine(sums) if len(sums) > 1 else sp.Add(*sums)
+    joined = joined.replace(lambda x: isinstance(x, sp.Sum),
+                            lambda s: sp.Sum(sp.factor_terms(s.function), *s.limits))
+    outer = [a for a in factored.args if a is not inner[0]]
+    return sp.Mul(*outer) * (sp.Add(*rest) + joined)
+
+
+def _cancels(dL_da: sp.Expr, a: sp.Expr) -> bool:
+    """dL/da_j divides by a_j (cross-entropy's -y_j/a_j): the Jacobian's a_j cancels it."""
+    return any(p.base == a and p.exp.is_negative for p in dL_da.atoms(sp.Pow))
 
 
 # -- gradients -------------------------------------------------------------------------
@@ -506,21 +595,21 @@ def _factor_row(c: _Doc, factor) -> Row:
     layer = c.d.layers[-1] if numerator.role is Role.LOSS else c.d.layers[numerator.layer - 1]
     if isinstance(value, sp.Expr) and value.has(sp.Indexed):  # index form: the output layer
         if numerator.role is Role.LOSS:
-            lhs, note = c.p.partial_of(num, den, den_index="j"), f"the loss, {c.ref('dLda')}"
+            lhs, note = c.p.partial_of(num, den, den_index="j"), f"the loss, see {c.ref('dLda')}"
         else:
-            lhs, note = c.p.partial_of(num, den, "i", "j"), f"${layer.activation.latex}$, {c.ref('jacobian')}"
+            lhs, note = c.p.partial_of(num, den, "i", "j"), f"${layer.activation.latex}$, see {c.ref('jacobian')}"
         return _row(lhs, f"= {c.tex(c.at_layer(value, layer))}", numbered=False,
                     note=rf"\text{{{note}}}")
     lhs = c.p.partial_of(num, den)
     value_role = c.d.role_of(value) if isinstance(value, sp.MatrixSymbol) else None
     if value_role is not None and value_role.role is Role.LOCAL_DERIVATIVE:
-        note = (rf"{c.ref(_act_label(layer.activation))}, entry by entry: a factor $\odot$")
+        note = (rf"see {c.ref(_act_label(layer.activation))}; entry by entry: a factor $\odot$")
     elif value_role is not None and value_role.role is Role.WEIGHT:
-        note = f"dense layer, {c.ref('dzdx')}"
+        note = f"dense layer, see {c.ref('dzdx')}"
     elif c.d.role_of(den).role is Role.WEIGHT:
-        note = f"dense layer, {c.ref('dzdW')}: the layer's input"
+        note = f"dense layer, see {c.ref('dzdW')}: the layer's input"
     else:
-        note = f"dense layer, {c.ref('dzdb')}"
+        note = f"dense layer, see {c.ref('dzdb')}"
     shown = c.one(value) if isinstance(value, sp.MatrixExpr) else value
     return _row(lhs, f"= {c.tex(shown)}", numbered=False, note=rf"\text{{{note}}}")
 
@@ -554,7 +643,14 @@ def _gradients(c: _Doc) -> dict:
             backprop = sp.Sum(sp.IndexedBase(above.delta.name)[i] * dz_da, (i, 1, above.units))
             prefix = above.grad_b.chain[:-1]
             memo = c.p.partial_of(prefix[0].numerator, prefix[-1].denominator, inline=True)
-            error = [
+            if l < c.depth - 1:  # the recurrence was worked out for the layer above: cite it
+                error = [_row(c.tex(delta), f"= {c.tex(expr)}", c.label(f"delta{l}"),
+                              rf"The recurrence {c.ref('bp2')}, with ${memo} = "
+                              rf"{c.tex(above.delta.subs(M, 1))}$ {c.ref(f'delta{l + 1}')}:"),
+                         c.shape_rows(expr)]
+            else:
+                error = None
+            error = error or [
                 _row(c.p.partial_of("L", layer.A.name, den_index="k"),
                      (f"= {c.tex(backprop)}",
                       rf"= \left({c.tex(sp.Transpose(above.W) * above.delta.subs(M, 1))}\right)_{{k}}"),
@@ -572,8 +668,9 @@ def _gradients(c: _Doc) -> dict:
             param = grad.param.name
             rhs = (f"= {c.p.partial_of('L', layer.Z.name)} {c.p.partial_of(layer.Z.name, param)}",
                    f"= {c.tex(grad.per_example)}")
-            gradients += [_row(c.p.partial_of("L", param), rhs, c.label(f"grad-{param}")),
-                          c.shape_rows(grad.per_example)]
+            gradients.append(_row(c.p.partial_of("L", param), rhs, c.label(f"grad-{param}")))
+            if not isinstance(grad.per_example, sp.MatrixSymbol):  # (n x 1) = (n x 1) says nothing
+                gradients.append(c.shape_rows(grad.per_example))
         outer = None
         if layer.is_output:  # why the transpose, once
             dz_dW = c.d.dense.dz_dW.rhs.xreplace({I.x: sp.IndexedBase(layer.A_prev.name)}).subs(I.i, i)
@@ -587,7 +684,45 @@ def _gradients(c: _Doc) -> dict:
                        "factors": factors, "error": error, "gradients": gradients,
                        "outer": outer})
     return {"layers": layers, "delta": c.p.tagged(r"\delta", "l"),
-            "delta_def": c.p.partial("L", c.p.tagged("z", "l"), inline=True)}
+            "delta_def": c.p.partial("L", c.p.tagged("z", "l"), inline=True),
+            **_general(c)}
+
+
+def _general(c: _Doc) -> dict:
+    """The four equations of backpropagation for a general layer l, and the algorithm."""
+    t = c.p.tagged
+    L = "L"
+    out = c.d.layers[-1]
+    delta = {k: t(r"\delta", k) for k in ("l", "l+1", L)}
+    g = rf"g'^{{[l]}}\!\left({t('z', 'l')}\right)" if c.notation == "bracket" else \
+        rf"g_{{l}}'\!\left({t('z', 'l')}\right)"
+    if out.activation.vector:
+        bp1 = (rf"{delta[L]} = \left(\frac{{\partial {t('a', L)}}}{{\partial {t('z', L)}}}\right)^{{T}}"
+               rf" \frac{{\partial L}}{{\partial {t('a', L)}}}")
+    else:
+        gL = rf"g'^{{[L]}}\!\left({t('z', L)}\right)" if c.notation == "bracket" else \
+            rf"g_{{L}}'\!\left({t('z', L)}\right)"
+        bp1 = rf"{delta[L]} = \frac{{\partial L}}{{\partial {t('a', L)}}} \odot {gL}"
+    rows = [
+        _row(bp1.split(" = ", 1)[0], "= " + bp1.split(" = ", 1)[1], c.label("bp1"),
+             "The output error, from the loss and the output activation:"),
+        _row(delta["l"], rf"= \left({t('W', 'l+1', 'T')} {delta['l+1']}\right) \odot {g}",
+             c.label("bp2"), r"Each hidden layer's error, from the layer above ($l = L-1, \ldots, 1$):"),
+        _row(c.p.partial("L", t("b", "l")), f"= {delta['l']}", c.label("bp3"),
+             "The gradient of each bias:"),
+        _row(c.p.partial("L", t("W", "l")), f"= {delta['l']} {t('a', 'l-1', 'T')}", c.label("bp4"),
+             rf"The gradient of each weight matrix, with ${t('a', 0)} = x$:"),
+    ]
+    steps = [
+        rf"Forward: for $l = 1, \ldots, L$: ${t('z', 'l')} = {t('W', 'l')} {t('a', 'l-1')} + "
+        rf"{t('b', 'l')}$, ${t('a', 'l')} = g({t('z', 'l')})$, keeping every ${t('z', 'l')}$ and "
+        rf"${t('a', 'l')}$.",
+        rf"Output error ${delta[L]}$ by {c.ref('bp1')}.",
+        rf"Backward: for $l = L-1, \ldots, 1$: ${delta['l']}$ by {c.ref('bp2')}.",
+        rf"Gradients by {c.ref('bp3')} and {c.ref('bp4')}; over a batch, their mean.",
+        r"Update every parameter: $\theta := \theta - \eta\, \partial J/\partial \theta$.",
+    ]
+    return {"general": rows, "algorithm": steps}
 
 
 # -- the batch and the generated code ----------------------------------------------------
@@ -616,14 +751,14 @@ def _batch(c: _Doc) -> dict:
         lhs, rhs = _activation_of(c, layer, batch=True)
         forward.append(_row(lhs, rhs, c.label(f"A{layer.index}"), note=c.P.dims(layer.A.shape)))
         table.append((f"${c.tex(layer.Z, True)} = {c.tex(z, True)}$",
-                      tt(f"{layer.Z.name} = {code.rows(z)}")))
+                      code_tt(f"{layer.Z.name} = {code.rows(z)}")))
     for layer in reversed(d.layers):
         if isinstance(layer.delta_def, MatrixDef):
             expr = layer.delta_def.expr
             backward.append(_row(c.tex(layer.delta, True), f"= {c.tex(expr, True)}",
                                  c.label(f"Delta{layer.index}"), note=c.P.dims(expr.shape)))
             table.append((f"${c.tex(layer.delta, True)} = {c.tex(expr, True)}$",
-                          tt(f"{layer.delta.name} = {code.rows(expr)}")))
+                          code_tt(f"{layer.delta.name} = {code.rows(expr)}")))
         else:
             columns = c.at_layer(d.output.delta, layer)
             backward.append(_row(c.P.entry(layer.delta.name, "j"), f"= {c.tex(columns, True)}",
@@ -631,14 +766,14 @@ def _batch(c: _Doc) -> dict:
             out_code = NumPyCodePrinter({INDEX.a: layer.A.name, INDEX.y: d.Y.name,
                                          INDEX.z: layer.Z.name}, like=layer.Z.name)
             table.append((f"${c.P.entry(layer.delta.name, 'j')} = {c.tex(columns, True)}$",
-                          tt(f"{layer.delta.name} = {out_code.doprint(d.output.delta)}")))
+                          code_tt(f"{layer.delta.name} = {out_code.doprint(d.output.delta)}")))
         for grad in (layer.grad_W, layer.grad_b):
             formula = _gradient_formula(c, grad)
             backward.append(_row(c.P.name(grad.target.name), f"= {c.tex(formula, True)}",
                                  c.label(f"batch-{grad.target.name}"), note=c.P.dims(formula.shape)))
             inline = c.P.partial(c.P.name("L"), c.tex(grad.param), inline=True)
             table.append((f"${inline} = {c.tex(formula, True)}$",
-                          tt(f"{grad.target.name} = {code.doprint(grad.formula)}")))
+                          code_tt(f"{grad.target.name} = {code.doprint(grad.formula)}")))
     first = d.layers[0]
     return {"forward": forward, "backward": backward,
             "shapes": c.shape_rows(first.grad_W.data_term, batch=True, text=(
@@ -649,7 +784,7 @@ def _batch(c: _Doc) -> dict:
                           tuple(table)),
             "z1": c.tex(first.Z, True), "z1_expr": c.tex(first.z_def.expr, True),
             "z1_T": c.tex(sp.Transpose(first.z_def.expr).doit(), True),
-            "z1_code": tt(f"{first.Z.name} = {code.rows(first.z_def.expr)}"),
+            "z1_code": code_tt(f"{first.Z.name} = {code.rows(first.z_def.expr)}"),
             "first": c.P.dims(first.Z.shape), "X": c.tex(d.X, True), "Y": c.tex(d.Y, True),
             "regularized": bool(d.objective.penalties), "lambdas": _lambda_values(c)}
 
@@ -674,7 +809,8 @@ def _updates(c: _Doc) -> dict:
     if len(pairs) > 4:
         pairs = pairs[:2] + [r"\ldots"] + pairs[-1:]
     variants = Table(_columns(0.36, 0.64), ("variant", "what one step averages over"),
-                     tuple((tex_escape(r.title), tex_escape(r.batch)) for r in d.updates))
+                     tuple((tex_escape(r.title), _text_maths(tex_escape(r.batch)))
+                           for r in d.updates))
     use = d.optimizer
     training = d.spec.training
     declared = set(training.given)
@@ -727,6 +863,15 @@ def _assumptions(expr, name: str) -> dict:
     """The assumptions of the symbol called ``name`` in expr (to substitute it)."""
     found = next((s for s in expr.free_symbols if s.name == name), None)
     return found.assumptions0 if found is not None else {}
+
+
+_MATHS_IN_TEXT = re.compile(r"(?<![\w$\\])(m = [A-Z0-9]+|[A-Z]/[A-Z]|[A-Z]|m)(?![\w$])")
+
+
+def _text_maths(text: str) -> str:
+    """Symbols inside a sentence (N, B, m = 1, N/B in the descent variants' descriptions)
+    set as maths."""
+    return _MATHS_IN_TEXT.sub(lambda match: f"${match.group(1)}$", text)
 
 
 def _count_word(count: int) -> str:
@@ -875,10 +1020,17 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def _contexts(derivation: Derivation, notation: str, example: Example | None) -> dict[str, dict]:
+def _contexts(derivation: Derivation, notation: str, example: Example | None,
+              claims=None, proof=None) -> dict[str, dict]:
     c = _Doc(derivation, notation)
+    overview = _overview(c, example)
+    overview["proof"] = proof_sentence(proof) if proof is not None else ""
+    overview["claims"] = claims is not None
+    rows = notation_rows(c, claims) if claims is not None else ()
+    overview["notation"] = Table("lll", ("the document", "here", ""), rows) if rows else None
+    overview["document"] = tex_escape(claims.file.document) if claims is not None else ""
     contexts = {
-        "overview": _overview(c, example),
+        "overview": overview,
         "architecture": _architecture(c),
         "forward": _forward(c),
         "loss": _loss(c),
@@ -889,6 +1041,8 @@ def _contexts(derivation: Derivation, notation: str, example: Example | None) ->
     }
     if example is not None:
         contexts["example"] = _example(c, evaluate_example(derivation, example))
+    if claims is not None:
+        contexts["errata"] = errata_context(c, claims, claims_names(derivation, claims))
     for name, context in contexts.items():
         context["sec"] = c.sec(name)
         context["prefix"] = c.prefix
@@ -896,17 +1050,20 @@ def _contexts(derivation: Derivation, notation: str, example: Example | None) ->
 
 
 def render_sections(derivation: Derivation, *, notation: str = "bracket",
-                    example: Example | None = None) -> dict[str, str]:
-    """Each section's LaTeX, by name (``SECTIONS`` order; "example" only with an example)."""
+                    example: Example | None = None, claims=None, proof=None) -> dict[str, str]:
+    """Each section's LaTeX, by name (``SECTIONS`` order; "example" only with an example,
+    "errata" only with a ``ClaimsReport``); ``proof``, a ProofReport, is stated in the
+    overview."""
     env = _environment()
     return {name: env.get_template(f"{name}.tex.j2").render(**context)
-            for name, context in _contexts(derivation, notation, example).items()}
+            for name, context in _contexts(derivation, notation, example, claims, proof).items()}
 
 
 def render_body(derivation: Derivation, *, notation: str = "bracket",
-                example: Example | None = None) -> str:
+                example: Example | None = None, claims=None, proof=None) -> str:
     """The document without its preamble: sections to paste into a paper or notes."""
-    sections = render_sections(derivation, notation=notation, example=example)
+    sections = render_sections(derivation, notation=notation, example=example, claims=claims,
+                               proof=proof)
     return _environment().get_template("body.tex.j2").render(
         name=derivation.spec.name, packages=PACKAGES,
         sections=[sections[s] for s in SECTIONS if s in sections])
@@ -916,10 +1073,12 @@ PACKAGES = ("amsmath", "amssymb", "booktabs", "array", "longtable")
 
 
 def render_document(derivation: Derivation, *, notation: str = "bracket",
-                    example: Example | None = None) -> str:
+                    example: Example | None = None, claims=None, proof=None) -> str:
     """A standalone LaTeX document that compiles with pdflatex."""
-    body = render_body(derivation, notation=notation, example=example)
+    body = render_body(derivation, notation=notation, example=example, claims=claims,
+                       proof=proof)
     spec = derivation.spec
     return _environment().get_template("document.tex.j2").render(
         name=spec.name, title=tt(spec.name), body=body, packages=PACKAGES,
-        source=Path(spec.source).name if spec.source else "", source_tt=_file_name(spec.source))
+        source=tex_escape(Path(spec.source).name) if spec.source else "",
+        source_tt=_file_name(spec.source))

@@ -12,7 +12,7 @@ The values file gives each parameter, one input and its target::
       source: seed 003, binary example
       z1: [0.8, 0.52, 0.68, 0.7]
       yhat: 0.7207
-      note: the source rounds a1 to two decimals before the output layer
+      note: the source cuts z2 = 0.948919 to 0.948 before the output layer
 
 It is read like a spec (composed safely, every value with its line) and checked against the
 Derivation's shapes; problems are ``SpecError``s naming the file, line and field.  The numbers

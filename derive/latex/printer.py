@@ -209,7 +209,7 @@ class DerivationLatexPrinter(LatexPrinter):
 
     def _print_KroneckerDelta(self, expr, exp=None):
         i, j = (self._print(a) for a in expr.args)
-        tex = rf"\delta_{{{i}{j}}}"
+        tex = rf"\mathbb{{I}}_{{{i}{j}}}"  # not delta: that letter is the error term
         return tex if exp is None else rf"\left({tex}\right)^{{{exp}}}"
 
     def _print_Str(self, expr):
