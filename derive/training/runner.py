@@ -12,6 +12,7 @@ and ``RunResult.interrupted`` is True (the command exits with 130).  A second Ct
 
 from __future__ import annotations
 
+import functools
 import platform
 import signal
 import sys
@@ -59,6 +60,9 @@ class TrainOptions:
     quiet: bool = False  # only the final report
     verbose: bool = False  # also per-epoch timings and the stages' times
     progress: str | None = None  # bar | lines | quiet; None: a bar on a terminal, else lines
+    backend: str = "numpy"  # numpy (the generated Trainer) | torch | jax (training/backends.py)
+    device: str = "cpu"  # torch: cpu | cuda
+    workers: int = 1  # torch: processes under DistributedDataParallel
 
     def overrides(self) -> dict:
         keys = ("epochs", "learning_rate", "batch_size", "optimizer", "seed")
@@ -203,6 +207,12 @@ class _Session:
                                     mode=options.progress or choose_mode(stream, options.quiet),
                                     stream=stream)
         self.trainer = module.Trainer(**settings)
+        self.fit = self.trainer.fit
+        if options.backend != "numpy":  # the same run on a framework's engine
+            from .backends import BackendOptions, fit
+
+            backend = BackendOptions(options.backend, options.device, options.workers)
+            self.fit = functools.partial(fit, backend, self.trainer, module.__file__)
         # once, in the Trainer's dtype, so that neither fit() nor predict() converts them again
         self.X_train = prepared.X_train.astype(self.trainer.dtype)
         self.X_test = prepared.X_test.astype(self.trainer.dtype)
@@ -225,7 +235,7 @@ class _Session:
         with stop_on_interrupt(self.stop, self._notify), \
                 np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             try:
-                self.trainer.fit(self.X_train, self.prepared.Y_train,
+                self.fit(self.X_train, self.prepared.Y_train,
                                  validation=(self.X_test, self.prepared.Y_test),
                                  callback=self._epoch_end, progress=self._progress)
             except FloatingPointError as err:  # the module's TrainingDiverged
