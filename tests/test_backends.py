@@ -12,6 +12,7 @@ and the NumPy module's ``backward``.  Skipped when torch or jax is not installed
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -389,3 +390,85 @@ def test_rendering_is_deterministic_and_stamped():
         assert "# delta2 = dl/dZ2" in text  # the formulas in comments
     with pytest.raises(ValueError, match="unknown backend"):
         render_backend(derivation, "tensorflow")
+
+
+# ----------------------------------------------------------------------------- training
+
+def _epoch_setup(modules, m=42, size=8, seed=5):
+    net = modules(CLF, "numpy")
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((m, 5))
+    Y = rng.integers(0, 3, size=m)
+    params = net.init_params(seed=seed, dtype=np.float64)
+    settings = {"learning_rate": 0.2, "size": size, "epochs": 1, "shuffle": True, "seed": seed,
+                "dtype": "float64"}
+    return net, X, Y, params, settings
+
+
+def _numpy_epoch(net, X, Y, params, settings):
+    """The same epoch by the NumPy module's functional backward, step by step."""
+    from derive.training.backends import batches, epoch_orders
+
+    params = dict(params)
+    order, = epoch_orders(len(X), settings["size"], 1, settings["shuffle"], settings["seed"])
+    for rows in batches(order, settings["size"]):
+        g = net.backward(params, net.forward(params, X[rows]), Y[rows])
+        params = {k: params[k] - settings["learning_rate"] * g[k] for k in params}
+    return params
+
+
+def test_ddp_two_processes_equal_one(modules):
+    """Two CPU processes under DDP (gloo, loopback), each on half of every global batch, end
+    the epoch with the parameters of one process on the whole batches."""
+    pytest.importorskip("torch")
+    from derive.training.backends import BackendOptions, backend_path, torch_epochs
+
+    net, X, Y, params, settings = _epoch_setup(modules)
+    path = backend_path(net.__file__, "torch")
+    one, = torch_epochs(path, params, X, Y, settings, BackendOptions("torch"))
+    two, = torch_epochs(path, params, X, Y, settings, BackendOptions("torch", workers=2))
+    assert _max_rel(two, one) < 1e-12
+    assert _max_rel(one, _numpy_epoch(net, X, Y, params, settings)) < 1e-12
+
+
+_SHARDED = """
+import json, sys
+import numpy as np
+import jax
+from codegen.files import import_module_from
+from derive.training.backends import jax_epochs
+assert len(jax.devices()) == 2, jax.devices()
+job = json.loads(sys.argv[1])
+with np.load(job["data"]) as d:
+    X, T, params = d["X"], d["T"], {k[2:]: d[k] for k in d.files if k.startswith("p_")}
+runs = [next(jax_epochs(job["module"], params, X, T, job["settings"], devices=devices))
+        for devices in (jax.devices(), jax.devices()[:1])]
+print(json.dumps(max(float(np.max(np.abs(runs[0][k] - runs[1][k])) / np.max(np.abs(runs[1][k])))
+                     for k in params)))
+"""
+
+
+def test_jax_sharded_over_two_host_devices_equals_one(modules, tmp_path):
+    """JAX with two host devices (XLA_FLAGS=--xla_force_host_platform_device_count=2, in a
+    fresh process): the scan epoch with the batch axis sharded equals one device's."""
+    pytest.importorskip("jax")
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from derive.training.backends import backend_path
+
+    net, X, Y, params, settings = _epoch_setup(modules, m=40)
+    modules(CLF, "jax")  # written beside the NumPy module
+    data = tmp_path / "data.npz"
+    np.savez(data, X=X, T=net.targets(Y, len(Y), np.float64),
+             **{f"p_{k}": v for k, v in params.items()})
+    job = {"data": str(data), "module": str(backend_path(net.__file__, "jax")), "settings": settings}
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               PYTHONPATH=os.pathsep.join(filter(None, (str(Path(__file__).parents[1]),
+                                                        os.environ.get("PYTHONPATH")))))
+    done = subprocess.run([sys.executable, "-c", _SHARDED, json.dumps(job)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) < 1e-12
