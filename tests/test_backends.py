@@ -472,3 +472,73 @@ def test_jax_sharded_over_two_host_devices_equals_one(modules, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) < 1e-12
+
+
+# ----------------------------------------------------------------------------- the command
+
+DIGITS = Path(__file__).resolve().parents[1] / "examples" / "digits_mlp.yaml"
+
+
+def test_cli_writes_the_backend_module_beside_the_numpy_one(tmp_path, capsys):
+    from derive.cli import main
+
+    for backend in ("torch", "jax"):
+        assert main(["--spec", str(DIGITS), "--out", str(tmp_path), "--backend", backend]) == 0
+        assert (tmp_path / f"digits_mlp_{backend}.py").exists()
+        assert f"digits_mlp_{backend}.py" in capsys.readouterr().out
+    assert (tmp_path / "digits_mlp.py").exists() and (tmp_path / "_runtime.py").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--workers", "2"], "--workers is a training option"),
+    (["--train", "--workers", "2"], "--workers goes with --backend torch"),
+    (["--train", "--backend", "jax", "--device", "cuda"], "--device goes with --backend torch"),
+    (["--backend", "tensorflow"], "invalid choice"),
+])
+def test_cli_refuses_misplaced_backend_options(tmp_path, capsys, argv, message):
+    from derive.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--spec", str(DIGITS), "--out", str(tmp_path), *argv])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_cli_trains_on_a_backend_with_the_numpy_runs_figures(tmp_path, capsys, backend):
+    """The same run on the framework: same report, history and model file as the NumPy one."""
+    pytest.importorskip(backend)
+    import json
+
+    from derive.cli import main
+
+    summaries = {}
+    for name, extra in (("numpy", []), (backend, ["--backend", backend])):
+        runs = tmp_path / name
+        assert main(["--spec", str(DIGITS), "--out", str(tmp_path / "gen"), "--train",
+                     "--epochs", "2", "--save-dir", str(runs), "-q", *extra]) == 0
+        summaries[name] = json.loads((runs / "summary.json").read_text())
+        assert (runs / "digits_mlp.npz").exists()
+    ours, theirs = summaries[backend], summaries["numpy"]
+    assert len(ours["history"]) == len(theirs["history"]) == 2
+    for mine, reference in zip(ours["history"], theirs["history"]):
+        assert math.isclose(mine["loss"], reference["loss"], rel_tol=1e-4)
+    assert abs(ours["test"]["accuracy"] - theirs["test"]["accuracy"]) <= 2 / 359
+    capsys.readouterr()
+
+
+def test_cli_says_how_to_install_a_missing_framework(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    from derive.cli import main
+
+    real_import = builtins.__import__
+
+    def no_torch(name, *args, **kwargs):
+        if name == "torch":
+            raise ImportError("No module named 'torch'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    assert main(["--spec", str(DIGITS), "--out", str(tmp_path), "--train", "--backend",
+                 "torch"]) == 2
+    assert "pip install 'backprop-derive[torch]'" in capsys.readouterr().err
