@@ -7,7 +7,8 @@ report, history and model file are the NumPy runner's.  The batches are the Trai
 examples per step, and per epoch ``default_rng(seed).permutation`` when shuffling.
 
 * torch: plain SGD (``torch.optim.SGD``) through the module's derived ``autograd.Function``.
-  With ``workers`` > 1, that many processes launched by torch's own launcher
+  One CPU thread per process (``OMP_NUM_THREADS`` when set), as torch's launcher gives
+  each worker.  With ``workers`` > 1, that many processes launched by torch's own launcher
   (``python -m torch.distributed.run --standalone``, on this machine's loopback), each on its
   share of every global batch, under ``DistributedDataParallel`` (gloo on CPU, NCCL on CUDA);
   each share's loss is weighted by its size, so N processes take exactly the one-process step.
@@ -168,6 +169,8 @@ def torch_epochs(path, params, X, Y, settings, options: BackendOptions):
 
     module = import_module_from(path)
     device = torch.device(options.device)
+    if device.type == "cpu":  # as torch's launcher sets each worker: OMP_NUM_THREADS, else 1
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     model = module.Network.from_numpy(params, dtype=_torch_dtype(torch, settings["dtype"]),
                                       device=device)
     optimizer = torch.optim.SGD(model.parameters(), lr=settings["learning_rate"])
