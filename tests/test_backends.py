@@ -542,3 +542,22 @@ def test_cli_says_how_to_install_a_missing_framework(tmp_path, capsys, monkeypat
     assert main(["--spec", str(DIGITS), "--out", str(tmp_path), "--train", "--backend",
                  "torch"]) == 2
     assert "pip install 'backprop-derive[torch]'" in capsys.readouterr().err
+
+
+def test_piecewise_as_max_or_min_only_where_sympy_proves_it():
+    """The torch printer's clamp form of a two-branch Piecewise: taken where the difference
+    simplifies to 0 (ReLU, leaky ReLU, two mins), refused otherwise (ELU, a step, a kinked
+    line that is neither)."""
+    import sympy as sp
+
+    from codegen.printers.frameworks import as_max_min
+
+    z = sp.Symbol("z", real=True)
+    alpha = sp.Rational(1, 10)
+    assert as_max_min(sp.Piecewise((0, z <= 0), (z, True))) == sp.Max(0, z)
+    assert as_max_min(sp.Piecewise((alpha * z, z <= 0), (z, True))) == sp.Max(alpha * z, z)
+    assert as_max_min(sp.Piecewise((z, z <= 1), (1, True))) == sp.Min(1, z)
+    assert as_max_min(sp.Piecewise((sp.exp(z) - 1, z <= 0), (z, True))) is None
+    assert as_max_min(sp.Piecewise((0, z <= 0), (1, True))) is None
+    assert as_max_min(sp.Piecewise((z, z <= 0), (0, True))) == sp.Min(0, z)
+    assert as_max_min(sp.Piecewise((0, z <= 0), (2 * z - 1, True))) is None  # -1/2 at z = 1/4

@@ -15,11 +15,13 @@ float value, which every framework takes as a dtype-neutral scalar.
 
 from __future__ import annotations
 
+import functools
+
 import sympy as sp
 
 from .numpy import NumPyCodePrinter
 
-__all__ = ["TorchCodePrinter", "JaxCodePrinter", "FRAMEWORK_PRINTERS"]
+__all__ = ["TorchCodePrinter", "JaxCodePrinter", "FRAMEWORK_PRINTERS", "as_max_min"]
 
 
 class _FrameworkPrinter(NumPyCodePrinter):
@@ -113,6 +115,15 @@ class TorchCodePrinter(_FrameworkPrinter):
             code = f"torch.clamp({code}, {bound}={float(number)!r})"
         return code
 
+    def _print_Piecewise(self, expr):
+        """A two-branch Piecewise that SymPy proves equal to Max or Min of its branches
+        (ReLU's is max(0, z), leaky ReLU's max(alpha z, z)) prints as a clamp or
+        torch.maximum: no boolean mask, which costs 10-20x more than a clamp on the CPU."""
+        extreme = as_max_min(expr)
+        if extreme is not None:
+            return self._print(extreme)
+        return super()._print_Piecewise(expr)
+
     def _print_Heaviside(self, expr):
         x = self._print(expr.args[0])
         half = expr.args[1] if len(expr.args) > 1 else sp.S.Half
@@ -144,3 +155,23 @@ class JaxCodePrinter(_FrameworkPrinter):
 
 
 FRAMEWORK_PRINTERS = {"torch": TorchCodePrinter, "jax": JaxCodePrinter}
+
+
+@functools.lru_cache(maxsize=256)
+def as_max_min(expr: sp.Piecewise) -> sp.Expr | None:
+    """Max(v1, v2) or Min(v1, v2) when ``Piecewise((v1, c), (v2, True))`` equals it
+    identically (SymPy simplifies the difference of the two, written as Piecewise, to 0);
+    None otherwise.  A failed simplification only keeps the Piecewise: it is never wrong."""
+    if len(expr.args) != 2 or expr.args[1].cond != sp.true:
+        return None
+    (v1, _), (v2, _) = expr.args
+    for candidate in (sp.Max(v1, v2), sp.Min(v1, v2)):
+        if not isinstance(candidate, (sp.Max, sp.Min)):
+            continue  # the branches compare outright (both numbers, say): no extreme of two
+        try:
+            difference = sp.piecewise_fold(candidate.rewrite(sp.Piecewise) - expr)
+            if sp.simplify(difference) == 0:
+                return candidate
+        except (TypeError, ValueError, NotImplementedError):  # a form SymPy cannot compare
+            return None
+    return None
