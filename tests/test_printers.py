@@ -42,6 +42,10 @@ COVERAGE = {
     "abs_difference": sp.Abs(z - y),
     "huber": sp.Piecewise(((z - y) ** 2 / 2, sp.Abs(z - y) <= 1), (sp.Abs(z - y) - sp.S.Half, True)),
     "heaviside_zero": sp.Heaviside(z, 0),
+    "step_le": sp.Piecewise((0, z <= 0), (1, True)),  # ReLU's derivative
+    "step_lt": sp.Piecewise((sp.Rational(1, 10), z < 1), (1, True)),
+    "step_ge": sp.Piecewise((3, z >= 1), (-1, True)),
+    "step_gt": sp.Piecewise((-2, z > -1), (0, True)),
     "sign": sp.sign(z) * z ** 2,
     "erf": sp.erf(z / sp.sqrt(2)),
     "exp": sp.exp(-z ** 2 / 2),
