@@ -193,7 +193,10 @@ def _distributed(path, params, X, Y, settings, options: BackendOptions):
                    f"--nproc-per-node={options.workers}", "--local-addr=127.0.0.1",
                    "-m", "derive.training.backends", str(job)]
         with open(job / "log.txt", "w") as log:
-            launcher = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            # its own session: Ctrl-C reaches this process only, which stops the workers after
+            # the epoch (the runner's stop flag) instead of killing them mid-step
+            launcher = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True)
         try:
             for epoch in range(1, settings["epochs"] + 1):
                 result = job / f"epoch{epoch}.npz"
