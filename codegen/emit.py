@@ -318,8 +318,8 @@ def render_backend(derivation, backend: str) -> str:
     except NotImplementedError as err:
         function = str(err).splitlines()[0].rpartition(": ")[2] or str(err)
         raise Unprintable(
-            f"no {backend} spelling for {function}: declare it as a named primitive with a "
-            f"definition (see derive/primitives.py)") from None
+            f"no {backend} spelling for {function}: give it one by declaring it as a named "
+            f"primitive with a _{backend}code method (see derive/primitives.py)") from None
     return _environment().get_template(f"{backend}_module.py.j2").render(**context)
 
 

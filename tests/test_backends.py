@@ -561,3 +561,33 @@ def test_piecewise_as_max_or_min_only_where_sympy_proves_it():
     assert as_max_min(sp.Piecewise((0, z <= 0), (1, True))) is None
     assert as_max_min(sp.Piecewise((z, z <= 0), (0, True))) == sp.Min(0, z)
     assert as_max_min(sp.Piecewise((0, z <= 0), (2 * z - 1, True))) is None  # -1/2 at z = 1/4
+
+
+def test_a_hand_written_file_is_not_overwritten_and_unprintable_is_a_clear_error(tmp_path):
+    import sympy as sp
+
+    from codegen.emit import Unprintable
+    from codegen.files import WriteRefused
+    from codegen.printers.frameworks import JaxCodePrinter, TorchCodePrinter
+
+    mine = tmp_path / "clf_torch.py"
+    mine.write_text("# my own file\n")
+    with pytest.raises(WriteRefused):
+        write_backend(derive(CLF), "torch", tmp_path)
+    assert mine.read_text() == "# my own file\n"
+    assert write_backend(derive(CLF), "torch", tmp_path, force=True) == mine
+    z = sp.Symbol("z")
+    for printer in (TorchCodePrinter, JaxCodePrinter):  # no spelling, no definition
+        with pytest.raises(NotImplementedError, match="no spelling for"):
+            printer({z: "z"}).doprint(sp.loggamma(z))
+    from derive.activations import ACTIVATIONS, Activation
+    from derive.netspec import ActivationSpec, LayerSpec, NetSpec
+
+    lgamma = Activation("lgamma1p", r"\operatorname{lg}", lambda x: sp.loggamma(1 + x ** 2))
+    with ACTIVATIONS.temporarily("lgamma1p", lgamma):
+        spec = NetSpec("lg", 2, (LayerSpec(3, ActivationSpec("lgamma1p")),
+                                 LayerSpec(1, ActivationSpec("identity"))), "mse")
+        derivation = derive(spec)
+        for backend in ("torch", "jax"):
+            with pytest.raises(Unprintable, match=f"no {backend} spelling for .*_{backend}code"):
+                render_backend(derivation, backend)

@@ -42,7 +42,8 @@ class _FrameworkPrinter(NumPyCodePrinter):
         module, _, attr = fqn.rpartition(".")
         if module in ("numpy", "np"):
             return self._call(attr)
-        return fqn
+        # a SciPy function with no entry in the table: the module would not import it
+        raise NotImplementedError(f"{type(self).__name__} has no spelling for: {fqn}")
 
     def _print(self, expr, **kwargs):
         if isinstance(expr, sp.Expr) and expr.is_number and not expr.is_Rational \
