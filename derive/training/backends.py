@@ -105,8 +105,8 @@ def fit(options: BackendOptions, trainer, module_path, X, Y, validation=None, ca
         for epoch, params in enumerate(epochs, start=1):
             trainer.params = params
             record = _record(trainer, X, Y, validation)
-            for key, value in record.items():
-                trainer.history[key].append(value)
+            for key, values in trainer.history.items():  # whatever figures the Trainer keeps
+                values.append(record.get(key))
             if not np.isfinite(record["loss"]):
                 raise FloatingPointError(
                     f"the training loss became {record['loss']} in epoch {epoch}; "
@@ -125,7 +125,8 @@ def fit(options: BackendOptions, trainer, module_path, X, Y, validation=None, ca
 
 def _record(trainer, X, Y, validation) -> dict:
     figures = trainer.evaluate(X, Y)
-    record = {"loss": figures["loss"], "accuracy": figures["accuracy"]}
+    record = {"loss": figures["loss"], "accuracy": figures["accuracy"],
+              "lr": trainer.learning_rate}  # constant: plain SGD
     if validation is not None:
         figures = trainer.evaluate(*validation)
         record.update(val_loss=figures["loss"], val_accuracy=figures["accuracy"])
