@@ -419,11 +419,13 @@ def _numpy_epoch(net, X, Y, params, settings):
 
 def test_ddp_two_processes_equal_one(modules):
     """Two CPU processes under DDP (gloo, loopback), each on half of every global batch, end
-    the epoch with the parameters of one process on the whole batches."""
+    the epoch with the parameters of one process on the whole batches, and of the NumPy
+    module's backward step by step."""
     pytest.importorskip("torch")
     from derive.training.backends import BackendOptions, backend_path, torch_epochs
 
-    net, X, Y, params, settings = _epoch_setup(modules)
+    # batches of 7 split 4 + 3, and a last batch of one example: one process gets none
+    net, X, Y, params, settings = _epoch_setup(modules, m=43, size=7)
     path = backend_path(net.__file__, "torch")
     one, = torch_epochs(path, params, X, Y, settings, BackendOptions("torch"))
     two, = torch_epochs(path, params, X, Y, settings, BackendOptions("torch", workers=2))
