@@ -593,3 +593,14 @@ def test_a_hand_written_file_is_not_overwritten_and_unprintable_is_a_clear_error
         for backend in ("torch", "jax"):
             with pytest.raises(Unprintable, match=f"no {backend} spelling for .*_{backend}code"):
                 render_backend(derivation, backend)
+
+
+def test_cli_device_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    from derive.cli import main
+
+    assert main(["--spec", str(DIGITS), "--out", str(tmp_path), "--train", "--backend", "torch",
+                 "--device", "cuda"]) == 2
+    assert "PyTorch sees no CUDA device here" in capsys.readouterr().err
