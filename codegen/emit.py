@@ -27,8 +27,9 @@ from .printers.numpy import NumPyCodePrinter
 from .printers.step import allocation, print_step
 from .program import Assign, Program
 
-__all__ = ["render_module", "render_runtime", "render_rules", "write_module", "module_context", "VERSION",
-           "RUNTIME_NAME", "RULES_NAME", "Unprintable"]
+__all__ = ["render_module", "render_runtime", "render_rules", "write_module", "module_context",
+           "VERSION", "RUNTIME_NAME", "RULES_NAME", "Unprintable", "BACKENDS", "backend_context",
+           "render_backend", "write_backend"]
 
 def _version() -> str:
     """The tool's version, as installed (declared once, in ``derive.__version__``)."""
@@ -73,10 +74,12 @@ def _data_names(program: Program) -> frozenset[str]:
 class _Functional:
     """Prints Assign statements; collects the SciPy functions they use."""
 
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, printer=NumPyCodePrinter):
         self.scipy: set[str] = set()
         self.data = _data_names(program)
-        self.signs = {f"signW{layer.index}": f"np.sign(W{layer.index})" for layer in program.layers}
+        self.printer = printer
+        sign = printer()._call("sign")
+        self.signs = {f"signW{layer.index}": f"{sign}(W{layer.index})" for layer in program.layers}
 
     def lines(self, assign: Assign) -> list[str]:
         """``target = code`` lines (common subexpressions first, for element-wise formulas)."""
@@ -99,18 +102,18 @@ class _Functional:
         return lines
 
     def _print(self, expr, names, like) -> str:
-        printer = NumPyCodePrinter(names, like=like)
+        printer = self.printer(names, like=like)
         code = printer.doprint(expr)
         self.scipy |= printer.scipy_functions
         return code
 
-    def _matrix_printer(self, expr) -> NumPyCodePrinter:
+    def _matrix_printer(self, expr):
         names = {}
         for symbol in expr.atoms(sp.MatrixSymbol):
             if symbol.name in self.signs:
                 names[symbol] = self.signs[symbol.name]
         data = frozenset(s for s in expr.atoms(sp.MatrixSymbol) if s.name in self.data)
-        return NumPyCodePrinter(names, data=data)
+        return self.printer(names, data=data)
 
 
 def _block(functional: _Functional, assigns) -> list[str]:
@@ -296,5 +299,64 @@ def write_module(derivation, out_dir: str | Path = "generated", *, force: bool =
         atomic_write(init, _PACKAGE_INIT)
     _write_if_changed(runtime_path, render_runtime())
     _write_if_changed(rules_path, render_rules(derivation))
+    _write_if_changed(target, text)
+    return target
+
+
+# ----------------------------------------------------------------------------- other targets
+
+BACKENDS = ("torch", "jax")  # --backend: DIR/<name>_<backend>.py beside DIR/<name>.py
+
+
+def backend_context(derivation, backend: str, program: Program | None = None) -> dict:
+    """What ``<backend>_module.py.j2`` lays out: the functional formulas printed for the
+    framework (forward, per-example loss, backward), and the network's constants."""
+    from .printers.frameworks import FRAMEWORK_PRINTERS
+
+    program = program or lower(derivation)
+    functional = _Functional(program, FRAMEWORK_PRINTERS[backend])
+    spec = derivation.spec
+    return {
+        "marker": GENERATED_MARKER,
+        "version": VERSION,
+        "backend": backend,
+        "name": program.name,
+        "source": comment_safe(Path(spec.source).name) if spec.source else None,
+        "digest": spec_digest(derivation),
+        "program": program,
+        "layers": program.layers,
+        "depth": len(program.layers),
+        "keys": tuple(param for param, _ in program.gradients),
+        "activations": tuple(layer.activation for layer in program.layers),
+        "forward": _forward_lines(functional, program),
+        "backward": _backward_lines(functional, program),
+        "loss": _block(functional, (program.per_example_loss,)),
+        "reg_text": _regularization_text(program),
+        "training": pprint.pformat(program.training, width=90, sort_dicts=False),
+    }
+
+
+def render_backend(derivation, backend: str) -> str:
+    """``DIR/<name>_<backend>.py``'s source text (deterministic: same spec, same bytes)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+    try:
+        context = backend_context(derivation, backend)
+    except NotImplementedError as err:
+        function = str(err).splitlines()[0].rpartition(": ")[2] or str(err)
+        raise Unprintable(
+            f"no {backend} spelling for {function}: give it one by declaring it as a named "
+            f"primitive with a _{backend}code method (see derive/primitives.py)") from None
+    return _environment().get_template(f"{backend}_module.py.j2").render(**context)
+
+
+def write_backend(derivation, backend: str, out_dir: str | Path = "generated", *,
+                  force: bool = False) -> Path:
+    """Write ``out_dir/<name>_<backend>.py`` beside the NumPy module (written too: the
+    backend module takes its initial parameters and conversions from it); returns its path."""
+    out_dir = Path(out_dir)
+    target = writable(out_dir / f"{derivation.spec.name}_{backend}.py", force)
+    text = render_backend(derivation, backend)
+    write_module(derivation, out_dir, force=force)
     _write_if_changed(target, text)
     return target

@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="network spec(s) in YAML (see README.md for the format)")
     parser.add_argument("--out", default="generated", metavar="DIR",
                         help="folder for the generated <name>.py (default: generated/)")
+    parser.add_argument("--backend", choices=("numpy", *_backends()), default="numpy",
+                        help="also write DIR/<name>_torch.py (a torch.nn.Module whose backward "
+                             "is the derived one) or DIR/<name>_jax.py (jax.custom_vjp, a "
+                             "lax.scan epoch); with --train, train on that framework")
     parser.add_argument("--check", action="store_true",
                         help="prove the derivation against SymPy's diff of the expanded loss "
                              "and check the written module by central finite differences")
@@ -44,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_arguments(parser)
     _add_latex_arguments(parser)
     return parser
+
+
+def _backends() -> tuple[str, ...]:
+    from codegen.emit import BACKENDS
+
+    return BACKENDS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +89,7 @@ def _say(args, message: str) -> None:
 
 def _run(path: str, args) -> int:
     """Every stage for one spec; returns its exit status."""
-    from codegen.emit import Unprintable, write_module
+    from codegen.emit import Unprintable, write_backend, write_module
     from codegen.files import WriteRefused
 
     from .derivation import derive
@@ -96,6 +106,9 @@ def _run(path: str, args) -> int:
     started += time.perf_counter() - checking  # the module line times the module alone
     try:
         target = write_module(derivation, args.out, force=args.force)
+        written = target
+        if args.backend != "numpy":
+            written = write_backend(derivation, args.backend, args.out, force=args.force)
     except WriteRefused as err:
         print(f"derive: {path}: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -106,7 +119,8 @@ def _run(path: str, args) -> int:
         print(f"derive: {path}: cannot write to {args.out}: {err.strerror or err}", file=sys.stderr)
         return EXIT_USAGE
     sizes = "-".join(map(str, spec.layer_sizes))
-    _say(args, f"{path}: {spec.name} ({sizes}, {spec.loss}) -> {target} "
+    also = f" and {written}" if written != target else ""
+    _say(args, f"{path}: {spec.name} ({sizes}, {spec.loss}) -> {target}{also} "
                f"in {time.perf_counter() - started:.2f} s")
     if claims is not None and not (args.quiet and claims.ok):
         brief = args.claims is None  # the spec's own claims, checked along: the outcome
@@ -155,7 +169,7 @@ def _check(derivation, target: Path, args, proof) -> int:
 # ----------------------------------------------------------------------------- --train
 
 _TRAINING_FLAGS = ("epochs", "learning_rate", "batch_size", "optimizer", "schedule", "patience",
-                   "seed", "resume", "save_dir", "plot", "verbose")
+                   "seed", "resume", "save_dir", "plot", "verbose", "device", "workers")
 
 
 def _bounded(kind, low, high, what: str):
@@ -229,6 +243,12 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
                             "needs matplotlib: pip install 'backprop-derive[plot]'")
     group.add_argument("--verbose", action="store_true",
                        help="also print per-epoch and per-stage times")
+    group.add_argument("--device", choices=("cpu", "cuda"),
+                       help="--backend torch: where the tensors live (default: cpu)")
+    group.add_argument("--workers", metavar="N", type=_bounded(int, 1, 256, "a whole number from 1 to 256"),
+                       help="--backend torch: data-parallel processes under DistributedDataParallel "
+                            "(gloo on CPU, NCCL on CUDA), launched by torch.distributed.run on "
+                            "this machine's loopback (default: 1, no launcher)")
 
 
 def _check_training_arguments(parser: argparse.ArgumentParser, args) -> None:
@@ -237,6 +257,9 @@ def _check_training_arguments(parser: argparse.ArgumentParser, args) -> None:
         if given:
             flag = "--" + given[0].replace("_", "-")
             parser.error(f"{flag} is a training option: add --train")
+    for flag, given in (("--device", args.device), ("--workers", args.workers)):
+        if given is not None and args.backend != "torch":
+            parser.error(f"{flag} goes with --backend torch")
 
 
 def _train(spec, target: Path, args) -> int:
@@ -252,9 +275,23 @@ def _train(spec, target: Path, args) -> int:
     options = TrainOptions(epochs=args.epochs, learning_rate=args.learning_rate,
                            batch_size=args.batch_size, optimizer=args.optimizer,
                            schedule=args.schedule, patience=args.patience, seed=args.seed,
-                           resume=args.resume, save_dir=save_dir, plot=plot, quiet=args.quiet, verbose=args.verbose)
+                           resume=args.resume, save_dir=save_dir, plot=plot, quiet=args.quiet,
+                           verbose=args.verbose, backend=args.backend,
+                           device=args.device or "cpu", workers=args.workers or 1)
     where = spec.source or spec.name
     try:
+        if args.backend != "numpy":
+            from .training.backends import require
+
+            require(args.backend, options.device)
+            if args.backend == "jax":
+                how = "one lax.scan per epoch, sharded over the available devices"
+            elif options.workers > 1:
+                how = (f"{options.device}, {options.workers} processes under "
+                       "DistributedDataParallel")
+            else:
+                how = f"{options.device}, one process"
+            _say(args, f"training on {args.backend} ({how})")
         result = run(spec, target, options)
     except (DataError, PlotUnavailable) as err:
         print(f"derive: {where}: {err}", file=sys.stderr)

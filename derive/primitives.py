@@ -5,8 +5,8 @@ Its results are then rewritten in these named primitives so that the LaTeX reads
 documents (``\\sigma(z)``, ``\\Phi(z)``) and the NumPy code uses stable spellings
 (``logaddexp`` instead of ``log(1 + exp(z))``, which overflows at z = 1000).
 
-Each primitive carries its own LaTeX and NumPy spelling (the SymPy printer protocol
-``_latex`` / ``_numpycode``) and its definition (``rewrite("definition")``), so the proof can
+Each primitive carries its own LaTeX and code spellings (the SymPy printer protocol
+``_latex`` / ``_numpycode``, and ``_torchcode`` / ``_jaxcode`` for the framework backends) and its definition (``rewrite("definition")``), so the proof can
 expand it back.  Derivatives are never typed here: ``fdiff`` differentiates the definition.
 """
 
@@ -52,6 +52,12 @@ class sigmoid(_Primitive):
         np_ = printer._module_format("numpy")
         return f"{np_}.exp(-{np_}.logaddexp(0, -({x})))"
 
+    def _torchcode(self, printer):
+        return f"torch.sigmoid({printer._print(self.args[0])})"  # stable for any x
+
+    def _jaxcode(self, printer):
+        return f"jax.nn.sigmoid({printer._print(self.args[0])})"  # stable for any x
+
     def _scalarcode(self, printer):
         # one entry in a compiled loop: exp(-x) may overflow to inf, giving exactly 0,
         # and no array-wide logaddexp is needed
@@ -72,6 +78,15 @@ class softplus(_Primitive):
         x = printer._print(self.args[0])
         return f"{printer._module_format('numpy')}.logaddexp(0, {x})"
 
+    def _torchcode(self, printer):
+        # torch.nn.functional.softplus switches to x above a threshold (an approximation);
+        # max(x, 0) + log1p(exp(-|x|)) is exact and overflows nowhere
+        x = printer._print(self.args[0])
+        return f"(torch.clamp({x}, min=0) + torch.log1p(torch.exp(-torch.abs({x}))))"
+
+    def _jaxcode(self, printer):
+        return f"jnp.logaddexp(0, {printer._print(self.args[0])})"
+
     @staticmethod
     def _numpy_inplace(x: str, out: str) -> list[str]:
         return [f"np.logaddexp(0.0, {x}, out={out})"]
@@ -89,6 +104,12 @@ class Phi(_Primitive):
 
     scipy_functions = ("erf",)
 
+    def _torchcode(self, printer):
+        return f"torch.special.ndtr({printer._print(self.args[0])})"
+
+    def _jaxcode(self, printer):
+        return f"jax.scipy.special.ndtr({printer._print(self.args[0])})"
+
     @staticmethod
     def _numpy_inplace(x: str, out: str) -> list[str]:
         return [f"np.multiply({x}, {_INV_SQRT2}, out={out})", f"erf({out}, out={out})",
@@ -104,6 +125,8 @@ class phi(_Primitive):
     def _numpycode(self, printer):
         x = printer._print(self.args[0])
         return f"({_INV_SQRT_2PI} * {printer._module_format('numpy')}.exp(-0.5 * ({x}) ** 2))"
+
+    _torchcode = _jaxcode = _numpycode  # the same formula under the printer's own module
 
     @staticmethod
     def _numpy_inplace(x: str, out: str) -> list[str]:

@@ -33,3 +33,9 @@ def test_seed_speed_smoke():
     assert done.returncode == 0, done.stderr
     for row in ("generated numpy", "generated compiled"):
         assert row in done.stdout
+
+
+def test_backend_speed_smoke():
+    done = _run("bench/backend_speed.py", "--smoke")
+    assert done.returncode == 0, done.stderr
+    assert "examples/s (generated / autograd of the same framework)" in done.stdout

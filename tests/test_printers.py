@@ -42,6 +42,10 @@ COVERAGE = {
     "abs_difference": sp.Abs(z - y),
     "huber": sp.Piecewise(((z - y) ** 2 / 2, sp.Abs(z - y) <= 1), (sp.Abs(z - y) - sp.S.Half, True)),
     "heaviside_zero": sp.Heaviside(z, 0),
+    "step_le": sp.Piecewise((0, z <= 0), (1, True)),  # ReLU's derivative
+    "step_lt": sp.Piecewise((sp.Rational(1, 10), z < 1), (1, True)),
+    "step_ge": sp.Piecewise((3, z >= 1), (-1, True)),
+    "step_gt": sp.Piecewise((-2, z > -1), (0, True)),
     "sign": sp.sign(z) * z ** 2,
     "erf": sp.erf(z / sp.sqrt(2)),
     "exp": sp.exp(-z ** 2 / 2),
@@ -109,7 +113,41 @@ def _scalar(expr, dtype):
     return np.asarray(values, dtype=dtype), code
 
 
-PRINTERS = {"numpy": _functional, "numpy in-place": _inplace, "compiled loops": _scalar}
+def _framework(target, module_name):
+    """A framework printer's code evaluated on the framework's own arrays (skipped when the
+    framework is not installed)."""
+    def run(expr, dtype):
+        pytest.importorskip(module_name)
+        from codegen.printers.frameworks import FRAMEWORK_PRINTERS
+
+        scope = _framework_scope(target)
+        to_array, to_numpy = scope.pop("to_array"), scope.pop("to_numpy")
+        printer = FRAMEWORK_PRINTERS[target]({z: "z", y: "y"}, like="z")
+        code = printer.doprint(expr)
+        scope.update(z=to_array(Z_POINTS.astype(dtype)[:, None]),
+                     y=to_array(Y_POINTS.astype(dtype)[:, None]))
+        value = to_numpy(eval(code, scope))
+        return np.broadcast_to(value, (len(Z_POINTS), 1)).reshape(-1), code
+    return run
+
+
+def _framework_scope(target) -> dict:
+    if target == "torch":
+        import torch
+
+        return {"torch": torch, "to_array": torch.from_numpy,
+                "to_numpy": lambda t: t.detach().numpy()}
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    import jax.scipy.special  # noqa: F401  (jax.scipy.special.erf, ndtr)
+
+    return {"jax": jax, "jnp": jnp, "to_array": jnp.asarray, "to_numpy": np.asarray}
+
+
+PRINTERS = {"numpy": _functional, "numpy in-place": _inplace, "compiled loops": _scalar,
+            "torch": _framework("torch", "torch"), "jax": _framework("jax", "jax")}
 
 
 @pytest.mark.parametrize("printer", list(PRINTERS))

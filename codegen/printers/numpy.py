@@ -92,11 +92,15 @@ class NumPyCodePrinter(NumPyPrinter):
     def _print_Rational(self, expr):
         return repr(float(Fraction(int(expr.p), int(expr.q))))
 
+    def _call(self, name: str) -> str:
+        """The array library's function ``name`` (NumPy's spelling; other targets override)."""
+        return f"np.{name}"
+
     def _print_Min(self, expr):
-        return self._pairwise("np.minimum", expr.args)
+        return self._pairwise(self._call("minimum"), expr.args)
 
     def _print_Max(self, expr):
-        return self._pairwise("np.maximum", expr.args)
+        return self._pairwise(self._call("maximum"), expr.args)
 
     def _pairwise(self, func, args):
         code = self._print(args[0])
@@ -114,18 +118,26 @@ class NumPyCodePrinter(NumPyPrinter):
     def _print_Mul(self, expr):
         base = is_softmax(expr)
         if base is not None:
-            return f"{RUNTIME}.softmax({self.names[base]})"
+            return self._softmax(self.names[base])
         return super()._print_Mul(expr)
 
     def _print_log(self, expr):
         base = is_logsumexp(expr)
         if base is not None:
-            return f"{RUNTIME}.logsumexp({self.names[base]})"
+            return self._logsumexp(self.names[base])
         return super()._print_log(expr)
+
+    def _softmax(self, name: str) -> str:
+        """softmax of each row of the array ``name`` (stable: the runtime's)."""
+        return f"{RUNTIME}.softmax({name})"
+
+    def _logsumexp(self, name: str) -> str:
+        """log sum exp of each row of ``name``, as a column (stable: the runtime's)."""
+        return f"{RUNTIME}.logsumexp({name})"
 
     def _print_Sum(self, expr):
         """A sum over the output units: the row sum of each sample, kept as a column."""
-        return f"np.sum({self._print(expr.function)}, axis=1, keepdims=True)"
+        return f"{self._call('sum')}({self._print(expr.function)}, axis=1, keepdims=True)"
 
     # -- piecewise -----------------------------------------------------------------------
     def _print_Piecewise(self, expr):
@@ -140,7 +152,7 @@ class NumPyCodePrinter(NumPyPrinter):
         code = self._branch(branches[-1].expr)
         for value, cond in reversed(branches[:-1]):
             value = clamped(value, cond)
-            code = f"np.where({self._print(cond)}, {self._branch(value)}, {code})"
+            code = f"{self._call('where')}({self._print(cond)}, {self._branch(value)}, {code})"
         return code
 
     def _branch(self, value):
@@ -156,14 +168,14 @@ class NumPyCodePrinter(NumPyPrinter):
         return f"{self._module_format('scipy.special.erf')}({self._print(expr.args[0])})"
 
     def _print_Abs(self, expr):
-        return f"np.abs({self._print(expr.args[0])})"
+        return f"{self._call('abs')}({self._print(expr.args[0])})"
 
     def _print_Heaviside(self, expr):
         half = expr.args[1] if len(expr.args) > 1 else sp.S.Half
-        return f"np.heaviside({self._print(expr.args[0])}, {self._print(half)})"
+        return f"{self._call('heaviside')}({self._print(expr.args[0])}, {self._print(half)})"
 
     def _print_sign(self, expr):
-        return f"np.sign({self._print(expr.args[0])})"
+        return f"{self._call('sign')}({self._print(expr.args[0])})"
 
     # -- matrices (column convention in, row convention out) -------------------------------
     def _print_MatrixSymbol(self, expr):

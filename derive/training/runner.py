@@ -12,6 +12,7 @@ and ``RunResult.interrupted`` is True (the command exits with 130).  A second Ct
 
 from __future__ import annotations
 
+import functools
 import platform
 import signal
 import sys
@@ -62,6 +63,9 @@ class TrainOptions:
     quiet: bool = False  # only the final report
     verbose: bool = False  # also per-epoch timings and the stages' times
     progress: str | None = None  # bar | lines | quiet; None: a bar on a terminal, else lines
+    backend: str = "numpy"  # numpy (the generated Trainer) | torch | jax (training/backends.py)
+    device: str = "cpu"  # torch: cpu | cuda
+    workers: int = 1  # torch: processes under DistributedDataParallel
 
     def overrides(self) -> dict:
         keys = ("epochs", "learning_rate", "batch_size", "optimizer", "schedule", "patience",
@@ -155,7 +159,8 @@ def run(spec: NetSpec, module_path: str | Path, options: TrainOptions = TrainOpt
     _make_folder(save_dir)
     timings = {"load_seconds": time.perf_counter() - started}
 
-    session = _Session(trainer, prepared, options, stream, stop if stop is not None else StopFlag())
+    session = _Session(trainer, prepared, options, stream, stop if stop is not None else StopFlag(),
+                       module_path)
     if session.display.mode != QUIET:
         print(_header(spec, dataset, prepared, settings), file=stream, flush=True)
     session.train()
@@ -242,7 +247,7 @@ class _Session:
     """The Trainer and its hooks: progress after each update, a record after each epoch."""
 
     def __init__(self, trainer, prepared: Prepared, options: TrainOptions, stream: TextIO,
-                 stop: StopFlag):
+                 stop: StopFlag, module_path: str | Path = ""):
         self.prepared, self.stop, self.trainer = prepared, stop, trainer
         self.first_epoch = trainer.epoch  # > 0 when resumed
         self.epochs = trainer.epoch + trainer.epochs
@@ -251,6 +256,16 @@ class _Session:
         self.display = EpochDisplay(self.epochs, self.score, verbose=options.verbose,
                                     mode=options.progress or choose_mode(stream, options.quiet),
                                     stream=stream)
+        self.fit = self.trainer.fit
+        if options.backend != "numpy":  # the same run on a framework's engine
+            from .backends import BackendOptions, fit
+
+            if not trainer.plain:
+                raise DataError(f"--backend {options.backend} trains with plain gradient descent "
+                                f"(optimizer: sgd, no weight decay) for now, not {trainer.optimizer}: "
+                                "add --optimizer sgd, or train with the NumPy module")
+            backend = BackendOptions(options.backend, options.device, options.workers)
+            self.fit = functools.partial(fit, backend, self.trainer, str(module_path))
         # once, in the Trainer's dtype, so that neither fit() nor predict() converts them again
         self.X_train = prepared.X_train.astype(self.trainer.dtype)
         self.X_test = prepared.X_test.astype(self.trainer.dtype)
@@ -275,7 +290,7 @@ class _Session:
                 np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             try:
                 validation = (None if self.X_val is None else (self.X_val, self.prepared.Y_val))
-                self.trainer.fit(self.X_train, self.prepared.Y_train, validation=validation,
+                self.fit(self.X_train, self.prepared.Y_train, validation=validation,
                                  callback=self._epoch_end, progress=self._progress)
             except FloatingPointError as err:  # the module's TrainingDiverged
                 raise TrainingFailed(str(err)) from None

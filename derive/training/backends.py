@@ -1,0 +1,296 @@
+"""``derive --train --backend torch|jax``: the same run as the NumPy runner's, trained on a
+framework's engine with the generated backend module.
+
+``fit(trainer, …)`` stands in for ``trainer.fit(…)`` (same arguments, same per-epoch records
+and callbacks) and leaves the NumPy Trainer holding the trained parameters, so the runner's
+report, history and model file are the NumPy runner's.  The batches are the Trainer's: its
+examples per step, and per epoch ``default_rng(seed).permutation`` when shuffling.
+
+* torch: plain SGD (``torch.optim.SGD``) through the module's derived ``autograd.Function``.
+  One CPU thread per process (``OMP_NUM_THREADS`` when set), as torch's launcher gives
+  each worker.  With ``workers`` > 1, that many processes launched by torch's own launcher
+  (``python -m torch.distributed.run --standalone``, on this machine's loopback), each on its
+  share of every global batch, under ``DistributedDataParallel`` (gloo on CPU, NCCL on CUDA);
+  each share's loss is weighted by its size, so N processes take exactly the one-process step.
+* jax: each epoch's full batches as one ``lax.scan`` (the module's ``train_epoch``), the batch
+  axis sharded over the available devices (a ``Mesh`` of ``jax.devices()``) when it divides.
+
+Optimizers other than plain gradient descent, and schedules, come with the runtime's update
+rules; here the learning rate is constant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .runner import TrainingFailed
+
+__all__ = ["BackendOptions", "BackendUnavailable", "fit", "torch_epochs", "jax_epochs",
+           "epoch_orders", "worker_main"]
+
+
+class BackendUnavailable(DataError):
+    """The backend's framework is not installed, or the device asked for is absent."""
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    backend: str  # torch | jax
+    device: str = "cpu"  # torch: cpu | cuda
+    workers: int = 1  # torch: processes under DistributedDataParallel
+
+
+def require(backend: str, device: str = "cpu"):
+    """The framework's module, or BackendUnavailable saying how to install it."""
+    try:
+        module = __import__(backend)
+    except ImportError:
+        raise BackendUnavailable(
+            f"--backend {backend} needs {'PyTorch' if backend == 'torch' else 'JAX'}: "
+            f"pip install 'backprop-derive[{backend}]'") from None
+    if backend == "torch" and device == "cuda" and not module.cuda.is_available():
+        raise BackendUnavailable("--device cuda: PyTorch sees no CUDA device here; use --device cpu")
+    return module
+
+
+def backend_path(module_path: str | Path, backend: str) -> Path:
+    """The backend module written beside the NumPy module."""
+    path = Path(module_path)
+    return path.with_name(f"{path.stem}_{backend}.py")
+
+
+def epoch_orders(m: int, size: int, epochs: int, shuffle: bool, seed: int):
+    """Each epoch's order of the examples, as the NumPy Trainer draws it."""
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        yield rng.permutation(m) if shuffle and size < m else np.arange(m)
+
+
+def batches(order: np.ndarray, size: int):
+    """The rows of each step of an epoch: full batches, then the rest."""
+    return [order[start:start + size] for start in range(0, len(order), size)]
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def fit(options: BackendOptions, trainer, module_path, X, Y, validation=None, callback=None,
+        progress=None):
+    """``trainer.fit`` on a backend; the trainer ends with the trained parameters, its history
+    and ``interrupted`` set as its own fit would set them."""
+    net = trainer.network
+    X = net.inputs(X, trainer.dtype).astype(trainer.dtype, copy=False)
+    m = X.shape[0]
+    T = net.targets(Y, m, trainer.dtype)
+    size = trainer.step_size(m)
+    total = -(-m // size)
+    settings = {"learning_rate": trainer.learning_rate, "size": size, "epochs": trainer.epochs,
+                "shuffle": trainer.shuffle, "seed": trainer.seed, "dtype": trainer.dtype.name}
+    path = backend_path(module_path, options.backend)
+    if options.backend == "torch":
+        epochs = torch_epochs(path, trainer.params, X, np.asarray(Y), settings, options)
+    else:
+        epochs = jax_epochs(path, trainer.params, X, T, settings)
+    trainer.interrupted = False
+    try:
+        for epoch, params in enumerate(epochs, start=trainer.epoch + 1):
+            trainer.params = params
+            trainer.epoch = epoch  # a saved model counts the epochs the backend trained
+            record = _record(trainer, X, Y, validation) | {"lr": trainer.learning_rate}
+            for key, values in trainer.history.items():  # whatever figures the Trainer keeps
+                values.append(record.get(key))
+            if not np.isfinite(record["loss"]):
+                raise FloatingPointError(
+                    f"the training loss became {record['loss']} in epoch {epoch}; "
+                    f"try a smaller learning_rate than {trainer.learning_rate:g}")
+            if callback is not None:
+                callback(epoch, record)
+            if progress is not None and progress(epoch, total, total):
+                trainer.interrupted = True
+                break
+    finally:
+        close = getattr(epochs, "close", None)
+        if close is not None:
+            close()
+    return trainer.history
+
+
+def _record(trainer, X, Y, validation) -> dict:
+    figures = trainer.evaluate(X, Y)
+    record = {"loss": figures["loss"], "accuracy": figures["accuracy"],
+              "lr": trainer.learning_rate}  # constant: plain SGD
+    if validation is not None:
+        figures = trainer.evaluate(*validation)
+        record.update(val_loss=figures["loss"], val_accuracy=figures["accuracy"])
+    return record
+
+
+# ----------------------------------------------------------------------------- torch
+
+def _torch_dtype(torch, name: str):
+    return getattr(torch, name)
+
+
+def _torch_steps(module, model, step_model, optimizer, X, Y, settings, rank=0, world=1):
+    """One epoch generator body shared by one process and DDP workers: yields per epoch."""
+    import torch
+
+    size = settings["size"]
+    for order in epoch_orders(len(X), size, settings["epochs"], settings["shuffle"],
+                              settings["seed"]):
+        for rows in batches(order, size):
+            share = np.array_split(rows, world)[rank]
+            weight = len(share) * world / len(rows)
+            if len(share) == 0:  # fewer examples than processes: take part with weight 0
+                share = rows[:1]
+            index = torch.from_numpy(share).to(X.device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = module.loss(step_model, X[index], Y[index])
+            (loss * weight if weight != 1 else loss).backward()
+            optimizer.step()
+        yield {key: value.detach().cpu().numpy().copy()
+               for key, value in model.params().items()}
+
+
+def torch_epochs(path, params, X, Y, settings, options: BackendOptions):
+    """Per epoch, the parameters (a NumPy dict) after training with the torch module."""
+    torch = require("torch", options.device)
+    if options.workers > 1:
+        yield from _distributed(path, params, X, Y, settings, options)
+        return
+    from codegen.files import import_module_from
+
+    module = import_module_from(path)
+    device = torch.device(options.device)
+    if device.type == "cpu":  # as torch's launcher sets each worker: OMP_NUM_THREADS, else 1
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    model = module.Network.from_numpy(params, dtype=_torch_dtype(torch, settings["dtype"]),
+                                      device=device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=settings["learning_rate"])
+    Xt = torch.from_numpy(np.ascontiguousarray(X)).to(device)
+    Yt = torch.from_numpy(np.ascontiguousarray(Y)).to(device)
+    yield from _torch_steps(module, model, model, optimizer, Xt, Yt, settings)
+
+
+def _distributed(path, params, X, Y, settings, options: BackendOptions):
+    """Launch the workers; yield each epoch's parameters as rank 0 writes them."""
+    with tempfile.TemporaryDirectory(prefix="derive-ddp-") as job:
+        job = Path(job)
+        np.savez(job / "data.npz", X=X, Y=Y, **{f"param_{k}": v for k, v in params.items()})
+        (job / "job.json").write_text(json.dumps({**settings, "module": str(Path(path).resolve()),
+                                                  "device": options.device}))
+        root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (root, os.environ.get("PYTHONPATH")) if p))
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+                   f"--nproc-per-node={options.workers}", "--local-addr=127.0.0.1",
+                   "-m", "derive.training.backends", str(job)]
+        with open(job / "log.txt", "w") as log:
+            # its own session: Ctrl-C reaches this process only, which stops the workers after
+            # the epoch (the runner's stop flag) instead of killing them mid-step
+            launcher = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True)
+        try:
+            for epoch in range(1, settings["epochs"] + 1):
+                result = job / f"epoch{epoch}.npz"
+                while not result.exists():
+                    if launcher.poll() is not None and not result.exists():
+                        tail = (job / "log.txt").read_text(errors="replace")[-2000:]
+                        raise TrainingFailed(f"the torch workers stopped (exit {launcher.returncode}) "
+                                           f"in epoch {epoch}:\n{tail}")
+                    time.sleep(0.02)
+                with np.load(result) as stored:
+                    yield {key: stored[key] for key in stored.files}
+                result.unlink()
+            launcher.wait(timeout=60)
+        finally:
+            if launcher.poll() is None:
+                launcher.terminate()
+                launcher.wait(timeout=30)
+
+
+def worker_main(job: str) -> int:
+    """One DDP worker (run by torch's launcher): train, rank 0 writing each epoch's params."""
+    import torch
+    import torch.distributed as dist
+
+    from codegen.files import import_module_from
+
+    job = Path(job)
+    settings = json.loads((job / "job.json").read_text())
+    device = torch.device(settings["device"])
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    module = import_module_from(settings["module"])
+    with np.load(job / "data.npz") as stored:
+        X, Y = stored["X"], stored["Y"]
+        params = {key[len("param_"):]: stored[key] for key in stored.files
+                  if key.startswith("param_")}
+    model = module.Network.from_numpy(params, dtype=_torch_dtype(torch, settings["dtype"]),
+                                      device=device)
+    ddp = torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.SGD(ddp.parameters(), lr=settings["learning_rate"])
+    Xt, Yt = torch.from_numpy(X).to(device), torch.from_numpy(Y).to(device)
+    for epoch, result in enumerate(_torch_steps(module, model, ddp, optimizer, Xt, Yt, settings,
+                                                rank, world), start=1):
+        if rank == 0:
+            partial = job / f"epoch{epoch}.part.npz"
+            np.savez(partial, **result)
+            os.replace(partial, job / f"epoch{epoch}.npz")
+    dist.barrier()
+    dist.destroy_process_group()
+    return 0
+
+
+# ----------------------------------------------------------------------------- jax
+
+def jax_epochs(path, params, X, T, settings, devices=None):
+    """Per epoch, the parameters after the module's ``lax.scan`` epoch, the batch axis
+    sharded over ``devices`` (default: all of JAX's) when the batch size divides."""
+    jax = require("jax")
+    if settings["dtype"] == "float64":
+        jax.config.update("jax_enable_x64", True)
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from codegen.files import import_module_from
+
+    module = import_module_from(path)
+    devices = list(devices or jax.devices())
+    size = settings["size"]
+    if size % len(devices):
+        devices = devices[:1]
+    mesh = Mesh(np.array(devices), ("data",))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    by_batch = NamedSharding(mesh, PartitionSpec(None, "data"))
+    dtype = np.dtype(settings["dtype"])
+    state = jax.device_put({k: np.asarray(v, dtype) for k, v in params.items()}, replicated)
+    rate = dtype.type(settings["learning_rate"])
+    step = jax.jit(module.sgd_step)
+    for order in epoch_orders(len(X), size, settings["epochs"], settings["shuffle"],
+                              settings["seed"]):
+        full = len(order) - len(order) % size
+        if full:
+            rows = order[:full].reshape(-1, size)
+            state, _ = module.train_epoch(state, jax.device_put(X[rows], by_batch),
+                                          jax.device_put(T[rows], by_batch), rate)
+        if full < len(order):
+            rest = order[full:]
+            state, _ = step(state, X[rest], T[rest], rate)
+        yield {key: np.array(value) for key, value in state.items()}
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1]))
