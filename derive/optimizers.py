@@ -90,6 +90,12 @@ class Optimizer:
     assignments: tuple[tuple[sp.Symbol, sp.Expr], ...]
     locals_: tuple[tuple[sp.Symbol, str], ...] = ()  # (symbol, what it is)
     learning_rate: float = 1e-3  # PyTorch's default
+    torch_options: tuple[tuple[str, object], ...] = ()  # fixed options of its torch.optim class
+
+    @property
+    def torch_class(self) -> str:
+        """The ``torch.optim`` class name (the hyperparameters are its keyword arguments)."""
+        return self.source.split("(")[0].rpartition(".")[2]
 
     @property
     def defaults(self) -> dict:
@@ -157,7 +163,8 @@ OPTIMIZERS.add("momentum", Optimizer(
 OPTIMIZERS.add("nesterov", Optimizer(
     "nesterov", "Nesterov momentum", "torch.optim.SGD(momentum=..., nesterov=True)",
     (_MOMENTUM, _weight_decay()), ((b, "the velocity (momentum buffer)"),),
-    ((g, g + lam * theta), (b, mu * b + g), (theta, theta - eta * (g + mu * b)))))
+    ((g, g + lam * theta), (b, mu * b + g), (theta, theta - eta * (g + mu * b))),
+    torch_options=(("nesterov", True),)))
 OPTIMIZERS.add("adam", Optimizer(
     "adam", "Adam", "torch.optim.Adam", (_BETAS, _EPS, _weight_decay()),
     ((m1, "the first moment: a running average of the gradient"),

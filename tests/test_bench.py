@@ -39,3 +39,9 @@ def test_backend_speed_smoke():
     done = _run("bench/backend_speed.py", "--smoke")
     assert done.returncode == 0, done.stderr
     assert "examples/s (generated / autograd of the same framework)" in done.stdout
+
+
+def test_optimizer_speed_smoke():
+    done = _run("bench/optimizer_speed.py", "--smoke")
+    assert done.returncode == 0, done.stderr
+    assert "| adam |" in done.stdout and "examples/s" in done.stdout
