@@ -141,7 +141,10 @@ class _Compiled:
     def _jit(self, cache):
         import numba
 
-        return numba.njit(cache=cache, fastmath=_FASTMATH, nogil=True)(self.kernel)
+        # error_model "numpy": a division by zero gives inf or NaN as in NumPy, and the loops
+        # vectorise (Python's model checks every division and raises)
+        return numba.njit(cache=cache, fastmath=_FASTMATH, nogil=True,
+                          error_model="numpy")(self.kernel)
 
     def __call__(self, *args):
         try:
