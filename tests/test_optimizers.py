@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import shutil
 import tracemalloc
 import warnings
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -396,3 +399,81 @@ def test_bad_training_settings_are_located_errors(text, message):
 def test_bad_trainer_arguments_are_clear_errors(net, kwargs, message):
     with pytest.raises((TypeError, ValueError), match=message):
         net.Trainer(**kwargs)
+
+
+# ----------------------------------------------------------------------------- LaTeX, CLI
+
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
+def test_the_latex_shows_each_rule_with_its_state_and_hyperparameters(name):
+    from derive.latex import render_latex
+
+    spec = load_spec_text(BASE + f"training: {{optimizer: {name}, schedule: {{name: step, "
+                                 "step_size: 3}}\n", "rule.yaml")
+    tex = render_latex(derive(spec), body_only=True)
+    rule = OPTIMIZERS[name]
+    assert rf"\subsection{{The update rule: {rule.title}}}" in tex
+    for _, meaning in rule.state + rule.locals_:
+        assert meaning in tex
+    for h in rule.hyperparameters:
+        assert h.name.replace("_", r"{\char95}\allowbreak{}") in tex
+    assert r"\leftarrow" in tex and "step decay schedule" in tex
+
+
+def test_the_adam_rule_golden_fragment():
+    from derive.latex import render_latex
+
+    tex = render_latex(derive(load_spec_text(BASE + "training: {optimizer: adam}\n", "a.yaml")),
+                       body_only=True)
+    assert "\n".join([
+        r"g &\leftarrow g + \lambda_{wd} \theta \notag \\",
+        r"m &\leftarrow \beta_{1} m + g \left(1 - \beta_{1}\right) \notag \\",
+        r"v &\leftarrow \beta_{2} v + g^{2} \left(1 - \beta_{2}\right) \notag \\",
+        r"\hat{m} &\leftarrow \frac{m}{1 - \beta_{1}^{t}} \notag \\",
+        r"\hat{v} &\leftarrow \frac{v}{1 - \beta_{2}^{t}} \notag \\",
+        r"\theta &\leftarrow - \frac{\eta \hat{m}}{\epsilon + \sqrt{\hat{v}}} + \theta \notag",
+    ]) in tex
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not on PATH")
+def test_a_document_with_adam_and_a_schedule_compiles(tmp_path):
+    from derive.latex import write_latex
+
+    spec = load_spec_text(BASE + "training: {optimizer: adamw, schedule: cosine}\n", "w.yaml")
+    out = write_latex(derive(spec), tmp_path / "w.tex", pdf=True)
+    assert out.pdf.exists() and "AdamW" in (tmp_path / "w.tex").read_text()
+
+
+DIGITS = Path(__file__).resolve().parents[1] / "examples" / "digits_mlp.yaml"
+
+
+def test_cli_resume_continues_exactly(tmp_path, capsys):
+    from derive.cli import main
+
+    common = ["--spec", str(DIGITS), "--out", str(tmp_path / "gen"), "--train", "-q"]
+    assert main(common + ["--epochs", "3", "--save-dir", str(tmp_path / "straight")]) == 0
+    assert main(common + ["--epochs", "2", "--save-dir", str(tmp_path / "half")]) == 0
+    assert main(common + ["--resume", str(tmp_path / "half" / "digits_mlp.npz"), "--epochs", "1",
+                          "--save-dir", str(tmp_path / "resumed")]) == 0
+    with np.load(tmp_path / "straight" / "digits_mlp.npz") as a, \
+            np.load(tmp_path / "resumed" / "digits_mlp.npz") as b:
+        for key in a.files:
+            if key != "__settings__":
+                assert np.array_equal(a[key], b[key]), key
+    assert main(common + ["--resume", str(tmp_path / "half" / "digits_mlp.npz"),
+                          "--optimizer", "sgd"]) == 2
+    assert "cannot change it" in capsys.readouterr().err
+
+
+def test_cli_patience_keeps_the_best_epoch(tmp_path, capsys):
+    import json
+
+    from derive.cli import main
+
+    assert main(["--spec", str(DIGITS), "--out", str(tmp_path / "gen"), "--train", "-q",
+                 "--epochs", "40", "--learning-rate", "0.02", "--patience", "2",
+                 "--save-dir", str(tmp_path / "r")]) == 0
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    history = [record["val_loss"] for record in summary["history"]]
+    assert summary["best_epoch"] == int(np.argmin(history)) + 1
+    assert summary["validation"]["loss"] == pytest.approx(min(history), rel=1e-6)
+    assert "restored the best epoch" in capsys.readouterr().out
