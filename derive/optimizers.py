@@ -133,8 +133,8 @@ def _hyper(name, default, symbols, meaning, **bounds) -> Hyperparameter:
 def _weight_decay(default: float = 0.0, decoupled: bool = False) -> Hyperparameter:
     meaning = ("decoupled weight decay: every parameter shrinks by the factor 1 - eta lambda "
                "each step, apart from the gradient" if decoupled else
-               "L2 weight decay on every parameter (biases too): lambda theta is added to "
-               "the gradient")
+               "L2 weight decay on every parameter (biases too): lambda_wd theta is added "
+               "to the gradient")
     return _hyper("weight_decay", default, ["lambda_wd"], meaning)
 
 

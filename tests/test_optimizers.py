@@ -430,7 +430,7 @@ def test_the_adam_rule_golden_fragment():
         r"v &\leftarrow \beta_{2} v + g^{2} \left(1 - \beta_{2}\right) \notag \\",
         r"\hat{m} &\leftarrow \frac{m}{1 - \beta_{1}^{t}} \notag \\",
         r"\hat{v} &\leftarrow \frac{v}{1 - \beta_{2}^{t}} \notag \\",
-        r"\theta &\leftarrow - \frac{\eta \hat{m}}{\epsilon + \sqrt{\hat{v}}} + \theta \notag",
+        r"\theta &\leftarrow \theta - \frac{\eta \hat{m}}{\epsilon + \sqrt{\hat{v}}} \notag",
     ]) in tex
 
 

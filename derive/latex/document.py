@@ -835,7 +835,17 @@ def _rule_tex(use) -> dict:
     def tex(expr) -> str:
         return sp.latex(expr, symbol_names=names)
 
-    rows = tuple(_row(tex(target), rf"\leftarrow {tex(formula)}", numbered=False)
+    def update(target, formula) -> str:
+        """``target + step`` written as the rules are written: the old value first."""
+        rest = sp.expand(formula - target) if formula.is_Add and target in formula.args else None
+        if rest is None or rest == 0:
+            return tex(formula)
+        rest = formula - target
+        if rest.could_extract_minus_sign():
+            return f"{tex(target)} - {tex(-rest)}"
+        return f"{tex(target)} + {tex(rest)}"
+
+    rows = tuple(_row(tex(target), rf"\leftarrow {update(target, formula)}", numbered=False)
                  for target, formula in decl.assignments)
     hyper = []
     for h in decl.hyperparameters:
