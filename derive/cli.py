@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "build_predict_parser"]
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130
@@ -50,6 +50,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_predict_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="derive predict",
+        description="Apply a model file that `derive --train` wrote to raw data: the rows "
+                    "are scaled as in training, the answers are in the data's own terms "
+                    "(class names, values in the target's units).")
+    parser.add_argument("--model", required=True, metavar="MODEL.npz",
+                        help="the model file (runs/<name>/<name>.npz)")
+    parser.add_argument("--data", required=True, metavar="SOURCE",
+                        help="csv:PATH (the model's feature columns, by name; other columns "
+                             "are ignored) or a bundled data set's name (digits, iris, ...)")
+    parser.add_argument("--output", metavar="PREDS.csv",
+                        help="write the predictions as CSV (row, prediction); default: print them")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
+    return parser
+
+
+def _predict(argv: list[str]) -> int:
+    """``derive predict``: the library's predict_file, written or printed."""
+    args = build_predict_parser().parse_args(argv)
+    from codegen.files import atomic_write
+
+    from .errors import DataError
+    from .training.predict import predict_file
+
+    output = Path(args.output) if args.output else None
+    if output is not None and output.exists() and not args.force:
+        print(f"derive predict: {output} exists; add --force to replace it", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = predict_file(args.model, args.data)
+    except DataError as err:
+        print(f"derive predict: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    if output is None:
+        sys.stdout.write(result.csv_text())
+    else:
+        atomic_write(output, result.csv_text())
+        print(f"{result.rows} predictions of {result.name} -> {output}")
+    if result.accuracy is not None:
+        print(f"accuracy against the data's own {result.name} column: {result.accuracy:.4f}",
+              file=sys.stderr)
+    return EXIT_OK
+
+
 def _backends() -> tuple[str, ...]:
     from codegen.emit import BACKENDS
 
@@ -57,6 +102,9 @@ def _backends() -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["predict"]:
+        return _predict(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_training_arguments(parser, args)

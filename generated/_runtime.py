@@ -880,11 +880,38 @@ class Trainer:
             prefix + "accuracy": None if net.task == "regression" else correct / m,
         }
 
+    preprocessing = None  # a model file's: how raw rows become inputs, outputs answers
+
+    def transform(self, X):
+        """Raw rows as the network's inputs, by the model file's preprocessing (the fixed
+        scaling, then the training part's standardisation); X itself without one."""
+        prep = self.preprocessing
+        if prep is None:
+            return X
+        X = np.asarray(X, dtype=np.float64) / prep["divide_by"]
+        if prep["features"] is not None:
+            X = (X - np.asarray(prep["features"]["mean"])) / np.asarray(prep["features"]["scale"])
+        return X.astype(self.dtype)
+
     def predict(self, X):
-        return self.network.predict(self._params, X)
+        """Labels (classification), 0/1 (binary) or values (regression).  A Trainer loaded from
+        a model file that ``derive --train`` wrote takes raw rows and answers in the data's
+        own terms: class names, and values in the target's units."""
+        output = self.network.predict(self._params, self.transform(X))
+        prep = self.preprocessing
+        if prep is None:
+            return output
+        if prep["classes"] is not None and self.network.task != "regression":
+            return np.asarray(prep["classes"])[np.asarray(output, dtype=np.int64)]
+        if prep["targets"] is not None:
+            values = np.asarray(output, dtype=np.float64)
+            scale, mean = np.asarray(prep["targets"]["scale"]), np.asarray(prep["targets"]["mean"])
+            return (values.reshape(len(values), -1) * scale + mean).reshape(values.shape)
+        return output
 
     def predict_proba(self, X):
-        return self.network.predict_proba(self._params, X)
+        """Output probabilities (m, n_L), of raw rows for a loaded model file."""
+        return self.network.predict_proba(self._params, self.transform(X))
 
     def evaluate(self, X, Y):
         """Loss, accuracy and per-class accuracy (None for regression), and RMSE, MAE, R^2
@@ -965,5 +992,6 @@ class Trainer:
         trainer.best_loss = math.inf if progress["best_loss"] is None else progress["best_loss"]
         trainer._rng.bit_generator.state = progress["rng"]
         trainer.history = settings["history"]
+        trainer.preprocessing = settings.get("preprocessing")
         trainer.saved_settings = settings
         return trainer

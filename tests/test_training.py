@@ -55,6 +55,8 @@ def _trained(tmp_path: Path, spec_path: Path, summary: dict):
     spec = load_spec(spec_path)
     module = import_module_from(tmp_path / "gen" / f"{spec.name}.py")
     trainer = module.Trainer.load(tmp_path / "run" / summary["files"]["parameters"])
+    assert trainer.preprocessing is not None  # it would take raw rows (tests/test_model_file.py)
+    trainer.preprocessing = None  # here: the prepared rows, as the run predicted them
     _, prepared = load_prepared(spec, module.TASK)
     return module, trainer, prepared
 

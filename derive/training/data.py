@@ -43,6 +43,7 @@ class Dataset:
     scaling: str = ""  # the fixed scaling already applied, for the report ("x/16")
     test: tuple[np.ndarray, np.ndarray] | None = None  # a fixed test set (MNIST's t10k files)
     label_mapping: dict[str, int] | None = None  # CSV class labels -> index
+    divide_by: float = 1.0  # the fixed scaling: X is the raw values / divide_by
 
     @property
     def n_examples(self) -> int:
@@ -99,7 +100,8 @@ def load_digits() -> Dataset:
     bunch = _sklearn_datasets().load_digits()
     return Dataset("digits", np.asarray(bunch.data, dtype=np.float64) / 16.0,
                    np.asarray(bunch.target, dtype=np.int64), CLASSIFICATION,
-                   class_names=tuple(str(c) for c in bunch.target_names), scaling="x/16")
+                   class_names=tuple(str(c) for c in bunch.target_names), scaling="x/16",
+                   divide_by=16.0)
 
 
 def load_iris() -> Dataset:
@@ -191,7 +193,8 @@ def load_mnist(folder: str | Path, name: str | None = None) -> Dataset:
         raise DataError(f"the t10k images in {folder} have {test[0].shape[1]} pixels, the "
                         f"training images {train[0].shape[1]}")
     return Dataset(name or f"mnist:{folder}", train[0], train[1], CLASSIFICATION,
-                   class_names=tuple(str(d) for d in range(10)), scaling="x/255", test=test)
+                   class_names=tuple(str(d) for d in range(10)), scaling="x/255", test=test,
+                   divide_by=255.0)
 
 
 # ----------------------------------------------------------------------------- CSV
@@ -244,6 +247,35 @@ def _class_codes(values: list[str]) -> tuple[np.ndarray, tuple[str, ...]]:
     names = tuple(sorted(set(values)))
     index = {name: i for i, name in enumerate(names)}
     return np.array([index[v] for v in values], dtype=np.int64), names
+
+
+def read_features(path: str | Path, names: tuple[str, ...]) -> tuple[np.ndarray, list[str] | None]:
+    """The columns ``names`` of a CSV file with a header, as floats (rows, len(names)); other
+    columns are ignored.  Also the column ``names`` does not hold that a model might predict:
+    returned as strings when present (None otherwise) by the caller's choice of ``target``."""
+    path = Path(path)
+    header, rows = _read_rows(path)
+    missing = [name for name in names if name not in header]
+    if missing:
+        raise DataError(f"{path}: no column {missing[0]!r} (the model's features: "
+                        f"{', '.join(names)}; the file's columns: {', '.join(header)})")
+    columns = [header.index(name) for name in names]
+    X = np.empty((len(rows), len(names)), dtype=np.float64)
+    for r, (line, fields) in enumerate(rows):
+        if len(fields) != len(header):
+            raise DataError(f"{path}, line {line}: {len(fields)} fields, but the header has "
+                            f"{len(header)} columns")
+        for j, c in enumerate(columns):
+            X[r, j] = _feature(fields[c].strip(), path, line, header[c])
+    return X, header
+
+
+def read_column(path: str | Path, name: str) -> list[str] | None:
+    """The column ``name`` of a CSV file as text, or None without such a column."""
+    header, rows = _read_rows(Path(path))
+    if name not in header:
+        return None
+    return [fields[header.index(name)].strip() for _, fields in rows]
 
 
 def read_csv(request: DataRequest) -> Dataset:

@@ -66,6 +66,19 @@ class Prepared:
     Y_val: np.ndarray | None = None
     truth_val: np.ndarray | None = None
 
+    def preprocessing(self, data) -> dict:
+        """What a model file needs to take raw rows and answer in the data's own terms: the
+        fixed scaling, the feature standardisation, the feature and class names, the target
+        scaling (the generated runtime applies it: ``Trainer.load(path).predict(X_raw)``)."""
+        return {
+            "divide_by": data.divide_by,
+            "features": self.features.as_dict() if self.features is not None else None,
+            "feature_names": list(data.feature_names) or None,
+            "classes": list(self.class_names) or None,
+            "targets": self.targets.as_dict() if self.targets is not None else None,
+            "target_names": list(data.target_names) or None,
+        }
+
     def predictions(self, output: np.ndarray) -> np.ndarray:
         """The module's predict() output as class indices or values in the original units."""
         if self.decode == LABELS:

@@ -176,7 +176,8 @@ def run(spec: NetSpec, module_path: str | Path, options: TrainOptions = TrainOpt
     print(_report(spec, dataset, test, train, validation, test_loss, session, timings,
                   options.verbose), file=stream, flush=True)
 
-    params_path = Path(session.trainer.save(save_dir / f"{spec.name}.npz"))
+    params_path = Path(session.trainer.save(save_dir / f"{spec.name}.npz",
+                                            extra=_model_extra(spec, dataset, prepared)))
     plots = _plots(options.plot, spec, dataset, session, test)
     summary_path = save_dir / SUMMARY_NAME
     timings["total_seconds"] = time.perf_counter() - started
@@ -189,6 +190,19 @@ def run(spec: NetSpec, module_path: str | Path, options: TrainOptions = TrainOpt
     print(saved, file=stream, flush=True)
     return RunResult(spec.name, session.interrupted, session.epochs_completed, test,
                      tuple(session.history), params_path, summary_path, plots, summary)
+
+
+def _model_extra(spec: NetSpec, dataset: Dataset, prepared: Prepared) -> dict:
+    """What the model file holds besides the Trainer's state: the preprocessing and the spec
+    (its text), so that the file alone predicts raw rows (``derive predict``)."""
+    text = None
+    if spec.source and Path(spec.source).is_file():
+        text = Path(spec.source).read_text(encoding="utf-8")
+    preprocessing = prepared.preprocessing(dataset)
+    preprocessing["target_column"] = spec.data.target if spec.data else None
+    return {"preprocessing": preprocessing, "spec": text,
+            "spec_name": Path(spec.source).name if spec.source else None,
+            "dataset": dataset.name}
 
 
 def _trainer(spec: NetSpec, module, options: TrainOptions):
@@ -210,6 +224,7 @@ def _trainer(spec: NetSpec, module, options: TrainOptions):
         trainer = module.Trainer.load(path)
     except (TypeError, ValueError) as err:
         raise DataError(f"--resume {path}: {err}") from None
+    trainer.preprocessing = None  # the run prepares its data itself
     changed = sorted(set(overrides) - {"epochs"})
     if changed:
         raise DataError(f"--resume continues the saved run with its own settings; "

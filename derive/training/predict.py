@@ -1,0 +1,111 @@
+"""``derive predict``: a model file that ``derive --train`` wrote, applied to raw data.
+
+The model file holds the spec's text and the preprocessing; the module is generated again from
+the spec into a temporary folder (the same bytes as the one trained), the Trainer is loaded
+from the file, and its ``predict`` takes the raw rows and answers in the data's own terms.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError, SpecError
+from .data import load_dataset, read_column, read_features
+
+__all__ = ["Predictions", "predict_file", "read_model_settings"]
+
+
+@dataclass(frozen=True, eq=False)
+class Predictions:
+    name: str  # the column the predictions go under
+    values: np.ndarray  # labels (strings) or values, one per row
+    truth: list[str] | None  # the data's own answers, when it has the column
+    rows: int
+
+    @property
+    def accuracy(self) -> float | None:
+        """The share of rows whose prediction equals the data's label (classification)."""
+        if self.truth is None or self.values.dtype.kind not in "UO":
+            return None
+        return float(np.mean([str(p) == t for p, t in zip(self.values, self.truth)]))
+
+    def csv_text(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["row", self.name])
+        for i, value in enumerate(self.values):
+            writer.writerow([i, value if isinstance(value, str) else f"{float(value):.6g}"])
+        return out.getvalue()
+
+
+def read_model_settings(path: Path) -> dict:
+    """The JSON settings of a model file, checked for what prediction needs."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such model file")
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            if "__settings__" not in stored.files:
+                raise DataError(f"{path} is not a model file of this tool (no settings)")
+            settings = json.loads(str(stored["__settings__"]))
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path} is not a readable model file: {err}") from None
+    if not isinstance(settings, dict) or not settings.get("spec") or not settings.get("preprocessing"):
+        raise DataError(f"{path} holds no spec or preprocessing: it was not written by "
+                        "`derive --train` (a Trainer.save file predicts from Python only)")
+    return settings
+
+
+def predict_file(model: str | Path, data: str) -> Predictions:
+    """Predictions of the model file for ``data``: ``csv:PATH`` (the model's feature columns
+    by name; other columns ignored) or a bundled data set's name."""
+    from codegen.emit import write_module
+    from codegen.files import import_module_from
+
+    from ..derivation import derive
+    from ..spec import load_spec_text
+
+    model = Path(model)
+    settings = read_model_settings(model)
+    prep = settings["preprocessing"]
+    try:
+        spec = load_spec_text(settings["spec"], f"{model} (its spec)")
+    except SpecError as err:
+        raise DataError(f"{model}: the spec it holds is not valid: {err}") from None
+    with tempfile.TemporaryDirectory(prefix="derive_predict_") as folder:
+        module = import_module_from(write_module(derive(spec), folder))
+        try:
+            trainer = module.Trainer.load(model)
+        except (TypeError, ValueError) as err:
+            raise DataError(f"{model}: {err}") from None
+        X, truth = _raw_rows(data, prep)
+        if X.shape[1] != spec.input:
+            raise DataError(f"{data} has {X.shape[1]} features; the model takes {spec.input}")
+        values = trainer.predict(X)
+    name = prep.get("target_column") or (prep.get("target_names") or ["prediction"])[0]
+    if values.ndim > 1:
+        values = values[:, 0]
+    return Predictions(name, np.asarray(values), truth, len(values))
+
+
+def _raw_rows(data: str, prep: dict) -> tuple[np.ndarray, list[str] | None]:
+    kind, _, path = data.partition(":")
+    target = prep.get("target_column") or (prep.get("target_names") or [None])[0]
+    if kind == "csv" and path:
+        names = prep.get("feature_names")
+        if not names:
+            raise DataError("the model was not trained on a table with named columns: give "
+                            "its data set by name")
+        X, _ = read_features(path, tuple(names))
+        truth = read_column(path, target) if target else None
+        return X, truth
+    dataset = load_dataset(data)
+    truth = [dataset.class_names[i] for i in dataset.y] if dataset.class_names else None
+    return dataset.X * dataset.divide_by, truth

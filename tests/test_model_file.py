@@ -1,0 +1,102 @@
+"""A model file that ``derive --train`` writes is self-contained: loaded in a fresh process it
+predicts raw rows in the data's own terms; ``derive predict`` applies it to a file."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from derive.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_breast_cancer_model_predicts_raw_rows_in_a_fresh_process(tmp_path, capsys):
+    spec = ROOT / "examples" / "breast_cancer_mlp.yaml"
+    assert main(["--spec", str(spec), "--out", str(tmp_path / "gen"), "--train", "-q",
+                 "--save-dir", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    script = textwrap.dedent(f"""
+        import importlib.util, json
+        import numpy as np
+        from sklearn.datasets import load_breast_cancer
+        spec = importlib.util.spec_from_file_location("bc", {str(tmp_path / "gen" / "breast_cancer_mlp.py")!r})
+        net = importlib.util.module_from_spec(spec); spec.loader.exec_module(net)
+        trainer = net.Trainer.load({str(tmp_path / "run" / "breast_cancer_mlp.npz")!r})
+        data = load_breast_cancer()
+        labels = trainer.predict(data.data)             # raw rows, as scikit-learn ships them
+        truth = data.target_names[data.target]
+        print(json.dumps({{"accuracy": float(np.mean(labels == truth)),
+                          "labels": sorted(set(labels.tolist())),
+                          "proba": trainer.predict_proba(data.data[:3]).shape}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=tmp_path, check=False)
+    assert done.returncode == 0, done.stderr
+    import json
+
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["accuracy"] >= 0.95
+    assert result["labels"] == ["benign", "malignant"] and result["proba"] == [3, 1]
+
+
+CSV_SPEC = """\
+name: pets
+input: 2
+layers:
+  - {units: 6, activation: tanh}
+  - {units: 2, activation: softmax}
+loss: categorical_crossentropy
+training: {optimizer: adam, learning_rate: 0.05, epochs: 30}
+data: {dataset: "csv:pets.csv", target: species, test_fraction: 0.25}
+"""
+
+
+def _pets(path: Path, rows: int, seed: int, extra: bool = False) -> None:
+    """A table of cats and dogs; ``extra``: with an id column (prediction ignores it)."""
+    rng = np.random.default_rng(seed)
+    lines = ["weight,height,species" + (",id" if extra else "")]
+    for i in range(rows):
+        cat = rng.random() < 0.5
+        w, h = (rng.normal(4, 1), rng.normal(25, 3)) if cat else (rng.normal(20, 4), rng.normal(55, 8))
+        lines.append(f"{w:.2f},{h:.2f},{'cat' if cat else 'dog'}" + (f",{i}" if extra else ""))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_derive_predict_writes_the_data_s_own_labels(tmp_path, capsys):
+    _pets(tmp_path / "pets.csv", 120, 0)
+    (tmp_path / "pets.yaml").write_text(CSV_SPEC)
+    assert main(["--spec", str(tmp_path / "pets.yaml"), "--out", str(tmp_path / "gen"),
+                 "--train", "-q", "--save-dir", str(tmp_path / "run")]) == 0
+    _pets(tmp_path / "new.csv", 40, 1, extra=True)
+    model, preds = str(tmp_path / "run" / "pets.npz"), tmp_path / "preds.csv"
+    assert main(["predict", "--model", model, "--data", f"csv:{tmp_path / 'new.csv'}",
+                 "--output", str(preds)]) == 0
+    lines = preds.read_text().splitlines()
+    assert lines[0] == "row,species" and len(lines) == 41
+    assert {line.split(",")[1] for line in lines[1:]} <= {"cat", "dog"}
+    err = capsys.readouterr().err
+    assert float(err.rsplit(" ", 1)[1]) >= 0.9  # the file's own species column
+    before = preds.read_bytes()
+    assert main(["predict", "--model", model, "--data", f"csv:{tmp_path / 'new.csv'}",
+                 "--output", str(preds)]) == 2
+    assert "add --force" in capsys.readouterr().err and preds.read_bytes() == before
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "not a readable model file"), (b"PK\x03\x04garbage", "not a readable model file")])
+def test_damaged_model_files_are_clear_errors(tmp_path, capsys, content, message):
+    model = tmp_path / "bad.npz"
+    model.write_bytes(content)
+    assert main(["predict", "--model", str(model), "--data", "iris"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_missing_model_file_is_a_clear_error(tmp_path, capsys):
+    assert main(["predict", "--model", str(tmp_path / "none.npz"), "--data", "iris"]) == 2
+    assert "no such model file" in capsys.readouterr().err
