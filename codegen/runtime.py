@@ -70,7 +70,23 @@ class ForwardCache:
 
 
 class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite during training."""
+    """The training loss became NaN or infinite, or grew far above where it started."""
+
+
+DIVERGED_FACTOR = 100.0  # a training loss this many times its value before training: diverged
+
+
+def _finite_rows(X, what):
+    """A clear ValueError naming the first entry of X that is NaN or infinite (the sum, which
+    allocates nothing, says whether to look)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.sum(X)):
+            return
+    bad = ~np.isfinite(X)
+    if np.any(bad):
+        row, column = (int(i[0]) for i in np.nonzero(bad))
+        raise ValueError(f"{what} holds {X[row, column]} at row {row}, column {column}: "
+                         "inputs must be finite numbers (fill in or drop such rows)")
 
 
 # ----------------------------------------------------------------------------- numerics
@@ -761,17 +777,27 @@ class Trainer:
         With ``early_stopping``, training stops when the validation loss has not improved
         for ``patience`` epochs (``self.stopped_early``; ``self.best_epoch``).
         """
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            # a diverging run overflows on its way to TrainingDiverged: no warnings
+            return self._fit(X, Y, validation, callback, progress, track)
+
+    def _fit(self, X, Y, validation, callback, progress, track):
         net = self.network
         X = net.inputs(X, self.dtype).astype(self.dtype, copy=False)
         m = X.shape[0]
         if m == 0:
             raise ValueError("X has no rows: nothing to train on")
+        _finite_rows(X, "X")
         T = net.targets(Y, m, self.dtype)
         if validation is not None:
             Xv = net.inputs(validation[0], self.dtype).astype(self.dtype, copy=False)
             if Xv.shape[0] == 0:
                 raise ValueError("the validation set has no rows")
+            _finite_rows(Xv, "the validation X")
             Tv = net.targets(validation[1], Xv.shape[0], self.dtype)
+        if not np.isfinite(np.sum(self._flat)) and not np.all(np.isfinite(self._flat)):
+            raise ValueError("the parameters hold NaN or infinite values: set finite params")
+        start = self._record(X, T, "")["loss"] if track else None
         stopping = self.early_stopping if validation is not None and track else None
         best = self._flat.copy() if stopping is not None and stopping.restore_best else None
         size = self.step_size(m)
@@ -795,6 +821,12 @@ class Trainer:
                     raise TrainingDiverged(
                         f"the training loss became {record['loss']} in epoch {self.epoch}; "
                         f"try a smaller learning_rate than {self.learning_rate:g}")
+                if record["loss"] > DIVERGED_FACTOR * start:
+                    raise TrainingDiverged(
+                        f"the training loss grew from {start:.4g} before training to "
+                        f"{record['loss']:.4g} in epoch {self.epoch} (over {DIVERGED_FACTOR:g} "
+                        f"times): the run diverged; try a smaller learning_rate than "
+                        f"{self.learning_rate:g}")
             if stopping is not None:
                 if record["val_loss"] < self.best_loss - stopping.min_delta:
                     self.best_epoch, self.best_loss, self.waited = self.epoch, record["val_loss"], 0

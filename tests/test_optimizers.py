@@ -477,3 +477,30 @@ def test_cli_patience_keeps_the_best_epoch(tmp_path, capsys):
     assert summary["best_epoch"] == int(np.argmin(history)) + 1
     assert summary["validation"]["loss"] == pytest.approx(min(history), rel=1e-6)
     assert "restored the best epoch" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- faults
+
+def test_a_loss_that_grows_far_above_its_start_is_divergence_without_warnings(net, data):
+    import warnings as w
+
+    X, y = data
+    trainer = net.Trainer(optimizer="sgd", batch_size=4, learning_rate=900.0, epochs=30,
+                          dtype=np.float64)
+    with w.catch_warnings():
+        w.simplefilter("error")  # no RuntimeWarning on the way
+        with pytest.raises(net.TrainingDiverged, match="grew from|became"):
+            trainer.fit(X, y)
+
+
+@pytest.mark.parametrize("where", ["X", "validation"])
+def test_non_finite_inputs_are_refused_up_front(net, data, where):
+    X, y = data
+    bad = X.copy()
+    bad[4, 1] = np.nan
+    trainer = net.Trainer(epochs=1)
+    with pytest.raises(ValueError, match="row 4, column 1"):
+        if where == "X":
+            trainer.fit(bad, y)
+        else:
+            trainer.fit(X, y, validation=(bad, y))
