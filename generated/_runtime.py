@@ -823,7 +823,8 @@ class Trainer:
                     raise TrainingDiverged(
                         f"the training loss became {record['loss']} in epoch {self.epoch}; "
                         f"try a smaller learning_rate than {self.learning_rate:g}")
-                if record["loss"] > DIVERGED_FACTOR * start:
+                if record["loss"] > DIVERGED_FACTOR * max(start, 0.1):  # 0.1: a resumed,
+                    # nearly fitted run may rise some way before it is diverging
                     raise TrainingDiverged(
                         f"the training loss grew from {start:.4g} before training to "
                         f"{record['loss']:.4g} in epoch {self.epoch} (over {DIVERGED_FACTOR:g} "
