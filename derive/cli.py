@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "exit 1 when a verdict is not the one the file expects")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="print only problems (with --train: and the final report)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     _add_training_arguments(parser)
     _add_latex_arguments(parser)
     return parser
@@ -93,6 +94,12 @@ def _predict(argv: list[str]) -> int:
         print(f"accuracy against the data's own {result.name} column: {result.accuracy:.4f}",
               file=sys.stderr)
     return EXIT_OK
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def _backends() -> tuple[str, ...]:

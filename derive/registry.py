@@ -74,11 +74,14 @@ class Registry(Generic[T]):
         self._refused[name] = reason
 
     def canonical(self, name: str) -> str:
-        """The declared name for ``name`` or an alias of it; raises UnknownName."""
+        """The declared name for ``name`` or an alias of it, in any case; raises UnknownName."""
         if name in self._items:
             return name
         if name in self._aliases:
             return self._aliases[name]
+        folded = {key.lower(): key for key in (*self._items, *self._aliases)}
+        if isinstance(name, str) and name.lower() in folded:  # ReLU, Adam: the same names
+            return self.canonical(folded[name.lower()])
         known = self.names()
         match = difflib.get_close_matches(name, known + list(self._aliases), n=1, cutoff=0.5)
         raise UnknownName(self.kind, name, known, match[0] if match else None)
