@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check", action="store_true",
                         help="prove the derivation against SymPy's diff of the expanded loss "
                              "and check the written module by central finite differences")
+    parser.add_argument("--proof-budget", metavar="SECONDS",
+                        type=_bounded(float, 0, 10**6, "a number of seconds >= 0"),
+                        help="with --check: stop the proof after SECONDS, report what it "
+                             "covered and exit 1 (default: no limit)")
     parser.add_argument("--force", action="store_true",
                         help="overwrite a file at the target that this tool did not generate")
     parser.add_argument("-q", "--quiet", action="store_true",
@@ -47,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _check_training_arguments(parser, args)
     _check_latex_arguments(parser, args)
+    if args.proof_budget is not None and not args.check:
+        parser.error("--proof-budget goes with --check")
     from .errors import SpecError
 
     status = EXIT_OK
@@ -111,12 +117,40 @@ def _check(derivation, target: Path, args) -> int:
 
     from .proof import prove_spec
 
-    proof = prove_spec(derivation.spec)
+    with _TerminalLine(sys.stderr, quiet=args.quiet) as line:
+        proof = prove_spec(derivation.spec, budget=args.proof_budget, progress=line.show)
     print(proof.summary(), file=sys.stdout if proof.ok else sys.stderr, flush=True)
     fd = finite_difference_check(import_module_from(target),
                                  switches=lower(derivation).switches)
     print(fd.summary(), file=sys.stdout if fd.ok else sys.stderr, flush=True)
     return EXIT_OK if proof.ok and fd.ok else EXIT_CHECK_FAILED
+
+
+class _TerminalLine:
+    """One line of progress, rewritten in place, on a terminal only (never in a log or pipe);
+    cleared when the block ends."""
+
+    def __init__(self, stream, quiet: bool = False):
+        try:
+            self.stream = stream if not quiet and stream.isatty() else None
+        except (AttributeError, ValueError):
+            self.stream = None
+        self.width = 0
+
+    def show(self, text: str) -> None:
+        if self.stream is not None:
+            text = text[:119]
+            self.stream.write("\r" + text.ljust(self.width))
+            self.stream.flush()
+            self.width = len(text)
+
+    def __enter__(self) -> "_TerminalLine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.stream is not None and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
 
 
 # ----------------------------------------------------------------------------- --train
