@@ -33,3 +33,10 @@ def test_seed_speed_smoke():
     assert done.returncode == 0, done.stderr
     for row in ("generated numpy", "generated compiled"):
         assert row in done.stdout
+
+
+def test_proof_speed_smoke():
+    done = _run("bench/proof_speed.py", "--smoke")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for row in ("example", "mnist", "random", "784-256-128-64-10"):
+        assert row in done.stdout
