@@ -77,7 +77,9 @@ def _integer(low: int, high: int) -> Check:
     def check(item: Item) -> int:
         value = item.value
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            raise expected(item, f"a whole number from {low} to {high}")
+            whole = isinstance(value, float) and value.is_integer() and low <= value <= high
+            raise expected(item, f"a whole number from {low} to {high}",
+                           f"write {int(value)}" if whole else None)
         return value
     return check
 
