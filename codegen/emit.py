@@ -19,7 +19,7 @@ import jinja2
 import sympy as sp
 
 from . import runtime
-from .files import GENERATED_MARKER, atomic_write, writable
+from .files import GENERATED_MARKER, WriteRefused, atomic_write, writable
 from .lower import lower
 from .printers.loops import print_epoch_kernel, uses_blas
 from .printers.numpy import NumPyCodePrinter
@@ -262,6 +262,10 @@ def write_module(derivation, out_dir: str | Path = "generated", *, force: bool =
     written by this tool (unless ``force``).
     """
     out_dir = Path(out_dir)
+    if derivation.spec.name == RUNTIME_NAME:
+        raise WriteRefused(f"the network name {RUNTIME_NAME!r} is taken by the runtime every "
+                           f"generated module in {out_dir} shares ({RUNTIME_NAME}.py); choose "
+                           "another name")
     target = writable(out_dir / f"{derivation.spec.name}.py", force)
     runtime_path = writable(out_dir / f"{RUNTIME_NAME}.py", force)
     text = source if source is not None else render_module(derivation)

@@ -22,6 +22,7 @@ from .losses import LOSSES
 from .netspec import ActivationSpec, DataSpec, LayerSpec, NetSpec, Regularization, TrainingSpec
 from .optimizers import BATCHING
 from .registry import Registry, UnknownName
+from .shadowed import shadowed
 from .yamlread import (Item, did_you_mean, expected, item_error, join, nearest, number,
                        read_document, read_text)
 
@@ -190,6 +191,13 @@ def _name(item: Item) -> str:
     if not isinstance(name, str):
         raise expected(item, "a Python identifier such as 'my_net'")
     problem = _name_problem(name)
+    reason = None if problem else shadowed(name)
+    if reason:
+        fixed = f"{name}_net"
+        raise item_error(item, f"network name {name!r} {reason}: a generated {name}.py hides "
+                               "it wherever its folder is on Python's import path (with --out ., "
+                               f"for one), and 'import {name}' then loads the network",
+                         f"try {fixed!r}" if not _name_problem(fixed) else None)
     if problem:
         fixed = _identifier_like(name)
         raise item_error(item, f"network name {name!r} {problem} (expected a Python identifier: "

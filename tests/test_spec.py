@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import keyword
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -713,3 +715,39 @@ def test_yaml11_booleans_are_text(written):
     err = error(extra=f"training:\n  shuffle: {written}\n")
     assert f"got '{written}' (a string)" in err.message
     assert spec(replace("name: net", f"name: {written}")).name == written
+
+
+# ----------------------------------------------------------------------------- shadowing names
+
+def _dependency_modules():
+    """Import names of the tool's declared dependencies that are installed here."""
+    import importlib.metadata
+
+    from derive.shadowed import DISTRIBUTION
+
+    wanted = {re.split(r"[\s;<>=!~\[]", r, maxsplit=1)[0].lower().replace("_", "-")
+              for r in importlib.metadata.distribution(DISTRIBUTION).requires or ()}
+    return sorted(module for module, dists in importlib.metadata.packages_distributions().items()
+                  if not module.startswith("_")
+                  and any(d.lower().replace("_", "-") in wanted for d in dists))
+
+
+@pytest.mark.parametrize("name", sorted({"json", "os", "site", "sys", "random", "math",
+                                         "typing", "types", *_dependency_modules(),
+                                         "derive", "codegen"}))
+def test_names_that_shadow_a_module_are_refused_with_the_reason(name):
+    err = error(replace("name: net", f"name: {name}"))
+    assert (err.line, err.field) == (1, "name")
+    assert "hides it" in err.message and f"'import {name}'" in err.message
+    assert err.hint == f"try '{name}_net'"
+
+
+def test_every_standard_library_module_is_refused():
+    for name in sorted(sys.stdlib_module_names):
+        if name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("__"):
+            assert "standard library" in error(replace("name: net", f"name: {name}")).message
+
+
+def test_names_near_a_module_are_fine():
+    for name in ("json_net", "numpy_mlp", "my_os", "net"):
+        assert spec(replace("name: net", f"name: {name}")).name == name
