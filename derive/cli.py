@@ -86,6 +86,7 @@ def _run(path: str, args) -> int:
 
     started = time.perf_counter()
     spec = load_spec(path)
+    _check_memory(spec, args)  # before anything is written or allocated
     derivation = derive(spec)
     example = _latex_example(derivation, args)  # a bad values file: nothing is written
     try:
@@ -108,6 +109,21 @@ def _run(path: str, args) -> int:
     if args.train and status == EXIT_OK:
         status = _train(spec, target, args)
     return status
+
+
+def _check_memory(spec, args) -> None:
+    """A SpecError (exit 2) when --check or --train would need more memory than is free."""
+    from .resources import check_fits
+
+    if args.check:
+        import inspect
+
+        from codegen.fdcheck import finite_difference_check
+
+        examples = inspect.signature(finite_difference_check).parameters["m"].default
+        check_fits(spec, examples, "float64", "the finite-difference check")
+    if args.train:
+        check_fits(spec, args.batch_size or spec.training.batch_size, spec.dtype, "training")
 
 
 def _check(derivation, target: Path, args) -> int:
