@@ -1,7 +1,8 @@
 """The ``derive`` command: parse the arguments, run the pipeline's stages, report.
 
-Exit status: 0 success, 1 a check failed, 2 bad usage or a bad spec,
-130 training stopped by Ctrl-C (after saving what it reached).
+Exit status: 0 success, 1 a check failed, 2 bad usage or a bad spec, 3 an internal error
+(one line asking for a report; the traceback with --verbose), 130 stopped by Ctrl-C (the
+whole command, after training saved what it reached).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 __all__ = ["main", "build_parser"]
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -23,8 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Derive backpropagation for a declared network with SymPy, prove it, "
                     "and generate a NumPy module (forward, backward, trainer).",
         epilog=f"Exit status: {EXIT_OK} success, {EXIT_CHECK_FAILED} a check failed (or "
-               f"training diverged), {EXIT_USAGE} bad usage, spec or data, {EXIT_INTERRUPTED} "
-               "training stopped by Ctrl-C (after saving).",
+               f"training diverged), {EXIT_USAGE} bad usage, spec or data, {EXIT_INTERNAL} an "
+               f"internal error (please report it), {EXIT_INTERRUPTED} stopped by Ctrl-C "
+               "(training saves what it reached first).",
     )
     parser.add_argument("--spec", nargs="+", required=True, metavar="NET.yaml",
                         help="network spec(s) in YAML (see README.md for the format)")
@@ -53,22 +56,72 @@ def main(argv: list[str] | None = None) -> int:
     _check_latex_arguments(parser, args)
     if args.proof_budget is not None and not args.check:
         parser.error("--proof-budget goes with --check")
+    _check_out_argument(parser, args)
     from .errors import SpecError
 
     status = EXIT_OK
-    for path in args.spec:
-        try:
-            status = max(status, _run(path, args))
-        except SpecError as err:
-            print(f"derive: {err}", file=sys.stderr)
-            status = max(status, EXIT_USAGE)
-        except KeyboardInterrupt:
-            print("derive: interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        except BrokenPipeError:  # output piped into a reader that closed early (| head)
-            sys.stderr.close()
-            return status
+    try:
+        if (clash := _same_name(args.spec)):
+            print(f"derive: {clash}", file=sys.stderr)
+            return EXIT_USAGE
+        for path in args.spec:
+            try:
+                status = max(status, _run(path, args))
+            except SpecError as err:
+                print(f"derive: {err}", file=sys.stderr)
+                status = max(status, EXIT_USAGE)
+            if status == EXIT_INTERRUPTED:  # Ctrl-C during training stops every spec
+                return status
+    except KeyboardInterrupt:
+        print("derive: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into a reader that closed early (| head)
+        sys.stderr.close()
+        return status
+    except Exception as err:  # anything else is a bug of the tool
+        return _internal_error(err, args)
     return status
+
+
+def _internal_error(err: Exception, args) -> int:
+    """One line asking for a report; the traceback too with --verbose."""
+    if args.verbose:
+        import traceback
+
+        traceback.print_exception(err, file=sys.stderr)
+    where = "" if args.verbose else "; run it again with --verbose for the traceback"
+    detail = " ".join(str(err).split())[:200]
+    print(f"derive: internal error, please report it: {type(err).__name__}"
+          f"{': ' + detail if detail else ''}{where}", file=sys.stderr)
+    return EXIT_INTERNAL
+
+
+def _check_out_argument(parser: argparse.ArgumentParser, args) -> None:
+    if not args.out.strip():
+        parser.error("--out needs a folder name (it was empty); the default is generated")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {args.out}: is a file, not a folder; give the folder where the "
+                     "generated modules go")
+
+
+def _same_name(paths: list[str]) -> str | None:
+    """Two specs of one command that name the same network (both would write DIR/<name>.py),
+    said before anything is written; a spec that cannot be read is reported later."""
+    from .errors import SpecError
+    from .spec import load_spec
+
+    first: dict[str, str] = {}
+    for path in paths:
+        try:
+            name = load_spec(path).name
+        except SpecError:
+            continue
+        if name in first:
+            return (f"{path}: network name {name!r} is also the name in {first[name]}: both "
+                    f"would write {name}.py; give each spec its own name (nothing was written)")
+        first[name] = path
+    return None
 
 
 def _say(args, message: str) -> None:
@@ -116,12 +169,9 @@ def _check_memory(spec, args) -> None:
     from .resources import check_fits
 
     if args.check:
-        import inspect
+        from codegen.fdcheck import EXAMPLES
 
-        from codegen.fdcheck import finite_difference_check
-
-        examples = inspect.signature(finite_difference_check).parameters["m"].default
-        check_fits(spec, examples, "float64", "the finite-difference check")
+        check_fits(spec, EXAMPLES, "float64", "the finite-difference check")
     if args.train:
         check_fits(spec, args.batch_size or spec.training.batch_size, spec.dtype, "training")
 
@@ -172,7 +222,7 @@ class _TerminalLine:
 # ----------------------------------------------------------------------------- --train
 
 _TRAINING_FLAGS = ("epochs", "learning_rate", "batch_size", "optimizer", "seed", "save_dir",
-                   "plot", "verbose")
+                   "plot")
 
 
 def _bounded(kind, low, high, what: str):
@@ -217,7 +267,8 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
                        help="draw the loss and accuracy curves (and OUT_confusion.png); "
                             "needs matplotlib: pip install 'backprop-derive[plot]'")
     group.add_argument("--verbose", action="store_true",
-                       help="also print per-epoch and per-stage times")
+                       help="also print per-epoch and per-stage times (with --train), and the "
+                            "traceback of an internal error")
 
 
 def _check_training_arguments(parser: argparse.ArgumentParser, args) -> None:
