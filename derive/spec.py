@@ -26,7 +26,7 @@ from .shadowed import shadowed
 from .yamlread import (Item, did_you_mean, expected, item_error, join, nearest, number,
                        read_document, read_text)
 
-__all__ = ["load_spec", "load_spec_text"]
+__all__ = ["load_spec", "load_spec_text", "INITS", "DTYPES"]
 
 MAX_UNITS = 100_000
 MAX_LAYERS = 1000
@@ -166,6 +166,7 @@ def _section(schema: dict[str, Check], required: tuple[str, ...] = (),
 
 _INITS = ("he", "xavier", "normal", "zeros")
 _DTYPES = ("float32", "float64")
+INITS, DTYPES = _INITS, _DTYPES  # what the spec accepts, for the tests and the fuzzer
 
 _size = _integer(1, MAX_UNITS)
 
