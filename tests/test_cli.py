@@ -314,3 +314,20 @@ def test_proof_budget_goes_with_check(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--spec", str(SMALL), "--proof-budget", "5"])
     assert info.value.code == 2 and "--proof-budget goes with --check" in capsys.readouterr().err
+
+
+def test_proof_progress_is_shown_on_a_terminal_only(tmp_path, capsys, monkeypatch):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["--spec", str(SMALL), "--out", str(tmp_path), "--check"]) == 0
+    shown = terminal.getvalue()
+    assert "\r" in shown and "checks" in shown and shown.endswith("\r")  # cleared at the end
+    monkeypatch.undo()
+    assert main(["--spec", str(SMALL), "--out", str(tmp_path), "--check"]) == 0
+    assert "\r" not in capsys.readouterr().err  # a pipe or log gets no progress line
