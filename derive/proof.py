@@ -2,10 +2,14 @@
 
 On a small instance of the spec (same activations, widths <= 3, a shortened stack for a deep
 spec), every weight and bias becomes a SymPy symbol, the scalar loss over m = 2 examples is
-written out in full from the *declarations* (not from the Derivation), and ``sympy.diff``
-gives the reference gradient of every parameter.  The Derivation's definitions are evaluated
-on the same explicit matrices, and the two are compared at random rational points in exact
-arithmetic.
+written out in full from the *declarations* (not from the Derivation), and SymPy's rules of
+differentiation give the reference gradient of every parameter: applied node by node over the
+expression graph at each point (``_Partial``; ``reference="sympy.diff"`` writes out
+``sympy.diff`` of the whole expression instead, with the same values, far more slowly).  The
+Derivation's definitions are evaluated on the same explicit matrices, and the two are compared
+at random rational points in exact arithmetic.  A Piecewise activation is decided at the point
+before it is composed (``_apply_activation``, ``_Entry``), so nested branches never multiply
+out; ``prove_spec`` takes a time budget and a progress callback.
 
 Why that is exact (Schwartz-Zippel): after differentiation both sides are rational functions
 of the parameters and of the transcendental values they contain (e^{z}, tanh z, erf z, log u,
