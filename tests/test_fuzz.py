@@ -12,7 +12,9 @@ data files through the readers.
 
 The short profile runs in the default test run (a few seconds); the long one is
 ``pytest -m fuzz`` (``FUZZ_SPECS``, ``FUZZ_INVALID``, ``FUZZ_FILES`` set its counts; defaults
-10,000, 2,000 and 500).  Every name comes from the registries.
+10,000, 2,000 and 500; the compiled engine, which numba compiles for each spec in seconds, is
+checked on one valid spec in ``FUZZ_COMPILED_EVERY``, default 10, the NumPy engine on all).
+Every name comes from the registries.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from codegen.emit import write_module
@@ -46,7 +48,8 @@ from derive.training.idx import read_idx
 
 LONG = {"specs": int(os.environ.get("FUZZ_SPECS", 10_000)),
         "invalid": int(os.environ.get("FUZZ_INVALID", 2_000)),
-        "files": int(os.environ.get("FUZZ_FILES", 500))}
+        "files": int(os.environ.get("FUZZ_FILES", 500)),
+        "compiled_every": int(os.environ.get("FUZZ_COMPILED_EVERY", 10))}
 
 
 def _profile(examples: int, long: bool = False) -> settings:
@@ -144,6 +147,9 @@ def check_valid_spec(text: str, examples: int, batch: int, long: bool) -> None:
         expected = _functional_steps(net, start, X, Y, batch, lr)
         tolerance = {"rtol": 1e-9, "atol": 1e-11} if dtype == np.float64 else \
             {"rtol": 2e-4, "atol": 2e-5}
+        event(f"valid: {len(spec.layers)} layers, {spec.dtype}, "
+              f"{'partial last batch' if examples % batch else 'whole batches'}"
+              f"{', compiled engine too' if long else ''}")
         for engine in _engines(net, long):
             trainer = net.Trainer(params=start, learning_rate=lr, batch_size=batch, epochs=1,
                                   optimizer=STEP_RULE, shuffle=False, seed=1, engine=engine)
@@ -165,9 +171,11 @@ def test_valid_specs_derive_prove_and_train_alike(text, examples, batch):
 
 @pytest.mark.fuzz
 @_profile(LONG["specs"], long=True)
-@given(valid_specs(), st.integers(1, 40), st.integers(1, 48))
-def test_fuzz_valid_specs(text, examples, batch):
-    check_valid_spec(text, examples, batch, long=True)
+@given(valid_specs(), st.integers(1, 40), st.integers(1, 48),
+       st.integers(1, LONG["compiled_every"]))
+def test_fuzz_valid_specs(text, examples, batch, draw):
+    # numba compiles each spec's kernel (seconds): the compiled engine on one spec in N
+    check_valid_spec(text, examples, batch, long=draw == 1)
 
 
 # ----------------------------------------------------------------------------- invalid specs
@@ -234,7 +242,9 @@ def mutated_texts(draw):
 def check_invalid_text(text: str) -> None:
     try:
         assert isinstance(load_spec_text(text, "mutant.yaml"), NetSpec)
+        event("spec: still valid")
     except SpecError as err:
+        event("spec: refused with a located SpecError")
         assert err.file == "mutant.yaml"
         assert err.line is not None and err.line >= 1, f"no line: {err}\n---\n{text}"
         assert str(err).startswith("mutant.yaml:")
@@ -311,13 +321,17 @@ def check_hostile_files(csv_bytes: bytes, idx_bytes: bytes) -> None:
         csv_path.write_bytes(csv_bytes)
         try:
             load_csv(csv_path, "label")
+            event("csv: read")
         except DataError as err:
+            event("csv: refused with a DataError")
             assert str(csv_path) in str(err)
         idx_path = Path(tmp) / "images"
         idx_path.write_bytes(idx_bytes)
         try:
             read_idx(idx_path)
+            event("idx: read")
         except DataError as err:
+            event("idx: refused with a DataError")
             assert str(idx_path) in str(err)
 
 
