@@ -19,7 +19,7 @@ import jinja2
 import sympy as sp
 
 from . import runtime
-from .files import GENERATED_MARKER, atomic_write, writable
+from .files import GENERATED_MARKER, WriteRefused, atomic_write, writable
 from .lower import lower
 from .rules import lower_rules, lower_schedules
 from .printers.loops import print_epoch_kernel, uses_blas
@@ -290,6 +290,10 @@ def write_module(derivation, out_dir: str | Path = "generated", *, force: bool =
     written by this tool (unless ``force``).
     """
     out_dir = Path(out_dir)
+    if derivation.spec.name in (RUNTIME_NAME, RULES_NAME):
+        raise WriteRefused(f"the network name {derivation.spec.name!r} is taken by a file every "
+                           f"generated module in {out_dir} shares ({derivation.spec.name}.py); "
+                           "choose another name")
     target = writable(out_dir / f"{derivation.spec.name}.py", force)
     runtime_path = writable(out_dir / f"{RUNTIME_NAME}.py", force)
     rules_path = writable(out_dir / f"{RULES_NAME}.py", force)

@@ -19,7 +19,9 @@ from types import ModuleType
 import numpy as np
 import sympy as sp
 
-__all__ = ["FDResult", "FDReport", "finite_difference_check", "random_targets"]
+__all__ = ["FDResult", "FDReport", "finite_difference_check", "random_targets", "EXAMPLES"]
+
+EXAMPLES = 4  # examples in the batch the check differentiates
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ def _kinks(module: ModuleType, params: dict, X: np.ndarray, switches) -> list[np
             for layer, s in switches]
 
 
-def finite_difference_check(module: ModuleType, *, m: int = 4, seed: int = 0, h: float = 1e-6,
+def finite_difference_check(module: ModuleType, *, m: int = EXAMPLES, seed: int = 0, h: float = 1e-6,
                             tolerance: float = 1e-6, max_entries: int = 40,
                             switches=None) -> FDReport:
     """Compare the module's backward() with central differences of its loss().

@@ -1,7 +1,8 @@
 """The ``derive`` command: parse the arguments, run the pipeline's stages, report.
 
-Exit status: 0 success, 1 a check failed, 2 bad usage or a bad spec,
-130 training stopped by Ctrl-C (after saving what it reached).
+Exit status: 0 success, 1 a check failed, 2 bad usage or a bad spec, 3 an internal error
+(one line asking for a report; the traceback with --verbose), 130 stopped by Ctrl-C (the
+whole command, after training saved what it reached).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 __all__ = ["main", "build_parser", "build_predict_parser"]
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -23,8 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Derive backpropagation for a declared network with SymPy, prove it, "
                     "and generate a NumPy module (forward, backward, trainer).",
         epilog=f"Exit status: {EXIT_OK} success, {EXIT_CHECK_FAILED} a check failed (or "
-               f"training diverged), {EXIT_USAGE} bad usage, spec or data, {EXIT_INTERRUPTED} "
-               "training stopped by Ctrl-C (after saving).",
+               f"training diverged), {EXIT_USAGE} bad usage, spec or data, {EXIT_INTERNAL} an "
+               f"internal error (please report it), {EXIT_INTERRUPTED} stopped by Ctrl-C "
+               "(training saves what it reached first).",
     )
     parser.add_argument("--spec", nargs="+", required=True, metavar="NET.yaml",
                         help="network spec(s) in YAML (see README.md for the format)")
@@ -37,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check", action="store_true",
                         help="prove the derivation against SymPy's diff of the expanded loss "
                              "and check the written module by central finite differences")
+    parser.add_argument("--proof-budget", metavar="SECONDS",
+                        type=_bounded(float, 0, 10**6, "a number of seconds >= 0"),
+                        help="with --check: stop the proof after SECONDS, report what it "
+                             "covered and exit 1 (default: no limit)")
     parser.add_argument("--force", action="store_true",
                         help="overwrite a file at the target that this tool did not generate")
     parser.add_argument("--claims", metavar="CLAIMS.yaml",
@@ -119,22 +126,74 @@ def main(argv: list[str] | None = None) -> int:
     if args.claims and len(args.spec) > 1:
         parser.error("--claims names the formulas of one network: use it with one --spec "
                      "(or give each spec a claims: key)")
+    if args.proof_budget is not None and not args.check:
+        parser.error("--proof-budget goes with --check")
+    _check_out_argument(parser, args)
     from .errors import SpecError
 
     status = EXIT_OK
-    for path in args.spec:
-        try:
-            status = max(status, _run(path, args))
-        except SpecError as err:
-            print(f"derive: {err}", file=sys.stderr)
-            status = max(status, EXIT_USAGE)
-        except KeyboardInterrupt:
-            print("derive: interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        except BrokenPipeError:  # output piped into a reader that closed early (| head)
-            sys.stderr.close()
-            return status
+    try:
+        if (clash := _same_name(args.spec)):
+            print(f"derive: {clash}", file=sys.stderr)
+            return EXIT_USAGE
+        for path in args.spec:
+            try:
+                status = max(status, _run(path, args))
+            except SpecError as err:
+                print(f"derive: {err}", file=sys.stderr)
+                status = max(status, EXIT_USAGE)
+            if status == EXIT_INTERRUPTED:  # Ctrl-C during training stops every spec
+                return status
+    except KeyboardInterrupt:
+        print("derive: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into a reader that closed early (| head)
+        sys.stderr.close()
+        return status
+    except Exception as err:  # anything else is a bug of the tool
+        return _internal_error(err, args)
     return status
+
+
+def _internal_error(err: Exception, args) -> int:
+    """One line asking for a report; the traceback too with --verbose."""
+    if args.verbose:
+        import traceback
+
+        traceback.print_exception(err, file=sys.stderr)
+    where = "" if args.verbose else "; run it again with --verbose for the traceback"
+    detail = " ".join(str(err).split())[:200]
+    print(f"derive: internal error, please report it: {type(err).__name__}"
+          f"{': ' + detail if detail else ''}{where}", file=sys.stderr)
+    return EXIT_INTERNAL
+
+
+def _check_out_argument(parser: argparse.ArgumentParser, args) -> None:
+    if not args.out.strip():
+        parser.error("--out needs a folder name (it was empty); the default is generated")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {args.out}: is a file, not a folder; give the folder where the "
+                     "generated modules go")
+
+
+def _same_name(paths: list[str]) -> str | None:
+    """Two specs of one command that name the same network (both would write DIR/<name>.py),
+    said before anything is written; a spec that cannot be read is reported later."""
+    from .errors import SpecError
+    from .spec import load_spec
+
+    first: dict[str, str] = {}
+    for path in paths:
+        try:
+            name = load_spec(path).name
+        except SpecError:
+            continue
+        if name in first:
+            return (f"{path}: network name {name!r} is also the name in {first[name]}: both "
+                    f"would write {name}.py; give each spec its own name (nothing was written)")
+        first[name] = path
+    return None
 
 
 def _say(args, message: str) -> None:
@@ -154,6 +213,7 @@ def _run(path: str, args) -> int:
     spec = load_spec(path)
     for notice in spec.notices:
         print(f"derive: note: {notice}", file=sys.stderr)
+    _check_memory(spec, args)  # before anything is written or allocated
     derivation = derive(spec)
     example = _latex_example(derivation, args)  # a bad values file: nothing is written
     checking = time.perf_counter()
@@ -180,7 +240,7 @@ def _run(path: str, args) -> int:
     if claims is not None and not (args.quiet and claims.ok):
         brief = args.claims is None  # the spec's own claims, checked along: the outcome
         print(claims.summary(brief), file=sys.stdout if claims.ok else sys.stderr, flush=True)
-    proof = _proof(derivation) if args.check else None
+    proof = _proof(derivation, args) if args.check else None
     if args.latex and (failed := _latex(derivation, example, args, claims, proof)):
         return failed
     status = _check(derivation, target, args, proof) if args.check else EXIT_OK
@@ -189,6 +249,23 @@ def _run(path: str, args) -> int:
     if args.train and status == EXIT_OK:
         status = _train(spec, target, args)
     return status
+
+
+def _check_memory(spec, args) -> None:
+    """A SpecError (exit 2) when --check or --train would need more memory than is free."""
+    from .resources import check_fits
+
+    if args.check:
+        from codegen.fdcheck import EXAMPLES
+
+        check_fits(spec, EXAMPLES, "float64", "the finite-difference check")
+    if args.train:
+        from .optimizers import FULL_BATCH
+
+        batch = args.batch_size or spec.training.batch_size
+        # a full batch is the data's size, not known yet: the parameters and a batch of 1024
+        # (the run checks the data against the spec before training)
+        check_fits(spec, 1024 if batch == FULL_BATCH else batch, spec.dtype, "training")
 
 
 def _claims(derivation, args):
@@ -202,10 +279,11 @@ def _claims(derivation, args):
     return check_claims(derivation, load_claims(path))
 
 
-def _proof(derivation):
+def _proof(derivation, args):
     from .proof import prove_spec
 
-    proof = prove_spec(derivation.spec)
+    with _TerminalLine(sys.stderr, quiet=args.quiet) as line:
+        proof = prove_spec(derivation.spec, budget=args.proof_budget, progress=line.show)
     print(proof.summary(), file=sys.stdout if proof.ok else sys.stderr, flush=True)
     return proof
 
@@ -221,10 +299,37 @@ def _check(derivation, target: Path, args, proof) -> int:
     return EXIT_OK if proof.ok and fd.ok else EXIT_CHECK_FAILED
 
 
+class _TerminalLine:
+    """One line of progress, rewritten in place, on a terminal only (never in a log or pipe);
+    cleared when the block ends."""
+
+    def __init__(self, stream, quiet: bool = False):
+        try:
+            self.stream = stream if not quiet and stream.isatty() else None
+        except (AttributeError, ValueError):
+            self.stream = None
+        self.width = 0
+
+    def show(self, text: str) -> None:
+        if self.stream is not None:
+            text = text[:119]
+            self.stream.write("\r" + text.ljust(self.width))
+            self.stream.flush()
+            self.width = len(text)
+
+    def __enter__(self) -> "_TerminalLine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.stream is not None and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+
+
 # ----------------------------------------------------------------------------- --train
 
 _TRAINING_FLAGS = ("epochs", "learning_rate", "batch_size", "optimizer", "schedule", "patience",
-                   "seed", "resume", "save_dir", "plot", "verbose", "device", "workers")
+                   "seed", "resume", "save_dir", "plot", "device", "workers")
 
 
 def _bounded(kind, low, high, what: str):
@@ -297,7 +402,8 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
                        help="draw the loss and accuracy curves (and OUT_confusion.png); "
                             "needs matplotlib: pip install 'backprop-derive[plot]'")
     group.add_argument("--verbose", action="store_true",
-                       help="also print per-epoch and per-stage times")
+                       help="also print per-epoch and per-stage times (with --train), and the "
+                            "traceback of an internal error")
     group.add_argument("--device", choices=("cpu", "cuda"),
                        help="--backend torch: where the tensors live (default: cpu)")
     group.add_argument("--workers", metavar="N", type=_bounded(int, 1, 256, "a whole number from 1 to 256"),

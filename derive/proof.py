@@ -2,10 +2,14 @@
 
 On a small instance of the spec (same activations, widths <= 3, a shortened stack for a deep
 spec), every weight and bias becomes a SymPy symbol, the scalar loss over m = 2 examples is
-written out in full from the *declarations* (not from the Derivation), and ``sympy.diff``
-gives the reference gradient of every parameter.  The Derivation's definitions are evaluated
-on the same explicit matrices, and the two are compared at random rational points in exact
-arithmetic.
+written out in full from the *declarations* (not from the Derivation), and SymPy's rules of
+differentiation give the reference gradient of every parameter: applied node by node over the
+expression graph at each point (``_Partial``; ``reference="sympy.diff"`` writes out
+``sympy.diff`` of the whole expression instead, with the same values, far more slowly).  The
+Derivation's definitions are evaluated on the same explicit matrices, and the two are compared
+at random rational points in exact arithmetic.  A Piecewise activation is decided at the point
+before it is composed (``_apply_activation``, ``_Entry``), so nested branches never multiply
+out; ``prove_spec`` takes a time budget and a progress callback.
 
 Why that is exact (Schwartz-Zippel): after differentiation both sides are rational functions
 of the parameters and of the transcendental values they contain (e^{z}, tanh z, erf z, log u,
@@ -23,6 +27,7 @@ import random
 import time
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Callable
 
 import sympy as sp
 
@@ -33,8 +38,8 @@ from .losses import LOSSES
 from .netspec import LayerSpec, NetSpec
 from .primitives import from_primitives
 
-__all__ = ["Mismatch", "ProofReport", "evaluate_definitions", "exact_model", "instances", "prove",
-           "prove_spec", "shrink"]
+__all__ = ["Mismatch", "ProofReport", "REFERENCES", "evaluate_definitions", "exact_model",
+           "instances", "prove", "prove_spec", "shrink"]
 
 MAX_WIDTH = 3
 MAX_FULL_DEPTH = 4
@@ -67,10 +72,17 @@ class ProofReport:
     points: int
     mismatches: tuple[Mismatch, ...]
     seconds: float
+    complete: bool = True  # False: the proof budget ran out before every check was made
+    budget: float | None = None  # seconds allowed (--proof-budget), if any
+    checked: int = 0  # comparisons made (prove_spec counts them)
+    planned: int = 0  # comparisons a complete proof makes
+    instances_proved: int = 1
+    instances_planned: int = 1
 
     @property
     def ok(self) -> bool:
-        return not self.mismatches
+        """Every check was made and none disagreed."""
+        return self.complete and not self.mismatches
 
     @property
     def wrong_quantities(self) -> tuple[str, ...]:
@@ -83,11 +95,26 @@ class ProofReport:
         if self.ok:
             return head + (f"all {self.parameters} parameters agree with SymPy's diff at "
                            f"{self.points} random rational points ({self.seconds:.1f} s)")
+        if not self.mismatches:
+            return head + self._incomplete()
         lines = [head + f"FAILED for {', '.join(self.wrong_quantities)}"]
+        if not self.complete:
+            lines.append("  (" + self._incomplete() + ")")
         lines += [f"  {m}" for m in self.mismatches[:8]]
         if len(self.mismatches) > 8:
             lines.append(f"  ... and {len(self.mismatches) - 8} more entries")
         return "\n".join(lines)
+
+    def _incomplete(self) -> str:
+        budget = f"the proof budget of {self.budget:g} s" if self.budget is not None \
+            else "the proof budget"
+        share = f"{self.checked} of {self.planned}" if self.planned else f"{self.checked}"
+        where = (f" (in instance {min(self.instances_proved + 1, self.instances_planned)} of "
+                 f"{self.instances_planned})") if self.instances_planned > 1 else ""
+        return (f"INCOMPLETE: stopped by {budget} after {self.seconds:.1f} s{where} with "
+                f"{share} checks made (values of Z and A, and gradient entries, at random "
+                f"rational points); none disagreed so far, but the proof is unfinished: allow "
+                f"it more time with a larger --proof-budget")
 
 
 # --------------------------------------------------------------------------- instance
@@ -114,6 +141,9 @@ def shrink(spec: NetSpec) -> tuple[NetSpec, str]:
 
 # --------------------------------------------------------------------------- exact model
 
+_EXP_MULTIPLE = 64  # e^{cq} = (e^q)^c for |c| up to this (c a whole or half number)
+
+
 class _Model:
     """Exact evaluation of SymPy expressions at one random point (see the module docstring)."""
 
@@ -132,12 +162,17 @@ class _Model:
         return Fraction(self.rng.randint(1, den - 1), den)
 
     def _exp(self, q: Fraction) -> Fraction:
-        """e^q: random, but e^{cq} = (e^q)^c for small c, and e^q > 1 exactly when q > 0."""
+        """e^q: random, but e^{cq} = (e^q)^c for small c, and e^q > 1 exactly when q > 0.
+
+        SymPy writes e^{b} e^{b} as e^{2b}, and a network whose units are all off (ReLU at a
+        random point) leaves only the biases inside the exponentials, so their multiples
+        must agree: exp(-2) with exp(-1) squared.
+        """
         if q == 0:
             return Fraction(1)
         for base, root in self.exp_bases:
             ratio = q / base
-            if ratio.denominator <= 2 and abs(ratio.numerator) <= 6:
+            if ratio.denominator <= 2 and abs(ratio.numerator) <= _EXP_MULTIPLE:
                 return root ** (ratio.numerator * (2 // ratio.denominator))
         root = 1 + 2 * self._random()  # sqrt(e^{|q|}) in (1, 3)
         root = root if q > 0 else 1 / root
@@ -263,6 +298,117 @@ def exact_model(values: dict, seed: int = 0):
     return _Model(random.Random(seed), values)
 
 
+class _Partial:
+    """dJ/dtheta at a model's point: SymPy's rules of differentiation applied to the expanded
+    expression J, node by node, and evaluated exactly at the point (forward mode).
+
+    ``sp.diff`` of the whole expanded loss writes the derivative out as a tree: a deep network
+    shares every activation among all the units after it, so the tree grows with the product
+    of the widths, and ``Derivative`` walks its whole result at every level (minutes for four
+    smooth layers).  Here the expression is walked as the graph it is, once per parameter and
+    point: a sum's derivative is the sum of its terms' derivatives, a product's is the product
+    rule, a power's the power rule, and a function's is SymPy's own derivative of it
+    (``fdiff``: exp' = exp, tanh' = 1 - tanh^2, erf', log', Abs' = sign, ...) times its
+    argument's.  Every value, including those derivatives of functions, is the model's: the
+    same random stand-ins as the formula side.  Anything else falls back to ``sp.diff`` of
+    that node.
+    """
+
+    def __init__(self, expression: sp.Expr, theta: sp.Symbol, graph: "_Graph"):
+        self.expression, self.theta, self.graph = expression, theta, graph
+
+    def value(self, model: "_Model") -> Fraction:
+        return _Tangent(model, self.theta, self.graph)(self.expression)
+
+
+class _Graph:
+    """Which parameters each node of an expression depends on, and its functions' derivatives,
+    computed once and shared by every parameter and point."""
+
+    def __init__(self):
+        self.depends: dict[sp.Basic, frozenset] = {}
+        self.fdiffs: dict[sp.Basic, tuple] = {}
+
+    def symbols(self, e: sp.Basic) -> frozenset:
+        try:
+            return self.depends[e]
+        except KeyError:
+            if e.is_Symbol:
+                found = frozenset((e,))
+            elif not e.args:
+                found = frozenset()
+            else:
+                found = frozenset().union(*(self.symbols(a) for a in e.args))
+            self.depends[e] = found
+            return found
+
+    def fdiff(self, e: sp.Function) -> tuple:
+        try:
+            return self.fdiffs[e]
+        except KeyError:
+            found = self.fdiffs[e] = tuple(e.fdiff(i + 1) for i in range(len(e.args)))
+            return found
+
+
+class _Tangent:
+    """d(node)/d(theta) at one point, memoised over the expression graph."""
+
+    def __init__(self, model: "_Model", theta: sp.Symbol, graph: _Graph):
+        self.model, self.theta, self.graph = model, theta, graph
+        self.memo: dict[sp.Basic, Fraction] = {}
+
+    def __call__(self, e: sp.Basic) -> Fraction:
+        if self.theta not in self.graph.symbols(e):
+            return Fraction(0)
+        try:
+            return self.memo[e]
+        except KeyError:
+            value = self.memo[e] = self._rule(e)
+            return value
+
+    def _rule(self, e: sp.Basic) -> Fraction:
+        model = self.model
+        if e == self.theta:
+            return Fraction(1)
+        if isinstance(e, sp.Add):
+            return sum((self(a) for a in e.args), Fraction(0))
+        if isinstance(e, sp.Mul):
+            total = Fraction(0)
+            for i, factor in enumerate(e.args):
+                d = self(factor)
+                if d:
+                    for j, other in enumerate(e.args):
+                        if j != i:
+                            d *= model(other)
+                    total += d
+            return total
+        if isinstance(e, sp.Pow) and self.theta not in self.graph.symbols(e.exp):
+            d = self(e.base)
+            if not d:
+                return d
+            lower = sp.Pow(e.base, e.exp - 1, evaluate=False)
+            return model(e.exp) * model(lower) * d
+        if isinstance(e, sp.exp):
+            return model(e) * self(e.args[0])
+        if isinstance(e, sp.Piecewise):
+            for branch, cond in e.args:  # off the boundaries: the derivative of the branch
+                if model._truth(cond):
+                    return self(branch)
+        if isinstance(e, sp.Function) and not isinstance(e, _NOT_BY_FDIFF):
+            parts = self.graph.fdiff(e)
+            if not any(p.has(sp.Derivative, sp.Subs) for p in parts):
+                total = Fraction(0)
+                for part, arg in zip(parts, e.args):
+                    d = self(arg)
+                    if d:
+                        total += model(part) * d
+                return total
+        return model(sp.diff(e, self.theta))
+
+
+_NOT_BY_FDIFF = (sp.Piecewise, sp.sign, sp.Heaviside, sp.DiracDelta, sp.Max, sp.Min)
+
+
 def _exact_root(q: Fraction, n: int) -> Fraction | None:
     if q < 0 and n % 2 == 0:
         return None
@@ -330,14 +476,17 @@ def _apply_activation(spec_layer: LayerSpec, Z: sp.Matrix, model: "_Model") -> s
     return Z.applyfunc(apply)
 
 
-def evaluate_definitions(derivation: Derivation, env: dict, finish=None) -> dict:
+def evaluate_definitions(derivation: Derivation, env: dict, finish=None, clock=None) -> dict:
     """Evaluate every definition of the Derivation on the explicit matrices in env, in order.
 
     ``env`` maps the inputs (X, Y, every W and b, and ``M``) to explicit SymPy matrices;
     each definition's value is added to it, passed through ``finish`` first if given (the
-    worked example rounds to a number of digits there).
+    worked example rounds to a number of digits there).  ``clock`` (the proof's) is told
+    between definitions, so that a proof budget can stop here.
     """
     for definition in derivation.definitions:
+        if clock is not None:
+            clock.tick(f"evaluating {definition.target.name}, ")
         value = evaluate_definition(definition, env)
         env[definition.target] = finish(value) if finish else value
     return env
@@ -433,9 +582,42 @@ def _explicit(expr: sp.Basic, env: dict) -> sp.Matrix:
 
 # --------------------------------------------------------------------------- the proof
 
+class _OutOfTime(Exception):
+    """The proof budget ran out (raised between two checks, never inside SymPy)."""
+
+
+@dataclass
+class _Clock:
+    """The proof's budget and progress: ``tick`` is called between checks."""
+
+    deadline: float | None = None
+    progress: Callable[[str], None] | None = None
+    checked: int = 0  # comparisons made so far, over every instance and point
+    planned: int = 0  # comparisons the proof will make when it finishes
+    _last: float = 0.0
+
+    def tick(self, what: str = "") -> None:
+        now = time.perf_counter()
+        if self.deadline is not None and now > self.deadline:
+            raise _OutOfTime
+        if self.progress is not None and (now - self._last > 0.1 or not what):
+            self._last = now
+            self.progress(f"{what}{self.checked}/{self.planned or '?'} checks")
+
+
 def prove(derivation: Derivation, *, points: int = 3, examples: int = 2, seed: int = 0,
-          note: str = "") -> ProofReport:
-    """Check every formula of ``derivation`` against SymPy's diff; the spec must be small."""
+          note: str = "", reference: str = "graph", clock: _Clock | None = None) -> ProofReport:
+    """Check every formula of ``derivation`` against SymPy's diff; the spec must be small.
+
+    ``reference`` says how the reference derivative of the expanded loss is taken:
+    ``"graph"`` applies SymPy's rules of differentiation node by node over the expression
+    graph, exactly at each point (fast); ``"sympy.diff"`` writes out ``sympy.diff`` of the
+    whole expression for each parameter (slow beyond three layers; the tests check both give
+    the same values).  ``clock`` carries a deadline and a progress callback (see ``prove_spec``).
+    """
+    if reference not in REFERENCES:
+        raise ValueError(f"reference must be one of {', '.join(REFERENCES)}, not {reference!r}")
+    clock = clock or _Clock()
     started = time.perf_counter()
     spec = derivation.spec
     rng = random.Random(seed)
@@ -452,28 +634,48 @@ def prove(derivation: Derivation, *, points: int = 3, examples: int = 2, seed: i
                                  lambda r, c: sp.Symbol(f"W{l}_{r + 1}{c + 1}", real=True))
         env[layer.b] = sp.Matrix(layer.units, 1, lambda r, c: sp.Symbol(f"b{l}_{r + 1}", real=True))
         params += list(env[layer.W]) + list(env[layer.b])
-    evaluate_definitions(derivation, env)
-
-    # Piecewise activations are resolved branch by branch at each point, so the reference is
-    # differentiated per point; smooth networks are differentiated once.
-    piecewise = any(isinstance(layer.activation.expr, sp.Piecewise) for layer in derivation.layers)
-    mismatches, comparisons = [], None
-    for point in range(1, points + 1):
-        values = {p: Fraction(*_as_pair(_random_rational(rng))) for p in params}
-        model = _Model(random.Random(seed * 1000 + point), values)
-        if comparisons is None or piecewise:
-            comparisons = list(_comparisons(derivation, env, X, Y, model))
-        for name, entry, reference, formula in comparisons:
-            expected, got = model(reference), model(formula)
-            if expected != got:
-                mismatches.append(Mismatch(name, entry, point, float(expected), float(got)))
+    shape = "-".join(map(str, spec.layer_sizes))
+    mismatches: list[Mismatch] = []
+    done = 0
+    try:
+        clock.tick(f"proof of {spec.name} ({shape}): evaluating the formulas, ")
+        evaluate_definitions(derivation, env, clock=clock)
+        # Piecewise activations are resolved branch by branch at each point, so the reference
+        # is written out per point; smooth networks are written out once.
+        piecewise = any(isinstance(layer.activation.expr, sp.Piecewise)
+                        for layer in derivation.layers)
+        comparisons = None
+        for point in range(1, points + 1):
+            values = {p: Fraction(*_as_pair(_random_rational(rng))) for p in params}
+            model = _Model(random.Random(seed * 1000 + point), values)
+            if comparisons is None or piecewise:
+                comparisons = list(_comparisons(derivation, env, X, Y, model, reference))
+            what = f"proof of {spec.name} ({shape}), point {point}/{points}: "
+            for name, entry, expected_value, formula in comparisons:
+                clock.tick(what)
+                if isinstance(expected_value, _Partial):
+                    expected = expected_value.value(model)
+                else:
+                    expected = model(expected_value)
+                got = model(formula)
+                if expected != got:
+                    mismatches.append(Mismatch(name, entry, point, float(expected), float(got)))
+                clock.checked += 1
+            done = point
+        complete = True
+    except _OutOfTime:
+        complete = False
     return ProofReport(spec.name, spec.layer_sizes,
                        tuple(layer.activation.name for layer in spec.layers), spec.loss,
-                       note, len(params), points, tuple(mismatches),
-                       time.perf_counter() - started)
+                       note, len(params), done, tuple(mismatches),
+                       time.perf_counter() - started, complete=complete)
 
 
-def _comparisons(derivation: Derivation, env: dict, X: sp.Matrix, Y: sp.Matrix, model: _Model):
+REFERENCES = ("graph", "sympy.diff")
+
+
+def _comparisons(derivation: Derivation, env: dict, X: sp.Matrix, Y: sp.Matrix, model: _Model,
+                 method: str = "graph"):
     """(name, entry, reference, formula) for every forward quantity and every gradient entry.
 
     The reference is the network written out from the declarations and SymPy's ``diff`` of
@@ -491,10 +693,12 @@ def _comparisons(derivation: Derivation, env: dict, X: sp.Matrix, Y: sp.Matrix, 
                 yield symbol.name, (r, c), ref, env[symbol][r - 1, c - 1]
     weights = [w for layer in derivation.layers for w in env[layer.W]]
     J = derivation.objective.value(A, Y, weights)
+    graph = _Graph()
     for grad in derivation.gradients:
         formula = env[grad.target]
         for (r, c), theta in _entries(env[grad.param]):
-            yield grad.target.name, (r, c), sp.diff(J, theta), formula[r - 1, c - 1]
+            partial = _Partial(J, theta, graph) if method == "graph" else sp.diff(J, theta)
+            yield grad.target.name, (r, c), partial, formula[r - 1, c - 1]
 
 
 def _entries(matrix: sp.Matrix):
@@ -539,17 +743,52 @@ def instances(spec: NetSpec) -> tuple[tuple[NetSpec, str], ...]:
     return tuple(result)
 
 
-def prove_spec(spec: NetSpec, **kwargs) -> ProofReport:
-    """Shrink the spec to small instances, derive each and prove it; one combined report."""
-    reports = [prove(derive(small), note=note, **kwargs) for small, note in instances(spec)]
-    if len(reports) == 1:
-        return reports[0]
+def prove_spec(spec: NetSpec, *, budget: float | None = None,
+               progress: Callable[[str], None] | None = None, **kwargs) -> ProofReport:
+    """Shrink the spec to small instances, derive each and prove it; one combined report.
+
+    ``budget``: seconds after which the proof stops between two checks and reports what it
+    covered (an incomplete report: ``ok`` is False).  ``progress`` is called now and then
+    with a one-line description of where the proof is (the command shows it on a terminal).
+    """
+    clock = _Clock(None if budget is None else time.perf_counter() + budget, progress)
+    started = time.perf_counter()
+    planned = instances(spec)
+    points, examples = kwargs.get("points", 3), kwargs.get("examples", 2)
+    clock.planned = sum(_checks(small.layer_sizes, points, examples) for small, _ in planned)
+    reports = []
+    for small, note in planned:
+        try:
+            clock.tick(f"proof of {spec.name}: deriving instance {len(reports) + 1}/{len(planned)}, ")
+            derivation = derive(small)
+        except _OutOfTime:
+            break
+        reports.append(prove(derivation, note=note, clock=clock, **kwargs))
+        if not reports[-1].complete:
+            break
+    seconds = time.perf_counter() - started
+    if not reports:  # the budget ran out before the first instance was derived
+        small, note = planned[0]
+        reports = [ProofReport(spec.name, small.layer_sizes,
+                               tuple(layer.activation.name for layer in small.layers),
+                               spec.loss, note, 0, 0, (), seconds, complete=False)]
     first = reports[0]
     return dataclasses.replace(
         first,
-        activations=tuple(dict.fromkeys(a for r in reports for a in r.activations)),
+        activations=first.activations if len(reports) == 1 else
+        tuple(dict.fromkeys(a for r in reports for a in r.activations)),
         parameters=sum(r.parameters for r in reports),
+        points=min(r.points for r in reports),
         mismatches=tuple(m for r in reports for m in r.mismatches),
-        seconds=sum(r.seconds for r in reports),
+        seconds=seconds,
         instance=tuple(max(sizes) for sizes in zip(*(r.instance for r in reports))),
+        complete=len(reports) == len(planned) and all(r.complete for r in reports),
+        budget=budget, checked=clock.checked, planned=clock.planned,
+        instances_proved=sum(r.complete for r in reports), instances_planned=len(planned),
     )
+
+
+def _checks(sizes: tuple[int, ...], points: int, examples: int) -> int:
+    """Comparisons ``prove`` makes on an instance: every Z and A entry of each example and
+    every parameter, at each point."""
+    return points * sum(2 * n * examples + n * k + n for k, n in zip(sizes, sizes[1:]))

@@ -24,10 +24,11 @@ from .netspec import (ActivationSpec, DataSpec, EarlyStopping, LayerSpec, NetSpe
 from .optimizers import (FULL_BATCH, LEGACY_LEARNING_RATE, LEGACY_OPTIMIZERS, OPTIMIZERS,
                          SCHEDULES)
 from .registry import Registry, UnknownName
+from .shadowed import shadowed
 from .yamlread import (Item, did_you_mean, expected, item_error, join, nearest, number,
                        read_document, read_text)
 
-__all__ = ["load_spec", "load_spec_text"]
+__all__ = ["load_spec", "load_spec_text", "INITS", "DTYPES"]
 
 MAX_UNITS = 100_000
 MAX_LAYERS = 1000
@@ -79,7 +80,9 @@ def _integer(low: int, high: int) -> Check:
     def check(item: Item) -> int:
         value = item.value
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            raise expected(item, f"a whole number from {low} to {high}")
+            whole = isinstance(value, float) and value.is_integer() and low <= value <= high
+            raise expected(item, f"a whole number from {low} to {high}",
+                           f"write {int(value)}" if whole else None)
         return value
     return check
 
@@ -165,6 +168,7 @@ def _section(schema: dict[str, Check], required: tuple[str, ...] = (),
 
 _INITS = ("he", "xavier", "normal", "zeros")
 _DTYPES = ("float32", "float64")
+INITS, DTYPES = _INITS, _DTYPES  # what the spec accepts, for the tests and the fuzzer
 
 _size = _integer(1, MAX_UNITS)
 
@@ -307,6 +311,13 @@ def _name(item: Item) -> str:
     if not isinstance(name, str):
         raise expected(item, "a Python identifier such as 'my_net'")
     problem = _name_problem(name)
+    reason = None if problem else shadowed(name)
+    if reason:
+        fixed = f"{name}_net"
+        raise item_error(item, f"network name {name!r} {reason}: a generated {name}.py hides "
+                               "it wherever its folder is on Python's import path (with --out ., "
+                               f"for one), and 'import {name}' then loads the network",
+                         f"try {fixed!r}" if not _name_problem(fixed) else None)
     if problem:
         fixed = _identifier_like(name)
         raise item_error(item, f"network name {name!r} {problem} (expected a Python identifier: "

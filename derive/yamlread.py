@@ -157,7 +157,8 @@ class Builder:
         self._check_tag(node, where)
         if not isinstance(node, yaml.ScalarNode):
             raise item_error(where, "expected a key name, got a list or mapping as a key")
-        if node.tag != _TAG + "str":
+        tag = _plain_yaml12(node, where)[0] if _implicit(node) else node.tag
+        if tag != _TAG + "str":
             key = Item(_scalar(node, where), line, path, text=node.value)
             raise item_error(where, f"expected a key name, got {describe(key)}",
                              f"quote the key: '{node.value}'")
@@ -174,7 +175,73 @@ class Builder:
                                 "and nothing was executed)")
 
 
+_IMPLICIT = yaml.resolver.Resolver()  # PyYAML's own (YAML 1.1) resolution of plain scalars
+_NULL = ("", "~", "null", "Null", "NULL")
+_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False,
+         "FALSE": False}
+_INT = re.compile(r"[-+]?[0-9]+")
+_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+_INF = re.compile(r"[-+]?\.(inf|Inf|INF)")
+_NAN = (".nan", ".NaN", ".NAN")
+_OTHER_BASE = re.compile(r"[-+]?0([xX][0-9a-fA-F_]+|[oO][0-7_]+|[bB][01_]+)")
+_LEADING_ZERO = re.compile(r"[-+]?0[0-9]+")
+_BASES = {"x": ("a hexadecimal", 16), "o": ("an octal", 8), "b": ("a binary", 2)}
+
+
+def _plain_yaml12(node: yaml.ScalarNode, where: Item) -> tuple[str, Any]:
+    """(tag, value) of an untagged plain scalar by YAML 1.2's core schema.
+
+    PyYAML resolves plain scalars by YAML 1.1, where ``010`` is 8, ``0x10`` is 16, ``1:00`` is
+    60, ``1_000`` is 1000, ``yes``/``on`` are booleans and ``5e3`` is text.  YAML 1.2 reads
+    ``5e3`` as a number and the others as text; numbers in another base or with a leading
+    zero, which the two versions read differently, are refused with their decimal value.
+    """
+    text = node.value
+    if text in _NULL:
+        return _TAG + "null", None
+    if text in _BOOL:
+        return _TAG + "bool", _BOOL[text]
+    if _OTHER_BASE.fullmatch(text):
+        sign = -1 if text.startswith("-") else 1
+        digits = text.lstrip("+-")[2:].replace("_", "")
+        kind, base = _BASES[text.lstrip("+-")[1].lower()]
+        decimal = f" (it is {sign * int(digits, base)} in decimal)" if digits else ""
+        raise item_error(where, f"{text} is {kind} number: write numbers in decimal{decimal}")
+    if _LEADING_ZERO.fullmatch(text):
+        raise item_error(where, f"{text} has a leading zero, which YAML 1.1 reads as octal "
+                                f"({_octal(text)}) and YAML 1.2 as decimal "
+                                f"({int(text, 10)}): write the number without it")
+    if _INT.fullmatch(text):
+        return _TAG + "int", int(text, 10)
+    if _FLOAT.fullmatch(text):
+        value = float(text)
+        if value == 0 and any(c in "123456789" for c in text.partition("e")[0].partition("E")[0]):
+            raise item_error(where, f"{text} is too small to be represented: it would be read "
+                                    "as 0", "write 0, or a number above 1e-300")
+        return _TAG + "float", value
+    if _INF.fullmatch(text):
+        return _TAG + "float", -math.inf if text.startswith("-") else math.inf
+    if text in _NAN:
+        return _TAG + "float", math.nan
+    return _TAG + "str", text
+
+
+def _octal(text: str) -> str:
+    try:
+        return str(int(text, 8))
+    except ValueError:
+        return "not a valid octal number"
+
+
+def _implicit(node: yaml.ScalarNode) -> bool:
+    """A plain scalar whose tag the resolver chose (not written in the file)."""
+    return node.style is None and \
+        node.tag == _IMPLICIT.resolve(yaml.ScalarNode, node.value, (True, False))
+
+
 def _scalar(node: yaml.ScalarNode, where: Item) -> Any:
+    if _implicit(node):
+        return _plain_yaml12(node, where)[1]
     if node.tag in (_TAG + "str", _TAG + "timestamp"):
         return node.value
     try:
@@ -214,8 +281,15 @@ def describe(item: Item) -> str:
     return "a mapping"
 
 
+_NUMBER_LIKE = re.compile(r"[-+]?[0-9][0-9_:.]*")
+
+
 def expected(item: Item, what: str, hint: str | None = None) -> SpecError:
     """"expected <what>, got <the value>" at the item."""
+    if hint is None and item.plain and isinstance(item.value, str) \
+            and _NUMBER_LIKE.fullmatch(item.value):
+        hint = ("YAML 1.2 reads it as text: write numbers in plain decimal (1:00 and 1_000 "
+                "are not numbers)")
     return item_error(item, f"expected {what}, got {describe(item)}", hint)
 
 
@@ -235,14 +309,9 @@ def did_you_mean(word: str, options: Iterable[str]) -> str | None:
     return f"did you mean {match!r}?" if match else None
 
 
-_EXPONENT_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
 def number(item: Item) -> float | None:
-    """The value as a float if it is a real number (``1e-4`` too, which YAML 1.1 reads as text)."""
+    """The value as a float if it is a real number (``1e-4`` too: YAML 1.2 reads it as one)."""
     value = item.value
-    if isinstance(value, str) and item.plain and _EXPONENT_NUMBER.fullmatch(value):
-        return float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     try:

@@ -51,3 +51,14 @@ def build_module(spec, tmp_path_factory):
 def build(tmp_path_factory):
     """``build(spec)`` -> the imported generated module for ``spec`` (one build per spec)."""
     return lambda spec: build_module(spec, tmp_path_factory)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``fuzz`` (the long fuzzer) run only when asked for: ``pytest -m fuzz``."""
+    if "fuzz" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="the long fuzzer: run it with pytest -m fuzz")
+    for item in items:
+        if item.get_closest_marker("fuzz") is not None:
+            item.add_marker(skip)
+

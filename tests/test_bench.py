@@ -45,3 +45,10 @@ def test_optimizer_speed_smoke():
     done = _run("bench/optimizer_speed.py", "--smoke")
     assert done.returncode == 0, done.stderr
     assert "| adam |" in done.stdout and "examples/s" in done.stdout
+
+
+def test_proof_speed_smoke():
+    done = _run("bench/proof_speed.py", "--smoke")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for row in ("example", "mnist", "random", "784-256-128-64-10"):
+        assert row in done.stdout

@@ -234,3 +234,101 @@ def test_write_is_atomic(tmp_path, capsys, monkeypatch):
     assert "Traceback" not in printed.err
     assert target.read_text(encoding="utf-8") == stale
     assert _files(tmp_path) == WRITTEN
+
+
+# ----------------------------------------------------------------------------- exit statuses
+
+def test_an_internal_error_is_one_line_with_status_3(tmp_path, capsys, monkeypatch):
+    import derive.derivation
+    from derive.cli import EXIT_INTERNAL
+
+    def broken(spec):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(derive.derivation, "derive", broken)
+    assert main(["--spec", str(SMALL), "--out", str(tmp_path)]) == EXIT_INTERNAL == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "internal error, please report it: ZeroDivisionError: division by zero" in err
+    assert "--verbose" in err
+    assert main(["--spec", str(SMALL), "--out", str(tmp_path), "--verbose"]) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "internal error, please report it" in err
+
+
+def test_ctrl_c_in_training_stops_the_whole_command(tmp_path, monkeypatch):
+    import derive.training
+
+    calls = []
+
+    class Interrupted:
+        interrupted = True
+
+    def run(spec, target, options):
+        calls.append(spec.name)
+        return Interrupted()
+
+    monkeypatch.setattr(derive.training, "run", run)
+    specs = [str(ROOT / "examples" / n) for n in ("seed003_binary.yaml", "seed002_relu_sigmoid.yaml")]
+    assert main(["--spec", *specs, "--out", str(tmp_path), "--train", "-q"]) == EXIT_INTERRUPTED
+    assert calls == ["sigmoid_bce_4_4_1"]  # the second spec never started
+
+
+def test_two_specs_with_one_name_are_refused_before_writing(tmp_path, capsys):
+    other = tmp_path / "copy.yaml"
+    other.write_text(SMALL.read_text(encoding="utf-8"), encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["--spec", str(SMALL), str(other), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{other}: network name 'sigmoid_2_2_1' is also the name in {SMALL}" in err
+    assert "nothing was written" in err and not out.exists()
+
+
+@pytest.mark.parametrize("out, message", [("afile.txt", "is a file, not a folder"),
+                                          ("", "--out needs a folder name")])
+def test_a_bad_out_argument_is_a_usage_error(tmp_path, capsys, monkeypatch, out, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile.txt").write_text("mine\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as info:
+        main(["--spec", str(SMALL), "--out", out])
+    assert info.value.code == 2 and message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile.txt"]
+
+
+def test_the_runtime_name_is_refused_before_writing(tmp_path, capsys):
+    spec = tmp_path / "net.yaml"
+    spec.write_text(SMALL.read_text(encoding="utf-8").replace("name: sigmoid_2_2_1",
+                                                              "name: _runtime"), encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["--spec", str(spec), "--out", str(out)]) == 2
+    assert "taken by the runtime" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_proof_budget_that_runs_out_exits_1(tmp_path, capsys):
+    assert main(["--spec", str(SMALL), "--out", str(tmp_path), "--check",
+                 "--proof-budget", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "INCOMPLETE" in err and "--proof-budget" in err and "Traceback" not in err
+
+
+def test_proof_budget_goes_with_check(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--spec", str(SMALL), "--proof-budget", "5"])
+    assert info.value.code == 2 and "--proof-budget goes with --check" in capsys.readouterr().err
+
+
+def test_proof_progress_is_shown_on_a_terminal_only(tmp_path, capsys, monkeypatch):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["--spec", str(SMALL), "--out", str(tmp_path), "--check"]) == 0
+    shown = terminal.getvalue()
+    assert "\r" in shown and "checks" in shown and shown.endswith("\r")  # cleared at the end
+    monkeypatch.undo()
+    assert main(["--spec", str(SMALL), "--out", str(tmp_path), "--check"]) == 0
+    assert "\r" not in capsys.readouterr().err  # a pipe or log gets no progress line

@@ -498,3 +498,64 @@ def test_fixed_test_set_is_used_as_is(tmp_path):
     prepared = prepare(spec, "classification", load_mnist(tmp_path), 0.5, seed=0)
     assert len(prepared.X_train) == 20 and len(prepared.X_test) == 10
     assert prepared.split == "the data set's own test set"
+
+
+# ----------------------------------------------------------------------------- bounded reads
+
+def test_mnist_with_zero_images_is_a_clear_error(tmp_path):
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((0, 28, 28), np.uint8))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.zeros((0,), np.uint8))
+    with pytest.raises(DataError, match="holds 0 images") as info:
+        load_mnist(tmp_path)
+    assert "train-images-idx3-ubyte" in str(info.value)
+
+
+def test_mnist_with_a_single_class_is_refused(tmp_path):
+    write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((5, 28, 28), np.uint8))
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.full((5,), 7, np.uint8))
+    with pytest.raises(DataError, match=r"single class \(7\)"):
+        load_mnist(tmp_path)
+
+
+def test_an_idx_file_that_unpacks_too_big_is_refused(tmp_path, monkeypatch):
+    import derive.training.idx
+
+    path = write_idx(tmp_path / "images.gz", np.zeros((50, 28, 28), np.uint8), gz=True)
+    monkeypatch.setattr(derive.training.idx, "MAX_IDX_BYTES", 1000)
+    with pytest.raises(DataError, match="once unpacked") as info:
+        read_idx(path)
+    assert str(path) in str(info.value)
+    plain = write_idx(tmp_path / "images", np.zeros((50, 28, 28), np.uint8))
+    with pytest.raises(DataError, match="more than 1,000 bytes"):
+        read_idx(plain)
+
+
+def test_a_csv_line_without_end_is_refused_with_its_line(tmp_path, monkeypatch):
+    import derive.training.data
+
+    monkeypatch.setattr(derive.training.data, "MAX_CSV_LINE", 100)
+    path = write_csv(tmp_path / "long.csv", "a,b,label\n1,2,x\n" + "3," * 200 + "y\n")
+    with pytest.raises(DataError) as info:
+        load_csv(path, "label")
+    assert f"{path}, line 3: longer than 100 characters" in str(info.value)
+
+
+def test_a_csv_larger_than_the_bound_is_refused_before_reading(tmp_path, monkeypatch):
+    import derive.training.data
+
+    monkeypatch.setattr(derive.training.data, "MAX_CSV_BYTES", 10)
+    path = write_csv(tmp_path / "big.csv", "a,b,label\n1,2,x\n3,4,y\n")
+    with pytest.raises(DataError, match="more than the 10 a CSV may have") as info:
+        load_csv(path, "label")
+    assert str(path) in str(info.value)
+
+
+def test_each_class_once_leaves_no_test_part_and_says_so():
+    with pytest.raises(DataError, match="single example"):
+        stratified_split(np.array([0, 1, 2, 3]), 0.25, seed=0)
+
+
+def test_the_test_part_goes_to_a_class_that_can_spare_an_example():
+    labels = np.array([0, 1, 2, 3, 3])  # n_test = 1: only class 3 can give one up
+    train, test = stratified_split(labels, 0.2, seed=0)
+    assert labels[test].tolist() == [3] and sorted(labels[train].tolist()) == [0, 1, 2, 3]

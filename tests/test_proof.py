@@ -246,3 +246,65 @@ def test_wrong_regularization_term_is_rejected():
         ("l2", derivation.lambda2 / 2 * layer.W),))
     report = prove(_replace_layer(derivation, 1, grad_W=halved))
     assert report.wrong_quantities == ("dW1",)
+
+
+# ----------------------------------------------------------------------------- the reference
+
+def _two_hidden(hidden: ActivationSpec) -> NetSpec:
+    """hidden -> hidden -> softmax on 2-2-2-3: two of the layer composed, small enough for
+    sympy.diff of the whole expression."""
+    return NetSpec(f"ref_{hidden.name}", 2, (LayerSpec(2, hidden), LayerSpec(2, hidden),
+                                             LayerSpec(3, act("softmax"))),
+                   "categorical_crossentropy", Regularization(l1=0.05, l2=0.1))
+
+
+@pytest.mark.parametrize("hidden", HIDDEN, ids=lambda a: a.name)
+def test_graph_reference_gives_the_values_of_sympy_diff(hidden):
+    """The fast reference (SymPy's rules node by node over the expression graph) and
+    sympy.diff of the whole expanded loss give the same exact values: same verdicts, the
+    same mismatches with the same numbers for a planted wrong derivative."""
+    derivation = derive(_two_hidden(hidden))
+    first = derivation.layers[0]
+    wrong = _replace_layer(derivation, 1, g_def=dataclasses.replace(
+        first.g_def, expr=first.g_def.expr + sp.Rational(1, 3)))
+    for candidate, right in ((derivation, True), (wrong, False)):
+        fast, slow = (prove(candidate, points=2, reference=method)
+                      for method in ("graph", "sympy.diff"))
+        assert fast.ok == slow.ok == right, (fast.summary(), slow.summary())
+        assert fast.mismatches == slow.mismatches
+    assert set(fast.wrong_quantities) == {"dW1", "db1"}
+
+
+def test_unknown_reference_is_refused():
+    with pytest.raises(ValueError, match="graph"):
+        prove(derive(_two_hidden(act("tanh"))), reference="guess")
+
+
+# ----------------------------------------------------------------------------- budget, progress
+
+def test_a_budget_stops_the_proof_and_says_what_it_covered():
+    spec = _deep(12, [act("relu"), act("tanh"), act("sigmoid"), act("elu")])  # 2 instances
+    report = prove_spec(spec, budget=0.0)
+    assert not report.complete and not report.ok and not report.mismatches
+    assert report.checked < report.planned
+    summary = report.summary()
+    assert "INCOMPLETE" in summary and "proof budget of 0 s" in summary
+    assert f"of {report.planned} checks" in summary and "FAILED" not in summary
+
+
+def test_without_a_budget_the_proof_makes_every_planned_check():
+    spec = _deep(12, [act("relu"), act("tanh"), act("sigmoid"), act("elu")])
+    seen = []
+    report = prove_spec(spec, progress=seen.append)
+    assert report.ok and report.complete
+    assert report.checked == report.planned > 0
+    assert report.instances_proved == report.instances_planned == 2
+    assert seen and all("checks" in line for line in seen)
+
+
+def test_a_planted_error_found_before_the_budget_ran_out_is_still_reported(seed000):
+    derivation, note = seed000
+    output = derivation.layers[-1]
+    doubled = dataclasses.replace(output.delta_def, expr=2 * output.delta_def.expr)
+    report = prove(_replace_layer(derivation, output.index, delta_def=doubled), note=note)
+    assert "dW2" in report.wrong_quantities and not report.ok

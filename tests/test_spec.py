@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import keyword
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -275,7 +277,7 @@ def test_alias_bomb_is_bounded():
 
 
 def test_non_string_key():
-    err = error(extra="yes: 1\n")
+    err = error(extra="true: 1\n")
     assert err.line == 7 and "key name" in err.message and "boolean" in err.message
 
 
@@ -289,7 +291,7 @@ def test_reader_keeps_lines_and_field_paths():
     c = root.value["b"].value[0].value["c"]
     assert (c.value, c.line, c.key_line, c.path) == ("x", 3, 3, "b[0].c")
     exponent = root.value["b"].value[1]
-    assert exponent.value == "1e-4"  # YAML 1.1 reads it as text; number() reads it as a number
+    assert exponent.value == 1e-4  # YAML 1.2 reads it as a number (YAML 1.1: as text)
     assert number(exponent) == 1e-4 and number(c) is None
 
 
@@ -389,7 +391,7 @@ def test_good_names():
 @pytest.mark.parametrize("value, shown", [
     ("0", "got 0"), ("-3", "got -3"), ("3.5", "got 3.5"), ("4.0", "got 4.0"),
     ("true", "true (a boolean)"), ("1000000", "got 1000000"), ("'3'", "'3' (a string)"),
-    ("1e3", "'1e3' (a string)"), ("[3]", "a list"),
+    ("1e3", "got 1e3"), ("[3]", "a list"),
 ])
 def test_bad_units(value, shown):
     err = error(replace("units: 3", f"units: {value}"))
@@ -682,3 +684,81 @@ def test_softmax_with_binary_crossentropy_is_refused_with_the_reason():
     assert err.line == 6 and err.field == "loss"
     assert "independent" in err.message and "softmax" in err.message
     assert "categorical_crossentropy" in err.hint
+
+
+# ----------------------------------------------------------------------------- YAML 1.2 numbers
+
+@pytest.mark.parametrize("written, message", [
+    ("010", "leading zero"), ("0x10", "hexadecimal number"), ("0o10", "octal number"),
+    ("0b101", "binary number"), ("-0x1F", "it is -31 in decimal"),
+])
+def test_numbers_another_yaml_reads_differently_are_refused(written, message):
+    err = error(replace("units: 3,", f"units: {written},"))
+    assert (err.line, err.field) == (4, "layers[0].units") and message in err.message
+
+
+@pytest.mark.parametrize("key, written", [("epochs", "1:00"), ("epochs", "1_000"),
+                                          ("batch_size", "1:30:00")])
+def test_yaml11_sexagesimal_and_underscores_are_text_with_a_hint(key, written):
+    err = error(extra=f"training:\n  {key}: {written}\n")
+    assert (err.line, err.field) == (8, f"training.{key}")
+    assert f"got '{written}' (a string)" in err.message and "YAML 1.2" in err.hint
+
+
+@pytest.mark.parametrize("written, value", [("5e3", 5000.0), ("5E-3", 0.005), ("+1e-2", 0.01),
+                                            (".5", 0.5), ("1.", 1.0), ("2", 2.0)])
+def test_exponent_and_short_forms_are_numbers(written, value):
+    assert spec(extra=f"regularization: {{l2: {written}}}\n").regularization.l2 == value
+
+
+def test_a_number_that_underflows_is_refused_not_zero():
+    err = error(extra="regularization: {l2: 1e-400}\n")
+    assert err.field == "regularization.l2" and "too small" in err.message
+
+
+def test_a_whole_number_in_exponent_form_is_told_how_to_write_it():
+    err = error(replace("units: 3,", "units: 5e3,"))
+    assert "whole number" in err.message and err.hint == "write 5000"
+
+
+@pytest.mark.parametrize("written", ["yes", "on", "No", "off"])
+def test_yaml11_booleans_are_text(written):
+    err = error(extra=f"training:\n  shuffle: {written}\n")
+    assert f"got '{written}' (a string)" in err.message
+    assert spec(replace("name: net", f"name: {written}")).name == written
+
+
+# ----------------------------------------------------------------------------- shadowing names
+
+def _dependency_modules():
+    """Import names of the tool's declared dependencies that are installed here."""
+    import importlib.metadata
+
+    from derive.shadowed import DISTRIBUTION
+
+    wanted = {re.split(r"[\s;<>=!~\[]", r, maxsplit=1)[0].lower().replace("_", "-")
+              for r in importlib.metadata.distribution(DISTRIBUTION).requires or ()}
+    return sorted(module for module, dists in importlib.metadata.packages_distributions().items()
+                  if not module.startswith("_")
+                  and any(d.lower().replace("_", "-") in wanted for d in dists))
+
+
+@pytest.mark.parametrize("name", sorted({"json", "os", "site", "sys", "random", "math",
+                                         "typing", "types", *_dependency_modules(),
+                                         "derive", "codegen"}))
+def test_names_that_shadow_a_module_are_refused_with_the_reason(name):
+    err = error(replace("name: net", f"name: {name}"))
+    assert (err.line, err.field) == (1, "name")
+    assert "hides it" in err.message and f"'import {name}'" in err.message
+    assert err.hint == f"try '{name}_net'"
+
+
+def test_every_standard_library_module_is_refused():
+    for name in sorted(sys.stdlib_module_names):
+        if name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("__"):
+            assert "standard library" in error(replace("name: net", f"name: {name}")).message
+
+
+def test_names_near_a_module_are_fine():
+    for name in ("json_net", "numpy_mlp", "my_os", "net"):
+        assert spec(replace("name: net", f"name: {name}")).name == name

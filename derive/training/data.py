@@ -25,7 +25,12 @@ from .idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 
 __all__ = ["Dataset", "load_dataset", "load_csv", "load_mnist", "read_csv", "read_mnist",
            "load_digits", "load_iris", "load_breast_cancer", "load_diabetes",
-           "CLASSIFICATION", "REGRESSION"]
+           "CLASSIFICATION", "REGRESSION", "MAX_CSV_BYTES", "MAX_CSV_LINE"]
+
+# a CSV is read into Python lists first (several times its size in memory): bounded, and so is
+# each line, so that a file without line breaks is refused instead of filling the memory
+MAX_CSV_BYTES = 1 << 30
+MAX_CSV_LINE = 1 << 20  # characters
 
 
 @dataclass(frozen=True, eq=False)
@@ -159,6 +164,9 @@ def _mnist_part(folder: Path, part: str) -> tuple[np.ndarray, np.ndarray] | None
         raise DataError(f"{folder} has {have.name} but no {missing}[.gz] to go with it")
     images = read_idx(images_path, IMAGES_MAGIC)
     labels = read_idx(labels_path, LABELS_MAGIC)
+    if images.shape[0] == 0:
+        raise DataError(f"{images_path} holds 0 images (its header says so): nothing to "
+                        "train or test on; download it again")
     if images.shape[0] != labels.shape[0]:
         raise DataError(f"{images_path} holds {images.shape[0]} images but {labels_path} "
                         f"holds {labels.shape[0]} labels; they must match")
@@ -192,6 +200,10 @@ def load_mnist(folder: str | Path, name: str | None = None) -> Dataset:
     if test is not None and test[0].shape[1] != train[0].shape[1]:
         raise DataError(f"the t10k images in {folder} have {test[0].shape[1]} pixels, the "
                         f"training images {train[0].shape[1]}")
+    present = np.unique(train[1])
+    if present.size < 2:
+        raise DataError(f"the training labels in {folder} hold a single class "
+                        f"({int(present[0])}): a classifier needs at least two")
     return Dataset(name or f"mnist:{folder}", train[0], train[1], CLASSIFICATION,
                    class_names=tuple(str(d) for d in range(10)), scaling="x/255", test=test,
                    divide_by=255.0)
@@ -206,11 +218,33 @@ def _number(text: str) -> float | None:
         return None
 
 
+class _LineTooLong(Exception):
+    pass
+
+
+def _bounded_lines(handle):
+    """The file's lines, each read with at most ``MAX_CSV_LINE`` characters."""
+    limit = MAX_CSV_LINE
+    while True:
+        line = handle.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit:
+            raise _LineTooLong
+        yield line
+
+
 def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """The header and the (line number, fields) of each non-blank row."""
+    reader = None
     try:
+        size = path.stat().st_size
+        if size > MAX_CSV_BYTES:
+            raise DataError(f"{path} has {size:,} bytes, more than the {MAX_CSV_BYTES:,} a CSV "
+                            "may have here (it is read into memory whole): sample it, or split "
+                            "it into smaller files")
         with open(path, encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(handle)
+            reader = csv.reader(_bounded_lines(handle))
             header, rows = None, []
             for fields in reader:
                 if not any(field.strip() for field in fields):
@@ -219,6 +253,10 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
                     header = [field.strip() for field in fields]
                 else:
                     rows.append((reader.line_num, fields))
+    except _LineTooLong:
+        line = (reader.line_num if reader is not None else 0) + 1
+        raise DataError(f"{path}, line {line}: longer than {MAX_CSV_LINE:,} characters (a "
+                        "file without line breaks, or not a CSV file?)") from None
     except FileNotFoundError:
         raise DataError(f"{path} does not exist") from None
     except IsADirectoryError:

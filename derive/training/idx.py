@@ -10,6 +10,7 @@ bytes, whatever their name).
 from __future__ import annotations
 
 import gzip
+import io
 import zlib
 from pathlib import Path
 
@@ -17,7 +18,9 @@ import numpy as np
 
 from ..errors import DataError
 
-__all__ = ["read_idx", "IDX_TYPES", "IMAGES_MAGIC", "LABELS_MAGIC"]
+__all__ = ["read_idx", "IDX_TYPES", "IMAGES_MAGIC", "LABELS_MAGIC", "MAX_IDX_BYTES"]
+
+MAX_IDX_BYTES = 4 << 30  # an IDX file, after decompression (MNIST's training images: 47 MB)
 
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 
@@ -40,16 +43,27 @@ def _describe(magic: int) -> str:
     return f"{kind}, {ndim} dimension{'s' if ndim != 1 else ''}"
 
 
+def _too_big(path: Path, what: str) -> DataError:
+    return DataError(f"{path} holds more than {MAX_IDX_BYTES:,} bytes{what}, more than an IDX "
+                     "file may have here: is it the right file?")
+
+
 def _read_bytes(path: Path) -> bytes:
     try:
+        if path.stat().st_size > MAX_IDX_BYTES:
+            raise _too_big(path, "")
         raw = path.read_bytes()
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     if raw.startswith(_GZIP_START):
         try:
-            return gzip.decompress(raw)
+            with gzip.GzipFile(fileobj=io.BytesIO(raw)) as unpacked:
+                data = unpacked.read(MAX_IDX_BYTES + 1)  # bounded: a small file can unpack huge
         except (OSError, EOFError, zlib.error) as exc:
             raise DataError(f"{path} is a damaged gzip file ({exc}); download it again") from None
+        if len(data) > MAX_IDX_BYTES:
+            raise _too_big(path, " once unpacked")
+        return data
     return raw
 
 

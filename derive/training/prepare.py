@@ -167,10 +167,16 @@ def stratified_split(labels: np.ndarray, test_fraction: float,
     n_test = held_out_count(m, test_fraction)
     classes, counts = np.unique(labels, return_counts=True)
     quota = counts * n_test / m
-    take = np.floor(quota).astype(np.int64)
+    take = np.minimum(np.floor(quota).astype(np.int64), counts - 1)
     leftover = n_test - int(take.sum())
-    take[np.argsort(-(quota - take), kind="stable")[:leftover]] += 1
-    take = np.minimum(take, counts - 1)
+    for i in np.argsort(-(quota - take), kind="stable"):  # largest remainders, room permitting
+        if leftover and take[i] < counts[i] - 1:
+            take[i] += 1
+            leftover -= 1
+    if not take.any():
+        raise DataError(f"every one of the {len(classes)} classes has a single example, and "
+                        "each class keeps one to train on, so a stratified split leaves no "
+                        "example to test on: give the data at least two examples of some class")
     rng = np.random.default_rng(seed)
     train, test = [], []
     for label, k in zip(classes, take):
