@@ -178,12 +178,16 @@ _REGULARIZATION = _section({
 })
 
 def _batch_size(item: Item) -> int | str:
+    """A whole number of examples, or ``full`` (every training example: batch descent)."""
     if item.value == FULL_BATCH:
         return FULL_BATCH
-    if isinstance(item.value, str):
-        raise item_error(item, f"expected a whole number >= 1 or {FULL_BATCH!r} (batch gradient "
-                               f"descent), got {item.value!r}", did_you_mean(item.value, [FULL_BATCH]))
-    return _integer(1, 10**7)(item)
+    try:
+        return _integer(1, 10**7)(item)
+    except SpecError as err:
+        err.message = err.message.replace("expected a whole number from 1 to 10000000",
+                                          f"expected a whole number from 1 to 10000000 or "
+                                          f"{FULL_BATCH!r} (batch gradient descent)")
+        raise
 
 
 _EARLY_STOPPING = _section({

@@ -301,7 +301,7 @@ def test_the_runtime_name_is_refused_before_writing(tmp_path, capsys):
                                                               "name: _runtime"), encoding="utf-8")
     out = tmp_path / "out"
     assert main(["--spec", str(spec), "--out", str(out)]) == 2
-    assert "taken by the runtime" in capsys.readouterr().err and not out.exists()
+    assert "is taken by a file every" in capsys.readouterr().err and not out.exists()
 
 
 def test_a_proof_budget_that_runs_out_exits_1(tmp_path, capsys):

@@ -41,7 +41,7 @@ from derive.derivation import derive
 from derive.errors import DataError, SpecError
 from derive.losses import LOSSES
 from derive.netspec import NetSpec
-from derive.optimizers import BATCHING
+from derive.optimizers import OPTIMIZERS
 from derive.spec import DTYPES, INITS, load_spec_text
 from derive.training.data import load_csv
 from derive.training.idx import read_idx
@@ -79,7 +79,8 @@ def _accepted(text: str) -> bool:
 PAIRS = sorted({(out, loss) for out in ACTIVATIONS.names() for loss in LOSSES.names()
                 for units in (1, 2, 3) if _accepted(_small_spec(out, loss, units))})
 HIDDEN = [name for name in ACTIVATIONS.names() if not ACTIVATIONS[name].last_layer_only]
-STEP_RULE = next(name for name in BATCHING.names() if BATCHING[name].examples == "batch_size")
+# the rule the functional steps follow: the plain one (theta - eta g), at its plain settings
+STEP_RULE = next(name for name in OPTIMIZERS.names() if OPTIMIZERS[name].plain_when is not None)
 
 
 @st.composite
@@ -189,7 +190,7 @@ BASE = {
     "training": {"optimizer": STEP_RULE, "learning_rate": 0.1, "batch_size": 8, "epochs": 2},
 }
 NAMES = st.sampled_from([*ACTIVATIONS.names(), *ACTIVATIONS.aliases(), *LOSSES.names(),
-                         *LOSSES.aliases(), *BATCHING.names(), *DTYPES, *INITS])
+                         *LOSSES.aliases(), *OPTIMIZERS.names(), *DTYPES, *INITS])
 VALUES = st.one_of(NAMES, st.none(), st.booleans(), st.integers(-10**12, 10**12),
                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
                    st.lists(st.integers(-3, 3), max_size=3),

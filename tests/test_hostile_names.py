@@ -81,7 +81,7 @@ def test_a_hostile_file_name_adds_no_code(tmp_path, harmless, source):
     assert _import_in_a_fresh_process(path, work) == names
     assert [p.name for p in work.iterdir()] == []
     assert sorted(p.name for p in path.parent.iterdir() if p.name != "__pycache__") == \
-        ["__init__.py", "_runtime.py", "sigmoid_2_2_1.py"]
+        ["__init__.py", "_rules.py", "_runtime.py", "sigmoid_2_2_1.py"]
 
 
 def test_a_hostile_file_on_disk_through_the_command(tmp_path, harmless, capsys):

@@ -375,7 +375,7 @@ def test_without_a_training_section_adam_at_pytorchs_rate():
     ("{optimizer: adam, momentum: 0.9}", "'momentum' is a hyperparameter of momentum, nesterov"),
     ("{optimizer: adam, betas: 0.9}", "expected a list of 2 numbers"),
     ("{optimizer: momentum, momentum: 1.5}", "expected a number >= 0 and < 1"),
-    ("{batch_size: half}", "expected a whole number >= 1 or 'full'"),
+    ("{batch_size: half}", "expected a whole number from 1 to 10000000 or 'full'"),
     ("{schedule: {name: step}}", "schedule step needs step_size"),
     ("{schedule: {name: cosine, T_max: 0}}", "expected a whole number >= 1"),
     ("{early_stopping: {patience: 0}}", "from 1 to"),
