@@ -213,6 +213,10 @@ def _run(path: str, args) -> int:
     spec = load_spec(path)
     for notice in spec.notices:
         print(f"derive: note: {notice}", file=sys.stderr)
+    refused = _refused_targets(spec, args)  # before anything is written
+    if refused:
+        print(f"derive: {path}: {refused}", file=sys.stderr)
+        return EXIT_USAGE
     _check_memory(spec, args)  # before anything is written or allocated
     derivation = derive(spec)
     example = _latex_example(derivation, args)  # a bad values file: nothing is written
@@ -397,7 +401,9 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
                        help="overrides training.seed: the initial weights and the shuffling "
                             "(the split has its own data.split_seed)")
     group.add_argument("--save-dir", metavar="DIR",
-                       help="where the parameters and summary.json go (default: runs/<name>/)")
+                       help="where the model file and summary.json go (default: a new "
+                            "runs/<name>/<n>/ for each run); files there that this tool did not "
+                            "write are not replaced without --force")
     group.add_argument("--plot", metavar="OUT.png",
                        help="draw the loss and accuracy curves (and OUT_confusion.png); "
                             "needs matplotlib: pip install 'backprop-derive[plot]'")
@@ -428,11 +434,7 @@ def _train(spec, target: Path, args) -> int:
     from .errors import DataError
     from .training import PlotUnavailable, TrainingFailed, TrainOptions, run
 
-    several = len(args.spec) > 1  # then each spec gets DIR/<name>/ and OUT_<name>.png
-    save_dir = args.save_dir and (Path(args.save_dir) / spec.name if several else args.save_dir)
-    plot = args.plot and Path(args.plot)
-    if plot and several:
-        plot = plot.with_name(f"{plot.stem}_{spec.name}{plot.suffix or '.png'}")
+    save_dir, plot = _save_dir(spec, args), _plot_path(spec, args)
     options = TrainOptions(epochs=args.epochs, learning_rate=args.learning_rate,
                            batch_size=args.batch_size, optimizer=args.optimizer,
                            schedule=args.schedule, patience=args.patience, seed=args.seed,
@@ -507,6 +509,54 @@ def _latex_example(derivation, args):
     from .latex import load_example
 
     return load_example(args.example, derivation)
+
+
+def _user_targets(spec, args) -> list[Path]:
+    """Every file the command will write besides the module: the LaTeX and its PDF, the plots,
+    and with --save-dir the model file and summary (a default run folder is always new)."""
+    targets = []
+    if args.latex:
+        tex = _latex_target(spec.name, args)
+        targets += [tex] + ([tex.with_suffix(".pdf")] if args.pdf else [])
+    if args.train and args.plot:
+        from .training.plot import confusion_path
+
+        plot = _plot_path(spec, args)
+        targets += [plot, confusion_path(plot)]
+    if args.train and args.save_dir:
+        folder = _save_dir(spec, args)
+        targets += [folder / f"{spec.name}.npz", folder / "summary.json"]
+    return targets
+
+
+def _refused_targets(spec, args) -> str | None:
+    """Why the command would overwrite a file this tool did not write (None when it will not):
+    refused without --force, before anything is written."""
+    from codegen.files import WriteRefused, writable
+
+    for target in _user_targets(spec, args):
+        try:
+            writable(target, args.force)
+        except WriteRefused as err:
+            return str(err)
+    return None
+
+
+def _save_dir(spec, args) -> Path | None:
+    """--save-dir, or DIR/<name>/ with several specs."""
+    if not args.save_dir:
+        return None
+    return Path(args.save_dir) / spec.name if len(args.spec) > 1 else Path(args.save_dir)
+
+
+def _plot_path(spec, args) -> Path | None:
+    """--plot, or OUT_<name>.png with several specs."""
+    if not args.plot:
+        return None
+    plot = Path(args.plot)
+    if len(args.spec) > 1:
+        plot = plot.with_name(f"{plot.stem}_{spec.name}{plot.suffix or '.png'}")
+    return plot
 
 
 def _latex_target(name: str, args) -> Path:

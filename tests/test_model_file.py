@@ -100,3 +100,50 @@ def test_damaged_model_files_are_clear_errors(tmp_path, capsys, content, message
 def test_a_missing_model_file_is_a_clear_error(tmp_path, capsys):
     assert main(["predict", "--model", str(tmp_path / "none.npz"), "--data", "iris"]) == 2
     assert "no such model file" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- nothing overwritten
+
+SMALL = ROOT / "examples" / "seed002_relu_sigmoid.yaml"
+
+
+def _refused(capsys, path: Path, argv: list[str]) -> None:
+    """The command exits 2 naming ``path``, which keeps its bytes."""
+    before = path.read_bytes()
+    assert main(argv) == 2
+    assert f"{path} exists and was not written by backprop-derive" in capsys.readouterr().err
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("case", ["latex", "pdf", "plot", "confusion", "summary", "model"])
+def test_a_users_file_is_never_overwritten_without_force(tmp_path, capsys, case):
+    out = ["--spec", str(SMALL), "--out", str(tmp_path / "gen"), "-q"]
+    argv = {
+        "latex": (tmp_path / "notes.tex", ["--latex", str(tmp_path / "notes.tex")]),
+        "pdf": (tmp_path / "notes.pdf", ["--latex", str(tmp_path / "notes.tex"), "--pdf"]),
+        "plot": (tmp_path / "c.png", ["--train", "--plot", str(tmp_path / "c.png")]),
+        "confusion": (tmp_path / "c_confusion.png", ["--train", "--plot", str(tmp_path / "c.png")]),
+        "summary": (tmp_path / "d" / "summary.json", ["--train", "--save-dir", str(tmp_path / "d")]),
+        "model": (tmp_path / "d" / "relu_sigmoid_mse.npz", ["--train", "--save-dir", str(tmp_path / "d")]),
+    }[case]
+    path, extra = argv
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(b"a user's own file\n")
+    _refused(capsys, path, out + extra)
+    assert not (tmp_path / "gen").exists()  # refused before anything was written
+
+
+def test_each_run_gets_its_own_folder_and_the_tool_replaces_its_own_files(tmp_path, monkeypatch,
+                                                                          capsys):
+    from derive.training.runner import new_run_folder
+
+    monkeypatch.chdir(tmp_path)
+    assert new_run_folder("net") == Path("runs/net/1")
+    (tmp_path / "runs" / "net" / "1").mkdir(parents=True)
+    (tmp_path / "runs" / "net" / "7").mkdir()
+    assert new_run_folder("net") == Path("runs/net/8")
+    digits = ROOT / "examples" / "digits_mlp.yaml"
+    argv = ["--spec", str(digits), "--out", "gen", "--train", "-q", "--epochs", "1",
+            "--save-dir", "mine"]
+    assert main(argv) == 0 and main(argv) == 0  # the second replaces the first's files
+    capsys.readouterr()

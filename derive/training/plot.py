@@ -42,7 +42,10 @@ def _figure(width: float, height: float):
 
 def _save(figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
+    from codegen.files import SIGNATURE
+
+    # the tool's signature in the PNG's metadata: a later run may replace it, never a user's
+    figure.savefig(path, metadata={"Software": SIGNATURE.decode()})
     return path
 
 
