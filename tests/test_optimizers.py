@@ -504,3 +504,35 @@ def test_non_finite_inputs_are_refused_up_front(net, data, where):
             trainer.fit(bad, y)
         else:
             trainer.fit(X, y, validation=(bad, y))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch_size", [1, 4, "full"])
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_no_update_is_ever_lost(net, data, engine, dtype, batch_size, name):
+    """Every dtype x engine x batch size, the plain and a stateful rule: after one epoch from
+    parameters given in the other dtype, every parameter array has moved, by the functional
+    step's amount for the plain rule."""
+    X, y = data
+    other = np.float64 if dtype == np.float32 else np.float32
+    given = net.init_params(seed=3, dtype=other)
+    trainer = net.Trainer(params=given, optimizer=name, learning_rate=0.01, batch_size=batch_size,
+                          epochs=1, shuffle=False, dtype=dtype, engine=engine)
+    assert all(v.dtype == dtype for v in trainer.params.values())
+    trainer.fit(X, y, track=False)
+    for key, value in trainer.params.items():
+        assert np.all(np.isfinite(value))
+        assert np.max(np.abs(value - given[key].astype(dtype))) > 1e-6, key
+    if name == "sgd":
+        expected = {k: v.astype(np.float64) for k, v in given.items()}
+        size = len(y) if batch_size == "full" else batch_size
+        Y = net.targets(y, len(y), np.float64)
+        for start in range(0, len(y), size):
+            grads = net.backward(expected, net.forward(expected, X[start:start + size]),
+                                 Y[start:start + size])
+            expected = {k: expected[k] - 0.01 * grads[k] for k in expected}
+        tolerance = 1e-9 if dtype == np.float64 else 2e-4
+        for key in expected:
+            np.testing.assert_allclose(trainer.params[key], expected[key], rtol=tolerance,
+                                       atol=tolerance, err_msg=key)
