@@ -197,7 +197,7 @@ def test_refuses_to_overwrite_a_hand_written_file(tmp_path, capsys):
     target.write_text(HAND_WRITTEN, encoding="utf-8")
     assert main(["--spec", str(SMALL), "--out", str(tmp_path)]) == 2
     printed = capsys.readouterr()
-    assert "was not generated" in printed.err and "--force" in printed.err
+    assert "was not written by backprop-derive" in printed.err and "--force" in printed.err
     assert "Traceback" not in printed.err
     assert target.read_text(encoding="utf-8") == HAND_WRITTEN
     assert not [n for n in _files(tmp_path) if n.endswith(".tmp")]
