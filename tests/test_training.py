@@ -226,11 +226,11 @@ def test_several_specs_get_a_folder_each(tmp_path, capsys):
 
 def test_default_save_dir_is_a_new_runs_name_n(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    for run in ("1", "2"):  # a second run does not replace the first
+    for folder in ("1", "2"):  # a second run does not replace the first
         assert main(["--spec", str(DIABETES), "--out", "gen", "--train", "--epochs", "1",
                      "-q"]) == 0
-        assert (tmp_path / "runs" / "diabetes_mlp" / run / "summary.json").is_file()
-        assert (tmp_path / "runs" / "diabetes_mlp" / run / "diabetes_mlp.npz").is_file()
+        assert (tmp_path / "runs" / "diabetes_mlp" / folder / "summary.json").is_file()
+        assert (tmp_path / "runs" / "diabetes_mlp" / folder / "diabetes_mlp.npz").is_file()
 
 
 # ----------------------------------------------------------------------------- output
