@@ -500,6 +500,9 @@ def _check_latex_arguments(parser: argparse.ArgumentParser, args) -> None:
                      "preamble; drop one of them")
     if args.example and len(args.spec) > 1:
         parser.error("--example gives the values of one network: use it with one --spec")
+    if args.latex and len(args.spec) > 1 and Path(args.latex).suffix.lower() == ".tex":
+        parser.error(f"with several specs --latex names a folder (one <name>.tex each), not the "
+                     f"file {args.latex}: e.g. --latex {Path(args.latex).stem}/")
 
 
 def _latex_example(derivation, args):
@@ -560,10 +563,12 @@ def _plot_path(spec, args) -> Path | None:
 
 
 def _latex_target(name: str, args) -> Path:
+    """The .tex file to write: FILE (with .tex added when it has no suffix), or
+    FOLDER/<name>.tex for a folder or several specs."""
     target = Path(args.latex)
     if len(args.spec) > 1 or target.is_dir() or args.latex.endswith(("/", "\\")):
         return target / f"{name}.tex"
-    return target
+    return target if target.suffix else target.with_suffix(".tex")
 
 
 def _latex(derivation, example, args, claims=None, proof=None) -> int:

@@ -332,3 +332,24 @@ def test_proof_progress_is_shown_on_a_terminal_only(tmp_path, capsys, monkeypatc
     monkeypatch.undo()
     assert main(["--spec", str(SMALL), "--out", str(tmp_path), "--check"]) == 0
     assert "\r" not in capsys.readouterr().err  # a pipe or log gets no progress line
+
+
+def test_latex_file_gets_its_suffix_and_several_specs_need_a_folder(tmp_path, capsys):
+    spec = str(ROOT / "examples" / "seed002_relu_sigmoid.yaml")
+    assert main(["--spec", spec, "--out", str(tmp_path / "g"), "--latex",
+                 str(tmp_path / "notes"), "-q"]) == 0
+    assert (tmp_path / "notes.tex").is_file() and not (tmp_path / "notes").exists()
+    other = str(ROOT / "examples" / "seed000_shallow.yaml")
+    with pytest.raises(SystemExit) as info:
+        main(["--spec", spec, other, "--latex", str(tmp_path / "two.tex")])
+    assert info.value.code == 2 and "names a folder" in capsys.readouterr().err
+    assert not (tmp_path / "two.tex").exists()
+
+
+def test_train_without_a_data_section_says_what_to_set(tmp_path, capsys):
+    spec = str(ROOT / "examples" / "seed002_relu_sigmoid.yaml")  # 4 inputs, no data:
+    assert main(["--spec", spec, "--out", str(tmp_path / "g"), "--train", "--epochs", "1",
+                 "--save-dir", str(tmp_path / "r"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "the spec has no data: section, so --train used the default data set, digits" in err
+    assert "data: {dataset: iris}" in err

@@ -328,8 +328,8 @@ def test_input_size_mismatch_exits_2_with_the_message(tmp_path, capsys):
                                 "  - {units: 10, activation: softmax}\n"
                                 "loss: categorical_crossentropy\n")  # no data: -> digits
     printed, summary = _train(capsys, spec, tmp_path, status=2)
-    assert printed.err.strip() == (f"derive: {spec}: digits has 64 features, the spec's input "
-                                   "is 784 (set input: 64)")
+    assert printed.err.strip().startswith(f"derive: {spec}: digits has 64 features, the spec's "
+                                          "input is 784 (set input: 64)\n  the spec has no data:")
     assert summary is None and not (tmp_path / "run").exists()
 
 

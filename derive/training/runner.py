@@ -253,8 +253,17 @@ def load_prepared(spec: NetSpec, task: str) -> tuple[Dataset, Prepared]:
     base_dir = Path(spec.source).parent if spec.source else None
     dataset = load_dataset(data_spec.dataset, target=data_spec.target, base_dir=base_dir,
                            classes=task != "regression")
-    return dataset, prepare(spec, task, dataset, data_spec.test_fraction, data_spec.split_seed,
-                            data_spec.validation_fraction)
+    try:
+        return dataset, prepare(spec, task, dataset, data_spec.test_fraction,
+                                data_spec.split_seed, data_spec.validation_fraction)
+    except DataError as err:
+        if spec.data is not None:
+            raise
+        from ..datasets import written_names
+
+        raise DataError(f"{err}\n  the spec has no data: section, so --train used the default "
+                        f"data set, {data_spec.dataset}; add one, e.g. data: {{dataset: iris}} "
+                        f"(one of: {', '.join(written_names())})") from None
 
 
 def evaluate(trainer, prepared: Prepared, X: np.ndarray,
