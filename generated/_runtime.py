@@ -525,6 +525,16 @@ def atomic_save(path, write):
         raise
 
 
+def _views(flat, like):
+    """Consecutive views into the flat buffer, each shaped (column-major) as ``like``'s array
+    of that key."""
+    views, start = {}, 0
+    for key, array in like.items():
+        views[key] = flat[start:start + array.size].reshape(array.shape, order="F")
+        start += array.size
+    return views
+
+
 class EarlyStop:
     """Stop when the validation loss has not fallen below its best by ``min_delta`` for
     ``patience`` epochs; ``restore_best`` puts the best epoch's parameters back at the end."""
@@ -707,13 +717,10 @@ class Trainer:
     def _flat_views(self, arrays, empty=False):
         """One flat buffer and a dict of views into it shaped (and laid out) as ``arrays``."""
         flat = np.zeros(sum(a.size for a in arrays.values()), self.dtype)
-        views, start = {}, 0
-        for key, array in arrays.items():
-            view = flat[start:start + array.size].reshape(array.shape, order="F")
-            if not empty:
-                view[...] = array
-            views[key] = view
-            start += array.size
+        views = _views(flat, arrays)
+        if not empty:
+            for key, array in arrays.items():
+                views[key][...] = array
         return flat, views
 
     @property
@@ -723,11 +730,8 @@ class Trainer:
         return {name: self._flat_views_of(self._state[row]) for row, name in enumerate(names)}
 
     def _flat_views_of(self, flat):
-        views, start = {}, 0
-        for key, array in self._params.items():
-            views[key] = flat[start:start + array.size].reshape(array.shape, order="F")
-            start += array.size
-        return views
+        """Views into ``flat`` (a row of the optimizer state) shaped as the parameters."""
+        return _views(flat, self._params)
 
     # -- engines ----------------------------------------------------------------------
     def compiled(self, size):
