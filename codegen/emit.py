@@ -163,6 +163,8 @@ def spec_digest(derivation) -> str:
     fields.pop("source", None)
     fields.pop("claims", None)  # a claims file about the network does not change its module
     fields.pop("notices", None)  # messages about the spelling, not content
+    if fields.get("data"):
+        fields["data"].pop("lines", None)  # where the spec wrote its fields, not content
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

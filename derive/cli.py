@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "covered and exit 1 (default: no limit)")
     parser.add_argument("--force", action="store_true",
                         help="overwrite a file at the target that this tool did not generate")
+    parser.add_argument("--no-module", action="store_true",
+                        help="write no module: only what else is asked (--latex, --claims, "
+                             "--check, which checks a module in a temporary folder)")
     parser.add_argument("--claims", metavar="CLAIMS.yaml",
                         help="check a document's formulas against the derivation: each claim "
                              "proven or refuted with a counterexample (see examples/errata/); "
@@ -128,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
                      "(or give each spec a claims: key)")
     if args.proof_budget is not None and not args.check:
         parser.error("--proof-budget goes with --check")
+    if args.no_module and (args.train or args.backend != "numpy"):
+        parser.error(f"--no-module writes no module, but {'--train' if args.train else '--backend'}"
+                     " needs one: drop --no-module")
     _check_out_argument(parser, args)
     from .errors import SpecError
 
@@ -223,24 +229,33 @@ def _run(path: str, args) -> int:
     checking = time.perf_counter()
     claims = _claims(derivation, args)  # nor with a bad claims file
     started += time.perf_counter() - checking  # the module line times the module alone
-    try:
-        target = write_module(derivation, args.out, force=args.force)
-        written = target
-        if args.backend != "numpy":
-            written = write_backend(derivation, args.backend, args.out, force=args.force)
-    except WriteRefused as err:
-        print(f"derive: {path}: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except Unprintable as err:
-        print(f"derive: {path}: cannot generate code: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as err:
-        print(f"derive: {path}: cannot write to {args.out}: {err.strerror or err}", file=sys.stderr)
-        return EXIT_USAGE
-    sizes = "-".join(map(str, spec.layer_sizes))
-    also = f" and {written}" if written != target else ""
-    _say(args, f"{path}: {spec.name} ({sizes}, {spec.loss}) -> {target}{also} "
-               f"in {time.perf_counter() - started:.2f} s")
+    data = None
+    if args.train:
+        data = _training_data(spec)  # nor with data that cannot be used
+        if isinstance(data, int):
+            return data
+    if args.no_module:
+        target = None
+    else:
+        try:
+            target = write_module(derivation, args.out, force=args.force)
+            written = target
+            if args.backend != "numpy":
+                written = write_backend(derivation, args.backend, args.out, force=args.force)
+        except WriteRefused as err:
+            print(f"derive: {path}: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        except Unprintable as err:
+            print(f"derive: {path}: cannot generate code: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        except OSError as err:
+            print(f"derive: {path}: cannot write to {args.out}: {err.strerror or err}",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        sizes = "-".join(map(str, spec.layer_sizes))
+        also = f" and {written}" if written != target else ""
+        _say(args, f"{path}: {spec.name} ({sizes}, {spec.loss}) -> {target}{also} "
+                   f"in {time.perf_counter() - started:.2f} s")
     if claims is not None and not (args.quiet and claims.ok):
         brief = args.claims is None  # the spec's own claims, checked along: the outcome
         print(claims.summary(brief), file=sys.stdout if claims.ok else sys.stderr, flush=True)
@@ -251,8 +266,22 @@ def _run(path: str, args) -> int:
     if claims is not None and not claims.ok:
         status = max(status, EXIT_CHECK_FAILED)
     if args.train and status == EXIT_OK:
-        status = _train(spec, target, args)
+        status = _train(spec, target, args, data)
     return status
+
+
+def _training_data(spec):
+    """The spec's data, loaded, checked against the spec and split before anything is
+    written; or the exit status of a data error (reported)."""
+    from .errors import DataError
+    from .training.runner import load_prepared
+
+    try:
+        return load_prepared(spec)
+    except DataError as err:  # located at the spec's field, or at the spec
+        print(f"derive: {err if err.location else f'{spec.source or spec.name}: {err}'}",
+              file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _check_memory(spec, args) -> None:
@@ -297,6 +326,13 @@ def _check(derivation, target: Path, args, proof) -> int:
     from codegen.lower import lower
     from codegen.files import import_module_from
 
+    if target is None:  # --no-module: the module checked is written to a temporary folder
+        import tempfile
+
+        from codegen.emit import write_module
+
+        with tempfile.TemporaryDirectory(prefix="derive_check_") as folder:
+            return _check(derivation, write_module(derivation, folder), args, proof)
     fd = finite_difference_check(import_module_from(target),
                                  switches=lower(derivation).switches)
     print(fd.summary(), file=sys.stdout if fd.ok else sys.stderr, flush=True)
@@ -429,7 +465,7 @@ def _check_training_arguments(parser: argparse.ArgumentParser, args) -> None:
             parser.error(f"{flag} goes with --backend torch")
 
 
-def _train(spec, target: Path, args) -> int:
+def _train(spec, target: Path, args, data=None) -> int:
     """Train the module just written on the spec's data; report and save."""
     from .errors import DataError
     from .training import PlotUnavailable, TrainingFailed, TrainOptions, run
@@ -455,7 +491,7 @@ def _train(spec, target: Path, args) -> int:
             else:
                 how = f"{options.device}, one process"
             _say(args, f"training on {args.backend} ({how})")
-        result = run(spec, target, options)
+        result = run(spec, target, options, data=data)
     except (DataError, PlotUnavailable) as err:
         print(f"derive: {where}: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -29,8 +29,12 @@ class DataRequest:
 
     written: str  # as the spec writes it: "csv:data/t.csv"
     path: Path
-    target: str | None = None  # the label column (a table)
+    target: str | tuple[str, ...] | None = None  # the label column, or value columns (a table)
     classes: bool | None = None  # the target holds class labels; None: whichever it looks like
+    features: tuple[str, ...] | None = None  # a table's feature columns; None: all the others
+    drop: tuple[str, ...] = ()  # a table's columns that are neither features nor targets
+    delimiter: str = ","  # a table's field separator
+    test: Path | None = None  # a separate test table with the same columns
 
 
 @dataclass(frozen=True)

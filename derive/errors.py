@@ -50,4 +50,23 @@ class CheckFailed(Exception):
 
 class DataError(Exception):
     """Training data that cannot be used (a missing or damaged file, a bad value, sizes that do
-    not fit the spec); the message names the file and says what was expected."""
+    not fit the spec); the message names the file and says what was expected.
+
+    ``location`` (``net.yaml:12: data.features[1]``) is set when a field of the spec is the
+    cause, such as a column the table does not have; ``hint`` says what to do.
+    """
+
+    def __init__(self, message: str, *, location: str | None = None, hint: str | None = None):
+        super().__init__(message)
+        self.message, self.location, self.hint = message, location, hint
+
+    def __str__(self) -> str:
+        head = f"{self.location}: {self.message}" if self.location else self.message
+        return f"{head}\n  hint: {self.hint}" if self.hint else head
+
+    def __reduce__(self):
+        return _rebuild_data_error, (self.message, self.location, self.hint)
+
+
+def _rebuild_data_error(message, location, hint) -> DataError:
+    return DataError(message, location=location, hint=hint)

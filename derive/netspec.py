@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 __all__ = ["ActivationSpec", "LayerSpec", "Regularization", "ScheduleSpec", "EarlyStopping",
-           "TrainingSpec", "DataSpec", "NetSpec"]
+           "TrainingSpec", "DataSpec", "NetSpec", "SCALINGS"]
 
 
 @dataclass(frozen=True)
@@ -73,13 +73,35 @@ class TrainingSpec:
         return dict(self.hyperparameters)
 
 
+SCALINGS = ("standard", "minmax", "none")  # data.scaling: how the feature columns are scaled
+
+
 @dataclass(frozen=True)
 class DataSpec:
     dataset: str = "digits"  # a name in derive.datasets.DATASETS; a path kind as mnist:DIR
-    test_fraction: float = 0.2
-    target: str | None = None  # csv: the label column
+    test_fraction: float = 0.2  # 0: no test set (every example trains; no test figures)
+    target: str | tuple[str, ...] | None = None  # csv: the label column, or the value columns
     validation_fraction: float = 0.1  # of the training part; 0: no validation set
     split_seed: int = 0  # the split's own seed, independent of training.seed
+    features: tuple[str, ...] | None = None  # csv: the feature columns; None: all but the rest
+    drop: tuple[str, ...] = ()  # csv: columns that are neither features nor targets (an id)
+    test: str | None = None  # csv:PATH: a separate test table with the same columns
+    scaling: str | None = None  # standard | minmax | none; None: the data set's own default
+    delimiter: str = ","  # csv: the field separator (one character)
+    # field ("features[1]") -> its line in the spec, for messages; not part of the content
+    lines: tuple[tuple[str, int], ...] = field(default=(), compare=False)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The target column(s) as a tuple: () without a target."""
+        if self.target is None:
+            return ()
+        return (self.target,) if isinstance(self.target, str) else tuple(self.target)
+
+    def line_of(self, field: str) -> int | None:
+        """The spec's line of ``field`` (``features[1]``, ``target``), or of its list."""
+        lines = dict(self.lines)
+        return lines.get(field, lines.get(field.partition("[")[0]))
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from .activations import ACTIVATIONS, Activation
 from .datasets import DATASETS, written_names
 from .errors import SpecError
 from .losses import LOSSES
-from .netspec import (ActivationSpec, DataSpec, EarlyStopping, LayerSpec, NetSpec, Regularization,
-                      ScheduleSpec, TrainingSpec)
+from .netspec import (SCALINGS, ActivationSpec, DataSpec, EarlyStopping, LayerSpec, NetSpec,
+                      Regularization, ScheduleSpec, TrainingSpec)
 from .optimizers import (FULL_BATCH, LEGACY_LEARNING_RATE, LEGACY_OPTIMIZERS, OPTIMIZERS,
                          SCHEDULES)
 from .registry import Registry, UnknownName
@@ -490,29 +490,106 @@ def _datasets_described() -> str:
                                          for name in DATASETS)
 
 
+def _column_names(item: Item) -> tuple[str, ...]:
+    """A non-empty list of distinct column names (a single name is a list of one)."""
+    if isinstance(item.value, str):
+        return (_string(item),)
+    if not isinstance(item.value, list) or not item.value:
+        raise expected(item, "a column name or a list of column names")
+    names = tuple(_string(child) for child in item.value)
+    for i, (child, name) in enumerate(zip(item.value, names)):
+        if name in names[:i]:
+            raise item_error(child, f"column {name!r} is listed twice")
+    return names
+
+
+def _target(item: Item) -> str | tuple[str, ...]:
+    """One label column, or a list of value columns (one output unit each)."""
+    names = _column_names(item)
+    return names[0] if isinstance(item.value, str) else names
+
+
+def _delimiter(item: Item) -> str:
+    """One character; ``tab`` (or a tab in double quotes) for tab-separated files."""
+    value = item.value
+    if value == "tab":
+        return "\t"
+    if not isinstance(value, str) or len(value) != 1 or value in "\"\r\n" or value.isalnum():
+        hint = ('for tabs write delimiter: tab (or "\\t" in double quotes)'
+                if isinstance(value, str) and value.strip() in ("\\t", "\\\\t") else None)
+        raise expected(item, "one character that separates the fields, such as ';' or tab",
+                       hint)
+    return value
+
+
+def _test_table(item: Item) -> str:
+    """``csv:PATH``: a separate test table."""
+    value = _string(item)
+    kind, colon, rest = value.partition(":")
+    if kind != "csv" or not colon or not rest.strip():
+        raise expected(item, "a test table written csv:PATH", f"write test: csv:{value}"
+                       if not colon else None)
+    return value
+
+
 _DATA_KEYS: dict[str, Check] = {
     "dataset": _dataset,
-    "test_fraction": _real(lambda x: 0 < x < 1, "a finite number with 0 < test_fraction < 1"),
+    "test_fraction": _real(lambda x: 0 <= x < 1, "a finite number with 0 <= test_fraction < 1 "
+                                                 "(0: no test set)"),
     "validation_fraction": _real(lambda x: 0 <= x < 1,
                                  "a finite number with 0 <= validation_fraction < 1"),
     "split_seed": _integer(0, 2**32 - 1),
-    "target": _string,
+    "target": _target,
+    "features": _column_names,
+    "drop": _column_names,
+    "test": _test_table,
+    "scaling": _choice(SCALINGS, "scaling"),
+    "delimiter": _delimiter,
 }
+_TABLE_KEYS = ("target", "features", "drop", "test", "delimiter")  # a table's keys only
+
+
+def _data_lines(item: Item) -> tuple[tuple[str, int], ...]:
+    """Each column-naming field's line, so that a column missing from the file is located."""
+    lines = []
+    for key in ("target", "features", "drop", "test", "delimiter"):
+        child = item.value.get(key)
+        if child is None:
+            continue
+        lines.append((key, child.owner_line))
+        if isinstance(child.value, list):
+            lines.extend((f"{key}[{i}]", entry.line) for i, entry in enumerate(child.value))
+    return tuple(lines)
 
 
 def _data(item: Item) -> DataSpec:
     values = _section(_DATA_KEYS)(item)
-    data = DataSpec(**values)
+    data = DataSpec(**values, lines=_data_lines(item))
     declaration = DATASETS[data.dataset.partition(":")[0]]
     if declaration.takes_target and data.target is None:
         raise SpecError(f"missing required key 'target' (the label column of {data.dataset})",
                         line=item.owner_line, field=join(item.path, "target"),
                         hint="add target: <column name>")
-    if not declaration.takes_target and data.target is not None:
+    if not declaration.takes_target:
         takers = ", ".join(f"{name}:" for name in DATASETS if DATASETS[name].takes_target)
-        raise item_error(item.value["target"], f"'target' is only used with {takers} datasets, "
-                                               f"not with {data.dataset!r}",
-                         "remove it", at_key=True)
+        for key in _TABLE_KEYS:
+            if key in values:
+                raise item_error(item.value[key], f"{key!r} is only used with {takers} "
+                                                  f"datasets, not with {data.dataset!r}",
+                                 "remove it", at_key=True)
+    if data.features is not None and data.drop:
+        raise item_error(item.value["drop"], "give either features (the columns to use) or "
+                                             "drop (the columns to leave out), not both",
+                         "keep one of them", at_key=True)
+    for key in ("features", "drop"):
+        for i, name in enumerate(values.get(key) or ()):
+            if name in data.targets:
+                raise item_error(item.value[key].value[i], f"{name!r} is the target: it "
+                                 f"cannot also be {'a feature' if key == 'features' else 'dropped'}")
+    if data.test is not None and "test_fraction" in values:
+        raise item_error(item.value["test_fraction"], "test_fraction splits a test set off the "
+                         "data, but data.test gives one already", "remove one of them",
+                         at_key=True)
     return data
 
 

@@ -264,14 +264,14 @@ def test_ctrl_c_in_training_stops_the_whole_command(tmp_path, monkeypatch):
     class Interrupted:
         interrupted = True
 
-    def run(spec, target, options):
+    def run(spec, target, options, data=None):
         calls.append(spec.name)
         return Interrupted()
 
     monkeypatch.setattr(derive.training, "run", run)
-    specs = [str(ROOT / "examples" / n) for n in ("seed003_binary.yaml", "seed002_relu_sigmoid.yaml")]
+    specs = [str(ROOT / "examples" / n) for n in ("breast_cancer_mlp.yaml", "digits_mlp.yaml")]
     assert main(["--spec", *specs, "--out", str(tmp_path), "--train", "-q"]) == EXIT_INTERRUPTED
-    assert calls == ["sigmoid_bce_4_4_1"]  # the second spec never started
+    assert calls == ["breast_cancer_mlp"]  # the second spec never started
 
 
 def test_two_specs_with_one_name_are_refused_before_writing(tmp_path, capsys):

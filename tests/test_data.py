@@ -249,11 +249,11 @@ def test_csv_numeric_target_is_regression_unless_classes(tmp_path):
     ("a,b,y\n1,nan,p\n", r"line 2, column 'b': 'nan' is not a finite number"),
     ("a,b,y\n1,2,p\n3,4\n", r"line 3: 2 fields, but the header has 3 columns"),
     ("a,b,y\n1,2,\n", r"line 2: the target 'y' is empty"),
-    ("a,b,z\n1,2,p\n", r"no column 'y' in the header \(columns: a, b, z\)"),
+    ("a,b,z\n1,2,p\n", r"has no target column 'y' \(its columns: a, b, z\)"),
     ("a,b,Y\n1,2,p\n", r"did you mean 'Y'\?"),
     ("", r"is empty \(expected a header row"),
     ("a,b,y\n", r"has a header but no rows"),
-    ("y\n1\n", r"there are no features"),
+    ("y\n1\n", r"no feature columns are left"),
     ("a,a,y\n1,2,p\n", r"names column 'a' twice"),
     ("a,b,y\n1,2,p\n3,4,p\n", r"holds a single class \('p'\)"),
 ])

@@ -24,7 +24,8 @@ from ..errors import DataError
 from .idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 
 __all__ = ["Dataset", "load_dataset", "load_csv", "load_mnist", "read_csv", "read_mnist",
-           "load_digits", "load_iris", "load_breast_cancer", "load_diabetes",
+           "load_digits", "load_iris", "load_breast_cancer", "load_diabetes", "ColumnError",
+           "read_features", "read_columns",
            "CLASSIFICATION", "REGRESSION", "MAX_CSV_BYTES", "MAX_CSV_LINE"]
 
 # a CSV is read into Python lists first (several times its size in memory): bounded, and so is
@@ -49,6 +50,7 @@ class Dataset:
     test: tuple[np.ndarray, np.ndarray] | None = None  # a fixed test set (MNIST's t10k files)
     label_mapping: dict[str, int] | None = None  # CSV class labels -> index
     divide_by: float = 1.0  # the fixed scaling: X is the raw values / divide_by
+    test_source: str | None = None  # where ``test`` came from, when the spec named it
 
     @property
     def n_examples(self) -> int:
@@ -67,13 +69,17 @@ class Dataset:
         return self.y.shape[1] if self.task == REGRESSION else 1
 
 
-def load_dataset(dataset: str = "digits", *, target: str | None = None,
-                 base_dir: str | Path | None = None, classes: bool | None = None) -> Dataset:
+def load_dataset(dataset: str = "digits", *, target: str | tuple[str, ...] | None = None,
+                 base_dir: str | Path | None = None, classes: bool | None = None,
+                 features: tuple[str, ...] | None = None, drop: tuple[str, ...] = (),
+                 delimiter: str = ",", test: str | None = None) -> Dataset:
     """The data set a spec's ``data.dataset`` names (a name in ``derive.datasets.DATASETS``).
 
-    ``mnist:DIR`` and ``csv:PATH`` are read relative to ``base_dir`` (the spec's folder) unless
-    absolute; ``target`` is the CSV's label column; ``classes`` says whether a CSV target holds
-    class labels (True), real values (False) or whichever it looks like (None).
+    ``mnist:DIR`` and ``csv:PATH`` (and ``test``, a separate ``csv:PATH`` test table) are read
+    relative to ``base_dir`` (the spec's folder) unless absolute.  A table's options:
+    ``target`` (the label column, or a tuple of value columns), ``features`` or ``drop``,
+    ``delimiter``; ``classes`` says whether its target holds class labels (True), real values
+    (False) or whichever it looks like (None).
     """
     kind, colon, rest = dataset.partition(":")
     declaration = DATASETS[kind] if kind in DATASETS else None
@@ -82,10 +88,17 @@ def load_dataset(dataset: str = "digits", *, target: str | None = None,
                         f"(expected one of: {', '.join(written_names())})")
     if not declaration.path:
         return declaration.load()
-    path = Path(rest).expanduser()
-    if not path.is_absolute() and base_dir is not None:
-        path = Path(base_dir) / path
-    return declaration.load(DataRequest(dataset, path, target, classes))
+    test_path = _resolve(test.partition(":")[2], base_dir) if test else None
+    return declaration.load(DataRequest(dataset, _resolve(rest, base_dir), target, classes,
+                                        features, drop, delimiter, test_path))
+
+
+def _resolve(path: str, base_dir: str | Path | None) -> Path:
+    """``path`` relative to ``base_dir`` (the spec's folder) unless absolute."""
+    resolved = Path(path).expanduser()
+    if not resolved.is_absolute() and base_dir is not None:
+        resolved = Path(base_dir) / resolved
+    return resolved
 
 
 # ----------------------------------------------------------------------------- scikit-learn
@@ -234,7 +247,7 @@ def _bounded_lines(handle):
         yield line
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+def _read_rows(path: Path, delimiter: str = ",") -> tuple[list[str], list[tuple[int, list[str]]]]:
     """The header and the (line number, fields) of each non-blank row."""
     reader = None
     try:
@@ -244,7 +257,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
                             "may have here (it is read into memory whole): sample it, or split "
                             "it into smaller files")
         with open(path, encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(_bounded_lines(handle))
+            reader = csv.reader(_bounded_lines(handle), delimiter=delimiter)
             header, rows = None, []
             for fields in reader:
                 if not any(field.strip() for field in fields):
@@ -269,7 +282,47 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     if header is None:
         raise DataError(f"{path} is empty (expected a header row naming the columns)")
+    if len(set(header)) != len(header):
+        twice = next(h for h in header if header.count(h) > 1)
+        raise DataError(f"{path}: the header names column {twice!r} twice")
     return header, rows
+
+
+class ColumnError(DataError):
+    """A column the spec names (``field``: ``target``, ``features[1]``, ...) that the table
+    does not have; the runner adds the spec's file and line as the location."""
+
+    def __init__(self, message: str, field: str, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.field = field
+
+
+_SEPARATORS = {";": "';'", "\t": "tab", "|": "'|'", ",": "','"}
+
+
+def _delimiter_hint(header: list[str], delimiter: str) -> str | None:
+    """A hint when the whole header is one column holding another separator."""
+    if len(header) != 1:
+        return None
+    found = [sep for sep in _SEPARATORS if sep != delimiter and sep in header[0]]
+    if not found:
+        return None
+    return (f"the header is a single column, {header[0]!r}: the file looks separated by "
+            f"{_SEPARATORS[found[0]]}, so set data.delimiter: {_SEPARATORS[found[0]]}")
+
+
+def _column(path: Path, header: list[str], name: str, field: str, delimiter: str,
+            what: str = "column") -> int:
+    """The index of column ``name``; a located ColumnError with the nearest name if missing."""
+    if name in header:
+        return header.index(name)
+    hint = _delimiter_hint(header, delimiter)
+    if hint is None:
+        same_case = [h for h in header if h.lower() == name.lower()]
+        near = same_case or difflib.get_close_matches(name, header, n=1, cutoff=0.5)
+        hint = f"did you mean {near[0]!r}?" if near else None
+    raise ColumnError(f"{path} has no {what} {name!r} (its columns: {', '.join(header)})",
+                      field, hint)
 
 
 def _class_codes(values: list[str]) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -287,66 +340,34 @@ def _class_codes(values: list[str]) -> tuple[np.ndarray, tuple[str, ...]]:
     return np.array([index[v] for v in values], dtype=np.int64), names
 
 
-def read_features(path: str | Path, names: tuple[str, ...]) -> tuple[np.ndarray, list[str] | None]:
+def read_features(path: str | Path, names: tuple[str, ...],
+                  delimiter: str = ",") -> tuple[np.ndarray, list[str]]:
     """The columns ``names`` of a CSV file with a header, as floats (rows, len(names)); other
-    columns are ignored.  Also the column ``names`` does not hold that a model might predict:
-    returned as strings when present (None otherwise) by the caller's choice of ``target``."""
+    columns are ignored.  Also the header."""
     path = Path(path)
-    header, rows = _read_rows(path)
+    header, rows = _read_rows(path, delimiter)
     missing = [name for name in names if name not in header]
     if missing:
         raise DataError(f"{path}: no column {missing[0]!r} (the model's features: "
-                        f"{', '.join(names)}; the file's columns: {', '.join(header)})")
-    columns = [header.index(name) for name in names]
-    X = np.empty((len(rows), len(names)), dtype=np.float64)
-    for r, (line, fields) in enumerate(rows):
-        if len(fields) != len(header):
-            raise DataError(f"{path}, line {line}: {len(fields)} fields, but the header has "
-                            f"{len(header)} columns")
-        for j, c in enumerate(columns):
-            X[r, j] = _feature(fields[c].strip(), path, line, header[c])
+                        f"{', '.join(names)}; the file's columns: {', '.join(header)})",
+                        hint=_delimiter_hint(header, delimiter))
+    X, _ = _table(path, header, rows, [header.index(name) for name in names], [])
     return X, header
 
 
-def read_column(path: str | Path, name: str) -> list[str] | None:
-    """The column ``name`` of a CSV file as text, or None without such a column."""
-    header, rows = _read_rows(Path(path))
-    if name not in header:
+def read_columns(path: str | Path, names: tuple[str, ...],
+                 delimiter: str = ",") -> list[list[str]] | None:
+    """The columns ``names`` of a CSV file as text, row by row; None unless it has them all."""
+    header, rows = _read_rows(Path(path), delimiter)
+    if not names or any(name not in header for name in names):
         return None
-    return [fields[header.index(name)].strip() for _, fields in rows]
+    columns = [header.index(name) for name in names]
+    return [[fields[c].strip() if c < len(fields) else "" for c in columns] for _, fields in rows]
 
 
-def read_csv(request: DataRequest) -> Dataset:
-    """``csv:PATH``: the loader its declaration names."""
-    return load_csv(request.path, request.target, classes=request.classes, name=request.written)
-
-
-def load_csv(path: str | Path, target: str | None, *, classes: bool | None = None,
-             name: str | None = None) -> Dataset:
-    """A table with a header row: numeric feature columns and the ``target`` column.
-
-    ``classes``: the target holds class labels (True; strings or numbers, encoded in sorted
-    order), real values (False), or whichever it looks like (None: labels if any is not a number).
-    """
-    path = Path(path)
-    header, rows = _read_rows(path)
-    if target is None:
-        raise DataError(f"{path}: name the label column with data.target in the spec")
-    if len(set(header)) != len(header):
-        twice = next(h for h in header if header.count(h) > 1)
-        raise DataError(f"{path}: the header names column {twice!r} twice")
-    if target not in header:
-        same_case = [h for h in header if h.lower() == target.lower()]
-        near = same_case or difflib.get_close_matches(target, header, n=1)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
-        raise DataError(f"{path}: no column {target!r} in the header (columns: "
-                        f"{', '.join(header)}){hint}")
-    if len(header) < 2:
-        raise DataError(f"{path}: the only column is the target {target!r}; there are no features")
-    if not rows:
-        raise DataError(f"{path} has a header but no rows of data")
-    t = header.index(target)
-    features = [c for c in range(len(header)) if c != t]
+def _table(path: Path, header: list[str], rows: list[tuple[int, list[str]]],
+           features: list[int], targets: list[int]) -> tuple[np.ndarray, list[list[str]]]:
+    """The feature columns as floats (rows, len(features)), and the target fields as text."""
     X = np.empty((len(rows), len(features)), dtype=np.float64)
     labels = []
     for r, (line, fields) in enumerate(rows):
@@ -355,28 +376,128 @@ def load_csv(path: str | Path, target: str | None, *, classes: bool | None = Non
                             f"{len(header)} columns")
         for j, c in enumerate(features):
             X[r, j] = _feature(fields[c].strip(), path, line, header[c])
-        label = fields[t].strip()
-        if not label:
-            raise DataError(f"{path}, line {line}: the target {target!r} is empty "
-                            "(missing values are not supported: fill it in or drop the row)")
-        labels.append(label)
-    feature_names = tuple(header[c] for c in features)
+        row = [fields[c].strip() for c in targets]
+        for c, label in zip(targets, row):
+            if not label:
+                raise DataError(f"{path}, line {line}: the target {header[c]!r} is empty "
+                                "(missing values are not supported: fill it in or drop the row)")
+        labels.append(row)
+    return X, labels
+
+
+def read_csv(request: DataRequest) -> Dataset:
+    """``csv:PATH``: the loader its declaration names."""
+    return load_csv(request.path, request.target, classes=request.classes, name=request.written,
+                    features=request.features, drop=request.drop, delimiter=request.delimiter,
+                    test=request.test)
+
+
+def load_csv(path: str | Path, target: str | tuple[str, ...] | None, *,
+             classes: bool | None = None, name: str | None = None,
+             features: tuple[str, ...] | None = None, drop: tuple[str, ...] = (),
+             delimiter: str = ",", test: str | Path | None = None) -> Dataset:
+    """A table with a header row: numeric feature columns and the ``target`` column(s).
+
+    ``target`` is one label column, or a tuple of value columns (regression, one output unit
+    each).  The features are the columns ``features`` names, in that order, or else every
+    column but the targets and those in ``drop``.  ``classes``: the target holds class labels
+    (True; strings or numbers, encoded in sorted order), real values (False), or whichever it
+    looks like (None: labels if any is not a number).  ``test`` is a separate test table with
+    the same columns (its class labels must be among the training table's).
+    """
+    path = Path(path)
+    header, rows = _read_rows(path, delimiter)
+    if target is None:
+        raise DataError(f"{path}: name the label column with data.target in the spec")
+    single = isinstance(target, str)
+    targets = (target,) if single else tuple(target)
+    fields = ["target"] if single else [f"target[{i}]" for i in range(len(targets))]
+    target_columns = [_column(path, header, t, field, delimiter, "target column")
+                      for t, field in zip(targets, fields)]
+    dropped = {_column(path, header, d, f"drop[{i}]", delimiter) for i, d in enumerate(drop)}
+    if features is not None:
+        feature_columns = [_column(path, header, f, f"features[{i}]", delimiter)
+                           for i, f in enumerate(features)]
+    else:
+        feature_columns = [c for c in range(len(header))
+                           if c not in target_columns and c not in dropped]
+    if not feature_columns:
+        raise DataError(f"{path}: no feature columns are left (columns: {', '.join(header)}; "
+                        f"target: {', '.join(targets)}{'; dropped: ' if drop else ''}"
+                        f"{', '.join(drop)})")
+    if not rows:
+        raise DataError(f"{path} has a header but no rows of data")
+    X, labels = _table(path, header, rows, feature_columns, target_columns)
+    feature_names = tuple(header[c] for c in feature_columns)
     if classes is None:
-        classes = any(_number(v) is None for v in labels)
+        classes = any(_number(v) is None for row in labels for v in row)
     name = name or f"csv:{path}"
+    test_table = None
+    if test is not None:
+        test_table = _test_table(Path(test), header, feature_names, targets, delimiter)
     if classes:
-        y, class_names = _class_codes(labels)
+        if len(targets) > 1:
+            raise ColumnError(f"{path}: class labels come from one column, but the spec names "
+                              f"{len(targets)} target columns (a list target is for real values, "
+                              "one output unit per column)", "target")
+        y, class_names = _class_codes([row[0] for row in labels])
         if len(class_names) < 2:
             raise DataError(f"{path}: the target {target!r} holds a single class "
                             f"({class_names[0]!r}); classification needs at least two")
         mapping = {label: i for i, label in enumerate(class_names)}
+        if test_table is not None:
+            test_table = (test_table[0], _test_classes(test_table[1], test_table[2], class_names,
+                                                       targets[0], Path(test), path))
         return Dataset(name, X, y, CLASSIFICATION, class_names=class_names, standardize=True,
-                       label_mapping=mapping, feature_names=feature_names)
-    values = np.empty((len(labels), 1), dtype=np.float64)
-    for r, label in enumerate(labels):
-        values[r, 0] = _target_value(label, path, rows[r][0], target)
-    return Dataset(name, X, values, REGRESSION, target_names=(target,), standardize=True,
-                   feature_names=feature_names)
+                       label_mapping=mapping, feature_names=feature_names, test=test_table,
+                       test_source=str(test) if test is not None else None)
+    values = _values(labels, rows, path, targets)
+    if test_table is not None:
+        test_table = (test_table[0], _values(test_table[1], test_table[2], Path(test), targets))
+    return Dataset(name, X, values, REGRESSION, target_names=targets, standardize=True,
+                   feature_names=feature_names, test=test_table,
+                   test_source=str(test) if test is not None else None)
+
+
+def _test_table(path: Path, train_header: list[str], features: tuple[str, ...],
+                targets: tuple[str, ...], delimiter: str):
+    """(X, target fields, rows) of the separate test table: the training table's features and
+    targets, by name."""
+    header, rows = _read_rows(path, delimiter)
+    for name in (*features, *targets):
+        if name not in header:
+            raise ColumnError(f"{path} (the test table) has no column {name!r}, which the "
+                              f"training table has (its columns: {', '.join(header)})", "test",
+                              _delimiter_hint(header, delimiter))
+    if not rows:
+        raise DataError(f"{path} (the test table) has a header but no rows of data")
+    X, labels = _table(path, header, rows, [header.index(f) for f in features],
+                       [header.index(t) for t in targets])
+    return X, labels, rows
+
+
+def _test_classes(labels: list[list[str]], rows, class_names: tuple[str, ...], target: str,
+                  path: Path, train: Path) -> np.ndarray:
+    """The test table's labels as the training table's class indices."""
+    numeric = all(_number(name) is not None for name in class_names)
+    index = {(_number(n) if numeric else n): i for i, n in enumerate(class_names)}
+    codes = np.empty(len(labels), dtype=np.int64)
+    for r, (label,) in enumerate(labels):
+        key = _number(label) if numeric else label
+        if key not in index:
+            raise DataError(f"{path}, line {rows[r][0]}: the target {target!r} is {label!r}, a class "
+                            f"that {train} does not have (its classes: {', '.join(class_names)})")
+        codes[r] = index[key]
+    return codes
+
+
+def _values(labels: list[list[str]], rows, path: Path, targets: tuple[str, ...]) -> np.ndarray:
+    """The target fields as real values (m, k)."""
+    values = np.empty((len(labels), len(targets)), dtype=np.float64)
+    for r, row in enumerate(labels):
+        for k, text in enumerate(row):
+            values[r, k] = _target_value(text, path, rows[r][0], targets[k])
+    return values
 
 
 def _feature(text: str, path: Path, line: int, column: str) -> float:
@@ -396,9 +517,9 @@ def _feature(text: str, path: Path, line: int, column: str) -> float:
 def _target_value(text: str, path: Path, line: int, column: str) -> float:
     value = _number(text)
     if value is None or not math.isfinite(value):
-        raise DataError(f"{path}, line {line}: the target {column!r} is {text!r}, but the "
-                        "spec's loss (mse) needs a finite number there (for class labels use "
-                        "softmax with categorical_crossentropy, or sigmoid with "
-                        "binary_crossentropy)")
+        raise DataError(f"{path}, line {line}: the target {column!r} is {text!r}, but a "
+                        "regression loss (mse and the like) needs a finite number there (for "
+                        "class labels use softmax with categorical_crossentropy, or sigmoid "
+                        "with binary_crossentropy)")
     return value
 

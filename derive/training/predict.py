@@ -18,31 +18,36 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, SpecError
-from .data import load_dataset, read_column, read_features
+from .data import load_dataset, read_columns, read_features
 
 __all__ = ["Predictions", "predict_file", "read_model_settings"]
 
 
 @dataclass(frozen=True, eq=False)
 class Predictions:
-    name: str  # the column the predictions go under
-    values: np.ndarray  # labels (strings) or values, one per row
-    truth: list[str] | None  # the data's own answers, when it has the column
+    names: tuple[str, ...]  # the columns the predictions go under (the model's targets)
+    values: np.ndarray  # labels (strings) or values: (rows,) or (rows, len(names))
+    truth: list[list[str]] | None  # the data's own answers, row by row, when it has them
     rows: int
+
+    @property
+    def name(self) -> str:
+        return ", ".join(self.names)
 
     @property
     def accuracy(self) -> float | None:
         """The share of rows whose prediction equals the data's label (classification)."""
         if self.truth is None or self.values.dtype.kind not in "UO":
             return None
-        return float(np.mean([str(p) == t for p, t in zip(self.values, self.truth)]))
+        return float(np.mean([str(p) == t[0] for p, t in zip(self.values, self.truth)]))
 
     def csv_text(self) -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["row", self.name])
-        for i, value in enumerate(self.values):
-            writer.writerow([i, value if isinstance(value, str) else f"{float(value):.6g}"])
+        writer.writerow(["row", *self.names])
+        values = self.values.reshape(len(self.values), -1)
+        for i, row in enumerate(values):
+            writer.writerow([i, *(v if isinstance(v, str) else f"{float(v):.6g}" for v in row)])
         return out.getvalue()
 
 
@@ -88,24 +93,30 @@ def predict_file(model: str | Path, data: str) -> Predictions:
         X, truth = _raw_rows(data, prep)
         if X.shape[1] != spec.input:
             raise DataError(f"{data} has {X.shape[1]} features; the model takes {spec.input}")
-        values = trainer.predict(X)
-    name = prep.get("target_column") or (prep.get("target_names") or ["prediction"])[0]
-    if values.ndim > 1:
+        values = np.asarray(trainer.predict(X))
+    names = tuple(_targets(prep)) or ("prediction",)
+    if values.ndim > 1 and values.shape[1] == 1:
         values = values[:, 0]
-    return Predictions(name, np.asarray(values), truth, len(values))
+    return Predictions(names, values, truth, len(values))
 
 
-def _raw_rows(data: str, prep: dict) -> tuple[np.ndarray, list[str] | None]:
+def _targets(prep: dict) -> list[str]:
+    """The model's target columns (a table's), or its target names (a bundled data set's)."""
+    old = prep.get("target_column")  # a file written before list targets
+    old = [old] if isinstance(old, str) else old
+    return prep.get("target_columns") or old or prep.get("target_names") or []
+
+
+def _raw_rows(data: str, prep: dict) -> tuple[np.ndarray, list[list[str]] | None]:
     kind, _, path = data.partition(":")
-    target = prep.get("target_column") or (prep.get("target_names") or [None])[0]
     if kind == "csv" and path:
         names = prep.get("feature_names")
         if not names:
             raise DataError("the model was not trained on a table with named columns: give "
                             "its data set by name")
-        X, _ = read_features(path, tuple(names))
-        truth = read_column(path, target) if target else None
-        return X, truth
+        delimiter = prep.get("delimiter") or ","
+        X, _ = read_features(path, tuple(names), delimiter)
+        return X, read_columns(path, tuple(_targets(prep)), delimiter)
     dataset = load_dataset(data)
-    truth = [dataset.class_names[i] for i in dataset.y] if dataset.class_names else None
+    truth = [[dataset.class_names[i]] for i in dataset.y] if dataset.class_names else None
     return dataset.X * dataset.divide_by, truth

@@ -17,7 +17,7 @@ from ..errors import DataError
 from ..netspec import NetSpec
 from .data import CLASSIFICATION, REGRESSION, Dataset
 
-__all__ = ["Prepared", "Standardizer", "check_fits", "prepare", "random_split",
+__all__ = ["Prepared", "Standardizer", "check_fits", "prepare", "random_split", "task_of",
            "stratified_split", "held_out_count"]
 
 # how the module's predict() output becomes a prediction for the report
@@ -26,15 +26,24 @@ LABELS, ARGMAX, THRESHOLD, VALUES = "labels", "argmax", "threshold", "values"
 
 @dataclass(frozen=True, eq=False)
 class Standardizer:
-    """x -> (x - mean) / scale per column, with the statistics of the data it was fitted on."""
+    """x -> (x - mean) / scale per column, with the statistics of the data it was fitted on.
+
+    ``kind`` says which: ``standard`` (mean, standard deviation) or ``minmax`` (minimum,
+    range: the training part lands in [0, 1]).  A constant column gets scale 1.
+    """
 
     mean: np.ndarray
-    scale: np.ndarray  # the standard deviation; 1 for a constant column
+    scale: np.ndarray
+    kind: str = "standard"
 
     @classmethod
-    def fit(cls, X: np.ndarray) -> "Standardizer":
+    def fit(cls, X: np.ndarray, kind: str = "standard") -> "Standardizer":
+        if kind == "minmax":
+            low = X.min(axis=0)
+            spread = X.max(axis=0) - low
+            return cls(low, np.where(spread > 0, spread, 1.0), kind)
         std = X.std(axis=0)
-        return cls(X.mean(axis=0), np.where(std > 0, std, 1.0))
+        return cls(X.mean(axis=0), np.where(std > 0, std, 1.0), kind)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         return (X - self.mean) / self.scale
@@ -43,7 +52,7 @@ class Standardizer:
         return Z * self.scale + self.mean
 
     def as_dict(self) -> dict:
-        return {"mean": self.mean.tolist(), "scale": self.scale.tolist()}
+        return {"kind": self.kind, "mean": self.mean.tolist(), "scale": self.scale.tolist()}
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,10 +61,10 @@ class Prepared:
 
     X_train: np.ndarray
     Y_train: np.ndarray  # targets as the module takes them
-    X_test: np.ndarray
-    Y_test: np.ndarray
+    X_test: np.ndarray | None  # None: no test set (data.test_fraction: 0)
+    Y_test: np.ndarray | None
     truth_train: np.ndarray  # class indices (m,), or values (m, k) in the original units
-    truth_test: np.ndarray
+    truth_test: np.ndarray | None
     task: str  # of the data: CLASSIFICATION | REGRESSION
     decode: str  # LABELS | ARGMAX | THRESHOLD | VALUES
     class_names: tuple[str, ...]
@@ -92,6 +101,15 @@ class Prepared:
 
 
 # ----------------------------------------------------------------------------- the sizes
+
+def task_of(spec: NetSpec) -> str:
+    """The TASK of the module the spec generates: classification | binary | regression."""
+    from codegen.runtime import TASKS
+
+    from ..losses import LOSSES
+
+    return TASKS[LOSSES[spec.loss].labels]
+
 
 def check_fits(spec: NetSpec, task: str, data: Dataset) -> str:
     """How the targets are encoded for a module of ``task``; a ``DataError`` if they cannot be.
@@ -189,17 +207,28 @@ def stratified_split(labels: np.ndarray, test_fraction: float,
 # ----------------------------------------------------------------------------- all of it
 
 def prepare(spec: NetSpec, task: str, data: Dataset, test_fraction: float,
-            seed: int, validation_fraction: float = 0.0) -> Prepared:
+            seed: int, validation_fraction: float = 0.0,
+            scaling: str | None = None) -> Prepared:
     """Check ``data`` against the spec, split it (test, then ``validation_fraction`` of the
     training part for validation, both seeded by ``seed``), scale it with the training part's
-    statistics and encode its targets."""
+    statistics and encode its targets.
+
+    ``test_fraction`` 0 keeps no test set (unless the data set has its own).  ``scaling``:
+    ``standard`` or ``minmax`` fit on the training part, ``none``; None is the data set's own
+    choice (standard for tables, none for images, which have their fixed scaling).  A
+    regression target is standardised unless the scaling is ``none``.
+    """
     decode = check_fits(spec, task, data)
+    classes = data.task == CLASSIFICATION
     if data.test is not None:
         X_train, y_train = data.X, data.y
         X_test, y_test = data.test
-        split = "the data set's own test set"
+        split = (f"the test table {data.test_source}" if data.test_source
+                 else "the data set's own test set")
+    elif test_fraction == 0:
+        X_train, y_train, X_test, y_test = data.X, data.y, None, None
+        split = "no test set (test_fraction 0)"
     else:
-        classes = data.task == CLASSIFICATION
         train, test = (stratified_split(data.y, test_fraction, seed) if classes
                        else random_split(data.n_examples, test_fraction, seed))
         X_train, y_train, X_test, y_test = data.X[train], data.y[train], data.X[test], data.y[test]
@@ -207,21 +236,25 @@ def prepare(spec: NetSpec, task: str, data: Dataset, test_fraction: float,
                  f"split, seed {seed}")
     X_val = y_val = None
     if validation_fraction > 0:
-        classes = data.task == CLASSIFICATION
         # the validation part's own stream of the split seed
         keep, held = (stratified_split(y_train, validation_fraction, seed + 1) if classes
                       else random_split(len(y_train), validation_fraction, seed + 1))
         X_train, y_train, X_val, y_val = X_train[keep], y_train[keep], X_train[held], y_train[held]
         split += f"; {100 * validation_fraction:g}% of the training part for validation"
-    features = Standardizer.fit(X_train) if data.standardize else None
+    kind = scaling if scaling is not None else ("standard" if data.standardize else "none")
+    features = Standardizer.fit(X_train, kind) if kind != "none" else None
     if features is not None:
-        X_train, X_test = features.transform(X_train), features.transform(X_test)
+        X_train = features.transform(X_train)
+        X_test = None if X_test is None else features.transform(X_test)
         X_val = None if X_val is None else features.transform(X_val)
-    targets = Standardizer.fit(y_train) if decode == VALUES and data.standardize else None
-    Y_train, Y_test = _encode(decode, data, targets, y_train), _encode(decode, data, targets, y_test)
-    Y_val = None if y_val is None else _encode(decode, data, targets, y_val)
-    return Prepared(X_train, Y_train, X_test, Y_test, y_train, y_test, data.task, decode,
-                    data.class_names, split, features, targets, X_val, Y_val, y_val)
+    targets = Standardizer.fit(y_train) if decode == VALUES and kind != "none" else None
+
+    def encode(y):
+        return None if y is None else _encode(decode, data, targets, y)
+
+    return Prepared(X_train, encode(y_train), X_test, encode(y_test), y_train, y_test,
+                    data.task, decode, data.class_names, split, features, targets, X_val,
+                    encode(y_val), y_val)
 
 
 def _encode(decode: str, data: Dataset, targets: Standardizer | None, y: np.ndarray) -> np.ndarray:

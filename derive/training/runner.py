@@ -28,8 +28,8 @@ import numpy as np
 from ..errors import DataError
 from ..netspec import DataSpec, NetSpec
 from ..optimizers import FULL_BATCH, OPTIMIZERS, SCHEDULES, variant_of
-from .data import REGRESSION, Dataset, load_dataset
-from .prepare import LABELS, Prepared, prepare
+from .data import REGRESSION, ColumnError, Dataset, load_dataset
+from .prepare import LABELS, Prepared, prepare, task_of
 from .progress import QUIET, EpochDisplay, choose_mode
 from .report import (ClassificationMetrics, RegressionMetrics, classification_metrics,
                      regression_metrics, score, write_json)
@@ -78,7 +78,7 @@ class RunResult:
     name: str
     interrupted: bool  # stopped by Ctrl-C (or the stop flag) before the last epoch ended
     epochs_completed: int  # whole epochs done
-    metrics: ClassificationMetrics | RegressionMetrics  # on the test set
+    metrics: ClassificationMetrics | RegressionMetrics | None  # on the test set (None: none)
     history: tuple[dict, ...]  # per epoch: loss, accuracy or r2, test_loss, test_..., seconds
     params_path: Path
     summary_path: Path
@@ -136,9 +136,12 @@ def training_settings(spec: NetSpec, options: TrainOptions) -> dict:
 # ----------------------------------------------------------------------------- the run
 
 def run(spec: NetSpec, module_path: str | Path, options: TrainOptions = TrainOptions(), *,
-        stream: TextIO | None = None, stop: StopFlag | None = None) -> RunResult:
+        stream: TextIO | None = None, stop: StopFlag | None = None,
+        data: tuple[Dataset, Prepared] | None = None) -> RunResult:
     """Train the generated module at ``module_path`` on the spec's data; report and save.
 
+    ``data`` is the spec's data as ``load_prepared`` gives it, when the caller loaded it
+    already (the CLI does, before writing the module, so that bad data writes nothing).
     Raises ``DataError`` for data that cannot be used (missing, damaged, or not fitting the
     spec) or a save folder that cannot be made, ``TrainingFailed`` if the loss diverges, and
     ``PlotUnavailable`` for ``plot`` without matplotlib (all before any training but the second).
@@ -154,7 +157,7 @@ def run(spec: NetSpec, module_path: str | Path, options: TrainOptions = TrainOpt
     module = import_module_from(module_path)
     trainer = _trainer(spec, module, options)
     settings = trainer.settings()
-    dataset, prepared = load_prepared(spec, module.TASK)
+    dataset, prepared = data if data is not None else load_prepared(spec, module.TASK)
     save_dir = Path(options.save_dir) if options.save_dir else new_run_folder(spec.name)
     _make_folder(save_dir)
     timings = {"load_seconds": time.perf_counter() - started}
@@ -167,18 +170,20 @@ def run(spec: NetSpec, module_path: str | Path, options: TrainOptions = TrainOpt
     timings["train_seconds"] = session.seconds
 
     evaluating = time.perf_counter()
-    test = evaluate(session.trainer, prepared, session.X_test, prepared.truth_test)
+    test = test_loss = None
+    if session.X_test is not None:
+        test = evaluate(session.trainer, prepared, session.X_test, prepared.truth_test)
+        test_loss = session.trainer.evaluate(session.X_test, prepared.Y_test)["loss"]
     train = evaluate(session.trainer, prepared, session.X_train, prepared.truth_train)
     validation = (evaluate(session.trainer, prepared, session.X_val, prepared.truth_val)
                   if session.X_val is not None else None)
-    test_loss = session.trainer.evaluate(session.X_test, prepared.Y_test)["loss"]
     timings["evaluate_seconds"] = time.perf_counter() - evaluating
     print(_report(spec, dataset, test, train, validation, test_loss, session, timings,
                   options.verbose), file=stream, flush=True)
 
     params_path = Path(session.trainer.save(save_dir / f"{spec.name}.npz",
                                             extra=_model_extra(spec, dataset, prepared)))
-    plots = _plots(options.plot, spec, dataset, session, test)
+    plots = _plots(options.plot, spec, dataset, session, test, train)
     summary_path = save_dir / SUMMARY_NAME
     timings["total_seconds"] = time.perf_counter() - started
     summary = _summary(spec, module_path, dataset, prepared, session.trainer.settings(), options,
@@ -207,7 +212,8 @@ def _model_extra(spec: NetSpec, dataset: Dataset, prepared: Prepared) -> dict:
     if spec.source and Path(spec.source).is_file():
         text = Path(spec.source).read_text(encoding="utf-8")
     preprocessing = prepared.preprocessing(dataset)
-    preprocessing["target_column"] = spec.data.target if spec.data else None
+    preprocessing["target_columns"] = list(spec.data.targets) if spec.data else None
+    preprocessing["delimiter"] = spec.data.delimiter if spec.data else ","
     return {"preprocessing": preprocessing, "spec": text,
             "spec_name": Path(spec.source).name if spec.source else None,
             "dataset": dataset.name}
@@ -247,15 +253,27 @@ def _trainer(spec: NetSpec, module, options: TrainOptions):
     return trainer
 
 
-def load_prepared(spec: NetSpec, task: str) -> tuple[Dataset, Prepared]:
-    """The spec's data (digits without a ``data:`` section), checked, split and scaled."""
+def load_prepared(spec: NetSpec, task: str | None = None) -> tuple[Dataset, Prepared]:
+    """The spec's data (digits without a ``data:`` section), checked, split and scaled, for a
+    module of ``task`` (the spec's own by default).  A column the spec names that the table
+    lacks is located at the spec's line."""
     data_spec = spec.data or DataSpec()
+    task = task or task_of(spec)
     base_dir = Path(spec.source).parent if spec.source else None
-    dataset = load_dataset(data_spec.dataset, target=data_spec.target, base_dir=base_dir,
-                           classes=task != "regression")
+    try:
+        dataset = load_dataset(data_spec.dataset, target=data_spec.target, base_dir=base_dir,
+                               classes=task != "regression", features=data_spec.features,
+                               drop=data_spec.drop, delimiter=data_spec.delimiter,
+                               test=data_spec.test)
+    except ColumnError as err:
+        line = data_spec.line_of(err.field)
+        where = ":".join(str(part) for part in (spec.source, line) if part)
+        location = ": ".join(part for part in (where, f"data.{err.field}") if part)
+        raise DataError(err.message, location=location, hint=err.hint) from None
     try:
         return dataset, prepare(spec, task, dataset, data_spec.test_fraction,
-                                data_spec.split_seed, data_spec.validation_fraction)
+                                data_spec.split_seed, data_spec.validation_fraction,
+                                data_spec.scaling)
     except DataError as err:
         if spec.data is not None:
             raise
@@ -300,7 +318,7 @@ class _Session:
             self.fit = functools.partial(fit, backend, self.trainer, str(module_path))
         # once, in the Trainer's dtype, so that neither fit() nor predict() converts them again
         self.X_train = prepared.X_train.astype(self.trainer.dtype)
-        self.X_test = prepared.X_test.astype(self.trainer.dtype)
+        self.X_test = None if prepared.X_test is None else prepared.X_test.astype(self.trainer.dtype)
         self.X_val = None if prepared.X_val is None else prepared.X_val.astype(self.trainer.dtype)
         self.history: list[dict] = []
         self.position = (0, 0, 0)  # epoch, updates done in it, updates per epoch
@@ -341,7 +359,7 @@ class _Session:
         parts = [("", self.X_train, self.prepared.truth_train)]
         if self.X_val is not None:
             parts.append(("val_", self.X_val, self.prepared.truth_val))
-        if self.verbose:  # test figures per epoch only when asked, marked as such
+        if self.verbose and self.X_test is not None:  # test figures per epoch only when asked
             parts.append(("test_", self.X_test, self.prepared.truth_test))
             record["test_loss"] = self.trainer.evaluate(self.X_test, self.prepared.Y_test)["loss"]
         if self.prepared.decode == LABELS:
@@ -405,10 +423,18 @@ def _value_text(value) -> str:
     return ", ".join(f"{x:g}" for x in value) if isinstance(value, (tuple, list)) else f"{value:g}"
 
 
+def _scaling_text(dataset: Dataset, prepared: Prepared) -> str:
+    """How the features were scaled: the fixed scaling, then the training part's statistics."""
+    fitted = {"standard": "standardised with the training part's mean and deviation",
+              "minmax": "scaled to [0, 1] by the training part's minimum and range"}
+    parts = [f"scaled {dataset.scaling}"] if dataset.scaling else []
+    if prepared.features is not None:
+        parts.append(fitted[prepared.features.kind])
+    return ", then ".join(parts) or "as they are"
+
+
 def _data_text(dataset: Dataset, prepared: Prepared) -> str:
-    scaling = (f"scaled {dataset.scaling}" if dataset.scaling else
-               "standardised with the training part's mean and deviation" if dataset.standardize
-               else "as they are")
+    scaling = _scaling_text(dataset, prepared)
     if prepared.task == REGRESSION:
         what = (f"{dataset.n_targets} target{'s' if dataset.n_targets > 1 else ''}"
                 + (" (standardised for training; figures in the original units)"
@@ -416,8 +442,9 @@ def _data_text(dataset: Dataset, prepared: Prepared) -> str:
     else:
         what = f"{dataset.n_classes} classes"
     validation = (f", {len(prepared.X_val)} validation" if prepared.X_val is not None else "")
+    tested = 0 if prepared.X_test is None else len(prepared.X_test)
     return (f"{dataset.n_features} features {scaling}, {what}; {len(prepared.X_train)} training"
-            f"{validation} and {len(prepared.X_test)} test examples ({prepared.split})")
+            f"{validation} and {tested} test examples ({prepared.split})")
 
 
 def _header(spec: NetSpec, dataset: Dataset, prepared: Prepared, settings: dict) -> str:
@@ -426,7 +453,7 @@ def _header(spec: NetSpec, dataset: Dataset, prepared: Prepared, settings: dict)
             f"{_data_text(dataset, prepared)}\n{_settings_text(settings, spec.dtype)}")
 
 
-def _report(spec: NetSpec, dataset: Dataset, test, train, validation, test_loss: float,
+def _report(spec: NetSpec, dataset: Dataset, test, train, validation, test_loss: float | None,
             session: _Session, timings: dict, verbose: bool) -> str:
     lines = []
     trainer = session.trainer
@@ -445,22 +472,7 @@ def _report(spec: NetSpec, dataset: Dataset, test, train, validation, test_loss:
     if session.interrupted and session.history and session.history[-1].get("partial"):
         done += " and part of one"
     done += f" in {session.seconds:.2f} s"
-    loss = f", test loss {test_loss:.4f}"
-    if isinstance(test, RegressionMetrics):
-        target = ", ".join(dataset.target_names)
-        val = f", validation R² {validation.r2:.4f}" if validation is not None else ""
-        lines.append(f"{spec.name} on {dataset.name} {done}: test R² {test.r2:.4f}, RMSE "
-                     f"{test.rmse:.4g}, MAE {test.mae:.4g} ({target}, original units); "
-                     f"train R² {train.r2:.4f}{val}{loss}")
-    else:
-        val = (f", validation accuracy {validation.accuracy:.4f}" if validation is not None
-               else "")
-        lines.append(f"{spec.name} on {dataset.name} {done}: test accuracy {test.accuracy:.4f} "
-                     f"({test.correct}/{test.total}), train accuracy {train.accuracy:.4f}"
-                     f"{val}{loss}")
-        lines.append("test confusion matrix (rows: true class, columns: predicted class) and "
-                     "per-class accuracy:")
-        lines.append(test.table())
+    lines += _figures(spec, dataset, test, train, validation, test_loss, done)
     if verbose:
         per_epoch = session.seconds / max(len(session.history), 1)
         lines.append(f"times: data {timings['load_seconds']:.2f} s, training "
@@ -473,10 +485,47 @@ def _report(spec: NetSpec, dataset: Dataset, test, train, validation, test_loss:
     return "\n".join(lines)
 
 
+def _figures(spec: NetSpec, dataset: Dataset, test, train, validation, test_loss: float | None,
+             done: str) -> list[str]:
+    """The report's figures: on the test set, then the training and validation parts; without
+    a test set (test_fraction 0), the training part's figures lead and say so."""
+    lead = f"{spec.name} on {dataset.name} {done}: "
+    if test is None:
+        lead += "no test set (test_fraction 0); "
+    if isinstance(train, RegressionMetrics):
+        target = ", ".join(dataset.target_names)
+        figures = [] if test is None else [
+            f"test R² {test.r2:.4f}, RMSE {test.rmse:.4g}, MAE {test.mae:.4g} "
+            f"({target}, original units)"]
+        if test is None:
+            figures.append(f"train R² {train.r2:.4f}, RMSE {train.rmse:.4g}, MAE "
+                           f"{train.mae:.4g} ({target}, original units)")
+        else:
+            figures.append(f"train R² {train.r2:.4f}")
+        if validation is not None:
+            figures.append(f"validation R² {validation.r2:.4f}")
+    else:
+        figures = [] if test is None else [
+            f"test accuracy {test.accuracy:.4f} ({test.correct}/{test.total})"]
+        figures.append(f"train accuracy {train.accuracy:.4f}"
+                       + (f" ({train.correct}/{train.total})" if test is None else ""))
+        if validation is not None:
+            figures.append(f"validation accuracy {validation.accuracy:.4f}")
+    if test_loss is not None:
+        figures.append(f"test loss {test_loss:.4f}")
+    lines = [lead + "; ".join(figures)]
+    if isinstance(train, ClassificationMetrics):
+        shown, which = (test, "test") if test is not None else (train, "training")
+        lines.append(f"{which} confusion matrix (rows: true class, columns: predicted class) "
+                     "and per-class accuracy:")
+        lines.append(shown.table())
+    return lines
+
+
 # ----------------------------------------------------------------------------- files
 
 def _plots(plot: str | Path | None, spec: NetSpec, dataset: Dataset, session: _Session,
-           test) -> tuple[Path, ...]:
+           test, train) -> tuple[Path, ...]:
     if plot is None or not session.history:
         return ()
     from .plot import confusion_path, plot_confusion, plot_history
@@ -485,6 +534,8 @@ def _plots(plot: str | Path | None, spec: NetSpec, dataset: Dataset, session: _S
     paths = [plot_history(session.history, plot, title=title, score=session.score)]
     if isinstance(test, ClassificationMetrics):
         paths.append(plot_confusion(test, confusion_path(plot), title=title))
+    elif test is None and isinstance(train, ClassificationMetrics):  # no test set
+        paths.append(plot_confusion(train, confusion_path(plot), title=f"{title} (training part)"))
     return tuple(paths)
 
 
@@ -501,9 +552,12 @@ def _summary(spec: NetSpec, module_path, dataset: Dataset, prepared: Prepared, s
         "feature_names": list(dataset.feature_names) or None,
         "train_examples": len(prepared.X_train),
         "validation_examples": 0 if prepared.X_val is None else len(prepared.X_val),
-        "test_examples": len(prepared.X_test),
+        "test_examples": 0 if prepared.X_test is None else len(prepared.X_test),
         "split": prepared.split,
-        "scaling": dataset.scaling or ("standardised" if dataset.standardize else "none"),
+        # the fixed scaling (x/16), then the fitted one (standard, minmax); or none
+        "scaling": ", ".join(part for part in (
+            dataset.scaling, prepared.features.kind if prepared.features else "") if part)
+                   or "none",
         "feature_standardisation": prepared.features.as_dict() if prepared.features else None,
     }
     if prepared.task == REGRESSION:
@@ -531,7 +585,7 @@ def _summary(spec: NetSpec, module_path, dataset: Dataset, prepared: Prepared, s
         "epochs_completed": session.epochs_completed,
         "interrupted": session.interrupted,
         "history": session.history,
-        "test": {"loss": test_loss, **test.as_dict()},
+        "test": None if test is None else {"loss": test_loss, **test.as_dict()},
         "train": {"loss": session.trainer.evaluate(session.X_train, prepared.Y_train)["loss"],
                   **train.as_dict()},
         "validation": None if validation is None else {
