@@ -289,3 +289,29 @@ def test_no_module_with_what_needs_one_is_a_usage_error(tmp_path, capsys, flag):
     with pytest.raises(SystemExit) as info:
         _cli(tmp_path, spec, "--no-module", *flag)
     assert info.value.code == 2 and "drop --no-module" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the examples
+
+def test_the_example_tables_are_what_their_script_writes(tmp_path, monkeypatch):
+    import importlib.util
+
+    folder = ROOT / "examples" / "data"
+    spec = importlib.util.spec_from_file_location("make_tables", folder / "make_tables.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(script, "HERE", tmp_path)
+    script.write_wine()
+    script.write_linnerud()
+    for path in sorted(tmp_path.glob("*.csv")):
+        assert path.read_bytes() == (folder / path.name).read_bytes(), path.name
+
+
+def test_the_several_targets_example_predicts_each_column(tmp_path, capsys):
+    spec = ROOT / "examples" / "linnerud_table.yaml"
+    assert _train(tmp_path, spec, "--epochs", "20") == 0
+    assert "no test set (test_fraction 0); train R²" in capsys.readouterr().out
+    assert main(["predict", "--model", str(tmp_path / "run" / "linnerud_table.npz"),
+                 "--data", f"csv:{ROOT / 'examples' / 'data' / 'linnerud.csv'}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "row,Weight,Waist,Pulse" and len(lines) == 21

@@ -492,6 +492,7 @@ def test_summary_json_is_strict(tmp_path):
     (DIGITS, "accuracy", 0.97),  # the main job
     (BREAST_CANCER, "accuracy", 0.96),
     (DIABETES, "r2", 0.45),
+    (EXAMPLES / "wine_table.yaml", "accuracy", 0.93),  # a table: ';', id column, test table
 ])
 def test_examples_reach_their_figures(tmp_path, spec_path, key, least):
     spec = load_spec(spec_path)
