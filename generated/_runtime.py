@@ -1002,11 +1002,13 @@ class Trainer:
             with np.load(path, allow_pickle=False) as stored:
                 settings = json.loads(str(stored["__settings__"]))
                 if (tuple(settings["layer_sizes"]) != net.layer_sizes
-                        or tuple(settings["activations"]) != net.activations):
+                        or tuple(settings["activations"]) != net.activations
+                        or settings.get("loss", net.loss_name) != net.loss_name):
                     raise ValueError(
                         f"{path} holds a {settings['layer_sizes']} network with "
-                        f"{settings['activations']}, not this module's {list(net.layer_sizes)} "
-                        f"with {list(net.activations)}")
+                        f"{settings['activations']} and {settings.get('loss')}, not this "
+                        f"module's {list(net.layer_sizes)} with {list(net.activations)} and "
+                        f"{net.loss_name}")
                 params = {f"{kind}{l}": stored[f"{kind}{l}"]
                           for l in range(1, net.depth + 1) for kind in "Wb"}
                 state_names = net.optimizers[settings["optimizer"]]["state"]

@@ -767,6 +767,13 @@ def test_load_refuses_another_network(build, blob_net, tmp_path):
     same_sizes.Trainer(epochs=0).save(path)
     with pytest.raises(ValueError, match="relu"):
         blob_net.Trainer.load(path)
+    # same sizes and activations, another loss: refused too
+    other_loss = build(make_spec("tanh", "softmax", loss="mse", sizes=(2, 8, 3),
+                                 name="blobs_mse"))
+    path = tmp_path / "mse.npz"
+    other_loss.Trainer(epochs=0).save(path)
+    with pytest.raises(ValueError, match=r"and mse, not this module's .* and categorical_crossentropy"):
+        blob_net.Trainer.load(path)
 
 
 # ----------------------------------------------------------------------------- digits
