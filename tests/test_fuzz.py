@@ -316,12 +316,26 @@ def hostile_idx(draw):
     return gzip.compress(data) if draw(st.booleans()) else data
 
 
-def check_hostile_files(csv_bytes: bytes, idx_bytes: bytes) -> None:
+# a table's data options (data.target, features, drop, delimiter, test), some naming columns
+# the file lacks; the hostile file is also its own test table
+TABLE_OPTIONS = st.fixed_dictionaries({"target": st.sampled_from(
+    ["label", ("label",), ("a", "label"), "zz"])}, optional={
+    "delimiter": st.sampled_from([",", ";", "\t"]),
+    "features": st.sampled_from([("a", "b"), ("b",), ("a", "zz")]),
+    "drop": st.sampled_from([("a",), ("zz",)]),
+    "test": st.just(True),
+    "classes": st.sampled_from([True, False, None])})
+
+
+def check_hostile_files(csv_bytes: bytes, idx_bytes: bytes, options: dict | None = None) -> None:
+    options = dict(options or {"target": "label"})
     with tempfile.TemporaryDirectory() as tmp:
         csv_path = Path(tmp) / "data.csv"
         csv_path.write_bytes(csv_bytes)
+        if options.pop("test", False):
+            options["test"] = csv_path
         try:
-            load_csv(csv_path, "label")
+            load_csv(csv_path, **options)
             event("csv: read")
         except DataError as err:
             event("csv: refused with a DataError")
@@ -337,16 +351,16 @@ def check_hostile_files(csv_bytes: bytes, idx_bytes: bytes) -> None:
 
 
 @_profile(60)
-@given(hostile_csv(), hostile_idx())
-def test_hostile_data_files_are_data_or_a_data_error(csv_bytes, idx_bytes):
-    check_hostile_files(csv_bytes, idx_bytes)
+@given(hostile_csv(), hostile_idx(), TABLE_OPTIONS)
+def test_hostile_data_files_are_data_or_a_data_error(csv_bytes, idx_bytes, options):
+    check_hostile_files(csv_bytes, idx_bytes, options)
 
 
 @pytest.mark.fuzz
 @_profile(LONG["files"], long=True)
-@given(hostile_csv(), hostile_idx())
-def test_fuzz_hostile_files(csv_bytes, idx_bytes):
-    check_hostile_files(csv_bytes, idx_bytes)
+@given(hostile_csv(), hostile_idx(), TABLE_OPTIONS)
+def test_fuzz_hostile_files(csv_bytes, idx_bytes, options):
+    check_hostile_files(csv_bytes, idx_bytes, options)
 
 
 def test_the_generator_covers_every_registry_name():
