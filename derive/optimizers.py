@@ -91,6 +91,7 @@ class Optimizer:
     locals_: tuple[tuple[sp.Symbol, str], ...] = ()  # (symbol, what it is)
     learning_rate: float = 1e-3  # PyTorch's default
     torch_options: tuple[tuple[str, object], ...] = ()  # fixed options of its torch.optim class
+    torch_state: tuple[tuple[str, str], ...] = ()  # (state name, its key in torch's state)
 
     @property
     def torch_class(self) -> str:
@@ -152,6 +153,8 @@ b, m1, v2 = sp.Symbol("b", real=True), sp.Symbol("m", real=True), sp.Symbol("v",
 m_hat, v_hat = sp.Symbol("mhat", real=True), sp.Symbol("vhat", real=True)
 theta, g, eta, t = THETA, GRADIENT, ETA, STEP
 
+_ADAM_STATE = (("m", "exp_avg"), ("v", "exp_avg_sq"))
+
 OPTIMIZERS: Registry[Optimizer] = Registry("optimizer")
 OPTIMIZERS.add("sgd", Optimizer(
     "sgd", "Gradient descent", "torch.optim.SGD", (_weight_decay(),), (),
@@ -159,12 +162,13 @@ OPTIMIZERS.add("sgd", Optimizer(
 OPTIMIZERS.add("momentum", Optimizer(
     "momentum", "Gradient descent with momentum", "torch.optim.SGD(momentum=...)",
     (_MOMENTUM, _weight_decay()), ((b, "the velocity (momentum buffer)"),),
-    ((g, g + lam * theta), (b, mu * b + g), (theta, theta - eta * b))))
+    ((g, g + lam * theta), (b, mu * b + g), (theta, theta - eta * b)),
+    torch_state=(("b", "momentum_buffer"),)))
 OPTIMIZERS.add("nesterov", Optimizer(
     "nesterov", "Nesterov momentum", "torch.optim.SGD(momentum=..., nesterov=True)",
     (_MOMENTUM, _weight_decay()), ((b, "the velocity (momentum buffer)"),),
     ((g, g + lam * theta), (b, mu * b + g), (theta, theta - eta * (g + mu * b))),
-    torch_options=(("nesterov", True),)))
+    torch_options=(("nesterov", True),), torch_state=(("b", "momentum_buffer"),)))
 OPTIMIZERS.add("adam", Optimizer(
     "adam", "Adam", "torch.optim.Adam", (_BETAS, _EPS, _weight_decay()),
     ((m1, "the first moment: a running average of the gradient"),
@@ -173,7 +177,8 @@ OPTIMIZERS.add("adam", Optimizer(
      (v2, beta2 * v2 + (1 - beta2) * g ** 2),
      (m_hat, m1 / (1 - beta1 ** t)), (v_hat, v2 / (1 - beta2 ** t)),
      (theta, theta - eta * m_hat / (sp.sqrt(v_hat) + eps))),
-    ((m_hat, "the bias-corrected first moment"), (v_hat, "the bias-corrected second moment"))))
+    ((m_hat, "the bias-corrected first moment"), (v_hat, "the bias-corrected second moment")),
+    torch_state=_ADAM_STATE))
 OPTIMIZERS.add("adamw", Optimizer(
     "adamw", "AdamW", "torch.optim.AdamW", (_BETAS, _EPS, _weight_decay(0.01, decoupled=True)),
     ((m1, "the first moment: a running average of the gradient"),
@@ -182,14 +187,16 @@ OPTIMIZERS.add("adamw", Optimizer(
      (v2, beta2 * v2 + (1 - beta2) * g ** 2),
      (m_hat, m1 / (1 - beta1 ** t)), (v_hat, v2 / (1 - beta2 ** t)),
      (theta, theta - eta * m_hat / (sp.sqrt(v_hat) + eps))),
-    ((m_hat, "the bias-corrected first moment"), (v_hat, "the bias-corrected second moment"))))
+    ((m_hat, "the bias-corrected first moment"), (v_hat, "the bias-corrected second moment")),
+    torch_state=_ADAM_STATE))
 OPTIMIZERS.add("rmsprop", Optimizer(
     "rmsprop", "RMSprop", "torch.optim.RMSprop",
     (_hyper("alpha", 0.99, ["alpha"], "smoothing constant of the running average of the "
             "squared gradient", high=1.0), _EPS, _weight_decay()),
     ((v2, "a running average of the squared gradient"),),
     ((g, g + lam * theta), (v2, alpha * v2 + (1 - alpha) * g ** 2),
-     (theta, theta - eta * g / (sp.sqrt(v2) + eps))), learning_rate=1e-2))
+     (theta, theta - eta * g / (sp.sqrt(v2) + eps))), learning_rate=1e-2,
+    torch_state=(("v", "square_avg"),)))
 
 
 # ----------------------------------------------------------------------------- schedules

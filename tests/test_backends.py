@@ -23,6 +23,7 @@ from derive.activations import ACTIVATIONS
 from derive.derivation import derive
 from derive.errors import SpecError
 from derive.losses import LOSSES
+from derive.optimizers import OPTIMIZERS
 from test_codegen import make_spec
 
 RTOL = 1e-10
@@ -400,8 +401,9 @@ def _epoch_setup(modules, m=42, size=8, seed=5):
     X = rng.standard_normal((m, 5))
     Y = rng.integers(0, 3, size=m)
     params = net.init_params(seed=seed, dtype=np.float64)
-    settings = {"learning_rate": 0.2, "size": size, "epochs": 1, "shuffle": True, "seed": seed,
-                "dtype": "float64"}
+    settings = {"rates": [0.2], "size": size, "epochs": 1, "shuffle": True, "dtype": "float64",
+                "rng": np.random.default_rng(seed).bit_generator.state, "t": 0,
+                "optimizer": "sgd", "hyperparameters": {"weight_decay": 0.0}}
     return net, X, Y, params, settings
 
 
@@ -410,10 +412,10 @@ def _numpy_epoch(net, X, Y, params, settings):
     from derive.training.backends import batches, epoch_orders
 
     params = dict(params)
-    order, = epoch_orders(len(X), settings["size"], 1, settings["shuffle"], settings["seed"])
+    (order, _), = epoch_orders(len(X), settings["size"], 1, settings["shuffle"], settings["rng"])
     for rows in batches(order, settings["size"]):
         g = net.backward(params, net.forward(params, X[rows]), Y[rows])
-        params = {k: params[k] - settings["learning_rate"] * g[k] for k in params}
+        params = {k: params[k] - settings["rates"][0] * g[k] for k in params}
     return params
 
 
@@ -427,10 +429,19 @@ def test_ddp_two_processes_equal_one(modules):
     # batches of 7 split 4 + 3, and a last batch of one example: one process gets none
     net, X, Y, params, settings = _epoch_setup(modules, m=43, size=7)
     path = backend_path(net.__file__, "torch")
-    one, = torch_epochs(path, params, X, Y, settings, BackendOptions("torch"))
-    two, = torch_epochs(path, params, X, Y, settings, BackendOptions("torch", workers=2))
-    assert _max_rel(two, one) < 1e-12
+    (one, _, t, rng), = torch_epochs(path, params, X, Y, settings, BackendOptions("torch"))
+    (two, _, t2, rng2), = torch_epochs(path, params, X, Y, settings,
+                                       BackendOptions("torch", workers=2))
+    assert _max_rel(two, one) < 1e-12 and t == t2 == 7 and rng == rng2
     assert _max_rel(one, _numpy_epoch(net, X, Y, params, settings)) < 1e-12
+    # a rule with state: the moments come back from rank 0 as from the one process
+    adam = settings | {"optimizer": "adam", "rates": [0.01],
+                       "hyperparameters": {"betas": [0.9, 0.999], "eps": 1e-8,
+                                           "weight_decay": 0.0}}
+    (one, state, *_), = torch_epochs(path, params, X, Y, adam, BackendOptions("torch"))
+    (two, state2, *_), = torch_epochs(path, params, X, Y, adam, BackendOptions("torch", workers=2))
+    assert _max_rel(two, one) < 1e-12
+    assert all(_max_rel(state2[name], state[name]) < 1e-12 for name in ("m", "v"))
 
 
 _SHARDED = """
@@ -443,7 +454,7 @@ assert len(jax.devices()) == 2, jax.devices()
 job = json.loads(sys.argv[1])
 with np.load(job["data"]) as d:
     X, T, params = d["X"], d["T"], {k[2:]: d[k] for k in d.files if k.startswith("p_")}
-runs = [next(jax_epochs(job["module"], params, X, T, job["settings"], devices=devices))
+runs = [next(jax_epochs(job["module"], params, X, T, job["settings"], devices=devices))[0]
         for devices in (jax.devices(), jax.devices()[:1])]
 print(json.dumps(max(float(np.max(np.abs(runs[0][k] - runs[1][k])) / np.max(np.abs(runs[1][k])))
                      for k in params)))
@@ -514,11 +525,13 @@ def test_cli_trains_on_a_backend_with_the_numpy_runs_figures(tmp_path, capsys, b
     from derive.cli import main
 
     summaries = {}
+    rule = ["--optimizer", "adam", "--learning-rate", "0.001"] if backend == "torch" else \
+        ["--optimizer", "sgd", "--learning-rate", "0.1"]  # jax: plain descent only
     for name, extra in (("numpy", []), (backend, ["--backend", backend])):
         runs = tmp_path / name
         assert main(["--spec", str(DIGITS), "--out", str(tmp_path / "gen"), "--train",
-                     "--epochs", "2", "--optimizer", "sgd", "--batch-size", "16",
-                     "--learning-rate", "0.1", "--save-dir", str(runs), "-q", *extra]) == 0
+                     "--epochs", "2", *rule, "--batch-size", "16", "--schedule", "cosine",
+                     "--save-dir", str(runs), "-q", *extra]) == 0
         summaries[name] = json.loads((runs / "summary.json").read_text())
         assert (runs / "digits_mlp.npz").exists()
     ours, theirs = summaries[backend], summaries["numpy"]
@@ -529,13 +542,56 @@ def test_cli_trains_on_a_backend_with_the_numpy_runs_figures(tmp_path, capsys, b
     capsys.readouterr()
 
 
-def test_cli_refuses_a_rule_with_state_on_a_backend(tmp_path, capsys):
-    pytest.importorskip("torch")
+def test_cli_refuses_a_rule_with_state_on_jax(tmp_path, capsys):
+    pytest.importorskip("jax")
     from derive.cli import main
 
     assert main(["--spec", str(DIGITS), "--out", str(tmp_path / "gen"), "--train", "--epochs",
-                 "1", "--save-dir", str(tmp_path / "r"), "-q", "--backend", "torch"]) == 2
+                 "1", "--save-dir", str(tmp_path / "r"), "-q", "--backend", "jax"]) == 2
     assert "plain gradient descent" in capsys.readouterr().err
+
+
+def test_every_rule_declares_where_torch_keeps_its_state():
+    for name in OPTIMIZERS:
+        rule = OPTIMIZERS[name]
+        assert {state for state, _ in rule.torch_state} == {str(s) for s, _ in rule.state}, name
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_torch_trains_every_rule_as_the_numpy_trainer_and_hands_its_state_back(modules,
+                                                                                optimizer):
+    """Two epochs on torch (the rule's torch.optim class, a cosine schedule, shuffled batches
+    with a short last one, every hyperparameter off its default) equal two on the NumPy
+    Trainer; the state torch hands back continues on NumPy exactly as three epochs straight."""
+    pytest.importorskip("torch")
+    from derive.training.backends import BackendOptions, fit
+
+    net = modules(CLF, "numpy")
+    modules(CLF, "torch")
+    rng = np.random.default_rng(3)
+    X, Y = rng.standard_normal((43, 5)), rng.integers(0, 3, size=43)
+    off = {"momentum": 0.8, "betas": (0.8, 0.99), "eps": 1e-6, "alpha": 0.9,
+           "weight_decay": 0.02}  # every hyperparameter off its default (adamw's is 0.01)
+    hyper = {key: off[key] for key in net.NETWORK.optimizers[optimizer]["hyperparameters"]}
+
+    def trainer(epochs):
+        return net.Trainer(optimizer=optimizer, learning_rate=0.05, batch_size=8, epochs=epochs,
+                           seed=2, dtype="float64", engine="numpy", **hyper,
+                           schedule={"name": "cosine", "T_max": 3})
+
+    straight = trainer(3)
+    straight.fit(X, Y)
+    numpy_two, torch_two = trainer(2), trainer(2)
+    numpy_two.fit(X, Y)
+    fit(BackendOptions("torch"), torch_two, net.__file__, X, Y)
+    assert _max_rel(torch_two.params, numpy_two.params) < 1e-10
+    for name, arrays in numpy_two.optimizer_state.items():
+        assert _max_rel(torch_two.optimizer_state[name], arrays) < 1e-10, name
+    assert torch_two.t == numpy_two.t == 12 and torch_two.epoch == 2
+    assert torch_two.history["lr"] == numpy_two.history["lr"]
+    torch_two.epochs = 1  # the third epoch on NumPy, from the state torch handed back
+    torch_two.fit(X, Y)
+    assert _max_rel(torch_two.params, straight.params) < 1e-10
 
 
 def test_cli_says_how_to_install_a_missing_framework(tmp_path, capsys, monkeypatch):

@@ -6,17 +6,18 @@ and callbacks) and leaves the NumPy Trainer holding the trained parameters, so t
 report, history and model file are the NumPy runner's.  The batches are the Trainer's: its
 examples per step, and per epoch ``default_rng(seed).permutation`` when shuffling.
 
-* torch: plain SGD (``torch.optim.SGD``) through the module's derived ``autograd.Function``.
+* torch: the Trainer's update rule as its ``torch.optim`` class (``Optimizer.torch_class``,
+  the same hyperparameters, the schedule's rate set per epoch), through the module's derived
+  ``autograd.Function``; the rule's state (velocity, moments, step count) goes in from the
+  Trainer and comes back to it, so a saved model resumes on either engine.
   One CPU thread per process (``OMP_NUM_THREADS`` when set), as torch's launcher gives
   each worker.  With ``workers`` > 1, that many processes launched by torch's own launcher
   (``python -m torch.distributed.run --standalone``, on this machine's loopback), each on its
   share of every global batch, under ``DistributedDataParallel`` (gloo on CPU, NCCL on CUDA);
   each share's loss is weighted by its size, so N processes take exactly the one-process step.
 * jax: each epoch's full batches as one ``lax.scan`` (the module's ``train_epoch``), the batch
-  axis sharded over the available devices (a ``Mesh`` of ``jax.devices()``) when it divides.
-
-Optimizers other than plain gradient descent, and schedules, come with the runtime's update
-rules; here the learning rate is constant.
+  axis sharded over the available devices (a ``Mesh`` of ``jax.devices()``) when it divides;
+  plain gradient descent only (its module prints no other rule), at the schedule's rate.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..optimizers import OPTIMIZERS
 from .runner import TrainingFailed
 
 __all__ = ["BackendOptions", "BackendUnavailable", "fit", "torch_epochs", "jax_epochs",
@@ -69,13 +71,6 @@ def backend_path(module_path: str | Path, backend: str) -> Path:
     return path.with_name(f"{path.stem}_{backend}.py")
 
 
-def epoch_orders(m: int, size: int, epochs: int, shuffle: bool, seed: int):
-    """Each epoch's order of the examples, as the NumPy Trainer draws it."""
-    rng = np.random.default_rng(seed)
-    for _ in range(epochs):
-        yield rng.permutation(m) if shuffle and size < m else np.arange(m)
-
-
 def batches(order: np.ndarray, size: int):
     """The rows of each step of an epoch: full batches, then the rest."""
     return [order[start:start + size] for start in range(0, len(order), size)]
@@ -85,33 +80,48 @@ def batches(order: np.ndarray, size: int):
 
 def fit(options: BackendOptions, trainer, module_path, X, Y, validation=None, callback=None,
         progress=None):
-    """``trainer.fit`` on a backend; the trainer ends with the trained parameters, its history
-    and ``interrupted`` set as its own fit would set them."""
+    """``trainer.fit`` on a backend; the trainer ends with the trained parameters, the rule's
+    state and step count, its history and ``interrupted`` set as its own fit would set them."""
     net = trainer.network
     X = net.inputs(X, trainer.dtype).astype(trainer.dtype, copy=False)
     m = X.shape[0]
     T = net.targets(Y, m, trainer.dtype)
     size = trainer.step_size(m)
     total = -(-m // size)
-    settings = {"learning_rate": trainer.learning_rate, "size": size, "epochs": trainer.epochs,
-                "shuffle": trainer.shuffle, "seed": trainer.seed, "dtype": trainer.dtype.name}
+    rates = [trainer.rate(e) for e in range(trainer.epoch, trainer.epoch + trainer.epochs)]
+    settings = {"rates": rates, "size": size, "epochs": trainer.epochs, "shuffle": trainer.shuffle,
+                "seed": trainer.seed, "dtype": trainer.dtype.name,
+                "optimizer": trainer.optimizer, "hyperparameters": trainer.hyperparameters,
+                "t": trainer.t, "rng": trainer._rng.bit_generator.state}
     path = backend_path(module_path, options.backend)
+    state = {name: {key: np.array(view) for key, view in views.items()}
+             for name, views in trainer.optimizer_state.items()}
     if options.backend == "torch":
-        epochs = torch_epochs(path, trainer.params, X, np.asarray(Y), settings, options)
+        epochs = torch_epochs(path, trainer.params, X, np.asarray(Y), settings, options, state)
     else:
+        if not trainer.plain:
+            raise DataError(f"--backend jax trains with plain gradient descent (optimizer: sgd, "
+                            f"no weight decay) for now, not {trainer.optimizer}: add "
+                            "--optimizer sgd, or train with --backend torch or the NumPy module")
         epochs = jax_epochs(path, trainer.params, X, T, settings)
     trainer.interrupted = False
     try:
-        for epoch, params in enumerate(epochs, start=trainer.epoch + 1):
+        for i, (params, state, t, rng) in enumerate(epochs):
+            epoch = trainer.epoch + 1
             trainer.params = params
+            for name, views in trainer.optimizer_state.items():
+                for key, view in views.items():
+                    view[...] = state[name][key]
+            trainer.t = t
+            trainer._rng.bit_generator.state = rng  # the shuffling continues from here
             trainer.epoch = epoch  # a saved model counts the epochs the backend trained
-            record = _record(trainer, X, Y, validation) | {"lr": trainer.learning_rate}
+            record = _record(trainer, X, Y, validation) | {"lr": rates[i]}
             for key, values in trainer.history.items():  # whatever figures the Trainer keeps
                 values.append(record.get(key))
             if not np.isfinite(record["loss"]):
                 raise FloatingPointError(
                     f"the training loss became {record['loss']} in epoch {epoch}; "
-                    f"try a smaller learning_rate than {trainer.learning_rate:g}")
+                    f"try a smaller learning_rate than {rates[i]:g}")
             if callback is not None:
                 callback(epoch, record)
             if progress is not None and progress(epoch, total, total):
@@ -126,12 +136,21 @@ def fit(options: BackendOptions, trainer, module_path, X, Y, validation=None, ca
 
 def _record(trainer, X, Y, validation) -> dict:
     figures = trainer.evaluate(X, Y)
-    record = {"loss": figures["loss"], "accuracy": figures["accuracy"],
-              "lr": trainer.learning_rate}  # constant: plain SGD
+    record = {"loss": figures["loss"], "accuracy": figures["accuracy"]}
     if validation is not None:
         figures = trainer.evaluate(*validation)
         record.update(val_loss=figures["loss"], val_accuracy=figures["accuracy"])
     return record
+
+
+def epoch_orders(m: int, size: int, epochs: int, shuffle: bool, rng_state: dict):
+    """Each epoch's order of the examples, as the NumPy Trainer draws it from its generator
+    (``rng_state``, the Trainer's ``_rng`` state), with the generator's state after it."""
+    rng = np.random.default_rng()
+    rng.bit_generator.state = rng_state
+    for _ in range(epochs):
+        order = rng.permutation(m) if shuffle and size < m else np.arange(m)
+        yield order, rng.bit_generator.state
 
 
 # ----------------------------------------------------------------------------- torch
@@ -140,13 +159,44 @@ def _torch_dtype(torch, name: str):
     return getattr(torch, name)
 
 
+def _torch_optimizer(torch, model, parameters, settings, state):
+    """The Trainer's rule as its ``torch.optim`` class on ``parameters``, its state (velocity,
+    moments; the step count) loaded from the Trainer's (by ``Optimizer.torch_state``)."""
+    rule = OPTIMIZERS[settings["optimizer"]]
+    options = {key: tuple(value) if isinstance(value, list) else value
+               for key, value in settings["hyperparameters"].items()}
+    optimizer = getattr(torch.optim, rule.torch_class)(
+        parameters, lr=settings["rates"][0], **options, **dict(rule.torch_options))
+    if rule.torch_state and settings["t"]:  # a run that continues: torch's state from ours
+        tensors = model.params()
+        for key, tensor in tensors.items():
+            entry = optimizer.state[tensor]
+            for name, torch_key in rule.torch_state:
+                entry[torch_key] = torch.from_numpy(np.array(state[name][key])).to(tensor)
+            if rule.torch_class != "SGD":
+                entry["step"] = torch.tensor(float(settings["t"]))
+    return optimizer
+
+
+def _torch_state(model, optimizer, settings) -> dict:
+    """The rule's state as the Trainer keeps it: {name: {parameter: array}}."""
+    rule = OPTIMIZERS[settings["optimizer"]]
+    tensors = model.params()
+    return {name: {key: optimizer.state[tensor][torch_key].detach().cpu().numpy().copy()
+                   for key, tensor in tensors.items()}
+            for name, torch_key in rule.torch_state}
+
+
 def _torch_steps(module, model, step_model, optimizer, X, Y, settings, rank=0, world=1):
-    """One epoch generator body shared by one process and DDP workers: yields per epoch."""
+    """One epoch generator body shared by one process and DDP workers: yields per epoch the
+    parameters, the rule's state, the step count and the shuffling generator's state."""
     import torch
 
-    size = settings["size"]
-    for order in epoch_orders(len(X), size, settings["epochs"], settings["shuffle"],
-                              settings["seed"]):
+    size, t = settings["size"], settings["t"]
+    orders = epoch_orders(len(X), size, settings["epochs"], settings["shuffle"], settings["rng"])
+    for epoch, (order, rng) in enumerate(orders):
+        for group in optimizer.param_groups:  # the schedule's rate of this epoch
+            group["lr"] = settings["rates"][epoch]
         for rows in batches(order, size):
             share = np.array_split(rows, world)[rank]
             weight = len(share) * world / len(rows)
@@ -157,15 +207,19 @@ def _torch_steps(module, model, step_model, optimizer, X, Y, settings, rank=0, w
             loss = module.loss(step_model, X[index], Y[index])
             (loss * weight if weight != 1 else loss).backward()
             optimizer.step()
-        yield {key: value.detach().cpu().numpy().copy()
-               for key, value in model.params().items()}
+            t += 1
+        params = {key: value.detach().cpu().numpy().copy()
+                  for key, value in model.params().items()}
+        yield params, _torch_state(model, optimizer, settings), t, rng
 
 
-def torch_epochs(path, params, X, Y, settings, options: BackendOptions):
-    """Per epoch, the parameters (a NumPy dict) after training with the torch module."""
+def torch_epochs(path, params, X, Y, settings, options: BackendOptions, state=None):
+    """Per epoch, (parameters, the rule's state, step count, generator state) after training
+    with the torch module; ``state`` is the rule's state to start from (the Trainer's)."""
     torch = require("torch", options.device)
+    state = state or {}
     if options.workers > 1:
-        yield from _distributed(path, params, X, Y, settings, options)
+        yield from _distributed(path, params, X, Y, settings, options, state)
         return
     from codegen.files import import_module_from
 
@@ -175,17 +229,18 @@ def torch_epochs(path, params, X, Y, settings, options: BackendOptions):
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     model = module.Network.from_numpy(params, dtype=_torch_dtype(torch, settings["dtype"]),
                                       device=device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=settings["learning_rate"])
+    optimizer = _torch_optimizer(torch, model, model.parameters(), settings, state)
     Xt = torch.from_numpy(np.ascontiguousarray(X)).to(device)
     Yt = torch.from_numpy(np.ascontiguousarray(Y)).to(device)
     yield from _torch_steps(module, model, model, optimizer, Xt, Yt, settings)
 
 
-def _distributed(path, params, X, Y, settings, options: BackendOptions):
-    """Launch the workers; yield each epoch's parameters as rank 0 writes them."""
+def _distributed(path, params, X, Y, settings, options: BackendOptions, state):
+    """Launch the workers; yield each epoch's results as rank 0 writes them."""
     with tempfile.TemporaryDirectory(prefix="derive-ddp-") as job:
         job = Path(job)
-        np.savez(job / "data.npz", X=X, Y=Y, **{f"param_{k}": v for k, v in params.items()})
+        np.savez(job / "data.npz", X=X, Y=Y, **{f"param_{k}": v for k, v in params.items()},
+                 **_flat_state(state))
         (job / "job.json").write_text(json.dumps({**settings, "module": str(Path(path).resolve()),
                                                   "device": options.device}))
         root = str(Path(__file__).resolve().parents[2])
@@ -209,7 +264,9 @@ def _distributed(path, params, X, Y, settings, options: BackendOptions):
                                            f"in epoch {epoch}:\n{tail}")
                     time.sleep(0.02)
                 with np.load(result) as stored:
-                    yield {key: stored[key] for key in stored.files}
+                    arrays = {key: stored[key] for key in stored.files}
+                progress = json.loads((job / f"epoch{epoch}.json").read_text())
+                yield (_params_of(arrays), _state_of(arrays), progress["t"], progress["rng"])
                 result.unlink()
             launcher.wait(timeout=60)
         finally:
@@ -235,31 +292,52 @@ def worker_main(job: str) -> int:
         torch.cuda.set_device(device)
     module = import_module_from(settings["module"])
     with np.load(job / "data.npz") as stored:
-        X, Y = stored["X"], stored["Y"]
-        params = {key[len("param_"):]: stored[key] for key in stored.files
-                  if key.startswith("param_")}
-    model = module.Network.from_numpy(params, dtype=_torch_dtype(torch, settings["dtype"]),
-                                      device=device)
+        arrays = {key: stored[key] for key in stored.files}
+    model = module.Network.from_numpy(_params_of(arrays),
+                                      dtype=_torch_dtype(torch, settings["dtype"]), device=device)
     ddp = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.SGD(ddp.parameters(), lr=settings["learning_rate"])
-    Xt, Yt = torch.from_numpy(X).to(device), torch.from_numpy(Y).to(device)
-    for epoch, result in enumerate(_torch_steps(module, model, ddp, optimizer, Xt, Yt, settings,
-                                                rank, world), start=1):
-        if rank == 0:
+    optimizer = _torch_optimizer(torch, model, ddp.parameters(), settings, _state_of(arrays))
+    Xt, Yt = torch.from_numpy(arrays["X"]).to(device), torch.from_numpy(arrays["Y"]).to(device)
+    steps = _torch_steps(module, model, ddp, optimizer, Xt, Yt, settings, rank, world)
+    for epoch, (params, state, t, rng) in enumerate(steps, start=1):
+        if rank == 0:  # the progress first: the arrays' file is what the launcher waits for
+            (job / f"epoch{epoch}.json").write_text(json.dumps({"t": t, "rng": rng}))
             partial = job / f"epoch{epoch}.part.npz"
-            np.savez(partial, **result)
+            np.savez(partial, **{f"param_{k}": v for k, v in params.items()},
+                     **_flat_state(state))
             os.replace(partial, job / f"epoch{epoch}.npz")
     dist.barrier()
     dist.destroy_process_group()
     return 0
 
 
+def _flat_state(state: dict) -> dict:
+    """The rule's state {name: {parameter: array}} as npz entries ``state/<name>/<parameter>``."""
+    return {f"state/{name}/{key}": array for name, arrays in state.items()
+            for key, array in arrays.items()}
+
+
+def _params_of(arrays: dict) -> dict:
+    return {key[len("param_"):]: value for key, value in arrays.items()
+            if key.startswith("param_")}
+
+
+def _state_of(arrays: dict) -> dict:
+    state: dict = {}
+    for key, value in arrays.items():
+        if key.startswith("state/"):
+            _, name, parameter = key.split("/", 2)
+            state.setdefault(name, {})[parameter] = value
+    return state
+
+
 # ----------------------------------------------------------------------------- jax
 
 def jax_epochs(path, params, X, T, settings, devices=None):
-    """Per epoch, the parameters after the module's ``lax.scan`` epoch, the batch axis
-    sharded over ``devices`` (default: all of JAX's) when the batch size divides."""
+    """Per epoch, (parameters, {} (plain descent keeps no state), step count, generator
+    state) after the module's ``lax.scan`` epoch, the batch axis sharded over ``devices``
+    (default: all of JAX's) when the batch size divides."""
     jax = require("jax")
     if settings["dtype"] == "float64":
         jax.config.update("jax_enable_x64", True)
@@ -277,10 +355,10 @@ def jax_epochs(path, params, X, T, settings, devices=None):
     by_batch = NamedSharding(mesh, PartitionSpec(None, "data"))
     dtype = np.dtype(settings["dtype"])
     state = jax.device_put({k: np.asarray(v, dtype) for k, v in params.items()}, replicated)
-    rate = dtype.type(settings["learning_rate"])
-    step = jax.jit(module.sgd_step)
-    for order in epoch_orders(len(X), size, settings["epochs"], settings["shuffle"],
-                              settings["seed"]):
+    step, t = jax.jit(module.sgd_step), settings["t"]
+    orders = epoch_orders(len(X), size, settings["epochs"], settings["shuffle"], settings["rng"])
+    for epoch, (order, rng) in enumerate(orders):
+        rate = dtype.type(settings["rates"][epoch])  # the schedule's rate of this epoch
         full = len(order) - len(order) % size
         if full:
             rows = order[:full].reshape(-1, size)
@@ -289,8 +367,8 @@ def jax_epochs(path, params, X, T, settings, devices=None):
         if full < len(order):
             rest = order[full:]
             state, _ = step(state, X[rest], T[rest], rate)
-        yield {key: np.array(value) for key, value in state.items()}
-
+        t += -(-len(order) // size)
+        yield {key: np.array(value) for key, value in state.items()}, {}, t, rng
 
 if __name__ == "__main__":
     sys.exit(worker_main(sys.argv[1]))
