@@ -458,7 +458,12 @@ def _output_softmax(loss: Loss, act: LocalActivation):
     dL_da_expr = _dL_da(loss)
     dL_da = lambda idx: dL_da_expr.subs({A_SYM: a[idx], Y_SYM: y[idx]})
     chain = sp.Sum(dL_da(i) * act.jacobian.general.subs({i: i}), (i, 1, I.n))
-    expanded = resolve_deltas(sp.Sum(sp.expand(chain.function), *chain.limits))
+    # the delta is picked with dL/da_i held as one factor, then put in: a Sum folds a Piecewise
+    # dL/da (Huber's) over the Jacobian's terms, out of deltasummation's reach
+    held = sp.Function("dL_da")
+    picked = _split_sums(resolve_deltas(sp.Sum(sp.expand(held(i) * act.jacobian.general),
+                                               *chain.limits)))
+    expanded = sp.expand(picked.replace(held, dL_da))
     combined = _split_sums(expanded)
     combined = sp.bottom_up(combined, lambda e: sp.Sum(simplest(e.function), *e.limits)
                             if isinstance(e, sp.Sum) else e)
