@@ -512,7 +512,7 @@ def _output_error(c: _Doc, layer: Layer) -> dict:
     out = c.d.output
     i, j = I.i, I.j
     a, y = sp.Symbol("a_j", real=True), sp.Symbol("y_j", real=True)
-    raw = sp.diff(out.loss.per_unit(a, y), a).xreplace({a: I.a[j], y: I.y[j]})
+    raw = sp.diff(out.loss.unit(a, y), a).xreplace({a: I.a[j], y: I.y[j]})
     dLda = [f"= {c.tex(raw)}"] if c.tex(raw) != c.tex(out.dL_da) else []
     rows = [_row(c.tex(sp.Derivative(I.L, I.a[j])), dLda + [f"= {c.tex(out.dL_da)}"],
                  c.label("dLda"),
