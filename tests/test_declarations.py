@@ -202,7 +202,7 @@ PROVED = [
     ("hidden", tuple(EXTRA_ACTIVATIONS)[:3], "softmax", "categorical_crossentropy", 3),
     ("hidden_sign", tuple(EXTRA_ACTIVATIONS)[3:], "sigmoid", "binary_crossentropy", 1),
     *[(f"out_{name}", ("tanh",), name, "mse", 2) for name in EXTRA_ACTIVATIONS],
-    *[(f"loss_{loss}", ("hard_tanh_and", "mish"), "identity", loss, 2) for loss in EXTRA_LOSSES],
+    *[(f"loss_{loss}", ("hard_tanh_and",), "identity", loss, 2) for loss in EXTRA_LOSSES],
     ("epsilon_insensitive_on_hard_tanh", ("relu",), "hard_tanh", "epsilon_insensitive", 2),
     ("pinball_on_softmax", ("tanh",), "softmax", "pinball", 3),  # Max through the Jacobian
 ]
