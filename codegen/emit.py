@@ -163,6 +163,8 @@ def spec_digest(derivation) -> str:
     fields.pop("source", None)
     fields.pop("claims", None)  # a claims file about the network does not change its module
     fields.pop("notices", None)  # messages about the spelling, not content
+    if not fields.get("loss_params"):  # a loss without parameters: the digest it had before
+        fields.pop("loss_params", None)  # losses took any, so committed modules stay current
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
