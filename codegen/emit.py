@@ -165,6 +165,8 @@ def spec_digest(derivation) -> str:
     fields.pop("notices", None)  # messages about the spelling, not content
     if fields.get("data"):
         fields["data"].pop("lines", None)  # where the spec wrote its fields, not content
+    if not fields.get("loss_params"):  # a loss without parameters: the digest it had before
+        fields.pop("loss_params", None)  # losses took any, so committed modules stay current
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

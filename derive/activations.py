@@ -29,7 +29,7 @@ def exact(value: float) -> sp.Rational:
 
 @dataclass(frozen=True)
 class Param:
-    """A numeric parameter of an activation (e.g. leaky ReLU's alpha)."""
+    """A numeric parameter of an activation (leaky ReLU's alpha) or of a loss (Huber's delta)."""
 
     default: float
     check: Callable[[float], bool]

@@ -573,9 +573,9 @@ class _Instance:
         out, Y = named[f"A{self.d.spec.depth}"], named["Y"]
         loss = self.d.objective.loss
         a, y = sp.Symbol("a", real=True), sp.Symbol("y", real=True)
-        slope = sp.diff(loss.per_unit(a, y), a)
+        slope = sp.diff(loss.unit(a, y), a)
         named["L"] = sp.Matrix(1, out.cols, lambda r, c: sp.Add(
-            *[loss.per_unit(out[k, c], Y[k, c]) for k in range(out.rows)]))
+            *[loss.unit(out[k, c], Y[k, c]) for k in range(out.rows)]))
         named["dL/dA"] = sp.Matrix(out.rows, out.cols, lambda r, c: slope.xreplace(
             {a: out[r, c], y: Y[r, c]}))
         return named

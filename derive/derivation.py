@@ -248,7 +248,7 @@ class Objective:
     Built once, in ``derive``; the proof, the LaTeX and the worked example read it.
     """
 
-    loss: Loss
+    loss: Loss  # with the spec's parameters (``Loss.instantiate``)
     per_example: sp.Expr  # L = sum_k l(a_k, y_k), in index form over the output units
     penalties: tuple[Penalty, ...]
     weights: tuple[sp.MatrixSymbol, ...]  # W_1 .. W_L
@@ -278,7 +278,7 @@ class Objective:
         """J on explicit matrices: outputs and targets (n_L x m, one column per example), the
         loss written out from its declaration, plus the penalties on ``weights``' entries."""
         rows, m = outputs.shape
-        data = sp.Add(*[self.loss.per_unit(outputs[k, c], targets[k, c])
+        data = sp.Add(*[self.loss.unit(outputs[k, c], targets[k, c])
                         for k in range(rows) for c in range(m)]) / m
         return data + self.penalty(weights)
 
@@ -509,7 +509,7 @@ def _optimizer(spec: NetSpec) -> OptimizerUse:
 def derive(spec: NetSpec) -> Derivation:
     """Compose the derived local pieces into the whole network's backpropagation."""
     last = spec.layers[-1].activation
-    output = local_output(spec.loss, last.name, last.params)
+    output = local_output(spec.loss, last.name, last.params, spec.loss_params)
     X = sp.MatrixSymbol("A0", spec.input, M)
     Y = sp.MatrixSymbol("Y", spec.layers[-1].units, M)
     found = penalties(spec)

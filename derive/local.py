@@ -390,7 +390,7 @@ class LocalOutput:
     ``Sum`` over i or k from 1 to n.
     """
 
-    loss: Loss
+    loss: Loss  # instantiated with the spec's parameters: ``loss.unit(a, y)``
     activation: LocalActivation
     per_example: sp.Expr  # sum_k l(a_k, y_k)
     dL_da: sp.Expr  # dL/da_j, in a[j], y[j]
@@ -402,7 +402,7 @@ class LocalOutput:
 
 def _loss_sum(loss: Loss, value) -> sp.Expr:
     I = INDEX
-    return sp.Sum(loss.per_unit(value(I.k), I.y[I.k]), (I.k, 1, I.n))
+    return sp.Sum(loss.unit(value(I.k), I.y[I.k]), (I.k, 1, I.n))
 
 
 def _apply_sum_y(expr: sp.Expr) -> tuple[sp.Expr, bool]:
@@ -431,7 +431,7 @@ def _split_sums(expr: sp.Expr) -> sp.Expr:
 
 def _dL_da(loss: Loss) -> sp.Expr:
     """dl/da of one unit's loss, in the real symbols a and y (so Abs and sign stay real)."""
-    return simplest(sp.diff(loss.per_unit(A_SYM, Y_SYM), A_SYM))
+    return simplest(sp.diff(loss.unit(A_SYM, Y_SYM), A_SYM))
 
 
 def _output_elementwise(loss: Loss, act: LocalActivation):
@@ -458,7 +458,12 @@ def _output_softmax(loss: Loss, act: LocalActivation):
     dL_da_expr = _dL_da(loss)
     dL_da = lambda idx: dL_da_expr.subs({A_SYM: a[idx], Y_SYM: y[idx]})
     chain = sp.Sum(dL_da(i) * act.jacobian.general.subs({i: i}), (i, 1, I.n))
-    expanded = resolve_deltas(sp.Sum(sp.expand(chain.function), *chain.limits))
+    # the delta is picked with dL/da_i held as one factor, then put in: a Sum folds a Piecewise
+    # dL/da (Huber's) over the Jacobian's terms, out of deltasummation's reach
+    held = sp.Function("dL_da")
+    picked = _split_sums(resolve_deltas(sp.Sum(sp.expand(held(i) * act.jacobian.general),
+                                               *chain.limits)))
+    expanded = sp.expand(picked.replace(held, dL_da))
     combined = _split_sums(expanded)
     combined = sp.bottom_up(combined, lambda e: sp.Sum(simplest(e.function), *e.limits)
                             if isinstance(e, sp.Sum) else e)
@@ -493,7 +498,7 @@ def _per_example_in_logits(loss: Loss, act: LocalActivation) -> sp.Expr | None:
         if loss.one_hot:
             form, _ = _apply_sum_y(form)
     else:
-        unit = to_primitives(sp.simplify(loss.per_unit(act.expr, Y_SYM)))
+        unit = to_primitives(sp.simplify(loss.unit(act.expr, Y_SYM)))
         form = sp.Sum(unit.subs({Z_SYM: I.z[I.k], Y_SYM: I.y[I.k]}), *per_example.limits)
     remaining = [f for f in form.atoms(sp.log)
                  if not (isinstance(f.args[0], sp.Sum) and isinstance(f.args[0].function, sp.exp))]
@@ -502,10 +507,11 @@ def _per_example_in_logits(loss: Loss, act: LocalActivation) -> sp.Expr | None:
 
 @functools.lru_cache(maxsize=None)
 def local_output(loss_name: str, act_name: str,
-                 params: tuple[tuple[str, float], ...] = ()) -> LocalOutput:
-    """The derived output pieces for a loss on an output activation (cached; emptied whenever
-    the activations' or the losses' registry changes)."""
-    loss = LOSSES[loss_name]
+                 params: tuple[tuple[str, float], ...] = (),
+                 loss_params: tuple[tuple[str, float], ...] = ()) -> LocalOutput:
+    """The derived output pieces for a loss on an output activation, each with its parameters
+    (cached; emptied whenever the activations' or the losses' registry changes)."""
+    loss = LOSSES[loss_name].instantiate(dict(loss_params))
     act = local_activation(act_name, params)
     build = _output_softmax if act.vector else _output_elementwise
     dL_da, delta, steps, used = build(loss, act)

@@ -118,6 +118,7 @@ class NetSpec:
     source: str | None = None  # file the spec was read from, for messages
     notices: tuple[str, ...] = ()  # located notes for the user (an old spelling, and its new one)
     claims: str | None = None  # a claims file about this network (derive.claims), its path
+    loss_params: tuple[tuple[str, float], ...] = ()  # the loss's parameters (name, value) sorted
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:

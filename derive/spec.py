@@ -18,7 +18,7 @@ import sympy as sp
 from .activations import ACTIVATIONS, Activation
 from .datasets import DATASETS, written_names
 from .errors import SpecError
-from .losses import LOSSES
+from .losses import LOSSES, Loss
 from .netspec import (SCALINGS, ActivationSpec, DataSpec, EarlyStopping, LayerSpec, NetSpec,
                       Regularization, ScheduleSpec, TrainingSpec)
 from .optimizers import (FULL_BATCH, LEGACY_LEARNING_RATE, LEGACY_OPTIMIZERS, OPTIMIZERS,
@@ -399,33 +399,39 @@ def _single_unit_value(declaration: Activation):
 
 
 def _activation(item: Item) -> ActivationSpec:
+    return ActivationSpec(*_with_params(item, ACTIVATIONS, "an activation", "relu",
+                                        "{name: leaky_relu, alpha: 0.1}"))
+
+
+def _with_params(item: Item, registry: Registry, what: str, plain: str,
+                 mapping: str) -> tuple[str, tuple[tuple[str, float], ...]]:
+    """A declaration's name, written alone (``relu``) or as a mapping with its parameters
+    (``{name: leaky_relu, alpha: 0.1}``), and every parameter's value, defaults filled, sorted."""
     if isinstance(item.value, str):
         name_item, param_items = item, {}
     elif isinstance(item.value, dict):
         if "name" not in item.value:
-            raise SpecError("missing required key 'name' (an activation given as a mapping "
-                            "looks like {name: leaky_relu, alpha: 0.1})",
+            raise SpecError(f"missing required key 'name' ({what} given as a mapping "
+                            f"looks like {mapping})",
                             line=item.owner_line, field=join(item.path, "name"))
         name_item = item.value["name"]
         param_items = {key: child for key, child in item.value.items() if key != "name"}
     else:
-        raise expected(item, "an activation name such as relu, "
-                             "or a mapping such as {name: leaky_relu, alpha: 0.1}")
-    activation = ACTIVATIONS[_registered(ACTIVATIONS, name_item)]
-    values = {key: param.default for key, param in activation.params.items()}
+        raise expected(item, f"{what} name such as {plain}, or a mapping such as {mapping}")
+    declaration = registry[_registered(registry, name_item)]
+    values = {key: param.default for key, param in declaration.params.items()}
     for key, child in param_items.items():
-        values[key] = _param(activation, key, child)
-    return ActivationSpec(activation.name,
-                          tuple(sorted((key, float(value)) for key, value in values.items())))
+        values[key] = _param(declaration, key, child)
+    return declaration.name, tuple(sorted((key, float(value)) for key, value in values.items()))
 
 
-def _param(activation: Activation, key: str, item: Item) -> float:
-    param = activation.params.get(key)
+def _param(declaration: Activation | Loss, key: str, item: Item) -> float:
+    param = declaration.params.get(key)
     if param is None:
-        allowed = ", ".join(activation.params)
+        allowed = ", ".join(declaration.params)
         takes = f"its parameters are: {allowed}" if allowed else "it takes no parameters"
-        raise item_error(item, f"unknown parameter {key!r} of {activation.name} ({takes})",
-                         did_you_mean(key, activation.params), at_key=True)
+        raise item_error(item, f"unknown parameter {key!r} of {declaration.name} ({takes})",
+                         did_you_mean(key, declaration.params), at_key=True)
     return _real_value(item, param.check, param.expected)
 
 
@@ -434,6 +440,11 @@ _LAYER = _section({"units": _size, "activation": _activation}, ("units", "activa
 
 
 # ----------------------------------------------------------------------------- loss
+
+def _loss(item: Item) -> tuple[str, tuple[tuple[str, float], ...]]:
+    """``huber`` or ``{name: huber, delta: 2.5}``: the loss's name and its parameters."""
+    return _with_params(item, LOSSES, "a loss", "mse", "{name: huber, delta: 1.0}")
+
 
 def _check_loss_fits(loss_name: str, item: Item, layers: tuple[LayerSpec, ...]) -> None:
     """A cross-entropy needs probabilities out; a categorical one needs two classes or more."""
@@ -599,7 +610,7 @@ _TOP: dict[str, Check] = {
     "name": _name,
     "input": _size,
     "layers": _layers,
-    "loss": lambda item: _registered(LOSSES, item),
+    "loss": _loss,
     "regularization": _or_null(lambda item: Regularization(**_REGULARIZATION(item))),
     "init": _or_null(_choice(_INITS, "initialisation")),
     "dtype": _or_null(_choice(_DTYPES, "dtype")),
@@ -613,6 +624,7 @@ _REQUIRED_TOP = ("name", "input", "layers", "loss")
 def _netspec(root: Item, filename: str) -> NetSpec:
     fields = _fields(root, _TOP, _REQUIRED_TOP, "a spec: a mapping")
     values = {key: _TOP[key](child) for key, child in fields.items()}
+    values["loss"], values["loss_params"] = values["loss"]
     _check_loss_fits(values["loss"], fields["loss"], values["layers"])
     notices: tuple[str, ...] = ()
     if values.get("training") is not None:

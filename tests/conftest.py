@@ -20,18 +20,25 @@ def activation_values(include_vector: bool = False) -> list[str]:
     request."""
     from derive.activations import ACTIVATIONS
 
-    values = []
-    for name in ACTIVATIONS:
-        act = ACTIVATIONS[name]
-        if act.vector and not include_vector:
-            continue
-        params = {}
-        for key, param in act.params.items():
-            value = round(param.default * 0.5 + 0.1, 6)
-            params[key] = value if param.check(value) else param.default
-        values.append(name if not params else
-                      "{name: " + name + "".join(f", {k}: {v}" for k, v in params.items()) + "}")
-    return values
+    return [_flow_value(name, ACTIVATIONS[name].params) for name in ACTIVATIONS
+            if include_vector or not ACTIVATIONS[name].vector]
+
+
+def loss_value(name: str) -> str:
+    """A registered loss as a spec's value (``mae``, ``{name: huber, delta: 0.6}``), its
+    parameters set away from their defaults so that they show."""
+    from derive.losses import LOSSES
+
+    return _flow_value(name, LOSSES[name].params)
+
+
+def _flow_value(name: str, declared: dict) -> str:
+    params = {}
+    for key, param in declared.items():
+        value = round(param.default * 0.5 + 0.1, 6)
+        params[key] = value if param.check(value) else param.default
+    return name if not params else \
+        "{name: " + name + "".join(f", {k}: {v}" for k, v in params.items()) + "}"
 
 
 def build_module(spec, tmp_path_factory):

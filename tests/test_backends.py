@@ -19,6 +19,7 @@ import pytest
 
 from codegen.emit import render_backend, write_backend
 from codegen.files import import_module_from
+from conftest import loss_value
 from derive.activations import ACTIVATIONS
 from derive.derivation import derive
 from derive.errors import SpecError
@@ -44,7 +45,7 @@ def _flow_value(name: str) -> str:
 def _first_output_for(loss: str) -> str | None:
     for name in ACTIVATIONS:
         try:
-            make_spec("tanh", _flow_value(name), loss=loss)
+            make_spec("tanh", _flow_value(name), loss=loss_value(loss))
             return name
         except SpecError:
             continue
@@ -62,14 +63,14 @@ def _pairs():
             hidden = act if not ACTIVATIONS[act].vector else elementwise
             output = act
             try:
-                make_spec(_flow_value(hidden), _flow_value(output), loss=loss)
+                make_spec(_flow_value(hidden), _flow_value(output), loss=loss_value(loss))
             except SpecError:
                 output = _first_output_for(loss)
                 if ACTIVATIONS[act].vector or output is None:
                     continue  # softmax only goes on the output; this loss does not take it
             reg = {"l1": 0.01, "l2": 0.02} if (i + j) % 3 == 0 else {}
-            spec = make_spec(_flow_value(hidden), _flow_value(output), loss=loss, sizes=(3, 4, 3),
-                             name=f"net_{act}_{loss}", **reg)
+            spec = make_spec(_flow_value(hidden), _flow_value(output), loss=loss_value(loss),
+                             sizes=(3, 4, 3), name=f"net_{act}_{loss}", **reg)
             out.append(pytest.param(act, loss, spec, id=f"{act}-{loss}" + ("-l1l2" if reg else "")))
     return out
 
@@ -155,6 +156,19 @@ class Reference:
 
     sparse_categorical_crossentropy = categorical_crossentropy
 
+    @staticmethod
+    def mae(F, xp, a, y, labels):
+        if xp.__name__ == "torch":
+            return F.l1_loss(a, y, reduction="sum") / a.shape[0]
+        return xp.sum(xp.abs(a - y)) / a.shape[0]
+
+    @staticmethod
+    def huber(F, xp, a, y, labels, delta):
+        if xp.__name__ == "torch":
+            return F.huber_loss(a, y, reduction="sum", delta=delta) / a.shape[0]
+        r = xp.abs(a - y)
+        return xp.sum(xp.where(r <= delta, r ** 2 / 2, delta * (r - delta / 2))) / a.shape[0]
+
 
 def _reference_objective(spec, F, xp, module, dense, labels):
     """J(params) written with the framework's functions; None when some piece has no
@@ -169,7 +183,7 @@ def _reference_objective(spec, F, xp, module, dense, labels):
         for l, layer in enumerate(spec.layers, start=1):
             z = a @ params[f"W{l}"].T + params[f"b{l}"]
             a = acts[l - 1](F, xp, z, **layer.activation.param_dict)
-        J = loss(F, xp, a, dense, labels)
+        J = loss(F, xp, a, dense, labels, **dict(spec.loss_params))
         W = [params[f"W{l}"] for l in range(1, spec.depth + 1)]
         J = J + 0.5 * spec.regularization.l2 * sum(xp.sum(w ** 2) for w in W)
         return J + spec.regularization.l1 * sum(xp.sum(xp.abs(w)) for w in W)

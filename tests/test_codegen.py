@@ -9,14 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sympy as sp
 
 from codegen.fdcheck import finite_difference_check
 from codegen.emit import render_module, render_runtime
 from codegen.files import GENERATED_MARKER
-from conftest import activation_values
+from conftest import activation_values, loss_value
 from derive.activations import ACTIVATIONS
 from derive.derivation import derive
 from derive.errors import SpecError
+from derive.local import local_activation
 from derive.losses import LOSSES
 from derive.spec import load_spec, load_spec_text
 
@@ -61,14 +63,54 @@ def strict_floats():
 
 
 def _grid_cases():
+    """Pairwise: every hidden activation with every output activation, the loss taken in
+    rotation over those the output accepts, so that every valid (output, loss) pair occurs,
+    with and without regularisation (the full product of all three would be 9 x 35 modules)."""
     cases = []
-    for i, hidden in enumerate(HIDDEN):
-        for j, (out, loss) in enumerate(OUTPUT_LOSS):
-            regularized = (i + j) % 3 == 0  # every output/loss pair and every hidden one, 3 times
-            label = f"{hidden.split(',')[0].strip('{').removeprefix('name: ')}-{out}-{loss}"
+    outputs = list(dict.fromkeys(out for out, _ in OUTPUT_LOSS))
+    for j, out in enumerate(outputs):
+        takers = [loss for o, loss in OUTPUT_LOSS if o == out]
+        for i, hidden in enumerate(HIDDEN):
+            loss = takers[(i + j) % len(takers)]
+            regularized = (i // 3 + j) % 2 == 0
             cases.append(pytest.param(hidden, out, loss, regularized,
-                                      id=label + ("-l1l2" if regularized else "")))
+                                      id=case_id(hidden, out, loss, regularized)))
     return cases
+
+
+def case_id(hidden, out, loss, regularized) -> str:
+    label = f"{hidden.split(',')[0].strip('{').removeprefix('name: ')}-{out}-{loss}"
+    return label + ("-l1l2" if regularized else "")
+
+
+def output_kind(name: str) -> str:
+    """What the printers write differently for an output activation: a Jacobian (softmax),
+    g' = 1 (nothing to multiply), g' in cases (ReLU-like), or a smooth g'."""
+    if ACTIVATIONS[name].vector:
+        return "vector"
+    derivative = local_activation(name).derivative
+    return "linear" if derivative == 1 else "cases" if derivative.has(sp.Piecewise) else "smooth"
+
+
+def covering_cases():
+    """A small pairwise cover for the costly tests (one numba compilation each): every loss
+    with one output of each kind it accepts (rotating over the outputs of that kind), every
+    output with some loss, every hidden activation in rotation over them."""
+    pairs = []
+    losses = list(dict.fromkeys(loss for _, loss in OUTPUT_LOSS))
+    for j, loss in enumerate(losses):
+        by_kind: dict[str, list[str]] = {}
+        for out, taken in OUTPUT_LOSS:
+            if taken == loss:
+                by_kind.setdefault(output_kind(out), []).append(out)
+        pairs += [(outs[j % len(outs)], loss) for outs in by_kind.values()]
+    for i, out in enumerate(dict.fromkeys(out for out, _ in OUTPUT_LOSS)):
+        if all(out != o for o, _ in pairs):
+            takers = [loss for o, loss in OUTPUT_LOSS if o == out]
+            pairs.append((out, takers[i % len(takers)]))
+    pairs = [pair for pair in OUTPUT_LOSS if pair in pairs]  # registry order
+    assert len(pairs) >= len(HIDDEN)  # so that the rotation reaches every hidden activation
+    return [(HIDDEN[k % len(HIDDEN)], out, loss, k % 2 == 1) for k, (out, loss) in enumerate(pairs)]
 
 
 OUTPUT_LOSS = _valid_output_loss_pairs()
@@ -77,7 +119,7 @@ GRID = _grid_cases()
 
 def grid_spec(hidden, out, loss, regularized):
     reg = {"l1": 0.01, "l2": 0.02} if regularized else {}
-    return make_spec(hidden, out, loss=loss, **reg)
+    return make_spec(hidden, out, loss=loss_value(loss), **reg)
 
 
 # ----------------------------------------------------------------------------- contract
@@ -251,6 +293,20 @@ def test_loss_definition_mean_plus_regularization(build):
 
 
 # ----------------------------------------------------------------------------- gradients
+
+def test_the_pairwise_designs_cover_the_registries():
+    """GRID: every hidden with every output activation and every valid (output, loss) pair;
+    the cover: every hidden, every output, and every loss with each kind of output it takes."""
+    assert {(c.values[0], c.values[1]) for c in GRID} == {
+        (hidden, out) for hidden in HIDDEN for out, _ in OUTPUT_LOSS}
+    assert {(c.values[1], c.values[2]) for c in GRID} == set(OUTPUT_LOSS)
+    cover = covering_cases()
+    assert {hidden for hidden, *_ in cover} == set(HIDDEN)
+    assert {out for _, out, *_ in cover} == {out for out, _ in OUTPUT_LOSS}
+    assert {(output_kind(out), loss) for _, out, loss, _ in cover} == {
+        (output_kind(out), loss) for out, loss in OUTPUT_LOSS}
+    assert {r for *_, r in cover} == {True, False}
+
 
 @pytest.mark.parametrize("hidden,out,loss,regularized", GRID)
 def test_finite_differences(build, hidden, out, loss, regularized):

@@ -1,9 +1,11 @@
 """The compiled engine (the step printed as a numba loop kernel, whole epochs in one call)
 against the NumPy engine, itself tested against the functional ``backward``.
 
-Specs: every hidden activation once and every valid (output activation, loss) pair once, with
-and without regularisation — every form the kernel printer writes; batch sizes 1, 2 and 5 with
-a last partial batch; float64 to 1e-10 and float32 to float32 precision.
+Specs: a pairwise cover (``test_codegen.covering_cases``, one numba compilation each) — every
+loss with an output activation of each kind it accepts (linear, smooth, in cases, softmax), every
+output and every hidden activation at least once, with and without regularisation: every form
+the kernel printer writes; batch sizes 1, 2 and 5 with a last partial batch; float64 to 1e-10
+and float32 to float32 precision.
 """
 
 from __future__ import annotations
@@ -15,11 +17,9 @@ from codegen.fdcheck import random_targets
 
 numba = pytest.importorskip("numba")
 
-from test_codegen import HIDDEN, OUTPUT_LOSS, grid_spec  # noqa: E402
+from test_codegen import case_id, covering_cases, grid_spec  # noqa: E402
 
-COVERING = ([(hidden, "softmax", "categorical_crossentropy", i % 2 == 0)
-             for i, hidden in enumerate(HIDDEN)]
-            + [("tanh", out, loss, i % 2 == 1) for i, (out, loss) in enumerate(OUTPUT_LOSS)])
+COVERING = covering_cases()
 
 
 def _train(net, engine, dtype, batch_size, X, Y, epochs=2):
@@ -30,8 +30,7 @@ def _train(net, engine, dtype, batch_size, X, Y, epochs=2):
 
 
 @pytest.mark.parametrize("hidden,out,loss,regularized", COVERING,
-                         ids=[f"{h.split(',')[0].strip('{').removeprefix('name: ')}-{o}-{l}"
-                              + ("-l1l2" if r else "") for h, o, l, r in COVERING])
+                         ids=[case_id(*case) for case in COVERING])
 def test_compiled_epochs_equal_numpy_epochs(build, hidden, out, loss, regularized):
     net = build(grid_spec(hidden, out, loss, regularized))
     rng = np.random.default_rng(3)

@@ -3,8 +3,9 @@ renders with nothing but its declaration.
 
 The forms are the ones that stress the general machinery: mish (a composition with no
 inverse), hard tanh written four ways (a 3-branch Piecewise, Max/Min, a Piecewise with an And
-condition falling back to sign, one with an Or condition), and the Huber and absolute-error
-losses (Abs in the loss, a Piecewise on |a - y|).
+condition falling back to sign, one with an Or condition), and two losses: an
+epsilon-insensitive one (a Piecewise on |a - y| with a dead zone) and a quantile (pinball) loss
+written with Max and taking a parameter, tau, as Huber takes delta.
 
 Other test modules reuse them: ``from test_declarations import declared, EXTRA_ACTIVATIONS``
 and ``with declared(): ...``, or the ``extra_declarations`` fixture (import it into the
@@ -22,8 +23,9 @@ from typing import Iterator
 import pytest
 import sympy as sp
 
-from derive.activations import ACTIVATIONS, Activation
+from derive.activations import ACTIVATIONS, Activation, Param
 from derive.derivation import derive
+from derive.errors import SpecError
 from derive.latex import render_document, write_latex
 from derive.local import A_SYM, INDEX, Y_SYM, Z_SYM, StepKind, local_activation, local_output
 from derive.losses import LOSSES, Loss
@@ -37,9 +39,16 @@ z = Z_SYM
 HALF = sp.Rational(1, 2)
 
 
-def _huber(a, y):
-    r = a - y
-    return sp.Piecewise((r**2 / 2, sp.Abs(r) <= 1), (sp.Abs(r) - HALF, True))
+def _epsilon_insensitive(a, y):
+    """0 within 1/10 of the target, |a - y| - 1/10 beyond (support vector regression's)."""
+    r, epsilon = a - y, sp.Rational(1, 10)
+    return sp.Piecewise((0, sp.Abs(r) <= epsilon), (sp.Abs(r) - epsilon, True))
+
+
+def _pinball(a, y, tau):
+    """The quantile loss: tau (y - a) above the output, (1 - tau)(a - y) below it."""
+    r = y - a
+    return sp.Max(tau * r, (tau - 1) * r)
 
 
 HARD_TANH = dict(output_interval=(-1.0, 1.0))
@@ -60,8 +69,11 @@ EXTRA_ACTIVATIONS: dict[str, Activation] = {
         lambda x: sp.Piecewise((sp.sign(x), (x <= -1) | (x >= 1)), (x, True)), **HARD_TANH),
 }
 EXTRA_LOSSES: dict[str, Loss] = {
-    "huber": Loss("huber", r"\mathcal{L}_{\mathrm{Huber}}", _huber, labels="real"),
-    "mae": Loss("mae", r"\mathcal{L}_{\mathrm{MAE}}", lambda a, y: sp.Abs(a - y), labels="real"),
+    "epsilon_insensitive": Loss("epsilon_insensitive", r"\mathcal{L}_{\epsilon}",
+                                _epsilon_insensitive, labels="real"),
+    "pinball": Loss("pinball", r"\mathcal{L}_{\tau}", _pinball, labels="real",
+                    params={"tau": Param(0.25, lambda t: 0 < t < 1, "a number with 0 < tau < 1",
+                                         r"\tau")}),
 }
 
 
@@ -174,10 +186,10 @@ def test_max_min_has_no_form_in_the_output_and_still_derives(extra_declarations)
 
 
 @pytest.mark.parametrize("loss", EXTRA_LOSSES)
-def test_abs_losses_differentiate_in_real_symbols(extra_declarations, loss):
+def test_extra_losses_differentiate_in_real_symbols(extra_declarations, loss):
     out = local_output(loss, "identity")
     assert not out.dL_da.has(sp.re, sp.im) and not out.delta.has(sp.re, sp.im)
-    by_hand = sp.diff(LOSSES[loss].per_unit(A_SYM, Y_SYM), A_SYM)
+    by_hand = sp.diff(LOSSES[loss].instantiate({}).unit(A_SYM, Y_SYM), A_SYM)
     a_j, y_j = INDEX.a[INDEX.j], INDEX.y[INDEX.j]
     for a_value, y_value in ((3, 1), (HALF, 0), (-2, 1), (0, HALF)):
         values = {a_j: a_value, y_j: y_value}
@@ -190,8 +202,9 @@ PROVED = [
     ("hidden", tuple(EXTRA_ACTIVATIONS)[:3], "softmax", "categorical_crossentropy", 3),
     ("hidden_sign", tuple(EXTRA_ACTIVATIONS)[3:], "sigmoid", "binary_crossentropy", 1),
     *[(f"out_{name}", ("tanh",), name, "mse", 2) for name in EXTRA_ACTIVATIONS],
-    *[(f"loss_{loss}", ("hard_tanh_and", "mish"), "identity", loss, 2) for loss in EXTRA_LOSSES],
-    ("huber_on_hard_tanh", ("relu",), "hard_tanh", "huber", 2),
+    *[(f"loss_{loss}", ("hard_tanh_and",), "identity", loss, 2) for loss in EXTRA_LOSSES],
+    ("epsilon_insensitive_on_hard_tanh", ("relu",), "hard_tanh", "epsilon_insensitive", 2),
+    ("pinball_on_softmax", ("tanh",), "softmax", "pinball", 3),  # Max through the Jacobian
 ]
 
 
@@ -212,15 +225,25 @@ def test_the_spec_reader_knows_them(extra_declarations):
         layers:
           - {units: 3, activation: hard_tanh_or}
           - {units: 2, activation: mish}
-        loss: huber
+        loss: {name: pinball, tau: 0.9}
         """), "extra.yaml")
     assert [layer.activation.name for layer in spec.layers] == ["hard_tanh_or", "mish"]
-    assert spec.loss == "huber"
+    assert spec.loss == "pinball" and spec.loss_params == (("tau", 0.9),)
+    derivation = derive(spec)
+    assert derivation.objective.loss.values == (("tau", sp.Rational(9, 10)),)
+    assert prove_spec(spec).ok
+    with pytest.raises(SpecError, match=r"loss\.tau: expected a number with 0 < tau < 1"):
+        load_spec_text(textwrap.dedent("""\
+            name: extra
+            input: 2
+            layers: [{units: 2, activation: identity}]
+            loss: {name: pinball, tau: 1.5}
+            """), "extra.yaml")
 
 
 DOCUMENTS = [
-    ("every_extra_activation", tuple(EXTRA_ACTIVATIONS), "tanh", "huber"),
-    ("absolute_error", ("hard_tanh_max",), "identity", "mae"),
+    ("every_extra_activation", tuple(EXTRA_ACTIVATIONS), "tanh", "epsilon_insensitive"),
+    ("quantile", ("hard_tanh_max",), "identity", "pinball"),
 ]
 
 

@@ -384,6 +384,31 @@ def test_ten_layer_spec_compiles(notation, tmp_path):
     _compile(deep(), tmp_path, f"deep_{notation}", notation=notation)
 
 
+SIGN_NOTE = r"with $\operatorname{sign}(0) = 0$"
+
+
+@pytest.mark.parametrize("loss, output, shown", [
+    ("{name: huber, delta: 2.5}", "identity",
+     [r"$\mathcal{L}_{\mathrm{Huber}}$ ($\delta_{\mathrm{H}} = 2.5$)", r"\leq \frac{5}{2}"]),
+    ("{name: huber, delta: 0.1}", "softmax", [r"($\delta_{\mathrm{H}} = 0.1$)", r"\leq \frac{1}{10}"]),
+    ("mae", "identity", [r"$\mathcal{L}_{\mathrm{MAE}}$ of one example", SIGN_NOTE]),
+    ("mae", "softmax", [SIGN_NOTE]),
+    ("huber", "swish", [r"$\Delta^{[2]}_{jc}$ as in \eqref{"]),  # cases too wide for the table
+])
+def test_regression_losses_print_their_parameters_and_kink(loss, output, shown, tmp_path):
+    """Huber's delta beside its name, as an activation's alpha, and exactly in its cases;
+    MAE's sign(0) = 0 at its kink said where its derivative is (Huber has none at a = y)."""
+    spec = load_spec_text(f"name: reg\ninput: 3\nlayers:\n  - {{units: 4, activation: tanh}}\n"
+                          f"  - {{units: 3, activation: {output}}}\nloss: {loss}\n", "reg.yaml")
+    derivation = derive(spec)
+    document = render_document(derivation)
+    for text in shown:
+        assert text in document
+    assert (SIGN_NOTE in document) == (spec.loss == "mae")
+    if shutil.which("pdflatex"):
+        _compile(derivation, tmp_path, f"{spec.loss}_{output}")
+
+
 @needs_pdflatex
 @pytest.mark.parametrize("spec, values", [(BINARY, BINARY_VALUES), (MULTICLASS, MULTICLASS_VALUES)])
 def test_worked_examples_compile(spec, values, tmp_path):

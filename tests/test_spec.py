@@ -552,6 +552,64 @@ def test_cross_entropy_on_probability_outputs_is_fine():
     assert net.loss == "binary_crossentropy"
 
 
+REGRESSION = ("{units: 3, activation: relu}", "{units: 2, activation: identity}")
+
+
+@pytest.mark.parametrize("written, name, params", [
+    ("huber", "huber", (("delta", 1.0),)),  # the default filled, as an activation's
+    ("{name: huber, delta: 2.5}", "huber", (("delta", 2.5),)),
+    ("{name: Huber_Loss, delta: 1e-3}", "huber", (("delta", 0.001),)),
+    ("MAE", "mae", ()), ("{name: l1}", "mae", ()), ("mean_absolute_error", "mae", ()),
+    ("mse", "mse", ()),
+])
+def test_loss_with_its_parameters(written, name, params):
+    net = spec(with_layers(*REGRESSION, loss=written))
+    assert (net.loss, net.loss_params) == (name, params)
+
+
+def test_huber_in_block_style():
+    net = spec(with_layers(*REGRESSION, loss="\n  name: huber\n  delta: 0.5"))
+    assert net.loss_params == (("delta", 0.5),)
+
+
+@pytest.mark.parametrize("value, shown", [("0", "got 0"), ("-1", "got -1"),
+                                          ("abc", "'abc' (a string)"), ("true", "(a boolean)"),
+                                          (".inf", "not a finite number"), ("[1]", "a list")])
+def test_bad_huber_delta(value, shown):
+    err = error(with_layers(*REGRESSION, loss=f"{{name: huber, delta: {value}}}"))
+    assert (err.line, err.field) == (6, "loss.delta")
+    assert "expected a finite number > 0" in err.message and shown in err.message
+
+
+def test_unknown_loss_parameter():
+    err = error(with_layers(*REGRESSION, loss="{name: huber, delat: 2}"))
+    assert (err.line, err.field) == (6, "loss.delat")
+    assert "unknown parameter 'delat' of huber (its parameters are: delta)" in err.message
+    assert err.hint == "did you mean 'delta'?"
+
+
+def test_parameter_of_a_loss_without_parameters():
+    err = error(with_layers(*REGRESSION, loss="{name: mae, delta: 1}"))
+    assert err.field == "loss.delta"
+    assert "unknown parameter 'delta' of mae (it takes no parameters)" in err.message
+
+
+def test_loss_mapping_needs_a_name():
+    err = error(with_layers(*REGRESSION, loss="{delta: 1}"))
+    assert (err.line, err.field) == (6, "loss.name")
+    assert "{name: huber, delta: 1.0}" in err.message
+
+
+def test_loss_of_wrong_type():
+    err = error(with_layers(*REGRESSION, loss="3"))
+    assert err.field == "loss" and "a loss name such as mse" in err.message
+
+
+def test_misspelt_loss_in_mapping_form():
+    err = error(with_layers(*REGRESSION, loss="{name: hubber, delta: 2}"))
+    assert (err.line, err.field) == (6, "loss.name") and err.hint == "did you mean 'huber'?"
+
+
 # ----------------------------------------------------------------------------- sections
 
 def test_bad_init():

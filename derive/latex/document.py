@@ -364,10 +364,18 @@ def _loss(c: _Doc) -> dict:
         "logits": logits,
         "objective": _row("J", f"= {' + '.join(terms)}", c.label("objective")),
         "regularized": bool(objective.penalties), "lambdas": _lambda_values(c),
-        "loss_name": f"${out.loss.latex}$", "n_out": last.units,
+        "loss_name": _loss_name(out.loss), "n_out": last.units,
         "norms": {p.name for p in objective.penalties},
         "sparse": (rf"L = -\log {c.p.entry(last.A.name, 'c')}" if out.loss.one_hot else ""),
     }
+
+
+def _loss_name(loss) -> str:
+    """The loss's symbol, with its parameters' values as the architecture table gives an
+    activation's: L_Huber (delta_H = 2.5)."""
+    params = ", ".join(rf"{loss.params[key].latex} = {_number_text(float(value))}"
+                       for key, value in loss.values)
+    return f"${loss.latex}$" + (f" (${params}$)" if params else "")
 
 
 # -- local derivatives -----------------------------------------------------------------
@@ -512,7 +520,7 @@ def _output_error(c: _Doc, layer: Layer) -> dict:
     out = c.d.output
     i, j = I.i, I.j
     a, y = sp.Symbol("a_j", real=True), sp.Symbol("y_j", real=True)
-    raw = sp.diff(out.loss.per_unit(a, y), a).xreplace({a: I.a[j], y: I.y[j]})
+    raw = sp.diff(out.loss.unit(a, y), a).xreplace({a: I.a[j], y: I.y[j]})
     dLda = [f"= {c.tex(raw)}"] if c.tex(raw) != c.tex(out.dL_da) else []
     rows = [_row(c.tex(sp.Derivative(I.L, I.a[j])), dLda + [f"= {c.tex(out.dL_da)}"],
                  c.label("dLda"),
@@ -540,7 +548,15 @@ def _output_error(c: _Doc, layer: Layer) -> dict:
                     r"$\partial L/\partial a_i$:")
         _append_step(rows, _row(c.tex(step.lhs), rhs, c.label(key), text))
     return {"rows": rows, "uses_sum_y": out.uses_sum_y, "result": c.tex(out.delta),
+            "sign_at_target": _sign_at_target(out.dL_da),
             "loss": f"${out.loss.latex}$", "activation": f"${layer.activation.latex}$"}
+
+
+def _sign_at_target(dL_da: sp.Expr) -> bool:
+    """dL/da_j takes sign(0) where a_j = y_j, the loss's kink (MAE's |a - y|), rather than a
+    branch that holds there (Huber's a - y within delta)."""
+    I, held = INDEX, sp.Function("held_sign")
+    return dL_da.replace(sp.sign, held).subs(I.a[I.j], I.y[I.j]).has(held)
 
 
 def _cancelled(c: _Doc, expr: sp.Expr, a: sp.Expr) -> list[str]:
@@ -761,11 +777,15 @@ def _batch(c: _Doc) -> dict:
                           code_tt(f"{layer.delta.name} = {code.rows(expr)}")))
         else:
             columns = c.at_layer(d.output.delta, layer)
-            backward.append(_row(c.P.entry(layer.delta.name, "j"), f"= {c.tex(columns, True)}",
-                                 c.label(f"Delta{layer.index}"), note=c.P.dims(layer.delta.shape)))
+            entry, key = c.P.entry(layer.delta.name, "j"), f"Delta{layer.index}"
+            backward.append(_row(entry, _term_lines(c, columns), c.label(key),
+                                 note=c.P.dims(layer.delta.shape)))
             out_code = NumPyCodePrinter({INDEX.a: layer.A.name, INDEX.y: d.Y.name,
                                          INDEX.z: layer.Z.name}, like=layer.Z.name)
-            table.append((f"${c.P.entry(layer.delta.name, 'j')} = {c.tex(columns, True)}$",
+            # a loss in cases (Huber's) makes cases in the error too wide for the column
+            formula = (f"${entry}$ as in {c.ref(key)}" if d.output.dL_da.has(sp.Piecewise)
+                       else f"${entry} = {c.tex(columns, True)}$")
+            table.append((formula,
                           code_tt(f"{layer.delta.name} = {out_code.doprint(d.output.delta)}")))
         for grad in (layer.grad_W, layer.grad_b):
             formula = _gradient_formula(c, grad)
@@ -787,6 +807,19 @@ def _batch(c: _Doc) -> dict:
             "z1_code": code_tt(f"{first.Z.name} = {code.rows(first.z_def.expr)}"),
             "first": c.P.dims(first.Z.shape), "X": c.tex(d.X, True), "Y": c.tex(d.Y, True),
             "regularized": bool(d.objective.penalties), "lambdas": _lambda_values(c)}
+
+
+def _term_lines(c: _Doc, expr: sp.Expr) -> list[str]:
+    """``= expr`` in the batch notation; a sum of two or more terms holding cases blocks
+    (softmax after Huber) one term per line, as side by side they overrun the line."""
+    terms = expr.as_ordered_terms() if isinstance(expr, sp.Add) else [expr]
+    if sum(term.has(sp.Piecewise) for term in terms) < 2:
+        return [f"= {c.tex(expr, True)}"]
+    lines = [f"= {c.tex(terms[0], True)}"]
+    for term in terms[1:]:
+        tex = c.tex(term, True)
+        lines.append(rf"\quad {tex}" if tex.startswith("-") else rf"\quad + {tex}")
+    return lines
 
 
 def _columns(*fractions: float) -> str:
