@@ -170,6 +170,18 @@ def spec_digest(derivation) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def function_parameters(spec) -> dict:
+    """The activations' and the loss's parameters, where any has some: what a model file must
+    match besides the sizes and names (``{}`` for a network whose functions take none)."""
+    layers = [dict(layer.activation.params) for layer in spec.layers]
+    parameters = {}
+    if any(layers):
+        parameters["activations"] = layers
+    if spec.loss_params:
+        parameters["loss"] = dict(spec.loss_params)
+    return parameters
+
+
 def module_context(derivation, program: Program | None = None) -> dict:
     """Everything the module template lays out, printed from the Program."""
     program = program or lower(derivation)
@@ -194,6 +206,7 @@ def module_context(derivation, program: Program | None = None) -> dict:
         "program": program,
         "layers": program.layers,
         "activations": tuple(layer.activation for layer in program.layers),
+        "parameters": function_parameters(spec),
         "inits": tuple(layer.init for layer in program.layers),
         "depth": len(program.layers),
         "forward": forward,

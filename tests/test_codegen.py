@@ -832,6 +832,22 @@ def test_load_refuses_another_network(build, blob_net, tmp_path):
         blob_net.Trainer.load(path)
 
 
+def test_load_refuses_a_network_whose_functions_take_other_parameters(build, tmp_path):
+    """Same sizes and function names, another leaky ReLU alpha or Huber delta: refused."""
+    def net(alpha, delta, name):
+        return build(make_spec(f"{{name: leaky_relu, alpha: {alpha}}}", "identity",
+                               loss=f"{{name: huber, delta: {delta}}}", sizes=(2, 4, 1),
+                               name=name))
+
+    saved = net(0.1, 2.5, "params_a")
+    path = tmp_path / "a.npz"
+    saved.Trainer(epochs=0).save(path)
+    saved.Trainer.load(path)  # its own module loads it
+    for alpha, delta, name in ((0.2, 2.5, "params_b"), (0.1, 1.0, "params_c")):
+        with pytest.raises(ValueError, match=r"functions take the parameters .*'alpha': 0\.1"):
+            net(alpha, delta, name).Trainer.load(path)
+
+
 # ----------------------------------------------------------------------------- digits
 
 def test_digits_reaches_95_percent(build):

@@ -575,6 +575,7 @@ def _summary(spec: NetSpec, module_path, dataset: Dataset, prepared: Prepared, s
         "layer_sizes": list(spec.layer_sizes),
         "activations": [layer.activation.name for layer in spec.layers],
         "loss": spec.loss,
+        "loss_parameters": dict(spec.loss_params),
         "data": data,
         "settings": {key: settings[key] for key in (
             "optimizer", "learning_rate", "batch_size", "epochs", "shuffle", "seed", "dtype",
