@@ -33,12 +33,14 @@ class RuleCode:
     title: str
     source: str
     hyperparameters: tuple[tuple[str, object, int], ...]  # (name, default, entries)
-    unpack: tuple[str, ...]  # lines binding the hyperparameters' names from ``hyper``
+    # (local, hyperparameter, entry): the local is entry ``entry`` of the hyperparameter's
+    # value (None: the value itself, a number)
+    bindings: tuple[tuple[str, str, int | None], ...]
     state: tuple[str, ...]  # the state arrays' names, rows of ``state``
     hoisted: tuple[tuple[str, str], ...]  # (name, code): once per step
-    load: tuple[tuple[str, str], ...]  # (local, array): the entry's values into locals
-    body: tuple[str, ...]  # the assignments on the locals
-    store: tuple[tuple[str, str], ...]  # (array, local): written back
+    load: tuple[tuple[str, str], ...]  # (local, array): theta, g, then the state, into locals
+    body: tuple[str, ...]  # the assignments on the locals, one per formula
+    store: tuple[tuple[str, str], ...]  # (array, local): theta, then the state, written back
     formulas: tuple[str, ...]  # the assignments in words, for the docstring
     plain_when: tuple[str, ...] | None
     learning_rate: float
@@ -46,6 +48,13 @@ class RuleCode:
     @property
     def defaults(self) -> str:
         return repr({name: default for name, default, _ in self.hyperparameters})
+
+    @property
+    def unpack(self) -> tuple[str, ...]:
+        """Lines binding the hyperparameters' locals from ``hyper``, a flat sequence of
+        every entry in the declared order (the form ``_rules.py`` takes)."""
+        return tuple(f"{local} = hyper[{offset}]" for offset, (local, _, _) in
+                     enumerate(self.bindings))
 
 
 @dataclass(frozen=True)
@@ -87,35 +96,35 @@ def _hoist(expr: sp.Expr, entrywise: set, found: dict) -> sp.Expr:
 
 
 def lower_rules(optimizers, theta: sp.Symbol, gradient: sp.Symbol, eta: sp.Symbol,
-                step: sp.Symbol) -> tuple[RuleCode, ...]:
-    """The printed form of every optimizer declaration."""
-    return tuple(_rule(decl, theta, gradient, eta, step) for decl in optimizers)
+                step: sp.Symbol, printer=NumPyCodePrinter) -> tuple[RuleCode, ...]:
+    """The printed form of every optimizer declaration, its code in ``printer``'s spelling
+    (NumPy's; the JAX module passes JAX's)."""
+    return tuple(_rule(decl, theta, gradient, eta, step, printer) for decl in optimizers)
 
 
-def _rule(decl, theta, gradient, eta, step) -> RuleCode:
+def _rule(decl, theta, gradient, eta, step, printer) -> RuleCode:
     state = [symbol for symbol, _ in decl.state]
     locals_ = [theta, gradient] + state + [target for target, _ in decl.assignments
                                            if target not in (theta, gradient, *state)]
     entrywise = set(locals_)
     names = {symbol: _local(symbol) for symbol in locals_}
     names |= {eta: "lr", step: "t"}
-    unpack, offset = [], 0
+    bindings = []
     for h in decl.hyperparameters:
-        for symbol in h.symbols:
+        for entry, symbol in enumerate(h.symbols):
             names[symbol] = _hyper_name(symbol)
-            unpack.append(f"{names[symbol]} = hyper[{offset}]")
-            offset += 1
+            bindings.append((names[symbol], h.name, entry if h.size > 1 else None))
     found: dict = {}  # per-step subexpression -> its name
     hoisted = [(target, _hoist(formula, entrywise, found)) for target, formula in decl.assignments]
-    hoisted_code = tuple((symbol.name, NumPyCodePrinter(names).doprint(expr))
+    hoisted_code = tuple((symbol.name, printer(names).doprint(expr))
                          for expr, symbol in found.items())
     names |= {symbol: symbol.name for symbol in found.values()}
-    printer, text = NumPyCodePrinter(names), TextPrinter()
-    body = [f"{names[target]} = {printer.doprint(formula)}" for target, formula in hoisted]
+    code, text = printer(names), TextPrinter()
+    body = [f"{names[target]} = {code.doprint(formula)}" for target, formula in hoisted]
     arrays = ["theta", "g"] + [s.name for s in state]
     return RuleCode(
         decl.name, decl.title, decl.source,
-        tuple((h.name, h.default, h.size) for h in decl.hyperparameters), tuple(unpack),
+        tuple((h.name, h.default, h.size) for h in decl.hyperparameters), tuple(bindings),
         tuple(s.name for s in state), hoisted_code,
         tuple((_local(s), a) for s, a in zip([theta, gradient] + state, arrays)),
         tuple(body), tuple((a, _local(s)) for a, s in zip(["theta"] + arrays[2:], [theta] + state)),
