@@ -6,7 +6,8 @@ synthetic MNIST-shaped data (the values do not matter for speed):
 * torch: the generated ``mnist_mlp_torch`` module (the derived backward, an autograd.Function)
   against the same network as ``nn.Sequential`` of ``nn.Linear`` with ``nn.CrossEntropyLoss``,
   both stepped by ``torch.optim.SGD``;
-* jax: the generated ``train_epoch`` (one ``lax.scan`` over the batches, ``jax.custom_vjp``)
+* jax: the generated ``train_epoch`` of its ``sgd`` rule (one ``lax.scan`` over the batches,
+  ``jax.custom_vjp``)
   against the same scan written by hand with ``jax.grad``.
 
 For each thread count (a fresh worker process each, every library limited before it loads)
@@ -114,7 +115,8 @@ class JaxGenerated:
 
     def _epoch(self):
         module = self.module
-        return lambda params, xs, ys: module.train_epoch(params, xs, ys, LEARNING_RATE)[0]
+        return lambda params, xs, ys: module.train_epoch(params, {}, xs, ys, LEARNING_RATE,
+                                                         rule="sgd")[0]
 
     def prepare(self, X, T, batch):
         import jax.numpy as jnp

@@ -354,6 +354,9 @@ def backend_context(derivation, backend: str, program: Program | None = None) ->
         "loss": _block(functional, (program.per_example_loss,)),
         "reg_text": _regularization_text(program),
         "training": pprint.pformat(program.training, width=90, sort_dicts=False),
+        # JAX prints every update rule (torch trains with torch.optim's)
+        "rules": lower_rules(derivation.optimizers, *derivation.rule_symbols[:4],
+                             printer=FRAMEWORK_PRINTERS[backend]) if backend == "jax" else (),
     }
 
 

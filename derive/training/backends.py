@@ -15,9 +15,11 @@ examples per step, and per epoch ``default_rng(seed).permutation`` when shufflin
   (``python -m torch.distributed.run --standalone``, on this machine's loopback), each on its
   share of every global batch, under ``DistributedDataParallel`` (gloo on CPU, NCCL on CUDA);
   each share's loss is weighted by its size, so N processes take exactly the one-process step.
-* jax: each epoch's full batches as one ``lax.scan`` (the module's ``train_epoch``), the batch
-  axis sharded over the available devices (a ``Mesh`` of ``jax.devices()``) when it divides;
-  plain gradient descent only (its module prints no other rule), at the schedule's rate.
+* jax: the Trainer's update rule as the module prints it from the same declaration
+  (``update_<rule>``, the same hyperparameters, the schedule's rate per epoch), each epoch's
+  full batches as one ``lax.scan`` (the module's ``train_epoch``) with the batch axis sharded
+  over the available devices (a ``Mesh`` of ``jax.devices()``) when it divides; the rule's
+  state and step count go in from the Trainer and come back to it, as on torch.
 """
 
 from __future__ import annotations
@@ -99,11 +101,7 @@ def fit(options: BackendOptions, trainer, module_path, X, Y, validation=None, ca
     if options.backend == "torch":
         epochs = torch_epochs(path, trainer.params, X, np.asarray(Y), settings, options, state)
     else:
-        if not trainer.plain:
-            raise DataError(f"--backend jax trains with plain gradient descent (optimizer: sgd, "
-                            f"no weight decay) for now, not {trainer.optimizer}: add "
-                            "--optimizer sgd, or train with --backend torch or the NumPy module")
-        epochs = jax_epochs(path, trainer.params, X, T, settings)
+        epochs = jax_epochs(path, trainer.params, X, T, settings, state)
     trainer.interrupted = False
     try:
         for i, (params, state, t, rng) in enumerate(epochs):
@@ -334,10 +332,12 @@ def _state_of(arrays: dict) -> dict:
 
 # ----------------------------------------------------------------------------- jax
 
-def jax_epochs(path, params, X, T, settings, devices=None):
-    """Per epoch, (parameters, {} (plain descent keeps no state), step count, generator
-    state) after the module's ``lax.scan`` epoch, the batch axis sharded over ``devices``
-    (default: all of JAX's) when the batch size divides."""
+def jax_epochs(path, params, X, T, settings, state=None, devices=None):
+    """Per epoch, (parameters, the rule's state, step count, generator state) after the
+    module's ``lax.scan`` epoch of the Trainer's rule (``train_epoch``; the last short batch
+    by ``train_step``), at the schedule's rate of the epoch; ``state`` is the rule's state to
+    start from (the Trainer's; zeros when None).  The batch axis is sharded over ``devices``
+    (default: all of JAX's) when the batch size divides; parameters and state are replicated."""
     jax = require("jax")
     if settings["dtype"] == "float64":
         jax.config.update("jax_enable_x64", True)
@@ -354,21 +354,32 @@ def jax_epochs(path, params, X, T, settings, devices=None):
     replicated = NamedSharding(mesh, PartitionSpec())
     by_batch = NamedSharding(mesh, PartitionSpec(None, "data"))
     dtype = np.dtype(settings["dtype"])
-    state = jax.device_put({k: np.asarray(v, dtype) for k, v in params.items()}, replicated)
-    step, t = jax.jit(module.sgd_step), settings["t"]
+    rule = settings["optimizer"]
+    hyper = {key: tuple(value) if isinstance(value, list) else value
+             for key, value in settings["hyperparameters"].items()}
+    params = {key: np.asarray(value, dtype) for key, value in params.items()}
+    state = {name: {key: np.asarray(state[name][key], dtype) for key in params}
+             for name in module.RULES[rule]["state"]} if state else module.init_state(params, rule)
+    params, state = jax.device_put((params, state), replicated)
+    t = settings["t"]
     orders = epoch_orders(len(X), size, settings["epochs"], settings["shuffle"], settings["rng"])
     for epoch, (order, rng) in enumerate(orders):
         rate = dtype.type(settings["rates"][epoch])  # the schedule's rate of this epoch
         full = len(order) - len(order) % size
         if full:
             rows = order[:full].reshape(-1, size)
-            state, _ = module.train_epoch(state, jax.device_put(X[rows], by_batch),
-                                          jax.device_put(T[rows], by_batch), rate)
+            params, state, t, _ = module.train_epoch(
+                params, state, jax.device_put(X[rows], by_batch),
+                jax.device_put(T[rows], by_batch), rate, t, hyper, rule=rule)
         if full < len(order):
             rest = order[full:]
-            state, _ = step(state, X[rest], T[rest], rate)
-        t += -(-len(order) // size)
-        yield {key: np.array(value) for key, value in state.items()}, {}, t, rng
+            params, state, t, _ = module.train_step(params, state, X[rest], T[rest], rate, t,
+                                                    hyper, rule=rule)
+        t = int(t)
+        yield ({key: np.array(value) for key, value in params.items()},
+               {name: {key: np.array(value) for key, value in arrays.items()}
+                for name, arrays in state.items()}, t, rng)
+
 
 if __name__ == "__main__":
     sys.exit(worker_main(sys.argv[1]))

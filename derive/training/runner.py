@@ -310,11 +310,6 @@ class _Session:
         if options.backend != "numpy":  # the same run on a framework's engine
             from .backends import BackendOptions, fit
 
-            if options.backend == "jax" and not trainer.plain:
-                raise DataError(f"--backend jax trains with plain gradient descent (optimizer: "
-                                f"sgd, no weight decay) for now, not {trainer.optimizer}: add "
-                                "--optimizer sgd, or train with --backend torch or the NumPy "
-                                "module")
             backend = BackendOptions(options.backend, options.device, options.workers)
             self.fit = functools.partial(fit, backend, self.trainer, str(module_path))
         # once, in the Trainer's dtype, so that neither fit() nor predict() converts them again
