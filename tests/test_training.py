@@ -298,6 +298,28 @@ def test_plots(tmp_path, capsys):
     assert f"plots {plot} and {confusion}" in printed.out
 
 
+@pytest.mark.parametrize("low, labelled", [(1e-5, set()), (0.05, {"0.2", "0.5", "0.05"})])
+def test_a_wide_loss_axis_is_logarithmic_and_its_labels_never_crowd(low, labelled):
+    """Five decades: only the powers of ten are labelled; under two: also 2s and 5s."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from derive.training.plot import log_scale_if_wide
+
+    figure, axes = plt.subplots()
+    values = list(np.geomspace(1.0, low, 50))
+    axes.plot(values)
+    log_scale_if_wide(axes, values)
+    figure.canvas.draw()
+    bottom, top = axes.get_ylim()
+    minor = {t.get_text() for t in axes.yaxis.get_minorticklabels()
+             if t.get_text() and bottom <= t.get_position()[1] <= top}  # those in view
+    plt.close(figure)
+    assert axes.get_yscale() == "log" and minor == labelled
+
+
 def test_regression_plot_has_no_confusion_matrix(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     plot = tmp_path / "diabetes.png"

@@ -7,6 +7,8 @@ needed and pyplot's global state is left alone.
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ import numpy as np
 from .report import ClassificationMetrics
 
 __all__ = ["PlotUnavailable", "require_matplotlib", "plot_history", "plot_confusion",
+           "log_scale_if_wide",
            "confusion_path"]
 
 
@@ -72,21 +75,28 @@ def plot_history(history: list[dict], path: str | Path, *, title: str,
         axes.grid(True, alpha=0.3)
         axes.legend()
         if key == "loss":
-            _log_scale_if_wide(axes, [r[k] for r in history for k in ("loss", "val_loss", "test_loss")
+            log_scale_if_wide(axes, [r[k] for r in history for k in ("loss", "val_loss", "test_loss")
                                       if r.get(k) is not None])
     return _save(figure, Path(path))
 
 
-def _log_scale_if_wide(axes, values: list[float]) -> None:
+def log_scale_if_wide(axes, values: list[float]) -> None:
     """A log scale when the values span more than a factor of 10, with plain tick labels."""
     if not values or min(values) <= 0 or max(values) < 10 * min(values):
         return
     from matplotlib.ticker import FuncFormatter
 
     axes.set_yscale("log")
-    plain = FuncFormatter(lambda value, _: f"{value:g}")
-    axes.yaxis.set_major_formatter(plain)
-    axes.yaxis.set_minor_formatter(plain)
+    axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    # minor ticks labelled only where the decades are few (2 and 5 of each), so that labels
+    # never crowd: a loss falling through five decades shows 1, 0.1, 0.01, ... alone
+    decades = math.log10(max(values) / min(values))
+
+    def minor(value, _):
+        mantissa = round(value / 10 ** math.floor(math.log10(value) + 1e-9), 6)
+        return f"{value:g}" if decades <= 2 and mantissa in (2, 5) else ""
+
+    axes.yaxis.set_minor_formatter(FuncFormatter(minor))
 
 
 def confusion_path(path: str | Path) -> Path:
