@@ -188,6 +188,10 @@ BASE = {
     "loss": next(loss for o, loss in PAIRS if ACTIVATIONS[o].vector),
     "regularization": {"l2": 0.001},
     "training": {"optimizer": STEP_RULE, "learning_rate": 0.1, "batch_size": 8, "epochs": 2},
+    # a table's every option, so that mutations reach the data section's checks too
+    "data": {"dataset": "csv:t.csv", "target": ["y1", "y2"], "drop": ["id"],
+             "test": "csv:u.csv", "scaling": "minmax", "delimiter": ";",
+             "validation_fraction": 0.1, "split_seed": 3},
 }
 NAMES = st.sampled_from([*ACTIVATIONS.names(), *ACTIVATIONS.aliases(), *LOSSES.names(),
                          *LOSSES.aliases(), *OPTIMIZERS.names(), *DTYPES, *INITS])
