@@ -859,6 +859,7 @@ class Trainer:
         compiled_engine = self.compiled(size)
         if compiled_engine and not gradient:  # the whole epoch in one call
             self._compiled_epoch(X, T, order, size, rate)
+            self.t += total
             return bool(progress is not None and progress(self.epoch + 1, total, total))
         update = self._update() if gradient else None
         hyper = np.array([x for value in self.hyperparameters.values()
@@ -881,8 +882,8 @@ class Trainer:
                     np.take(X, order[start:stop], axis=0, out=Xb, mode="clip")
                     np.take(T, order[start:stop], axis=0, out=Yb, mode="clip")
                     step(Xb, Yb, rate)
+            self.t += 1  # every rule's steps are counted, the plain one's too
             if gradient:
-                self.t += 1
                 update(self._flat, self._gflat, self._state, self.t, rate, hyper)
             if progress is not None and progress(self.epoch + 1, done, total):
                 return True

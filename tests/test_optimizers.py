@@ -239,6 +239,16 @@ def test_plain_rule_takes_the_fused_step_and_others_the_gradient_step(net, name)
     assert net.Trainer(optimizer="sgd", weight_decay=0.1).plain is False
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("name", OPTIMIZERS.names())
+def test_every_rule_counts_its_steps(net, data, name, engine):
+    """``t`` is the number of updates taken, the plain rule's fused steps included."""
+    X, Y = data
+    trainer = net.Trainer(optimizer=name, batch_size=8, epochs=3, engine=engine)
+    trainer.fit(X, Y)
+    assert trainer.t == 3 * -(-len(X) // 8)
+
+
 @pytest.mark.parametrize("name", OPTIMIZERS.names())
 def test_resumed_run_equals_a_straight_one_bit_for_bit(net, data, tmp_path, name):
     X, y = data
