@@ -49,7 +49,7 @@ def lower(derivation) -> Program:
         l1=float(spec.regularization.l1),
         l2=float(spec.regularization.l2),
         dtype=spec.dtype,
-        training=_training(derivation.optimizer, spec.training),
+        training=training_defaults(derivation.optimizer, spec.training),
         forward=_forward(derivation),
         per_example_loss=_per_example_loss(derivation),
         backward=_backward(derivation),
@@ -61,7 +61,7 @@ def lower(derivation) -> Program:
     )
 
 
-def _training(optimizer, training) -> dict:
+def training_defaults(optimizer, training) -> dict:
     """The Trainer's defaults: the spec's settings with every default resolved."""
     stopping = training.early_stopping
     return {"optimizer": optimizer.name, "learning_rate": optimizer.learning_rate,

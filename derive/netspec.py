@@ -22,8 +22,25 @@ class ActivationSpec:
 
 @dataclass(frozen=True)
 class LayerSpec:
+    """Entry l of ``layers:``: its kind (derive.layers.LAYER_KINDS), width, activation (identity
+    for a kind that takes none), the kind's options given other than their defaults (key,
+    value) sorted, and ``skip``: the
+    index K of an earlier layer whose output a_K is added to z_l (None: no skip)."""
+
     units: int
     activation: ActivationSpec
+    kind: str = "dense"
+    options: tuple[tuple[str, object], ...] = ()
+    skip: int | None = None
+
+    @property
+    def option_dict(self) -> dict:
+        return dict(self.options)
+
+    @property
+    def plain_dense(self) -> bool:
+        """A dense layer with a bias and no skip: the documents' layer."""
+        return self.kind == "dense" and self.option_dict.get("bias", True) and self.skip is None
 
 
 @dataclass(frozen=True)
@@ -127,3 +144,10 @@ class NetSpec:
     @property
     def depth(self) -> int:
         return len(self.layers)
+
+    @property
+    def plain_dense(self) -> bool:
+        """Every layer a dense one with a bias and no skip: the documents' networks, derived
+        by the chain-rule recurrence of ``derive.derivation``; any other stack of layer kinds
+        is derived from the kinds' declared forwards (``derive.graph``)."""
+        return all(layer.plain_dense for layer in self.layers)

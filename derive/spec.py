@@ -18,6 +18,7 @@ import sympy as sp
 from .activations import ACTIVATIONS, Activation
 from .datasets import DATASETS, written_names
 from .errors import SpecError
+from .layers import LAYER_KINDS
 from .losses import LOSSES, Loss
 from .netspec import (SCALINGS, ActivationSpec, DataSpec, EarlyStopping, LayerSpec, NetSpec,
                       Regularization, ScheduleSpec, TrainingSpec)
@@ -356,25 +357,93 @@ def _identifier_like(name: str) -> str:
 
 # ----------------------------------------------------------------------------- layers
 
-def _layers(item: Item) -> tuple[LayerSpec, ...]:
+def _layers(item: Item, n_in: int | None = None) -> tuple[LayerSpec, ...]:
     if not isinstance(item.value, list) or not item.value:
         raise expected(item, "a non-empty list of layers such as "
                              "- {units: 10, activation: relu}")
     if len(item.value) > MAX_LAYERS:
         raise item_error(item, f"expected at most {MAX_LAYERS} layers, got {len(item.value)}",
                          at_key=True)
-    layers = tuple(_layer(child) for child in item.value)
+    layers: list[LayerSpec] = []
+    widths = [n_in]
+    for child in item.value:
+        layers.append(_layer(child, widths[-1]))
+        widths.append(layers[-1].units)
     for index, child in enumerate(item.value):
         _check_position(layers[index], child, last=index == len(layers) - 1)
-    return layers
+        _check_skip(layers[index], child, index + 1, widths)
+    return tuple(layers)
 
 
-def _layer(item: Item) -> LayerSpec:
-    return LayerSpec(**_LAYER(item))
+def _layer(item: Item, n_in: int | None) -> LayerSpec:
+    """One entry of ``layers:``: ``kind:`` (dense when ``units:`` is given), the kind's
+    options, ``activation:`` and ``skip:``."""
+    if not isinstance(item.value, dict):
+        raise expected(item, "a layer: a mapping such as {units: 10, activation: relu} or "
+                             "{kind: batch_norm}")
+    kind = LAYER_KINDS[_registered(LAYER_KINDS, item.value["kind"])
+                       if "kind" in item.value else "dense"]
+    schema: dict[str, Check] = {option.key: _option_check(kind, option)
+                                for option in kind.options if option.key == "units"}
+    if kind.activation:
+        schema["activation"] = _activation
+    schema |= {option.key: _option_check(kind, option) for option in kind.options}
+    schema |= {"skip": _integer(0, MAX_LAYERS), "kind": lambda child: kind.name}
+    required = tuple(o.key for o in kind.options if o.default is None)
+    what = (f"a {kind.name} layer: a mapping" if kind.name != "dense"
+            else "a layer: a mapping such as {units: 10, activation: relu},")
+    fields = _fields(item, schema, required, what)
+    values = {key: schema[key](child) for key, child in fields.items()}
+    options = {o.key: values.get(o.key, o.default) for o in kind.options}
+    units = kind.width(n_in or 0, options)
+    activation = values.get("activation", ActivationSpec("identity"))
+    given = tuple(sorted((o.key, options[o.key]) for o in kind.options
+                         if o.key != "units" and options[o.key] != o.default))
+    return LayerSpec(units, activation, kind.name, given, values.get("skip"))
+
+
+def _option_check(kind, option) -> Check:
+    if option.key == "units":  # a layer's width, checked as every width is
+        return _size
+    if option.boolean:
+        return _boolean
+    if option.integer:
+        def integer(item: Item) -> int:
+            value = item.value
+            if isinstance(value, bool) or not isinstance(value, int) or not option.check(value):
+                raise expected(item, option.expected)
+            return value
+        return integer
+    return _real(option.check, option.expected)
+
+
+def _check_skip(layer: LayerSpec, item: Item, l: int, widths: list) -> None:
+    """``skip: K`` adds a_K to z_l: K an earlier layer (0 is the input) of the same width."""
+    if layer.skip is None:
+        return
+    where = item.value["skip"]
+    K = layer.skip
+    if K >= l:
+        raise item_error(where, f"skip: {K} names layer {K}, but a skip can only add the output "
+                                f"of an earlier layer (0 for the input, up to {l - 1})",
+                         f"use a K from 0 to {l - 1}")
+    if widths[K] != layer.units:
+        name = "the input" if K == 0 else f"layer {K}"
+        raise item_error(where, f"skip: {K} adds a_{K} to z_{l}, but {name} has {widths[K]} "
+                                f"units and layer {l} has {layer.units}",
+                         "skip to a layer of the same width, or change the units")
 
 
 def _check_position(layer: LayerSpec, item: Item, last: bool) -> None:
-    """A last-layer-only activation (softmax) only there; a vector one on more than one unit."""
+    """A last-layer-only activation (softmax) only there; a vector one on more than one unit;
+    the output layer a dense one."""
+    if last and layer.kind != "dense":
+        raise item_error(item.value.get("kind", item),
+                         f"the last layer is the output layer and must be dense; a "
+                         f"{layer.kind} layer cannot come after it",
+                         "end the stack with {units: K, activation: ...}", at_key=True)
+    if "activation" not in item.value:
+        return
     activation = item.value["activation"]
     name = layer.activation.name
     declaration = ACTIVATIONS[name]
@@ -435,8 +504,6 @@ def _param(declaration: Activation | Loss, key: str, item: Item) -> float:
     return _real_value(item, param.check, param.expected)
 
 
-_LAYER = _section({"units": _size, "activation": _activation}, ("units", "activation"),
-                  "a layer: a mapping such as {units: 10, activation: relu},")
 
 
 # ----------------------------------------------------------------------------- loss
@@ -623,7 +690,9 @@ _REQUIRED_TOP = ("name", "input", "layers", "loss")
 
 def _netspec(root: Item, filename: str) -> NetSpec:
     fields = _fields(root, _TOP, _REQUIRED_TOP, "a spec: a mapping")
-    values = {key: _TOP[key](child) for key, child in fields.items()}
+    values = {key: _TOP[key](child) for key, child in fields.items() if key != "layers"}
+    if "layers" in fields:  # each kind's width follows from the one below it
+        values["layers"] = _layers(fields["layers"], values.get("input"))
     values["loss"], values["loss_params"] = values["loss"]
     _check_loss_fits(values["loss"], fields["loss"], values["layers"])
     notices: tuple[str, ...] = ()

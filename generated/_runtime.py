@@ -57,13 +57,15 @@ TASKS = {"real": "regression", "binary": "binary", "categorical": "classificatio
 
 
 class ForwardCache:
-    """What forward() keeps for backward(): Z[l] and A[l] indexed by layer (A[0] is X)."""
+    """What forward() keeps for backward(): Z[l] and A[l] indexed by layer (A[0] is X), and
+    for layer kinds the training forward's other arrays by name (μ, σ², x̂, masks)."""
 
-    __slots__ = ("Z", "A")
+    __slots__ = ("Z", "A", "saved")
 
-    def __init__(self, Z, A):
+    def __init__(self, Z, A, saved=None):
         self.Z = Z
         self.A = A
+        self.saved = saved or {}
 
     @property
     def output(self):
@@ -168,6 +170,17 @@ class _Compiled:
         except ImportError:  # raised while loading cached code, before the kernel runs
             self.function = self._jit(False)
             return self.function(*args)
+
+
+def momentum_update(running, value, momentum):
+    """PyTorch's running statistic: running <- (1 - momentum) running + momentum value."""
+    running *= 1.0 - momentum
+    running += momentum * np.reshape(value, running.shape)
+
+
+def bernoulli(rng, shape, keep, dtype):
+    """A dropout mask: 1 with probability ``keep``, else 0, drawn from ``rng``."""
+    return (rng.random(shape) < keep).astype(dtype)
 
 
 def load_beside(path, name):
@@ -340,8 +353,17 @@ class Network:
                  training, probability, forward, backward, per_example_loss, make_step,
                  make_epoch=None, make_gradient=None, make_gradient_epoch=None, optimizers=None,
                  schedules=None, legacy_optimizers=None, compiled_max_batch=0,
-                 parameters=None):
+                 parameters=None, kinds=None, table=None, state=None):
         self.name = name
+        # layer kinds: each layer's kind, the parameters (key, shape, init, penalised) and
+        # the running statistics (key, units, initial value); None for a dense stack
+        self.kinds = tuple(kinds) if kinds else ("dense",) * (len(layer_sizes) - 1)
+        self.table = tuple(table) if table else tuple(
+            entry for l, (fan_in, units) in enumerate(zip(layer_sizes[:-1], layer_sizes[1:]), 1)
+            for entry in ((f"W{l}", (units, fan_in), init[l - 1], True),
+                          (f"b{l}", (units,), "zeros", False)))
+        self.state = tuple(state or ())
+        self.graph = kinds is not None  # forward takes training, state and rng
         # the activations' and the loss's parameters where any differ from none: a leaky
         # ReLU's alpha, Huber's delta ({"activations": [{...} per layer], "loss": {...}})
         self.parameters = dict(parameters or {})
@@ -385,26 +407,33 @@ class Network:
         dtype = float_dtype(self.dtype if dtype is None else dtype)
         rng = np.random.default_rng(seed)
         params = {}
-        sizes = zip(self.layer_sizes[:-1], self.layer_sizes[1:])
-        for l, (fan_in, units) in enumerate(sizes, start=1):
-            weights = initial_weights(rng, self.init[l - 1], units, fan_in)
-            params[f"W{l}"] = np.asfortranarray(weights, dtype)
-            params[f"b{l}"] = np.zeros(units, dtype=dtype)
+        for key, shape, init, _ in self.table:
+            if len(shape) == 2:
+                params[key] = np.asfortranarray(initial_weights(rng, init, *shape), dtype)
+            else:
+                params[key] = np.full(shape, 1.0 if init == "ones" else 0.0, dtype=dtype)
         return params
+
+    def init_state(self, dtype=None):
+        """The running statistics at their initial values (batch norm: mean 0, variance 1)."""
+        dtype = float_dtype(self.dtype if dtype is None else dtype)
+        return {key: np.full((units,), value, dtype=dtype) for key, units, value in self.state}
+
+    def run(self, params, X, state=None):
+        """forward() when not training, with ``state``'s running statistics."""
+        return self.forward(params, X, state=state) if self.graph else self.forward(params, X)
 
     def check_params(self, params, dtype):
         """A float copy of params in ``dtype``, laid out as init_params lays it out, checked
         against the layer sizes."""
         checked = {}
-        sizes = zip(self.layer_sizes[:-1], self.layer_sizes[1:])
-        for l, (fan_in, units) in enumerate(sizes, start=1):
-            for key, shape in ((f"W{l}", (units, fan_in)), (f"b{l}", (units,))):
-                if key not in params:
-                    raise ValueError(f"params has no {key!r}")
-                value = np.array(params[key], dtype=dtype, order="F")
-                if value.shape != shape:
-                    raise ValueError(f"params[{key!r}] must have shape {shape}; got {value.shape}")
-                checked[key] = value
+        for key, shape, _, _ in self.table:
+            if key not in params:
+                raise ValueError(f"params has no {key!r}")
+            value = np.array(params[key], dtype=dtype, order="F")
+            if value.shape != tuple(shape):
+                raise ValueError(f"params[{key!r}] must have shape {tuple(shape)}; got {value.shape}")
+            checked[key] = value
         return checked
 
     # -- inputs and targets -----------------------------------------------------------
@@ -441,7 +470,7 @@ class Network:
     # -- the objective and its gradient -----------------------------------------------
     def penalty(self, params):
         """(l2/2) sum_l ||W_l||^2 + l1 sum_l |W_l|: the regularisation term of J."""
-        weights = [params[f"W{l}"] for l in range(1, self.depth + 1)]
+        weights = [params[key] for key, _, _, penalised in self.table if penalised]
         total = 0.0
         if self.l2:
             total += 0.5 * self.l2 * sum(float(np.sum(W ** 2)) for W in weights)
@@ -453,9 +482,10 @@ class Network:
         """J from a forward cache and dense targets Y (as returned by targets())."""
         return float(np.mean(self.per_example_loss(cache, Y))) + self.penalty(params)
 
-    def loss(self, params, X, Y):
-        """J: the mean loss over the batch plus the regularisation, as a float."""
-        cache = self.forward(params, X)
+    def loss(self, params, X, Y, state=None):
+        """J: the mean loss over the batch plus the regularisation, as a float (layer kinds:
+        not training, with ``state``'s running statistics)."""
+        cache = self.run(params, X, state)
         return self.objective(params, cache, self.targets(Y, cache.A[0].shape[0], cache.output.dtype))
 
     def backward(self, params, cache, Y):
@@ -464,22 +494,22 @@ class Network:
         return self.derived_backward(params, cache, T)
 
     # -- prediction and metrics -------------------------------------------------------
-    def predict(self, params, X):
+    def predict(self, params, X, state=None):
         """Class labels (classification), 0/1 labels (binary) or output values (regression);
         shape (m,) when the network has one output unit."""
-        output = self.forward(params, X).output
+        output = self.run(params, X, state).output
         if self.task == "classification":
             return np.argmax(output, axis=1)
         if self.task == "binary":
             output = (output > 0.5).astype(np.int64)
         return output[:, 0] if output.shape[1] == 1 else output
 
-    def predict_proba(self, params, X):
+    def predict_proba(self, params, X, state=None):
         """The output probabilities (m, n_L); only for softmax or sigmoid outputs."""
         if not self.probability:
             raise ValueError(f"{self.name}'s outputs are not probabilities "
                              f"({self.activations[-1]} output); use predict()")
-        return self.forward(params, X).output
+        return self.run(params, X, state).output
 
     def accuracy(self, output, T):
         """Fraction of correct decisions (None for regression)."""
@@ -489,10 +519,10 @@ class Network:
         """For each class: the accuracy on the examples of that class (None for regression)."""
         return _METRICS[self.task][1](output, T)
 
-    def evaluate(self, params, X, Y):
+    def evaluate(self, params, X, Y, state=None):
         """Loss, accuracy and per-class accuracy (None for regression), and for regression
         RMSE, MAE and R^2."""
-        cache = self.forward(params, X)
+        cache = self.run(params, X, state)
         T = self.targets(Y, cache.A[0].shape[0], cache.output.dtype)
         result = {"loss": self.objective(params, cache, T),
                   "accuracy": self.accuracy(cache.output, T),
@@ -589,6 +619,10 @@ class Trainer:
         defaults = net.training
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+        if engine == "compiled" and net.graph:
+            raise ValueError(f"engine='compiled' is not printed yet for layer kinds "
+                             f"({', '.join(sorted(set(net.kinds) - {'dense'}))}): use "
+                             "engine='numpy' or 'auto'")
         if engine == "compiled" and (not _HAVE_NUMBA or net.make_epoch is None):
             raise ValueError("engine='compiled' needs numba (pip install numba); "
                              "use engine='numpy' or 'auto'")
@@ -643,6 +677,7 @@ class Trainer:
         self._rng = np.random.default_rng(self.seed)
         rows = len(rule["state"])
         self.params = net.init_params(self.seed, self.dtype) if params is None else params
+        self.layer_state = net.init_state(self.dtype)  # running statistics (batch norm)
         self._state = np.zeros((rows, self._flat.size), self.dtype)
 
     # -- settings ---------------------------------------------------------------------
@@ -698,7 +733,7 @@ class Trainer:
     def plain(self):
         """The rule is theta - eta g with these hyperparameters: the fused plain step runs."""
         when = self.network.optimizers[self.optimizer]["plain_when"]
-        return when is not None and all(self.hyperparameters[key] == 0 for key in when)
+        return self.network.make_step is not None and when is not None and all(self.hyperparameters[key] == 0 for key in when)
 
     # -- parameters -------------------------------------------------------------------
     @property
@@ -760,9 +795,29 @@ class Trainer:
         key = ("gradient" if gradient else "plain", count)
         if key not in self._steps:
             net = self.network
-            self._steps[key] = (net.make_gradient(self._params, self._grads, count, self.dtype)
-                                if gradient else net.make_step(self._params, count, self.dtype))
+            if net.graph:  # layer kinds: the derived backward of a training forward
+                self._steps[key] = self._graph_gradient(count)
+            else:
+                self._steps[key] = (
+                    net.make_gradient(self._params, self._grads, count, self.dtype)
+                    if gradient else net.make_step(self._params, count, self.dtype))
         return self._steps[key]
+
+    def _graph_gradient(self, count):
+        """(X buffer, Y buffer, step) for layer kinds: step runs the training forward (batch
+        statistics, the running ones moved, dropout masks from the Trainer's generator) and
+        writes the derived dJ/dtheta into the Trainer's gradient arrays."""
+        net = self.network
+        Xb = np.empty((count, net.layer_sizes[0]), self.dtype)
+        Yb = np.empty((count, net.layer_sizes[-1]), self.dtype)
+
+        def step(X, Y, learning_rate):
+            cache = net.forward(self._params, X, training=True, state=self.layer_state,
+                                rng=self._rng)
+            for key, grad in net.derived_backward(self._params, cache, Y).items():
+                self._grads[key][...] = grad
+
+        return Xb, Yb, step
 
     def _kernel(self, gradient, count):
         key = ("gradient" if gradient else "plain", count)
@@ -912,7 +967,7 @@ class Trainer:
         total_loss, correct = 0.0, 0.0
         with np.errstate(over="ignore", invalid="ignore"):
             for start in range(0, m, chunk):
-                cache = net.forward(self._params, X[start:start + chunk])
+                cache = net.run(self._params, X[start:start + chunk], self.layer_state)
                 rows = T[start:start + chunk]
                 total_loss += float(np.sum(net.per_example_loss(cache, rows)))
                 accuracy = net.accuracy(cache.output, rows)
@@ -939,7 +994,7 @@ class Trainer:
         """Labels (classification), 0/1 (binary) or values (regression).  A Trainer loaded from
         a model file that ``derive --train`` wrote takes raw rows and answers in the data's
         own terms: class names, and values in the target's units."""
-        output = self.network.predict(self._params, self.transform(X))
+        output = self.network.predict(self._params, self.transform(X), self.layer_state)
         prep = self.preprocessing
         if prep is None:
             return output
@@ -953,12 +1008,12 @@ class Trainer:
 
     def predict_proba(self, X):
         """Output probabilities (m, n_L), of raw rows for a loaded model file."""
-        return self.network.predict_proba(self._params, self.transform(X))
+        return self.network.predict_proba(self._params, self.transform(X), self.layer_state)
 
     def evaluate(self, X, Y):
         """Loss, accuracy and per-class accuracy (None for regression), and RMSE, MAE, R^2
         for regression."""
-        return self.network.evaluate(self._params, X, Y)
+        return self.network.evaluate(self._params, X, Y, self.layer_state)
 
     # -- saving -----------------------------------------------------------------------
     def settings(self):
@@ -968,6 +1023,7 @@ class Trainer:
             "generator": "Generated by backprop-derive",  # codegen.files.SIGNATURE
             "module": net.name, "api": API,
             "layer_sizes": list(net.layer_sizes), "activations": list(net.activations),
+            **({"kinds": list(net.kinds)} if net.graph else {}),
             "loss": net.loss_name, "parameters": net.parameters,
             "optimizer": self.optimizer, "learning_rate": self.learning_rate,
             "batch_size": self.batch_size, "epochs": self.epochs, "shuffle": self.shuffle,
@@ -986,6 +1042,7 @@ class Trainer:
         path = _npz_path(path)
         settings = self.settings() | dict(extra or {})
         arrays = dict(self._params)
+        arrays.update({f"__layer__/{key}": value for key, value in self.layer_state.items()})
         names = self.network.optimizers[self.optimizer]["state"]
         for row, name in enumerate(names):
             for key, view in self._flat_views_of(self._state[row]).items():
@@ -1014,12 +1071,15 @@ class Trainer:
                         f"{settings['activations']} and {settings.get('loss')}, not this "
                         f"module's {list(net.layer_sizes)} with {list(net.activations)} and "
                         f"{net.loss_name}")
+                if net.graph and settings.get("kinds") != list(net.kinds):
+                    raise ValueError(f"{path} holds a network of the layer kinds "
+                                     f"{settings.get('kinds')}, not this module's {list(net.kinds)}")
                 if settings.get("parameters", {}) != net.parameters:
                     raise ValueError(
                         f"{path} holds a network whose functions take the parameters "
                         f"{settings.get('parameters', {})}, not this module's {net.parameters}")
-                params = {f"{kind}{l}": stored[f"{kind}{l}"]
-                          for l in range(1, net.depth + 1) for kind in "Wb"}
+                params = {key: stored[key] for key, *_ in net.table}
+                layer_state = {key: stored[f"__layer__/{key}"] for key, *_ in net.state}
                 state_names = net.optimizers[settings["optimizer"]]["state"]
                 state = {f"{name}/{key}": stored[f"__state__/{name}/{key}"]
                          for name in state_names for key in params}
@@ -1039,6 +1099,11 @@ class Trainer:
             views = trainer._flat_views_of(trainer._state[row])
             for key in params:
                 views[key][...] = state[f"{name}/{key}"]
+        for key, value in layer_state.items():
+            if value.shape != trainer.layer_state[key].shape or not np.all(np.isfinite(value)):
+                raise ValueError(f"{path} is not a model file this module can load: its "
+                                 f"running statistic {key} has shape {value.shape} or is not finite")
+            trainer.layer_state[key][...] = value
         trainer.epoch, trainer.t = progress["epoch"], progress["t"]
         trainer.best_epoch, trainer.waited = progress["best_epoch"], progress["waited"]
         trainer.best_loss = math.inf if progress["best_loss"] is None else progress["best_loss"]
