@@ -112,7 +112,8 @@ def _forward_lines(printer: _Printer, derivation) -> tuple[list[str], list[str]]
         inference = [st for st in node.inference if st not in tail]
         body = [line for st in training for line in printer.statement(st, like)]
         if node.state:
-            body += [f"if state is not None:  # running statistics, as torch.nn.{node.kind.torch.split('.')[-1]}"]
+            body += [f"if state is not None:  # running statistics, as "
+                     f"{node.kind.torch.partition('(')[0]}"]
             for s, _, target in node.state:
                 body += [f"    {NETWORK_RUNTIME}.momentum_update(state[\"{s.name}\"], "
                          f"{printer.code(target, like)}, {node.options.get('momentum', 0.1)!r})"]

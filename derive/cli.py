@@ -219,7 +219,7 @@ def _run(path: str, args) -> int:
     spec = load_spec(path)
     for notice in spec.notices:
         print(f"derive: note: {notice}", file=sys.stderr)
-    refused = _refused_targets(spec, args)  # before anything is written
+    refused = _refused_targets(spec, args) or _not_yet(spec, args)  # before anything is written
     if refused:
         print(f"derive: {path}: {refused}", file=sys.stderr)
         return EXIT_USAGE
@@ -310,6 +310,28 @@ def _claims(derivation, args):
     if path is None:
         return None
     return check_claims(derivation, load_claims(path))
+
+
+def _not_yet(spec, args) -> str | None:
+    """What a stack of layer kinds cannot have yet: the stages that still read dense layers
+    only (the module, its NumPy Trainer and --train have every kind)."""
+    if spec.plain_dense:
+        return None
+    asked = [flag for flag, given in (("--check", args.check), ("--latex", args.latex),
+                                      ("--claims", args.claims),
+                                      (f"--backend {args.backend}", args.backend != "numpy"))
+             if given]
+    if not asked:
+        return None
+    kinds = sorted({layer.kind for layer in spec.layers} - {"dense"}
+                   | ({"skip"} if any(layer.skip is not None for layer in spec.layers) else set())
+                   | ({"dense without bias"} if any(layer.kind == "dense" and not
+                                                     layer.option_dict.get("bias", True)
+                                                     for layer in spec.layers) else set()))
+    return (f"{', '.join(asked)} {'is' if len(asked) == 1 else 'are'} not available yet for "
+            f"layer kinds ({', '.join(kinds)}): the module (its derived backward checked "
+            "against torch.autograd in the tests) and --train are; leave out "
+            f"{', '.join(asked)}")
 
 
 def _proof(derivation, args):

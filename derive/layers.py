@@ -152,7 +152,10 @@ class LayerKind:
     couples_batch: bool = False  # its training forward mixes the examples of a batch
     activation: bool = True  # takes an activation (dense always has one)
     width: Callable[[int, dict], int] = staticmethod(lambda n_in, options: n_in)
-    torch: str = ""  # the torch.nn module that computes the same, for the tests and users
+    # the torch.nn module that computes the same (its constructor, formatted with n_in and the
+    # options), and our parameters' names for its own: the tests build the torch network so
+    torch: str = ""
+    torch_params: tuple[tuple[str, str], ...] = ()
     latex: str = ""  # a one-line description of the forward, in LaTeX
 
     def option(self, key: str) -> Option | None:
@@ -199,7 +202,8 @@ LAYER_KINDS.add("dense", LayerKind(
     params=(Param(W, lambda n_in, n: (n, n_in), "weights", penalised=True),
             Param(b, lambda n_in, n: (n,), "zeros", when="bias")),
     forward=lambda o: (Linear(OUTPUT, INPUT, W, b if o["bias"] else None),),
-    width=_units, torch="torch.nn.Linear",
+    width=_units, torch="torch.nn.Linear({n_in}, {units}, bias={bias})",
+    torch_params=(("W", "weight"), ("b", "bias")),
     latex=r"z = W a + b"))
 
 LAYER_KINDS.add("batch_norm", LayerKind(
@@ -210,7 +214,8 @@ LAYER_KINDS.add("batch_norm", LayerKind(
     # PyTorch's running variance is the unbiased one: sigma^2_B m / (m - 1)
     state=(State(running_mean, 0.0, mu), State(running_var, 1.0, var * M_SYM / (M_SYM - 1))),
     constants=((eps, "eps", var),),
-    couples_batch=True, torch="torch.nn.BatchNorm1d",
+    couples_batch=True, torch="torch.nn.BatchNorm1d({units}, eps={eps}, momentum={momentum})",
+    torch_params=(("gamma", "weight"), ("beta", "bias")),
     latex=r"\hat{x} = \frac{a - \mu_B}{\sqrt{\sigma^2_B + \epsilon}},\ z = \gamma \hat{x} + \beta"))
 
 LAYER_KINDS.add("layer_norm", LayerKind(
@@ -219,7 +224,8 @@ LAYER_KINDS.add("layer_norm", LayerKind(
     params=(Param(gamma, lambda n_in, n: (n,), "ones"), Param(beta, lambda n_in, n: (n,), "zeros")),
     forward=lambda o: _normalised(UNITS),
     constants=((eps, "eps", var),),
-    torch="torch.nn.LayerNorm",
+    torch="torch.nn.LayerNorm({units}, eps={eps})",
+    torch_params=(("gamma", "weight"), ("beta", "bias")),
     latex=r"\hat{x} = \frac{a - \mu}{\sqrt{\sigma^2 + \epsilon}} \text{ per example},\ "
           r"z = \gamma \hat{x} + \beta"))
 
@@ -231,7 +237,7 @@ LAYER_KINDS.add("dropout", LayerKind(
     forward=lambda o: (Let(OUTPUT, INPUT * mask / (1 - _exact(o["rate"]))),),
     inference=lambda o: (Let(OUTPUT, INPUT),),
     randoms=(Random(mask, lambda o: 1 - o["rate"]),),
-    activation=False, torch="torch.nn.Dropout",
+    activation=False, torch="torch.nn.Dropout({rate})",
     latex=r"z = \frac{r \circ a}{1 - p},\ r_{ij} \sim \mathrm{Bernoulli}(1 - p)"))
 
 

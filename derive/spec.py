@@ -369,6 +369,12 @@ def _layers(item: Item, n_in: int | None = None) -> tuple[LayerSpec, ...]:
     for child in item.value:
         layers.append(_layer(child, widths[-1]))
         widths.append(layers[-1].units)
+    if layers[-1].kind != "dense":  # before the activations: what comes after the output
+        child = item.value[-1]
+        raise item_error(child.value.get("kind", child),
+                         f"the last layer is the output layer and must be dense; a "
+                         f"{layers[-1].kind} layer cannot come after it",
+                         "end the stack with {units: K, activation: ...}", at_key=True)
     for index, child in enumerate(item.value):
         _check_position(layers[index], child, last=index == len(layers) - 1)
         _check_skip(layers[index], child, index + 1, widths)
@@ -437,11 +443,6 @@ def _check_skip(layer: LayerSpec, item: Item, l: int, widths: list) -> None:
 def _check_position(layer: LayerSpec, item: Item, last: bool) -> None:
     """A last-layer-only activation (softmax) only there; a vector one on more than one unit;
     the output layer a dense one."""
-    if last and layer.kind != "dense":
-        raise item_error(item.value.get("kind", item),
-                         f"the last layer is the output layer and must be dense; a "
-                         f"{layer.kind} layer cannot come after it",
-                         "end the stack with {units: K, activation: ...}", at_key=True)
     if "activation" not in item.value:
         return
     activation = item.value["activation"]
