@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from derive.activations import ACTIVATIONS
-from derive.claims import FUNCTIONS, check_claims, load_claims, load_claims_text
+from derive.claims import BATCH, FUNCTIONS, check_claims, load_claims, load_claims_text
 from derive.cli import main
 from derive.derivation import derive
 from derive.errors import SpecError
@@ -92,7 +92,7 @@ def test_a_refuted_gradient_shows_its_counterexample():
     proven, report = _verdicts(claims)
     assert proven == [False]
     cx = report.verdicts[0].counterexample
-    assert cx.instance == (3, 3, 2) and cx.examples == 1
+    assert cx.instance == (3, 3, 2) and cx.examples == BATCH
     assert [name for name, _ in cx.point] == ["A0", "Y", "W1", "b1", "W2", "b2"]
     assert all(v.is_Rational for _, value in cx.point for v in value)
     r, c = cx.entry
@@ -103,7 +103,7 @@ def test_a_refuted_gradient_shows_its_counterexample():
 def test_tanh_softmax_claims_proven_exactly():
     claims = """\
 claims:
-  - claim: "dW1 = ((W2^T (yhat - y)) ∘ (1 - a1^2)) x^T"
+  - claim: "dW1 = (((W2^T (yhat - y)) ∘ (1 - a1^2)) x^T)/m"
   - claim: "delta1 = (W2^T delta2) ∘ tanh'(z1)"
   - claim: "delta2 = softmax(z2) - y"
   - claim: "L = -sum(y ∘ log(yhat))"
@@ -202,9 +202,9 @@ def test_functions_are_the_registrys_and_a_fixed_few():
 
 def test_cli_exit_codes(tmp_path, capsys):
     good = tmp_path / "good.yaml"
-    good.write_text("claims:\n  - claim: 'db2 = yhat - y'\n")
+    good.write_text("claims:\n  - claim: 'db2 = rowsum(yhat - y)/m'\n")
     surprised = tmp_path / "surprised.yaml"
-    surprised.write_text("claims:\n  - {claim: 'db2 = y - yhat', expect: true}\n")
+    surprised.write_text("per_example: true\nclaims:\n  - {claim: 'db2 = y - yhat', expect: true}\n")
     broken = tmp_path / "broken.yaml"
     broken.write_text("claims:\n  - claim: 'db2 = (yhat - y'\n")
     base = ["--spec", str(SHALLOW), "--out", str(tmp_path / "gen"), "-q"]
