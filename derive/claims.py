@@ -62,7 +62,7 @@ from .yamlread import Item, did_you_mean, expected, item_error, read_document, r
 
 __all__ = ["Claim", "ClaimsFile", "claims_names", "notation", "Counterexample", "Verdict", "ClaimsReport", "load_claims",
            "load_claims_text", "check_claims", "claims_instance", "spec_rule", "FUNCTIONS", "POINTS",
-           "BATCH", "READINGS"]
+           "BATCH", "READINGS", "FAULTS", "Note"]
 
 POINTS = 3  # random rational points per claim
 DIGITS = 30  # the real numbers shown in a counterexample
@@ -78,8 +78,12 @@ FUNCTIONS: dict[str, sp.Expr] = {
 }
 _REDUCTIONS = ("sum", "rowsum", "colsum")
 _LEARNING_RATE = ("eta", "η", "alpha", "α", "lr")
-_KEYS = ("document", "symbols", "example", "per_example", "claims")
-_CLAIM_KEYS = ("claim", "source", "expect", "note", "per_example")
+_KEYS = ("document", "symbols", "example", "per_example", "claims", "notes")
+_CLAIM_KEYS = ("claim", "source", "expect", "note", "per_example", "fault")
+_NOTE_KEYS = ("quote", "source", "fault", "note")
+# what kind of fault a refuted claim (or a note) records: a referee's words
+FAULTS = ("formula error", "index or transpose slip", "notation slip", "heading typo",
+          "wrong number", "number cut not rounded", "wording slip", "unusual notation")
 BATCH = 2  # examples of the batch reading: J over m >= 2 examples, so a missing 1/m shows
 
 
@@ -96,6 +100,18 @@ class Claim:
     column: int | None  # of the formula in the file, when it can be located
     field: str  # claims[3].claim
     per_example: bool | None = None  # the claim's own reading, overriding the file's
+    fault: str = ""  # one of FAULTS: what kind of error the document makes here
+
+
+@dataclass(frozen=True)
+class Note:
+    """A fault the claims syntax cannot state (a count, a sentence, a general index): the
+    document's words, where, what kind of fault and what is meant."""
+    quote: str
+    source: str
+    fault: str
+    note: str
+    line: int
 
 
 @dataclass(frozen=True)
@@ -106,6 +122,7 @@ class ClaimsFile:
     example: str | None  # the values file, resolved against the claims file's folder
     claims: tuple[Claim, ...]
     per_example: bool = False  # the formulas are about one example's loss L, not J over m
+    notes: tuple[Note, ...] = ()
 
     def reads_per_example(self, claim: Claim) -> bool:
         return self.per_example if claim.per_example is None else claim.per_example
@@ -171,18 +188,26 @@ class ClaimsReport:
             lines.append(f"  {v.reason}")
             if v.note:
                 lines.append(f"  note: {v.note}")
-            if v.derived:
-                lines.append(f"  derived: {v.derived}")
+            if v.derived and not (v.kind == "update" and v.proven):  # the reason names it
+                lines.append(f"  {'the spec' + chr(39) + 's rule' if v.kind == 'update' else 'derived'}: "
+                             f"{v.derived}")
             if v.counterexample is not None:
                 lines += [f"  {line}" for line in counterexample_lines(v.counterexample)]
         proven = sum(v.proven for v in self.verdicts)
         unexpected = sum(not v.ok for v in self.verdicts)
         tail = "every verdict as expected" if not unexpected else \
             f"{unexpected} verdict{'s' if unexpected > 1 else ''} not as expected"
+        for n in () if brief else self.file.notes:
+            source = f" ({n.source})" if n.source else ""
+            lines.append(f"{self.file.path}:{n.line}: note, {n.fault}: “{n.quote}”{source}")
+            if n.note:
+                lines.append(f"  {n.note}")
         count = len(self.verdicts)
+        notes = len(self.file.notes)
         lines.append(f"claims of {self.spec_name} ({self.file.path}): {count} "
                      f"claim{'s' if count != 1 else ''}, {proven} proven, {count - proven} "
-                     f"refuted; {tail}")
+                     f"refuted{f', {notes} note' + ('s' if notes != 1 else '') if notes else ''}; "
+                     f"{tail}")
         return "\n".join(lines)
 
 
@@ -284,8 +309,35 @@ def _claims_file(root: Item, text: str, filename: str) -> ClaimsFile:
     lines = text.splitlines()
     claims = tuple(_claim(item, lines) for item in listed.value)
     per_example = _flag(fields.get("per_example"), False)
+    notes = ()
+    if "notes" in fields:
+        if not isinstance(fields["notes"].value, list):
+            raise expected(fields["notes"], "a list of {quote: the document's words, source: "
+                                            "where, fault: what kind}")
+        notes = tuple(_note(item) for item in fields["notes"].value)
     return ClaimsFile(filename, _text(fields.get("document")), symbols, example, claims,
-                      per_example)
+                      per_example, notes)
+
+
+def _fault(item: Item | None) -> str:
+    if item is None:
+        return ""
+    text = _text(item)
+    if text not in FAULTS:
+        raise item_error(item, f"unknown fault {text!r} (expected one of: {', '.join(FAULTS)})",
+                         did_you_mean(text, FAULTS))
+    return text
+
+
+def _note(item: Item) -> Note:
+    fields = _keys(item, _NOTE_KEYS, "a mapping {quote: the document's words, source: where, "
+                                     "fault: what kind, note: what is meant}")
+    for key in ("quote", "fault"):
+        if key not in fields:
+            raise item_error(item, f"missing key {key!r} in a note (a note quotes the document "
+                                   f"and says what kind of fault it is)")
+    return Note(_text(fields["quote"]), _text(fields.get("source")), _fault(fields["fault"]),
+                _text(fields.get("note")), item.line)
 
 
 def _flag(item: Item | None, default):
@@ -321,7 +373,7 @@ def _claim(item: Item, lines: list[str]) -> Claim:
         expect = given.value
     return Claim(formula.value, equation, _text(fields.get("source")), expect,
                  _text(fields.get("note")), formula.line, column, formula.path,
-                 _flag(fields.get("per_example"), None))
+                 _flag(fields.get("per_example"), None), _fault(fields.get("fault")))
 
 
 def formula_error(item: Item, column: int | None, message: str, at: int) -> SpecError:

@@ -133,3 +133,47 @@ def test_subtly_false_formulas_are_refuted():
     ])
     assert not any(v.proven for v in report.verdicts), report.summary()
     assert all(v.counterexample is not None for v in report.verdicts[:5])
+
+
+# ----------------------------------------------------------------------------- the errata
+
+from pathlib import Path  # noqa: E402
+
+from derive.claims import FAULTS, load_claims  # noqa: E402
+
+ERRATA = sorted((Path(__file__).resolve().parents[1] / "examples" / "errata").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("errata", ERRATA, ids=lambda p: p.stem)
+def test_every_errata_entry_says_what_kind_of_fault_and_where(errata):
+    claims = load_claims(errata)
+    for claim in claims.claims:
+        assert claim.source, claim.text
+        if not claim.expect:
+            assert claim.fault in FAULTS, claim.text
+    for note in claims.notes:
+        assert note.quote and note.source and note.fault in FAULTS
+
+
+def test_the_documents_are_judged_as_they_write():
+    """GELU' right in its own notation (a note), "Finally for b2" a heading typo over a right
+    dL/db1, Equation 1 quoted as written (z^[l]) with the index slip named."""
+    by_file = {e.stem: load_claims(e) for e in ERRATA}
+    gelu = [c for c in by_file["seed002_relu_sigmoid"].claims if c.text.startswith("d gelu")]
+    assert [c.expect for c in gelu] == [True]
+    notes = {(e, n.fault, n.quote) for e, f in by_file.items() for n in f.notes}
+    assert ("seed002_relu_sigmoid", "unusual notation") in {(e, k) for e, k, _ in notes}
+    assert ("seed001_mnist", "heading typo", "Finally for b2,") in notes
+    assert not any(c.text.startswith("db2") and not c.expect for c in by_file["seed001_mnist"].claims)
+    assert any(e == "seed004_quadratic" and "z_j^[l]" in q for e, _, q in notes)
+    assert all(by_file[e].per_example for e in by_file)
+
+
+def test_a_fault_must_be_a_known_kind_with_its_line():
+    text = "claims:\n  - claim: 'dW1 = dW1'\n    fault: typpo\n"
+    with pytest.raises(SpecError) as err:
+        load_claims_text(text, "c.yaml")
+    assert err.value.line == 3 and "heading typo" in str(err.value)
+    with pytest.raises(SpecError) as err:
+        load_claims_text("claims:\n  - claim: 'dW1 = dW1'\nnotes:\n  - {quote: x}\n", "c.yaml")
+    assert "fault" in str(err.value)

@@ -219,6 +219,7 @@ def errata_context(c, report: ClaimsReport, resolve) -> dict:
             "proven": v.proven,
             "reason": _reason(v),
             "reading": _reading_override(report, v),
+            "fault": tex_escape(v.claim.fault),
             "derived": (f"{lhs} = {d}" if (d := _derived_tex(c, v)) and not v.proven else ""),
             "counterexample": _counterexample(v.counterexample, names) if v.counterexample else None,
         })
@@ -227,6 +228,9 @@ def errata_context(c, report: ClaimsReport, resolve) -> dict:
             "count": len(report.verdicts), "proven": proven,
             "refuted": len(report.verdicts) - proven, "items": items,
             "reading": _READING_TEXT[report.file.per_example],
+            "notes": [{"quote": tex_escape(n.quote), "source": tex_escape(n.source),
+                       "fault": tex_escape(n.fault), "note": tex_escape(n.note)}
+                      for n in report.file.notes],
             "rule": tex_escape(spec_rule(c.d.spec, "per example" if report.file.per_example
                                           else "batch").text),
             "instance": "--".join(map(str, report.instance))}
