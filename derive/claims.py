@@ -5,6 +5,7 @@ A claims file (YAML) lists formulas someone printed, each naming a quantity of t
     document: seed 000, "Roll your sleeves! Let us do some partial derivatives."
     symbols: {h: a1}                      # the document's names for the network's quantities
     example: ../values/net_values.yaml    # optional: the worked example, for numbers
+    per_example: true                     # the formulas are about one example's loss L
     claims:
       - claim: "dW1 = relu(W2^T (yhat - y)) x^T"
         source: eq. (6)
@@ -20,12 +21,16 @@ formula that differs at a point is refuted with a counterexample: the instance, 
 (every parameter, the input and the target), the claimed and the derived values, in real
 numbers.  Shapes are checked first on the spec's own sizes.
 
-* a gradient, error, forward quantity, the loss L or dL/da: equal at every point;
+* a gradient, error or forward quantity: equal at every point, in the file's reading: the
+  batch objective J over m = BATCH examples (so a missing 1/m is refuted), or, with
+  ``per_example: true`` (on the file, or on one claim), one example's loss L; whether m
+  appears in the formula decides nothing.  The loss L and dL/da are one example's always;
 * a local derivative ``d g/dz``: equal at rational z of both signs;
-* an update rule ``W1 := ...``: it leaves W1 where it is at learning rate 0 (exactly) and moves
-  along a descent direction (the slope of J along it, sum(dJ/dW1 ∘ direction), is negative at
-  every point, in real numbers: the stand-ins keep equalities, not the order of values); a
-  refuted rule shows J rising after a small step;
+* an update rule ``W1 := ...``: equal, at random learning rates, to the spec's rule applied to
+  the derived gradient: plain gradient descent when the spec names no training.optimizer (the
+  documents' rule, whatever the trainer's default), else that optimizer's first step.  A
+  refuted rule's note says whether a small step of it lowers J (a descent direction is not
+  the rule);
 * a number of the worked example (``z1[3] = -0.04``): the exact value rounded to the decimals
   printed.
 """
@@ -47,20 +52,22 @@ from .activations import ACTIVATIONS
 from .derivation import Derivation, M, derive
 from .errors import SpecError
 from .formula import (Call, Equation, FormulaError, Name, Node, Num, Power, Transpose,
-                      Unary, Vector, calls_in, names_in, parse_equation)
+                      Unary, Vector, parse_equation)
 from .netspec import LayerSpec, NetSpec
+from .optimizers import ETA, GRADIENT, OPTIMIZERS, STEP, THETA
 from .primitives import Phi, phi, to_primitives
 from .proof import MAX_WIDTH, evaluate_definitions, exact_model
 from .registry import UnknownName
 from .yamlread import Item, did_you_mean, expected, item_error, read_document, read_text
 
 __all__ = ["Claim", "ClaimsFile", "claims_names", "notation", "Counterexample", "Verdict", "ClaimsReport", "load_claims",
-           "load_claims_text", "check_claims", "claims_instance", "FUNCTIONS", "POINTS"]
+           "load_claims_text", "check_claims", "claims_instance", "spec_rule", "FUNCTIONS", "POINTS",
+           "BATCH", "READINGS", "FAULTS", "Note"]
 
 POINTS = 3  # random rational points per claim
 DIGITS = 30  # the real numbers shown in a counterexample
 AGREE = sp.Float("1e-25")  # exact stand-ins differ but the real values agree this closely
-STEP = sp.Rational(1, 1000)  # the learning rate of the step that shows a loss rising
+STEP_RATE = sp.Rational(1, 1000)  # the learning rate of the step that shows J rising
 Z = sp.Symbol("z", real=True)
 
 # functions the syntax knows besides the registry's activations: name -> g(z)
@@ -71,8 +78,13 @@ FUNCTIONS: dict[str, sp.Expr] = {
 }
 _REDUCTIONS = ("sum", "rowsum", "colsum")
 _LEARNING_RATE = ("eta", "η", "alpha", "α", "lr")
-_KEYS = ("document", "symbols", "example", "claims")
-_CLAIM_KEYS = ("claim", "source", "expect", "note")
+_KEYS = ("document", "symbols", "example", "per_example", "claims", "notes")
+_CLAIM_KEYS = ("claim", "source", "expect", "note", "per_example", "fault")
+_NOTE_KEYS = ("quote", "source", "fault", "note")
+# what kind of fault a refuted claim (or a note) records: a referee's words
+FAULTS = ("formula error", "index or transpose slip", "notation slip", "heading typo",
+          "wrong number", "number cut not rounded", "wording slip", "unusual notation")
+BATCH = 2  # examples of the batch reading: J over m >= 2 examples, so a missing 1/m shows
 
 
 # ----------------------------------------------------------------------------- literals
@@ -87,6 +99,19 @@ class Claim:
     line: int
     column: int | None  # of the formula in the file, when it can be located
     field: str  # claims[3].claim
+    per_example: bool | None = None  # the claim's own reading, overriding the file's
+    fault: str = ""  # one of FAULTS: what kind of error the document makes here
+
+
+@dataclass(frozen=True)
+class Note:
+    """A fault the claims syntax cannot state (a count, a sentence, a general index): the
+    document's words, where, what kind of fault and what is meant."""
+    quote: str
+    source: str
+    fault: str
+    note: str
+    line: int
 
 
 @dataclass(frozen=True)
@@ -96,6 +121,11 @@ class ClaimsFile:
     symbols: dict[str, str]
     example: str | None  # the values file, resolved against the claims file's folder
     claims: tuple[Claim, ...]
+    per_example: bool = False  # the formulas are about one example's loss L, not J over m
+    notes: tuple[Note, ...] = ()
+
+    def reads_per_example(self, claim: Claim) -> bool:
+        return self.per_example if claim.per_example is None else claim.per_example
 
 
 @dataclass(frozen=True)
@@ -119,6 +149,8 @@ class Verdict:
     reason: str  # one sentence: why
     counterexample: Counterexample | None = None
     derived: str = ""  # the derived formula in text, for the terminal (the LaTeX prints its own)
+    reading: str = ""  # "batch" (J over m >= 2 examples), "per example" (L), "" (no examples)
+    note: str = ""  # beside a refutation: what the formula is instead (a descent direction)
 
     @property
     def ok(self) -> bool:
@@ -151,21 +183,36 @@ class ClaimsReport:
             where = f"{self.file.path}:{v.claim.line}"
             mark = "" if v.ok else f"  [UNEXPECTED: the file expects {'proven' if v.claim.expect else 'refuted'}]"
             source = f" ({v.claim.source})" if v.claim.source else ""
-            lines.append(f"{where}: {v.word}: {v.claim.text}{source}{mark}")
+            reading = f" ({READINGS[v.reading]})" if v.reading else ""
+            lines.append(f"{where}: {v.word}{reading}: {v.claim.text}{source}{mark}")
             lines.append(f"  {v.reason}")
-            if v.derived:
-                lines.append(f"  derived: {v.derived}")
+            if v.note:
+                lines.append(f"  note: {v.note}")
+            if v.derived and not (v.kind == "update" and v.proven):  # the reason names it
+                lines.append(f"  {'the spec' + chr(39) + 's rule' if v.kind == 'update' else 'derived'}: "
+                             f"{v.derived}")
             if v.counterexample is not None:
                 lines += [f"  {line}" for line in counterexample_lines(v.counterexample)]
         proven = sum(v.proven for v in self.verdicts)
         unexpected = sum(not v.ok for v in self.verdicts)
         tail = "every verdict as expected" if not unexpected else \
             f"{unexpected} verdict{'s' if unexpected > 1 else ''} not as expected"
+        for n in () if brief else self.file.notes:
+            source = f" ({n.source})" if n.source else ""
+            lines.append(f"{self.file.path}:{n.line}: note, {n.fault}: “{n.quote}”{source}")
+            if n.note:
+                lines.append(f"  {n.note}")
         count = len(self.verdicts)
+        notes = len(self.file.notes)
         lines.append(f"claims of {self.spec_name} ({self.file.path}): {count} "
                      f"claim{'s' if count != 1 else ''}, {proven} proven, {count - proven} "
-                     f"refuted; {tail}")
+                     f"refuted{f', {notes} note' + ('s' if notes != 1 else '') if notes else ''}; "
+                     f"{tail}")
         return "\n".join(lines)
+
+
+READINGS = {"batch": f"batch reading: J over m = {BATCH} examples",
+            "per example": "per-example reading: one example's loss L"}
 
 
 def number_text(value, digits: int = 6) -> str:
@@ -261,7 +308,46 @@ def _claims_file(root: Item, text: str, filename: str) -> ClaimsFile:
         raise expected(listed, "a non-empty list of claims")
     lines = text.splitlines()
     claims = tuple(_claim(item, lines) for item in listed.value)
-    return ClaimsFile(filename, _text(fields.get("document")), symbols, example, claims)
+    per_example = _flag(fields.get("per_example"), False)
+    notes = ()
+    if "notes" in fields:
+        if not isinstance(fields["notes"].value, list):
+            raise expected(fields["notes"], "a list of {quote: the document's words, source: "
+                                            "where, fault: what kind}")
+        notes = tuple(_note(item) for item in fields["notes"].value)
+    return ClaimsFile(filename, _text(fields.get("document")), symbols, example, claims,
+                      per_example, notes)
+
+
+def _fault(item: Item | None) -> str:
+    if item is None:
+        return ""
+    text = _text(item)
+    if text not in FAULTS:
+        raise item_error(item, f"unknown fault {text!r} (expected one of: {', '.join(FAULTS)})",
+                         did_you_mean(text, FAULTS))
+    return text
+
+
+def _note(item: Item) -> Note:
+    fields = _keys(item, _NOTE_KEYS, "a mapping {quote: the document's words, source: where, "
+                                     "fault: what kind, note: what is meant}")
+    for key in ("quote", "fault"):
+        if key not in fields:
+            raise item_error(item, f"missing key {key!r} in a note (a note quotes the document "
+                                   f"and says what kind of fault it is)")
+    return Note(_text(fields["quote"]), _text(fields.get("source")), _fault(fields["fault"]),
+                _text(fields.get("note")), item.line)
+
+
+def _flag(item: Item | None, default):
+    """per_example: true (one example's loss L) or false (the batch objective J)."""
+    if item is None:
+        return default
+    if not isinstance(item.value, bool):
+        raise expected(item, "true (the formulas are about one example's loss L) or false "
+                             "(about the batch objective J over m examples, the default)")
+    return item.value
 
 
 def _claim(item: Item, lines: list[str]) -> Claim:
@@ -286,7 +372,8 @@ def _claim(item: Item, lines: list[str]) -> Claim:
             raise expected(given, "true (the claim should be proven) or false (refuted)")
         expect = given.value
     return Claim(formula.value, equation, _text(fields.get("source")), expect,
-                 _text(fields.get("note")), formula.line, column, formula.path)
+                 _text(fields.get("note")), formula.line, column, formula.path,
+                 _flag(fields.get("per_example"), None), _fault(fields.get("fault")))
 
 
 def formula_error(item: Item, column: int | None, message: str, at: int) -> SpecError:
@@ -809,9 +896,12 @@ def _decide(plan: _Plan, context: _Context, claims: ClaimsFile) -> Verdict:
         return _check_local(plan, context)
     resolve = context.names.resolve
     rhs = plan.claim.equation.rhs
-    uses_m = "m" in {resolve(n) for n in names_in(rhs)} or \
-        bool(calls_in(rhs) & {"rowsum", "colsum"})
-    examples = 2 if uses_m else 1
+    # L and dL/dyhat are one example's by definition; the rest are read as the file says:
+    # the batch objective J over m >= 2 examples unless per_example (whether m appears in
+    # the formula decides nothing)
+    one = claims.reads_per_example(plan.claim) or plan.kind in ("loss", "loss derivative")
+    examples = 1 if one else BATCH
+    reading = "per example" if one else "batch"
 
     def lookup(node):
         return plan.lookup(node)
@@ -822,15 +912,14 @@ def _decide(plan: _Plan, context: _Context, claims: ClaimsFile) -> Verdict:
         claimed_shape = _shape(_renamed(rhs, resolve), shapes, lookup)
     except _ShapeError as err:
         return _verdict(plan, False, f"the formula has no shape: at column {err.column} of "
-                                     f"the formula, {err.message}")
+                                     f"the formula, {err.message}", reading=reading)
     wanted = shapes[plan.target]
     if claimed_shape != wanted and claimed_shape != (1, 1):
         return _verdict(plan, False, f"the formula is {_dims(claimed_shape)}; {plan.target} is "
-                                     f"{_dims(wanted)}")
+                                     f"{_dims(wanted)}", reading=reading)
     instance = context.instance(examples)
-    if plan.kind == "update":
-        return _check_update(plan, instance, resolve, lookup, context.seed)
-    return _compare(plan, instance, resolve, lookup, context.seed)
+    rule = spec_rule(context.derivation.spec, reading) if plan.kind == "update" else None
+    return _compare(plan, instance, resolve, lookup, context.seed, rule, reading)
 
 
 def _renamed(node: Node, resolve) -> Node:
@@ -854,17 +943,60 @@ def _shapes(derivation: Derivation, m: int) -> dict[str, tuple[int, int]]:
     return shapes
 
 
-def _verdict(plan: _Plan, proven: bool, reason: str, cx: Counterexample | None = None) -> Verdict:
-    return Verdict(plan.claim, plan.kind, plan.target, proven, reason, cx)
+def _verdict(plan: _Plan, proven: bool, reason: str, cx: Counterexample | None = None,
+             reading: str = "", note: str = "") -> Verdict:
+    return Verdict(plan.claim, plan.kind, plan.target, proven, reason, cx, reading=reading,
+                   note=note)
 
 
-def _scalar_env(get, m: int):
+def _scalar_env(get, m: int, eta=None):
     """Names with m and the learning rate added."""
     def env(name: str) -> sp.Matrix:
         if name == "m":
             return sp.Matrix([[m]])
+        if name == "eta":
+            return sp.Matrix([[eta if eta is not None else sp.Rational(1, 10)]])
         return get(name)
     return env
+
+
+def _rate(k: int, seed: int) -> sp.Rational:
+    """The learning rate of point k: a random small positive rational (a rule that holds at
+    one rate only is caught at another)."""
+    rng = random.Random(7919 * seed + k)
+    return sp.Rational(rng.randint(1, 9), rng.randint(10, 47))
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """The spec's update rule: what a claimed ``theta := ...`` must equal."""
+    text: str  # for the verdict
+    step: Callable[[sp.Expr, sp.Expr, sp.Expr], sp.Expr]  # (theta, gradient, eta) -> new theta
+
+    def new(self, theta: sp.Matrix, gradient: sp.Matrix, eta) -> sp.Matrix:
+        return sp.Matrix(theta.rows, theta.cols,
+                         lambda r, c: self.step(theta[r, c], gradient[r, c], eta))
+
+
+def spec_rule(spec: NetSpec, reading: str) -> _Rule:
+    """Plain gradient descent when the spec names no training.optimizer (the documents'
+    rule, whatever the trainer's default); else the named optimizer's first step (its state
+    zero, t = 1) with the spec's hyperparameters."""
+    objective = "L" if reading == "per example" else "J"
+    if "optimizer" not in spec.training.given:
+        return _Rule(f"θ − η ∂{objective}/∂θ (plain gradient descent: the spec names no "
+                     "training.optimizer)", lambda theta, g, eta: theta - eta * g)
+    declared = OPTIMIZERS[spec.training.optimizer]
+    fixed = {**declared.substitutions(spec.training.hyperparameter_dict),
+             **{symbol: sp.Integer(0) for symbol, _ in declared.state}, STEP: sp.Integer(1)}
+
+    def step(theta, g, eta):
+        values = {**fixed, THETA: theta, GRADIENT: g, ETA: eta}
+        for target, formula in declared.assignments:
+            values[target] = formula.xreplace(values)
+        return values[THETA]
+    return _Rule(f"{declared.title}'s first step from ∂{objective}/∂θ (the spec's "
+                 f"training.optimizer: {declared.name})", step)
 
 
 def _first_difference(a: sp.Matrix, b: sp.Matrix, tolerance=None) -> tuple[int, int] | None:
@@ -880,19 +1012,24 @@ def _first_difference(a: sp.Matrix, b: sp.Matrix, tolerance=None) -> tuple[int, 
     return None
 
 
-def _compare(plan: _Plan, instance: _Instance, resolve, lookup, seed: int) -> Verdict:
+def _compare(plan: _Plan, instance: _Instance, resolve, lookup, seed: int,
+             rule: _Rule | None, reading: str) -> Verdict:
+    """The claim against the derived quantity (an update rule: against the spec's rule
+    applied to the derived gradient) at POINTS points, exactly, with the real values as the
+    judge where the exact stand-ins differ."""
     rhs = _renamed(plan.claim.equation.rhs, resolve)
     agreed_real, decided = False, 0
     for k in range(1, 10 * POINTS + 1):
         if decided == POINTS:
             break
         values = instance.point(k, seed)
+        eta = _rate(k, seed)
         get, apply, _ = instance.exact(values, seed * 1000 + k)
-        derived = get(plan.target)
-        if derived.is_zero_matrix:  # every ReLU off: a point that tells little
-            continue
+        derived = _derived(plan, rule, get, eta)
+        if derived.is_zero_matrix or rule is not None and get("d" + plan.target).is_zero_matrix:
+            continue  # every ReLU off (or a stationary point): a point that tells little
         try:
-            claimed = _evaluate(rhs, _scalar_env(get, instance.m), lookup, apply)
+            claimed = _evaluate(rhs, _scalar_env(get, instance.m, eta), lookup, apply)
         except (_Undefined, ZeroDivisionError):
             continue
         decided += 1
@@ -900,95 +1037,80 @@ def _compare(plan: _Plan, instance: _Instance, resolve, lookup, seed: int) -> Ve
             continue
         rget, rapply, point = instance.real(values)
         try:
-            claimed_r = _evaluate(rhs, _scalar_env(rget, instance.m), lookup, rapply)
+            claimed_r = _evaluate(rhs, _scalar_env(rget, instance.m, eta), lookup, rapply)
         except (_Undefined, ZeroDivisionError):
             continue
-        derived_r = rget(plan.target)
+        derived_r = _derived(plan, rule, rget, eta).evalf(DIGITS)
         entry = _first_difference(claimed_r, derived_r, AGREE)
         if entry is None:  # the stand-ins differ, the real values do not
             agreed_real = True
             continue
         claimed_r, derived_r = _spread(claimed_r, derived_r)
-        cx = Counterexample(instance.sizes, instance.m, _point_shown(instance, point),
-                            plan.target, entry, claimed_r, derived_r)
-        return _verdict(plan, False, f"the formula differs from the derived {plan.target}",
-                        cx)
+        shown = _point_shown(instance, point)
+        if rule is None:
+            cx = Counterexample(instance.sizes, instance.m, shown, plan.target, entry,
+                                claimed_r, derived_r)
+            return _verdict(plan, False, f"the formula differs from the derived {plan.target}",
+                            cx, reading)
+        return _refuted_rule(plan, instance, rule, reading, values, point, shown, eta, get,
+                             apply, lookup, rhs, entry, claimed_r, derived_r)
     if decided == 0:
         return _verdict(plan, False, "the formula has no value at any point tried (a division "
-                                     "by zero or a logarithm of a non-positive number)")
-    how = (f"equal to the derived {plan.target} at {decided} random rational points on a "
-           f"{'-'.join(map(str, instance.sizes))} instance ({instance.m} example"
-           f"{'s' if instance.m > 1 else ''}), exactly")
+                                     "by zero or a logarithm of a non-positive number)",
+                        reading=reading)
+    sizes = "-".join(map(str, instance.sizes))
+    plural = "s" if instance.m > 1 else ""
+    if rule is None:
+        how = (f"equal to the derived {plan.target} at {decided} random rational points on a "
+               f"{sizes} instance ({instance.m} example{plural}), exactly")
+    else:
+        how = (f"equal to the spec's rule, {rule.text}, at {decided} random rational points "
+               f"and learning rates on a {sizes} instance ({instance.m} example{plural}), "
+               f"exactly")
     if agreed_real:
         how += f" (at some points to {DIGITS} digits in real numbers)"
-    return _verdict(plan, True, how)
+    verdict = _verdict(plan, True, how, reading=reading)
+    return dataclasses.replace(verdict, derived=rule.text) if rule is not None else verdict
 
 
-def _check_update(plan: _Plan, instance: _Instance, resolve, lookup, seed: int) -> Verdict:
-    """A descent direction: at learning rate 0 the rule leaves the parameter; the slope of J
-    along the rule's direction is negative."""
-    rhs = _renamed(plan.claim.equation.rhs, resolve)
-    theta, grad = plan.target, "d" + plan.target
-    decided = 0
-    for k in range(1, 10 * POINTS + 1):
-        if decided == POINTS:
-            break
-        values = instance.point(k, seed)
-        get, apply, _ = instance.exact(values, seed * 1000 + k)
-        if get(grad).is_zero_matrix:  # a stationary point (every ReLU off): no direction falls
-            continue
-        decided += 1
-
-        def at(rate, get=get, apply=apply):
-            def env(name):
-                return sp.Matrix([[rate]]) if name == "eta" else _scalar_env(get, instance.m)(name)
-            return _spread(_evaluate(rhs, env, lookup, apply), get(theta))[0]
-        start, one, two = at(0), at(1), at(2)
-        direction = one - start
-        rget, rapply, point = instance.real(values)
-        shown = _point_shown(instance, point)
-        if (start - get(theta)).norm() != 0:
-            return _verdict(plan, False, f"at learning rate 0 the rule does not leave {theta} "
-                                         "where it is",
-                            Counterexample(instance.sizes, instance.m, shown, f"{theta} at rate 0",
-                                           _first_difference(start, get(theta)),
-                                           start.evalf(DIGITS), get(theta).evalf(DIGITS)))
-        if two - start != 2 * direction:
-            return _verdict(plan, False, "the rule is not of the form θ + η·direction (not "
-                                         "affine in the learning rate)")
-        # the sign of the slope in real numbers: the exact model's stand-ins keep equalities,
-        # not the order of transcendental values
-        real_direction = _real_direction(rhs, rget, rapply, lookup, instance, theta)
-        g_real = rget(grad)
-        slope_real = sum(g * d for g, d in zip(g_real, real_direction))
-        if slope_real < 0:
-            continue
-        before = instance.objective(rget)
-        moved = point[theta] + real_direction * STEP
-        after_get, _, _ = instance.real(values, {theta: moved})
-        after = instance.objective(after_get)
-        lines = (f"J = {number_text(before, 10)} before the step; after one step of the rule "
-                 f"with η = {STEP}: J = {number_text(after, 10)} "
-                 f"({'rises' if after > before else 'does not fall'} by "
-                 f"{number_text(after - before, 3)})",)
-        cx = Counterexample(instance.sizes, instance.m, shown, "slope of J along the rule",
-                            None, sp.Matrix([[slope_real]]), sp.Matrix([[-sum(g * g for g in g_real)]]),
-                            lines)
-        return _verdict(plan, False, f"not a descent direction: at this point the slope of J "
-                                     f"along the rule is ≥ 0, where the derived rule's slope is "
-                                     f"−‖d{theta}‖² < 0", cx)
-    return _verdict(plan, True, f"a descent direction: at {POINTS} random rational points on a "
-                                f"{'-'.join(map(str, instance.sizes))} instance the rule leaves "
-                                f"{theta} at learning rate 0 (exactly) and the slope of J along "
-                                f"it is negative (to {DIGITS} digits)")
+def _derived(plan: _Plan, rule: _Rule | None, get, eta) -> sp.Matrix:
+    if rule is None:
+        return get(plan.target)
+    return rule.new(get(plan.target), get("d" + plan.target), eta)
 
 
-def _real_direction(rhs, rget, rapply, lookup, instance, theta) -> sp.Matrix:
-    def at(rate):
-        def env(name):
-            return sp.Matrix([[rate]]) if name == "eta" else _scalar_env(rget, instance.m)(name)
-        return _spread(_evaluate(rhs, env, lookup, rapply), rget(theta))[0]
-    return at(1) - at(0)
+def _refuted_rule(plan, instance, rule, reading, values, point, shown, eta, get, apply, lookup,
+                  rhs, entry, claimed_r, derived_r) -> Verdict:
+    """A claimed rule that is not the spec's: the counterexample after one step, and as a
+    note what one small step of the claimed rule does to J (a descent step is not the rule)."""
+    theta = plan.target
+    at_zero = _evaluate(rhs, _scalar_env(get, instance.m, sp.Integer(0)), lookup, apply)
+    if _first_difference(at_zero, get(theta)) is not None:
+        start = _spread(at_zero, get(theta))[0]
+        cx = Counterexample(instance.sizes, instance.m, shown, f"{theta} at learning rate 0",
+                            _first_difference(start, get(theta)), start.evalf(DIGITS),
+                            get(theta).evalf(DIGITS))
+        verdict = _verdict(plan, False, f"at learning rate 0 the rule does not leave {theta} "
+                                        "where it is", cx, reading)
+        return dataclasses.replace(verdict, derived=rule.text)
+    rget, rapply, _ = instance.real(values)
+    moved = _spread(_evaluate(rhs, _scalar_env(rget, instance.m, STEP_RATE), lookup, rapply),
+                    rget(theta))[0]
+    before = instance.objective(rget)
+    after_get, _, _ = instance.real(values, {theta: moved})
+    after = instance.objective(after_get)
+    change = ("rises" if after > before else "does not fall" if after == before else "falls")
+    lines = (f"J = {number_text(before, 10)} before the step; after one step of the claimed "
+             f"rule with η = {STEP_RATE}: J = {number_text(after, 10)} ({change} by "
+             f"{number_text(abs(after - before), 3)})",)
+    cx = Counterexample(instance.sizes, instance.m, shown, f"{theta} after one step",
+                        entry, claimed_r, derived_r, lines)
+    note = ("a small step of it lowers J here: a descent direction, which is not the rule"
+            if after < before else "a small step of it does not lower J: not even a descent "
+            "direction")
+    verdict = _verdict(plan, False, f"not the spec's rule: one step of each with η = {eta} "
+                                    f"gives a different {theta}", cx, reading, note)
+    return dataclasses.replace(verdict, derived=rule.text)
 
 
 def _check_local(plan: _Plan, context: _Context) -> Verdict:

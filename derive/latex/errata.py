@@ -14,7 +14,7 @@ from pathlib import Path
 import sympy as sp
 
 from ..activations import ACTIVATIONS
-from ..claims import ClaimsReport, Counterexample, Verdict, notation
+from ..claims import ClaimsReport, Counterexample, Verdict, notation, spec_rule
 from ..derivation import M
 from ..formula import Binary, Call, Name, Node, Num, Power, Transpose, Unary, Vector
 from ..primitives import to_primitives
@@ -182,10 +182,28 @@ def _reason(v: Verdict) -> str:
     section's opening says how), a short line for a proven rule, the reason for a refutation,
     its decimal numbers set as maths."""
     if v.proven:
-        return ("a descent direction: the slope of $J$ along it is negative at every point"
-                if v.kind == "update" else "")
-    text = tex_escape(_sentence(v.reason))
+        return tex_escape(f"the spec's rule, {v.derived}") if v.kind == "update" else ""
+    text = tex_escape(_sentence(v.reason + (f"; {v.note}" if v.note else "")))
     return re.sub(r"(?<![\w.$-])(\$-\$|-)?(\d+\.\d+)", lambda m: f"${'-' if m.group(1) else ''}{m.group(2)}$", text)
+
+
+_READING_TEXT = {
+    False: (r"The gradients and update rules are read as the batch objective's: $J$, the mean "
+            r"loss over $m$ examples, checked at $m = 2$, so that a missing $1/m$ shows; the "
+            r"loss $L$ and its derivative are one example's; a claim marked \emph{per example} is "
+            r"read as one example's loss $L$."),
+    True: (r"The document derives for one example, so the gradients and update rules are "
+           r"read as one example's loss $L$'s (the claims file says 	exttt{per\_example: "
+           r"true}); a claim marked \emph{batch} is read as the batch objective $J$ over "
+           r"$m = 2$ examples."),
+}
+
+
+def _reading_override(report: ClaimsReport, v: Verdict) -> str:
+    """``batch`` or ``per example`` where the claim's reading is not the file's."""
+    if v.claim.per_example is None or v.claim.per_example == report.file.per_example:
+        return ""
+    return "per example" if v.claim.per_example else "batch"
 
 
 def errata_context(c, report: ClaimsReport, resolve) -> dict:
@@ -200,6 +218,8 @@ def errata_context(c, report: ClaimsReport, resolve) -> dict:
             "claim": f"{lhs} {relation} {formula_tex(v.claim.equation.rhs, names, resolve)}",
             "proven": v.proven,
             "reason": _reason(v),
+            "reading": _reading_override(report, v),
+            "fault": tex_escape(v.claim.fault),
             "derived": (f"{lhs} = {d}" if (d := _derived_tex(c, v)) and not v.proven else ""),
             "counterexample": _counterexample(v.counterexample, names) if v.counterexample else None,
         })
@@ -207,6 +227,12 @@ def errata_context(c, report: ClaimsReport, resolve) -> dict:
     return {"document": tex_escape(report.file.document), "file": tt(Path(report.file.path).name),
             "count": len(report.verdicts), "proven": proven,
             "refuted": len(report.verdicts) - proven, "items": items,
+            "reading": _READING_TEXT[report.file.per_example],
+            "notes": [{"quote": tex_escape(n.quote), "source": tex_escape(n.source),
+                       "fault": tex_escape(n.fault), "note": tex_escape(n.note)}
+                      for n in report.file.notes],
+            "rule": tex_escape(spec_rule(c.d.spec, "per example" if report.file.per_example
+                                          else "batch").text),
             "instance": "--".join(map(str, report.instance))}
 
 
