@@ -19,7 +19,7 @@ import jinja2
 import sympy as sp
 
 from . import runtime
-from .files import GENERATED_MARKER, WriteRefused, atomic_write, writable
+from .files import GENERATED_MARKER, WriteRefused, atomic_write, same_content, writable
 from .lower import lower
 from .rules import lower_rules, lower_schedules
 from .printers.loops import print_epoch_kernel, uses_blas
@@ -29,7 +29,7 @@ from .program import Assign, Program
 
 __all__ = ["render_module", "render_runtime", "render_rules", "write_module", "module_context",
            "VERSION", "RUNTIME_NAME", "RULES_NAME", "Unprintable", "BACKENDS", "backend_context",
-           "render_backend", "write_backend"]
+           "render_backend", "write_backend", "module_targets"]
 
 def _version() -> str:
     """The tool's version, as installed (declared once, in ``derive.__version__``)."""
@@ -346,8 +346,21 @@ _PACKAGE_INIT = f'{GENERATED_MARKER}: package of generated network modules; do n
 
 
 def _write_if_changed(path: Path, text: str) -> None:
-    if not (path.exists() and not path.is_symlink() and path.read_text(encoding="utf-8") == text):
+    if not same_content(path, text):
         atomic_write(path, text)
+
+
+def module_targets(name: str, out_dir: str | Path = "generated",
+                   backend: str = "numpy") -> tuple[list[Path], list[Path]]:
+    """The files that writing network ``name`` (with ``backend``'s module) may write in
+    ``out_dir``: its own (``<name>.py``, ``<name>_<backend>.py``), and those every module of
+    the folder shares (the runtime, the rules, ``__init__.py``)."""
+    out_dir = Path(out_dir)
+    own = [out_dir / f"{name}.py"] + ([out_dir / f"{name}_{backend}.py"]
+                                      if backend in BACKENDS else [])
+    shared = [out_dir / f"{RUNTIME_NAME}.py", out_dir / f"{RULES_NAME}.py",
+              out_dir / "__init__.py"]
+    return own, shared
 
 
 def write_module(derivation, out_dir: str | Path = "generated", *, force: bool = False,

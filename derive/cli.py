@@ -8,6 +8,7 @@ whole command, after training saved what it reached).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -138,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import SpecError
 
     status = EXIT_OK
+    stdout, sys.stdout = sys.stdout, _PipeSafe(sys.stdout)
     try:
-        if (clash := _same_name(args.spec)):
+        if (clash := _refused_command_targets(args)):
             print(f"derive: {clash}", file=sys.stderr)
             return EXIT_USAGE
         for path in args.spec:
@@ -158,7 +160,44 @@ def main(argv: list[str] | None = None) -> int:
         return status
     except Exception as err:  # anything else is a bug of the tool
         return _internal_error(err, args)
+    finally:
+        sys.stdout = stdout
     return status
+
+
+class _PipeSafe:
+    """Standard output that outlives its reader (``derive ... --train | head -1``): the first
+    BrokenPipeError points it at the null device, so that training goes on, saves its run and
+    the command ends quietly with the run's own status."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._closed()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._closed()
+
+    def _closed(self) -> None:
+        try:  # the process's own descriptor too: nothing is lost or reported at exit
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+        except (OSError, ValueError, AttributeError):
+            import io
+
+            self._stream = io.StringIO()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
 
 
 def _internal_error(err: Exception, args) -> int:
@@ -183,22 +222,59 @@ def _check_out_argument(parser: argparse.ArgumentParser, args) -> None:
                      "generated modules go")
 
 
-def _same_name(paths: list[str]) -> str | None:
-    """Two specs of one command that name the same network (both would write DIR/<name>.py),
-    said before anything is written; a spec that cannot be read is reported later."""
+def _command_targets(spec, args) -> list[tuple[Path, str, bool]]:
+    """Every file the command writes for one spec: (path, what it is, shared by the specs of
+    the folder)."""
+    from codegen.emit import module_targets
+
+    targets = []
+    if not args.no_module:
+        own, shared = module_targets(spec.name, args.out, args.backend)
+        targets += [(own[0], "module", False)]
+        targets += [(path, f"{args.backend} module", False) for path in own[1:]]
+        targets += [(path, "shared module file", True) for path in shared]
+    return targets + [(path, what, False) for path, what in _user_targets(spec, args)]
+
+
+def _refused_command_targets(args) -> str | None:
+    """Why the command may not write its files, before anything is written (None when it
+    may): two targets that are the same file (two specs with one name; a network named
+    ``x_torch`` beside ``x``'s torch module; a plot on the model file), or a target that is a
+    folder, a FIFO or a device, or a file or symbolic link this tool did not write (without
+    --force).  A spec that cannot be read is reported later."""
+    from codegen.files import WriteRefused, writable
+
     from .errors import SpecError
     from .spec import load_spec
 
-    first: dict[str, str] = {}
-    for path in paths:
+    first: dict[str, tuple[str, str, bool]] = {}
+    for path in args.spec:
         try:
-            name = load_spec(path).name
+            spec = load_spec(path)
         except SpecError:
             continue
-        if name in first:
-            return (f"{path}: network name {name!r} is also the name in {first[name]}: both "
-                    f"would write {name}.py; give each spec its own name (nothing was written)")
-        first[name] = path
+        for target, what, shared in _command_targets(spec, args):
+            key = os.path.normcase(os.path.abspath(target))
+            if key in first:
+                where, was, was_shared = first[key]
+                if shared and was_shared:
+                    continue
+                if shared or was_shared:
+                    return (f"{path}: the network name {spec.name!r} is taken by a file every "
+                            f"generated module in {args.out} shares ({target.name}); choose "
+                            "another name (nothing was written)")
+                if what == was == "module":
+                    return (f"{path}: network name {spec.name!r} is also the name in {where}: "
+                            f"both would write {target.name}; give each spec its own name "
+                            "(nothing was written)")
+                return (f"{path}: {target} would be written twice, as the {was} of {where} "
+                        f"and as the {what} of {path}; give them different names (nothing "
+                        "was written)")
+            first[key] = (path, what, shared)
+            try:
+                writable(target, args.force)
+            except WriteRefused as err:
+                return f"{path}: {err}"
     return None
 
 
@@ -219,7 +295,7 @@ def _run(path: str, args) -> int:
     spec = load_spec(path)
     for notice in spec.notices:
         print(f"derive: note: {notice}", file=sys.stderr)
-    refused = _refused_targets(spec, args) or _not_yet(spec, args)  # before anything is written
+    refused = _not_yet(spec, args)  # before anything is written
     if refused:
         print(f"derive: {path}: {refused}", file=sys.stderr)
         return EXIT_USAGE
@@ -572,35 +648,24 @@ def _latex_example(derivation, args):
     return load_example(args.example, derivation)
 
 
-def _user_targets(spec, args) -> list[Path]:
-    """Every file the command will write besides the module: the LaTeX and its PDF, the plots,
-    and with --save-dir the model file and summary (a default run folder is always new)."""
+def _user_targets(spec, args) -> list[tuple[Path, str]]:
+    """Every file the command will write besides the module, with what it is: the LaTeX and
+    its PDF, the plots, and with --save-dir the model file and summary (a default run folder
+    is always new)."""
     targets = []
     if args.latex:
         tex = _latex_target(spec.name, args)
-        targets += [tex] + ([tex.with_suffix(".pdf")] if args.pdf else [])
+        targets += [(tex, "LaTeX")] + ([(tex.with_suffix(".pdf"), "PDF")] if args.pdf else [])
     if args.train and args.plot:
         from .training.plot import confusion_path
 
         plot = _plot_path(spec, args)
-        targets += [plot, confusion_path(plot)]
+        targets += [(plot, "plot"), (confusion_path(plot), "confusion plot")]
     if args.train and args.save_dir:
         folder = _save_dir(spec, args)
-        targets += [folder / f"{spec.name}.npz", folder / "summary.json"]
+        targets += [(folder / f"{spec.name}.npz", "model file"),
+                    (folder / "summary.json", "summary")]
     return targets
-
-
-def _refused_targets(spec, args) -> str | None:
-    """Why the command would overwrite a file this tool did not write (None when it will not):
-    refused without --force, before anything is written."""
-    from codegen.files import WriteRefused, writable
-
-    for target in _user_targets(spec, args):
-        try:
-            writable(target, args.force)
-        except WriteRefused as err:
-            return str(err)
-    return None
 
 
 def _save_dir(spec, args) -> Path | None:

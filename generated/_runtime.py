@@ -543,9 +543,10 @@ def _npz_path(path):
 def atomic_save(path, write):
     """``write(file)`` into a temporary file beside ``path``, flushed to disk, then renamed over
     ``path``: a failed or interrupted save leaves the previous file intact, and a symlink at
-    ``path`` is replaced, never written through."""
+    ``path`` is replaced, never written through.  The temporary file is named
+    ``.<name>.<pid>-XXXX.tmp``: backprop-derive removes those of killed writers."""
     folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
+    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}-",
                                          suffix=".tmp", dir=folder)
     try:
         with os.fdopen(handle, "wb") as file:
@@ -1038,8 +1039,9 @@ class Trainer:
 
     def save(self, path, extra=None):
         """Save the parameters, the optimizer state and the settings to an .npz file (no
-        pickle), atomically; returns its path.  ``extra``: more JSON-ready entries."""
-        path = _npz_path(path)
+        pickle), atomically; returns its path.  ``extra``: more JSON-ready entries.  ``path``
+        may be a binary file open for writing instead (the tool's own writer passes one)."""
+        path = path if hasattr(path, "write") else _npz_path(path)
         settings = self.settings() | dict(extra or {})
         arrays = dict(self._params)
         arrays.update({f"__layer__/{key}": value for key, value in self.layer_state.items()})
@@ -1050,8 +1052,14 @@ class Trainer:
         # the signature as plain bytes too (the settings are stored as UTF-32): the tool
         # may replace its own model files, never a user's (codegen.files.is_generated)
         signature = np.frombuffer(settings["generator"].encode(), dtype=np.uint8)
-        atomic_save(path, lambda file: np.savez(
-            file, __generator__=signature, __settings__=np.array(json.dumps(settings)), **arrays))
+        def write(file):
+            np.savez(file, __generator__=signature, __settings__=np.array(json.dumps(settings)),
+                     **arrays)
+
+        if hasattr(path, "write"):
+            write(path)
+        else:
+            atomic_save(path, write)
         return path
 
     @classmethod

@@ -44,11 +44,13 @@ def _figure(width: float, height: float):
 
 
 def _save(figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from codegen.files import SIGNATURE
+    from codegen.files import SIGNATURE, atomic_write
 
-    # the tool's signature in the PNG's metadata: a later run may replace it, never a user's
-    figure.savefig(path, metadata={"Software": SIGNATURE.decode()})
+    # through the one safe writer (atomic, never through a link); the tool's signature in the
+    # PNG's metadata: a later run may replace it, never a user's
+    kind = path.suffix[1:].lower() or "png"
+    atomic_write(path, lambda file: figure.savefig(file, format=kind,
+                                                   metadata={"Software": SIGNATURE.decode()}))
     return path
 
 

@@ -160,6 +160,8 @@ def run(spec: NetSpec, module_path: str | Path, options: TrainOptions = TrainOpt
     dataset, prepared = data if data is not None else load_prepared(spec, module.TASK)
     save_dir = Path(options.save_dir) if options.save_dir else new_run_folder(spec.name)
     _make_folder(save_dir)
+    if options.plot is not None:
+        _make_folder(Path(options.plot).parent, "the plots")
     timings = {"load_seconds": time.perf_counter() - started}
 
     session = _Session(trainer, prepared, options, stream, stop if stop is not None else StopFlag(),
@@ -181,8 +183,11 @@ def run(spec: NetSpec, module_path: str | Path, options: TrainOptions = TrainOpt
     print(_report(spec, dataset, test, train, validation, test_loss, session, timings,
                   options.verbose), file=stream, flush=True)
 
-    params_path = Path(session.trainer.save(save_dir / f"{spec.name}.npz",
-                                            extra=_model_extra(spec, dataset, prepared)))
+    from codegen.files import atomic_write
+
+    params_path = save_dir / f"{spec.name}.npz"
+    extra = _model_extra(spec, dataset, prepared)
+    atomic_write(params_path, lambda file: session.trainer.save(file, extra=extra))
     plots = _plots(options.plot, spec, dataset, session, test, train)
     summary_path = save_dir / SUMMARY_NAME
     timings["total_seconds"] = time.perf_counter() - started
@@ -382,11 +387,15 @@ class _Session:
                              "saving (press Ctrl-C again to abort)", stream=sys.stderr)
 
 
-def _make_folder(folder: Path) -> None:
+def _make_folder(folder: Path, what: str = "the trained parameters") -> None:
+    """``folder`` made, and a file created and removed in it: a read-only folder or disk is
+    found before training."""
+    from codegen.files import check_folder_writable
+
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        check_folder_writable(folder)
     except OSError as exc:
-        raise DataError(f"cannot create the folder {folder} for the trained parameters: "
+        raise DataError(f"cannot write into the folder {folder} for {what}: "
                         f"{exc.strerror or exc}") from None
 
 
