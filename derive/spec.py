@@ -19,7 +19,7 @@ from .activations import ACTIVATIONS, Activation
 from .datasets import DATASETS, written_names
 from .errors import SpecError
 from .losses import LOSSES, Loss
-from .netspec import (SCALINGS, ActivationSpec, DataSpec, EarlyStopping, LayerSpec, NetSpec,
+from .netspec import (AUTO, MISSING_CHOICES, SCALINGS, ActivationSpec, DataSpec, EarlyStopping, LayerSpec, NetSpec,
                       Regularization, ScheduleSpec, TrainingSpec)
 from .optimizers import (FULL_BATCH, LEGACY_LEARNING_RATE, LEGACY_OPTIMIZERS, OPTIMIZERS,
                          SCHEDULES)
@@ -171,6 +171,11 @@ _DTYPES = ("float32", "float64")
 INITS, DTYPES = _INITS, _DTYPES  # what the spec accepts, for the tests and the fuzzer
 
 _size = _integer(1, MAX_UNITS)
+
+
+def _size_or_auto(item: Item) -> int | str:
+    """A size, or ``auto``: taken from the data (``input``, the last layer's ``units``)."""
+    return AUTO if item.value == AUTO else _size(item)
 
 _REGULARIZATION = _section({
     "l1": _real(lambda x: x >= 0, "a finite number >= 0"),
@@ -364,6 +369,11 @@ def _layers(item: Item) -> tuple[LayerSpec, ...]:
         raise item_error(item, f"expected at most {MAX_LAYERS} layers, got {len(item.value)}",
                          at_key=True)
     layers = tuple(_layer(child) for child in item.value)
+    for layer, child in zip(layers[:-1], item.value[:-1]):
+        if layer.units == AUTO:
+            raise item_error(child.value["units"], "units: auto is for the last layer only "
+                             "(its size is the data's number of classes or target columns)",
+                             "give this layer a number of units")
     for index, child in enumerate(item.value):
         _check_position(layers[index], child, last=index == len(layers) - 1)
     return layers
@@ -435,7 +445,7 @@ def _param(declaration: Activation | Loss, key: str, item: Item) -> float:
     return _real_value(item, param.check, param.expected)
 
 
-_LAYER = _section({"units": _size, "activation": _activation}, ("units", "activation"),
+_LAYER = _section({"units": _size_or_auto, "activation": _activation}, ("units", "activation"),
                   "a layer: a mapping such as {units: 10, activation: relu},")
 
 
@@ -533,6 +543,13 @@ def _delimiter(item: Item) -> str:
     return value
 
 
+def _categorical(item: Item) -> str | tuple[str, ...]:
+    """``auto`` (every feature column holding text) or the category columns by name."""
+    if item.value == AUTO:
+        return AUTO
+    return _column_names(item)
+
+
 def _test_table(item: Item) -> str:
     """``csv:PATH``: a separate test table."""
     value = _string(item)
@@ -556,14 +573,16 @@ _DATA_KEYS: dict[str, Check] = {
     "test": _test_table,
     "scaling": _choice(SCALINGS, "scaling"),
     "delimiter": _delimiter,
+    "missing": _choice(MISSING_CHOICES, "missing-value strategy"),
+    "categorical": _categorical,
 }
-_TABLE_KEYS = ("target", "features", "drop", "test", "delimiter")  # a table's keys only
+_TABLE_KEYS = ("target", "features", "drop", "test", "delimiter", "missing", "categorical")  # a table's keys only
 
 
 def _data_lines(item: Item) -> tuple[tuple[str, int], ...]:
     """Each column-naming field's line, so that a column missing from the file is located."""
     lines = []
-    for key in ("target", "features", "drop", "test", "delimiter"):
+    for key in ("target", "features", "drop", "test", "delimiter", "categorical"):
         child = item.value.get(key)
         if child is None:
             continue
@@ -608,7 +627,7 @@ def _data(item: Item) -> DataSpec:
 
 _TOP: dict[str, Check] = {
     "name": _name,
-    "input": _size,
+    "input": _size_or_auto,
     "layers": _layers,
     "loss": _loss,
     "regularization": _or_null(lambda item: Regularization(**_REGULARIZATION(item))),
@@ -626,6 +645,12 @@ def _netspec(root: Item, filename: str) -> NetSpec:
     values = {key: _TOP[key](child) for key, child in fields.items()}
     values["loss"], values["loss_params"] = values["loss"]
     _check_loss_fits(values["loss"], fields["loss"], values["layers"])
+    if (values["input"] == AUTO or values["layers"][-1].units == AUTO) \
+            and values.get("data") is None:
+        which = "input" if values["input"] == AUTO else "layers"
+        raise item_error(fields[which], "a size written auto is taken from the data, but the "
+                         "spec has no data: section", "add data: {dataset: csv:PATH, target: "
+                         "COLUMN}, or give the size", at_key=True)
     notices: tuple[str, ...] = ()
     if values.get("training") is not None:
         values["training"], notices = values["training"]
