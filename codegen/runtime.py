@@ -41,7 +41,8 @@ _HAVE_NUMBA = _numba_installed()  # the compiled engine is available; imported o
 
 __all__ = ["API", "ForwardCache", "TrainingDiverged", "Network", "Trainer", "softmax",
            "logsumexp", "float_dtype", "rank_one_update", "one_row_product", "rank_one",
-           "compiled", "ENGINES", "load_beside"]
+           "compiled", "ENGINES", "load_beside", "MISSING", "is_missing", "table_columns",
+           "encode_table", "number_specs", "NUMBER", "CATEGORY"]
 
 API = 3  # generated modules check it: a module and a runtime of different APIs refuse to run
 ENGINES = ("auto", "numpy", "compiled")
@@ -530,6 +531,150 @@ class Network:
         return result
 
 
+# ----------------------------------------------------------------------------- raw tables
+
+# every common spelling of a missing cell, compared lower-case and stripped (empty, NA, N/A,
+# NaN, nan, null, ?); a float NaN, None and pandas' NA are missing too
+MISSING = frozenset({"", "na", "n/a", "nan", "null", "?"})
+NUMBER, CATEGORY = "number", "category"  # a table column's kind in a model file's "columns"
+_SHOWN = 5  # positions named in a message about missing or unknown cells
+
+
+def is_missing(value):
+    """Whether one cell of a raw table is missing (see MISSING)."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return value.strip().lower() in MISSING
+    if isinstance(value, (float, np.floating)):
+        return math.isnan(value)
+    return type(value).__name__ == "NAType"  # pandas.NA, without importing pandas
+
+
+def _positions(cells):
+    """``row 3 column 'sex', ...``: the first few (row, column) of a list, and how many more."""
+    shown = ", ".join(f"row {row} column {column!r}" for row, column in cells[:_SHOWN])
+    return shown + (f" and {len(cells) - _SHOWN} more" if len(cells) > _SHOWN else "")
+
+
+def table_columns(X, names):
+    """The columns ``names`` of a raw table, each a 1-D array in that order.
+
+    A pandas DataFrame, a NumPy structured array or a mapping (column name -> values) is read
+    by column name (other columns are ignored); a plain 2-D array by position, so it must have
+    exactly ``len(names)`` columns.  A ValueError says which columns do not match.
+    """
+    given = None
+    if hasattr(X, "columns") and hasattr(X, "__getitem__") and not isinstance(X, np.ndarray):
+        given = [str(c) for c in X.columns]
+        lookup = {str(c): c for c in X.columns}
+        get = lambda name: np.asarray(X[lookup[name]].to_numpy())  # noqa: E731
+    elif isinstance(X, np.ndarray) and X.dtype.names:
+        given = list(X.dtype.names)
+        get = lambda name: np.asarray(X[name])  # noqa: E731
+    elif isinstance(X, dict):
+        given = [str(c) for c in X]
+        lookup = {str(c): c for c in X}
+        get = lambda name: np.asarray(X[lookup[name]])  # noqa: E731
+    if given is not None:
+        absent = [name for name in names if name not in given]
+        if absent:
+            raise ValueError(
+                f"the table has no column {absent[0]!r}"
+                + (f" (nor {', '.join(map(repr, absent[1:]))})" if len(absent) > 1 else "")
+                + f": it is not the table the model was trained on (the model's columns: "
+                f"{', '.join(names)}; the table's: {', '.join(given) or 'none'})")
+        columns = [get(name).reshape(-1) for name in names]
+        if len({len(c) for c in columns}) > 1:
+            raise ValueError("the table's columns have different numbers of rows")
+        return columns
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[1] != len(names):
+        got = f"{X.shape[1]} columns" if X.ndim == 2 else f"shape {X.shape}"
+        one = " (for one example use X[None, :])" if X.shape == (len(names),) else ""
+        raise ValueError(f"X has {got}, but the model takes {len(names)}, one per column: "
+                         f"{', '.join(names)} (in this order; a DataFrame or a structured "
+                         f"array is matched by column name){one}")
+    return [X[:, j] for j in range(X.shape[1])]
+
+
+def encode_table(columns, specs, missing="error"):
+    """Raw table columns (``table_columns``) as the network's real-valued inputs (m, n_0).
+
+    ``specs`` says, per column, its kind (NUMBER or CATEGORY), the value that fills a missing
+    cell (``fill``; None: nothing is imputed) and a category column's ``categories``, which
+    become one-hot columns in that order.  A missing cell without a fill, a text in a number
+    column or a category not among ``categories`` is a ValueError that names the rows and
+    columns (``missing``: the strategy the model was trained with, for the message).
+    """
+    m = len(columns[0]) if columns else 0
+    blocks, holes, unseen, texts = [], [], [], []
+    for values, spec in zip(columns, specs):
+        name, fill = spec["name"], spec.get("fill")
+        if spec["kind"] == CATEGORY:
+            categories = list(spec["categories"])
+            index = {category: i for i, category in enumerate(categories)}
+            block = np.zeros((m, len(categories)))
+            for row, value in enumerate(values):
+                if is_missing(value):
+                    if fill is None:
+                        holes.append((row, name))
+                        continue
+                    value = fill
+                key = str(value).strip()
+                if key not in index:
+                    unseen.append((row, name, key, categories))
+                    continue
+                block[row, index[key]] = 1.0
+            blocks.append(block)
+            continue
+        if values.dtype.kind in "biuf":
+            column = values.astype(np.float64)
+        else:
+            column = np.empty(m)
+            for row, value in enumerate(values):
+                if is_missing(value):
+                    column[row] = np.nan
+                    continue
+                try:
+                    column[row] = float(value)
+                except (TypeError, ValueError):
+                    texts.append((row, name, str(value) if isinstance(value, str) else value))
+                    column[row] = 0.0
+        bad = np.isnan(column)
+        if bad.any():
+            if fill is None:
+                holes += [(int(row), name) for row in np.flatnonzero(bad)]
+            else:
+                column[bad] = fill
+        if np.isinf(column).any():
+            row = int(np.flatnonzero(np.isinf(column))[0])
+            raise ValueError(f"row {row} column {name!r}: {column[row]} is not a finite number")
+        blocks.append(column.reshape(-1, 1))
+    if texts:
+        row, name, value = texts[0]
+        raise ValueError(f"row {row} column {name!r}: {value!r} is not a number, and the model "
+                         f"took {name!r} as a number column"
+                         + (f" ({len(texts)} such cells)" if len(texts) > 1 else ""))
+    if unseen:
+        row, name, value, categories = unseen[0]
+        raise ValueError(f"row {row} column {name!r}: {value!r} is a category the model never "
+                         f"saw in training (its categories: {', '.join(categories)})"
+                         + (f"; {len(unseen)} such cells" if len(unseen) > 1 else ""))
+    if holes:
+        holes.sort()
+        how = ("imputes nothing (trained with missing: "
+               f"{missing}; data.missing: mean, median or most_frequent imputes)")
+        raise ValueError(f"{len(holes)} missing cell{'s' if len(holes) > 1 else ''} "
+                         f"({_positions(holes)}), and the model {how}")
+    return np.hstack(blocks) if blocks else np.empty((m, 0))
+
+
+def number_specs(names):
+    """The column specs of a table of number columns that imputes nothing."""
+    return [{"name": name, "kind": NUMBER, "fill": None} for name in names]
+
+
 # ----------------------------------------------------------------------------- training
 
 def _npz_path(path):
@@ -979,12 +1124,22 @@ class Trainer:
     preprocessing = None  # a model file's: how raw rows become inputs, outputs answers
 
     def transform(self, X):
-        """Raw rows as the network's inputs, by the model file's preprocessing (the fixed
-        scaling, then the training part's standardisation); X itself without one."""
+        """Raw rows as the network's inputs.  With a model file's preprocessing: its columns
+        matched (by name in a DataFrame, a structured array or a mapping of columns; by
+        position in a plain array), missing cells imputed and categories one-hot encoded as
+        fitted on the training part, then the fixed scaling and the training part's
+        standardisation.  Without one, X itself.  A cell that cannot be answered honestly (a
+        NaN nothing imputes, an unseen category, a column the model does not know) is a
+        ValueError naming it."""
         prep = self.preprocessing
         if prep is None:
+            X = self.network.inputs(X, self.dtype)
+            _finite_rows(X, "X")
             return X
-        X = np.asarray(X, dtype=np.float64) / prep["divide_by"]
+        names = prep.get("feature_names") or [f"x{j}" for j in range(self.network.layer_sizes[0])]
+        specs = prep.get("columns") or number_specs(names)
+        X = encode_table(table_columns(X, names), specs, prep.get("missing") or "error")
+        X = X / prep["divide_by"]
         if prep["features"] is not None:
             X = (X - np.asarray(prep["features"]["mean"])) / np.asarray(prep["features"]["scale"])
         return X.astype(self.dtype)

@@ -20,7 +20,7 @@ from .datasets import DATASETS, written_names
 from .errors import SpecError
 from .layers import LAYER_KINDS
 from .losses import LOSSES, Loss
-from .netspec import (SCALINGS, ActivationSpec, DataSpec, EarlyStopping, LayerSpec, NetSpec,
+from .netspec import (AUTO, MISSING_CHOICES, SCALINGS, ActivationSpec, DataSpec, EarlyStopping, LayerSpec, NetSpec,
                       Regularization, ScheduleSpec, TrainingSpec)
 from .optimizers import (FULL_BATCH, LEGACY_LEARNING_RATE, LEGACY_OPTIMIZERS, OPTIMIZERS,
                          SCHEDULES)
@@ -172,6 +172,11 @@ _DTYPES = ("float32", "float64")
 INITS, DTYPES = _INITS, _DTYPES  # what the spec accepts, for the tests and the fuzzer
 
 _size = _integer(1, MAX_UNITS)
+
+
+def _size_or_auto(item: Item) -> int | str:
+    """A size, or ``auto``: taken from the data (``input``, the last layer's ``units``)."""
+    return AUTO if item.value == AUTO else _size(item)
 
 _REGULARIZATION = _section({
     "l1": _real(lambda x: x >= 0, "a finite number >= 0"),
@@ -369,6 +374,11 @@ def _layers(item: Item, n_in: int | None = None) -> tuple[LayerSpec, ...]:
     for child in item.value:
         layers.append(_layer(child, widths[-1]))
         widths.append(layers[-1].units)
+    for layer, child in zip(layers[:-1], item.value[:-1]):
+        if layer.units == AUTO:
+            raise item_error(child.value["units"], "units: auto is for the last layer only "
+                             "(its size is the data's number of classes or target columns)",
+                             "give this layer a number of units")
     if layers[-1].kind != "dense":  # before the activations: what comes after the output
         child = item.value[-1]
         raise item_error(child.value.get("kind", child),
@@ -409,8 +419,8 @@ def _layer(item: Item, n_in: int | None) -> LayerSpec:
 
 
 def _option_check(kind, option) -> Check:
-    if option.key == "units":  # a layer's width, checked as every width is
-        return _size
+    if option.key == "units":  # a layer's width, checked as every width is (auto: the data's)
+        return _size_or_auto
     if option.boolean:
         return _boolean
     if option.integer:
@@ -601,6 +611,13 @@ def _delimiter(item: Item) -> str:
     return value
 
 
+def _categorical(item: Item) -> str | tuple[str, ...]:
+    """``auto`` (every feature column holding text) or the category columns by name."""
+    if item.value == AUTO:
+        return AUTO
+    return _column_names(item)
+
+
 def _test_table(item: Item) -> str:
     """``csv:PATH``: a separate test table."""
     value = _string(item)
@@ -624,14 +641,16 @@ _DATA_KEYS: dict[str, Check] = {
     "test": _test_table,
     "scaling": _choice(SCALINGS, "scaling"),
     "delimiter": _delimiter,
+    "missing": _choice(MISSING_CHOICES, "missing-value strategy"),
+    "categorical": _categorical,
 }
-_TABLE_KEYS = ("target", "features", "drop", "test", "delimiter")  # a table's keys only
+_TABLE_KEYS = ("target", "features", "drop", "test", "delimiter", "missing", "categorical")  # a table's keys only
 
 
 def _data_lines(item: Item) -> tuple[tuple[str, int], ...]:
     """Each column-naming field's line, so that a column missing from the file is located."""
     lines = []
-    for key in ("target", "features", "drop", "test", "delimiter"):
+    for key in ("target", "features", "drop", "test", "delimiter", "categorical"):
         child = item.value.get(key)
         if child is None:
             continue
@@ -676,7 +695,7 @@ def _data(item: Item) -> DataSpec:
 
 _TOP: dict[str, Check] = {
     "name": _name,
-    "input": _size,
+    "input": _size_or_auto,
     "layers": _layers,
     "loss": _loss,
     "regularization": _or_null(lambda item: Regularization(**_REGULARIZATION(item))),
@@ -696,6 +715,12 @@ def _netspec(root: Item, filename: str) -> NetSpec:
         values["layers"] = _layers(fields["layers"], values.get("input"))
     values["loss"], values["loss_params"] = values["loss"]
     _check_loss_fits(values["loss"], fields["loss"], values["layers"])
+    if (values["input"] == AUTO or values["layers"][-1].units == AUTO) \
+            and values.get("data") is None:
+        which = "input" if values["input"] == AUTO else "layers"
+        raise item_error(fields[which], "a size written auto is taken from the data, but the "
+                         "spec has no data: section", "add data: {dataset: csv:PATH, target: "
+                         "COLUMN}, or give the size", at_key=True)
     notices: tuple[str, ...] = ()
     if values.get("training") is not None:
         values["training"], notices = values["training"]
