@@ -14,9 +14,13 @@ out; ``prove_spec`` takes a time budget and a progress callback.
 Why that is exact (Schwartz-Zippel): after differentiation both sides are rational functions
 of the parameters and of the transcendental values they contain (e^{z}, tanh z, erf z, log u,
 sqrt 2, pi).  Each such value is given an independent random rational, consistently on both
-sides (e^{cz} = (e^{z})^c for the same z, odd functions keep their sign), so a right formula
-agrees exactly at every point and a wrong one disagrees at a random point with overwhelming
-probability.  A Piecewise is decided exactly on the sign of its (rational) argument.
+sides (e^{cz} = (e^{z})^c for the same z, tanh/cosh/sinh through those exponentials, log
+undoing exp, odd functions keep their sign), so a right formula agrees exactly at nearly every
+point and a wrong one disagrees at a random point with overwhelming probability.  The stand-ins
+cannot tie every pair of exponentials (e^{2a} e^{2y-2a} and e^{2y} for unrelated rationals a,
+y): where they differ, the true real values at the same rational point judge
+(``agree_in_reals``: 60 digits, agreeing to 40), so a right formula is never refuted.  A
+Piecewise is decided exactly on the sign of its (rational) argument.
 """
 
 from __future__ import annotations
