@@ -1086,6 +1086,9 @@ def _contexts(derivation: Derivation, notation: str, example: Example | None,
         contexts["example"] = _example(c, evaluate_example(derivation, example))
     if claims is not None:
         contexts["errata"] = errata_context(c, claims, claims_names(derivation, claims))
+        if "optimizer" not in derivation.spec.training.given:  # the document's plain rule only
+            contexts["updates"]["rule"] = None
+        contexts["batch"]["code"] = None  # a checker's report: the document's maths, no code
     for name, context in contexts.items():
         context["sec"] = c.sec(name)
         context["prefix"] = c.prefix
@@ -1109,7 +1112,16 @@ def render_body(derivation: Derivation, *, notation: str = "bracket",
                                proof=proof)
     return _environment().get_template("body.tex.j2").render(
         name=derivation.spec.name, packages=PACKAGES,
-        sections=[sections[s] for s in SECTIONS if s in sections])
+        sections=[sections[s] for s in _order(sections)])
+
+
+def _order(sections) -> list[str]:
+    """SECTIONS' order; a checker's report (with claims) opens with the errata."""
+    order = [s for s in SECTIONS if s in sections]
+    if "errata" in order:
+        order.remove("errata")
+        order.insert(1, "errata")
+    return order
 
 
 PACKAGES = ("amsmath", "amssymb", "booktabs", "array", "longtable")
@@ -1123,5 +1135,6 @@ def render_document(derivation: Derivation, *, notation: str = "bracket",
     spec = derivation.spec
     return _environment().get_template("document.tex.j2").render(
         name=spec.name, title=tt(spec.name), body=body, packages=PACKAGES,
+        report=claims is not None,  # a checker's report: denser, to stay short
         source=tex_escape(Path(spec.source).name) if spec.source else "",
         source_tt=_file_name(spec.source))

@@ -18,7 +18,7 @@ from ..claims import ClaimsReport, Counterexample, Verdict, notation, spec_rule
 from ..derivation import M
 from ..formula import Binary, Call, Name, Node, Num, Power, Transpose, Unary, Vector
 from ..primitives import to_primitives
-from .text import tex_escape, tt
+from .text import tex_escape, tex_prose, tt
 
 __all__ = ["errata_context", "proof_sentence", "formula_tex", "notation_rows"]
 
@@ -126,12 +126,22 @@ def _small_matrix(matrix: sp.Matrix) -> str:
     return r"\left[\begin{smallmatrix} " + r" \\ ".join(rows) + r" \end{smallmatrix}\right]"
 
 
-def _counterexample(cx: Counterexample, names: dict[str, str]) -> dict:
-    point = ", ".join(f"${names.get(name, tex_escape(name))} = {_small_matrix(value)}$"
-                      for name, value in cx.point)
-    sizes = "--".join(map(str, cx.instance))
-    where = (f"On a {sizes} instance of the network ({cx.examples} example"
-             f"{'s' if cx.examples > 1 else ''}), at " if cx.instance else "At ")
+def _counterexample(cx: Counterexample, names: dict[str, str], seen: dict) -> dict:
+    """The counterexample's numbers; a point already shown in full (``seen``: its key ->
+    its label) is named, not repeated."""
+    key = (cx.instance, cx.examples, tuple((n, tuple(v)) for n, v in cx.point))
+    if cx.instance and key in seen:
+        where, point = f"At point~{seen[key]} (above)", ""
+    else:
+        point = ", ".join(f"${names.get(name, tex_escape(name))} = {_small_matrix(value)}$"
+                          for name, value in cx.point)
+        sizes = "--".join(map(str, cx.instance))
+        label = ""
+        if cx.instance:
+            label = seen[key] = f"P{len(seen) + 1}"
+        where = (f"On a {sizes} instance of the network ({cx.examples} example"
+                 f"{'s' if cx.examples > 1 else ''}), at point~{label}, " if cx.instance
+                 else "At ")
     entry = ""
     if cx.entry is not None and cx.claimed.shape != (1, 1):
         entry = f" (entry {cx.entry[0]},{cx.entry[1]} first differs)"
@@ -193,7 +203,7 @@ _READING_TEXT = {
             r"loss $L$ and its derivative are one example's; a claim marked \emph{per example} is "
             r"read as one example's loss $L$."),
     True: (r"The document derives for one example, so the gradients and update rules are "
-           r"read as one example's loss $L$'s (the claims file says 	exttt{per\_example: "
+           r"read as one example's loss $L$'s (the claims file says \texttt{per\_example: "
            r"true}); a claim marked \emph{batch} is read as the batch objective $J$ over "
            r"$m = 2$ examples."),
 }
@@ -210,26 +220,29 @@ def errata_context(c, report: ClaimsReport, resolve) -> dict:
     """The Errata section's context: every verdict, refuted ones with their numbers."""
     names = _names(c)
     items = []
+    seen: dict = {}  # counterexample points shown in full, by their label
     for v in report.verdicts:
         lhs = _lhs_tex(v, names)
         relation = r"\leftarrow" if v.kind == "update" else "="
         items.append({
-            "source": tex_escape(v.claim.source), "note": tex_escape(v.claim.note),
+            "source": tex_prose(v.claim.source), "note": tex_prose(v.claim.note),
+            "lhs": lhs, "verdict": v.word,
             "claim": f"{lhs} {relation} {formula_tex(v.claim.equation.rhs, names, resolve)}",
             "proven": v.proven,
             "reason": _reason(v),
             "reading": _reading_override(report, v),
             "fault": tex_escape(v.claim.fault),
             "derived": (f"{lhs} = {d}" if (d := _derived_tex(c, v)) and not v.proven else ""),
-            "counterexample": _counterexample(v.counterexample, names) if v.counterexample else None,
+            "counterexample": (_counterexample(v.counterexample, names, seen)
+                               if v.counterexample else None),
         })
     proven = sum(v.proven for v in report.verdicts)
-    return {"document": tex_escape(report.file.document), "file": tt(Path(report.file.path).name),
+    return {"document": tex_prose(report.file.document), "file": tt(Path(report.file.path).name),
             "count": len(report.verdicts), "proven": proven,
             "refuted": len(report.verdicts) - proven, "items": items,
             "reading": _READING_TEXT[report.file.per_example],
-            "notes": [{"quote": tex_escape(n.quote), "source": tex_escape(n.source),
-                       "fault": tex_escape(n.fault), "note": tex_escape(n.note)}
+            "notes": [{"quote": tex_prose(n.quote), "source": tex_prose(n.source),
+                       "fault": tex_escape(n.fault), "note": tex_prose(n.note)}
                       for n in report.file.notes],
             "rule": tex_escape(spec_rule(c.d.spec, "per example" if report.file.per_example
                                           else "batch").text),
