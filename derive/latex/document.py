@@ -707,7 +707,7 @@ def _gradients(c: _Doc) -> dict:
 def _general(c: _Doc) -> dict:
     """The four equations of backpropagation for a general layer l, and the algorithm."""
     t = c.p.tagged
-    L = "L"
+    L = "K"  # the layer count: L is the loss (one symbol per meaning)
     out = c.d.layers[-1]
     delta = {k: t(r"\delta", k) for k in ("l", "l+1", L)}
     g = rf"g'^{{[l]}}\!\left({t('z', 'l')}\right)" if c.notation == "bracket" else \
@@ -716,25 +716,25 @@ def _general(c: _Doc) -> dict:
         bp1 = (rf"{delta[L]} = \left(\frac{{\partial {t('a', L)}}}{{\partial {t('z', L)}}}\right)^{{T}}"
                rf" \frac{{\partial L}}{{\partial {t('a', L)}}}")
     else:
-        gL = rf"g'^{{[L]}}\!\left({t('z', L)}\right)" if c.notation == "bracket" else \
-            rf"g_{{L}}'\!\left({t('z', L)}\right)"
+        gL = rf"g'^{{[K]}}\!\left({t('z', L)}\right)" if c.notation == "bracket" else \
+            rf"g_{{K}}'\!\left({t('z', L)}\right)"
         bp1 = rf"{delta[L]} = \frac{{\partial L}}{{\partial {t('a', L)}}} \odot {gL}"
     rows = [
         _row(bp1.split(" = ", 1)[0], "= " + bp1.split(" = ", 1)[1], c.label("bp1"),
              "The output error, from the loss and the output activation:"),
         _row(delta["l"], rf"= \left({t('W', 'l+1', 'T')} {delta['l+1']}\right) \odot {g}",
-             c.label("bp2"), r"Each hidden layer's error, from the layer above ($l = L-1, \ldots, 1$):"),
+             c.label("bp2"), r"Each hidden layer's error, from the layer above ($l = K-1, \ldots, 1$):"),
         _row(c.p.partial("L", t("b", "l")), f"= {delta['l']}", c.label("bp3"),
              "The gradient of each bias:"),
         _row(c.p.partial("L", t("W", "l")), f"= {delta['l']} {t('a', 'l-1', 'T')}", c.label("bp4"),
              rf"The gradient of each weight matrix, with ${t('a', 0)} = x$:"),
     ]
     steps = [
-        rf"Forward: for $l = 1, \ldots, L$: ${t('z', 'l')} = {t('W', 'l')} {t('a', 'l-1')} + "
+        rf"Forward: for $l = 1, \ldots, K$: ${t('z', 'l')} = {t('W', 'l')} {t('a', 'l-1')} + "
         rf"{t('b', 'l')}$, ${t('a', 'l')} = g({t('z', 'l')})$, keeping every ${t('z', 'l')}$ and "
         rf"${t('a', 'l')}$.",
         rf"Output error ${delta[L]}$ by {c.ref('bp1')}.",
-        rf"Backward: for $l = L-1, \ldots, 1$: ${delta['l']}$ by {c.ref('bp2')}.",
+        rf"Backward: for $l = K-1, \ldots, 1$: ${delta['l']}$ by {c.ref('bp2')}.",
         rf"Gradients by {c.ref('bp3')} and {c.ref('bp4')}; over a batch, their mean.",
         r"Update every parameter: $\theta := \theta - \eta\, \partial J/\partial \theta$.",
     ]
