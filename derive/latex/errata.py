@@ -126,26 +126,32 @@ def _small_matrix(matrix: sp.Matrix) -> str:
     return r"\left[\begin{smallmatrix} " + r" \\ ".join(rows) + r" \end{smallmatrix}\right]"
 
 
+POINT_PER_LINE = 4  # matrices of a counterexample's point on one displayed line
+
+
 def _counterexample(cx: Counterexample, names: dict[str, str], seen: dict) -> dict:
-    """The counterexample's numbers; a point already shown in full (``seen``: its key ->
-    its label) is named, not repeated."""
+    """The counterexample's numbers, displayed; a point already shown in full (``seen``: its
+    key -> its label) is named, not repeated."""
     key = (cx.instance, cx.examples, tuple((n, tuple(v)) for n, v in cx.point))
+    lines: list[str] = []
     if cx.instance and key in seen:
-        where, point = f"At point~{seen[key]} (above)", ""
+        where = f"At point~{seen[key]} (above)"
     else:
-        point = ", ".join(f"${names.get(name, tex_escape(name))} = {_small_matrix(value)}$"
-                          for name, value in cx.point)
+        shown = [f"{names.get(name, tex_escape(name))} = {_small_matrix(value)}"
+                 for name, value in cx.point]
+        lines = [r",\quad ".join(shown[k:k + POINT_PER_LINE])
+                 for k in range(0, len(shown), POINT_PER_LINE)]
         sizes = "--".join(map(str, cx.instance))
         label = ""
         if cx.instance:
             label = seen[key] = f"P{len(seen) + 1}"
         where = (f"On a {sizes} instance of the network ({cx.examples} example"
-                 f"{'s' if cx.examples > 1 else ''}), at point~{label}, " if cx.instance
-                 else "At ")
+                 f"{'s' if cx.examples > 1 else ''}), at the point~{label}" if cx.instance
+                 else "At the point")
     entry = ""
     if cx.entry is not None and cx.claimed.shape != (1, 1):
         entry = f" (entry {cx.entry[0]},{cx.entry[1]} first differs)"
-    return {"point": where + point, "claimed": _small_matrix(cx.claimed),
+    return {"where": where, "point": lines, "claimed": _small_matrix(cx.claimed),
             "derived": _small_matrix(cx.derived), "entry": entry,
             "quantity": tex_escape(cx.quantity),
             "lines": [tex_escape(line) for line in cx.lines]}
@@ -209,6 +215,20 @@ _READING_TEXT = {
 }
 
 
+_FRAC = re.compile(r"\\frac\{((?:[^{}]|\{[^{}]*\})*)\}\{((?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*)\}")
+
+
+def _inline(tex: str) -> str:
+    """A left side for a table row: its fractions as a/b (one line high)."""
+    return _FRAC.sub(lambda m: rf"{m.group(1)}/{m.group(2)}", tex)
+
+
+def _shape_refuted(v: Verdict) -> bool:
+    """Refuted on shapes alone: the reason says all, no derived formula is needed beside it."""
+    return v.counterexample is None and v.reason.startswith(("the formula has no shape",
+                                                             "the formula is ("))
+
+
 def _reading_override(report: ClaimsReport, v: Verdict) -> str:
     """``batch`` or ``per example`` where the claim's reading is not the file's."""
     if v.claim.per_example is None or v.claim.per_example == report.file.per_example:
@@ -226,13 +246,14 @@ def errata_context(c, report: ClaimsReport, resolve) -> dict:
         relation = r"\leftarrow" if v.kind == "update" else "="
         items.append({
             "source": tex_prose(v.claim.source), "note": tex_prose(v.claim.note),
-            "lhs": lhs, "verdict": v.word,
+            "lhs": _inline(lhs), "verdict": v.word,
             "claim": f"{lhs} {relation} {formula_tex(v.claim.equation.rhs, names, resolve)}",
             "proven": v.proven,
             "reason": _reason(v),
             "reading": _reading_override(report, v),
             "fault": tex_escape(v.claim.fault),
-            "derived": (f"{lhs} = {d}" if (d := _derived_tex(c, v)) and not v.proven else ""),
+            "derived": (f"{lhs} = {d}" if (d := _derived_tex(c, v)) and not v.proven
+                        and not _shape_refuted(v) else ""),
             "counterexample": (_counterexample(v.counterexample, names, seen)
                                if v.counterexample else None),
         })
