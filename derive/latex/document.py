@@ -857,6 +857,19 @@ def _updates(c: _Doc) -> dict:
             "rule": _rule_tex(use)}
 
 
+def _with_symbols(text: str, symbols: dict[str, str]) -> str:
+    """A meaning in prose, its symbols' plain names (lambda_wd theta) typeset as maths."""
+    if not symbols:
+        return tex_escape(text)
+    names = re.compile(r"\b(" + "|".join(re.escape(n) for n in sorted(symbols, key=len, reverse=True))
+                       + r")\b")
+    out, last = [], 0
+    for match in names.finditer(text):
+        out += [tex_escape(text[last:match.start()]), f"${symbols[match.group(1)]}$"]
+        last = match.end()
+    return "".join(out + [tex_escape(text[last:])])
+
+
 def _rule_tex(use) -> dict:
     """The spec's update rule: its assignments in order, its state, its hyperparameters with
     their values and meanings, and the schedule."""
@@ -886,7 +899,8 @@ def _rule_tex(use) -> dict:
         values = value if isinstance(value, tuple) else (value,)
         hyper.append((tt(h.name), ", ".join(f"${tex(s)} = {_number_text(x)}$"
                                             for s, x in zip(h.symbols, values)),
-                      tex_escape(h.meaning)))
+                      _with_symbols(h.meaning, {s.name: tex(s) for s in h.symbols}
+                                    | {"theta": r"\theta", "eta": r"\eta"})))
     schedule = use.schedule
     return {"title": tex_escape(decl.title), "source": tt(decl.source), "rows": rows,
             "state": [(f"${tex(symbol)}$", tex_escape(meaning)) for symbol, meaning in

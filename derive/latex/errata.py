@@ -25,8 +25,10 @@ __all__ = ["errata_context", "proof_sentence", "formula_tex", "notation_rows"]
 # functions of the syntax that are not activations: their LaTeX
 _FUNCTION_TEX = {"exp": r"\exp", "log": r"\log", "ln": r"\ln", "sqrt": r"\sqrt", "abs": "",
                  "sign": r"\operatorname{sign}", "erf": r"\operatorname{erf}", "Phi": r"\Phi",
-                 "phi": r"\phi", "sum": r"\sum", "rowsum": r"\operatorname{rowsum}",
-                 "colsum": r"\operatorname{colsum}"}
+                 # sums with their index: every entry (one example's units k), over the
+                 # examples i (a row's), over the units k (a column's)
+                 "phi": r"\phi", "sum": r"\sum_{k}", "rowsum": r"\sum_{i=1}^{m}",
+                 "colsum": r"\sum_{k}"}
 _LOOSE = ("add", "sub")
 
 
