@@ -153,10 +153,22 @@ def _counterexample(cx: Counterexample, names: dict[str, str], seen: dict) -> di
     entry = ""
     if cx.entry is not None and cx.claimed.shape != (1, 1):
         entry = f" (entry {cx.entry[0]},{cx.entry[1]} first differs)"
+    between = [f"{_product_tex(name, names)} = {_small_matrix(value)}"
+               for name, value in cx.intermediates]
     return {"where": where, "point": lines, "claimed": _small_matrix(cx.claimed),
+            "between": r",\quad ".join(between),
             "derived": _small_matrix(cx.derived), "entry": entry,
             "quantity": tex_escape(cx.quantity),
             "lines": [tex_escape(line) for line in cx.lines]}
+
+
+def _product_tex(name: str, names: dict[str, str]) -> str:
+    """``W2^T delta2`` in the document's LaTeX names."""
+    def one(part: str) -> str:
+        if part.endswith("^T"):
+            return names.get(part, "{" + names.get(part[:-2], tex_escape(part[:-2])) + "}^{T}")
+        return names.get(part, tex_escape(part))
+    return " ".join(one(part) for part in name.split())
 
 
 def _derived_tex(c, v: Verdict) -> str:
