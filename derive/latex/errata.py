@@ -261,6 +261,7 @@ def errata_context(c, report: ClaimsReport, resolve) -> dict:
         items.append({
             "source": tex_prose(v.claim.source), "note": tex_prose(v.claim.note),
             "lhs": _inline(lhs), "verdict": v.word,
+            "label": c.label(f"claim-{len(items) + 1}"),
             "claim": f"{lhs} {relation} {formula_tex(v.claim.equation.rhs, names, resolve)}",
             "proven": v.proven,
             "reason": _reason(v),
