@@ -247,7 +247,9 @@ def test_errata_section_golden_fragments():
     # a checker's report: the errata first, their table (claim, where, verdict, kind of fault)
     assert tex.index(r"\section{Errata") < tex.index(r"\section{Architecture}")
     assert "claim & where & verdict & kind of fault" in tex
-    assert r"$z_{1}$ & Dimension Analysis, ``$z_{1}$ = $W_{1}$h + $b_{1}$'' (equation 1 restated) & refuted & notation slip" in tex
+    assert (r"$z_{1}$ & Dimension Analysis, ``$z_{1}$ = $W_{1}$h + $b_{1}$'' (equation 1 "
+            r"restated), p.~\pageref{bd:shallow_relu_softmax:claim-1} & refuted & notation slip") in tex
+    assert r"\label{bd:shallow_relu_softmax:claim-1}" in tex  # the page the table names
     assert r"$\partial L/\partial W_{1}$ & eq. (6), corrected & proven" in tex
     assert "(a note) & eq. (5) & noted & notation slip" in tex
     assert "the claim and the derivation give" in tex and r"\tfrac{" in tex
