@@ -237,6 +237,13 @@ def _inline(tex: str) -> str:
     return _FRAC.sub(lambda m: rf"{m.group(1)}/{m.group(2)}", tex)
 
 
+def _objective(tex: str, v: Verdict) -> str:
+    """A gradient read as the batch objective's is written with J, not the loss L."""
+    if v.reading == "batch" and v.kind in ("gradient", "update"):
+        return tex.replace(r"\partial L", r"\partial J")
+    return tex
+
+
 def _shape_refuted(v: Verdict) -> bool:
     """Refuted on shapes alone: the reason says all, no derived formula is needed beside it."""
     return v.counterexample is None and v.reason.startswith(("the formula has no shape",
@@ -260,9 +267,10 @@ def errata_context(c, report: ClaimsReport, resolve) -> dict:
         relation = r"\leftarrow" if v.kind == "update" else "="
         items.append({
             "source": tex_prose(v.claim.source), "note": tex_prose(v.claim.note),
-            "lhs": _inline(lhs), "verdict": v.word,
+            "lhs": _objective(_inline(lhs), v), "verdict": v.word,
             "label": c.label(f"claim-{len(items) + 1}"),
-            "claim": f"{lhs} {relation} {formula_tex(v.claim.equation.rhs, names, resolve)}",
+            "claim": _objective(f"{lhs} {relation} "
+                                f"{formula_tex(v.claim.equation.rhs, names, resolve)}", v),
             "proven": v.proven,
             "reason": _reason(v),
             "reading": _reading_override(report, v),
