@@ -1100,8 +1100,9 @@ def _contexts(derivation: Derivation, notation: str, example: Example | None,
         contexts["example"] = _example(c, evaluate_example(derivation, example))
     if claims is not None:
         contexts["errata"] = errata_context(c, claims, claims_names(derivation, claims))
-        if "optimizer" not in derivation.spec.training.given:  # the document's plain rule only
-            contexts["updates"]["rule"] = None
+        rule = contexts["updates"]["rule"]
+        if "optimizer" not in derivation.spec.training.given or rule["plain"]:
+            contexts["updates"]["rule"] = None  # the document's plain rule only
         contexts["batch"]["code"] = None  # a checker's report: the document's maths, no code
     for name, context in contexts.items():
         context["sec"] = c.sec(name)
