@@ -407,7 +407,6 @@ def _not_yet(spec, args) -> str | None:
     if spec.plain_dense:
         return None
     asked = [flag for flag, given in (("--latex", args.latex),
-                                      ("--claims", args.claims),
                                       (f"--backend {args.backend}", args.backend != "numpy"))
              if given]
     if not asked:
