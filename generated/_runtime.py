@@ -954,14 +954,10 @@ class Trainer:
         statistics, the running ones moved, dropout masks from the Trainer's generator) and
         writes the derived dJ/dtheta into the Trainer's gradient arrays."""
         net = self.network
-        Xb = np.empty((count, net.layer_sizes[0]), self.dtype)
-        Yb = np.empty((count, net.layer_sizes[-1]), self.dtype)
+        Xb, Yb, printed = net.make_gradient(self._params, self._grads, count, self.dtype)
 
         def step(X, Y, learning_rate):
-            cache = net.forward(self._params, X, training=True, state=self.layer_state,
-                                rng=self._rng)
-            for key, grad in net.derived_backward(self._params, cache, Y).items():
-                self._grads[key][...] = grad
+            printed(X, Y, self.layer_state, self._rng)
 
         return Xb, Yb, step
 

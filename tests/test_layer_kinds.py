@@ -251,3 +251,28 @@ def test_a_claim_names_only_quantities_the_stack_has():
     with pytest.raises(SpecError) as info:  # layer 1 is dense: it has no gamma
         check_claims(derivation, load_claims_text('claims:\n  - claim: "gamma1 = beta2"\n'))
     assert "unknown quantity 'gamma1'" in info.value.message and info.value.line == 2
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_preallocated_step_equals_the_functional_backward(dtype, build):
+    """The Trainer's NumPy step (buffers allocated once, ufuncs with out=) gives the
+    functional backward's gradients and moves the running statistics alike, same mask."""
+    net = build(_spec(_every_kind()))
+    rng = np.random.default_rng(0)
+    params = {k: (v + 0.1 * rng.standard_normal(v.shape)).astype(dtype)
+              for k, v in net.init_params(seed=1, dtype=dtype).items()}
+    X = rng.standard_normal((7, 3)).astype(dtype)
+    Y = rng.integers(0, 3, 7)
+    grads = {k: np.zeros_like(v) for k, v in params.items()}
+    _, _, step = net.NETWORK.make_gradient(params, grads, 7, dtype)
+    states = net.init_state(dtype), net.init_state(dtype)
+    step(X, net.targets(Y, 7, dtype), states[0], np.random.default_rng(5))
+    cache = net.forward(params, X, training=True, state=states[1], rng=np.random.default_rng(5))
+    expected = net.backward(params, cache, Y)
+    tolerance = 1e-12 if dtype == np.float64 else 1e-4
+    for key in params:
+        scale = max(np.abs(expected[key]).max(), 1e-30)
+        assert grads[key].dtype == dtype
+        assert np.abs(grads[key] - expected[key]).max() / scale < tolerance, key
+    for key in states[0]:
+        np.testing.assert_allclose(states[0][key], states[1][key], rtol=tolerance)
