@@ -34,6 +34,10 @@ class LatexOutput:
 def render_latex(derivation, *, body_only: bool = False, notation: str = "bracket",
                  example: Example | str | Path | None = None, claims=None, proof=None) -> str:
     """The LaTeX text: a standalone document, or with ``body_only`` a fragment to paste."""
+    from ..graph import GraphDerivation
+
+    if isinstance(derivation, GraphDerivation) and (example is not None or claims is not None):
+        raise ValueError("a worked example and claims are not printed yet for layer kinds")
     if example is not None and not isinstance(example, Example):
         example = load_example(example, derivation)
     render = render_body if body_only else render_document

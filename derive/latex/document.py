@@ -830,7 +830,8 @@ def _columns(*fractions: float) -> str:
 
 # -- updates ---------------------------------------------------------------------------
 
-def _updates(c: _Doc) -> dict:
+def _updates(c: _Doc, params: list[str] | None = None) -> dict:
+    """The updates section; ``params``: the parameters' LaTeX (default: each layer's W, b)."""
     d = c.d
     rules: list[Row] = []
     for rule in d.updates:
@@ -838,7 +839,8 @@ def _updates(c: _Doc) -> dict:
         row = _row(c.tex(theta), f":= {c.tex(new)}", c.label(f"update-{rule.optimizer}"))
         if all((r.lhs, r.rhs) != (row.lhs, row.rhs) for r in rules):
             rules.append(row)
-    pairs = [f"{c.tex(layer.W)}, {c.tex(layer.b)}" for layer in d.layers]
+    pairs = params if params is not None else [f"{c.tex(layer.W)}, {c.tex(layer.b)}"
+                                               for layer in d.layers]
     if len(pairs) > 4:
         pairs = pairs[:2] + [r"\ldots"] + pairs[-1:]
     variants = Table(_columns(0.36, 0.64), ("variant", "what one step averages over"),
@@ -1105,6 +1107,9 @@ def render_sections(derivation: Derivation, *, notation: str = "bracket",
 def render_body(derivation: Derivation, *, notation: str = "bracket",
                 example: Example | None = None, claims=None, proof=None) -> str:
     """The document without its preamble: sections to paste into a paper or notes."""
+    if not isinstance(derivation, Derivation):  # a stack of layer kinds: its own sections
+        from .kinds import render_kinds_body
+        return render_kinds_body(derivation, notation=notation, proof=proof)
     sections = render_sections(derivation, notation=notation, example=example, claims=claims,
                                proof=proof)
     return _environment().get_template("body.tex.j2").render(
@@ -1120,7 +1125,11 @@ def render_document(derivation: Derivation, *, notation: str = "bracket",
     """A standalone LaTeX document that compiles with pdflatex."""
     body = render_body(derivation, notation=notation, example=example, claims=claims,
                        proof=proof)
-    spec = derivation.spec
+    return standalone(derivation.spec, body)
+
+
+def standalone(spec, body: str) -> str:
+    """The preamble around a body: what makes a standalone document of it."""
     return _environment().get_template("document.tex.j2").render(
         name=spec.name, title=tt(spec.name), body=body, packages=PACKAGES,
         source=tex_escape(Path(spec.source).name) if spec.source else "",
