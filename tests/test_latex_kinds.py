@@ -198,4 +198,11 @@ def test_another_stack_compiles(tmp_path):
     too_wide = [(pt, line) for pt, line in latex_pdf.overfull_boxes(out.log) if pt > OVERFULL_LIMIT_PT]
     assert not too_wide, f"overfull boxes (pt, source line): {too_wide}"
     tex = out.tex.read_text(encoding="utf-8")
-    assert r"\lambda_{2} W^{[3]}" in tex or r"\lambda_{2}" in tex
+    # g' by its name, applied to Z (sigmoid's derivative is written in A, derived so)
+    assert r"\Delta^{[4]} &= \frac{\partial J}{\partial A^{[4]}} \odot \sigma'(Z^{[4]})" in tex
+    # a^{[1]} feeds the batch norm and the skip of layer 3: written per unit, with delta^{[3]}
+    d_a1 = _line(tex, r"\frac{\partial J}{\partial a^{[1]}_{i}} &=")
+    assert d_a1.split("&&")[0].rstrip().endswith(r"+ \delta^{[3]}_{i}")
+    # so the compact form is of the batch norm's own terms
+    assert r"\frac{\partial J}{\partial a^{[1]}_{i}} - \delta^{[3]}_{i} &= \frac{\gamma^{[2]}}{m" in tex
+    assert r"\Delta^{[1]} X^{T} + \frac{1}{1000} W^{[1]}" in tex  # the penalty's term

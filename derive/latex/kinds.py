@@ -28,7 +28,7 @@ import sympy as sp
 from ..derivation import ETA, plain_updates
 from ..graph import Activate, GraphDerivation, Node, OutputError, Product
 from ..layers import BATCH, COLUMN, DATA, INPUT, M_SYM, OUTPUT, ROW, SCALAR, UNITS, Let, Linear, Reduce
-from ..local import INDEX_ROLES, dense_partials
+from ..local import A_SYM, INDEX_ROLES, Z_SYM, dense_partials
 from ..roles import Role, SymbolRole
 from .document import (Table, _Doc, _environment, _loss, _local, _number_text, _row, _updates,
                        standalone)
@@ -400,9 +400,10 @@ def _forward_layer(c: _KindsDoc, node: Node) -> dict:
         inference = _statement_rows(c, node, shown, None if axis is None else axis, f"inf{l}")
     state = []
     momentum = node.options.get("momentum")
-    for s, init, target in node.state:
-        rule = (1 - sp.nsimplify(momentum)) * s + sp.nsimplify(momentum) * target
-        state.append(_row(c.tex(s), rf"\leftarrow {c.tex(rule)}", numbered=False,
+    for s, init, target in node.state:  # PyTorch's rule, with its momentum as given
+        keep, mom = _number_text(1 - float(momentum)), _number_text(float(momentum))
+        rule = rf"{keep} \, {c.tex(s)} + {mom} {c.p.parens(c.tex(target)) if target.is_Add else c.tex(target)}"
+        state.append(_row(c.tex(s), rf"\leftarrow {rule}", numbered=False,
                           note=rf"\text{{starts at }} {init:g}"))
     randoms = []
     for r, keep in node.randoms:
@@ -467,8 +468,28 @@ def _statement_rows(c: _KindsDoc, node: Node, statements, axis, key: str) -> lis
             else:
                 expr = _index(c, st.expr, axis)
                 lhs = c.tex(_index(c, st.target, view))
-            rows.append(_row(lhs, f"= {c.tex(expr)}", label, note=note))
+            rows.append(_row(lhs, f"= {_in_order(c, expr)}", label, note=note))
     return rows
+
+
+def _in_order(c: _KindsDoc, expr: sp.Expr) -> str:
+    """A sum with the term of the latest computed quantity first, as the declarations write
+    it: gamma x-hat + beta."""
+    if not isinstance(expr, sp.Add):
+        return c.tex(expr)
+    order = {st.target.name: k for k, st in enumerate(c.g.forward)}
+
+    def latest(term):
+        names = {str(getattr(s, "label", s)) for s in term.free_symbols} | \
+            {str(i.base.label) for i in term.atoms(sp.Indexed)}
+        return -max((order.get(n, -1) for n in names), default=-1)
+
+    out = ""
+    for k, term in enumerate(sorted(sp.Add.make_args(expr), key=latest)):
+        negative = term.could_extract_minus_sign()
+        tex = c.tex(-term if negative else term)
+        out += (" - " if negative else (" + " if k else "")) + tex
+    return out.strip()
 
 
 def _skip_sum(c: _KindsDoc, st: Let) -> str:
@@ -493,18 +514,19 @@ def _owners(g: GraphDerivation) -> tuple[dict, dict]:
 
 
 def _group(g: GraphDerivation, owner: dict, readers: dict, symbol: sp.Symbol) -> int | None:
-    """The layer whose backward computes ∂J/∂x: the one layer reading x, else x's own."""
-    base = sp.Symbol(symbol.name[1:], real=True)
-    base = next((s for s in owner if s.name == base.name), None)
+    """The layer whose backward section prints ∂J/∂x: the one later layer reading x; of
+    several, a normalisation reading it (its terms are written per unit or per example);
+    else the layer that computes x."""
+    base = next((s for s in owner if s.name == symbol.name[1:]), None)
     if base is None:
         return None
     read = readers.get(base, set()) - {owner[base]}
-    if len(read) == 1 and owner[base] not in readers.get(base, set()):
+    if len(read) == 1:
         return next(iter(read))
-    if len(read) == 1 and not any(isinstance(st, Activate) and st.source == base
-                                  for node in g.nodes for st in node.forward):
-        return next(iter(read))
-    return owner[base]
+    normalising = sorted(n.index for n in g.nodes if n.index in read and _reductions(n)
+                         and any(base in st.reads for st in n.forward
+                                 if not (isinstance(st, Let) and st.target == n.Z)))
+    return normalising[0] if normalising else owner[base]
 
 
 def _backward(c: _KindsDoc) -> dict:
@@ -576,10 +598,12 @@ def _backward_layer(c: _KindsDoc, node: Node, statements: list, terms: _Terms, d
             rows = [r for r in rows if r.label != label]
         done[st.target] = rhs
         rows.append(_row(lhs, f"= {rhs}", label, note=_shape(c, st.target), text=text))
-    compact = compact_form(c.g, node) if axis is not None else None
+    into_input = any(st.target.name == f"d{_input_of(node).name}" for st in c.g.backward)
+    compact = compact_form(c.g, node) if axis is not None and into_input else None
     return {"index": l, "title": tex_escape(node.kind.title), "rows": rows,
             "compact": _compact_rows(c, node, compact) if compact else None,
             "proof": compact.sentence if compact else "", "axis": axis,
+            "network_input": not into_input and node.index == 1,
             "mask": f"(the term of {c.ref(f'bwd-d{_input_of(node).name}')})" if node.randoms else "",
             "skip": node.spec.skip,
             "skip_into": [n.index for n in c.g.nodes if n.spec.skip == l]}
@@ -596,13 +620,14 @@ _INTRO = {
 
 
 def _sentence(c: _KindsDoc, node: Node, st) -> str:
-    target = st.target.name[1:]
-    if any(n.spec.skip == node.index for n in c.g.nodes) and target == node.A.name:
-        into = [n.index for n in c.g.nodes if n.spec.skip == node.index]
-        return (rf"The output of layer {node.index} is read by layer {node.index + 1} and by the skip "
-                rf"of layer{'s' if len(into) > 1 else ''} {', '.join(map(str, into))}; "
-                r"its derivative gathers both, so the error of the later layer reaches this one directly:")
-    return ""
+    """Where a skip's error joins: the derivative of a layer's output that a skip also reads."""
+    source = next((n for n in c.g.nodes if f"d{n.A.name}" == st.target.name), None)
+    into = [n.index for n in c.g.nodes if source is not None and n.spec.skip == source.index]
+    if not into:
+        return ""
+    return (rf"The output of layer {source.index} is read by layer {source.index + 1} and by the "
+            rf"skip of layer{'s' if len(into) > 1 else ''} {', '.join(map(str, into))}; its "
+            r"derivative gathers both, so the error of the later layer reaches this one directly:")
 
 
 def _product_tex(c: _KindsDoc, st: Product) -> str:
@@ -616,6 +641,15 @@ def _matrix_rhs(c: _KindsDoc, node: Node, st: Let, done: dict) -> str:
     """A backward statement over whole arrays: ⊙ between arrays, g' by its name, sums over
     the batch as a product with the ones vector."""
     g = c.g
+    act = next((s for s in node.forward if isinstance(s, Activate)
+                and f"d{s.source.name}" == st.target.name), None)
+    if act is not None and act.activation.backward != 1:  # ∂J/∂A ⊙ g'(Z), g' as derived
+        local = act.activation
+        arg, symbol = (act.target, A_SYM) if local.backward_uses_output else (act.source, Z_SYM)
+        d_out = sp.Symbol(f"d{act.target.name}", real=True)
+        if sp.simplify(st.expr - d_out * local.backward.xreplace({symbol: arg})) == 0:
+            return (rf"{c.P.name(d_out.name)} \odot {c.P.derivative_name(node.index)}"
+                    rf"{c.P.parens(c.P.name(act.source.name))}")
     parts = []
     for term in sp.Add.make_args(st.expr):
         if term == st.target and st.target in done:
@@ -839,6 +873,13 @@ def _compact_rows(c: _KindsDoc, node: Node, form: CompactForm) -> list:
         lhs = c.p.entry(f"d{a}", j)
         text = (r"Written per example, the same derivative has the compact form (here $\gamma$ "
                 r"varies with the unit, so it stays inside the sums):")
+    own = {f"d{st.target.name}" for st in node.forward}
+    d_input = next(st for st in c.g.backward if isinstance(st, Let) and st.target.name == f"d{a}")
+    others = [t for t in sp.Add.make_args(d_input.expr)
+              if not any(str(getattr(s, "label", s)) in own for s in t.free_symbols)]
+    if others:  # the input's derivative gathers terms from other layers too (a skip)
+        lhs += " - " + " - ".join(c.tex(_index(c, t, form.axis)) for t in others)
+        text = text.replace("the same derivative has", "this layer's terms of the same derivative have")
     return [_row(lhs, f"= {rhs}", c.label(f"compact{l}"), text=text)]
 
 
