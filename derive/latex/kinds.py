@@ -20,6 +20,7 @@ because batch normalisation couples the examples: Delta^{[l]} = dJ/dZ^{[l]}.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 
@@ -248,10 +249,6 @@ def _index(c: _KindsDoc, expr: sp.Expr, axis: str | None, extra: str | None = No
     return expr.xreplace(mapping)
 
 
-def _count(c: _KindsDoc, node: Node, axis: str):
-    return M_SYM if axis == BATCH else sp.Integer(node.units)
-
-
 # ----------------------------------------------------------------------------- terms
 
 class _Terms:
@@ -262,18 +259,15 @@ class _Terms:
     def __init__(self, c: _KindsDoc):
         self.c = c
         g = c.g
-        self.temps = {st.target: st for st in g.backward
-                      if isinstance(st, (Reduce, Product)) and _is_temp(st.target)}
+        self.temps = _temps(g)
         self.adjoint_names = set(c.p.adjoints) | {f"dZ{n.index}" for n in g.nodes}
         self.forward_order = {st.target: k for k, st in enumerate(g.forward)}
         self.placed: dict = {}  # a written-out sum's placeholder -> the order of its terms
 
     def _is_adjoint(self, factor) -> bool:
-        base = factor.base if isinstance(factor, sp.Indexed) else factor
-        name = str(base.label) if isinstance(base, sp.Indexed) else getattr(base, "name", None)
-        if isinstance(base, sp.IndexedBase):
-            name = str(base.label)
-        return name in self.adjoint_names
+        if isinstance(factor, sp.Indexed):
+            return str(factor.base.label) in self.adjoint_names
+        return isinstance(factor, sp.Symbol) and factor.name in self.adjoint_names
 
     def expr(self, expr: sp.Expr, printer, placeholders: dict) -> str:
         terms = sorted(sp.Add.make_args(expr), key=self._order)
@@ -320,10 +314,12 @@ class _Terms:
         return rf"{head} \cdot {tex}"
 
 
-def _is_temp(symbol: sp.Symbol) -> bool:
-    """The graph's temporaries: a sum s<k>_<x> or a product p_<x> (inlined when printed)."""
-    name = symbol.name
-    return name.startswith("p_") or (name.startswith("s") and "_" in name and name[1:name.index("_")].isdigit())
+def _temps(g: GraphDerivation) -> dict:
+    """The backward's temporaries, inlined where they are read: each sum over the batch or the
+    units (a Reduce) and each product that is not a weight's gradient (∂J/∂Z W)."""
+    gradients = {d for _, d in g.gradients}
+    return {st.target: st for st in g.backward if isinstance(st, Reduce)
+            or isinstance(st, Product) and st.target not in gradients}
 
 
 # ----------------------------------------------------------------------------- sections
@@ -461,13 +457,12 @@ def _statement_rows(c: _KindsDoc, node: Node, statements, axis, key: str) -> lis
                 rows.append(_row(c.tex(st.target), f"= {_skip_sum(c, st)}", label, note=note,
                                  text=rf"The skip adds the output of layer {node.spec.skip}:"))
                 continue
-            view = axis
             if axis is None:  # entry by entry, for one example: index j
                 expr = _index(c, st.expr, UNITS)
                 lhs = c.p.entry(st.target.name, "j")
             else:
                 expr = _index(c, st.expr, axis)
-                lhs = c.tex(_index(c, st.target, view))
+                lhs = c.tex(_index(c, st.target, axis))
             rows.append(_row(lhs, f"= {_in_order(c, expr)}", label, note=note))
     return rows
 
@@ -539,7 +534,7 @@ def _backward(c: _KindsDoc) -> dict:
         if isinstance(st, OutputError):
             output = st
             continue
-        if _is_temp(st.target):
+        if st.target in terms.temps:
             continue
         k = _group(g, owner, readers, st.target)
         if k is not None:
@@ -591,7 +586,7 @@ def _backward_layer(c: _KindsDoc, node: Node, statements: list, terms: _Terms, d
         if not matrix and not introduced:
             text, introduced = _INTRO[axis], True
         if matrix:
-            lhs, rhs = c.P.name(st.target.name), _matrix_rhs(c, node, st, done)
+            lhs, rhs = c.P.name(st.target.name), _matrix_rhs(c, node, st, done, terms.temps)
         else:
             lhs, rhs = _index_row(c, node, st, axis, terms)
         if st.target in done and st.target in st.reads:  # a penalty's term, added to the gradient
@@ -637,7 +632,7 @@ def _product_tex(c: _KindsDoc, st: Product) -> str:
     return f"{c.P.name(st.right.name, 'T')} {c.P.name(st.left.name)}"  # dZ W (rows) is Wᵀ Δ
 
 
-def _matrix_rhs(c: _KindsDoc, node: Node, st: Let, done: dict) -> str:
+def _matrix_rhs(c: _KindsDoc, node: Node, st: Let, done: dict, temps: dict) -> str:
     """A backward statement over whole arrays: ⊙ between arrays, g' by its name, sums over
     the batch as a product with the ones vector."""
     g = c.g
@@ -652,29 +647,24 @@ def _matrix_rhs(c: _KindsDoc, node: Node, st: Let, done: dict) -> str:
                     rf"{c.P.parens(c.P.name(act.source.name))}")
     parts = []
     for term in sp.Add.make_args(st.expr):
-        if term == st.target and st.target in done:
+        if term == st.target and st.target in done:  # the gradient before a penalty's term
             parts.append(done[st.target])
             continue
         coeff, factors = term.as_coeff_mul()
         texts = []
         for f in factors:
-            if isinstance(f, sp.Symbol) and f in c.p.kinds or isinstance(f, sp.Symbol) and f in g.shapes:
-                if f.name.startswith("p_"):
-                    texts.append(done.get(f) or _product_tex(c, _Terms(c).temps[f]))
-                elif _is_temp(f):
-                    red = _Terms(c).temps[f]
-                    texts.append(rf"{c.p.parens(_matrix_of(c, red.expr))} \mathbf{{1}}"
-                                 if isinstance(red.expr, sp.Add) else
-                                 rf"{_matrix_of(c, red.expr)} \mathbf{{1}}")
-                else:
-                    texts.append(c.P.name(f.name))
+            temp = temps.get(f)
+            if isinstance(temp, Product):
+                texts.append(done.get(f) or _product_tex(c, temp))
+            elif isinstance(temp, Reduce):  # a sum over the batch: X 1 (over the units: 1^T X)
+                inner = _matrix_of(c, temp.expr)
+                inner = c.p.parens(inner) if isinstance(temp.expr, sp.Add) else inner
+                texts.append(rf"{inner} \mathbf{{1}}" if temp.axis == BATCH
+                             else rf"\mathbf{{1}}^{{T}} {inner}")
+            elif isinstance(f, sp.Symbol) and f in g.shapes:
+                texts.append(c.P.name(f.name))
             else:
-                act = next((s for s in node.forward if isinstance(s, Activate)), None)
-                if act is not None and f.has(act.target if act.activation.backward_uses_output else act.source) \
-                        and not isinstance(f, sp.Symbol):
-                    texts.append(c.P.derivative_name(node.index) + c.P.parens(c.P.name(node.Z.name)))
-                else:
-                    texts.append(c.P.doprint(f))
+                texts.append(c.P.doprint(f))
         body = r" \odot ".join(texts)
         if coeff == -1:
             body = "-" + body
@@ -883,6 +873,20 @@ def _compact_rows(c: _KindsDoc, node: Node, form: CompactForm) -> list:
     return [_row(lhs, f"= {rhs}", c.label(f"compact{l}"), text=text)]
 
 
+def _kinds_loss(c: _KindsDoc) -> dict:
+    """The dense document's loss section; its penalty sums over the layers that have weights."""
+    context = _loss(c)
+    weighted = [str(n.index) for n in c.g.nodes if any(pen for *_, pen in n.params)]
+    if context["regularized"] and len(weighted) < len(c.g.nodes):
+        row = context["objective"]
+        every = rf"\sum_{{l=1}}^{{{len(c.g.nodes)}}}"
+        over = rf"\sum_{{l \in \{{{', '.join(weighted)}\}}}}"
+        context["objective"] = dataclasses.replace(
+            row, rhs=tuple(line.replace(every, over) for line in row.rhs),
+            note=r"\text{the layers with weights}")
+    return context
+
+
 # ----------------------------------------------------------------------------- rendering
 
 def _contexts(g: GraphDerivation, notation: str, proof=None) -> dict[str, dict]:
@@ -894,7 +898,7 @@ def _contexts(g: GraphDerivation, notation: str, proof=None) -> dict[str, dict]:
         "kinds_overview": _overview(c, proof),
         "kinds_architecture": _architecture(c),
         "kinds_forward": _forward(c),
-        "loss": _loss(c),
+        "loss": _kinds_loss(c),
         "local": _local(c),
         "kinds_backward": _backward(c),
         "updates": _updates(c, [", ".join(params)]),
