@@ -390,7 +390,7 @@ def _forward_layer(c: _KindsDoc, node: Node) -> dict:
     l = node.index
     axis = _reductions(node)
     rows = _statement_rows(c, node, node.forward, axis, f"fwd{l}")
-    inference = []
+    inference, shown = [], []
     if node.kind.inference is not None:
         shown = [st for st in node.inference if st not in node.forward]
         inference = _statement_rows(c, node, shown, None if axis is None else axis, f"inf{l}")
@@ -412,7 +412,18 @@ def _forward_layer(c: _KindsDoc, node: Node) -> dict:
              UNITS: rf"per example, over its ${node.units}$ units $j = 1, \ldots, {c.n(l)}$ "
                     rf"(the example's index dropped), ${c.n(l)} = {node.units}$",
              None: "for one example"}[axis]
-    return {"index": l, "title": tex_escape(node.kind.title),
+    unbiased = any(target.has(M_SYM) for _, _, target in node.state)
+    module = node.kind.torch.split("(")[0]
+    state_text = (r"After each training forward the running statistics move towards the batch's, "
+                  rf"as PyTorch's \texttt{{{tex_escape(module)}}} does it"
+                  + (r" (its running variance is the unbiased one, $m/(m-1)$ times $\sigma^2_B$)"
+                     if unbiased else "") + ":")
+    copies = all(isinstance(st, Let) and st.expr == _input_of(node) for st in shown)
+    inference_text = ("When not training, the running statistics take the place of the batch's:"
+                      if node.state else "When not training, the layer passes its input on unchanged:"
+                      if copies else "When not training:")
+    return {"index": l, "title": tex_escape(node.kind.title), "state_text": state_text,
+            "inference_text": inference_text,
             "general": node.kind.latex, "rows": rows, "where": where,
             "inference": inference, "state": state, "randoms": randoms, "constants": constants,
             "skip": node.spec.skip, "activation": f"${node.activation.latex}$",
