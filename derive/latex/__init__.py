@@ -2,6 +2,7 @@
 
     printer.py   DerivationLatexPrinter: the Derivation's SymPy objects in the documents' notation
     document.py  the context of each section, built from the Derivation; Jinja templates lay it out
+    kinds.py     the same for a stack of layer kinds (a GraphDerivation), its compact forms proven
     example.py   a worked numeric example: values YAML -> every quantity, evaluated
     pdf.py       pdflatex, its first error, overfull boxes and page count
 

@@ -174,6 +174,9 @@ def _kind_names(g: GraphDerivation) -> dict[str, tuple]:
                 batch = g.shapes[own][0] == ROW
                 names[own.name] = (_STATISTICS[base], _STATISTICS[base], "B" if batch else "",
                                    "2" if base == "var" else "", node.index)
+            elif kind_symbol not in (INPUT, OUTPUT) and base not in ("W", "b", "epsilon"):
+                letter = sp.latex(kind_symbol)  # a kind's own symbol, as SymPy writes its name
+                names[own.name] = (letter, letter, "", "", node.index)
     return names
 
 
@@ -669,7 +672,7 @@ def _matrix_rhs(c: _KindsDoc, node: Node, st: Let, done: dict, temps: dict) -> s
                 texts.append(done.get(f) or _product_tex(c, temp))
             elif isinstance(temp, Reduce):  # a sum over the batch: X 1 (over the units: 1^T X)
                 inner = _matrix_of(c, temp.expr)
-                inner = c.p.parens(inner) if isinstance(temp.expr, sp.Add) else inner
+                inner = c.p.parens(inner) if isinstance(temp.expr, (sp.Add, sp.Mul)) else inner
                 texts.append(rf"{inner} \mathbf{{1}}" if temp.axis == BATCH
                              else rf"\mathbf{{1}}^{{T}} {inner}")
             elif isinstance(f, sp.Symbol) and f in g.shapes:
