@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -753,6 +754,14 @@ def prove_spec(spec: NetSpec, *, budget: float | None = None,
     """
     clock = _Clock(None if budget is None else time.perf_counter() + budget, progress)
     started = time.perf_counter()
+    if not spec.plain_dense:  # a stack of layer kinds: one instance keeps every layer
+        small, note = shrink_kinds(spec)
+        points = kwargs.get("points", 3)
+        clock.planned = points * sum(int(math.prod(shape)) for layer in small.layers
+                                     for shape in _kind_shapes(layer, small))
+        report = prove_kinds(derive(small), note=note, clock=clock, **kwargs)
+        return dataclasses.replace(report, seconds=time.perf_counter() - started, budget=budget,
+                                   checked=clock.checked, planned=clock.planned)
     planned = instances(spec)
     points, examples = kwargs.get("points", 3), kwargs.get("examples", 2)
     clock.planned = sum(_checks(small.layer_sizes, points, examples) for small, _ in planned)
@@ -788,7 +797,232 @@ def prove_spec(spec: NetSpec, *, budget: float | None = None,
     )
 
 
+def _kind_shapes(layer: LayerSpec, spec: NetSpec) -> list[tuple[int, ...]]:
+    """The shapes of a layer's parameters, from its kind's declaration."""
+    from .layers import LAYER_KINDS
+
+    sizes = spec.layer_sizes
+    l = spec.layers.index(layer) + 1
+    kind = LAYER_KINDS[layer.kind]
+    options = {o.key: o.default for o in kind.options} | layer.option_dict
+    return [p.shape(sizes[l - 1], sizes[l]) for p in kind.params_for(options)]
+
+
 def _checks(sizes: tuple[int, ...], points: int, examples: int) -> int:
     """Comparisons ``prove`` makes on an instance: every Z and A entry of each example and
     every parameter, at each point."""
     return points * sum(2 * n * examples + n * k + n for k, n in zip(sizes, sizes[1:]))
+
+
+# --------------------------------------------------------------------------- layer kinds
+
+GRAPH_EXAMPLES = 3  # examples of a kinds instance: batch normalisation couples them (m >= 2)
+
+
+def shrink_kinds(spec: NetSpec) -> tuple[NetSpec, str]:
+    """A small instance of a stack of layer kinds: every layer kept (each kind is proved in
+    place, with its skip), dense widths at most 3 and the other kinds' widths following."""
+    layers, widths = [], [min(spec.input, MAX_WIDTH)]
+    for layer in spec.layers:
+        units = min(layer.units, MAX_WIDTH) if layer.kind == "dense" else widths[-1]
+        layers.append(dataclasses.replace(layer, units=units))
+        widths.append(units)
+    small = dataclasses.replace(spec, input=widths[0], layers=tuple(layers))
+    for layer in small.layers:  # a skip's widths shrink alike (both were equal)
+        if layer.skip is not None and widths[layer.skip] != layer.units:
+            raise ValueError("a skip between layers of unequal width after shrinking")
+    note = "; widths reduced to at most 3" if small.layer_sizes != spec.layer_sizes else ""
+    return small, note
+
+
+class _KindsInstance:
+    """One point of the proof of a GraphDerivation, in exact arithmetic.
+
+    Arrays are numpy object arrays of SymPy expressions, one row per example.  Every
+    parameter entry is a symbol; the reference is SymPy's rules of differentiation applied to
+    J written out from the kinds' declared forward (``_Partial``), with each Piecewise
+    activation decided at the point, and the formulas are the derived backward statements
+    evaluated on the same arrays.  A square root of a variance is made exact by the point: ε
+    (a symbol per statistic, a constant of both sides) is given the value s² − σ² for a random
+    rational s, so √(σ² + ε) = s; the map (θ, s) -> (θ, s² − σ²(θ)) reaches every (θ, ε), so a
+    formula that is wrong somewhere is wrong at a random such point (Schwartz-Zippel).
+    """
+
+    def __init__(self, derivation, rng: random.Random, m: int):
+        import numpy as np
+
+        self.np = np
+        self.derivation = derivation
+        spec = derivation.spec
+        self.m = m
+        self.env: dict = {}
+        self.params: list = []
+        X = np.array([[_random_rational(rng) for _ in range(spec.input)] for _ in range(m)],
+                     dtype=object)
+        self.Y = _targets(spec, rng, m)  # (n_L, m), the loss's own targets
+        self.env[derivation.X] = X
+        self.env[derivation.Y] = np.array(self.Y.T.tolist(), dtype=object)
+        self.env[derivation.m] = np.array([[sp.Integer(m)]], dtype=object)
+        self.eps: dict = {}  # a constant's symbol -> (its entries' symbols, the statistic)
+        for node in derivation.nodes:
+            for p, shape, _, _ in node.params:
+                rows, cols = (shape if len(shape) == 2 else (1, shape[0]))
+                value = np.array([[sp.Symbol(f"{p.name}_{r + 1}{c + 1}", real=True)
+                                   for c in range(cols)] for r in range(rows)], dtype=object)
+                self.env[p] = value
+                self.params.extend(value.flat)
+            for r, keep in node.randoms:  # a fixed mask with some of each
+                mask = [[int(rng.random() < max(keep, 0.5)) for _ in range(node.units)]
+                        for _ in range(m)]
+                mask[0][0], mask[-1][-1] = 1, 0 if node.units * m > 1 else 1
+                self.env[r] = np.array(mask, dtype=object)
+            for c, _, like in node.constants:
+                cls, width = derivation.shapes[like]
+                shape = (1, width) if cls == "row" else (m, 1)
+                symbols = np.array([[sp.Symbol(f"{c.name}_{i + 1}{j + 1}", positive=True)
+                                     for j in range(shape[1])] for i in range(shape[0])],
+                                   dtype=object)
+                self.env[c] = symbols
+                self.eps[like] = symbols
+
+    # -- statements -------------------------------------------------------------------
+    def _array(self, symbol):
+        value = self.env[symbol]
+        return value if value.ndim == 2 else value.reshape(1, -1)
+
+    def _map(self, expr, reads, resolve):
+        np = self.np
+        arrays = np.broadcast_arrays(*[self._array(s) for s in reads]) if reads else []
+        shape = arrays[0].shape if arrays else (1, 1)
+        out = np.empty(shape, dtype=object)
+        for index in np.ndindex(*shape):
+            values = {s: a[index] for s, a in zip(reads, arrays)}
+            out[index] = resolve(expr, values)
+        return out
+
+    def run(self, statements, model, resolve_piecewise: bool) -> None:
+        """Evaluate statements into env; a Piecewise decided at the model's point (the
+        reference) or held as an entry the model evaluates (the formulas)."""
+        np = self.np
+
+        def resolve(expr, values):
+            expr = from_primitives(expr)
+            if resolve_piecewise and expr.has(sp.Piecewise):
+                expr = _decided(expr, values, model)
+                return expr.xreplace(values)
+            return _put_in(expr, values)
+
+        for st in statements:
+            op = st.op
+            if op == "linear":
+                z = np.dot(self.env[st.a], self.env[st.W].T)
+                if st.b is not None:
+                    z = z + self._array(st.b)
+                value = z
+            elif op == "let":
+                value = self._map(st.expr, st.reads, resolve)
+            elif op == "reduce":
+                inner = self._map(st.expr, st.reads, resolve)
+                axis = 0 if st.axis == "batch" else 1
+                value = inner.sum(axis=axis, keepdims=True)
+                if st.mean:
+                    value = value / sp.Integer(inner.shape[axis])
+                value = np.vectorize(lambda e: e.xreplace({}) if hasattr(e, "xreplace") else e,
+                                     otypes=[object])(value)
+            elif op == "product":
+                left = self.env[st.left]
+                value = np.dot(left.T if st.transpose else left, self._array(st.right))
+            elif op == "activate":
+                layer = next(n.spec for n in self.derivation.nodes if n.A == st.target)
+                Z = sp.Matrix(self.env[st.source].T.tolist())
+                value = np.array(_apply_activation(layer, Z, model).T.tolist(), dtype=object)
+            elif op == "output_error":
+                value = self._output_error(st)
+            else:
+                raise TypeError(f"the proof cannot evaluate a {op} statement")
+            self.env[st.target] = value
+            if st.target in self.eps:
+                self._exact_roots(st.target, model)
+
+    def _output_error(self, st):
+        I = INDEX
+        A, Z, Y = self.env[st.A], self.env[st.Z], self.env[self.derivation.Y]
+        rows = A.shape[1]
+        expr = from_primitives(st.output.delta).subs(I.n, rows).doit()
+        out = self.np.empty(A.shape, dtype=object)
+        for c in range(A.shape[0]):
+            column = {}
+            for r in range(rows):
+                column |= {I.a[r + 1]: A[c, r], I.y[r + 1]: Y[c, r], I.z[r + 1]: Z[c, r]}
+            for r in range(rows):
+                out[c, r] = _put_in(expr.subs(I.j, r + 1), column) / self.m
+        return out
+
+    def _exact_roots(self, statistic, model) -> None:
+        """ε per entry of ``statistic`` such that σ² + ε is the square of a random rational."""
+        for symbol, variance in zip(self.eps[statistic].flat, self.env[statistic].flat):
+            v = model(variance)
+            s = Fraction(math.isqrt(math.ceil(v)) + 1) + model._random()
+            model.values[symbol] = s * s - v
+
+    def objective(self):
+        derivation = self.derivation
+        last = derivation.nodes[-1].A
+        outputs = sp.Matrix(self.env[last].T.tolist())
+        weights = [w for p in derivation.penalised for w in self.env[p].flat]
+        return derivation.objective.value(outputs, self.Y, weights)
+
+
+def _decided(expr, values, model):
+    """``expr`` with each Piecewise replaced by the branch that holds at the model's point."""
+    def pick(piecewise):
+        for branch, cond in piecewise.args:
+            if model._truth(cond.xreplace(values)):
+                return branch
+        raise ValueError(f"no branch of {piecewise} holds")
+    return expr.replace(lambda e: isinstance(e, sp.Piecewise), pick)
+
+
+def prove_kinds(derivation, *, points: int = 3, examples: int = GRAPH_EXAMPLES, seed: int = 0,
+                note: str = "", clock: "_Clock | None" = None, **_) -> ProofReport:
+    """Check every derived gradient of a GraphDerivation against SymPy's differentiation of J
+    written out from the kinds' declared forward, exactly, at random rational points."""
+    clock = clock or _Clock()
+    started = time.perf_counter()
+    spec = derivation.spec
+    rng = random.Random(seed)
+    mismatches: list[Mismatch] = []
+    done, count = 0, 0
+    shape = "-".join(map(str, spec.layer_sizes))
+    try:
+        for point in range(1, points + 1):
+            instance = _KindsInstance(derivation, random.Random(seed * 7919 + point), examples)
+            values = {p: Fraction(*_as_pair(_random_rational(rng))) for p in instance.params}
+            model = _Model(random.Random(seed * 1000 + point), values)
+            what = f"proof of {spec.name} ({shape}), point {point}/{points}: "
+            clock.tick(what)
+            instance.run(derivation.forward, model, resolve_piecewise=True)
+            J = instance.objective()
+            instance.run(derivation.backward, model, resolve_piecewise=False)
+            graph = _Graph()
+            for param, grad in derivation.gradients:
+                formula = instance.env[grad].reshape(instance.env[param].shape)
+                for index, theta in zip(instance.np.ndindex(*formula.shape),
+                                        instance.env[param].flat):
+                    clock.tick(what)
+                    expected = _Partial(J, theta, graph).value(model)
+                    got = model(formula[index])
+                    if expected != got:
+                        entry = tuple(i + 1 for i in index) if len(index) == 2 else (index[0] + 1, 1)
+                        mismatches.append(Mismatch(grad.name, entry, point, float(expected),
+                                                   float(got)))
+                    clock.checked += 1
+            count = len(instance.params)
+            done = point
+        complete = True
+    except _OutOfTime:
+        complete = False
+    return ProofReport(spec.name, spec.layer_sizes,
+                       tuple(layer.activation.name for layer in spec.layers), spec.loss,
+                       note, count, done, tuple(mismatches), time.perf_counter() - started,
+                       complete=complete)

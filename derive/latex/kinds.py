@@ -337,10 +337,19 @@ def _overview(c: _KindsDoc, proof) -> dict:
     return {"name": tt(g.spec.name), "source": tt(g.spec.source.split("/")[-1]) if g.spec.source else "",
             "sizes": "--".join(map(str, g.spec.layer_sizes)), "depth": len(g.nodes),
             "kinds": ", ".join(kinds), "skips": skips, "couples": g.couples_batch,
-            "proof": proof_sentence(proof) if proof is not None else "",
+            "proof": _proof_sentence(proof),
             "delta": c.P.tagged(r"\Delta", "l"),
             "Z": c.P.tagged("Z", "l"), "A": c.P.tagged("A", "l"), "a": c.p.tagged("a", "l"),
             "z": c.p.tagged("z", "l"), "n": c.p.tagged("n", "l")}
+
+
+def _proof_sentence(proof) -> str:
+    """The dense document's sentence about --check, with the number of examples the kinds'
+    proof writes the loss over (a ProofReport does not record it yet)."""
+    if proof is None:
+        return ""
+    from ..proof import GRAPH_EXAMPLES
+    return proof_sentence(proof).replace("over two examples", f"over {GRAPH_EXAMPLES} examples")
 
 
 def _architecture(c: _KindsDoc) -> dict:
