@@ -145,6 +145,11 @@ def test_a_wrong_compact_form_is_never_printed_as_proven():
     with pytest.raises(CompactFormError, match="layer 2"):
         compact_form(dataclasses.replace(d, backward=wrong), node)
     assert compact_form(d, node).sizes == (2, 3, 4)
+    # layer norm's 5 units: checked exactly at rational points only, and a planted error caught
+    wrong = tuple(Let(st.target, st.expr.subs(sp.Symbol("dvar5", real=True), 0))
+                  if st.target.name == "dA4" else st for st in d.backward)
+    with pytest.raises(CompactFormError, match="layer 5: .* at a rational point"):
+        compact_form(dataclasses.replace(d, backward=wrong), d.nodes[4])
 
 
 def test_cli_writes_the_kinds_document_and_refuses_an_example(tmp_path, capsys):

@@ -46,6 +46,7 @@ KINDS_SECTIONS = ("kinds_overview", "kinds_architecture", "kinds_forward", "loss
 EXAMPLE, UNIT, BOUND = (sp.Symbol(n, integer=True, positive=True) for n in ("i", "j", "k"))
 COMPACT_BATCHES = (2, 3, 4)  # batch sizes at which batch normalisation's compact form is proven
 COMPACT_POINTS = 3  # exact rational points per size, besides the symbolic check
+COMPACT_SYMBOLIC_MAX = 4  # sizes up to this are also simplified symbolically
 
 # the kinds' symbols in the documents' notation: (one example, the batch, fixed subscript,
 # power); each layer's copy carries its tag: gamma2 -> gamma^{[2]}
@@ -760,51 +761,59 @@ def compact_form(g: GraphDerivation, node: Node) -> CompactForm:
     axis = _reductions(node)
     sizes = COMPACT_BATCHES if axis == BATCH else (node.units,)
     rng = random.Random(node.index)
-    for N in sizes:
-        derived, compact, symbols, var, eps = _compact_instance(g, node, axis, N)
-        s = sp.Symbol("s", positive=True)
+    s = sp.Symbol("s", positive=True)
+    symbolic = [N for N in sizes if N <= COMPACT_SYMBOLIC_MAX]
+    for N in symbolic:
+        derived, compact, var, eps = _compact_instance(g, node, axis, N)
         for k in range(N):
             difference = (derived[k] - compact[k]).subs(eps, s**2 - var)
             if sp.cancel(sp.together(sp.expand(difference))) != 0:
                 raise CompactFormError(f"layer {node.index}: the compact form of "
                                        f"{node.kind.title} differs from the derived backward "
                                        f"at N = {N}, entry {k + 1}")
+    for N in sizes:
         for _ in range(COMPACT_POINTS):
-            point = {x: sp.Rational(rng.randint(-9, 9), rng.randint(1, 5)) for x in symbols}
-            v = var.xreplace(point)
-            point[eps] = (v + 1) ** 2 - v  # σ² + ε = (σ² + 1)², a perfect square
+            derived, compact, var, eps = _compact_instance(g, node, axis, N, rng)
+            point = {eps: (var + 1) ** 2 - var}  # σ² + ε = (σ² + 1)², a perfect square
             for k in range(N):
-                left, right = derived[k].xreplace(point), compact[k].xreplace(point)
-                if sp.nsimplify(left - right) != 0:
+                if sp.nsimplify(derived[k].xreplace(point) - compact[k].xreplace(point)) != 0:
                     raise CompactFormError(f"layer {node.index}: the compact form of "
                                            f"{node.kind.title} differs from the derived "
                                            f"backward at a rational point, N = {N}")
     what = (f"for $m = {', '.join(map(str, sizes))}$ examples" if axis == BATCH
             else f"for this layer's ${node.units}$ units")
-    sentence = (rf"Proven {what}: with $\sqrt{{\sigma^2 + \epsilon}} = s$ (that is, "
-                rf"$\epsilon = s^2 - \sigma^2$), SymPy simplifies the difference between this "
-                rf"form and the derived statements above to $0$ for every entry, and the two agree "
-                rf"exactly at {COMPACT_POINTS} random rational points per size where "
-                rf"$\sigma^2 + \epsilon$ is a perfect square.")
+    how = []
+    if symbolic:
+        how.append(r"with $\sqrt{\sigma^2 + \epsilon} = s$ (that is, $\epsilon = s^2 - \sigma^2$), "
+                   r"SymPy simplifies the difference between this form and the derived "
+                   r"statements above to $0$ for every entry")
+    how.append(rf"the two agree exactly at {COMPACT_POINTS} random rational points "
+               rf"{'per size ' if len(sizes) > 1 else ''}where $\sigma^2 + \epsilon$ is a "
+               rf"perfect square")
+    sentence = f"Proven {what}: {', and '.join(how)}."
     return CompactForm(node.index, axis, tuple(sizes), COMPACT_POINTS, sentence)
 
 
-def _compact_instance(g: GraphDerivation, node: Node, axis: str, N: int):
-    """The derived ∂J/∂a_k of the layer's own statements, and the compact form, for one unit
-    over N examples (batch) or one example over its N units (layer)."""
+def _compact_instance(g: GraphDerivation, node: Node, axis: str, N: int,
+                      rng: random.Random | None = None):
+    """The derived ∂J/∂a_k of the layer's own statements, the compact form, the variance and
+    the symbol ε, for one unit over N examples (batch) or one example over its N units
+    (layer); the inputs, δ and the parameters are symbols, or with ``rng`` random rationals."""
+    def make(name: str):
+        if rng is None:
+            return sp.Symbol(name, real=True)
+        return sp.Rational(rng.randint(-9, 9), rng.randint(1, 5))
+
     varying = {DATA} | ({ROW} if axis == UNITS else set())
-    a = [sp.Symbol(f"a{k}", real=True) for k in range(N)]
-    delta = [sp.Symbol(f"delta{k}", real=True) for k in range(N)]
+    a = [make(f"a{k}") for k in range(N)]
+    delta = [make(f"delta{k}") for k in range(N)]
     env: dict = {_input_of(node): a, M_SYM: sp.Integer(N)}
-    symbols = a + delta
     gamma = None
     for p, *_ in node.params:
         if g.shapes[p][0] in varying:
-            env[p] = [sp.Symbol(f"{p.name}_{k}", real=True) for k in range(N)]
-            symbols += env[p]
+            env[p] = [make(f"{p.name}_{k}") for k in range(N)]
         else:
-            env[p] = sp.Symbol(p.name, real=True)
-            symbols.append(env[p])
+            env[p] = make(p.name)
         if p.name.startswith("gamma"):
             gamma = env[p]
     eps = None
@@ -855,7 +864,7 @@ def _compact_instance(g: GraphDerivation, node: Node, axis: str, N: int):
     root = sp.sqrt(var + eps)
     compact = [(N * g_hat[k] - sp.Add(*g_hat) - xhat[k] * sp.Add(*[g_hat[j] * xhat[j] for j in range(N)]))
                / (N * root) for k in range(N)]
-    return derived, compact, symbols, sp.expand(var), eps
+    return derived, compact, sp.expand(var), eps
 
 
 def _compact_rows(c: _KindsDoc, node: Node, form: CompactForm) -> list:
