@@ -1098,7 +1098,10 @@ def render_sections(derivation: Derivation, *, notation: str = "bracket",
                     example: Example | None = None, claims=None, proof=None) -> dict[str, str]:
     """Each section's LaTeX, by name (``SECTIONS`` order; "example" only with an example,
     "errata" only with a ``ClaimsReport``); ``proof``, a ProofReport, is stated in the
-    overview."""
+    overview.  A stack of layer kinds gets its own sections (``kinds.KINDS_SECTIONS``)."""
+    if not isinstance(derivation, Derivation):
+        from .kinds import render_kinds_sections
+        return render_kinds_sections(derivation, notation=notation, proof=proof)
     env = _environment()
     return {name: env.get_template(f"{name}.tex.j2").render(**context)
             for name, context in _contexts(derivation, notation, example, claims, proof).items()}
