@@ -1155,13 +1155,13 @@ def render_document(derivation: Derivation, *, notation: str = "bracket",
     """A standalone LaTeX document that compiles with pdflatex."""
     body = render_body(derivation, notation=notation, example=example, claims=claims,
                        proof=proof)
-    return standalone(derivation.spec, body)
+    return standalone(derivation.spec, body, report=claims is not None)
 
 
-def standalone(spec, body: str) -> str:
+def standalone(spec, body: str, report: bool = False) -> str:
     """The preamble around a body: what makes a standalone document of it."""
     return _environment().get_template("document.tex.j2").render(
         name=spec.name, title=tt(spec.name), body=body, packages=PACKAGES,
-        report=claims is not None,  # a checker's report: denser, to stay short
+        report=report,  # a checker's report: denser, to stay short
         source=tex_escape(Path(spec.source).name) if spec.source else "",
         source_tt=_file_name(spec.source))

@@ -263,8 +263,8 @@ class _Terms:
     def __init__(self, c: _KindsDoc):
         self.c = c
         g = c.g
-        self.temps = _temps(g)
         self.adjoint_names = set(c.p.adjoints) | {f"dZ{n.index}" for n in g.nodes}
+        self.temps = _temps(g, self.adjoint_names)
         self.forward_order = {st.target: k for k, st in enumerate(g.forward)}
         self.placed: dict = {}  # a written-out sum's placeholder -> the order of its terms
 
@@ -318,12 +318,12 @@ class _Terms:
         return rf"{head} \cdot {tex}"
 
 
-def _temps(g: GraphDerivation) -> dict:
+def _temps(g: GraphDerivation, adjoints: set) -> dict:
     """The backward's temporaries, inlined where they are read: each sum over the batch or the
-    units (a Reduce) and each product that is not a weight's gradient (∂J/∂Z W)."""
-    gradients = {d for _, d in g.gradients}
-    return {st.target: st for st in g.backward if isinstance(st, Reduce)
-            or isinstance(st, Product) and st.target not in gradients}
+    units (a Reduce) and each product (∂J/∂Z W) that is one term of a derivative, not the
+    derivative itself."""
+    return {st.target: st for st in g.backward
+            if isinstance(st, (Reduce, Product)) and st.target.name not in adjoints}
 
 
 # ----------------------------------------------------------------------------- sections
@@ -597,6 +597,9 @@ def _backward_layer(c: _KindsDoc, node: Node, statements: list, terms: _Terms, d
     rows = []
     introduced = False
     own_data = {node.Z, node.A} | ({_pre_skip(node)} if _pre_skip(node) is not None else set())
+    if axis is not None:  # the parameters' gradients last, as Ioffe & Szegedy list them
+        gradients = {d for p, d in c.g.gradients if p in {q for q, *_ in node.params}}
+        statements = sorted(statements, key=lambda st: st.target in gradients)
     for st in statements:
         base = sp.Symbol(st.target.name[1:], real=True)
         matrix = axis is None or any(base.name == s.name for s in own_data)
@@ -606,6 +609,10 @@ def _backward_layer(c: _KindsDoc, node: Node, statements: list, terms: _Terms, d
             done[st.target] = rhs
             rows.append(_row(c.P.name(st.target.name), f"= {rhs}", label, note=_shape(c, st.target)))
             continue
+        if isinstance(st, Reduce):  # a derivative that is one sum: written as the sum it is
+            alias = sp.Symbol(f"sum_{st.target.name}", real=True)
+            terms.temps[alias] = Reduce(alias, st.expr, st.axis, st.mean)
+            st = Let(st.target, alias)
         text = _sentence(c, node, st)
         if not matrix and not introduced:
             text, introduced = _INTRO[axis], True
