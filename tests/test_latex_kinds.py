@@ -215,3 +215,23 @@ def test_another_stack_compiles(tmp_path):
     # so the compact form is of the batch norm's own terms
     assert r"\frac{\partial J}{\partial a^{[1]}_{i}} - \delta^{[3]}_{i} &= \frac{\gamma^{[2]}}{m" in tex
     assert r"\Delta^{[1]} X^{T} + \frac{1}{1000} W^{[1]}" in tex  # the penalty's term
+
+
+def test_a_wrong_compact_form_is_refuted(monkeypatch):
+    """The printed compact form is the checked one: with the sign of its last term flipped (the
+    slip a hand derivation makes), neither normalisation's check lets it through."""
+    import derive.latex.kinds as kinds
+
+    right = kinds._compact
+
+    def flipped(g, node):
+        form = right(g, node)
+        terms = list(form.terms)
+        terms[-1] = (-terms[-1][0], terms[-1][1])
+        return dataclasses.replace(form, terms=tuple(terms))
+
+    monkeypatch.setattr(kinds, "_compact", flipped)
+    d = derived()
+    for node in (d.nodes[1], d.nodes[4]):
+        with pytest.raises(CompactFormError, match=f"layer {node.index}"):
+            compact_form(d, node)

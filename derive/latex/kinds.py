@@ -801,6 +801,64 @@ def compact_form(g: GraphDerivation, node: Node) -> CompactForm:
     return CompactForm(node.index, axis, tuple(sizes), COMPACT_POINTS, sentence)
 
 
+@dataclass(frozen=True)
+class _Compact:
+    """A normalisation's compact backward in index form, the one definition both checked and
+    printed: ∂J/∂a_i = prefactor · bracket, with ĝ_k = γ_k δ_k (γ taken out when it is the
+    same for every k, as in batch normalisation):
+    prefactor = γ/(N √(σ² + ε)), bracket = N δ_i − Σ_k δ_k − x̂_i Σ_k δ_k x̂_k."""
+
+    index: sp.Symbol  # i: the entry of the input's derivative
+    count: sp.Symbol  # N: m (the batch) or n_l (the layer's units)
+    prefactor: sp.Expr
+    terms: tuple[tuple[int, tuple[sp.Expr, ...]], ...]  # the bracket: (sign, factors), in order
+    delta: sp.IndexedBase  # the error of the layer's output (before a skip's a_K)
+    xhat: sp.IndexedBase
+    gamma: sp.Basic  # a symbol, or an IndexedBase when it varies with k
+    var: sp.Symbol
+    eps: sp.Symbol
+
+    @property
+    def bracket(self) -> sp.Expr:
+        return sp.Add(*[sign * sp.Mul(*factors) for sign, factors in self.terms])
+
+    def at(self, N: int, i: int, values: dict) -> sp.Expr:
+        """Entry i (from 1) with N entries, the arrays' entries taken from ``values``
+        (IndexedBase -> list, from index 1) and scalars substituted."""
+        expr = (self.prefactor * self.bracket).subs({self.count: N, self.index: i}).doit()
+        entries = {}
+        for base, vals in values.items():
+            if isinstance(base, sp.IndexedBase):
+                entries |= {base[k + 1]: v for k, v in enumerate(vals)}
+            else:
+                entries[base] = vals
+        return expr.xreplace(entries)
+
+
+def _compact(g: GraphDerivation, node: Node) -> _Compact:
+    axis = _reductions(node)
+    index, k = (EXAMPLE, BOUND) if axis == BATCH else (UNIT, BOUND)
+    count = M_SYM if axis == BATCH else sp.Symbol(f"n{node.index}", integer=True, positive=True)
+    delta = sp.IndexedBase(f"d{node.symbols[OUTPUT].name}")
+    xhat = sp.IndexedBase(next(st.target.name for st in node.forward
+                               if isinstance(st, Let) and st.target.name.startswith("xhat")))
+    var = next(st.target for st in node.forward
+               if isinstance(st, Reduce) and st.target.name.startswith("var"))
+    eps = next(cst for cst, *_ in node.constants)
+    gamma = next(p for p, *_ in node.params if p.name.startswith("gamma"))
+    root = sp.sqrt(var + eps)
+    if g.shapes[gamma][0] == ROW and axis == UNITS:  # γ_k varies along the sum: inside it
+        gamma = sp.IndexedBase(gamma.name)
+        g_hat = lambda j: gamma[j] * delta[j]  # noqa: E731
+        prefactor = 1 / (count * root)
+    else:
+        g_hat = delta.__getitem__
+        prefactor = gamma / (count * root)
+    terms = ((1, (count, g_hat(index))), (-1, (sp.Sum(g_hat(k), (k, 1, count)),)),
+             (-1, (xhat[index], sp.Sum(g_hat(k) * xhat[k], (k, 1, count)))))
+    return _Compact(index, count, prefactor, terms, delta, xhat, gamma, var, eps)
+
+
 def _compact_instance(g: GraphDerivation, node: Node, axis: str, N: int,
                       rng: random.Random | None = None):
     """The derived ∂J/∂a_k of the layer's own statements, the compact form, the variance and
@@ -867,39 +925,25 @@ def _compact_instance(g: GraphDerivation, node: Node, axis: str, N: int,
             run(st)
     if derived is None:
         raise CompactFormError(f"layer {node.index}: no derivative of its input was derived")
-    g_hat = [(gamma[k] if isinstance(gamma, list) else gamma) * delta[k] for k in range(N)]
-    root = sp.sqrt(var + eps)
-    compact = [(N * g_hat[k] - sp.Add(*g_hat) - xhat[k] * sp.Add(*[g_hat[j] * xhat[j] for j in range(N)]))
-               / (N * root) for k in range(N)]
+    form = _compact(g, node)
+    values = {form.delta: delta, form.xhat: xhat, form.var: var, form.eps: eps,
+              (form.gamma if isinstance(form.gamma, sp.IndexedBase) else form.gamma): gamma}
+    compact = [form.at(N, k + 1, values) for k in range(N)]
     return derived, compact, sp.expand(var), eps
 
 
 def _compact_rows(c: _KindsDoc, node: Node, form: CompactForm) -> list:
     l = node.index
-    gamma = next(p for p, *_ in node.params if p.name.startswith("gamma"))
-    xhat = next(st.target for st in node.forward if isinstance(st, Let) and st.target.name.startswith("xhat"))
-    var = next(st.target for st in node.forward if isinstance(st, Reduce) and st.target.name.startswith("var"))
-    out = node.symbols[OUTPUT]
-    dout = f"d{out.name}"
+    compact = _compact(c.g, node)
     a = _input_of(node).name
-    root = rf"\sqrt{{{c.tex(var)} + \epsilon}}"
+    lhs = c.p.entry(f"d{a}", c.tex(compact.index))
+    bracket = "".join((" - " if sign < 0 else (" + " if k else "")) + " ".join(map(c.tex, factors))
+                      for k, (sign, factors) in enumerate(compact.terms))
+    rhs = rf"{c.tex(compact.prefactor)} \Bigl({bracket}\Bigr)"
     if form.axis == BATCH:
-        i, k, N = "i", "k", "m"
-        d_i, d_k = c.p.entry(dout, i), c.p.entry(dout, k)
-        x_i, x_k = c.p.entry(xhat.name, i), c.p.entry(xhat.name, k)
-        rhs = (rf"\frac{{{c.tex(gamma)}}}{{{N} {root}}} \Bigl({N} {d_i} - \sum_{{{k}=1}}^{{{N}}} {d_k}"
-               rf" - {x_i} \sum_{{{k}=1}}^{{{N}}} {d_k} {x_k}\Bigr)")
-        lhs = c.p.entry(f"d{a}", i)
         text = (rf"Written per unit, the same derivative has the compact form (with "
-                rf"${d_i}$ the error of example $i$ at this unit):")
+                rf"${c.tex(compact.delta[compact.index])}$ the error of example $i$ at this unit):")
     else:
-        j, k, N = "j", "k", c.n(l)
-        g_j = rf"{c.p.entry(gamma.name, j)} {c.p.entry(dout, j)}"
-        g_k = rf"{c.p.entry(gamma.name, k)} {c.p.entry(dout, k)}"
-        x_j, x_k = c.p.entry(xhat.name, j), c.p.entry(xhat.name, k)
-        rhs = (rf"\frac{{1}}{{{N} {root}}} \Bigl({N} {g_j} - \sum_{{{k}=1}}^{{{N}}} {g_k}"
-               rf" - {x_j} \sum_{{{k}=1}}^{{{N}}} {g_k} {x_k}\Bigr)")
-        lhs = c.p.entry(f"d{a}", j)
         text = (r"Written per example, the same derivative has the compact form (here $\gamma$ "
                 r"varies with the unit, so it stays inside the sums):")
     own = {f"d{st.target.name}" for st in node.forward}
