@@ -453,11 +453,6 @@ def _input_of(node: Node) -> sp.Symbol:
 def _statement_rows(c: _KindsDoc, node: Node, statements, axis, key: str) -> list:
     """The forward statements of a layer in the documents' notation, each with its shape."""
     rows = []
-    statements = list(statements)
-    skip_tail = {}
-    for k, st in enumerate(statements):
-        if isinstance(st, Let) and node.spec.skip is not None and st.target == node.Z:
-            skip_tail = {"row": k}
     for k, st in enumerate(statements):
         label = c.label(f"{key}-{k}")
         note = _shape(c, st.target)
@@ -472,12 +467,11 @@ def _statement_rows(c: _KindsDoc, node: Node, statements, axis, key: str) -> lis
             bound = EXAMPLE if st.axis == BATCH else UNIT
             inner = _index(c, st.expr, axis, st.axis, bound)
             n_tex = "m" if st.axis == BATCH else c.n(node.index)
-            rhs = (rf"\frac{{1}}{{{n_tex}}} \sum_{{{c.tex(bound)}=1}}^{{{n_tex}}} "
-                   + c.p.parens(c.tex(inner)) if isinstance(inner, sp.Add) else
-                   rf"\frac{{1}}{{{n_tex}}} \sum_{{{c.tex(bound)}=1}}^{{{n_tex}}} {c.tex(inner)}")
+            body = c.p.parens(c.tex(inner)) if isinstance(inner, sp.Add) else c.tex(inner)
+            rhs = rf"\frac{{1}}{{{n_tex}}} \sum_{{{c.tex(bound)}=1}}^{{{n_tex}}} {body}"
             rows.append(_row(c.tex(st.target), f"= {rhs}", label, note=note))
         elif isinstance(st, Let):
-            if k in skip_tail.values() or st.target == node.Z and node.spec.skip is not None:
+            if st.target == node.Z and node.spec.skip is not None:  # z = z-tilde + a_K
                 rows.append(_row(c.tex(st.target), f"= {_skip_sum(c, st)}", label, note=note,
                                  text=rf"The skip adds the output of layer {node.spec.skip}:"))
                 continue
