@@ -403,11 +403,11 @@ def _claims(derivation, args):
 
 def _not_yet(spec, args) -> str | None:
     """What a stack of layer kinds cannot have yet: the stages that still read dense layers
-    only (the module, its NumPy Trainer, --train, --check and --latex have every kind)."""
+    only (the module, its NumPy Trainer, --train, --check, --claims and --latex have every
+    kind)."""
     if spec.plain_dense:
         return None
     asked = [flag for flag, given in (("--example", args.example),
-                                      ("--claims", args.claims),
                                       (f"--backend {args.backend}", args.backend != "numpy"))
              if given]
     if not asked:

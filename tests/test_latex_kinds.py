@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import subprocess
+from types import SimpleNamespace
 
 import pytest
 import sympy as sp
@@ -235,3 +236,13 @@ def test_a_wrong_compact_form_is_refuted(monkeypatch):
     for node in (d.nodes[1], d.nodes[4]):
         with pytest.raises(CompactFormError, match=f"layer {node.index}"):
             compact_form(d, node)
+
+
+def test_claims_checked_along_are_stated():
+    """A ClaimsReport given with a stack of kinds (--claims with --latex): the document says what
+    the check found (its Errata section is printed for dense stacks only, so far)."""
+    verdict = SimpleNamespace
+    report = SimpleNamespace(file=SimpleNamespace(path="claims/ioffe_szegedy.yaml"),
+                             verdicts=(verdict(proven=True),) * 11 + (verdict(proven=False),) * 2)
+    tex = render_document(derived(), claims=report)
+    assert "The 13 claims of" in tex and "11 proven, 2 refuted" in tex

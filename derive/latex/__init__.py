@@ -37,8 +37,8 @@ def render_latex(derivation, *, body_only: bool = False, notation: str = "bracke
     """The LaTeX text: a standalone document, or with ``body_only`` a fragment to paste."""
     from ..graph import GraphDerivation
 
-    if isinstance(derivation, GraphDerivation) and (example is not None or claims is not None):
-        raise ValueError("a worked example and claims are not printed yet for layer kinds")
+    if isinstance(derivation, GraphDerivation) and example is not None:
+        raise ValueError("a worked example is not printed yet for layer kinds")
     if example is not None and not isinstance(example, Example):
         example = load_example(example, derivation)
     render = render_body if body_only else render_document

@@ -1119,7 +1119,7 @@ def render_sections(derivation: Derivation, *, notation: str = "bracket",
     overview.  A stack of layer kinds gets its own sections (``kinds.KINDS_SECTIONS``)."""
     if not isinstance(derivation, Derivation):
         from .kinds import render_kinds_sections
-        return render_kinds_sections(derivation, notation=notation, proof=proof)
+        return render_kinds_sections(derivation, notation=notation, proof=proof, claims=claims)
     env = _environment()
     return {name: env.get_template(f"{name}.tex.j2").render(**context)
             for name, context in _contexts(derivation, notation, example, claims, proof).items()}
@@ -1130,7 +1130,7 @@ def render_body(derivation: Derivation, *, notation: str = "bracket",
     """The document without its preamble: sections to paste into a paper or notes."""
     if not isinstance(derivation, Derivation):  # a stack of layer kinds: its own sections
         from .kinds import render_kinds_body
-        return render_kinds_body(derivation, notation=notation, proof=proof)
+        return render_kinds_body(derivation, notation=notation, proof=proof, claims=claims)
     sections = render_sections(derivation, notation=notation, example=example, claims=claims,
                                proof=proof)
     return _environment().get_template("body.tex.j2").render(

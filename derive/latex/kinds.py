@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import sympy as sp
 
@@ -351,6 +352,17 @@ def _proof_sentence(proof) -> str:
         return ""
     from ..proof import GRAPH_EXAMPLES
     return proof_sentence(proof).replace("over two examples", f"over {GRAPH_EXAMPLES} examples")
+
+
+def _claims_sentence(claims) -> str:
+    """What \texttt{derive --claims} found, when it ran along (no Errata section for kinds yet)."""
+    if claims is None:
+        return ""
+    proven = sum(1 for v in claims.verdicts if v.proven)
+    return (rf"The {len(claims.verdicts)} claims of {tt(Path(claims.file.path).name)} were "
+            rf"checked against this derivation by \texttt{{derive --claims}}: {proven} proven, "
+            rf"{len(claims.verdicts) - proven} refuted (its report lists each with its "
+            r"counterexample; the Errata section is not printed for layer kinds yet).")
 
 
 def _architecture(c: _KindsDoc) -> dict:
@@ -966,13 +978,13 @@ def _kinds_loss(c: _KindsDoc) -> dict:
 
 # ----------------------------------------------------------------------------- rendering
 
-def _contexts(g: GraphDerivation, notation: str, proof=None) -> dict[str, dict]:
+def _contexts(g: GraphDerivation, notation: str, proof=None, claims=None) -> dict[str, dict]:
     c = _KindsDoc(_GraphView(g), notation)
     params = [c.tex(p) for p, *_ in g.params]
     if len(params) > 6:
         params = params[:3] + [r"\ldots"] + params[-2:]
     contexts = {
-        "kinds_overview": _overview(c, proof),
+        "kinds_overview": _overview(c, proof) | {"claims": _claims_sentence(claims)},
         "kinds_architecture": _architecture(c),
         "kinds_forward": _forward(c),
         "loss": _kinds_loss(c),
@@ -988,19 +1000,24 @@ def _contexts(g: GraphDerivation, notation: str, proof=None) -> dict[str, dict]:
     return contexts
 
 
-def render_kinds_sections(g: GraphDerivation, *, notation: str = "bracket", proof=None) -> dict[str, str]:
+def render_kinds_sections(g: GraphDerivation, *, notation: str = "bracket", proof=None,
+                          claims=None) -> dict[str, str]:
+    """Each section's LaTeX, by name (``KINDS_SECTIONS``); ``claims``, a ClaimsReport, is
+    stated in the overview (its Errata section is printed for dense stacks only, so far)."""
     env = _environment()
     return {name: env.get_template(f"{name}.tex.j2").render(**context)
-            for name, context in _contexts(g, notation, proof).items()}
+            for name, context in _contexts(g, notation, proof, claims).items()}
 
 
-def render_kinds_body(g: GraphDerivation, *, notation: str = "bracket", proof=None) -> str:
+def render_kinds_body(g: GraphDerivation, *, notation: str = "bracket", proof=None,
+                      claims=None) -> str:
     from .document import PACKAGES
-    sections = render_kinds_sections(g, notation=notation, proof=proof)
+    sections = render_kinds_sections(g, notation=notation, proof=proof, claims=claims)
     return _environment().get_template("body.tex.j2").render(
         name=g.spec.name, packages=PACKAGES, sections=[sections[s] for s in KINDS_SECTIONS])
 
 
-def render_kinds_document(g: GraphDerivation, *, notation: str = "bracket", proof=None) -> str:
-    return standalone(g.spec, render_kinds_body(g, notation=notation, proof=proof))
+def render_kinds_document(g: GraphDerivation, *, notation: str = "bracket", proof=None,
+                          claims=None) -> str:
+    return standalone(g.spec, render_kinds_body(g, notation=notation, proof=proof, claims=claims))
 
