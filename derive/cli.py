@@ -403,10 +403,11 @@ def _claims(derivation, args):
 
 def _not_yet(spec, args) -> str | None:
     """What a stack of layer kinds cannot have yet: the stages that still read dense layers
-    only (the module, its NumPy Trainer and --train have every kind)."""
+    only (the module, its NumPy Trainer, --train, --check, --claims and --latex have every
+    kind)."""
     if spec.plain_dense:
         return None
-    asked = [flag for flag, given in (("--latex", args.latex),
+    asked = [flag for flag, given in (("--example", args.example),
                                       (f"--backend {args.backend}", args.backend != "numpy"))
              if given]
     if not asked:
@@ -418,7 +419,7 @@ def _not_yet(spec, args) -> str | None:
                                                      for layer in spec.layers) else set()))
     return (f"{', '.join(asked)} {'is' if len(asked) == 1 else 'are'} not available yet for "
             f"layer kinds ({', '.join(kinds)}): the module (its derived backward checked "
-            "against torch.autograd in the tests) and --train are; leave out "
+            "against torch.autograd in the tests), --train, --check and --latex are; leave out "
             f"{', '.join(asked)}")
 
 
