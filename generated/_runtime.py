@@ -581,7 +581,7 @@ def encode_table(columns, specs, missing="error"):
     """
     m = len(columns[0]) if columns else 0
     blocks, holes, unseen, texts = [], [], [], []
-    for values, spec in zip(columns, specs):
+    for j, (values, spec) in enumerate(zip(columns, specs)):
         name, fill = spec["name"], spec.get("fill")
         if spec["kind"] == CATEGORY:
             categories = list(spec["categories"])
@@ -590,10 +590,10 @@ def encode_table(columns, specs, missing="error"):
             for row, value in enumerate(values):
                 if is_missing(value):
                     if fill is None:
-                        holes.append((row, name))
+                        holes.append((row, j, name))
                         continue
                     value = fill
-                key = value.strip() if isinstance(value, str) else str(value)
+                key = str(value).strip()
                 if key not in index:
                     unseen.append((row, name, key, categories))
                     continue
@@ -611,12 +611,12 @@ def encode_table(columns, specs, missing="error"):
                 try:
                     column[row] = float(value)
                 except (TypeError, ValueError):
-                    texts.append((row, name, value))
+                    texts.append((row, name, str(value) if isinstance(value, str) else value))
                     column[row] = 0.0
         bad = np.isnan(column)
         if bad.any():
             if fill is None:
-                holes += [(int(row), name) for row in np.flatnonzero(bad)]
+                holes += [(int(row), j, name) for row in np.flatnonzero(bad)]
             else:
                 column[bad] = fill
         if np.isinf(column).any():
@@ -634,7 +634,7 @@ def encode_table(columns, specs, missing="error"):
                          f"saw in training (its categories: {', '.join(categories)})"
                          + (f"; {len(unseen)} such cells" if len(unseen) > 1 else ""))
     if holes:
-        holes.sort()
+        holes = [(row, name) for row, _, name in sorted(holes)]  # row by row, in column order
         how = ("imputes nothing (trained with missing: "
                f"{missing}; data.missing: mean, median or most_frequent imputes)")
         raise ValueError(f"{len(holes)} missing cell{'s' if len(holes) > 1 else ''} "
