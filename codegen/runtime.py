@@ -13,6 +13,7 @@ used when present for BLAS rank-one updates (one-example steps).  It never impor
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import math
@@ -135,23 +136,52 @@ def compiled(kernel):
     """``kernel`` compiled by numba, or None without numba.
 
     Compiled once per process and function; numba compiles each dtype on first call.  The
-    machine code is cached on disk beside the module when the module is registered in
-    ``sys.modules``: numba's cached code names its module and imports it again by that name.
+    machine code is cached on disk beside the module (numba's user cache folder when that
+    folder is not writable) and reused by every later process, however the module is loaded
+    there (``import generated.net``, from its file path, by the tool): numba's cached code
+    imports its module by the ``__name__`` of the kernel's globals, so the module is named,
+    and registered, by its file's content (``_cache_name``), the same in every process.
     """
     if not _HAVE_NUMBA:
         return None
     if kernel not in _KERNELS:
-        _KERNELS[kernel] = _Compiled(kernel, cache=kernel.__module__ in sys.modules)
+        module = sys.modules.get(kernel.__module__)
+        name = _cache_name(module)
+        if name is not None:
+            # numba's cached code imports its module by the name in the kernel's globals
+            sys.modules.setdefault(name, module)
+            kernel.__globals__["__name__"] = name
+        _KERNELS[kernel] = _Compiled(kernel, cache=name is not None)
     return _KERNELS[kernel]
 
 
+def _cache_name(module):
+    """``_backprop_derive_<file stem>_<digest of its bytes>`` for a module read from a file;
+    None for one that is not (nothing to cache beside)."""
+    path = getattr(module, "__file__", None)
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as file:
+            digest = hashlib.sha256(file.read()).hexdigest()[:16]
+    except OSError:
+        return None
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return f"_backprop_derive_{stem}_{digest}"
+
+
+_SAID = set()  # what has been said once in this process: "compiling", a cache that failed
+
+
 class _Compiled:
-    """A numba dispatcher that recompiles without the disk cache when the cached code names
-    a module this process cannot import (the same file loaded under another name)."""
+    """A numba dispatcher that says, once on a terminal, when its first call compiles (not
+    when it loads cached code), and that recompiles without the disk cache, saying so once,
+    when the cached code cannot be loaded."""
 
     def __init__(self, kernel, cache):
         self.kernel = kernel
         self.function = self._jit(cache)
+        self.first = True
 
     def _jit(self, cache):
         import numba
@@ -162,11 +192,36 @@ class _Compiled:
                           error_model="numpy")(self.kernel)
 
     def __call__(self, *args):
+        if self.first:
+            self.first = False
+            return self._first_call(args)
+        return self.function(*args)
+
+    def _first_call(self, args):
+        stream = sys.stderr
+        say = "compiling" not in _SAID and getattr(stream, "isatty", lambda: False)()
+        if say:
+            stream.write("compiling the training kernel\u2026 ")
+            stream.flush()
+        started = time.perf_counter()
         try:
-            return self.function(*args)
-        except ImportError:  # raised while loading cached code, before the kernel runs
+            result = self.function(*args)
+        except ImportError as err:  # raised while loading cached code, before the kernel runs
+            if "cache" not in _SAID:
+                _SAID.add("cache")
+                warnings.warn(f"numba's cached code of {self.kernel.__name__} could not be "
+                              f"loaded ({err}); compiling it again, without the disk cache",
+                              RuntimeWarning, stacklevel=3)
             self.function = self._jit(False)
-            return self.function(*args)
+            result = self.function(*args)
+        if say:
+            if sum(self.function.stats.cache_hits.values()):  # loaded, not compiled: unsaid
+                stream.write("\r\x1b[K")
+            else:
+                _SAID.add("compiling")
+                stream.write(f"{time.perf_counter() - started:.1f} s\n")
+            stream.flush()
+        return result
 
 
 def load_beside(path, name):
