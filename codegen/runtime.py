@@ -1057,10 +1057,8 @@ class Trainer:
         m = X.shape[0]
         gradient = not self.plain
         compiled_engine = self.compiled(size)
-        if compiled_engine and not gradient:  # the whole epoch in one call
-            self._compiled_epoch(X, T, order, size, rate)
-            self.t += total
-            return bool(progress is not None and progress(self.epoch + 1, total, total))
+        if compiled_engine and not gradient:  # the epoch in a few compiled calls
+            return self._compiled_epoch(X, T, order, size, rate, progress, total)
         update = self._update() if gradient else None
         hyper = np.array([x for value in self.hyperparameters.values()
                           for x in (value if isinstance(value, tuple) else (value,))])
@@ -1089,19 +1087,32 @@ class Trainer:
                 return True
         return False
 
-    def _compiled_epoch(self, X, T, order, size, rate):
-        """Every full batch in one compiled call, then the last partial batch in another."""
+    def _compiled_epoch(self, X, T, order, size, rate, progress, total, calls=16):
+        """The full batches in at most ``calls`` compiled calls (consecutive runs of batches:
+        the same updates as one call), ``progress`` told after each, then the last partial
+        batch; True when ``progress`` asked to stop (after the call it was told of)."""
         m = X.shape[0]
         order = np.arange(m) if order is None else order
         full = m - m % size
-        for count, rows in ((size, order[:full]), (m - full, order[full:])):
-            if count == 0:
-                continue
+        batches = full // size
+        step = max(1, -(-batches // calls))
+        done = 0
+        runs = [(size, order[start * size:min(start + step, batches) * size])
+                for start in range(0, batches, step)]
+        if m > full:
+            runs.append((m - full, order[full:]))
+        for count, rows in runs:
             kernel, first = self._kernel(False, count)
             started = time.perf_counter()
             kernel(X, T, rows, self.dtype.type(rate))
             if first:
                 self.first_call_seconds += time.perf_counter() - started
+            steps = rows.shape[0] // count
+            self.t += steps
+            done += steps
+            if progress is not None and progress(self.epoch + 1, done, total):
+                return True
+        return False
 
     def _record(self, X, T, prefix, chunk=2048):
         """Loss and accuracy over X, T, a chunk of rows at a time (bounded memory)."""

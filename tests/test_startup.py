@@ -90,3 +90,30 @@ def test_the_cli_compiled_kernel_serves_a_script(tmp_path):
     assert done.returncode == 0, done.stderr
     warm = _fit(tmp_path, by_path=False)
     assert warm["misses"] == 0 and warm["hits"] > 0, warm
+
+
+def test_the_progress_hook_is_told_within_a_compiled_epoch(tmp_path):
+    import numpy as np
+
+    from codegen.files import import_module_from
+
+    _generate(tmp_path)
+    net = import_module_from(tmp_path / "gen" / "tiny.py")
+    X = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32)
+    y = np.arange(100) % 3
+    told = []
+    compiled = net.Trainer(engine="compiled", optimizer="sgd", batch_size=3, epochs=2, seed=1)
+    assert compiled.compiled(3)
+    compiled.fit(X, y, progress=lambda epoch, done, total: told.append((epoch, done, total)))
+    first = [done for epoch, done, total in told if epoch == 1]
+    assert len(first) > 8 and first == sorted(first) and first[-1] == 34  # 33 batches + 1
+    plain = net.Trainer(engine="numpy", optimizer="sgd", batch_size=3, epochs=2, seed=1)
+    plain.fit(X, y)
+    for key in plain.params:
+        np.testing.assert_allclose(compiled.params[key], plain.params[key], rtol=1e-4,
+                                   atol=1e-5)
+    assert compiled.t == plain.t == 68
+    # asked to stop within an epoch: it stops after the call it was told of
+    stopping = net.Trainer(engine="compiled", optimizer="sgd", batch_size=3, epochs=2, seed=1)
+    stopping.fit(X, y, progress=lambda epoch, done, total: done >= 10)
+    assert stopping.interrupted and 10 <= stopping.t < 34
