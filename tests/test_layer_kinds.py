@@ -15,8 +15,15 @@ from derive.spec import load_spec_text
 
 torch = pytest.importorskip("torch")
 
-ACTIVATION = {"identity": lambda x: x, "relu": torch.relu, "tanh": torch.tanh,
-              "sigmoid": torch.sigmoid, "softmax": lambda x: x}  # softmax: in the loss
+
+
+def _torch_activation(name: str):
+    """torch's function of that name; the identity for a vector one (softmax: it is in
+    torch's cross-entropy) and for one torch has not (identity)."""
+    from derive.activations import ACTIVATIONS
+
+    same = None if ACTIVATIONS[name].vector else getattr(torch.nn.functional, name, None)
+    return same or (lambda x: x)
 
 
 def _kind_entry(name: str) -> str:
@@ -62,7 +69,7 @@ def _torch_grads(spec, params, X, Y, cache, loss):
             z = module(a)
         if layer.skip is not None:
             z = z + A[layer.skip]
-        A.append(ACTIVATION[layer.activation.name](z))
+        A.append(_torch_activation(layer.activation.name)(z))
         n_in = layer.units
     if loss == "categorical_crossentropy":
         value = torch.nn.functional.cross_entropy(A[-1], torch.tensor(Y))

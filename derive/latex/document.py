@@ -38,7 +38,8 @@ from .printer import Applied, DerivationLatexPrinter, Elided
 from .text import code_tt, tex_escape, tt
 
 __all__ = ["Row", "Table", "render_sections", "render_body", "render_document", "SECTIONS",
-           "tex_escape"]
+           "tex_escape", "standalone", "DocContext", "latex_environment", "loss_section",
+           "local_section", "latex_number", "equation_row", "updates_section", "column_spec"]
 
 _TEMPLATES = Path(__file__).parent / "templates"
 SECTIONS = ("overview", "architecture", "forward", "loss", "local", "gradients", "batch",
@@ -97,7 +98,7 @@ class Table:
     foot: tuple[str, ...] = ()
 
 
-def _row(lhs: str, rhs: str | tuple[str, ...] | list[str], label: str = "", text: str = "",
+def equation_row(lhs: str, rhs: str | tuple[str, ...] | list[str], label: str = "", text: str = "",
          numbered: bool = True, note: str = "") -> Row:
     lines = (rhs,) if isinstance(rhs, str) else tuple(rhs)
     return Row(lhs, lines, label, text, numbered, note)
@@ -114,7 +115,7 @@ def _sentence(step: Step) -> str:
 # ----------------------------------------------------------------------------- the context
 
 @dataclass
-class _Doc:
+class DocContext:
     """The Derivation with its printers and label scheme, shared by the section builders."""
 
     d: Derivation
@@ -180,7 +181,7 @@ class _Doc:
         """The shape check of an expression: with symbolic widths, then with the numbers."""
         printer = self.P if batch else self.p
         general = self.symbolic(expr)
-        return _row("", (rf"\quad {printer.shape_factors(general)} = {printer.dims(general.shape)}",
+        return equation_row("", (rf"\quad {printer.shape_factors(general)} = {printer.dims(general.shape)}",
                          rf"\quad {printer.shape_factors(expr)} = {printer.dims(expr.shape)}"),
                     text=text, numbered=False)
 
@@ -191,7 +192,7 @@ def _file_name(path: str | None) -> str:
     return tt(Path(path).name) if path else ""
 
 
-def _overview(c: _Doc, example: Example | None) -> dict:
+def _overview(c: DocContext, example: Example | None) -> dict:
     u, v = sp.MatrixSymbol("u", 3, 1), sp.MatrixSymbol("v", 3, 1)
     j = INDEX.j
     U, V = sp.IndexedBase("u"), sp.IndexedBase("v")
@@ -211,11 +212,11 @@ def _overview(c: _Doc, example: Example | None) -> dict:
     }
 
 
-def _architecture(c: _Doc) -> dict:
+def _architecture(c: DocContext) -> dict:
     rows = [("0 (input)", str(c.d.spec.input), "", "", "", "")]
     for layer in c.d.layers:
         act = layer.activation
-        params = ", ".join(rf"{_param_name(act, k)} = {_number_text(v)}" for k, v in act.params)
+        params = ", ".join(rf"{_param_name(act, k)} = {latex_number(v)}" for k, v in act.params)
         name = f"${act.latex}$" + (f" (${params}$)" if params else "")
         count = int(layer.units * layer.fan_in + layer.units)
         rows.append((str(layer.index) + (" (output)" if layer.is_output else ""),
@@ -229,10 +230,10 @@ def _architecture(c: _Doc) -> dict:
     for layer in c.d.layers:
         z = c.one(layer.z_def.expr)
         general = c.symbolic(z)
-        analysis.append(_row(c.tex(layer.Z.subs(M, 1)), f"= {c.tex(z)}", c.label(f"dim{layer.index}")))
-        analysis.append(_row(rf"{c.p._print(general.shape[0])} \times 1",
+        analysis.append(equation_row(c.tex(layer.Z.subs(M, 1)), f"= {c.tex(z)}", c.label(f"dim{layer.index}")))
+        analysis.append(equation_row(rf"{c.p._print(general.shape[0])} \times 1",
                              f"= {c.p.shape_factors(general, brackets=True)}", numbered=False))
-        analysis.append(_row(rf"{z.shape[0]} \times 1", f"= {c.p.shape_factors(z, brackets=True)}",
+        analysis.append(equation_row(rf"{z.shape[0]} \times 1", f"= {c.p.shape_factors(z, brackets=True)}",
                              numbered=False))
     return {"table": table, "analysis": analysis,
             "W": c.p.tagged("W", "l"), "n": c.n("l"), "n_prev": c.n("l-1")}
@@ -243,7 +244,7 @@ def _param_name(act, key: str) -> str:
     return act.declaration.params[key].latex
 
 
-def _number_text(value: float) -> str:
+def latex_number(value: float) -> str:
     """A spec's number for math mode: 0.1, 64, 10^{-5}, 2.5 \times 10^{-4}."""
     if value != 0 and abs(value) < 1e-3:
         mantissa, exponent = f"{value:.6e}".split("e")
@@ -253,7 +254,7 @@ def _number_text(value: float) -> str:
     return f"{value:g}"
 
 
-def _activation_of(c: _Doc, layer: Layer, batch: bool = False) -> tuple[str, str]:
+def _activation_of(c: DocContext, layer: Layer, batch: bool = False) -> tuple[str, str]:
     """(lhs, rhs) of a = g(z) for the layer: g applied to z, or softmax entry by entry."""
     printer = c.P if batch else c.p
     if isinstance(layer.a_def, Columnwise):
@@ -263,15 +264,15 @@ def _activation_of(c: _Doc, layer: Layer, batch: bool = False) -> tuple[str, str
     return c.tex(A, batch), f"= {c.tex(Applied(layer.activation.latex, Z), batch)}"
 
 
-def _forward(c: _Doc) -> dict:
+def _forward(c: DocContext) -> dict:
     rows = []
     for layer in c.d.layers:
         z = c.one(layer.z_def.expr)
         shape = c.p.dims(z.shape)
-        rows.append(_row(c.tex(layer.Z.subs(M, 1)), f"= {c.tex(z)}", c.label(f"z{layer.index}"),
+        rows.append(equation_row(c.tex(layer.Z.subs(M, 1)), f"= {c.tex(z)}", c.label(f"z{layer.index}"),
                          note=shape))
         lhs, rhs = _activation_of(c, layer)
-        rows.append(_row(lhs, rhs, c.label(f"a{layer.index}"), note=shape))
+        rows.append(equation_row(lhs, rhs, c.label(f"a{layer.index}"), note=shape))
     last = c.d.layers[-1]
     return {"rows": rows, "nested": _nested(c), "output": c.tex(last.A.subs(M, 1)),
             "scalar": _written_out(c), "scalar_label": c.label("scalar"),
@@ -280,7 +281,7 @@ def _forward(c: _Doc) -> dict:
                        if isinstance(layer.a_def, Columnwise)]}
 
 
-def _nested(c: _Doc) -> str:
+def _nested(c: DocContext) -> str:
     """The whole network as one expression, g_L(W_L g_{L-1}(...) + b_L), by substitution."""
     layers = c.d.layers
 
@@ -303,7 +304,7 @@ def _nested(c: _Doc) -> str:
 WRITTEN_OUT_MAX = (2, 2, 1)  # networks this small get their output written out in scalars
 
 
-def _written_out(c: _Doc) -> list[str]:
+def _written_out(c: DocContext) -> list[str]:
     """The output as one scalar formula of every weight, as seed 003 writes its 2-2-1
     network's ŷ (one line per hidden unit); [] for a larger network or a vector activation."""
     sizes = c.d.layer_sizes
@@ -338,12 +339,12 @@ class LayerNorm(sp.Function):
         return template.name.format(W=printer.tagged("W", printer._print(layer)))
 
 
-def _lambda_values(c: _Doc) -> str:
-    return ", ".join(rf"{c.tex(p.symbol)} = {_number_text(float(p.strength))}"
+def _lambda_values(c: DocContext) -> str:
+    return ", ".join(rf"{c.tex(p.symbol)} = {latex_number(float(p.strength))}"
                      for p in c.d.objective.penalties)
 
 
-def _loss(c: _Doc) -> dict:
+def loss_section(c: DocContext) -> dict:
     last = c.d.layers[-1]
     out, objective = c.d.output, c.d.objective
     per_example = c.at_layer(objective.per_example, last)
@@ -357,12 +358,12 @@ def _loss(c: _Doc) -> dict:
     logits = None
     if out.per_example_logits is not None:
         in_logits = c.at_layer(out.per_example_logits, last)
-        logits = _row("L", f"= {c.tex(in_logits.doit() if last.units == 1 else in_logits)}",
+        logits = equation_row("L", f"= {c.tex(in_logits.doit() if last.units == 1 else in_logits)}",
                       c.label("loss-logits"))
     return {
-        "per_example": _row("L", f"= {c.tex(per_example)}", c.label("loss")),
+        "per_example": equation_row("L", f"= {c.tex(per_example)}", c.label("loss")),
         "logits": logits,
-        "objective": _row("J", f"= {' + '.join(terms)}", c.label("objective")),
+        "objective": equation_row("J", f"= {' + '.join(terms)}", c.label("objective")),
         "regularized": bool(objective.penalties), "lambdas": _lambda_values(c),
         "loss_name": _loss_name(out.loss), "n_out": last.units,
         "norms": {p.name for p in objective.penalties},
@@ -373,19 +374,19 @@ def _loss(c: _Doc) -> dict:
 def _loss_name(loss) -> str:
     """The loss's symbol, with its parameters' values as the architecture table gives an
     activation's: L_Huber (delta_H = 2.5)."""
-    params = ", ".join(rf"{loss.params[key].latex} = {_number_text(float(value))}"
+    params = ", ".join(rf"{loss.params[key].latex} = {latex_number(float(value))}"
                        for key, value in loss.values)
     return f"${loss.latex}$" + (f" (${params}$)" if params else "")
 
 
 # -- local derivatives -----------------------------------------------------------------
 
-def _local(c: _Doc) -> dict:
+def local_section(c: DocContext) -> dict:
     I = INDEX
     dense = c.d.dense
-    dense_rows = [_row(c.tex(I.z[I.i]), f"= {c.tex(dense.z)}", c.label("dense"))]
+    dense_rows = [equation_row(c.tex(I.z[I.i]), f"= {c.tex(dense.z)}", c.label("dense"))]
     for key, step in (("dzdW", dense.dz_dW), ("dzdx", dense.dz_dx), ("dzdb", dense.dz_db)):
-        dense_rows.append(_row(c.tex(step.lhs), f"= {c.tex(step.rhs)}", c.label(key),
+        dense_rows.append(equation_row(c.tex(step.lhs), f"= {c.tex(step.rhs)}", c.label(key),
                                _sentence(step)))
     activations: list[dict] = []
     seen: dict[tuple, int] = {}
@@ -412,7 +413,7 @@ def _act_label(act) -> str:
     return f"act-{act.name}{params}"
 
 
-def _activation_steps(c: _Doc, layer: Layer) -> dict:
+def _activation_steps(c: DocContext, layer: Layer) -> dict:
     act = layer.activation
     printer = DerivationLatexPrinter(c.notation, "example", functions={"g": act.latex})
     z = Z_SYM
@@ -424,15 +425,15 @@ def _activation_steps(c: _Doc, layer: Layer) -> dict:
     if act.expr.atoms(HyperbolicFunction):  # tanh z: its definition in exponentials too
         forms.append(printer.doprint(act.expr.rewrite(sp.exp)))
     definition = [f"= {tex}" for tex in dict.fromkeys(forms) if not _same(tex, g)]
-    rows = [_row(g, definition, c.label(label + "-def"))] if definition else []
+    rows = [equation_row(g, definition, c.label(label + "-def"))] if definition else []
     steps = [s for s in act.steps if s.kind is not StepKind.DEFINITION]
     for k, step in enumerate(steps):
         key = label if k == len(steps) - 1 else f"{label}-{k}"
-        _append_step(rows, _row(printer.doprint(step.lhs), f"= {printer.doprint(step.rhs)}",
+        _append_step(rows, equation_row(printer.doprint(step.lhs), f"= {printer.doprint(step.rhs)}",
                                 c.label(key), _sentence(step)))
     primitives = [cls for cls in PRIMITIVES
                   if any(s.rhs.has(cls) for s in act.steps) and not _same(printer.doprint(cls(z)), g)]
-    definitions = [_row(printer.doprint(cls(z)), f"= {printer.doprint(cls.definition(z))}",
+    definitions = [equation_row(printer.doprint(cls(z)), f"= {printer.doprint(cls.definition(z))}",
                         c.label(f"prim-{cls.__name__}-{label}")) for cls in primitives]
     return {"name": f"${act.latex}$", "layers": [layer.index], "rows": rows,
             "definitions": definitions, "convention": _convention(act, printer)}
@@ -482,7 +483,7 @@ def _factored(expr: sp.Expr) -> sp.Expr:
     return positive_lead(sp.factor(expr))
 
 
-def _jacobian(c: _Doc, layer: Layer) -> dict:
+def _jacobian(c: DocContext, layer: Layer) -> dict:
     """The vector activation's Jacobian by the quotient rule, both cases (SoftmaxJacobian.steps)."""
     I = INDEX
     jac = layer.activation.jacobian
@@ -490,9 +491,9 @@ def _jacobian(c: _Doc, layer: Layer) -> dict:
     u, v = sp.Symbol("u"), sp.Symbol("v")
     rule = (v * sp.Derivative(u, I.z[j]) - u * sp.Derivative(v, I.z[j])) / v**2
     parts = [
-        _row("u", f"= {c.tex(jac.numerator)}", numbered=False,
+        equation_row("u", f"= {c.tex(jac.numerator)}", numbered=False,
              note=rf"{c.p.partial('u', c.tex(I.z[j]), inline=True)} = {c.tex(jac.d_numerator)}"),
-        _row("v", f"= {c.tex(jac.denominator)}", numbered=False,
+        equation_row("v", f"= {c.tex(jac.denominator)}", numbered=False,
              note=rf"{c.p.partial('v', c.tex(I.z[j]), inline=True)} = {c.tex(jac.d_denominator)}"),
     ]
     rows = []
@@ -504,25 +505,25 @@ def _jacobian(c: _Doc, layer: Layer) -> dict:
             factored = _factored(step.rhs)
             if c.tex(factored) != c.tex(step.rhs):
                 rhs.append(f"= {c.tex(factored)}")
-        rows.append(_row(c.tex(step.lhs), rhs, c.label(f"jacobian-{k}"),
+        rows.append(equation_row(c.tex(step.lhs), rhs, c.label(f"jacobian-{k}"),
                          _sentence(step) if step.kind is not StepKind.DEFINITION else ""))
     cases = (rf"= \begin{{cases}} {c.tex(_factored(jac.same))} & \text{{if }} i = j \\ "
              rf"{c.tex(jac.other)} & \text{{if }} i \ne j \end{{cases}}")
-    rows.append(_row(c.tex(sp.Derivative(I.a[i], I.z[j])), (cases, f"= {c.tex(jac.general)}"),
+    rows.append(equation_row(c.tex(sp.Derivative(I.a[i], I.z[j])), (cases, f"= {c.tex(jac.general)}"),
                      c.label("jacobian"), (r"Both cases in one formula, with the indicator $\mathbb{I}_{ij}$ (1 when $i = j$, "
                       r"else 0: the Kronecker delta, not written $\delta_{ij}$ here because "
                       r"$\delta$ is the error term):")))
     return {"parts": parts, "rows": rows, "name": f"${layer.activation.latex}$"}
 
 
-def _output_error(c: _Doc, layer: Layer) -> dict:
+def _output_error(c: DocContext, layer: Layer) -> dict:
     I = INDEX
     out = c.d.output
     i, j = I.i, I.j
     a, y = sp.Symbol("a_j", real=True), sp.Symbol("y_j", real=True)
     raw = sp.diff(out.loss.unit(a, y), a).xreplace({a: I.a[j], y: I.y[j]})
     dLda = [f"= {c.tex(raw)}"] if c.tex(raw) != c.tex(out.dL_da) else []
-    rows = [_row(c.tex(sp.Derivative(I.L, I.a[j])), dLda + [f"= {c.tex(out.dL_da)}"],
+    rows = [equation_row(c.tex(sp.Derivative(I.L, I.a[j])), dLda + [f"= {c.tex(out.dL_da)}"],
                  c.label("dLda"),
                  f"The loss {c.ref('loss')} differentiated by SymPy, for one output unit:")]
     previous = None
@@ -546,7 +547,7 @@ def _output_error(c: _Doc, layer: Layer) -> dict:
         if step.kind is StepKind.CHAIN_RULE_JACOBIAN and _cancels(out.dL_da, I.a[j]):
             text = (r"Through the softmax Jacobian; its factor $a_i$ cancels the $1/a_i$ of "
                     r"$\partial L/\partial a_i$:")
-        _append_step(rows, _row(c.tex(step.lhs), rhs, c.label(key), text))
+        _append_step(rows, equation_row(c.tex(step.lhs), rhs, c.label(key), text))
     return {"rows": rows, "uses_sum_y": out.uses_sum_y, "result": c.tex(out.delta),
             "sign_at_target": _sign_at_target(out.dL_da),
             "loss": f"${out.loss.latex}$", "activation": f"${layer.activation.latex}$"}
@@ -559,7 +560,7 @@ def _sign_at_target(dL_da: sp.Expr) -> bool:
     return dL_da.replace(sp.sign, held).subs(I.a[I.j], I.y[I.j]).has(held)
 
 
-def _cancelled(c: _Doc, expr: sp.Expr, a: sp.Expr) -> list[str]:
+def _cancelled(c: DocContext, expr: sp.Expr, a: sp.Expr) -> list[str]:
     """The line before a cancellation: a denominator a^2 - a written -a(1 - a), so that the
     factor a(1 - a) of sigma' visibly cancels (sigmoid with binary cross-entropy)."""
     numerator, denominator = sp.fraction(expr)
@@ -597,13 +598,13 @@ def _cancels(dL_da: sp.Expr, a: sp.Expr) -> bool:
 
 # -- gradients -------------------------------------------------------------------------
 
-def _chain_lines(c: _Doc, chain) -> list[str]:
+def _chain_lines(c: DocContext, chain) -> list[str]:
     factors = [c.p.partial_of(f.numerator, f.denominator) for f in chain]
     return [("= " if start == 0 else r"\quad ") + " ".join(factors[start:start + FACTORS_PER_LINE])
             for start in range(0, len(factors), FACTORS_PER_LINE)]
 
 
-def _factor_row(c: _Doc, factor) -> Row:
+def _factor_row(c: DocContext, factor) -> Row:
     """One chain-rule factor, what it equals, and where that was derived."""
     value = factor.value
     num, den = factor.numerator, factor.denominator
@@ -614,7 +615,7 @@ def _factor_row(c: _Doc, factor) -> Row:
             lhs, note = c.p.partial_of(num, den, den_index="j"), f"the loss, see {c.ref('dLda')}"
         else:
             lhs, note = c.p.partial_of(num, den, "i", "j"), f"${layer.activation.latex}$, see {c.ref('jacobian')}"
-        return _row(lhs, f"= {c.tex(c.at_layer(value, layer))}", numbered=False,
+        return equation_row(lhs, f"= {c.tex(c.at_layer(value, layer))}", numbered=False,
                     note=rf"\text{{{note}}}")
     lhs = c.p.partial_of(num, den)
     value_role = c.d.role_of(value) if isinstance(value, sp.MatrixSymbol) else None
@@ -627,10 +628,10 @@ def _factor_row(c: _Doc, factor) -> Row:
     else:
         note = f"dense layer, see {c.ref('dzdb')}"
     shown = c.one(value) if isinstance(value, sp.MatrixExpr) else value
-    return _row(lhs, f"= {c.tex(shown)}", numbered=False, note=rf"\text{{{note}}}")
+    return equation_row(lhs, f"= {c.tex(shown)}", numbered=False, note=rf"\text{{{note}}}")
 
 
-def _gradients(c: _Doc) -> dict:
+def _gradients(c: DocContext) -> dict:
     I = INDEX
     i = sp.Symbol("i", integer=True, positive=True)
     layers = []
@@ -638,7 +639,7 @@ def _gradients(c: _Doc) -> dict:
     for layer in reversed(c.d.layers):
         l = layer.index
         delta = layer.delta.subs(M, 1)
-        chains = [_row(c.p.partial_of("L", g.param.name), _chain_lines(c, g.chain),
+        chains = [equation_row(c.p.partial_of("L", g.param.name), _chain_lines(c, g.chain),
                        c.label(f"chain-{g.param.name}")) for g in (layer.grad_W, layer.grad_b)]
         factors = []
         for grad in (layer.grad_W, layer.grad_b):
@@ -647,7 +648,7 @@ def _gradients(c: _Doc) -> dict:
                     shown.add((factor.numerator, factor.denominator))
                     factors.append(_factor_row(c, factor))
         if layer.is_output:
-            error = [_row(c.p.entry(layer.delta.name, "j"),
+            error = [equation_row(c.p.entry(layer.delta.name, "j"),
                           (f"= {c.p.partial_of('L', layer.Z.name, den_index='j')}",
                            f"= {c.tex(c.at_layer(c.d.output.delta, layer))}"),
                           c.label(f"delta{l}"),
@@ -660,21 +661,21 @@ def _gradients(c: _Doc) -> dict:
             prefix = above.grad_b.chain[:-1]
             memo = c.p.partial_of(prefix[0].numerator, prefix[-1].denominator, inline=True)
             if l < c.depth - 1:  # the recurrence was worked out for the layer above: cite it
-                error = [_row(c.tex(delta), f"= {c.tex(expr)}", c.label(f"delta{l}"),
+                error = [equation_row(c.tex(delta), f"= {c.tex(expr)}", c.label(f"delta{l}"),
                               rf"The recurrence {c.ref('bp2')}, with ${memo} = "
                               rf"{c.tex(above.delta.subs(M, 1))}$ {c.ref(f'delta{l + 1}')}:"),
                          c.shape_rows(expr)]
             else:
                 error = None
             error = error or [
-                _row(c.p.partial_of("L", layer.A.name, den_index="k"),
+                equation_row(c.p.partial_of("L", layer.A.name, den_index="k"),
                      (f"= {c.tex(backprop)}",
                       rf"= \left({c.tex(sp.Transpose(above.W) * above.delta.subs(M, 1))}\right)_{{k}}"),
                      text=(f"The leading factors multiply to ${memo} = {c.tex(above.delta.subs(M, 1))}$ "
                            f"{c.ref(f'delta{l + 1}')}, computed once and reused. Through the dense "
                            f"layer {c.ref('dzdx')}, entry by entry:"),
                      numbered=False),
-                _row(c.tex(delta), (f"= {c.p.partial_of('L', layer.Z.name)}", f"= {c.tex(expr)}"),
+                equation_row(c.tex(delta), (f"= {c.p.partial_of('L', layer.Z.name)}", f"= {c.tex(expr)}"),
                      c.label(f"delta{l}"),
                      r"Times $\partial a/\partial z$ entry by entry, the recurrence:"),
                 c.shape_rows(expr),
@@ -684,14 +685,14 @@ def _gradients(c: _Doc) -> dict:
             param = grad.param.name
             rhs = (f"= {c.p.partial_of('L', layer.Z.name)} {c.p.partial_of(layer.Z.name, param)}",
                    f"= {c.tex(grad.per_example)}")
-            gradients.append(_row(c.p.partial_of("L", param), rhs, c.label(f"grad-{param}")))
+            gradients.append(equation_row(c.p.partial_of("L", param), rhs, c.label(f"grad-{param}")))
             if not isinstance(grad.per_example, sp.MatrixSymbol):  # (n x 1) = (n x 1) says nothing
                 gradients.append(c.shape_rows(grad.per_example))
         outer = None
         if layer.is_output:  # why the transpose, once
             dz_dW = c.d.dense.dz_dW.rhs.xreplace({I.x: sp.IndexedBase(layer.A_prev.name)}).subs(I.i, i)
             total = sp.Sum(sp.IndexedBase(layer.delta.name)[i] * dz_dW, (i, 1, layer.units))
-            outer = _row(c.p.partial(c.p.name("L"), c.p.entry(layer.W.name, "jk")),
+            outer = equation_row(c.p.partial(c.p.name("L"), c.p.entry(layer.W.name, "jk")),
                          (f"= {c.tex(total)}", f"= {c.tex(resolve_deltas(total))}",
                           rf"= \left({c.tex(layer.grad_W.per_example)}\right)_{{jk}}"),
                          text=f"Why the transpose: entry by entry, with {c.ref('dzdW')},",
@@ -704,7 +705,7 @@ def _gradients(c: _Doc) -> dict:
             **_general(c)}
 
 
-def _general(c: _Doc) -> dict:
+def _general(c: DocContext) -> dict:
     """The four equations of backpropagation for a general layer l, and the algorithm."""
     t = c.p.tagged
     L = "K"  # the layer count: L is the loss (one symbol per meaning)
@@ -720,13 +721,13 @@ def _general(c: _Doc) -> dict:
             rf"g_{{K}}'\!\left({t('z', L)}\right)"
         bp1 = rf"{delta[L]} = \frac{{\partial L}}{{\partial {t('a', L)}}} \odot {gL}"
     rows = [
-        _row(bp1.split(" = ", 1)[0], "= " + bp1.split(" = ", 1)[1], c.label("bp1"),
+        equation_row(bp1.split(" = ", 1)[0], "= " + bp1.split(" = ", 1)[1], c.label("bp1"),
              "The output error, from the loss and the output activation:"),
-        _row(delta["l"], rf"= \left({t('W', 'l+1', 'T')} {delta['l+1']}\right) \odot {g}",
+        equation_row(delta["l"], rf"= \left({t('W', 'l+1', 'T')} {delta['l+1']}\right) \odot {g}",
              c.label("bp2"), r"Each hidden layer's error, from the layer above ($l = K-1, \ldots, 1$):"),
-        _row(c.p.partial("L", t("b", "l")), f"= {delta['l']}", c.label("bp3"),
+        equation_row(c.p.partial("L", t("b", "l")), f"= {delta['l']}", c.label("bp3"),
              "The gradient of each bias:"),
-        _row(c.p.partial("L", t("W", "l")), f"= {delta['l']} {t('a', 'l-1', 'T')}", c.label("bp4"),
+        equation_row(c.p.partial("L", t("W", "l")), f"= {delta['l']} {t('a', 'l-1', 'T')}", c.label("bp4"),
              rf"The gradient of each weight matrix, with ${t('a', 0)} = x$:"),
     ]
     steps = [
@@ -743,7 +744,7 @@ def _general(c: _Doc) -> dict:
 
 # -- the batch and the generated code ----------------------------------------------------
 
-def _gradient_formula(c: _Doc, grad) -> sp.MatrixExpr:
+def _gradient_formula(c: DocContext, grad) -> sp.MatrixExpr:
     """dJ/dtheta with the penalties' strengths written as their symbols, lambda_1, lambda_2."""
     found = {p.name: p for p in c.d.objective.penalties}
     terms = [grad.data_term] + [term.xreplace({found[name].strength: found[name].symbol})
@@ -751,7 +752,7 @@ def _gradient_formula(c: _Doc, grad) -> sp.MatrixExpr:
     return sp.MatAdd(*terms) if len(terms) > 1 else terms[0]
 
 
-def _batch(c: _Doc) -> dict:
+def _batch(c: DocContext) -> dict:
     d = c.d
     data = frozenset({d.X, d.Y} | {s for layer in d.layers
                                     for s in (layer.Z, layer.A, layer.A_prev, layer.delta, layer.G)
@@ -762,23 +763,23 @@ def _batch(c: _Doc) -> dict:
     forward, backward, table = [], [], []
     for layer in d.layers:
         z = layer.z_def.expr
-        forward.append(_row(c.tex(layer.Z, True), f"= {c.tex(z, True)}", c.label(f"Z{layer.index}"),
+        forward.append(equation_row(c.tex(layer.Z, True), f"= {c.tex(z, True)}", c.label(f"Z{layer.index}"),
                             note=c.P.dims(z.shape)))
         lhs, rhs = _activation_of(c, layer, batch=True)
-        forward.append(_row(lhs, rhs, c.label(f"A{layer.index}"), note=c.P.dims(layer.A.shape)))
+        forward.append(equation_row(lhs, rhs, c.label(f"A{layer.index}"), note=c.P.dims(layer.A.shape)))
         table.append((f"${c.tex(layer.Z, True)} = {c.tex(z, True)}$",
                       code_tt(f"{layer.Z.name} = {code.rows(z)}")))
     for layer in reversed(d.layers):
         if isinstance(layer.delta_def, MatrixDef):
             expr = layer.delta_def.expr
-            backward.append(_row(c.tex(layer.delta, True), f"= {c.tex(expr, True)}",
+            backward.append(equation_row(c.tex(layer.delta, True), f"= {c.tex(expr, True)}",
                                  c.label(f"Delta{layer.index}"), note=c.P.dims(expr.shape)))
             table.append((f"${c.tex(layer.delta, True)} = {c.tex(expr, True)}$",
                           code_tt(f"{layer.delta.name} = {code.rows(expr)}")))
         else:
             columns = c.at_layer(d.output.delta, layer)
             entry, key = c.P.entry(layer.delta.name, "j"), f"Delta{layer.index}"
-            backward.append(_row(entry, _term_lines(c, columns), c.label(key),
+            backward.append(equation_row(entry, _term_lines(c, columns), c.label(key),
                                  note=c.P.dims(layer.delta.shape)))
             out_code = NumPyCodePrinter({INDEX.a: layer.A.name, INDEX.y: d.Y.name,
                                          INDEX.z: layer.Z.name}, like=layer.Z.name)
@@ -789,7 +790,7 @@ def _batch(c: _Doc) -> dict:
                           code_tt(f"{layer.delta.name} = {out_code.doprint(d.output.delta)}")))
         for grad in (layer.grad_W, layer.grad_b):
             formula = _gradient_formula(c, grad)
-            backward.append(_row(c.P.name(grad.target.name), f"= {c.tex(formula, True)}",
+            backward.append(equation_row(c.P.name(grad.target.name), f"= {c.tex(formula, True)}",
                                  c.label(f"batch-{grad.target.name}"), note=c.P.dims(formula.shape)))
             inline = c.P.partial(c.P.name("L"), c.tex(grad.param), inline=True)
             table.append((f"${inline} = {c.tex(formula, True)}$",
@@ -799,7 +800,7 @@ def _batch(c: _Doc) -> dict:
             "shapes": c.shape_rows(first.grad_W.data_term, batch=True, text=(
                 f"For example, ${c.tex(first.grad_W.data_term, True)}$ sums the $m$ outer products "
                 f"of the columns; its shapes:")),
-            "code": Table(_columns(0.52, 0.48),
+            "code": Table(column_spec(0.52, 0.48),
                           ("document: one column per example", "generated code: one row per example"),
                           tuple(table)),
             "z1": c.tex(first.Z, True), "z1_expr": c.tex(first.z_def.expr, True),
@@ -809,7 +810,7 @@ def _batch(c: _Doc) -> dict:
             "regularized": bool(d.objective.penalties), "lambdas": _lambda_values(c)}
 
 
-def _term_lines(c: _Doc, expr: sp.Expr) -> list[str]:
+def _term_lines(c: DocContext, expr: sp.Expr) -> list[str]:
     """``= expr`` in the batch notation; a sum of two or more terms holding cases blocks
     (softmax after Huber) one term per line, as side by side they overrun the line."""
     terms = expr.as_ordered_terms() if isinstance(expr, sp.Add) else [expr]
@@ -822,7 +823,7 @@ def _term_lines(c: _Doc, expr: sp.Expr) -> list[str]:
     return lines
 
 
-def _columns(*fractions: float) -> str:
+def column_spec(*fractions: float) -> str:
     """Ragged-right paragraph columns sharing the line width, whatever the document's margins."""
     return "".join(rf">{{\raggedright\arraybackslash}}p{{\dimexpr {f}\linewidth-2\tabcolsep\relax}}"
                    for f in fractions)
@@ -830,20 +831,20 @@ def _columns(*fractions: float) -> str:
 
 # -- updates ---------------------------------------------------------------------------
 
-def _updates(c: _Doc, params: list[str] | None = None) -> dict:
+def updates_section(c: DocContext, params: list[str] | None = None) -> dict:
     """The updates section; ``params``: the parameters' LaTeX (default: each layer's W, b)."""
     d = c.d
     rules: list[Row] = []
     for rule in d.updates:
         theta, new = rule.rule
-        row = _row(c.tex(theta), f":= {c.tex(new)}", c.label(f"update-{rule.optimizer}"))
+        row = equation_row(c.tex(theta), f":= {c.tex(new)}", c.label(f"update-{rule.optimizer}"))
         if all((r.lhs, r.rhs) != (row.lhs, row.rhs) for r in rules):
             rules.append(row)
     pairs = params if params is not None else [f"{c.tex(layer.W)}, {c.tex(layer.b)}"
                                                for layer in d.layers]
     if len(pairs) > 4:
         pairs = pairs[:2] + [r"\ldots"] + pairs[-1:]
-    variants = Table(_columns(0.36, 0.64), ("variant", "what one step averages over"),
+    variants = Table(column_spec(0.36, 0.64), ("variant", "what one step averages over"),
                      tuple((tex_escape(r.title), _text_maths(tex_escape(r.batch)))
                            for r in d.updates))
     use = d.optimizer
@@ -852,7 +853,7 @@ def _updates(c: _Doc, params: list[str] | None = None) -> dict:
     return {"variants": variants, "count": _count_word(len(d.updates)),
             "rows": rules, "params": ", ".join(pairs),
             "eta": c.tex(d.learning_rate), "chosen": tex_escape(use.variant.description),
-            "learning_rate": _number_text(use.learning_rate),
+            "learning_rate": latex_number(use.learning_rate),
             "batch_size": use.batch_size, "epochs": training.epochs,
             "batch_sized": use.batch_size not in (1, FULL_BATCH),
             "declared": bool(declared & {"optimizer", "learning_rate", "batch_size"}),
@@ -893,13 +894,13 @@ def _rule_tex(use) -> dict:
             return f"{tex(target)} - {tex(-rest)}"
         return f"{tex(target)} + {tex(rest)}"
 
-    rows = tuple(_row(tex(target), rf"\leftarrow {update(target, formula)}", numbered=False)
+    rows = tuple(equation_row(tex(target), rf"\leftarrow {update(target, formula)}", numbered=False)
                  for target, formula in decl.assignments)
     hyper = []
     for h in decl.hyperparameters:
         value = use.hyperparameters[h.name]
         values = value if isinstance(value, tuple) else (value,)
-        hyper.append((tt(h.name), ", ".join(f"${tex(s)} = {_number_text(x)}$"
+        hyper.append((tt(h.name), ", ".join(f"${tex(s)} = {latex_number(x)}$"
                                             for s, x in zip(h.symbols, values)),
                       _with_symbols(h.meaning, {s.name: tex(s) for s in h.symbols}
                                     | {"theta": r"\theta", "eta": r"\eta"})))
@@ -907,14 +908,14 @@ def _rule_tex(use) -> dict:
     return {"title": tex_escape(decl.title), "source": tt(decl.source), "rows": rows,
             "state": [(f"${tex(symbol)}$", tex_escape(meaning)) for symbol, meaning in
                       decl.state + decl.locals_],
-            "hyper": Table(_columns(0.2, 0.3, 0.5), ("hyperparameter", "value", "meaning"),
+            "hyper": Table(column_spec(0.2, 0.3, 0.5), ("hyperparameter", "value", "meaning"),
                            tuple(hyper)) if hyper else None,
             "plain": use.plain,
             "schedule": None if schedule.name == "constant" else {
                 "title": tex_escape(schedule.title.lower()), "source": tt(schedule.source),
                 "rate": tex(schedule.rate.subs({sp.Symbol(k, **_assumptions(schedule.rate, k)): v
                                                 for k, v in use.schedule_params.items()})),
-                "params": ", ".join(f"{tex_escape(k)} = {_number_text(v)}"
+                "params": ", ".join(f"{tex_escape(k)} = {latex_number(v)}"
                                     for k, v in use.schedule_params.items())}}
 
 
@@ -979,47 +980,47 @@ def matrix_tex(matrix: sp.Matrix, transpose_vector: bool = True) -> str:
     return r"\begin{bmatrix} " + r" \\ ".join(lines) + r" \end{bmatrix}"
 
 
-def _example(c: _Doc, numeric: NumericExample) -> dict:
+def _example(c: DocContext, numeric: NumericExample) -> dict:
     d, ex = c.d, numeric.example
     values = []
     for layer in d.layers:
         for symbol in (layer.W, layer.b):
             given = ex.scalar_biases.get(symbol.name)
-            values.append(_row(c.tex(symbol), f"= {matrix_tex(ex.params[symbol.name])}",
+            values.append(equation_row(c.tex(symbol), f"= {matrix_tex(ex.params[symbol.name])}",
                                numbered=False,
                                note=rf"\text{{${fmt(given)}$ for every unit}}" if given is not None else ""))
-    values.append(_row(c.tex(d.X.subs(M, 1)), f"= {matrix_tex(ex.x)}", numbered=False))
-    values.append(_row(c.tex(d.Y.subs(M, 1)), f"= {matrix_tex(ex.y)}", numbered=False,
+    values.append(equation_row(c.tex(d.X.subs(M, 1)), f"= {matrix_tex(ex.x)}", numbered=False))
+    values.append(equation_row(c.tex(d.Y.subs(M, 1)), f"= {matrix_tex(ex.y)}", numbered=False,
                        note=rf"\text{{class {ex.label}}}" if ex.label is not None else ""))
     forward = []
     for layer in d.layers:
         l = layer.index
-        forward.append(_row(c.tex(layer.Z.subs(M, 1)),
+        forward.append(equation_row(c.tex(layer.Z.subs(M, 1)),
                             (f"= {c.tex(c.one(layer.z_def.expr))}",
                              f"= {matrix_tex(numeric[layer.Z.name])}"),
                             numbered=False, note=c.ref(f"z{l}")))
         _, g = _activation_of(c, layer)
-        forward.append(_row(c.tex(layer.A.subs(M, 1)), (g, f"= {matrix_tex(numeric[layer.A.name])}"),
+        forward.append(equation_row(c.tex(layer.A.subs(M, 1)), (g, f"= {matrix_tex(numeric[layer.A.name])}"),
                             numbered=False, note=c.ref(f"a{l}")))
     last = d.layers[-1]
-    result = [_row(r"\hat{y}", f"= {c.tex(last.A.subs(M, 1))} = {matrix_tex(numeric[last.A.name])}",
+    result = [equation_row(r"\hat{y}", f"= {c.tex(last.A.subs(M, 1))} = {matrix_tex(numeric[last.A.name])}",
                    numbered=False),
-              _row("L", f"= {fmt(numeric.loss)}", numbered=False, note=c.ref("loss"))]
+              equation_row("L", f"= {fmt(numeric.loss)}", numbered=False, note=c.ref("loss"))]
     if d.objective.penalties:
-        result.append(_row("J", f"= {fmt(numeric.objective)}", numbered=False,
+        result.append(equation_row("J", f"= {fmt(numeric.objective)}", numbered=False,
                            note=rf"\text{{{c.ref('objective')}, $m = 1$}}"))
     backward = []
     for layer in reversed(d.layers):
         l = layer.index
         delta = numeric[layer.delta.name]
         if layer.is_output:
-            backward.append(_row(c.tex(layer.delta.subs(M, 1)), f"= {matrix_tex(delta)}",
+            backward.append(equation_row(c.tex(layer.delta.subs(M, 1)), f"= {matrix_tex(delta)}",
                                  numbered=False, note=c.ref(f"delta{l}")))
         else:
             if layer.G is not None:
-                backward.append(_row(c.tex(layer.G.subs(M, 1)), f"= {matrix_tex(numeric[layer.G.name])}",
+                backward.append(equation_row(c.tex(layer.G.subs(M, 1)), f"= {matrix_tex(numeric[layer.G.name])}",
                                      numbered=False, note=c.ref(_act_label(layer.activation))))
-            backward.append(_row(c.tex(layer.delta.subs(M, 1)),
+            backward.append(equation_row(c.tex(layer.delta.subs(M, 1)),
                                  (f"= {c.tex(c.one(layer.delta_def.expr))}", f"= {matrix_tex(delta)}"),
                                  numbered=False, note=c.ref(f"delta{l}")))
         for grad in (layer.grad_W, layer.grad_b):
@@ -1027,7 +1028,7 @@ def _example(c: _Doc, numeric: NumericExample) -> dict:
                 name, formula = c.P.name(grad.target.name), c.one(_gradient_formula(c, grad))
             else:
                 name, formula = c.p.name(grad.target.name), grad.per_example
-            backward.append(_row(name, (f"= {c.tex(formula)}",
+            backward.append(equation_row(name, (f"= {c.tex(formula)}",
                                         f"= {matrix_tex(numeric[grad.target.name], transpose_vector=False)}"),
                                  numbered=False, note=c.ref(f"grad-{grad.param.name}")))
     return {"values": values, "forward": forward, "result": result, "backward": backward,
@@ -1037,7 +1038,7 @@ def _example(c: _Doc, numeric: NumericExample) -> dict:
             "digits": DECIMALS}
 
 
-def _reference_table(c: _Doc, numeric: NumericExample) -> Table | None:
+def _reference_table(c: DocContext, numeric: NumericExample) -> Table | None:
     """Each figure the source printed, against the computed value at the source's precision."""
     ex = numeric.example
     if not ex.reference:
@@ -1068,7 +1069,7 @@ def _reference_table(c: _Doc, numeric: NumericExample) -> Table | None:
 
 # ----------------------------------------------------------------------------- rendering
 
-def _environment() -> jinja2.Environment:
+def latex_environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(_TEMPLATES)),
         block_start_string="((*", block_end_string="*))",
@@ -1081,7 +1082,7 @@ def _environment() -> jinja2.Environment:
 
 def _contexts(derivation: Derivation, notation: str, example: Example | None,
               claims=None, proof=None) -> dict[str, dict]:
-    c = _Doc(derivation, notation)
+    c = DocContext(derivation, notation)
     overview = _overview(c, example)
     overview["proof"] = proof_sentence(proof) if proof is not None else ""
     overview["claims"] = claims is not None
@@ -1092,11 +1093,11 @@ def _contexts(derivation: Derivation, notation: str, example: Example | None,
         "overview": overview,
         "architecture": _architecture(c),
         "forward": _forward(c),
-        "loss": _loss(c),
-        "local": _local(c),
+        "loss": loss_section(c),
+        "local": local_section(c),
         "gradients": _gradients(c),
         "batch": _batch(c),
-        "updates": _updates(c),
+        "updates": updates_section(c),
     }
     if example is not None:
         contexts["example"] = _example(c, evaluate_example(derivation, example))
@@ -1120,7 +1121,7 @@ def render_sections(derivation: Derivation, *, notation: str = "bracket",
     if not isinstance(derivation, Derivation):
         from .kinds import render_kinds_sections
         return render_kinds_sections(derivation, notation=notation, proof=proof, claims=claims)
-    env = _environment()
+    env = latex_environment()
     return {name: env.get_template(f"{name}.tex.j2").render(**context)
             for name, context in _contexts(derivation, notation, example, claims, proof).items()}
 
@@ -1133,7 +1134,7 @@ def render_body(derivation: Derivation, *, notation: str = "bracket",
         return render_kinds_body(derivation, notation=notation, proof=proof, claims=claims)
     sections = render_sections(derivation, notation=notation, example=example, claims=claims,
                                proof=proof)
-    return _environment().get_template("body.tex.j2").render(
+    return latex_environment().get_template("body.tex.j2").render(
         name=derivation.spec.name, packages=PACKAGES,
         sections=[sections[s] for s in _order(sections)])
 
@@ -1160,7 +1161,7 @@ def render_document(derivation: Derivation, *, notation: str = "bracket",
 
 def standalone(spec, body: str, report: bool = False) -> str:
     """The preamble around a body: what makes a standalone document of it."""
-    return _environment().get_template("document.tex.j2").render(
+    return latex_environment().get_template("document.tex.j2").render(
         name=spec.name, title=tt(spec.name), body=body, packages=PACKAGES,
         report=report,  # a checker's report: denser, to stay short
         source=tex_escape(Path(spec.source).name) if spec.source else "",

@@ -32,7 +32,7 @@ from ..graph import Activate, GraphDerivation, Node, OutputError, Product
 from ..layers import BATCH, COLUMN, DATA, INPUT, M_SYM, OUTPUT, ROW, SCALAR, UNITS, Let, Linear, Reduce
 from ..local import A_SYM, INDEX_ROLES, Z_SYM, dense_partials
 from ..roles import Role, SymbolRole
-from .document import (Table, _Doc, _environment, _loss, _local, _number_text, _row, _updates,
+from .document import (Table, DocContext, latex_environment, loss_section, local_section, latex_number, equation_row, updates_section,
                        standalone)
 from .errata import proof_sentence
 from .printer import DerivationLatexPrinter
@@ -187,7 +187,7 @@ def _pre_skip(node: Node) -> sp.Symbol | None:
     return node.symbols.get(OUTPUT) if node.spec.skip is not None else None
 
 
-class _KindsDoc(_Doc):
+class _KindsDoc(DocContext):
     """The dense document's context (labels, printers) over a GraphDerivation's view."""
 
     def __post_init__(self):
@@ -382,9 +382,9 @@ def _architecture(c: _KindsDoc) -> dict:
         rows.append((str(node.index) + (" (output)" if node is g.nodes[-1] else ""), kind,
                      str(node.units), "" if act.name == "identity" else f"${act.latex}$",
                      params or "--", state or "--", f"{count:,}"))
-    from .document import _columns
-    table = Table(r">{\raggedright\arraybackslash}p{0.09\linewidth}" + _columns(0.2) + "r"
-                  + _columns(0.13, 0.21, 0.12) + "r",
+    from .document import column_spec
+    table = Table(r">{\raggedright\arraybackslash}p{0.09\linewidth}" + column_spec(0.2) + "r"
+                  + column_spec(0.13, 0.21, 0.12) + "r",
                   ("layer $l$", "kind", f"${c.n('l')}$", "activation", "parameters", "state",
                    "count"), tuple(rows), ("total", "", "", "", "", "", f"{total:,}"))
     return {"table": table, "couples": g.couples_batch}
@@ -397,8 +397,8 @@ def _options_text(node: Node) -> str:
             continue
         value = node.options[o.key]
         name = {"rate": "p", "eps": r"\epsilon", "momentum": "momentum"}.get(o.key, o.key)
-        shown.append(f"${name} = {_number_text(float(value))}$" if name != "momentum"
-                     else f"momentum ${_number_text(float(value))}$")
+        shown.append(f"${name} = {latex_number(float(value))}$" if name != "momentum"
+                     else f"momentum ${latex_number(float(value))}$")
     if node.kind.name == "dense" and not node.options.get("bias", True):
         shown.append("no bias")
     return ", ".join(shown)
@@ -422,17 +422,17 @@ def _forward_layer(c: _KindsDoc, node: Node) -> dict:
     state = []
     momentum = node.options.get("momentum")
     for s, init, target in node.state:  # PyTorch's rule, with its momentum as given
-        keep, mom = _number_text(1 - float(momentum)), _number_text(float(momentum))
+        keep, mom = latex_number(1 - float(momentum)), latex_number(float(momentum))
         rule = rf"{keep} \, {c.tex(s)} + {mom} {c.p.parens(c.tex(target)) if target.is_Add else c.tex(target)}"
-        state.append(_row(c.tex(s), rf"\leftarrow {rule}", numbered=False,
+        state.append(equation_row(c.tex(s), rf"\leftarrow {rule}", numbered=False,
                           note=rf"\text{{starts at }} {init:g}"))
     randoms = []
     for r, keep in node.randoms:
-        randoms.append(_row(c.p.entry(r.name, "ji"),
-                            rf"\sim \operatorname{{Bernoulli}}({_number_text(float(keep))})",
+        randoms.append(equation_row(c.p.entry(r.name, "ji"),
+                            rf"\sim \operatorname{{Bernoulli}}({latex_number(float(keep))})",
                             c.label(f"mask{l}"), numbered=True,
                             note=rf"{_shape(c, r)}"))
-    constants = ", ".join(rf"$\epsilon = {_number_text(float(v))}$" for _, v, _ in node.constants)
+    constants = ", ".join(rf"$\epsilon = {latex_number(float(v))}$" for _, v, _ in node.constants)
     where = {BATCH: r"per unit, over the batch of $m$ examples $i = 1, \ldots, m$ (the unit's index dropped)",
              UNITS: rf"per example, over its ${node.units}$ units $j = 1, \ldots, {c.n(l)}$ "
                     rf"(the example's index dropped), ${c.n(l)} = {node.units}$",
@@ -454,7 +454,7 @@ def _forward_layer(c: _KindsDoc, node: Node) -> dict:
             "skip": node.spec.skip, "activation": f"${node.activation.latex}$",
             "identity": node.activation.name == "identity", "couples": node.kind.couples_batch,
             "dropout": bool(node.randoms),
-            "keep": _number_text(float(node.randoms[0][1])) if node.randoms else "",
+            "keep": latex_number(float(node.randoms[0][1])) if node.randoms else "",
             "a_prev": c.tex(_input_of(node))}
 
 
@@ -470,21 +470,21 @@ def _statement_rows(c: _KindsDoc, node: Node, statements, axis, key: str) -> lis
         note = _shape(c, st.target)
         if isinstance(st, Linear):
             rhs = f"{c.tex(st.W)} {c.tex(st.a)}" + (f" + {c.tex(st.b)}" if st.b is not None else "")
-            rows.append(_row(c.tex(st.target), f"= {rhs}", label, note=note))
+            rows.append(equation_row(c.tex(st.target), f"= {rhs}", label, note=note))
         elif isinstance(st, Activate):
             g = (c.tex(st.source) if st.activation.name == "identity"
                  else f"{st.activation.latex}{c.p.parens(c.tex(st.source))}")
-            rows.append(_row(c.tex(st.target), f"= {g}", label, note=note))
+            rows.append(equation_row(c.tex(st.target), f"= {g}", label, note=note))
         elif isinstance(st, Reduce):
             bound = EXAMPLE if st.axis == BATCH else UNIT
             inner = _index(c, st.expr, axis, st.axis, bound)
             n_tex = "m" if st.axis == BATCH else c.n(node.index)
             body = c.p.parens(c.tex(inner)) if isinstance(inner, sp.Add) else c.tex(inner)
             rhs = rf"\frac{{1}}{{{n_tex}}} \sum_{{{c.tex(bound)}=1}}^{{{n_tex}}} {body}"
-            rows.append(_row(c.tex(st.target), f"= {rhs}", label, note=note))
+            rows.append(equation_row(c.tex(st.target), f"= {rhs}", label, note=note))
         elif isinstance(st, Let):
             if st.target == node.Z and node.spec.skip is not None:  # z = z-tilde + a_K
-                rows.append(_row(c.tex(st.target), f"= {_skip_sum(c, st)}", label, note=note,
+                rows.append(equation_row(c.tex(st.target), f"= {_skip_sum(c, st)}", label, note=note,
                                  text=rf"The skip adds the output of layer {node.spec.skip}:"))
                 continue
             if axis is None:  # entry by entry, for one example: index j
@@ -493,7 +493,7 @@ def _statement_rows(c: _KindsDoc, node: Node, statements, axis, key: str) -> lis
             else:
                 expr = _index(c, st.expr, axis)
                 lhs = c.tex(_index(c, st.target, axis))
-            rows.append(_row(lhs, f"= {_in_order(c, expr)}", label, note=note))
+            rows.append(equation_row(lhs, f"= {_in_order(c, expr)}", label, note=note))
     return rows
 
 
@@ -570,7 +570,7 @@ def _backward(c: _KindsDoc) -> dict:
         if k is not None:
             groups.setdefault(k, []).append(st)
     last = g.nodes[-1]
-    out_row = _row(c.p.entry(output.target.name, "ji"),
+    out_row = equation_row(c.p.entry(output.target.name, "ji"),
                    rf"= \frac{{1}}{{m}} {c.p.parens(c.tex(_output_delta(c, last)))}",
                    c.label("bwd-out"), note=_shape(c, output.target))
     layers = []
@@ -613,7 +613,7 @@ def _backward_layer(c: _KindsDoc, node: Node, statements: list, terms: _Terms, d
         if isinstance(st, Product):
             rhs = _product_tex(c, st)
             done[st.target] = rhs
-            rows.append(_row(c.P.name(st.target.name), f"= {rhs}", label, note=_shape(c, st.target)))
+            rows.append(equation_row(c.P.name(st.target.name), f"= {rhs}", label, note=_shape(c, st.target)))
             continue
         if isinstance(st, Reduce):  # a derivative that is one sum: written as the sum it is
             alias = sp.Symbol(f"sum_{st.target.name}", real=True)
@@ -629,7 +629,7 @@ def _backward_layer(c: _KindsDoc, node: Node, statements: list, terms: _Terms, d
         if st.target in done and st.target in st.reads:  # a penalty's term, added to the gradient
             rows = [r for r in rows if r.label != label]
         done[st.target] = rhs
-        rows.append(_row(lhs, f"= {rhs}", label, note=_shape(c, st.target), text=text))
+        rows.append(equation_row(lhs, f"= {rhs}", label, note=_shape(c, st.target), text=text))
     into_input = any(st.target.name == f"d{_input_of(node).name}" for st in c.g.backward)
     compact = compact_form(c.g, node) if axis is not None and into_input else None
     return {"index": l, "title": tex_escape(node.kind.title), "rows": rows,
@@ -959,12 +959,12 @@ def _compact_rows(c: _KindsDoc, node: Node, form: CompactForm) -> list:
     if others:  # the input's derivative gathers terms from other layers too (a skip)
         lhs += " - " + " - ".join(c.tex(_index(c, t, form.axis)) for t in others)
         text = text.replace("the same derivative has", "this layer's terms of the same derivative have")
-    return [_row(lhs, f"= {rhs}", c.label(f"compact{l}"), text=text)]
+    return [equation_row(lhs, f"= {rhs}", c.label(f"compact{l}"), text=text)]
 
 
 def _kinds_loss(c: _KindsDoc) -> dict:
     """The dense document's loss section; its penalty sums over the layers that have weights."""
-    context = _loss(c)
+    context = loss_section(c)
     weighted = [str(n.index) for n in c.g.nodes if any(pen for *_, pen in n.params)]
     if context["regularized"] and len(weighted) < len(c.g.nodes):
         row = context["objective"]
@@ -988,9 +988,9 @@ def _contexts(g: GraphDerivation, notation: str, proof=None, claims=None) -> dic
         "kinds_architecture": _architecture(c),
         "kinds_forward": _forward(c),
         "loss": _kinds_loss(c),
-        "local": _local(c),
+        "local": local_section(c),
         "kinds_backward": _backward(c),
-        "updates": _updates(c, [", ".join(params)]),
+        "updates": updates_section(c, [", ".join(params)]),
     }
     keys = {"kinds_overview": "overview", "kinds_architecture": "architecture",
             "kinds_forward": "forward", "kinds_backward": "gradients"}
@@ -1004,7 +1004,7 @@ def render_kinds_sections(g: GraphDerivation, *, notation: str = "bracket", proo
                           claims=None) -> dict[str, str]:
     """Each section's LaTeX, by name (``KINDS_SECTIONS``); ``claims``, a ClaimsReport, is
     stated in the overview (its Errata section is printed for dense stacks only, so far)."""
-    env = _environment()
+    env = latex_environment()
     return {name: env.get_template(f"{name}.tex.j2").render(**context)
             for name, context in _contexts(g, notation, proof, claims).items()}
 
@@ -1013,7 +1013,7 @@ def render_kinds_body(g: GraphDerivation, *, notation: str = "bracket", proof=No
                       claims=None) -> str:
     from .document import PACKAGES
     sections = render_kinds_sections(g, notation=notation, proof=proof, claims=claims)
-    return _environment().get_template("body.tex.j2").render(
+    return latex_environment().get_template("body.tex.j2").render(
         name=g.spec.name, packages=PACKAGES, sections=[sections[s] for s in KINDS_SECTIONS])
 
 
