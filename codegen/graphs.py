@@ -101,8 +101,9 @@ def _layer_title(node) -> str:
     return f"Layer {node.index}: {what}" + (f" ({', '.join(extra)})" if extra else "")
 
 
-def _forward_lines(printer: _Printer, derivation) -> tuple[list[str], list[str]]:
-    """The forward's lines, and the arrays backward() needs from it (saved in the cache)."""
+def _forward_lines(printer: _Printer, derivation) -> list[str]:
+    """forward()'s lines: per layer its training statements (batch statistics, the running
+    ones moved, the dropout mask drawn) and, where they differ, those when not training."""
     lines = []
     for node in derivation.nodes:
         like = node.Z.name
@@ -241,7 +242,7 @@ class _Step:
         printer = InplacePrinter(names, self.pool(shape))
         self.lines += printer.emit(expr.xreplace(self.constants), target)
 
-    def statement(self, st, node=None) -> None:
+    def statement(self, st) -> None:
         op, t = st.op, st.target
         if op == "let" and st.expr.is_Symbol and st.expr not in self.constants:
             self.alias[t.name] = self.name(st.expr)
@@ -310,7 +311,7 @@ class _Step:
                            f"np.less({u}, {float(keep)!r}, out={flag})",
                            f"np.copyto({target}, {flag})"]
         for st in node.forward:
-            self.statement(st, node)
+            self.statement(st)
         for s, _, target in node.state:
             momentum = node.options.get("momentum", 0.1)
             tmp = f"{s.name}_new"
@@ -323,8 +324,6 @@ class _Step:
                            f"np.add(running, {tmp}[0], out=running)"]
 
     def print(self) -> tuple[list[str], list[str]]:
-        self.alias["A0"] = "A0"
-        self.alias.pop("A0")
         for node in self.d.nodes:
             self.node(node)
         self.lines.append("# the derived backward")

@@ -277,7 +277,7 @@ class _Adjoints:
         return d
 
 
-def _backward(nodes: tuple[Node, ...], output: LocalOutput, shapes: dict, X, Y):
+def _backward(nodes: tuple[Node, ...], output: LocalOutput, shapes: dict):
     params = {p for node in nodes for p, *_ in node.params}
     constant = {s for node in nodes for s, *_ in node.constants + node.randoms + node.state}
     defined = {st.target for node in nodes for st in node.forward}
@@ -357,7 +357,7 @@ def derive_graph(spec: NetSpec) -> GraphDerivation:
         nodes.append(node)
         A_prev, fan_in = node.A, node.units
     nodes = tuple(nodes)
-    backward, grads = _backward(nodes, output, shapes, X, Y)
+    backward, grads = _backward(nodes, output, shapes)
     order = [p for node in nodes for p, *_ in node.params]
     gradients = tuple((p, grads[p]) for p in order)
     penalised = tuple(p for node in nodes for p, _, _, pen in node.params if pen)
