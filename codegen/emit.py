@@ -425,11 +425,28 @@ def backend_context(derivation, backend: str, program: Program | None = None) ->
     }
 
 
+def graph_backend_context(derivation, backend: str) -> dict:
+    """What ``graph_<backend>_module.py.j2`` lays out: ``codegen.graph_backends``'s printing,
+    stamped, with the update rules for JAX."""
+    from .graph_backends import graph_backend_context as printed
+    from .printers.frameworks import FRAMEWORK_PRINTERS
+
+    spec = derivation.spec
+    return printed(derivation, backend) | {
+        "marker": GENERATED_MARKER, "version": VERSION, "digest": spec_digest(derivation),
+        "source": comment_safe(Path(spec.source).name) if spec.source else None,
+        "rules": lower_rules(derivation.optimizers, *derivation.rule_symbols[:4],
+                             printer=FRAMEWORK_PRINTERS[backend]) if backend == "jax" else ()}
+
+
 def render_backend(derivation, backend: str) -> str:
     """``DIR/<name>_<backend>.py``'s source text (deterministic: same spec, same bytes)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     try:
+        if hasattr(derivation, "nodes"):  # a stack of layer kinds (codegen.graph_backends)
+            return _environment().get_template(f"graph_{backend}_module.py.j2").render(
+                **graph_backend_context(derivation, backend))
         context = backend_context(derivation, backend)
     except NotImplementedError as err:
         function = str(err).splitlines()[0].rpartition(": ")[2] or str(err)
