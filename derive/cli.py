@@ -403,12 +403,12 @@ def _claims(derivation, args):
 
 def _not_yet(spec, args) -> str | None:
     """What a stack of layer kinds cannot have yet: the stages that still read dense layers
-    only (the module, its NumPy Trainer and --train have every kind)."""
+    only (the module, its NumPy Trainer, the torch and JAX backends and --train have every
+    kind)."""
     if spec.plain_dense:
         return None
     asked = [flag for flag, given in (("--check", args.check), ("--latex", args.latex),
-                                      ("--claims", args.claims),
-                                      (f"--backend {args.backend}", args.backend != "numpy"))
+                                      ("--claims", args.claims))
              if given]
     if not asked:
         return None
@@ -419,7 +419,7 @@ def _not_yet(spec, args) -> str | None:
                                                      for layer in spec.layers) else set()))
     return (f"{', '.join(asked)} {'is' if len(asked) == 1 else 'are'} not available yet for "
             f"layer kinds ({', '.join(kinds)}): the module (its derived backward checked "
-            "against torch.autograd in the tests) and --train are; leave out "
+            "against torch.autograd in the tests), --backend and --train are; leave out "
             f"{', '.join(asked)}")
 
 
