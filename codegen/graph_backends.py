@@ -14,6 +14,7 @@ each under its formula.  This module reads the derivation through its public att
 from __future__ import annotations
 
 import pprint
+import re
 
 from .graphs import StatementPrinter, backward_lines, layer_title, node_parts, saved_arrays
 from .lower import INDEXED, training_defaults
@@ -116,8 +117,10 @@ def graph_backend_context(derivation, backend: str) -> dict:
         "loss_expr": _TEXT.doprint(derivation.output.per_example),
         "loss_code": loss_code,
         "loss_comment": loss_comment,
-        "out_z": nodes[-1].Z.name,
-        "out_a": nodes[-1].A.name,
+        # the output arrays the loss reads (from Z or A), as (name, which tuple)
+        "loss_reads": [(array.name, tuple_) for array, tuple_ in
+                       ((nodes[-1].Z, "Z"), (nodes[-1].A, "A"))
+                       if re.search(rf"\b{array.name}\b", loss_code)],
         "depth": len(nodes),
         "state": state,  # (key, units, initial value, momentum)
         # (key, units, probability of a 1): dropout masks, drawn over the layer's input
