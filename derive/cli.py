@@ -686,7 +686,7 @@ def _refused_targets(spec, args) -> str | None:
     refused without --force, before anything is written."""
     from codegen.files import WriteRefused, writable
 
-    for target in _user_targets(spec, args):
+    for target, _ in _user_targets(spec, args):
         try:
             writable(target, args.force)
         except WriteRefused as err:
