@@ -296,3 +296,53 @@ def test_rendering_is_deterministic_commented_and_the_cli_writes_both(tmp_path, 
         assert main(["--spec", str(spec), "--out", str(tmp_path / "gen"), "--backend",
                      backend]) == 0
         assert f"kinds_{backend}.py" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- --train
+
+_TRAINED = """name: digits_kinds
+input: 64
+layers:
+  - {units: 16, bias: false}
+  - {kind: batch_norm, activation: relu}
+  - {units: 16, activation: relu}
+  - {kind: layer_norm}
+  - {units: 16, activation: tanh, skip: 3}
+  - {units: 10, activation: softmax}
+loss: categorical_crossentropy
+regularization: {l2: 0.001}
+dtype: float64
+training: {optimizer: adam, learning_rate: 0.01, batch_size: 50, epochs: 2, seed: 0}
+data: {dataset: digits, test_fraction: 0.2}
+"""
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_cli_trains_kinds_on_a_backend_as_numpy(tmp_path, capsys, backend):
+    """Batch norm, layer norm and a skip (no dropout: the masks' generators differ) trained on
+    the framework: the NumPy run's history, parameters and running statistics (float64)."""
+    pytest.importorskip(backend)
+    import json
+
+    from derive.cli import main
+
+    spec = tmp_path / "digits_kinds.yaml"
+    spec.write_text(_TRAINED)
+    runs = {}
+    for name, extra in (("numpy", []), (backend, ["--backend", backend])):
+        folder = tmp_path / name
+        assert main(["--spec", str(spec), "--out", str(tmp_path / "gen"), "--train",
+                     "--save-dir", str(folder), "-q", *extra]) == 0
+        summary = json.loads((folder / "summary.json").read_text())
+        with np.load(folder / "digits_kinds.npz") as stored:
+            runs[name] = summary, {key: stored[key] for key in stored.files
+                                   if stored[key].dtype.kind == "f"}
+    (ours, mine), (theirs, reference) = runs[backend], runs["numpy"]
+    for a, b in zip(ours["history"], theirs["history"], strict=True):
+        assert math.isclose(a["loss"], b["loss"], rel_tol=1e-9)
+    assert "__layer__/running_var2" in reference
+    assert _max_rel(mine, reference) < 1e-9
+    if backend == "torch":  # batch norm under DDP would normalise over each process's share
+        assert main(["--spec", str(spec), "--out", str(tmp_path / "gen"), "--train", "--backend",
+                     "torch", "--workers", "2", "--save-dir", str(tmp_path / "ddp"), "-q"]) == 2
+        assert "BatchNorm1d without SyncBatchNorm" in capsys.readouterr().err
