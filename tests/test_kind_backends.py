@@ -155,6 +155,54 @@ def test_jax_gradients_equal_numpy_and_torch_nn(written, jax64, middle, loss, ou
     assert set(moved) == set(state) and _max_rel(moved, state) < 1e-12
 
 
+def _covering():
+    """Every element-wise activation on a normalisation (batch norm and layer norm in turn),
+    the losses in turn at the output (under the output activation each takes)."""
+    from conftest import _flow_value, loss_value
+    from derive.activations import ACTIVATIONS
+    from derive.losses import LOSSES
+
+    output = {"categorical": "softmax", "sparse": "softmax", "binary": "sigmoid"}
+    losses = list(LOSSES)
+    cases = []
+    for i, name in enumerate(n for n in ACTIVATIONS if not ACTIVATIONS[n].vector):
+        loss = losses[i % len(losses)]
+        kind = ("batch_norm", "layer_norm")[i % 2]
+        act = _flow_value(name, ACTIVATIONS[name].params)
+        out = output.get(LOSSES[loss].labels, "identity")
+        cases.append(pytest.param(f"{{kind: {kind}, activation: {act}}}", loss_value(loss), out,
+                                  id=f"{kind}-{name}-{loss}"))
+    return cases
+
+
+@pytest.mark.parametrize("entry, loss, out", _covering())
+def test_every_activation_and_loss_on_a_normalisation(written, jax64, entry, loss, out):
+    """Both backends' derived gradients equal the NumPy module's backward (float64, 1e-10)."""
+    torch = pytest.importorskip("torch")
+    import jax.numpy as jnp
+
+    spec = _spec([entry, _kind_entry("dropout")], loss, out)
+    modules = written(spec)
+    net = modules["numpy"]
+    params, X, _ = _data(net, "mse")
+    rng = np.random.default_rng(5)
+    Y = {"classification": lambda: rng.integers(0, 3, 6),
+         "binary": lambda: rng.integers(0, 2, (6, 3)).astype(np.float64)}.get(
+        net.TASK, lambda: rng.standard_normal((6, 3)))()
+    cache, expected, _, J_numpy = _numpy_reference(net, params, X, Y)
+    masks = {key: cache.saved[key] for key, *_ in modules["torch"].MASKS}
+    model = modules["torch"].Network.from_numpy(params, dtype=torch.float64)
+    J = modules["torch"].loss(model, torch.from_numpy(X), torch.from_numpy(Y), masks=masks)
+    J.backward()
+    assert math.isclose(J.item(), J_numpy, rel_tol=1e-12)
+    assert _max_rel({k: p.grad.numpy() for k, p in model.named_parameters()}, expected) < RTOL
+    jax_module = modules["jax"]
+    J, grads = jax64.value_and_grad(jax_module.loss)(jax_module.from_numpy(params, jnp.float64),
+                                                     X, Y, masks=masks)
+    assert math.isclose(float(J), J_numpy, rel_tol=1e-12)
+    assert _max_rel(grads, expected) < RTOL
+
+
 # ----------------------------------------------------------------------------- torch modes
 
 ALL = _spec([_kind_entry(name) for name in KINDS] + ["{units: 4, activation: sigmoid, skip: 1}"])
