@@ -203,6 +203,34 @@ def test_every_activation_and_loss_on_a_normalisation(written, jax64, entry, los
     assert _max_rel(grads, expected) < RTOL
 
 
+def test_a_kind_declared_only_prints_in_both_backends(tmp_path, jax64):
+    """A fifth kind (z = γ ∘ a), declared in a test and nowhere else: both backends print it
+    from its statements, and their derived gradients equal the NumPy module's backward."""
+    torch = pytest.importorskip("torch")
+    import jax.numpy as jnp
+
+    from derive.layers import INPUT, OUTPUT, LayerKind, Let, Param, gamma
+
+    scale = LayerKind(name="scale", title="scale", options=(),
+                      params=(Param(gamma, lambda n_in, n: (n,), "ones"),),
+                      forward=lambda o: (Let(OUTPUT, gamma * INPUT),))
+    with LAYER_KINDS.temporarily("scale", scale):
+        spec = _spec(["{kind: scale, activation: tanh}"])
+        derivation = derive(spec)
+        paths = {b: write_backend(derivation, b, tmp_path) for b in ("torch", "jax")}
+        net = import_module_from(tmp_path / f"{spec.name}.py")
+        params, X, Y = _data(net, "categorical_crossentropy")
+        _, expected, _, _ = _numpy_reference(net, params, X, Y)
+        assert "gamma2" in expected
+        module = import_module_from(paths["torch"])
+        model = module.Network.from_numpy(params, dtype=torch.float64)
+        module.loss(model, torch.from_numpy(X), torch.from_numpy(Y)).backward()
+        assert _max_rel({k: p.grad.numpy() for k, p in model.named_parameters()}, expected) < RTOL
+        module = import_module_from(paths["jax"])
+        grads = jax64.grad(module.loss)(module.from_numpy(params, jnp.float64), X, Y)
+        assert _max_rel(grads, expected) < RTOL
+
+
 # ----------------------------------------------------------------------------- torch modes
 
 ALL = _spec([_kind_entry(name) for name in KINDS] + ["{units: 4, activation: sigmoid, skip: 1}"])
