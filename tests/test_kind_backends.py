@@ -437,3 +437,25 @@ def test_cli_trains_kinds_on_a_backend_as_numpy(tmp_path, capsys, backend):
         assert main(["--spec", str(spec), "--out", str(tmp_path / "gen"), "--train", "--backend",
                      "torch", "--workers", "2", "--save-dir", str(tmp_path / "ddp"), "-q"]) == 2
         assert "BatchNorm1d without SyncBatchNorm" in capsys.readouterr().err
+
+
+def test_ddp_two_processes_equal_one_for_layer_norm_and_a_skip(written):
+    """Under DDP (two CPU processes, gloo on loopback), a stack with layer normalisation (per
+    example, so a process's share normalises as the whole batch does) and a skip ends the
+    epoch with the parameters of one process."""
+    pytest.importorskip("torch")
+    from derive.training.backends import BackendOptions, backend_path, torch_epochs
+
+    spec = _spec([_kind_entry("layer_norm"), "{units: 4, activation: sigmoid, skip: 1}"])
+    net = written(spec)["numpy"]
+    rng = np.random.default_rng(6)
+    X, Y = rng.standard_normal((29, 3)), rng.integers(0, 3, 29)
+    params = net.init_params(seed=2, dtype=np.float64)
+    settings = {"rates": [0.1], "size": 8, "epochs": 1, "shuffle": True, "dtype": "float64",
+                "rng": np.random.default_rng(6).bit_generator.state, "t": 0, "seed": 0,
+                "optimizer": "sgd", "hyperparameters": {"weight_decay": 0.0}}
+    path = backend_path(net.__file__, "torch")
+    (one, _, t, _), = torch_epochs(path, params, X, Y, settings, BackendOptions("torch"))
+    (two, _, t2, _), = torch_epochs(path, params, X, Y, settings,
+                                    BackendOptions("torch", workers=2))
+    assert t == t2 == 4 and _max_rel(two, one) < 1e-12
