@@ -83,6 +83,20 @@ def _loss(derivation, backend: str) -> tuple[str, str]:
                                         if logits else "")
 
 
+def _torch_nn(node) -> tuple[str, dict] | None:
+    """The torch.nn module that computes the layer's kind (its declared constructor), and
+    where this layer's parameters and running statistics go in it ({ours: its attribute});
+    None: the kind declares none."""
+    if not node.kind.torch:
+        return None
+    code = node.kind.torch.format(n_in=node.fan_in, **node.options)
+    own = {p for p, *_ in node.params} | {s for s, *_ in node.state}
+    theirs = dict(node.kind.torch_params) | {s.name: s.name for s in node.kind.state}
+    arrays = {node.symbols[symbol].name: theirs[symbol.name] for symbol in node.symbols
+              if symbol.name in theirs and node.symbols[symbol] in own}
+    return code, arrays
+
+
 def graph_backend_context(derivation, backend: str) -> dict:
     """What ``graph_<backend>_module.py.j2`` lays out (the stamp and the update rules are
     added by ``codegen.emit``)."""
@@ -132,6 +146,8 @@ def graph_backend_context(derivation, backend: str) -> dict:
         "backward": backward,
         "saved": saved_arrays(derivation),
         "gradients": [(p.name, d.name) for p, d in derivation.gradients],
+        "torch_nn": [_torch_nn(node) for node in nodes],
+        "no_torch_nn": sorted({node.kind.name for node in nodes if not node.kind.torch}),
         "training": pprint.pformat(training_defaults(derivation.optimizer, spec.training),
                                    width=90, sort_dicts=False),
     }

@@ -229,6 +229,8 @@ def test_a_kind_declared_only_prints_in_both_backends(tmp_path, jax64):
         module = import_module_from(paths["jax"])
         grads = jax64.grad(module.loss)(module.from_numpy(params, jnp.float64), X, Y)
         assert _max_rel(grads, expected) < RTOL
+        with pytest.raises(NotImplementedError, match="layer kind scale"):
+            model.torch_nn()
 
 
 # ----------------------------------------------------------------------------- torch modes
@@ -271,6 +273,39 @@ def test_torch_train_and_eval_modes(written):
         module.loss(model, Xt, torch.from_numpy(Y), masks={"mask4": np.ones((2, 4))})
     with pytest.raises(ValueError, match="masks has no 'mask4'"):
         module.loss(model, Xt, torch.from_numpy(Y), masks={})
+
+
+def test_torch_nn_modules_compute_the_same(written):
+    """``model.torch_nn()``: the layers as torch.nn modules holding the same arrays; composed
+    with the skip and the activations they give the module's output, in eval and train mode
+    (dropout left out: the masks differ), and the running statistics move alike."""
+    torch = pytest.importorskip("torch")
+    from test_layer_kinds import ACTIVATION
+
+    spec = _spec([_kind_entry("batch_norm"), _kind_entry("layer_norm"),
+                  "{units: 4, activation: sigmoid, skip: 1}"])
+    net, module = written(spec)["numpy"], written(spec)["torch"]
+    params, X, _ = _data(net, "categorical_crossentropy", m=8)
+    Xt = torch.from_numpy(X)
+
+    def composed(layers):
+        A = [Xt]
+        for layer, nn_module in zip(spec.layers, layers):
+            z = nn_module(A[-1])
+            if layer.skip is not None:
+                z = z + A[layer.skip]
+            act = layer.activation.name
+            A.append(torch.softmax(z, dim=1) if act == "softmax" else ACTIVATION[act](z))
+        return A[-1]
+
+    for mode in ("eval", "train"):
+        model = module.Network.from_numpy(params, dtype=torch.float64)
+        getattr(model, mode)()
+        layers = model.torch_nn()
+        assert layers.training == (mode == "train")
+        torch.testing.assert_close(composed(layers), model(Xt), rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(layers[1].running_var, model.running_var2, rtol=1e-12,
+                                   atol=0)
 
 
 def test_torch_round_trip_model_file_and_optim(written, tmp_path):
