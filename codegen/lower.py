@@ -21,7 +21,7 @@ from .printers.text import TextPrinter
 from .program import (Assign, Buffer, ColumnSums, Compute, Hadamard, LayerInfo, Product,
                       Program, Step, AddBias, Update)
 
-__all__ = ["lower", "INDEXED"]
+__all__ = ["lower", "switches", "INDEXED"]
 
 # The index-form names of the Derivation's column-wise formulas (softmax, the output error,
 # the per-example loss): a, y and z are the output layer's activations, targets and logits.
@@ -210,6 +210,21 @@ def _plain_step(derivation) -> Step:
 def _description(derivation) -> dict:
     out = derivation.output
     return {"loss_expr": _TEXT.doprint(out.per_example)}
+
+
+def switches(derivation) -> tuple:
+    """Where each layer's activation has a kink, for either kind of derivation (a stack of
+    layer kinds reads its nodes' activations): (layer, s(z), z), a kink where s = 0."""
+    if not hasattr(derivation, "nodes"):
+        return _switches(derivation)
+    found = []
+    for node in derivation.nodes:
+        act = node.activation
+        if act.vector:
+            continue
+        for z in (s for s in act.display.free_symbols if s.name == "z"):
+            found += [(node.index, s, z) for s in switching_functions(act.display, z)]
+    return tuple(found)
 
 
 def _switches(derivation) -> tuple:

@@ -138,6 +138,9 @@ class Counterexample:
     claimed: sp.Matrix  # real values, DIGITS digits
     derived: sp.Matrix
     lines: tuple[str, ...] = ()  # more evidence (a loss rising after a step)
+    # the derivation's intermediate values at the point, for seeing where the claim departs:
+    # z_l, W_{l+1}^T delta_{l+1}, delta_l of the claimed quantity's layer (real numbers)
+    intermediates: tuple[tuple[str, sp.Matrix], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -252,6 +255,8 @@ def counterexample_lines(cx: Counterexample) -> list[str]:
         out.append(f"{cx.quantity}{at}: claimed {number_text(cx.claimed[r - 1, c - 1])}, derived "
                    f"{number_text(cx.derived[r - 1, c - 1])} (claimed {matrix_text(cx.claimed)}, "
                    f"derived {matrix_text(cx.derived)})")
+    out += [f"at this point the derivation has {name} = {matrix_text(value)}"
+            for name, value in cx.intermediates]
     return out + list(cx.lines)
 
 
@@ -1049,7 +1054,8 @@ def _compare(plan: _Plan, instance: _Instance, resolve, lookup, seed: int,
         shown = _point_shown(instance, point)
         if rule is None:
             cx = Counterexample(instance.sizes, instance.m, shown, plan.target, entry,
-                                claimed_r, derived_r)
+                                claimed_r, derived_r,
+                                intermediates=_intermediates(plan.target, instance, rget))
             return _verdict(plan, False, f"the formula differs from the derived {plan.target}",
                             cx, reading)
         return _refuted_rule(plan, instance, rule, reading, values, point, shown, eta, get,
@@ -1071,6 +1077,25 @@ def _compare(plan: _Plan, instance: _Instance, resolve, lookup, seed: int,
         how += f" (at some points to {DIGITS} digits in real numbers)"
     verdict = _verdict(plan, True, how, reading=reading)
     return dataclasses.replace(verdict, derived=rule.text) if rule is not None else verdict
+
+
+_LAYERED = re.compile(r"^(?:dW|db|delta)(\d+)$")
+
+
+def _intermediates(target: str, instance: _Instance, get) -> tuple:
+    """z_l, W_{l+1}^T delta_{l+1} and delta_l at the point, for a gradient or error of layer
+    l (where a claimed backward formula usually departs: a missing g', a missing transpose)."""
+    match = _LAYERED.match(target)
+    if not match:
+        return ()
+    l = int(match.group(1))
+    out = [(f"Z{l}", get(f"Z{l}"))]
+    if l < instance.d.spec.depth:
+        out.append((f"W{l + 1}^T delta{l + 1}", (get(f"W{l + 1}").T * get(f"delta{l + 1}"))
+                    .evalf(DIGITS)))
+    if not target.startswith("delta"):
+        out.append((f"delta{l}", get(f"delta{l}")))
+    return tuple(out)
 
 
 def _derived(plan: _Plan, rule: _Rule | None, get, eta) -> sp.Matrix:

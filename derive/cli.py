@@ -403,11 +403,11 @@ def _claims(derivation, args):
 
 def _not_yet(spec, args) -> str | None:
     """What a stack of layer kinds cannot have yet: the stages that still read dense layers
-    only (the module, its NumPy Trainer, the torch and JAX backends and --train have every
-    kind)."""
+    only (the module, its NumPy Trainer, --check, the torch and JAX backends and --train have
+    every kind)."""
     if spec.plain_dense:
         return None
-    asked = [flag for flag, given in (("--check", args.check), ("--latex", args.latex),
+    asked = [flag for flag, given in (("--latex", args.latex),
                                       ("--claims", args.claims))
              if given]
     if not asked:
@@ -419,7 +419,7 @@ def _not_yet(spec, args) -> str | None:
                                                      for layer in spec.layers) else set()))
     return (f"{', '.join(asked)} {'is' if len(asked) == 1 else 'are'} not available yet for "
             f"layer kinds ({', '.join(kinds)}): the module (its derived backward checked "
-            "against torch.autograd in the tests), --backend and --train are; leave out "
+            "against torch.autograd in the tests), --check, --backend and --train are; leave out "
             f"{', '.join(asked)}")
 
 
@@ -434,7 +434,7 @@ def _proof(derivation, args):
 
 def _check(derivation, target: Path, args, proof) -> int:
     from codegen.fdcheck import finite_difference_check
-    from codegen.lower import lower
+    from codegen.lower import switches
     from codegen.files import import_module_from
 
     if target is None:  # --no-module: the module checked is written to a temporary folder
@@ -444,8 +444,7 @@ def _check(derivation, target: Path, args, proof) -> int:
 
         with tempfile.TemporaryDirectory(prefix="derive_check_") as folder:
             return _check(derivation, write_module(derivation, folder), args, proof)
-    fd = finite_difference_check(import_module_from(target),
-                                 switches=lower(derivation).switches)
+    fd = finite_difference_check(import_module_from(target), switches=switches(derivation))
     print(fd.summary(), file=sys.stdout if fd.ok else sys.stderr, flush=True)
     return EXIT_OK if proof.ok and fd.ok else EXIT_CHECK_FAILED
 
@@ -682,15 +681,9 @@ def _user_targets(spec, args) -> list[tuple[Path, str]]:
 
 
 def _refused_targets(spec, args) -> str | None:
-    """Why the command would overwrite a file this tool did not write (None when it will not):
-    refused without --force, before anything is written."""
-    from codegen.files import WriteRefused, writable
-
-    for target, _ in _user_targets(spec, args):
-        try:
-            writable(target, args.force)
-        except WriteRefused as err:
-            return str(err)
+    """Why the command would replace an earlier run's model (None when it will not): a
+    --save-dir that holds one is refused without --force, before anything is written (every
+    other target is checked with the command's targets)."""
     if args.train and args.save_dir and not args.force:
         folder = _save_dir(spec, args)
         model = folder / f"{spec.name}.npz"

@@ -17,6 +17,7 @@ a per-unit row (1 x n) or a per-example column (m x 1).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -264,7 +265,13 @@ class _Adjoints:
             return None
         d = self.name(x)
         total = sp.Add(*parts)
-        if total != d:
+        made = {st.target: i for i, st in enumerate(self.statements)}
+        if len(parts) == 1 and total in made and total.name.startswith(("s", "p_")):
+            # one part, a sum or product written just for x: it is ∂J/∂x itself
+            i = made[total]
+            self.statements[i] = dataclasses.replace(self.statements[i], target=d)
+            self.shapes[d] = self.shapes.pop(total)
+        elif total != d:
             self.statements.append(Let(d, total))
         self.shapes[d] = self.shapes[x] if self.shapes[x][0] != "weights" else (ROW, self.shapes[x][1])
         return d

@@ -177,3 +177,18 @@ def test_a_fault_must_be_a_known_kind_with_its_line():
     with pytest.raises(SpecError) as err:
         load_claims_text("claims:\n  - claim: 'dW1 = dW1'\nnotes:\n  - {quote: x}\n", "c.yaml")
     assert "fault" in str(err.value)
+
+
+def test_a_refuted_backward_formula_shows_the_intermediate_values():
+    """seed 000's eq. (6): relu of the back-propagated error; the counterexample shows z1 and
+    W2^T delta2 at the point, where relu(.) and (.) ∘ relu'(z1) part."""
+    from derive.spec import load_spec
+    root = Path(__file__).resolve().parents[1]
+    report = check_claims(derive(load_spec(root / "examples" / "seed000_shallow.yaml")),
+                          load_claims(root / "examples" / "errata" / "seed000_shallow.yaml"))
+    v = next(v for v in report.verdicts if v.claim.text.startswith("dW1 = relu"))
+    names = [name for name, _ in v.counterexample.intermediates]
+    assert names == ["Z1", "W2^T delta2", "delta1"]
+    z1, back, delta1 = (value for _, value in v.counterexample.intermediates)
+    assert any(z < 0 and b != 0 for z, b in zip(z1, back))  # an entry relu'(z1) switches off
+    assert "at this point the derivation has Z1 = " in report.summary()

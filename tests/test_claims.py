@@ -244,10 +244,15 @@ def test_errata_section_golden_fragments():
     assert r"\section{Errata: the document's formulas checked}" in tex
     assert r"\subsection*{Refuted}" in tex and r"\noindent\textbf{eq. (6).}" in tex
     assert r"\operatorname{ReLU}\left(W_{2}^{T} \, \left(a_{2} - y\right)\right) \, x^{T}" in tex
-    assert r"\subsection*{Proven}" in tex and r"\noindent eq. (1):" in tex
-    assert r"\intertext{eq. (6), corrected:}" in tex
-    assert r"\intertext{eq. (7):}" in tex
-    assert "the claim gives" in tex and r"\tfrac{" in tex
+    # a checker's report: the errata first, their table (claim, where, verdict, kind of fault)
+    assert tex.index(r"\section{Errata") < tex.index(r"\section{Architecture}")
+    assert "claim & where & verdict & kind of fault" in tex
+    assert (r"$z_{1}$ & Dimension Analysis, ``$z_{1}$ = $W_{1}$h + $b_{1}$'' (equation 1 "
+            r"restated), p.~\pageref{bd:shallow_relu_softmax:claim-1} & refuted & notation slip") in tex
+    assert r"\label{bd:shallow_relu_softmax:claim-1}" in tex  # the page the table names
+    assert r"$\partial L/\partial W_{1}$ & eq. (6), corrected & proven" in tex
+    assert "(a note) & eq. (5) & noted & notation slip" in tex
+    assert "the claim and the derivation give" in tex and r"\tfrac{" in tex
     assert "11 claims, 8 proven and 3 refuted" in tex
     assert r"\subsection*{Faults that are not formulas}" in tex and r"\emph{wording slip}" in tex
 

@@ -6,6 +6,7 @@ misuse of a kind in a spec is a located error."""
 from __future__ import annotations
 
 import numpy as np
+import sympy as sp
 import pytest
 
 from derive.errors import SpecError
@@ -76,9 +77,10 @@ def _torch_grads(spec, params, X, Y, cache, loss):
     return grads, modules
 
 
-CASES = [([_kind_entry(name)], "categorical_crossentropy", "softmax") for name in LAYER_KINDS
-         if name != "dense"]
-CASES += [([_kind_entry(name) for name in LAYER_KINDS if name != "dense"]
+# kinds with a torch.nn counterpart (a kind without one is checked by the proof and FD alone)
+COMPARED = [name for name in LAYER_KINDS if name != "dense" and LAYER_KINDS[name].torch]
+CASES = [([_kind_entry(name)], "categorical_crossentropy", "softmax") for name in COMPARED]
+CASES += [([_kind_entry(name) for name in COMPARED]
            + ["{units: 4, activation: sigmoid, skip: 1}"], "mse", "identity")]
 
 
@@ -174,3 +176,47 @@ def test_plain_dense_specs_keep_the_recurrence():
                            "  - {units: 2, activation: softmax}\nloss: categorical_crossentropy\n")
     assert isinstance(derive(plain), Derivation)  # the documents' networks: unchanged
     assert not isinstance(derive(_spec([_kind_entry("layer_norm")])), Derivation)
+
+
+# ----------------------------------------------------------------------------- the proof
+
+def _every_kind() -> list[str]:
+    """Every declared kind but dense (which surrounds them), then a skip over them all."""
+    return [_kind_entry(name) for name in LAYER_KINDS if name != "dense"] + \
+        ["{units: 4, activation: sigmoid, skip: 1}"]
+
+
+@pytest.mark.parametrize("name", [n for n in LAYER_KINDS if n != "dense"])
+def test_a_planted_wrong_backward_of_each_kind_is_caught(name):
+    """The adjoint a kind sends to its input, scaled by 3/2: the proof names a gradient."""
+    import dataclasses
+
+    from derive.derivation import derive
+    from derive.proof import prove_kinds, shrink_kinds
+
+    small, _ = shrink_kinds(_spec([_kind_entry(name)]))
+    derivation = derive(small)
+    node = derivation.nodes[1]  # the kind, after the first dense layer
+    into = f"dA{node.index - 1}"
+    backward = [dataclasses.replace(st, expr=st.expr * sp.Rational(3, 2))
+                if st.op == "let" and st.target.name == into else st
+                for st in derivation.backward]
+    assert backward != list(derivation.backward), f"no statement writes {into}"
+    report = prove_kinds(dataclasses.replace(derivation, backward=tuple(backward)), points=1)
+    assert not report.ok and "dW1" in report.wrong_quantities
+
+
+def test_check_proves_every_kind_and_runs_finite_differences(tmp_path):
+    """--check on a stack of every kind and a skip: the exact proof, then float64 FD."""
+    import subprocess
+    import sys
+
+    spec = tmp_path / "kinds.yaml"
+    spec.write_text("name: kinds_check\ninput: 3\nlayers:\n" + "".join(
+        f"  - {entry}\n" for entry in ["{units: 4, bias: false}", *_every_kind(),
+                                       "{units: 3, activation: softmax}"])
+        + "loss: categorical_crossentropy\n")
+    done = subprocess.run([sys.executable, "-m", "derive", "--spec", str(spec), "--out",
+                           str(tmp_path / "gen"), "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "agree with SymPy's diff" in done.stdout and "finite differences" in done.stdout
