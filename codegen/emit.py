@@ -233,7 +233,7 @@ def module_context(derivation, program: Program | None = None) -> dict:
 
 def graph_module_context(derivation) -> dict:
     """What ``graph_module.py.j2`` lays out for a stack of layer kinds (``codegen.graphs``)."""
-    from .graphs import graph_context
+    from .graphs import graph_context, regularization_text
     from .lower import INDEXED, training_defaults
 
     spec = derivation.spec
@@ -248,11 +248,7 @@ def graph_module_context(derivation) -> dict:
     from .printers.text import TextPrinter
     text = TextPrinter()
     declaration = last.activation.declaration
-    reg = ""
-    if spec.regularization.l2:
-        reg += f" + ({float(spec.regularization.l2):g}/2) sum ||W||^2"
-    if spec.regularization.l1:
-        reg += f" + {float(spec.regularization.l1):g} sum |W|"
+    reg = regularization_text(spec)
     return context | {
         "marker": GENERATED_MARKER, "version": VERSION, "runtime": RUNTIME_NAME,
         "rules": RULES_NAME, "api": runtime.API, "name": spec.name,

@@ -16,7 +16,8 @@ from __future__ import annotations
 import pprint
 import re
 
-from .graphs import StatementPrinter, backward_lines, layer_title, node_parts, saved_arrays
+from .graphs import (StatementPrinter, backward_lines, layer_title, node_parts,
+                     regularization_text, saved_arrays)
 from .lower import INDEXED, training_defaults
 from .printers.frameworks import FRAMEWORK_PRINTERS
 from .printers.text import TextPrinter
@@ -106,11 +107,6 @@ def graph_backend_context(derivation, backend: str) -> dict:
     loss_code, loss_comment = _loss(derivation, backend)
     spec = derivation.spec
     nodes = derivation.nodes
-    reg = ""
-    if spec.regularization.l2:
-        reg += f" + ({float(spec.regularization.l2):g}/2) sum ||W||^2"
-    if spec.regularization.l1:
-        reg += f" + {float(spec.regularization.l1):g} sum |W|"
     state = [(s.name, node.units, float(init), float(node.options.get("momentum", 0.1)))
              for node in nodes for s, init, _ in node.state]
     return {
@@ -126,7 +122,7 @@ def graph_backend_context(derivation, backend: str) -> dict:
         "penalised": tuple(p.name for p in derivation.penalised),
         "l1": float(spec.regularization.l1),
         "l2": float(spec.regularization.l2),
-        "reg_text": reg,
+        "reg_text": regularization_text(spec),
         "loss_name": spec.loss,
         "loss_expr": _TEXT.doprint(derivation.output.per_example),
         "loss_code": loss_code,

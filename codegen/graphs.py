@@ -16,7 +16,7 @@ from .printers.numpy import NumPyCodePrinter
 from .printers.text import TextPrinter
 
 __all__ = ["graph_context", "StatementPrinter", "layer_title", "backward_lines", "saved_arrays",
-           "node_parts"]
+           "node_parts", "regularization_text"]
 
 _TEXT = TextPrinter()
 _AXES = {"batch": 0, "units": 1}
@@ -178,6 +178,16 @@ def backward_lines(printer: StatementPrinter, derivation) -> list[str]:
             like = "A0"
         lines += printer.statement(st, like)
     return lines
+
+
+def regularization_text(spec) -> str:
+    """The regularisation terms of J in words (empty without any)."""
+    text = ""
+    if spec.regularization.l2:
+        text += f" + ({float(spec.regularization.l2):g}/2) sum ||W||^2"
+    if spec.regularization.l1:
+        text += f" + {float(spec.regularization.l1):g} sum |W|"
+    return text
 
 
 def _scheme(derivation, node, init: str) -> str:
