@@ -494,3 +494,20 @@ def test_ddp_two_processes_equal_one_for_layer_norm_and_a_skip(written):
     (two, _, t2, _), = torch_epochs(path, params, X, Y, settings,
                                     BackendOptions("torch", workers=2))
     assert t == t2 == 4 and _max_rel(two, one) < 1e-12
+
+
+@pytest.mark.slow  # compiling takes ~15 s
+def test_torch_compile_of_the_kinds_loss(written):
+    """torch.compile of the loss through the derived autograd.Function: the eager gradients
+    and running statistics."""
+    torch = pytest.importorskip("torch")
+    module = written(ALL)["torch"]
+    compiled_model, eager = (module.Network(dtype=torch.float64) for _ in range(2))
+    X, Y = torch.randn(16, 3, dtype=torch.float64), torch.randint(0, 3, (16,))
+    masks = {key: (torch.rand(16, units) < keep).double() for key, units, keep in module.MASKS}
+    torch.compile(module.loss)(compiled_model, X, Y, masks).backward()
+    module.loss(eager, X, Y, masks).backward()
+    for key in module.KEYS:
+        torch.testing.assert_close(getattr(compiled_model, key).grad, getattr(eager, key).grad,
+                                   rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(compiled_model.running_var2, eager.running_var2)
