@@ -511,3 +511,64 @@ def test_torch_compile_of_the_kinds_loss(written):
         torch.testing.assert_close(getattr(compiled_model, key).grad, getattr(eager, key).grad,
                                    rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(compiled_model.running_var2, eager.running_var2)
+
+
+_SHARDED = """
+import json, sys
+import numpy as np
+import jax
+from derive.training.backends import jax_epochs
+assert len(jax.devices()) == 2, jax.devices()
+job = json.loads(sys.argv[1])
+with np.load(job["data"]) as d:
+    X, T = d["X"], d["T"]
+    params = {k[2:]: d[k] for k in d.files if k.startswith("p_")}
+    running = {k[2:]: d[k] for k in d.files if k.startswith("r_")}
+runs = []
+for devices in (jax.devices(), jax.devices()[:1]):
+    moved = {k: v.copy() for k, v in running.items()}
+    trained, state, t, _ = next(jax_epochs(job["module"], params, X, T, job["settings"],
+                                           devices=devices, running=moved))
+    runs.append((trained, moved, t))
+(a, ra, ta), (b, rb, tb) = runs
+worst = max(float(np.max(np.abs(x[k] - y[k])) / np.max(np.abs(y[k])))
+            for x, y in ((a, b), (ra, rb)) for k in y)
+print(json.dumps([ta, tb, worst]))
+"""
+
+
+def test_jax_sharded_batch_norm_over_two_host_devices_equals_one(written, tmp_path):
+    """Batch normalisation with the batch axis sharded over two host devices (a fresh process,
+    XLA_FLAGS=--xla_force_host_platform_device_count=2): the statistics are the whole batch's,
+    so an Adam epoch ends with one device's parameters and running statistics."""
+    pytest.importorskip("jax")
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from derive.training.backends import backend_path
+
+    spec = _spec([_kind_entry("batch_norm"), _kind_entry("layer_norm")])
+    net = written(spec)["numpy"]
+    rng = np.random.default_rng(7)
+    X, Y = rng.standard_normal((42, 3)), rng.integers(0, 3, 42)  # 5 batches of 8, then 2
+    params = net.init_params(seed=3, dtype=np.float64)
+    data = tmp_path / "data.npz"
+    np.savez(data, X=X, T=net.targets(Y, 42, np.float64), **{f"p_{k}": v for k, v in params.items()},
+             **{f"r_{k}": v for k, v in net.init_state(np.float64).items()})
+    settings = {"rates": [0.01], "size": 8, "epochs": 1, "shuffle": True, "dtype": "float64",
+                "rng": np.random.default_rng(7).bit_generator.state, "t": 0, "seed": 0,
+                "optimizer": "adam",
+                "hyperparameters": {"betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}}
+    job = {"data": str(data), "module": str(backend_path(net.__file__, "jax")),
+           "settings": settings}
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               PYTHONPATH=os.pathsep.join(filter(None, (str(Path(__file__).parents[1]),
+                                                        os.environ.get("PYTHONPATH")))))
+    done = subprocess.run([sys.executable, "-c", _SHARDED, json.dumps(job)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    t, t_one, worst = json.loads(done.stdout.strip().splitlines()[-1])
+    assert t == t_one == 6 and worst < 1e-12
