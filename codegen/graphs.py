@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import sympy as sp
 
+from .printers.inplace import Buffers, InplacePrinter
 from .printers.numpy import NumPyCodePrinter
+from .printers.step import temporaries
 from .printers.text import TextPrinter
 
 __all__ = ["graph_context", "StatementPrinter", "layer_title", "backward_lines", "saved_arrays",
@@ -198,6 +200,167 @@ def _scheme(derivation, node, init: str) -> str:
     return derivation.spec.init or (declaration.init if declaration else "xavier")
 
 
+class _Step:
+    """The training forward and the derived backward as one step into buffers allocated
+    once (``_make_gradient``): each statement one or a few ufunc or BLAS calls with ``out=``,
+    element-wise formulas through ``InplacePrinter`` (temporaries from a pool per shape), a
+    mean or sum into its row or column, the gradients into the Trainer's arrays."""
+
+    def __init__(self, derivation):
+        self.d = derivation
+        self.constants = {c: sp.Float(float(value)) for node in derivation.nodes
+                          for c, value, _ in node.constants}
+        self.grads = {d.name: p.name for p, d in derivation.gradients}
+        self.alias: dict[str, str] = {}
+        self.buffers: dict[str, str] = {}  # name -> allocation
+        self.pools: dict[tuple, Buffers] = {}
+        self.lines: list[str] = []
+
+    def name(self, symbol) -> str:
+        name = symbol.name
+        while name in self.alias:
+            name = self.alias[name]
+        return name
+
+    def shape(self, symbol) -> tuple:
+        if symbol.name in self.grads:  # a gradient: its parameter's shape (a row for a vector)
+            shape = dict(self.param_shapes)[self.grads[symbol.name]]
+            return tuple(shape) if len(shape) == 2 else (1, shape[0])
+        cls, width = self.d.shapes[symbol]
+        if cls == "weights":
+            return (1, width)  # a per-unit parameter (the dense weights are never broadcast)
+        return {"data": ("m", width), "row": (1, width), "column": ("m", 1)}[cls]
+
+    def declare(self, symbol) -> str:
+        name = symbol.name
+        if name in self.grads:
+            key = self.grads[name]
+            view = "" if len(dict(self.param_shapes)[key]) == 2 else ".reshape(1, -1)"
+            self.buffers.setdefault(name, f"grads[{key!r}]{view}")
+        elif name not in self.buffers:
+            rows, cols = self.shape(symbol)
+            self.buffers[name] = f"np.empty(({rows}, {cols}), dtype)"
+        return name
+
+    def broadcast(self, symbols) -> tuple:
+        """The shape the arrays ``symbols`` broadcast to (rows "m" or 1, units or 1)."""
+        shapes = [self.shape(s) for s in symbols if s in self.d.shapes
+                  and s not in self.constants and self.d.shapes[s][0] != "weights"]
+        return tuple(next((x for x in axis if x != 1), 1) for axis in zip(*shapes))
+
+    @property
+    def param_shapes(self):
+        return [(p.name, shape) for p, shape, _, _ in self.d.params]
+
+    def pool(self, shape: tuple) -> Buffers:
+        if shape not in self.pools:
+            self.pools[shape] = Buffers(f"t{len(self.pools)}")
+        return self.pools[shape]
+
+    def emit(self, expr, target, shape) -> None:
+        names = {s: self.name(s) for s in expr.free_symbols if s not in self.constants}
+        names |= {s: "m_" for s in expr.free_symbols if s == self.d.m}  # m in the dtype
+        names |= {base: self.name(sp.Symbol(str(base), real=True))
+                  for base in expr.atoms(sp.IndexedBase)}
+        printer = InplacePrinter(names, self.pool(shape))
+        self.lines += printer.emit(expr.xreplace(self.constants), target)
+
+    def statement(self, st, node=None) -> None:
+        op, t = st.op, st.target
+        if op == "let" and st.expr.is_Symbol and st.expr not in self.constants:
+            self.alias[t.name] = self.name(st.expr)
+            return
+        if op == "activate" and st.activation.name == "identity":
+            self.alias[t.name] = self.name(st.source)
+            return
+        target = self.declare(t)
+        if op == "linear":
+            self.lines.append(f"product({self.name(st.a)}, {st.W.name}.T, out={target})")
+            if st.b is not None:
+                self.lines.append(f"np.add({target}, {st.b.name}, out={target})")
+        elif op == "let":
+            self.lines.append(f"# {t.name} = {_TEXT.doprint(st.expr)}")
+            self.emit(st.expr, target, self.shape(t))
+        elif op == "reduce":
+            how = "mean" if st.mean else "sum"
+            axis = _AXES[st.axis]
+            self.lines.append(f"# {t.name} = {how} over the {st.axis} of {_TEXT.doprint(st.expr)}")
+            if st.expr.is_Symbol:
+                source = self.name(st.expr)
+            else:
+                inner = self.broadcast(st.reads)
+                pool = self.pool(inner)
+                source = pool.take("full")
+                self.emit(st.expr, source, inner)
+                pool.give(source)
+            self.lines.append(f"np.{how}({source}, axis={axis}, keepdims=True, out={target})")
+        elif op == "product":
+            left = f"{self.name(st.left)}.T" if st.transpose else self.name(st.left)
+            call = "np.matmul" if st.transpose else "product"
+            self.lines.append(f"{call}({left}, {self.name(st.right)}, out={target})")
+        elif op == "activate":
+            act = st.activation
+            self.lines.append(f"# {t.name} = {act.name}({st.source.name})")
+            if act.vector:
+                i, j = (sp.Symbol(x, integer=True, positive=True) for x in "ij")
+                expr = act.expr.subs(i, j)
+                names = {base: self.name(st.source) for base in expr.atoms(sp.IndexedBase)}
+                printer = InplacePrinter(names, self.pool(self.shape(t)))
+                self.lines += printer.emit(expr, target)
+            else:
+                z = next(s for s in act.display.free_symbols if s.name == "z")
+                self.emit(act.display.xreplace({z: st.source}), target, self.shape(t))
+        elif op == "output_error":
+            out = st.output
+            names = {}
+            for base in out.delta.atoms(sp.IndexedBase):
+                names[base] = {"a": self.name(st.A), "y": "Y", "z": self.name(st.Z)}[str(base)]
+            printer = InplacePrinter(names, self.pool(self.shape(t)))
+            self.lines.append(f"# {t.name} = (1/m) dl/d{st.Z.name}")
+            self.lines += printer.emit(out.delta, target)
+            self.lines.append(f"np.multiply({target}, 1.0 / m, out={target})")
+        else:
+            raise TypeError(f"no step form for a {op} statement")
+
+    def node(self, node) -> None:
+        self.lines.append(f"# {layer_title(node)}")
+        for r, keep in node.randoms:
+            u, flag = f"u_{r.name}", f"keep_{r.name}"
+            width = self.d.shapes[r][1]
+            self.buffers[u] = f"np.empty((m, {width}), np.float64)"
+            self.buffers[flag] = f"np.empty((m, {width}), bool)"
+            target = self.declare(r)
+            self.lines += [f"rng.random(out={u})  # the mask: as bernoulli() draws it",
+                           f"np.less({u}, {float(keep)!r}, out={flag})",
+                           f"np.copyto({target}, {flag})"]
+        for st in node.forward:
+            self.statement(st, node)
+        for s, _, target in node.state:
+            momentum = node.options.get("momentum", 0.1)
+            tmp = f"{s.name}_new"
+            self.buffers[tmp] = f"np.empty((1, {node.units}), dtype)"
+            self.lines.append(f"# {s.name} <- (1 - {momentum!r}) {s.name} + {momentum!r} "
+                              f"({_TEXT.doprint(target)})")
+            self.emit(target * momentum, tmp, (1, node.units))
+            self.lines += [f"running = state[{s.name!r}]",
+                           f"np.multiply(running, {1 - momentum!r}, out=running)",
+                           f"np.add(running, {tmp}[0], out=running)"]
+
+    def print(self) -> tuple[list[str], list[str]]:
+        self.alias["A0"] = "A0"
+        self.alias.pop("A0")
+        for node in self.d.nodes:
+            self.node(node)
+        self.lines.append("# the derived backward")
+        for st in self.d.backward:
+            self.statement(st)
+        setup = ["m_ = np.dtype(dtype).type(m)  # the batch size as a number of the dtype"]
+        setup += [f"{name} = {call}" for name, call in self.buffers.items()]
+        for (rows, units), pool in self.pools.items():
+            setup += [f"{name} = {call}" for name, call in temporaries(pool, rows, units)]
+        return setup, self.lines
+
+
 def graph_context(derivation) -> dict:
     """What ``graph_module.py.j2`` lays out."""
     printer = StatementPrinter(derivation)
@@ -205,7 +368,10 @@ def graph_context(derivation) -> dict:
     backward = backward_lines(printer, derivation)
     saved = saved_arrays(derivation)
     nodes = derivation.nodes
+    step_setup, step_body = _Step(derivation).print()
     return {
+        "step_setup": step_setup,
+        "step_body": step_body,
         "nodes": nodes,
         "titles": [layer_title(node) for node in nodes],
         "forward": forward,

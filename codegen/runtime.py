@@ -13,6 +13,7 @@ used when present for BLAS rank-one updates (one-example steps).  It never impor
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import math
@@ -137,23 +138,52 @@ def compiled(kernel):
     """``kernel`` compiled by numba, or None without numba.
 
     Compiled once per process and function; numba compiles each dtype on first call.  The
-    machine code is cached on disk beside the module when the module is registered in
-    ``sys.modules``: numba's cached code names its module and imports it again by that name.
+    machine code is cached on disk beside the module (numba's user cache folder when that
+    folder is not writable) and reused by every later process, however the module is loaded
+    there (``import generated.net``, from its file path, by the tool): numba's cached code
+    imports its module by the ``__name__`` of the kernel's globals, so the module is named,
+    and registered, by its file's content (``_cache_name``), the same in every process.
     """
     if not _HAVE_NUMBA:
         return None
     if kernel not in _KERNELS:
-        _KERNELS[kernel] = _Compiled(kernel, cache=kernel.__module__ in sys.modules)
+        module = sys.modules.get(kernel.__module__)
+        name = _cache_name(module)
+        if name is not None:
+            # numba's cached code imports its module by the name in the kernel's globals
+            sys.modules.setdefault(name, module)
+            kernel.__globals__["__name__"] = name
+        _KERNELS[kernel] = _Compiled(kernel, cache=name is not None)
     return _KERNELS[kernel]
 
 
+def _cache_name(module):
+    """``_backprop_derive_<file stem>_<digest of its bytes>`` for a module read from a file;
+    None for one that is not (nothing to cache beside)."""
+    path = getattr(module, "__file__", None)
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as file:
+            digest = hashlib.sha256(file.read()).hexdigest()[:16]
+    except OSError:
+        return None
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return f"_backprop_derive_{stem}_{digest}"
+
+
+_SAID = set()  # what has been said once in this process: "compiling", a cache that failed
+
+
 class _Compiled:
-    """A numba dispatcher that recompiles without the disk cache when the cached code names
-    a module this process cannot import (the same file loaded under another name)."""
+    """A numba dispatcher that says, once on a terminal, when its first call compiles (not
+    when it loads cached code), and that recompiles without the disk cache, saying so once,
+    when the cached code cannot be loaded."""
 
     def __init__(self, kernel, cache):
         self.kernel = kernel
         self.function = self._jit(cache)
+        self.first = True
 
     def _jit(self, cache):
         import numba
@@ -164,11 +194,36 @@ class _Compiled:
                           error_model="numpy")(self.kernel)
 
     def __call__(self, *args):
+        if self.first:
+            self.first = False
+            return self._first_call(args)
+        return self.function(*args)
+
+    def _first_call(self, args):
+        stream = sys.stderr
+        say = "compiling" not in _SAID and getattr(stream, "isatty", lambda: False)()
+        if say:
+            stream.write("compiling the training kernel\u2026 ")
+            stream.flush()
+        started = time.perf_counter()
         try:
-            return self.function(*args)
-        except ImportError:  # raised while loading cached code, before the kernel runs
+            result = self.function(*args)
+        except ImportError as err:  # raised while loading cached code, before the kernel runs
+            if "cache" not in _SAID:
+                _SAID.add("cache")
+                warnings.warn(f"numba's cached code of {self.kernel.__name__} could not be "
+                              f"loaded ({err}); compiling it again, without the disk cache",
+                              RuntimeWarning, stacklevel=3)
             self.function = self._jit(False)
-            return self.function(*args)
+            result = self.function(*args)
+        if say:
+            if sum(self.function.stats.cache_hits.values()):  # loaded, not compiled: unsaid
+                stream.write("\r\x1b[K")
+            else:
+                _SAID.add("compiling")
+                stream.write(f"{time.perf_counter() - started:.1f} s\n")
+            stream.flush()
+        return result
 
 
 def momentum_update(running, value, momentum):
@@ -609,7 +664,7 @@ def encode_table(columns, specs, missing="error"):
     """
     m = len(columns[0]) if columns else 0
     blocks, holes, unseen, texts = [], [], [], []
-    for values, spec in zip(columns, specs):
+    for j, (values, spec) in enumerate(zip(columns, specs)):
         name, fill = spec["name"], spec.get("fill")
         if spec["kind"] == CATEGORY:
             categories = list(spec["categories"])
@@ -618,7 +673,7 @@ def encode_table(columns, specs, missing="error"):
             for row, value in enumerate(values):
                 if is_missing(value):
                     if fill is None:
-                        holes.append((row, name))
+                        holes.append((row, j, name))
                         continue
                     value = fill
                 key = str(value).strip()
@@ -644,7 +699,7 @@ def encode_table(columns, specs, missing="error"):
         bad = np.isnan(column)
         if bad.any():
             if fill is None:
-                holes += [(int(row), name) for row in np.flatnonzero(bad)]
+                holes += [(int(row), j, name) for row in np.flatnonzero(bad)]
             else:
                 column[bad] = fill
         if np.isinf(column).any():
@@ -662,7 +717,7 @@ def encode_table(columns, specs, missing="error"):
                          f"saw in training (its categories: {', '.join(categories)})"
                          + (f"; {len(unseen)} such cells" if len(unseen) > 1 else ""))
     if holes:
-        holes.sort()
+        holes = [(row, name) for row, _, name in sorted(holes)]  # row by row, in column order
         how = ("imputes nothing (trained with missing: "
                f"{missing}; data.missing: mean, median or most_frequent imputes)")
         raise ValueError(f"{len(holes)} missing cell{'s' if len(holes) > 1 else ''} "
@@ -952,14 +1007,10 @@ class Trainer:
         statistics, the running ones moved, dropout masks from the Trainer's generator) and
         writes the derived dJ/dtheta into the Trainer's gradient arrays."""
         net = self.network
-        Xb = np.empty((count, net.layer_sizes[0]), self.dtype)
-        Yb = np.empty((count, net.layer_sizes[-1]), self.dtype)
+        Xb, Yb, printed = net.make_gradient(self._params, self._grads, count, self.dtype)
 
         def step(X, Y, learning_rate):
-            cache = net.forward(self._params, X, training=True, state=self.layer_state,
-                                rng=self._rng)
-            for key, grad in net.derived_backward(self._params, cache, Y).items():
-                self._grads[key][...] = grad
+            printed(X, Y, self.layer_state, self._rng)
 
         return Xb, Yb, step
 
@@ -1058,10 +1109,8 @@ class Trainer:
         m = X.shape[0]
         gradient = not self.plain
         compiled_engine = self.compiled(size)
-        if compiled_engine and not gradient:  # the whole epoch in one call
-            self._compiled_epoch(X, T, order, size, rate)
-            self.t += total
-            return bool(progress is not None and progress(self.epoch + 1, total, total))
+        if compiled_engine and not gradient:  # the epoch in a few compiled calls
+            return self._compiled_epoch(X, T, order, size, rate, progress, total)
         update = self._update() if gradient else None
         hyper = np.array([x for value in self.hyperparameters.values()
                           for x in (value if isinstance(value, tuple) else (value,))])
@@ -1090,19 +1139,32 @@ class Trainer:
                 return True
         return False
 
-    def _compiled_epoch(self, X, T, order, size, rate):
-        """Every full batch in one compiled call, then the last partial batch in another."""
+    def _compiled_epoch(self, X, T, order, size, rate, progress, total, calls=16):
+        """The full batches in at most ``calls`` compiled calls (consecutive runs of batches:
+        the same updates as one call), ``progress`` told after each, then the last partial
+        batch; True when ``progress`` asked to stop (after the call it was told of)."""
         m = X.shape[0]
         order = np.arange(m) if order is None else order
         full = m - m % size
-        for count, rows in ((size, order[:full]), (m - full, order[full:])):
-            if count == 0:
-                continue
+        batches = full // size
+        step = max(1, -(-batches // calls))
+        done = 0
+        runs = [(size, order[start * size:min(start + step, batches) * size])
+                for start in range(0, batches, step)]
+        if m > full:
+            runs.append((m - full, order[full:]))
+        for count, rows in runs:
             kernel, first = self._kernel(False, count)
             started = time.perf_counter()
             kernel(X, T, rows, self.dtype.type(rate))
             if first:
                 self.first_call_seconds += time.perf_counter() - started
+            steps = rows.shape[0] // count
+            self.t += steps
+            done += steps
+            if progress is not None and progress(self.epoch + 1, done, total):
+                return True
+        return False
 
     def _record(self, X, T, prefix, chunk=2048):
         """Loss and accuracy over X, T, a chunk of rows at a time (bounded memory)."""

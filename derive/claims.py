@@ -56,7 +56,7 @@ from .formula import (Call, Equation, FormulaError, Name, Node, Num, Power, Tran
 from .netspec import LayerSpec, NetSpec
 from .optimizers import ETA, GRADIENT, OPTIMIZERS, STEP, THETA
 from .primitives import Phi, phi, to_primitives
-from .proof import MAX_WIDTH, evaluate_definitions, exact_model
+from .proof import MAX_WIDTH, KindsInstance, evaluate_definitions, exact_model, shrink_kinds
 from .registry import UnknownName
 from .yamlread import Item, did_you_mean, expected, item_error, read_document, read_text
 
@@ -406,13 +406,32 @@ _FIXED = {"x": "A0", "X": "A0", "y": "Y", "Y": "Y", "m": "m"}
 _OUTPUT = ("yhat", "ŷ", "Yhat", "y_hat", "yHat")
 
 
+# a stack of layer kinds: the kinds' own quantities too (gamma2, xhat2, mu2, var2, mask3, eps2
+# and the adjoints dgamma2, dxhat2, dmu2, dvar2, dA1 of J), besides W, b, Z, A, delta, dW, db
+_KIND_NAME = re.compile(r"^(gamma|γ|beta|β|xhat|x̂|mu|μ|var|sigma2|σ2|mask|r|eps|epsilon|ε|"
+                        r"dgamma|dbeta|dxhat|dmu|dvar|dA|da)_?(\d+)$")
+_KIND_OF = {"γ": "gamma", "β": "beta", "x̂": "xhat", "μ": "mu", "sigma2": "var", "σ2": "var",
+            "r": "mask", "eps": "epsilon", "ε": "epsilon", "da": "dA"}
+
+
+def _kind_names(derivation) -> set[str]:
+    """Every name a claim may use about a stack of layer kinds (one per quantity)."""
+    names = {symbol.name for symbol in derivation.shapes} | {"A0", "Y"}
+    names |= {f"delta{node.index}" for node in derivation.nodes}
+    names |= {d.name for _, d in derivation.gradients}
+    return {n for n in names if not n.startswith(("s", "p_", "P"))
+            or n.startswith("sigma")} - {"Y"}
+
+
 class _Names:
     """The document's names resolved to the Derivation's (W1, b1, Z1, A1, delta1, dW1, db1,
-    A0 for x, Y for y, A_L for yhat; m and the learning rate)."""
+    A0 for x, Y for y, A_L for yhat; m and the learning rate; for layer kinds gamma2, xhat2,
+    mu2, var2, mask3, eps2 and the adjoints dgamma2, dxhat2, ...)."""
 
     def __init__(self, derivation: Derivation, symbols: dict[str, str]):
         self.depth = derivation.spec.depth
         self.symbols = symbols
+        self.kinds = _kind_names(derivation) if hasattr(derivation, "nodes") else None
 
     def resolve(self, name: str) -> str | None:
         name = self.symbols.get(name, name)
@@ -425,12 +444,19 @@ class _Names:
         if name in _LEARNING_RATE:
             return "eta"
         match = _LAYER_NAME.match(name)
+        if self.kinds is not None:
+            kind_match = _KIND_NAME.match(name)
+            if kind_match:
+                word = _KIND_OF.get(kind_match.group(1), kind_match.group(1))
+                found = f"{word}{kind_match.group(2)}"
+                return found if found in self.kinds else None
         if not match:
             return None
         kind, layer = _KIND[match.group(1)], int(match.group(2))
         if layer > self.depth or (layer == 0 and kind != "A"):
             return None
-        return f"{kind}{layer}"
+        found = f"{kind}{layer}"
+        return found if self.kinds is None or found in self.kinds else None
 
     def function(self, name: str) -> str:
         """A function's name, the document's own mapped (seed 002's R is relu)."""
@@ -438,8 +464,16 @@ class _Names:
 
     def known(self) -> str:
         L = self.depth
+        if self.kinds is not None:
+            return ", ".join(sorted(self.kinds, key=lambda n: (_digits(n), n))) + \
+                ", x, y, yhat, m, eta (or alpha)"
         return (f"W1..W{L}, b1..b{L}, z1..z{L}, a0..a{L} (a0 = x), delta1..delta{L} (or dZ, e), "
                 f"dW1..dW{L}, db1..db{L}, x, y, yhat, m, eta (or alpha)")
+
+
+def _digits(name: str) -> int:
+    digits = "".join(ch for ch in name if ch.isdigit())
+    return int(digits or 0)
 
 
 def claims_names(derivation: Derivation, report: "ClaimsReport") -> Callable[[str], str | None]:
@@ -736,12 +770,132 @@ class _Instance:
                     DIGITS)
 
 
+class _KindsInstance:
+    """The claims' instance of a stack of layer kinds (``derive.graph``): its derivation on
+    the spec with widths at most 3 (every layer kept), evaluated at each point on exact
+    rational arrays by the proof's evaluator; names in the documents' column convention (Z_l
+    is n_l x m; a per-unit statistic or parameter n_l x 1; W_l and dW_l as W_l).  ``d<x>`` is
+    ∂J/∂x; delta_l is the documents' error m ∂J/∂Z_l."""
+
+    def __init__(self, derivation, examples: int):
+        self.full = derivation
+        self.d = derive(shrink_kinds(derivation.spec)[0])
+        self.m = examples
+        self.weights = {p.name for p, shape, _, _ in self.d.params if len(shape) == 2}
+        self.weights |= {d.name for p, d in self.d.gradients if p.name in self.weights}
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return self.d.spec.layer_sizes
+
+    def point(self, k: int, seed: int = 0) -> dict:
+        """Point k: arrays (one row per example) for the input, the targets, every parameter
+        and every dropout mask; ε's values are chosen when first evaluated, then kept."""
+        import numpy as np
+
+        rng = random.Random(1000 * seed + k)
+        d, m = self.d, self.m
+
+        def array(rows, cols):
+            return np.array([[_rational(_value(rng)) for _ in range(cols)] for _ in range(rows)],
+                            dtype=object)
+        values: dict = {d.X: array(m, d.spec.input)}
+        for p, shape, _, _ in d.params:
+            values[p] = array(*(shape if len(shape) == 2 else (1, shape[0])))
+        probe = KindsInstance(d, rng, m)  # its targets and masks, drawn from the point's rng
+        values[d.Y] = probe.env[d.Y]
+        for node in d.nodes:
+            for r, _ in node.randoms:
+                values[r] = probe.env[r]
+        values["eps"] = {}
+        return values
+
+    def _env(self, values: dict, model, numeric: bool = False) -> dict:
+        """Every array at the point; ``numeric``: ε's entries as the numbers chosen for the
+        point (the real values), not as the symbols the exact model sets."""
+        arrays = {key: value for key, value in values.items() if key != "eps"}
+        instance = KindsInstance(self.d, random.Random(0), self.m, arrays, values["eps"])
+        if numeric:
+            for node in self.d.nodes:
+                for c, _, _ in node.constants:
+                    instance.env[c] = instance.env[c].copy()
+                    for index, symbol in enumerate(instance.env[c].flat):
+                        instance.env[c].flat[index] = _rational(values["eps"][symbol])
+        instance.run(self.d.forward, model, resolve_piecewise=False)
+        instance.run(self.d.backward, model, resolve_piecewise=False)
+        values["eps"].update(instance.eps_values)
+        return instance.env
+
+    def _named(self, env: dict) -> dict[str, sp.Matrix]:
+        named = {}
+        for symbol, array in env.items():
+            name = getattr(symbol, "name", None)
+            if name is None or array.ndim != 2:
+                continue
+            matrix = sp.Matrix(array.tolist())
+            named[name] = matrix if name in self.weights else matrix.T
+        for node in self.d.nodes:
+            named[f"delta{node.index}"] = named[f"dZ{node.index}"] * self.m
+        out, Y = named[f"A{self.d.spec.depth}"], named["Y"]
+        loss = self.d.objective.loss
+        a, y = sp.Symbol("a", real=True), sp.Symbol("y", real=True)
+        slope = sp.diff(loss.unit(a, y), a)
+        named["L"] = sp.Matrix(1, out.cols, lambda r, c: sp.Add(
+            *[loss.unit(out[k, c], Y[k, c]) for k in range(out.rows)]))
+        named["dL/dA"] = sp.Matrix(out.rows, out.cols, lambda r, c: slope.xreplace(
+            {a: out[r, c], y: Y[r, c]}))
+        return named
+
+    def exact(self, values: dict, seed: int):
+        model = exact_model({}, seed)
+        named = self._named(self._env(values, model))
+        cache: dict[str, sp.Matrix] = {}
+
+        def get(name: str) -> sp.Matrix:
+            if name not in cache:
+                cache[name] = named[name].applyfunc(lambda e: _rational(model(e)))
+            return cache[name]
+
+        def apply(g: sp.Expr, v: sp.Expr) -> sp.Expr:
+            return _rational(model.at(g, {Z: Fraction(int(v.p), int(v.q))}))
+        return get, apply, model
+
+    def real(self, values: dict, overrides: dict[str, sp.Matrix] | None = None):
+        import numpy as np
+
+        values = dict(values)
+        for name, matrix in (overrides or {}).items():
+            symbol = next(p for p, *_ in self.d.params if p.name == name)
+            values[symbol] = np.array((matrix if name in self.weights else matrix.T).tolist(),
+                                      dtype=object)
+        named = self._named(self._env(values, exact_model({}, 0), numeric=True))
+
+        def get(name: str) -> sp.Matrix:
+            return named[name].evalf(DIGITS)
+
+        def apply(g: sp.Expr, v: sp.Expr) -> sp.Expr:
+            return sp.N(g.xreplace({Z: v}), DIGITS)
+        point = {name: named[name] for name in
+                 ("A0", "Y", *(p.name for p, *_ in self.d.params))}
+        for node in self.d.nodes:  # ε as the point chose it (σ² + ε a square)
+            for c, _, _ in node.constants:
+                point[c.name] = named[c.name]
+        return get, apply, point
+
+    def objective(self, get) -> sp.Expr:
+        weights = [w for p in self.d.penalised for w in get(p.name)]
+        return sp.N(self.d.objective.value(get(f"A{self.d.spec.depth}"), get("Y"), weights),
+                    DIGITS)
+
+
 def _rational(q) -> sp.Rational:
     q = Fraction(q)
     return sp.Rational(q.numerator, q.denominator)
 
 
 def _point_shown(instance: _Instance, point: dict[str, sp.Matrix]) -> tuple:
+    if isinstance(instance, _KindsInstance):
+        return tuple(point.items())
     order = [n for layer in instance.d.layers for n in (layer.W.name, layer.b.name)]
     return tuple((name, point[name]) for name in ("A0", "Y", *order))
 
@@ -758,7 +912,8 @@ class _Context:
 
     def instance(self, examples: int) -> _Instance:
         if examples not in self.instances:
-            self.instances[examples] = _Instance(self.derivation, examples)
+            kind = _KindsInstance if hasattr(self.derivation, "nodes") else _Instance
+            self.instances[examples] = kind(self.derivation, examples)
         return self.instances[examples]
 
 
@@ -770,7 +925,8 @@ def check_claims(derivation: Derivation, claims: ClaimsFile, *, seed: int = 0) -
     plans = [_plan(claim, derivation, names) for claim in claims.claims]
     context = _Context(derivation, names, {}, seed=seed)
     verdicts = tuple(_check(plan, context, claims) for plan in plans)
-    instance = claims_instance(derivation.spec).layer_sizes
+    instance = (shrink_kinds(derivation.spec)[0] if hasattr(derivation, "nodes")
+                else claims_instance(derivation.spec)).layer_sizes
     return ClaimsReport(claims, derivation.spec.name, verdicts, instance)
 
 
@@ -809,7 +965,10 @@ def _plan(claim: Claim, derivation: Derivation, names: _Names) -> _Plan:
         allowed = None
         if eq.update:
             resolved = names.resolve(eq.lhs)
-            if resolved is None or resolved[0] not in "Wb" or resolved.startswith("dW"):
+            parameters = ({p.name for p, *_ in derivation.params} if hasattr(derivation, "nodes")
+                          else None)
+            if resolved is None or (resolved not in parameters if parameters is not None else
+                                    resolved[0] not in "Wb" or resolved.startswith("dW")):
                 raise _claim_error(claim, f"an update rule assigns a parameter (W1, b1, ...), "
                                           f"not {eq.lhs!r}")
             kind, target = "update", resolved
@@ -831,8 +990,12 @@ def _plan(claim: Claim, derivation: Derivation, names: _Names) -> _Plan:
             if entry:
                 raise _claim_error(claim, "an entry [i] is claimed with a number of the worked "
                                           "example (z1[3] = -0.04)")
-            kind = ("gradient" if resolved[:2] in ("dW", "db") else "loss" if resolved == "L"
-                    else "error" if resolved.startswith("delta") else "forward")
+            gradients = ({d.name for _, d in derivation.gradients}
+                         if hasattr(derivation, "nodes") else ())
+            kind = ("gradient" if resolved[:2] in ("dW", "db") or resolved in gradients
+                    else "loss" if resolved == "L"
+                    else "error" if resolved.startswith(("delta", "d")) and resolved != "dL/dA"
+                    else "forward")
             target = resolved
     for node in _walk(rhs):
         if isinstance(node, Name):
@@ -939,12 +1102,33 @@ def _renamed(node: Node, resolve) -> Node:
 
 
 def _shapes(derivation: Derivation, m: int) -> dict[str, tuple[int, int]]:
+    if hasattr(derivation, "nodes"):
+        return _kind_shapes(derivation, m)
     shapes = {"m": (1, 1), "eta": (1, 1), "A0": (derivation.spec.input, m),
               "Y": (derivation.Y.shape[0], m), "L": (1, m), "dL/dA": (derivation.Y.shape[0], m)}
     for layer in derivation.layers:
         l, n = layer.index, layer.units
         shapes |= {f"W{l}": layer.W.shape, f"b{l}": (n, 1), f"Z{l}": (n, m), f"A{l}": (n, m),
                    f"delta{l}": (n, m), f"dW{l}": layer.W.shape, f"db{l}": (n, 1)}
+    return shapes
+
+
+def _kind_shapes(derivation, m: int) -> dict[str, tuple[int, int]]:
+    """Shapes in the column convention for a stack of layer kinds (see _KindsInstance)."""
+    n_out = derivation.spec.layers[-1].units
+    shapes = {"m": (1, 1), "eta": (1, 1), "L": (1, m), "dL/dA": (n_out, m)}
+    params = {p.name: shape for p, shape, _, _ in derivation.params}
+    grads = {d.name: params[p.name] for p, d in derivation.gradients}
+    for symbol, (cls, width) in derivation.shapes.items():
+        name = symbol.name
+        if name in params or name in grads:
+            shape = (params | grads)[name]
+            shapes[name] = shape if len(shape) == 2 else (shape[0], 1)
+        else:
+            shapes[name] = {"data": (width, m), "row": (width, 1), "column": (1, m),
+                            "scalar": (1, 1)}[cls]
+    for node in derivation.nodes:
+        shapes[f"delta{node.index}"] = (node.units, m)
     return shapes
 
 
@@ -1086,7 +1270,7 @@ def _intermediates(target: str, instance: _Instance, get) -> tuple:
     """z_l, W_{l+1}^T delta_{l+1} and delta_l at the point, for a gradient or error of layer
     l (where a claimed backward formula usually departs: a missing g', a missing transpose)."""
     match = _LAYERED.match(target)
-    if not match:
+    if not match or isinstance(instance, _KindsInstance):
         return ()
     l = int(match.group(1))
     out = [(f"Z{l}", get(f"Z{l}"))]

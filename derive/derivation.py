@@ -35,7 +35,7 @@ from .roles import GRADIENT_OF, Role, SymbolRole
 
 __all__ = [
     "MatrixDef", "Elementwise", "Columnwise", "Definition", "ChainFactor", "Gradient",
-    "Layer", "UpdateRule", "OptimizerUse", "Penalty", "Objective", "Derivation", "derive", "M", "W_ENTRY",
+    "Layer", "UpdateRule", "plain_updates", "OptimizerUse", "Penalty", "Objective", "Derivation", "derive", "M", "W_ENTRY",
 ]
 
 M = sp.Symbol("m", integer=True, positive=True)  # examples in the batch
@@ -488,7 +488,7 @@ def _chain(l: int, act: LocalActivation, G, output: LocalOutput, next_layer: Lay
 DJ_DTHETA = sp.Symbol("dJ_dtheta")  # the LaTeX prints it as dJ/dtheta
 
 
-def _updates(eta: sp.Symbol) -> tuple[UpdateRule, ...]:
+def plain_updates(eta: sp.Symbol) -> tuple[UpdateRule, ...]:
     """The plain update under each of the documents' variants, as the documents list them."""
     new = (THETA, THETA - eta * DJ_DTHETA)
     return tuple(UpdateRule(v.name, v.title, v.batch, new)
@@ -538,4 +538,4 @@ def derive(spec: NetSpec) -> Derivation:
                           tuple(layer.W for layer in layers))
     return Derivation(spec, X, Y, tuple(layers), output, dense_partials(),
                       exact(spec.regularization.l1), exact(spec.regularization.l2),
-                      _updates(ETA), optimizer_use(spec), objective, ETA)
+                      plain_updates(ETA), optimizer_use(spec), objective, ETA)

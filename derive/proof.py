@@ -46,7 +46,8 @@ from .primitives import from_primitives
 
 __all__ = ["Mismatch", "ProofReport", "REFERENCES", "agree_in_reals", "evaluate_definitions",
            "exact_model",
-           "instances", "prove", "prove_spec", "shrink"]
+           "instances", "prove", "prove_spec", "shrink", "shrink_kinds", "prove_kinds",
+           "KindsInstance"]
 
 MAX_WIDTH = 3
 MAX_FULL_DEPTH = 4
@@ -930,7 +931,7 @@ def shrink_kinds(spec: NetSpec) -> tuple[NetSpec, str]:
     return small, note
 
 
-class _KindsInstance:
+class KindsInstance:
     """One point of the proof of a GraphDerivation, in exact arithmetic.
 
     Arrays are numpy object arrays of SymPy expressions, one row per example.  Every
@@ -943,7 +944,11 @@ class _KindsInstance:
     formula that is wrong somewhere is wrong at a random such point (Schwartz-Zippel).
     """
 
-    def __init__(self, derivation, rng: random.Random, m: int):
+    def __init__(self, derivation, rng: random.Random, m: int, values: dict | None = None,
+                 eps: dict | None = None):
+        """``values``: arrays (symbol -> object array, one row per example) that replace the
+        random input, targets and symbolic parameters (the claims' points); ``eps``: the
+        values of ε's entries to keep (else chosen at each point, and kept in ``eps_values``)."""
         import numpy as np
 
         self.np = np
@@ -952,6 +957,7 @@ class _KindsInstance:
         self.m = m
         self.env: dict = {}
         self.params: list = []
+        self.eps_values: dict = dict(eps or {})
         X = np.array([[_random_rational(rng) for _ in range(spec.input)] for _ in range(m)],
                      dtype=object)
         self.Y = _targets(spec, rng, m)  # (n_L, m), the loss's own targets
@@ -979,6 +985,7 @@ class _KindsInstance:
                                    dtype=object)
                 self.env[c] = symbols
                 self.eps[like] = symbols
+        self.env |= dict(values or {})
 
     # -- statements -------------------------------------------------------------------
     def _array(self, symbol):
@@ -1056,9 +1063,11 @@ class _KindsInstance:
     def _exact_roots(self, statistic, model) -> None:
         """ε per entry of ``statistic`` such that σ² + ε is the square of a random rational."""
         for symbol, variance in zip(self.eps[statistic].flat, self.env[statistic].flat):
-            v = model(variance)
-            s = Fraction(math.isqrt(math.ceil(v)) + 1) + model._random()
-            model.values[symbol] = s * s - v
+            if symbol not in self.eps_values:
+                v = model(variance)
+                s = Fraction(math.isqrt(math.ceil(v)) + 1) + model._random()
+                self.eps_values[symbol] = s * s - v
+            model.values[symbol] = self.eps_values[symbol]
 
     def objective(self):
         derivation = self.derivation
@@ -1091,7 +1100,7 @@ def prove_kinds(derivation, *, points: int = 3, examples: int = GRAPH_EXAMPLES, 
     shape = "-".join(map(str, spec.layer_sizes))
     try:
         for point in range(1, points + 1):
-            instance = _KindsInstance(derivation, random.Random(seed * 7919 + point), examples)
+            instance = KindsInstance(derivation, random.Random(seed * 7919 + point), examples)
             values = {p: Fraction(*_as_pair(_random_rational(rng))) for p in instance.params}
             model = _Model(random.Random(seed * 1000 + point), values)
             what = f"proof of {spec.name} ({shape}), point {point}/{points}: "

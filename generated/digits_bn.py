@@ -225,11 +225,269 @@ def _backward(params, cache, Y):
     return {"W1": dW1.reshape(W1.shape), "gamma2": dgamma2.reshape(gamma2.shape), "beta2": dbeta2.reshape(beta2.shape), "W3": dW3.reshape(W3.shape), "gamma4": dgamma4.reshape(gamma4.shape), "beta4": dbeta4.reshape(beta4.shape), "W5": dW5.reshape(W5.shape), "b5": db5.reshape(b5.shape)}
 
 
+def _make_gradient(params, grads, m, dtype):
+    """The training step on m examples into buffers allocated here once: the training forward
+    (batch statistics, running ones moved, dropout masks from ``rng``) and the derived
+    backward, dJ/dtheta written into ``grads`` (the Trainer's arrays).  Returns (X, Y, step)
+    with step(X, Y, state, rng)."""
+    W1 = params["W1"]
+    gamma2 = params["gamma2"]
+    beta2 = params["beta2"]
+    W3 = params["W3"]
+    gamma4 = params["gamma4"]
+    beta4 = params["beta4"]
+    W5 = params["W5"]
+    b5 = params["b5"]
+    X = np.empty((m, 64), dtype)
+    Y = np.empty((m, 10), dtype)
+    m_ = np.dtype(dtype).type(m)  # the batch size as a number of the dtype
+    Z1 = np.empty((m, 128), dtype)
+    mu2 = np.empty((1, 128), dtype)
+    var2 = np.empty((1, 128), dtype)
+    xhat2 = np.empty((m, 128), dtype)
+    Z2 = np.empty((m, 128), dtype)
+    A2 = np.empty((m, 128), dtype)
+    running_mean2_new = np.empty((1, 128), dtype)
+    running_var2_new = np.empty((1, 128), dtype)
+    Z3 = np.empty((m, 64), dtype)
+    mu4 = np.empty((1, 64), dtype)
+    var4 = np.empty((1, 64), dtype)
+    xhat4 = np.empty((m, 64), dtype)
+    Z4 = np.empty((m, 64), dtype)
+    A4 = np.empty((m, 64), dtype)
+    running_mean4_new = np.empty((1, 64), dtype)
+    running_var4_new = np.empty((1, 64), dtype)
+    Z5 = np.empty((m, 10), dtype)
+    A5 = np.empty((m, 10), dtype)
+    dZ5 = np.empty((m, 10), dtype)
+    dA4 = np.empty((m, 64), dtype)
+    dW5 = grads['W5']
+    db5 = grads['b5'].reshape(1, -1)
+    dZ4 = np.empty((m, 64), dtype)
+    dbeta4 = grads['beta4'].reshape(1, -1)
+    dgamma4 = grads['gamma4'].reshape(1, -1)
+    dxhat4 = np.empty((m, 64), dtype)
+    s4_mu4 = np.empty((1, 64), dtype)
+    dvar4 = np.empty((1, 64), dtype)
+    s6_mu4 = np.empty((1, 64), dtype)
+    dmu4 = np.empty((1, 64), dtype)
+    dA3 = np.empty((m, 64), dtype)
+    dA2 = np.empty((m, 128), dtype)
+    dW3 = grads['W3']
+    dZ2 = np.empty((m, 128), dtype)
+    dbeta2 = grads['beta2'].reshape(1, -1)
+    dgamma2 = grads['gamma2'].reshape(1, -1)
+    dxhat2 = np.empty((m, 128), dtype)
+    s9_mu2 = np.empty((1, 128), dtype)
+    dvar2 = np.empty((1, 128), dtype)
+    s11_mu2 = np.empty((1, 128), dtype)
+    dmu2 = np.empty((1, 128), dtype)
+    dA1 = np.empty((m, 128), dtype)
+    dW1 = grads['W1']
+    t0_f0 = np.empty((m, 128), dtype)
+    t0_f1 = np.empty((m, 128), dtype)
+    t0_f2 = np.empty((m, 128), dtype)
+    t0_k0 = np.full((m, 128), 0.0, dtype)
+    t2_f0 = np.empty((m, 64), dtype)
+    t2_f1 = np.empty((m, 64), dtype)
+    t2_f2 = np.empty((m, 64), dtype)
+    t2_k0 = np.full((m, 64), 0.0, dtype)
+    t4_c0 = np.empty((m, 1), dtype)
+    t4_u0 = np.empty((10, m), dtype)
+    t4_ones = np.ones((10, 1), dtype)
+    product, _ = _runtime.step_products(m, dtype)
+
+    def step(A0, Y, state, rng):
+        # Layer 1: dense 64 -> 128 (no bias, identity)
+        product(A0, W1.T, out=Z1)
+        # Layer 2: batch_norm (relu)
+        # mu2 = mean over the batch of A1
+        np.mean(Z1, axis=0, keepdims=True, out=mu2)
+        # var2 = mean over the batch of (A1 - mu2)**2
+        np.subtract(Z1, mu2, out=t0_f0)
+        np.square(t0_f0, out=t0_f0)
+        np.mean(t0_f0, axis=0, keepdims=True, out=var2)
+        # xhat2 = (A1 - mu2)/sqrt(epsilon2 + var2)
+        np.add(var2, 1.00000000000000e-5, out=xhat2)
+        np.power(xhat2, -0.5, out=xhat2)
+        np.subtract(Z1, mu2, out=t0_f0)
+        np.multiply(xhat2, t0_f0, out=xhat2)
+        # Z2 = beta2 + gamma2*xhat2
+        np.multiply(gamma2, xhat2, out=Z2)
+        np.add(Z2, beta2, out=Z2)
+        # A2 = relu(Z2)
+        np.maximum(Z2, t0_k0, out=A2)
+        # running_mean2 <- (1 - 0.1) running_mean2 + 0.1 (mu2)
+        np.multiply(mu2, 0.100000000000000, out=running_mean2_new)
+        running = state['running_mean2']
+        np.multiply(running, 0.9, out=running)
+        np.add(running, running_mean2_new[0], out=running)
+        # running_var2 <- (1 - 0.1) running_var2 + 0.1 (m*var2/(m - 1))
+        np.add(m_, -1, out=running_var2_new)
+        np.reciprocal(running_var2_new, out=running_var2_new)
+        np.multiply(running_var2_new, var2, out=running_var2_new)
+        np.multiply(running_var2_new, m_, out=running_var2_new)
+        np.multiply(running_var2_new, 0.100000000000000, out=running_var2_new)
+        running = state['running_var2']
+        np.multiply(running, 0.9, out=running)
+        np.add(running, running_var2_new[0], out=running)
+        # Layer 3: dense 128 -> 64 (no bias, identity)
+        product(A2, W3.T, out=Z3)
+        # Layer 4: batch_norm (relu)
+        # mu4 = mean over the batch of A3
+        np.mean(Z3, axis=0, keepdims=True, out=mu4)
+        # var4 = mean over the batch of (A3 - mu4)**2
+        np.subtract(Z3, mu4, out=t2_f0)
+        np.square(t2_f0, out=t2_f0)
+        np.mean(t2_f0, axis=0, keepdims=True, out=var4)
+        # xhat4 = (A3 - mu4)/sqrt(epsilon4 + var4)
+        np.add(var4, 1.00000000000000e-5, out=xhat4)
+        np.power(xhat4, -0.5, out=xhat4)
+        np.subtract(Z3, mu4, out=t2_f0)
+        np.multiply(xhat4, t2_f0, out=xhat4)
+        # Z4 = beta4 + gamma4*xhat4
+        np.multiply(gamma4, xhat4, out=Z4)
+        np.add(Z4, beta4, out=Z4)
+        # A4 = relu(Z4)
+        np.maximum(Z4, t2_k0, out=A4)
+        # running_mean4 <- (1 - 0.1) running_mean4 + 0.1 (mu4)
+        np.multiply(mu4, 0.100000000000000, out=running_mean4_new)
+        running = state['running_mean4']
+        np.multiply(running, 0.9, out=running)
+        np.add(running, running_mean4_new[0], out=running)
+        # running_var4 <- (1 - 0.1) running_var4 + 0.1 (m*var4/(m - 1))
+        np.add(m_, -1, out=running_var4_new)
+        np.reciprocal(running_var4_new, out=running_var4_new)
+        np.multiply(running_var4_new, var4, out=running_var4_new)
+        np.multiply(running_var4_new, m_, out=running_var4_new)
+        np.multiply(running_var4_new, 0.100000000000000, out=running_var4_new)
+        running = state['running_var4']
+        np.multiply(running, 0.9, out=running)
+        np.add(running, running_var4_new[0], out=running)
+        # Layer 5: dense 64 -> 10 (softmax)
+        product(A4, W5.T, out=Z5)
+        np.add(Z5, b5, out=Z5)
+        # A5 = softmax(Z5)
+        np.copyto(t4_u0, Z5.T)
+        np.max(t4_u0, axis=0, keepdims=True, out=t4_c0.T)
+        np.subtract(Z5, t4_c0, out=A5)
+        np.exp(A5, out=A5)
+        product(A5, t4_ones, out=t4_c0)
+        np.divide(A5, t4_c0, out=A5)
+        # the derived backward
+        # dZ5 = (1/m) dl/dZ5
+        np.subtract(A5, Y, out=dZ5)
+        np.multiply(dZ5, 1.0 / m, out=dZ5)
+        product(dZ5, W5, out=dA4)
+        np.matmul(dZ5.T, A4, out=dW5)
+        # db5 = sum over the batch of dZ5
+        np.sum(dZ5, axis=0, keepdims=True, out=db5)
+        # dZ4 = dA4*{0 if A4 <= 0; 1 otherwise}
+        np.greater(A4, 0.0, out=dZ4)
+        np.multiply(dZ4, dA4, out=dZ4)
+        # dbeta4 = sum over the batch of dZ4
+        np.sum(dZ4, axis=0, keepdims=True, out=dbeta4)
+        # dgamma4 = sum over the batch of dZ4*xhat4
+        np.multiply(dZ4, xhat4, out=t2_f0)
+        np.sum(t2_f0, axis=0, keepdims=True, out=dgamma4)
+        # dxhat4 = dZ4*gamma4
+        np.multiply(dZ4, gamma4, out=dxhat4)
+        # s4_mu4 = sum over the batch of -dxhat4/sqrt(epsilon4 + var4)
+        np.add(var4, 1.00000000000000e-5, out=t2_f0)
+        np.power(t2_f0, -0.5, out=t2_f0)
+        np.multiply(t2_f0, dxhat4, out=t2_f0)
+        np.negative(t2_f0, out=t2_f0)
+        np.sum(t2_f0, axis=0, keepdims=True, out=s4_mu4)
+        # dvar4 = sum over the batch of -dxhat4*(A3 - mu4)/(2*(epsilon4 + var4)**(1.5))
+        np.add(var4, 1.00000000000000e-5, out=t2_f0)
+        np.power(t2_f0, -1.5, out=t2_f0)
+        np.subtract(Z3, mu4, out=t2_f1)
+        np.multiply(t2_f0, t2_f1, out=t2_f0)
+        np.multiply(t2_f0, dxhat4, out=t2_f0)
+        np.multiply(t2_f0, -0.5, out=t2_f0)
+        np.sum(t2_f0, axis=0, keepdims=True, out=dvar4)
+        # s6_mu4 = sum over the batch of dvar4*(-2*A3 + 2*mu4)/m
+        np.reciprocal(m_, out=t2_f0)
+        np.multiply(Z3, -2, out=t2_f1)
+        np.multiply(mu4, 2, out=t2_f2)
+        np.add(t2_f1, t2_f2, out=t2_f1)
+        np.multiply(t2_f0, t2_f1, out=t2_f0)
+        np.multiply(t2_f0, dvar4, out=t2_f0)
+        np.sum(t2_f0, axis=0, keepdims=True, out=s6_mu4)
+        # dmu4 = s4_mu4 + s6_mu4
+        np.add(s4_mu4, s6_mu4, out=dmu4)
+        # dA3 = dmu4/m + dvar4*(2*A3 - 2*mu4)/m + dxhat4/sqrt(epsilon4 + var4)
+        np.reciprocal(m_, out=t2_f0)
+        np.multiply(t2_f0, dmu4, out=dA3)
+        np.add(var4, 1.00000000000000e-5, out=t2_f1)
+        np.power(t2_f1, -0.5, out=t2_f1)
+        np.multiply(t2_f1, dxhat4, out=t2_f1)
+        np.add(dA3, t2_f1, out=dA3)
+        np.multiply(mu4, -2, out=t2_f1)
+        np.multiply(Z3, 2, out=t2_f2)
+        np.add(t2_f1, t2_f2, out=t2_f1)
+        np.multiply(t2_f1, t2_f0, out=t2_f1)
+        np.multiply(t2_f1, dvar4, out=t2_f1)
+        np.add(dA3, t2_f1, out=dA3)
+        product(dA3, W3, out=dA2)
+        np.matmul(dA3.T, A2, out=dW3)
+        # dZ2 = dA2*{0 if A2 <= 0; 1 otherwise}
+        np.greater(A2, 0.0, out=dZ2)
+        np.multiply(dZ2, dA2, out=dZ2)
+        # dbeta2 = sum over the batch of dZ2
+        np.sum(dZ2, axis=0, keepdims=True, out=dbeta2)
+        # dgamma2 = sum over the batch of dZ2*xhat2
+        np.multiply(dZ2, xhat2, out=t0_f0)
+        np.sum(t0_f0, axis=0, keepdims=True, out=dgamma2)
+        # dxhat2 = dZ2*gamma2
+        np.multiply(dZ2, gamma2, out=dxhat2)
+        # s9_mu2 = sum over the batch of -dxhat2/sqrt(epsilon2 + var2)
+        np.add(var2, 1.00000000000000e-5, out=t0_f0)
+        np.power(t0_f0, -0.5, out=t0_f0)
+        np.multiply(t0_f0, dxhat2, out=t0_f0)
+        np.negative(t0_f0, out=t0_f0)
+        np.sum(t0_f0, axis=0, keepdims=True, out=s9_mu2)
+        # dvar2 = sum over the batch of -dxhat2*(A1 - mu2)/(2*(epsilon2 + var2)**(1.5))
+        np.add(var2, 1.00000000000000e-5, out=t0_f0)
+        np.power(t0_f0, -1.5, out=t0_f0)
+        np.subtract(Z1, mu2, out=t0_f1)
+        np.multiply(t0_f0, t0_f1, out=t0_f0)
+        np.multiply(t0_f0, dxhat2, out=t0_f0)
+        np.multiply(t0_f0, -0.5, out=t0_f0)
+        np.sum(t0_f0, axis=0, keepdims=True, out=dvar2)
+        # s11_mu2 = sum over the batch of dvar2*(-2*A1 + 2*mu2)/m
+        np.reciprocal(m_, out=t0_f0)
+        np.multiply(Z1, -2, out=t0_f1)
+        np.multiply(mu2, 2, out=t0_f2)
+        np.add(t0_f1, t0_f2, out=t0_f1)
+        np.multiply(t0_f0, t0_f1, out=t0_f0)
+        np.multiply(t0_f0, dvar2, out=t0_f0)
+        np.sum(t0_f0, axis=0, keepdims=True, out=s11_mu2)
+        # dmu2 = s11_mu2 + s9_mu2
+        np.add(s11_mu2, s9_mu2, out=dmu2)
+        # dA1 = dmu2/m + dvar2*(2*A1 - 2*mu2)/m + dxhat2/sqrt(epsilon2 + var2)
+        np.reciprocal(m_, out=t0_f0)
+        np.multiply(t0_f0, dmu2, out=dA1)
+        np.add(var2, 1.00000000000000e-5, out=t0_f1)
+        np.power(t0_f1, -0.5, out=t0_f1)
+        np.multiply(t0_f1, dxhat2, out=t0_f1)
+        np.add(dA1, t0_f1, out=dA1)
+        np.multiply(mu2, -2, out=t0_f1)
+        np.multiply(Z1, 2, out=t0_f2)
+        np.add(t0_f1, t0_f2, out=t0_f1)
+        np.multiply(t0_f1, t0_f0, out=t0_f1)
+        np.multiply(t0_f1, dvar2, out=t0_f1)
+        np.add(dA1, t0_f1, out=dA1)
+        np.matmul(dA1.T, A0, out=dW1)
+
+    return X, Y, step
+
+
 NETWORK = _runtime.Network(
     name="digits_bn", layer_sizes=LAYER_SIZES, activations=ACTIVATIONS, loss=LOSS,
     labels="categorical", init=(), l1=L1, l2=L2, dtype=DTYPE, training=TRAINING,
     probability=True, forward=forward, backward=_backward,
-    per_example_loss=_per_example_loss, make_step=None,
+    per_example_loss=_per_example_loss, make_step=None, make_gradient=_make_gradient,
     optimizers=_rules.OPTIMIZERS, schedules=_rules.SCHEDULES,
     legacy_optimizers={'batch': 'full', 'minibatch': None}, kinds=KINDS, table=PARAMETERS, state=STATE)
 TASK = NETWORK.task  # classification | binary | regression

@@ -287,11 +287,295 @@ def _backward(params, cache, Y):
     return {"W1": dW1.reshape(W1.shape), "b1": db1.reshape(b1.shape), "W2": dW2.reshape(W2.shape), "b2": db2.reshape(b2.shape), "W4": dW4.reshape(W4.shape), "b4": db4.reshape(b4.shape), "W5": dW5.reshape(W5.shape), "b5": db5.reshape(b5.shape), "W7": dW7.reshape(W7.shape), "b7": db7.reshape(b7.shape), "gamma8": dgamma8.reshape(gamma8.shape), "beta8": dbeta8.reshape(beta8.shape), "W9": dW9.reshape(W9.shape), "b9": db9.reshape(b9.shape)}
 
 
+def _make_gradient(params, grads, m, dtype):
+    """The training step on m examples into buffers allocated here once: the training forward
+    (batch statistics, running ones moved, dropout masks from ``rng``) and the derived
+    backward, dJ/dtheta written into ``grads`` (the Trainer's arrays).  Returns (X, Y, step)
+    with step(X, Y, state, rng)."""
+    W1 = params["W1"]
+    b1 = params["b1"]
+    W2 = params["W2"]
+    b2 = params["b2"]
+    W4 = params["W4"]
+    b4 = params["b4"]
+    W5 = params["W5"]
+    b5 = params["b5"]
+    W7 = params["W7"]
+    b7 = params["b7"]
+    gamma8 = params["gamma8"]
+    beta8 = params["beta8"]
+    W9 = params["W9"]
+    b9 = params["b9"]
+    X = np.empty((m, 64), dtype)
+    Y = np.empty((m, 10), dtype)
+    m_ = np.dtype(dtype).type(m)  # the batch size as a number of the dtype
+    Z1 = np.empty((m, 64), dtype)
+    A1 = np.empty((m, 64), dtype)
+    Z2 = np.empty((m, 64), dtype)
+    A2 = np.empty((m, 64), dtype)
+    u_mask3 = np.empty((m, 64), np.float64)
+    keep_mask3 = np.empty((m, 64), bool)
+    mask3 = np.empty((m, 64), dtype)
+    Z3 = np.empty((m, 64), dtype)
+    P4 = np.empty((m, 64), dtype)
+    Z4 = np.empty((m, 64), dtype)
+    A4 = np.empty((m, 64), dtype)
+    Z5 = np.empty((m, 64), dtype)
+    A5 = np.empty((m, 64), dtype)
+    u_mask6 = np.empty((m, 64), np.float64)
+    keep_mask6 = np.empty((m, 64), bool)
+    mask6 = np.empty((m, 64), dtype)
+    Z6 = np.empty((m, 64), dtype)
+    P7 = np.empty((m, 64), dtype)
+    Z7 = np.empty((m, 64), dtype)
+    A7 = np.empty((m, 64), dtype)
+    mu8 = np.empty((m, 1), dtype)
+    var8 = np.empty((m, 1), dtype)
+    xhat8 = np.empty((m, 64), dtype)
+    Z8 = np.empty((m, 64), dtype)
+    Z9 = np.empty((m, 10), dtype)
+    A9 = np.empty((m, 10), dtype)
+    dZ9 = np.empty((m, 10), dtype)
+    dA8 = np.empty((m, 64), dtype)
+    dW9 = grads['W9']
+    db9 = grads['b9'].reshape(1, -1)
+    dbeta8 = grads['beta8'].reshape(1, -1)
+    dgamma8 = grads['gamma8'].reshape(1, -1)
+    dxhat8 = np.empty((m, 64), dtype)
+    s4_mu8 = np.empty((m, 1), dtype)
+    dvar8 = np.empty((m, 1), dtype)
+    s6_mu8 = np.empty((m, 1), dtype)
+    dmu8 = np.empty((m, 1), dtype)
+    dA7 = np.empty((m, 64), dtype)
+    dZ7 = np.empty((m, 64), dtype)
+    dA6 = np.empty((m, 64), dtype)
+    dW7 = grads['W7']
+    db7 = grads['b7'].reshape(1, -1)
+    dA5 = np.empty((m, 64), dtype)
+    dZ5 = np.empty((m, 64), dtype)
+    p_A4 = np.empty((m, 64), dtype)
+    dW5 = grads['W5']
+    db5 = grads['b5'].reshape(1, -1)
+    dA4 = np.empty((m, 64), dtype)
+    dZ4 = np.empty((m, 64), dtype)
+    dA3 = np.empty((m, 64), dtype)
+    dW4 = grads['W4']
+    db4 = grads['b4'].reshape(1, -1)
+    dA2 = np.empty((m, 64), dtype)
+    dZ2 = np.empty((m, 64), dtype)
+    p_A1 = np.empty((m, 64), dtype)
+    dW2 = grads['W2']
+    db2 = grads['b2'].reshape(1, -1)
+    dA1 = np.empty((m, 64), dtype)
+    dZ1 = np.empty((m, 64), dtype)
+    dW1 = grads['W1']
+    db1 = grads['b1'].reshape(1, -1)
+    t0_f0 = np.empty((m, 64), dtype)
+    t0_f1 = np.empty((m, 64), dtype)
+    t0_k0 = np.full((m, 64), 0.0, dtype)
+    t1_c0 = np.empty((m, 1), dtype)
+    t1_u0 = np.empty((10, m), dtype)
+    t1_ones = np.ones((10, 1), dtype)
+    t3_f0 = np.empty((64, 64), dtype)
+    t4_f0 = np.empty((10, 64), dtype)
+    product, _ = _runtime.step_products(m, dtype)
+
+    def step(A0, Y, state, rng):
+        # Layer 1: dense 64 -> 64 (relu)
+        product(A0, W1.T, out=Z1)
+        np.add(Z1, b1, out=Z1)
+        # A1 = relu(Z1)
+        np.maximum(Z1, t0_k0, out=A1)
+        # Layer 2: dense 64 -> 64 (relu)
+        product(A1, W2.T, out=Z2)
+        np.add(Z2, b2, out=Z2)
+        # A2 = relu(Z2)
+        np.maximum(Z2, t0_k0, out=A2)
+        # Layer 3: dropout
+        rng.random(out=u_mask3)  # the mask: as bernoulli() draws it
+        np.less(u_mask3, 0.9, out=keep_mask3)
+        np.copyto(mask3, keep_mask3)
+        # Z3 = 10*A2*mask3/9
+        np.multiply(A2, mask3, out=Z3)
+        np.multiply(Z3, 1.1111111111111112, out=Z3)
+        # Layer 4: dense 64 -> 64 (skip from layer 1, relu)
+        product(Z3, W4.T, out=P4)
+        np.add(P4, b4, out=P4)
+        # Z4 = A1 + P4
+        np.add(A1, P4, out=Z4)
+        # A4 = relu(Z4)
+        np.maximum(Z4, t0_k0, out=A4)
+        # Layer 5: dense 64 -> 64 (relu)
+        product(A4, W5.T, out=Z5)
+        np.add(Z5, b5, out=Z5)
+        # A5 = relu(Z5)
+        np.maximum(Z5, t0_k0, out=A5)
+        # Layer 6: dropout
+        rng.random(out=u_mask6)  # the mask: as bernoulli() draws it
+        np.less(u_mask6, 0.9, out=keep_mask6)
+        np.copyto(mask6, keep_mask6)
+        # Z6 = 10*A5*mask6/9
+        np.multiply(A5, mask6, out=Z6)
+        np.multiply(Z6, 1.1111111111111112, out=Z6)
+        # Layer 7: dense 64 -> 64 (skip from layer 4, relu)
+        product(Z6, W7.T, out=P7)
+        np.add(P7, b7, out=P7)
+        # Z7 = A4 + P7
+        np.add(A4, P7, out=Z7)
+        # A7 = relu(Z7)
+        np.maximum(Z7, t0_k0, out=A7)
+        # Layer 8: layer_norm
+        # mu8 = mean over the units of A7
+        np.mean(A7, axis=1, keepdims=True, out=mu8)
+        # var8 = mean over the units of (A7 - mu8)**2
+        np.subtract(A7, mu8, out=t0_f0)
+        np.square(t0_f0, out=t0_f0)
+        np.mean(t0_f0, axis=1, keepdims=True, out=var8)
+        # xhat8 = (A7 - mu8)/sqrt(epsilon8 + var8)
+        np.add(var8, 1.00000000000000e-5, out=xhat8)
+        np.power(xhat8, -0.5, out=xhat8)
+        np.subtract(A7, mu8, out=t0_f0)
+        np.multiply(xhat8, t0_f0, out=xhat8)
+        # Z8 = beta8 + gamma8*xhat8
+        np.multiply(gamma8, xhat8, out=Z8)
+        np.add(Z8, beta8, out=Z8)
+        # Layer 9: dense 64 -> 10 (softmax)
+        product(Z8, W9.T, out=Z9)
+        np.add(Z9, b9, out=Z9)
+        # A9 = softmax(Z9)
+        np.copyto(t1_u0, Z9.T)
+        np.max(t1_u0, axis=0, keepdims=True, out=t1_c0.T)
+        np.subtract(Z9, t1_c0, out=A9)
+        np.exp(A9, out=A9)
+        product(A9, t1_ones, out=t1_c0)
+        np.divide(A9, t1_c0, out=A9)
+        # the derived backward
+        # dZ9 = (1/m) dl/dZ9
+        np.subtract(A9, Y, out=dZ9)
+        np.multiply(dZ9, 1.0 / m, out=dZ9)
+        product(dZ9, W9, out=dA8)
+        np.matmul(dZ9.T, Z8, out=dW9)
+        # db9 = sum over the batch of dZ9
+        np.sum(dZ9, axis=0, keepdims=True, out=db9)
+        # dbeta8 = sum over the batch of dZ8
+        np.sum(dA8, axis=0, keepdims=True, out=dbeta8)
+        # dgamma8 = sum over the batch of dZ8*xhat8
+        np.multiply(dA8, xhat8, out=t0_f0)
+        np.sum(t0_f0, axis=0, keepdims=True, out=dgamma8)
+        # dxhat8 = dZ8*gamma8
+        np.multiply(dA8, gamma8, out=dxhat8)
+        # s4_mu8 = sum over the units of -dxhat8/sqrt(epsilon8 + var8)
+        np.add(var8, 1.00000000000000e-5, out=t0_f0)
+        np.power(t0_f0, -0.5, out=t0_f0)
+        np.multiply(t0_f0, dxhat8, out=t0_f0)
+        np.negative(t0_f0, out=t0_f0)
+        np.sum(t0_f0, axis=1, keepdims=True, out=s4_mu8)
+        # dvar8 = sum over the units of -dxhat8*(A7 - mu8)/(2*(epsilon8 + var8)**(1.5))
+        np.add(var8, 1.00000000000000e-5, out=t0_f0)
+        np.power(t0_f0, -1.5, out=t0_f0)
+        np.subtract(A7, mu8, out=t0_f1)
+        np.multiply(t0_f0, t0_f1, out=t0_f0)
+        np.multiply(t0_f0, dxhat8, out=t0_f0)
+        np.multiply(t0_f0, -0.5, out=t0_f0)
+        np.sum(t0_f0, axis=1, keepdims=True, out=dvar8)
+        # s6_mu8 = sum over the units of dvar8*(-2*A7 + 2*mu8)/64
+        np.multiply(A7, -2, out=t0_f0)
+        np.multiply(mu8, 2, out=t0_f1)
+        np.add(t0_f0, t0_f1, out=t0_f0)
+        np.multiply(t0_f0, dvar8, out=t0_f0)
+        np.multiply(t0_f0, 0.015625, out=t0_f0)
+        np.sum(t0_f0, axis=1, keepdims=True, out=s6_mu8)
+        # dmu8 = s4_mu8 + s6_mu8
+        np.add(s4_mu8, s6_mu8, out=dmu8)
+        # dA7 = dmu8/64 + dvar8*(2*A7 - 2*mu8)/64 + dxhat8/sqrt(epsilon8 + var8)
+        np.multiply(dmu8, 0.015625, out=dA7)
+        np.add(var8, 1.00000000000000e-5, out=t0_f0)
+        np.power(t0_f0, -0.5, out=t0_f0)
+        np.multiply(t0_f0, dxhat8, out=t0_f0)
+        np.add(dA7, t0_f0, out=dA7)
+        np.multiply(mu8, -2, out=t0_f0)
+        np.multiply(A7, 2, out=t0_f1)
+        np.add(t0_f0, t0_f1, out=t0_f0)
+        np.multiply(t0_f0, dvar8, out=t0_f0)
+        np.multiply(t0_f0, 0.015625, out=t0_f0)
+        np.add(dA7, t0_f0, out=dA7)
+        # dZ7 = dA7*{0 if A7 <= 0; 1 otherwise}
+        np.greater(A7, 0.0, out=dZ7)
+        np.multiply(dZ7, dA7, out=dZ7)
+        product(dZ7, W7, out=dA6)
+        np.matmul(dZ7.T, Z6, out=dW7)
+        # db7 = sum over the batch of dP7
+        np.sum(dZ7, axis=0, keepdims=True, out=db7)
+        # dA5 = 10*dZ6*mask6/9
+        np.multiply(dA6, mask6, out=dA5)
+        np.multiply(dA5, 1.1111111111111112, out=dA5)
+        # dZ5 = dA5*{0 if A5 <= 0; 1 otherwise}
+        np.greater(A5, 0.0, out=dZ5)
+        np.multiply(dZ5, dA5, out=dZ5)
+        product(dZ5, W5, out=p_A4)
+        np.matmul(dZ5.T, A4, out=dW5)
+        # db5 = sum over the batch of dZ5
+        np.sum(dZ5, axis=0, keepdims=True, out=db5)
+        # dA4 = dZ7 + p_A4
+        np.add(dZ7, p_A4, out=dA4)
+        # dZ4 = dA4*{0 if A4 <= 0; 1 otherwise}
+        np.greater(A4, 0.0, out=dZ4)
+        np.multiply(dZ4, dA4, out=dZ4)
+        product(dZ4, W4, out=dA3)
+        np.matmul(dZ4.T, Z3, out=dW4)
+        # db4 = sum over the batch of dP4
+        np.sum(dZ4, axis=0, keepdims=True, out=db4)
+        # dA2 = 10*dZ3*mask3/9
+        np.multiply(dA3, mask3, out=dA2)
+        np.multiply(dA2, 1.1111111111111112, out=dA2)
+        # dZ2 = dA2*{0 if A2 <= 0; 1 otherwise}
+        np.greater(A2, 0.0, out=dZ2)
+        np.multiply(dZ2, dA2, out=dZ2)
+        product(dZ2, W2, out=p_A1)
+        np.matmul(dZ2.T, A1, out=dW2)
+        # db2 = sum over the batch of dZ2
+        np.sum(dZ2, axis=0, keepdims=True, out=db2)
+        # dA1 = dZ4 + p_A1
+        np.add(dZ4, p_A1, out=dA1)
+        # dZ1 = dA1*{0 if A1 <= 0; 1 otherwise}
+        np.greater(A1, 0.0, out=dZ1)
+        np.multiply(dZ1, dA1, out=dZ1)
+        np.matmul(dZ1.T, A0, out=dW1)
+        # db1 = sum over the batch of dZ1
+        np.sum(dZ1, axis=0, keepdims=True, out=db1)
+        # dW1 = W1/10000 + dW1
+        np.multiply(W1, 0.0001, out=t3_f0)
+        np.add(t3_f0, dW1, out=t3_f0)
+        np.copyto(dW1, t3_f0)
+        # dW2 = W2/10000 + dW2
+        np.multiply(W2, 0.0001, out=t3_f0)
+        np.add(t3_f0, dW2, out=t3_f0)
+        np.copyto(dW2, t3_f0)
+        # dW4 = W4/10000 + dW4
+        np.multiply(W4, 0.0001, out=t3_f0)
+        np.add(t3_f0, dW4, out=t3_f0)
+        np.copyto(dW4, t3_f0)
+        # dW5 = W5/10000 + dW5
+        np.multiply(W5, 0.0001, out=t3_f0)
+        np.add(t3_f0, dW5, out=t3_f0)
+        np.copyto(dW5, t3_f0)
+        # dW7 = W7/10000 + dW7
+        np.multiply(W7, 0.0001, out=t3_f0)
+        np.add(t3_f0, dW7, out=t3_f0)
+        np.copyto(dW7, t3_f0)
+        # dW9 = W9/10000 + dW9
+        np.multiply(W9, 0.0001, out=t4_f0)
+        np.add(t4_f0, dW9, out=t4_f0)
+        np.copyto(dW9, t4_f0)
+
+    return X, Y, step
+
+
 NETWORK = _runtime.Network(
     name="digits_residual", layer_sizes=LAYER_SIZES, activations=ACTIVATIONS, loss=LOSS,
     labels="categorical", init=(), l1=L1, l2=L2, dtype=DTYPE, training=TRAINING,
     probability=True, forward=forward, backward=_backward,
-    per_example_loss=_per_example_loss, make_step=None,
+    per_example_loss=_per_example_loss, make_step=None, make_gradient=_make_gradient,
     optimizers=_rules.OPTIMIZERS, schedules=_rules.SCHEDULES,
     legacy_optimizers={'batch': 'full', 'minibatch': None}, kinds=KINDS, table=PARAMETERS, state=STATE)
 TASK = NETWORK.task  # classification | binary | regression

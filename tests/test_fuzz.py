@@ -191,6 +191,7 @@ BASE = {
     # a table's every option, so that mutations reach the data section's checks too
     "data": {"dataset": "csv:t.csv", "target": ["y1", "y2"], "drop": ["id"],
              "test": "csv:u.csv", "scaling": "minmax", "delimiter": ";",
+             "missing": "median", "categorical": ["c"],
              "validation_fraction": 0.1, "split_seed": 3},
 }
 NAMES = st.sampled_from([*ACTIVATIONS.names(), *ACTIVATIONS.aliases(), *LOSSES.names(),
@@ -320,7 +321,8 @@ def hostile_idx(draw):
     return gzip.compress(data) if draw(st.booleans()) else data
 
 
-# a table's data options (data.target, features, drop, delimiter, test), some naming columns
+# a table's data options (data.target, features, drop, delimiter, test, missing,
+# categorical), some naming columns
 # the file lacks; the hostile file is also its own test table
 TABLE_OPTIONS = st.fixed_dictionaries({"target": st.sampled_from(
     ["label", ("label",), ("a", "label"), "zz"])}, optional={
@@ -328,6 +330,8 @@ TABLE_OPTIONS = st.fixed_dictionaries({"target": st.sampled_from(
     "features": st.sampled_from([("a", "b"), ("b",), ("a", "zz")]),
     "drop": st.sampled_from([("a",), ("zz",)]),
     "test": st.just(True),
+    "missing": st.sampled_from(["error", "drop", "mean", "median", "most_frequent"]),
+    "categorical": st.sampled_from(["auto", ("a",), ("zz",), None]),
     "classes": st.sampled_from([True, False, None])})
 
 

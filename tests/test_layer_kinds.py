@@ -220,3 +220,59 @@ def test_check_proves_every_kind_and_runs_finite_differences(tmp_path):
                            str(tmp_path / "gen"), "--check"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "agree with SymPy's diff" in done.stdout and "finite differences" in done.stdout
+
+
+# ----------------------------------------------------------------------------- claims
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_the_published_batch_norm_backward_is_proven_and_its_slips_refuted():
+    """Ioffe & Szegedy's backward through mu_B and sigma^2_B, and the compact form, about
+    layer 2 (as in examples/digits_bn.yaml, on a smaller stack): every verdict as the claims
+    file expects, in the batch reading."""
+    from derive.claims import check_claims, load_claims
+    from derive.derivation import derive
+
+    report = check_claims(derive(_spec([_kind_entry("batch_norm")])),
+                          load_claims(ROOT / "examples" / "claims" / "ioffe_szegedy.yaml"))
+    assert report.ok, report.summary()
+    verdicts = {v.claim.equation.lhs: v for v in report.verdicts}
+    assert {"dvar2", "dmu2", "dA1", "dgamma2", "dbeta2"} <= set(verdicts)
+    assert sum(not v.proven for v in report.verdicts) == 2
+    assert all(v.reading.startswith("batch") for v in report.verdicts)
+
+
+def test_a_claim_names_only_quantities_the_stack_has():
+    from derive.claims import check_claims, load_claims_text
+    from derive.derivation import derive
+
+    derivation = derive(_spec([_kind_entry("batch_norm")]))
+    with pytest.raises(SpecError) as info:  # layer 1 is dense: it has no gamma
+        check_claims(derivation, load_claims_text('claims:\n  - claim: "gamma1 = beta2"\n'))
+    assert "unknown quantity 'gamma1'" in info.value.message and info.value.line == 2
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_preallocated_step_equals_the_functional_backward(dtype, build):
+    """The Trainer's NumPy step (buffers allocated once, ufuncs with out=) gives the
+    functional backward's gradients and moves the running statistics alike, same mask."""
+    net = build(_spec(_every_kind()))
+    rng = np.random.default_rng(0)
+    params = {k: (v + 0.1 * rng.standard_normal(v.shape)).astype(dtype)
+              for k, v in net.init_params(seed=1, dtype=dtype).items()}
+    X = rng.standard_normal((7, 3)).astype(dtype)
+    Y = rng.integers(0, 3, 7)
+    grads = {k: np.zeros_like(v) for k, v in params.items()}
+    _, _, step = net.NETWORK.make_gradient(params, grads, 7, dtype)
+    states = net.init_state(dtype), net.init_state(dtype)
+    step(X, net.targets(Y, 7, dtype), states[0], np.random.default_rng(5))
+    cache = net.forward(params, X, training=True, state=states[1], rng=np.random.default_rng(5))
+    expected = net.backward(params, cache, Y)
+    tolerance = 1e-12 if dtype == np.float64 else 1e-4
+    for key in params:
+        scale = max(np.abs(expected[key]).max(), 1e-30)
+        assert grads[key].dtype == dtype
+        assert np.abs(grads[key] - expected[key]).max() / scale < tolerance, key
+    for key in states[0]:
+        np.testing.assert_allclose(states[0][key], states[1][key], rtol=tolerance)

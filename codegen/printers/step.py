@@ -16,7 +16,7 @@ from ..program import (AddBias, Buffer, Compute, Hadamard, OneExample, Product, 
 from .inplace import Buffers, InplacePrinter
 from .text import TextPrinter
 
-__all__ = ["StepCode", "print_step", "allocation"]
+__all__ = ["StepCode", "print_step", "allocation", "temporaries"]
 
 @dataclass(frozen=True)
 class StepCode:
@@ -175,3 +175,6 @@ def print_step(step: Step) -> StepCode:
             body.extend(printer.statement(op))
     rows = tuple((view, f"{name}[0]") for name, view in printer.rows.items())
     return StepCode(tuple(printer.declarations()), rows, tuple(body), frozenset(printer.scipy))
+
+
+temporaries = _temporaries  # the layer kinds' step (codegen.graphs) declares its pools so too

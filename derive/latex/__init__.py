@@ -2,6 +2,7 @@
 
     printer.py   DerivationLatexPrinter: the Derivation's SymPy objects in the documents' notation
     document.py  the context of each section, built from the Derivation; Jinja templates lay it out
+    kinds.py     the same for a stack of layer kinds (a GraphDerivation), its compact forms proven
     example.py   a worked numeric example: values YAML -> every quantity, evaluated
     pdf.py       pdflatex, its first error, overfull boxes and page count
 
@@ -34,6 +35,10 @@ class LatexOutput:
 def render_latex(derivation, *, body_only: bool = False, notation: str = "bracket",
                  example: Example | str | Path | None = None, claims=None, proof=None) -> str:
     """The LaTeX text: a standalone document, or with ``body_only`` a fragment to paste."""
+    from ..graph import GraphDerivation
+
+    if isinstance(derivation, GraphDerivation) and example is not None:
+        raise ValueError("a worked example is not printed yet for layer kinds")
     if example is not None and not isinstance(example, Example):
         example = load_example(example, derivation)
     render = render_body if body_only else render_document

@@ -830,7 +830,8 @@ def _columns(*fractions: float) -> str:
 
 # -- updates ---------------------------------------------------------------------------
 
-def _updates(c: _Doc) -> dict:
+def _updates(c: _Doc, params: list[str] | None = None) -> dict:
+    """The updates section; ``params``: the parameters' LaTeX (default: each layer's W, b)."""
     d = c.d
     rules: list[Row] = []
     for rule in d.updates:
@@ -838,7 +839,8 @@ def _updates(c: _Doc) -> dict:
         row = _row(c.tex(theta), f":= {c.tex(new)}", c.label(f"update-{rule.optimizer}"))
         if all((r.lhs, r.rhs) != (row.lhs, row.rhs) for r in rules):
             rules.append(row)
-    pairs = [f"{c.tex(layer.W)}, {c.tex(layer.b)}" for layer in d.layers]
+    pairs = params if params is not None else [f"{c.tex(layer.W)}, {c.tex(layer.b)}"
+                                               for layer in d.layers]
     if len(pairs) > 4:
         pairs = pairs[:2] + [r"\ldots"] + pairs[-1:]
     variants = Table(_columns(0.36, 0.64), ("variant", "what one step averages over"),
@@ -1114,7 +1116,10 @@ def render_sections(derivation: Derivation, *, notation: str = "bracket",
                     example: Example | None = None, claims=None, proof=None) -> dict[str, str]:
     """Each section's LaTeX, by name (``SECTIONS`` order; "example" only with an example,
     "errata" only with a ``ClaimsReport``); ``proof``, a ProofReport, is stated in the
-    overview."""
+    overview.  A stack of layer kinds gets its own sections (``kinds.KINDS_SECTIONS``)."""
+    if not isinstance(derivation, Derivation):
+        from .kinds import render_kinds_sections
+        return render_kinds_sections(derivation, notation=notation, proof=proof, claims=claims)
     env = _environment()
     return {name: env.get_template(f"{name}.tex.j2").render(**context)
             for name, context in _contexts(derivation, notation, example, claims, proof).items()}
@@ -1123,6 +1128,9 @@ def render_sections(derivation: Derivation, *, notation: str = "bracket",
 def render_body(derivation: Derivation, *, notation: str = "bracket",
                 example: Example | None = None, claims=None, proof=None) -> str:
     """The document without its preamble: sections to paste into a paper or notes."""
+    if not isinstance(derivation, Derivation):  # a stack of layer kinds: its own sections
+        from .kinds import render_kinds_body
+        return render_kinds_body(derivation, notation=notation, proof=proof, claims=claims)
     sections = render_sections(derivation, notation=notation, example=example, claims=claims,
                                proof=proof)
     return _environment().get_template("body.tex.j2").render(
@@ -1147,9 +1155,13 @@ def render_document(derivation: Derivation, *, notation: str = "bracket",
     """A standalone LaTeX document that compiles with pdflatex."""
     body = render_body(derivation, notation=notation, example=example, claims=claims,
                        proof=proof)
-    spec = derivation.spec
+    return standalone(derivation.spec, body, report=claims is not None)
+
+
+def standalone(spec, body: str, report: bool = False) -> str:
+    """The preamble around a body: what makes a standalone document of it."""
     return _environment().get_template("document.tex.j2").render(
         name=spec.name, title=tt(spec.name), body=body, packages=PACKAGES,
-        report=claims is not None,  # a checker's report: denser, to stay short
+        report=report,  # a checker's report: denser, to stay short
         source=tex_escape(Path(spec.source).name) if spec.source else "",
         source_tt=_file_name(spec.source))

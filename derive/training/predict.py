@@ -147,6 +147,9 @@ def _raw_rows(data: str, prep: dict) -> tuple[dict | np.ndarray, list[list[str]]
     set's (by name when it names its features), and its own answers when it has them."""
     kind, _, path = data.partition(":")
     if kind == "csv" and path:
+        if not prep.get("feature_names"):
+            raise DataError("the model was not trained on a table with named columns: give "
+                            "its data set by name")
         delimiter = prep.get("delimiter") or ","
         return read_table(path, delimiter), read_columns(path, tuple(_targets(prep)), delimiter)
     dataset = load_dataset(data)
