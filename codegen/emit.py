@@ -233,7 +233,7 @@ def module_context(derivation, program: Program | None = None) -> dict:
 
 def graph_module_context(derivation) -> dict:
     """What ``graph_module.py.j2`` lays out for a stack of layer kinds (``codegen.graphs``)."""
-    from .graphs import graph_context
+    from .graphs import graph_context, regularization_text
     from .lower import INDEXED, training_defaults
 
     spec = derivation.spec
@@ -248,11 +248,7 @@ def graph_module_context(derivation) -> dict:
     from .printers.text import TextPrinter
     text = TextPrinter()
     declaration = last.activation.declaration
-    reg = ""
-    if spec.regularization.l2:
-        reg += f" + ({float(spec.regularization.l2):g}/2) sum ||W||^2"
-    if spec.regularization.l1:
-        reg += f" + {float(spec.regularization.l1):g} sum |W|"
+    reg = regularization_text(spec)
     return context | {
         "marker": GENERATED_MARKER, "version": VERSION, "runtime": RUNTIME_NAME,
         "rules": RULES_NAME, "api": runtime.API, "name": spec.name,
@@ -425,11 +421,28 @@ def backend_context(derivation, backend: str, program: Program | None = None) ->
     }
 
 
+def graph_backend_context(derivation, backend: str) -> dict:
+    """What ``graph_<backend>_module.py.j2`` lays out: ``codegen.graph_backends``'s printing,
+    stamped, with the update rules for JAX."""
+    from .graph_backends import graph_backend_context as printed
+    from .printers.frameworks import FRAMEWORK_PRINTERS
+
+    spec = derivation.spec
+    return printed(derivation, backend) | {
+        "marker": GENERATED_MARKER, "version": VERSION, "digest": spec_digest(derivation),
+        "source": comment_safe(Path(spec.source).name) if spec.source else None,
+        "rules": lower_rules(derivation.optimizers, *derivation.rule_symbols[:4],
+                             printer=FRAMEWORK_PRINTERS[backend]) if backend == "jax" else ()}
+
+
 def render_backend(derivation, backend: str) -> str:
     """``DIR/<name>_<backend>.py``'s source text (deterministic: same spec, same bytes)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     try:
+        if hasattr(derivation, "nodes"):  # a stack of layer kinds (codegen.graph_backends)
+            return _environment().get_template(f"graph_{backend}_module.py.j2").render(
+                **graph_backend_context(derivation, backend))
         context = backend_context(derivation, backend)
     except NotImplementedError as err:
         function = str(err).splitlines()[0].rpartition(": ")[2] or str(err)

@@ -17,23 +17,26 @@ from .printers.numpy import NumPyCodePrinter
 from .printers.step import temporaries
 from .printers.text import TextPrinter
 
-__all__ = ["graph_context"]
+__all__ = ["graph_context", "StatementPrinter", "layer_title", "backward_lines", "saved_arrays",
+           "node_parts", "regularization_text"]
 
 _TEXT = TextPrinter()
 _AXES = {"batch": 0, "units": 1}
 
 
-class _Printer:
-    """Prints statements; constants (ε) become numbers of the arrays' dtype."""
+class StatementPrinter:
+    """Prints statements; constants (ε) become numbers of the arrays' dtype.  ``printer`` is
+    the expression printer (NumPy's, or a framework's: ``codegen.graph_backends``)."""
 
-    def __init__(self, derivation):
+    def __init__(self, derivation, printer=NumPyCodePrinter):
         self.derivation = derivation
+        self.printer = printer
         self.constants = {c: sp.Float(float(value)) for node in derivation.nodes
                           for c, value, _ in node.constants}
         self.scipy: set[str] = set()
 
     def code(self, expr: sp.Expr, like: str) -> str:
-        printer = NumPyCodePrinter({}, like=like)
+        printer = self.printer({}, like=like)
         text = printer.doprint(expr.xreplace(self.constants))
         self.scipy |= printer.scipy_functions
         return text
@@ -54,7 +57,7 @@ class _Printer:
             axis = _AXES[st.axis]
             over = "the batch" if st.axis == "batch" else "the units"
             return [f"# {t} = {how} over {over} of {_TEXT.doprint(st.expr)}",
-                    f"{t} = np.{how}({self.code(st.expr, like)}, axis={axis}, keepdims=True)"]
+                    f"{t} = {self.reduction(how, self.code(st.expr, like), axis)}"]
         if op == "product":
             left = f"{st.left.name}.T" if st.transpose else st.left.name
             return [f"# {t} = {left} {st.right.name}", f"{t} = {left} @ {st.right.name}"]
@@ -66,11 +69,11 @@ class _Printer:
             if act.vector:  # softmax, per example (index form: a_j = e^{z_j} / sum_k e^{z_k})
                 i, j = (sp.Symbol(x, integer=True, positive=True) for x in "ij")
                 names = {base: src for base in act.expr.atoms(sp.IndexedBase)}
-                printer = NumPyCodePrinter(names, like=src)
+                printer = self.printer(names, like=src)
                 return [f"# {t} = {act.name}({src}) per example",
                         f"{t} = {printer.doprint(act.expr.subs(i, j))}"]
             names = {z: src for z in act.display.free_symbols if z.name == "z"}
-            printer = NumPyCodePrinter(names, like=src)
+            printer = self.printer(names, like=src)
             code = printer.doprint(act.display.xreplace(self.constants))
             self.scipy |= printer.scipy_functions
             return [f"# {t} = {act.name}({src}),  {act.name}(z) = {_TEXT.doprint(act.display)}",
@@ -79,16 +82,20 @@ class _Printer:
             from .lower import INDEXED
             out = st.output
             names = {INDEXED["a"]: st.A.name, INDEXED["y"]: "Y", INDEXED["z"]: st.Z.name}
-            printer = NumPyCodePrinter(names, like=st.Z.name)
+            printer = self.printer(names, like=st.Z.name)
             code = printer.doprint(out.delta)
             self.scipy |= printer.scipy_functions
             return [f"# {t} = dJ/d{st.Z.name} = (1/m) dl/d{st.Z.name},  dl/dz_j = "
                     f"{_TEXT.doprint(out.delta)}",
                     f"{t} = ({code}) / m"]
-        raise TypeError(f"no NumPy printing for a {op} statement")
+        raise TypeError(f"no printing for a {op} statement")
+
+    def reduction(self, how: str, code: str, axis: int) -> str:
+        """The mean or sum of ``code`` over ``axis``, the axis kept (a row or a column)."""
+        return f"np.{how}({code}, axis={axis}, keepdims=True)"
 
 
-def _layer_title(node) -> str:
+def layer_title(node) -> str:
     act = node.activation.name
     what = {"dense": f"dense {node.fan_in} -> {node.units}"}.get(node.kind.name, node.kind.name)
     extra = []
@@ -101,18 +108,25 @@ def _layer_title(node) -> str:
     return f"Layer {node.index}: {what}" + (f" ({', '.join(extra)})" if extra else "")
 
 
-def _forward_lines(printer: _Printer, derivation) -> list[str]:
+def node_parts(node) -> tuple[list, list, list]:
+    """A layer's statements: those of its training forward and of its forward when not
+    training, then the tail both share (the skip's sum and the activation)."""
+    tail = [st for st in node.forward if st.target in (node.Z, node.A)
+            and (st.op == "activate" or node.spec.skip is not None)]
+    training = [st for st in node.forward if st not in tail]
+    inference = [st for st in node.inference if st not in tail]
+    return training, inference, tail
+
+
+def _forward_lines(printer: StatementPrinter, derivation) -> list[str]:
     """forward()'s lines: per layer its training statements (batch statistics, the running
     ones moved, the dropout mask drawn) and, where they differ, those when not training."""
     lines = []
     for node in derivation.nodes:
         like = node.Z.name
-        lines += ["", f"# {_layer_title(node)}"]
+        lines += ["", f"# {layer_title(node)}"]
         lines += [f'{p.name} = params["{p.name}"]' for p, *_ in node.params]
-        tail = [st for st in node.forward if st.target in (node.Z, node.A)
-                and (st.op == "activate" or node.spec.skip is not None)]
-        training = [st for st in node.forward if st not in tail]
-        inference = [st for st in node.inference if st not in tail]
+        training, inference, tail = node_parts(node)
         body = [line for st in training for line in printer.statement(st, like)]
         if node.state:
             body += [f"if state is not None:  # running statistics, as "
@@ -143,7 +157,7 @@ def _input_of(node) -> str:
     return f"A{node.index - 1}"
 
 
-def _saved(derivation) -> list[str]:
+def saved_arrays(derivation) -> list[str]:
     """Arrays of the training forward that backward reads, besides Z, A and the parameters."""
     defined = {st.target.name for st in derivation.forward}
     defined |= {r.name for node in derivation.nodes for r, _ in node.randoms}
@@ -159,7 +173,7 @@ def _layer_index(name: str) -> int:
     return int(digits or 0)
 
 
-def _backward_lines(printer: _Printer, derivation) -> list[str]:
+def backward_lines(printer: StatementPrinter, derivation) -> list[str]:
     lines = []
     for st in derivation.backward:
         like = st.reads[0].name if st.reads else "A0"
@@ -167,6 +181,16 @@ def _backward_lines(printer: _Printer, derivation) -> list[str]:
             like = "A0"
         lines += printer.statement(st, like)
     return lines
+
+
+def regularization_text(spec) -> str:
+    """The regularisation terms of J in words (empty without any)."""
+    text = ""
+    if spec.regularization.l2:
+        text += f" + ({float(spec.regularization.l2):g}/2) sum ||W||^2"
+    if spec.regularization.l1:
+        text += f" + {float(spec.regularization.l1):g} sum |W|"
+    return text
 
 
 def _scheme(derivation, node, init: str) -> str:
@@ -300,7 +324,7 @@ class _Step:
             raise TypeError(f"no step form for a {op} statement")
 
     def node(self, node) -> None:
-        self.lines.append(f"# {_layer_title(node)}")
+        self.lines.append(f"# {layer_title(node)}")
         for r, keep in node.randoms:
             u, flag = f"u_{r.name}", f"keep_{r.name}"
             width = self.d.shapes[r][1]
@@ -338,17 +362,17 @@ class _Step:
 
 def graph_context(derivation) -> dict:
     """What ``graph_module.py.j2`` lays out."""
-    printer = _Printer(derivation)
+    printer = StatementPrinter(derivation)
     forward = _forward_lines(printer, derivation)
-    backward = _backward_lines(printer, derivation)
-    saved = _saved(derivation)
+    backward = backward_lines(printer, derivation)
+    saved = saved_arrays(derivation)
     nodes = derivation.nodes
     step_setup, step_body = _Step(derivation).print()
     return {
         "step_setup": step_setup,
         "step_body": step_body,
         "nodes": nodes,
-        "titles": [_layer_title(node) for node in nodes],
+        "titles": [layer_title(node) for node in nodes],
         "forward": forward,
         "backward": backward,
         "saved": saved,

@@ -403,12 +403,11 @@ def _claims(derivation, args):
 
 def _not_yet(spec, args) -> str | None:
     """What a stack of layer kinds cannot have yet: the stages that still read dense layers
-    only (the module, its NumPy Trainer, --train, --check, --claims and --latex have every
-    kind)."""
+    only (the module, its NumPy Trainer, --train, --check, --claims, --latex and the torch
+    and JAX backends have every kind)."""
     if spec.plain_dense:
         return None
-    asked = [flag for flag, given in (("--example", args.example),
-                                      (f"--backend {args.backend}", args.backend != "numpy"))
+    asked = [flag for flag, given in (("--example", args.example),)
              if given]
     if not asked:
         return None
@@ -419,7 +418,8 @@ def _not_yet(spec, args) -> str | None:
                                                      for layer in spec.layers) else set()))
     return (f"{', '.join(asked)} {'is' if len(asked) == 1 else 'are'} not available yet for "
             f"layer kinds ({', '.join(kinds)}): the module (its derived backward checked "
-            "against torch.autograd in the tests), --train, --check and --latex are; leave out "
+            "against torch.autograd in the tests), --train, --check, --latex and --backend are; "
+            "leave out "
             f"{', '.join(asked)}")
 
 

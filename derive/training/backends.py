@@ -20,6 +20,15 @@ examples per step, and per epoch ``default_rng(seed).permutation`` when shufflin
   full batches as one ``lax.scan`` (the module's ``train_epoch``) with the batch axis sharded
   over the available devices (a ``Mesh`` of ``jax.devices()``) when it divides; the rule's
   state and step count go in from the Trainer and come back to it, as on torch.
+
+A stack of layer kinds trains the same way, its running statistics (batch normalisation's)
+going in from the Trainer's ``layer_state`` and coming back to it after each epoch.  Dropout
+masks come from the framework's generator (torch: the module's, seeded by the Trainer's seed;
+jax: ``jax.random.key(seed)`` folded with the step count), not from the NumPy Trainer's, so a
+run with dropout is the NumPy run's in distribution, not draw for draw; without dropout it is
+the NumPy run's.  Batch normalisation normalises over the whole batch, so it is refused with
+``workers`` > 1 (each process would normalise over its own share, as BatchNorm1d does under DDP
+without SyncBatchNorm: another step than the one-process run's).
 """
 
 from __future__ import annotations
@@ -98,10 +107,18 @@ def fit(options: BackendOptions, trainer, module_path, X, Y, validation=None, ca
     path = backend_path(module_path, options.backend)
     state = {name: {key: np.array(view) for key, view in views.items()}
              for name, views in trainer.optimizer_state.items()}
+    running = getattr(trainer, "layer_state", None) or {}  # moved in place after each epoch
+    if running and options.workers > 1:
+        raise BackendUnavailable(
+            f"--workers {options.workers}: batch normalisation normalises over the batch, and "
+            "under DistributedDataParallel each process would normalise over its own share "
+            "(BatchNorm1d without SyncBatchNorm), another step than one process takes; "
+            "use --workers 1")
     if options.backend == "torch":
-        epochs = torch_epochs(path, trainer.params, X, np.asarray(Y), settings, options, state)
+        epochs = torch_epochs(path, trainer.params, X, np.asarray(Y), settings, options, state,
+                              running=running)
     else:
-        epochs = jax_epochs(path, trainer.params, X, T, settings, state)
+        epochs = jax_epochs(path, trainer.params, X, T, settings, state, running=running)
     trainer.interrupted = False
     try:
         for i, (params, state, t, rng) in enumerate(epochs):
@@ -211,9 +228,34 @@ def _torch_steps(module, model, step_model, optimizer, X, Y, settings, rank=0, w
         yield params, _torch_state(model, optimizer, settings), t, rng
 
 
-def torch_epochs(path, params, X, Y, settings, options: BackendOptions, state=None):
+def _kinds(module) -> bool:
+    """The module is a stack of layer kinds' (running statistics, dropout masks)."""
+    return hasattr(module, "MASKS")
+
+
+def _network(module, params, running, settings, device):
+    """The torch module's Network holding ``params`` (and, for layer kinds, the running
+    statistics ``running``, its dropout generator seeded by the Trainer's seed)."""
+    import torch
+
+    dtype = _torch_dtype(torch, settings["dtype"])
+    if _kinds(module):
+        return module.Network.from_numpy(params, running or None, dtype=dtype, device=device,
+                                         seed=settings.get("seed") or 0)
+    return module.Network.from_numpy(params, dtype=dtype, device=device)
+
+
+def _keep(running, moved) -> None:
+    """Copy the running statistics ``moved`` into the Trainer's arrays ``running``."""
+    for key, view in running.items():
+        view[...] = moved[key]
+
+
+def torch_epochs(path, params, X, Y, settings, options: BackendOptions, state=None,
+                 running=None):
     """Per epoch, (parameters, the rule's state, step count, generator state) after training
-    with the torch module; ``state`` is the rule's state to start from (the Trainer's)."""
+    with the torch module; ``state`` is the rule's state to start from (the Trainer's);
+    ``running``, a stack of layer kinds' running statistics, is moved in place each epoch."""
     torch = require("torch", options.device)
     state = state or {}
     if options.workers > 1:
@@ -225,12 +267,14 @@ def torch_epochs(path, params, X, Y, settings, options: BackendOptions, state=No
     device = torch.device(options.device)
     if device.type == "cpu":  # as torch's launcher sets each worker: OMP_NUM_THREADS, else 1
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    model = module.Network.from_numpy(params, dtype=_torch_dtype(torch, settings["dtype"]),
-                                      device=device)
+    model = _network(module, params, running, settings, device)
     optimizer = _torch_optimizer(torch, model, model.parameters(), settings, state)
     Xt = torch.from_numpy(np.ascontiguousarray(X)).to(device)
     Yt = torch.from_numpy(np.ascontiguousarray(Y)).to(device)
-    yield from _torch_steps(module, model, model, optimizer, Xt, Yt, settings)
+    for result in _torch_steps(module, model, model, optimizer, Xt, Yt, settings):
+        if running:
+            _keep(running, model.state_to_numpy())
+        yield result
 
 
 def _distributed(path, params, X, Y, settings, options: BackendOptions, state):
@@ -291,8 +335,7 @@ def worker_main(job: str) -> int:
     module = import_module_from(settings["module"])
     with np.load(job / "data.npz") as stored:
         arrays = {key: stored[key] for key in stored.files}
-    model = module.Network.from_numpy(_params_of(arrays),
-                                      dtype=_torch_dtype(torch, settings["dtype"]), device=device)
+    model = _network(module, _params_of(arrays), None, settings, device)
     ddp = torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = _torch_optimizer(torch, model, ddp.parameters(), settings, _state_of(arrays))
@@ -332,12 +375,13 @@ def _state_of(arrays: dict) -> dict:
 
 # ----------------------------------------------------------------------------- jax
 
-def jax_epochs(path, params, X, T, settings, state=None, devices=None):
+def jax_epochs(path, params, X, T, settings, state=None, devices=None, running=None):
     """Per epoch, (parameters, the rule's state, step count, generator state) after the
     module's ``lax.scan`` epoch of the Trainer's rule (``train_epoch``; the last short batch
     by ``train_step``), at the schedule's rate of the epoch; ``state`` is the rule's state to
     start from (the Trainer's; zeros when None).  The batch axis is sharded over ``devices``
-    (default: all of JAX's) when the batch size divides; parameters and state are replicated."""
+    (default: all of JAX's) when the batch size divides; parameters and state are replicated.
+    ``running``, a stack of layer kinds' running statistics, is moved in place each epoch."""
     jax = require("jax")
     if settings["dtype"] == "float64":
         jax.config.update("jax_enable_x64", True)
@@ -358,9 +402,15 @@ def jax_epochs(path, params, X, T, settings, state=None, devices=None):
     hyper = {key: tuple(value) if isinstance(value, list) else value
              for key, value in settings["hyperparameters"].items()}
     params = {key: np.asarray(value, dtype) for key, value in params.items()}
+    kinds = _kinds(module)
+    fresh = module.init_optimizer_state if kinds else module.init_state
     state = {name: {key: np.asarray(state[name][key], dtype) for key in params}
-             for name in module.RULES[rule]["state"]} if state else module.init_state(params, rule)
+             for name in module.RULES[rule]["state"]} if state else fresh(params, rule)
     params, state = jax.device_put((params, state), replicated)
+    if kinds:  # the running statistics, and the key of the dropout masks (step t: fold_in t)
+        layer = jax.device_put({key: np.asarray(value, dtype)
+                                for key, value in (running or {}).items()}, replicated)
+        key = jax.random.key(settings.get("seed") or 0)
     t = settings["t"]
     orders = epoch_orders(len(X), size, settings["epochs"], settings["shuffle"], settings["rng"])
     for epoch, (order, rng) in enumerate(orders):
@@ -368,14 +418,25 @@ def jax_epochs(path, params, X, T, settings, state=None, devices=None):
         full = len(order) - len(order) % size
         if full:
             rows = order[:full].reshape(-1, size)
-            params, state, t, _ = module.train_epoch(
-                params, state, jax.device_put(X[rows], by_batch),
-                jax.device_put(T[rows], by_batch), rate, t, hyper, rule=rule)
+            Xs, Ts = jax.device_put(X[rows], by_batch), jax.device_put(T[rows], by_batch)
+            if kinds:
+                params, state, layer, t, _ = module.train_epoch(
+                    params, state, layer, Xs, Ts, rate, t, key, hyper, rule=rule)
+            else:
+                params, state, t, _ = module.train_epoch(params, state, Xs, Ts, rate, t, hyper,
+                                                         rule=rule)
         if full < len(order):
             rest = order[full:]
-            params, state, t, _ = module.train_step(params, state, X[rest], T[rest], rate, t,
-                                                    hyper, rule=rule)
+            if kinds:
+                params, state, layer, t, _ = module.train_step(
+                    params, state, layer, X[rest], T[rest], rate, t,
+                    jax.random.fold_in(key, t), hyper, rule=rule)
+            else:
+                params, state, t, _ = module.train_step(params, state, X[rest], T[rest], rate,
+                                                        t, hyper, rule=rule)
         t = int(t)
+        if running:
+            _keep(running, {name: np.asarray(value) for name, value in layer.items()})
         yield ({key: np.array(value) for key, value in params.items()},
                {name: {key: np.array(value) for key, value in arrays.items()}
                 for name, arrays in state.items()}, t, rng)
