@@ -280,7 +280,7 @@ def test_torch_nn_modules_compute_the_same(written):
     with the skip and the activations they give the module's output, in eval and train mode
     (dropout left out: the masks differ), and the running statistics move alike."""
     torch = pytest.importorskip("torch")
-    from test_layer_kinds import ACTIVATION
+    from test_layer_kinds import _torch_activation
 
     spec = _spec([_kind_entry("batch_norm"), _kind_entry("layer_norm"),
                   "{units: 4, activation: sigmoid, skip: 1}"])
@@ -295,7 +295,9 @@ def test_torch_nn_modules_compute_the_same(written):
             if layer.skip is not None:
                 z = z + A[layer.skip]
             act = layer.activation.name
-            A.append(torch.softmax(z, dim=1) if act == "softmax" else ACTIVATION[act](z))
+            vector = z.shape[1] > 1 and act == spec.layers[-1].activation.name
+            A.append(torch.softmax(z, dim=1) if vector and layer is spec.layers[-1]
+                     else _torch_activation(act)(z))
         return A[-1]
 
     for mode in ("eval", "train"):
