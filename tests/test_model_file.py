@@ -147,3 +147,163 @@ def test_each_run_gets_its_own_folder_and_the_tool_replaces_its_own_files(tmp_pa
             "--save-dir", "mine"]
     assert main(argv) == 0 and main(argv) == 0  # the second replaces the first's files
     capsys.readouterr()
+
+
+# ----------------------------------------------------------------------------- damaged files
+
+def _members(path: Path) -> dict[str, bytes]:
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def _npy(array) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    np.save(out, np.asarray(array), allow_pickle=False)
+    return out.getvalue()
+
+
+def _settings(members: dict[str, bytes]) -> dict:
+    import io
+    import json
+
+    return json.loads(str(np.load(io.BytesIO(members["__settings__.npy"]))))
+
+
+def _with_settings(members: dict[str, bytes], change) -> dict[str, bytes]:
+    import json
+
+    settings = _settings(members)
+    change(settings)
+    return {**members, "__settings__.npy": _npy(np.array(json.dumps(settings)))}
+
+
+def _without(settings: dict, *keys) -> None:
+    target = settings
+    for key in keys[:-1]:
+        target = target[key]
+    del target[keys[-1]]
+
+
+def _prep(settings: dict, key: str, value) -> None:
+    settings["preprocessing"][key] = value
+
+
+def _shape_header(shape) -> bytes:
+    """A .npy header declaring ``shape`` of float32, with no data after it."""
+    import io
+
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(out, {"descr": "<f4", "fortran_order": False,
+                                               "shape": tuple(shape)})
+    return out.getvalue()
+
+
+def _damage(good: Path, how: str, target: Path) -> None:
+    data = good.read_bytes()
+    members = _members(good)
+    if how.startswith("truncated"):
+        cut = {"truncated-half": len(data) // 2, "truncated-100": 100,
+               "truncated-end": len(data) - 10}[how]
+        target.write_bytes(data[:cut])
+    elif how == "crc":  # one byte of W1's data changed in place: the member's CRC-32 fails
+        at = data.index(members["W1.npy"][-64:]) + 10
+        target.write_bytes(data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:])
+    elif how == "bare-npy":
+        np.save(target.with_suffix(".npy"), np.zeros(3))
+        target.with_suffix(".npy").rename(target)
+    elif how == "foreign-zip":
+        _zip(target, {"readme.txt": b"hello"})
+    elif how == "empty-member":
+        _zip(target, {**members, "W1.npy": b""})
+    elif how == "header-only-member":
+        _zip(target, {**members, "W1.npy": members["W1.npy"][:128]})
+    elif how == "missing-member":
+        _zip(target, {k: v for k, v in members.items() if k != "b2.npy"})
+    elif how == "huge-shape":
+        _zip(target, {**members, "W1.npy": _shape_header((10**6, 10**6))})
+    elif how == "wrong-shape":
+        _zip(target, {**members, "W1.npy": _npy(np.zeros((3, 3), np.float32))})
+    elif how == "object-member":
+        _zip(target, {**members, "W1.npy": members["W1.npy"].replace(b"<f4", b"|O ")})
+    elif how in ("nan-weight", "inf-weight"):
+        import io
+
+        W1 = np.load(io.BytesIO(members["W1.npy"]))
+        W1[0, 0] = np.nan if how == "nan-weight" else np.inf
+        _zip(target, {**members, "W1.npy": _npy(W1)})
+    elif how == "settings-not-json":
+        _zip(target, {**members, "__settings__.npy": _npy(np.array("{not json"))})
+    elif how == "settings-a-list":
+        _zip(target, {**members, "__settings__.npy": _npy(np.array("[1, 2]"))})
+    else:
+        change = {
+            "no-optimizer": lambda s: _without(s, "optimizer"),
+            "no-progress": lambda s: _without(s, "progress"),
+            "no-rng": lambda s: _without(s, "progress", "rng"),
+            "bad-dtype": lambda s: s.update(dtype="complex64"),
+            "bad-epoch": lambda s: s["progress"].update(epoch="three"),
+            "scale-zero": lambda s: s["preprocessing"]["features"]["scale"].__setitem__(0, 0.0),
+            "scale-short": lambda s: s["preprocessing"]["features"]["scale"].pop(),
+            "mean-nan": lambda s: s["preprocessing"]["features"].__setitem__("mean", [None, 1.0]),
+            "divide-zero": lambda s: _prep(s, "divide_by", 0),
+            "duplicate-features": lambda s: _prep(s, "feature_names", ["weight", "weight"]),
+            "duplicate-classes": lambda s: _prep(s, "classes", ["cat", "cat"]),
+            "classes-short": lambda s: _prep(s, "classes", ["cat"]),
+            "preprocessing-a-string": lambda s: _prep(s, "features", "standard"),
+        }[how]
+        _zip(target, _with_settings(members, change))
+
+
+DAMAGES = ["truncated-half", "truncated-100", "truncated-end", "crc", "bare-npy", "foreign-zip",
+           "empty-member", "header-only-member", "missing-member", "huge-shape", "wrong-shape",
+           "object-member", "nan-weight", "inf-weight", "settings-not-json", "settings-a-list",
+           "no-optimizer", "no-progress", "no-rng", "bad-dtype", "bad-epoch", "scale-zero",
+           "scale-short", "mean-nan", "divide-zero", "duplicate-features", "duplicate-classes",
+           "classes-short", "preprocessing-a-string"]
+
+
+@pytest.fixture(scope="module")
+def pets_model(tmp_path_factory):
+    """A model file ``derive --train`` wrote, and its generated module."""
+    folder = tmp_path_factory.mktemp("pets")
+    _pets(folder / "pets.csv", 80, 0)
+    (folder / "pets.yaml").write_text(CSV_SPEC.replace("epochs: 30", "epochs: 3"))
+    assert main(["--spec", str(folder / "pets.yaml"), "--out", str(folder / "gen"), "--train",
+                 "-q", "--save-dir", str(folder / "run")]) == 0
+    from codegen.files import import_module_from
+
+    return folder / "run" / "pets.npz", import_module_from(folder / "gen" / "pets.py"), folder
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_every_damaged_model_file_is_one_located_error(pets_model, tmp_path, capsys, how):
+    good, module, folder = pets_model
+    bad = tmp_path / f"{how}.npz"
+    _damage(good, how, bad)
+    with pytest.raises(ValueError) as caught:
+        module.Trainer.load(bad)
+    assert type(caught.value).__name__ == "ModelFileError"  # the runtime's one type
+    assert str(bad) in str(caught.value)
+    capsys.readouterr()
+    status = main(["predict", "--model", str(bad), "--data", f"csv:{folder / 'pets.csv'}"])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert str(bad) in err and "internal error" not in err and "Traceback" not in err
+
+
+def test_the_undamaged_model_file_loads(pets_model, capsys):
+    good, module, folder = pets_model
+    assert module.Trainer.load(good).predict(np.array([[4.0, 25.0]])).tolist() == ["cat"]
+    assert main(["predict", "--model", str(good), "--data", f"csv:{folder / 'pets.csv'}"]) == 0

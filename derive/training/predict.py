@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,16 +51,15 @@ class Predictions:
 
 def read_model_settings(path: Path) -> dict:
     """The JSON settings of a model file, checked for what prediction needs."""
+    from codegen.runtime import ModelFileError, model_file_settings
+
     if not path.is_file():
         raise DataError(f"{path}: no such model file")
     try:
-        with np.load(path, allow_pickle=False) as stored:
-            if "__settings__" not in stored.files:
-                raise DataError(f"{path} is not a model file of this tool (no settings)")
-            settings = json.loads(str(stored["__settings__"]))
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"{path} is not a readable model file: {err}") from None
-    if not isinstance(settings, dict) or not settings.get("spec") or not settings.get("preprocessing"):
+        settings = model_file_settings(path)
+    except ModelFileError as err:
+        raise DataError(f"{err}") from None
+    if not settings.get("spec") or not settings.get("preprocessing"):
         raise DataError(f"{path} holds no spec or preprocessing: it was not written by "
                         "`derive --train` (a Trainer.save file predicts from Python only)")
     return settings
