@@ -1140,9 +1140,6 @@ class _ModelFile:
     def array(self, key, shape, kinds="fiu", limit=None):
         """Member ``key``, which must hold an array of ``shape`` and a dtype of ``kinds``;
         float arrays must be finite."""
-        import zipfile
-        import zlib
-
         info = self.members.get(key)
         if info is None:
             raise ModelFileError(f"{self.path}: the array {key!r} is missing: the file is "
@@ -1169,9 +1166,10 @@ class _ModelFile:
                 if size != held or (limit is not None and size > limit):
                     raise ValueError(f"declares {size} bytes of data; the member holds {held}")
                 data = member.read()  # to its end: the member's CRC-32 is checked there
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError,
-                NotImplementedError, RuntimeError) as err:
-            raise ModelFileError(f"{where} cannot be read: {err}") from None
+        except Exception as err:  # noqa: BLE001
+            # whatever parsing damaged bytes raises (numpy reads a header with literal_eval)
+            raise ModelFileError(f"{where} cannot be read: {type(err).__name__}: "
+                                 f"{str(err).splitlines()[0] if str(err) else ''}") from None
         if len(data) != size:
             raise ModelFileError(f"{where} is truncated ({len(data)} of {size} bytes)")
         array = np.frombuffer(data, dtype=dtype).reshape(declared, order="F" if fortran else "C")
@@ -1201,6 +1199,9 @@ def _check_preprocessing(prep, net, path):
         return
     if not isinstance(prep, dict):
         raise ModelFileError(f"{path}: its preprocessing is a {type(prep).__name__}, not an object")
+    missing = [key for key in ("divide_by", "features", "classes", "targets") if key not in prep]
+    if missing:
+        raise ModelFileError(f"{path}: its preprocessing lacks {', '.join(map(repr, missing))}")
     n_in, n_out = net.layer_sizes[0], net.layer_sizes[-1]
     _numbers(prep.get("divide_by", 1.0), n_in, "divide_by", path, nonzero=True)
     for key, length in (("features", n_in), ("targets", n_out)):
