@@ -307,3 +307,76 @@ def test_the_undamaged_model_file_loads(pets_model, capsys):
     good, module, folder = pets_model
     assert module.Trainer.load(good).predict(np.array([[4.0, 25.0]])).tolist() == ["cat"]
     assert main(["predict", "--model", str(good), "--data", f"csv:{folder / 'pets.csv'}"]) == 0
+
+
+# ----------------------------------------------------------------------------- predictions out
+
+def _train_table(folder: Path, labels: tuple[str, str], name: str = "t") -> Path:
+    """A model trained on a table whose classes are ``labels``; returns the model file."""
+    rng = np.random.default_rng(0)
+    lines = ["weight,height,species"]
+    for _ in range(60):
+        cat = rng.random() < 0.5
+        lines.append(f"{rng.normal(4 if cat else 20, 1):.2f},{rng.normal(25 if cat else 55, 3):.2f},"
+                     f"{labels[0] if cat else labels[1]}")
+    (folder / "pets.csv").write_text("\n".join(lines) + "\n")
+    (folder / "pets.yaml").write_text(CSV_SPEC.replace("name: pets", f"name: {name}"))
+    assert main(["--spec", str(folder / "pets.yaml"), "--out", str(folder / "gen"), "--train",
+                 "-q", "--save-dir", str(folder / "run")]) == 0
+    return folder / "run" / f"{name}.npz"
+
+
+def test_labels_that_look_like_formulas_are_quoted_in_the_predictions(tmp_path, capsys):
+    model = _train_table(tmp_path, ("=cmd|' /C calc'!A0", "@dog"))
+    capsys.readouterr()
+    assert main(["predict", "--model", str(model), "--data", f"csv:{tmp_path / 'pets.csv'}",
+                 "--output", str(tmp_path / "p.csv")]) == 0
+    cells = [line.split(",", 1)[1] for line in (tmp_path / "p.csv").read_text().splitlines()[1:]]
+    assert cells and all(cell.startswith(("'=", "'@")) for cell in cells), cells[:3]
+
+
+def test_labels_are_compared_as_the_values_they_are(tmp_path, capsys):
+    model = _train_table(tmp_path, ("0", "1"))
+    text = (tmp_path / "pets.csv").read_text()
+    (tmp_path / "floats.csv").write_text(text.replace(",0\n", ",0.0\n").replace(",1\n", ",1.0\n"))
+    capsys.readouterr()
+    assert main(["predict", "--model", str(model), "--data", f"csv:{tmp_path / 'floats.csv'}"]) == 0
+    err = capsys.readouterr().err
+    assert "accuracy" in err and float(err.split(": ")[-1]) > 0.9, err
+
+
+@pytest.mark.parametrize("where", ["folder", "device", "symlink", "full disk"])
+def test_an_output_that_cannot_be_written_is_exit_2(tmp_path, capsys, monkeypatch, where):
+    model = _train_table(tmp_path, ("cat", "dog"))
+    output = {"folder": tmp_path / "out", "device": Path("/dev/null"),
+              "symlink": tmp_path / "link.csv", "full disk": tmp_path / "p.csv"}[where]
+    if where == "folder":
+        output.mkdir()
+    elif where == "symlink":
+        output.symlink_to(model)
+    elif where == "full disk":
+        import errno
+
+        import codegen.files
+
+        def full(path, data):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+        monkeypatch.setattr(codegen.files, "atomic_write", full)
+    before = model.read_bytes()
+    capsys.readouterr()
+    argv = ["predict", "--model", str(model), "--data", f"csv:{tmp_path / 'pets.csv'}",
+            "--output", str(output)]
+    assert main(argv + (["--force"] if where == "device" else [])) == 2
+    err = capsys.readouterr().err
+    assert str(output) in err and "Traceback" not in err and "internal error" not in err
+    assert model.read_bytes() == before
+
+
+def test_a_header_only_table_is_exit_2(tmp_path, capsys):
+    model = _train_table(tmp_path, ("cat", "dog"))
+    (tmp_path / "empty.csv").write_text("weight,height,species\n")
+    capsys.readouterr()
+    assert main(["predict", "--model", str(model), "--data", f"csv:{tmp_path / 'empty.csv'}"]) == 2
+    err = capsys.readouterr().err
+    assert "empty.csv" in err and "internal error" not in err

@@ -37,16 +37,38 @@ class Predictions:
         """The share of rows whose prediction equals the data's label (classification)."""
         if self.truth is None or self.values.dtype.kind not in "UO":
             return None
-        return float(np.mean([str(p) == t[0] for p, t in zip(self.values, self.truth)]))
+        return float(np.mean([_same_label(str(p), t[0]) for p, t in zip(self.values, self.truth)]))
 
     def csv_text(self) -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["row", *self.names])
+        writer.writerow(["row", *map(_cell, self.names)])
         values = self.values.reshape(len(self.values), -1)
         for i, row in enumerate(values):
-            writer.writerow([i, *(v if isinstance(v, str) else f"{float(v):.6g}" for v in row)])
+            writer.writerow([i, *(_cell(v) if isinstance(v, str) else f"{float(v):.6g}"
+                                  for v in row)])
         return out.getvalue()
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(text: str) -> str:
+    """A text cell as a spreadsheet shows it and never runs it: one that starts like a formula
+    (= + - @, tab, carriage return) gets a leading apostrophe (OWASP's advice on CSV
+    injection); the csv writer then quotes what needs quoting."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _same_label(predicted: str, truth: str) -> bool:
+    """Labels equal as the values they are: 0 and 0.0 are one class, as are "cat" and "cat"."""
+    if predicted == truth:
+        return True
+    try:
+        a, b = float(predicted), float(truth)
+    except ValueError:
+        return False
+    return a == b
 
 
 def read_model_settings(path: Path) -> dict:
@@ -88,6 +110,8 @@ def predict_file(model: str | Path, data: str) -> Predictions:
         except (TypeError, ValueError) as err:
             raise DataError(f"{model}: {err}") from None
         X, truth = _raw_rows(data, prep)
+        if X.shape[0] == 0:
+            raise DataError(f"{data}: no rows of data below the header: nothing to predict")
         if X.shape[1] != spec.input:
             raise DataError(f"{data} has {X.shape[1]} features; the model takes {spec.input}")
         values = np.asarray(trainer.predict(X))
