@@ -837,3 +837,13 @@ loss: categorical_crossentropy
     for fine in (text.replace("sigmoid", "softmax"),
                  text.replace("categorical_crossentropy", "binary_crossentropy")):
         assert load_spec_text(fine, "multi.yaml").notices == ()
+
+
+@pytest.mark.parametrize("number", ["9" * 5000, "-" + "9" * 5000, "1." + "9" * 5000,
+                                    "0x" + "f" * 5000, "0" + "7" * 5000])
+def test_a_number_of_thousands_of_digits_is_a_located_error(number):
+    text = f"name: n\ninput: {number}\nlayers:\n  - {{units: 2, activation: softmax}}\n" \
+           "loss: categorical_crossentropy\n"
+    with pytest.raises(SpecError) as info:
+        load_spec_text(text, "n.yaml")
+    assert str(info.value).startswith("n.yaml:2: input: a number of") and "at most 400" in str(info.value)
