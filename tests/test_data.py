@@ -597,3 +597,14 @@ def test_values_beyond_the_dtype_are_refused_naming_the_column():
         prepare(spec, "classification", _two_blobs(1e40), 0.2, 0, scaling="none")
     assert "scaling" in str(caught.value)  # the hint: scale it
     prepare(spec, "classification", _two_blobs(1e40), 0.2, 0, scaling="standard")  # fine scaled
+
+
+@pytest.mark.parametrize("shape", [(2**32 - 1,) * 4, (2**32 - 1, 2**32 - 1, 2**31, 2**31),
+                                   (2**16, 2**16, 2**16, 2**16)])
+def test_idx_sizes_overflowing_int64_are_a_truncated_file(tmp_path, shape):
+    path = tmp_path / "images"
+    path.write_bytes(bytes([0, 0, 0x08, len(shape)])
+                     + b"".join(n.to_bytes(4, "big") for n in shape) + b"\0" * 16)
+    with pytest.raises(DataError, match="is truncated") as caught:
+        read_idx(path)
+    assert str(path) in str(caught.value)
