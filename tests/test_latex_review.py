@@ -111,3 +111,21 @@ def test_example_documents_with_errata_and_proof_compile_cleanly(name, tmp_path)
     assert r"\section{Errata: the document's formulas checked}" in tex
     assert "and their names here:" in tex
     assert "random rational points." in tex  # the proof's result, stated
+
+
+def test_every_unicode_character_is_escaped_to_ascii_wherever_names_reach_the_latex():
+    """tex_escape gives ASCII for every code point, and a document's symbol with a Unicode
+    digit (h١, x٣) is text, never a non-ASCII subscript inside maths (pdflatex failed)."""
+    import sys
+    import unicodedata
+
+    from derive.latex.errata import _their_tex
+    from derive.latex.text import tex_escape
+
+    assert all(tex_escape(chr(c)).isascii() for c in range(sys.maxunicode + 1))
+    digits = [chr(c) for c in range(sys.maxunicode + 1)
+              if unicodedata.category(chr(c)) == "Nd" and c > 127]
+    assert len(digits) > 600
+    for digit in digits:
+        assert _their_tex(f"h{digit}").isascii(), digit
+    assert _their_tex("h1") == "$h_{1}$" and _their_tex("alpha_2") == r"$\alpha_{2}$"
