@@ -1108,13 +1108,24 @@ class _ModelFile:
     def __init__(self, path):
         import zipfile
 
+        import stat
+
         self.path = path
+        try:
+            mode = os.stat(path).st_mode  # before opening: a FIFO would block the open
+        except FileNotFoundError:
+            raise ModelFileError(f"{path}: no such model file") from None
+        except OSError as err:
+            raise ModelFileError(f"{path}: cannot read it: {err.strerror or err}") from None
+        if stat.S_ISDIR(mode):
+            raise ModelFileError(f"{path} is a folder, not a model file")
+        if not stat.S_ISREG(mode):
+            raise ModelFileError(f"{path} is not a regular file (a FIFO, socket or device), "
+                                 "not a model file")
         try:
             self.archive = zipfile.ZipFile(path)
         except FileNotFoundError:
             raise ModelFileError(f"{path}: no such model file") from None
-        except IsADirectoryError:
-            raise ModelFileError(f"{path} is a folder, not a model file") from None
         except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
             raise ModelFileError(f"{path} is not a readable model file (not a complete .npz "
                                  f"archive: {err})") from None

@@ -380,3 +380,30 @@ def test_a_header_only_table_is_exit_2(tmp_path, capsys):
     assert main(["predict", "--model", str(model), "--data", f"csv:{tmp_path / 'empty.csv'}"]) == 2
     err = capsys.readouterr().err
     assert "empty.csv" in err and "internal error" not in err
+
+
+def test_loading_a_fifo_or_folder_is_an_error_not_a_hang(pets_model, tmp_path):
+    import os
+    import threading
+
+    good, module, folder = pets_model
+    fifo = tmp_path / "m.npz"
+    os.mkfifo(fifo)
+    caught = []
+    thread = threading.Thread(target=lambda: caught.append(_load_error(module, fifo)), daemon=True)
+    thread.start()
+    thread.join(20)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # unblock it
+        pytest.fail("Trainer.load hung on a FIFO")
+    assert "not a regular file" in caught[0]
+    assert "folder" in _load_error(module, tmp_path)
+
+
+def _load_error(module, path) -> str:
+    try:
+        module.Trainer.load(path)
+    except ValueError as err:
+        assert type(err).__name__ == "ModelFileError"
+        return str(err)
+    return "loaded"
