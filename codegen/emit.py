@@ -167,6 +167,11 @@ def spec_digest(derivation) -> str:
     fields.pop("notices", None)  # messages about the spelling, not content
     if fields.get("data"):
         fields["data"].pop("lines", None)  # where the spec wrote its fields, not content
+    for layer in fields["layers"]:  # a plain dense layer: the digest it had before layer kinds
+        if layer.get("kind") == "dense" and layer.get("skip") is None \
+                and not layer.get("options"):
+            for key in ("kind", "options", "skip"):
+                layer.pop(key, None)
     if not fields.get("loss_params"):  # a loss without parameters: the digest it had before
         fields.pop("loss_params", None)  # losses took any, so committed modules stay current
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -228,6 +233,50 @@ def module_context(derivation, program: Program | None = None) -> dict:
     }
 
 
+def graph_module_context(derivation) -> dict:
+    """What ``graph_module.py.j2`` lays out for a stack of layer kinds (``codegen.graphs``)."""
+    from .graphs import graph_context
+    from .lower import INDEXED, training_defaults
+
+    spec = derivation.spec
+    context = graph_context(derivation)
+    out = derivation.output
+    last = derivation.nodes[-1]
+    logits = out.per_example_logits is not None
+    expr = out.per_example_logits if logits else out.per_example
+    names = {INDEXED["a"]: last.A.name, INDEXED["y"]: "Y", INDEXED["z"]: last.Z.name}
+    printer = NumPyCodePrinter(names, like=last.Z.name)
+    loss_code = printer.doprint(expr)
+    from .printers.text import TextPrinter
+    text = TextPrinter()
+    declaration = last.activation.declaration
+    reg = ""
+    if spec.regularization.l2:
+        reg += f" + ({float(spec.regularization.l2):g}/2) sum ||W||^2"
+    if spec.regularization.l1:
+        reg += f" + {float(spec.regularization.l1):g} sum |W|"
+    return context | {
+        "marker": GENERATED_MARKER, "version": VERSION, "runtime": RUNTIME_NAME,
+        "rules": RULES_NAME, "api": runtime.API, "name": spec.name,
+        "source": comment_safe(Path(spec.source).name) if spec.source else None,
+        "digest": spec_digest(derivation), "layer_sizes": spec.layer_sizes,
+        "kinds": tuple(layer.kind for layer in spec.layers),
+        "activations": tuple(layer.activation.name for layer in spec.layers),
+        "loss_name": spec.loss, "loss_expr": text.doprint(out.per_example), "reg_text": reg,
+        "l1": float(spec.regularization.l1), "l2": float(spec.regularization.l2),
+        "dtype": spec.dtype, "depth": spec.depth, "labels": out.loss.labels,
+        "probability": bool(declaration and declaration.is_probability),
+        "training": pprint.pformat(training_defaults(derivation.optimizer, spec.training), width=90,
+                                   sort_dicts=False),
+        "out_z": last.Z.name, "out_a": last.A.name,
+        "loss_comment": text.doprint(expr) + ("  (written in the logits: stable for any Z)"
+                                              if logits else ""),
+        "loss_code": loss_code, "legacy": derivation.legacy_optimizers,
+        "parameters": function_parameters(spec),
+        "scipy_functions": sorted(set(context["scipy_graph"]) | printer.scipy_functions),
+    }
+
+
 def _variant(step, shapes, params, make, kernel_name, make_epoch) -> dict:
     """One printed step (NumPy and compiled loops) with the names the template gives it."""
     kernel = print_epoch_kernel(step, shapes, params)
@@ -265,6 +314,9 @@ def render_module(derivation) -> str:
 
     Raises Unprintable when a formula uses a function with no NumPy spelling.
     """
+    if hasattr(derivation, "nodes"):  # a stack of layer kinds (derive.graph)
+        return _environment().get_template("graph_module.py.j2").render(
+            **graph_module_context(derivation))
     try:
         context = module_context(derivation)
     except NotImplementedError as err:  # SymPy's PrintMethodNotImplementedError among them

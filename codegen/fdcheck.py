@@ -96,6 +96,7 @@ def finite_difference_check(module: ModuleType, *, m: int = EXAMPLES, seed: int 
         params[key] = params[key] + 0.1 * rng.standard_normal(params[key].shape)
     X = rng.standard_normal((m, module.LAYER_SIZES[0]))
     Y = random_targets(module, m, rng)
+    module = _Training(module, seed) if hasattr(module, "KINDS") else module
     grads = module.backward(params, module.forward(params, X), Y)
     J = module.loss(params, X, Y)
     signs = _kinks(module, params, X, switches)
@@ -130,6 +131,27 @@ def finite_difference_check(module: ModuleType, *, m: int = EXAMPLES, seed: int 
         results.append(FDResult(key, len(analytic), skipped, error))
     name = Path(module.__file__).stem if getattr(module, "__file__", None) else module.__name__
     return FDReport(name, tuple(results), tolerance)
+
+
+class _Training:
+    """A module of layer kinds as the check differentiates it: the training forward (batch
+    statistics) with one fixed dropout mask, drawn anew from the same seed at every call."""
+
+    def __init__(self, module: ModuleType, seed: int):
+        self.module, self.seed = module, seed
+        self.LAYER_SIZES, self.__file__ = module.LAYER_SIZES, getattr(module, "__file__", None)
+        self.__name__ = module.__name__
+
+    def forward(self, params, X):
+        return self.module.forward(params, X, training=True,
+                                   rng=np.random.default_rng(self.seed + 1))
+
+    def backward(self, params, cache, Y):
+        return self.module.backward(params, cache, Y)
+
+    def loss(self, params, X, Y):
+        cache = self.forward(params, X)
+        return self.module.objective(params, cache, self.module.targets(Y, X.shape[0], X.dtype))
 
 
 def _crossed(module, params, X, signs, switches) -> bool:

@@ -21,7 +21,7 @@ from .printers.text import TextPrinter
 from .program import (Assign, Buffer, ColumnSums, Compute, Hadamard, LayerInfo, Product,
                       Program, Step, AddBias, Update)
 
-__all__ = ["lower", "INDEXED"]
+__all__ = ["lower", "switches", "INDEXED"]
 
 # The index-form names of the Derivation's column-wise formulas (softmax, the output error,
 # the per-example loss): a, y and z are the output layer's activations, targets and logits.
@@ -49,7 +49,7 @@ def lower(derivation) -> Program:
         l1=float(spec.regularization.l1),
         l2=float(spec.regularization.l2),
         dtype=spec.dtype,
-        training=_training(derivation.optimizer, spec.training),
+        training=training_defaults(derivation.optimizer, spec.training),
         forward=_forward(derivation),
         per_example_loss=_per_example_loss(derivation),
         backward=_backward(derivation),
@@ -61,7 +61,7 @@ def lower(derivation) -> Program:
     )
 
 
-def _training(optimizer, training) -> dict:
+def training_defaults(optimizer, training) -> dict:
     """The Trainer's defaults: the spec's settings with every default resolved."""
     stopping = training.early_stopping
     return {"optimizer": optimizer.name, "learning_rate": optimizer.learning_rate,
@@ -210,6 +210,21 @@ def _plain_step(derivation) -> Step:
 def _description(derivation) -> dict:
     out = derivation.output
     return {"loss_expr": _TEXT.doprint(out.per_example)}
+
+
+def switches(derivation) -> tuple:
+    """Where each layer's activation has a kink, for either kind of derivation (a stack of
+    layer kinds reads its nodes' activations): (layer, s(z), z), a kink where s = 0."""
+    if not hasattr(derivation, "nodes"):
+        return _switches(derivation)
+    found = []
+    for node in derivation.nodes:
+        act = node.activation
+        if act.vector:
+            continue
+        for z in (s for s in act.display.free_symbols if s.name == "z"):
+            found += [(node.index, s, z) for s in switching_functions(act.display, z)]
+    return tuple(found)
 
 
 def _switches(derivation) -> tuple:

@@ -39,9 +39,10 @@ def _numba_installed() -> bool:
 
 _HAVE_NUMBA = _numba_installed()  # the compiled engine is available; imported on first use
 
-__all__ = ["API", "ForwardCache", "TrainingDiverged", "ModelFileError", "model_file_settings", "Network", "Trainer",
-           "softmax", "logsumexp", "float_dtype", "rank_one_update", "one_row_product", "rank_one",
-           "compiled", "ENGINES", "load_beside"]
+__all__ = ["API", "ForwardCache", "TrainingDiverged", "ModelFileError", "model_file_settings",
+           "Network", "Trainer", "softmax", "logsumexp", "float_dtype", "rank_one_update",
+           "one_row_product", "rank_one", "compiled", "ENGINES", "load_beside", "MISSING",
+           "is_missing", "table_columns", "encode_table", "number_specs", "NUMBER", "CATEGORY"]
 
 API = 3  # generated modules check it: a module and a runtime of different APIs refuse to run
 ENGINES = ("auto", "numpy", "compiled")
@@ -55,13 +56,15 @@ TASKS = {"real": "regression", "binary": "binary", "categorical": "classificatio
 
 
 class ForwardCache:
-    """What forward() keeps for backward(): Z[l] and A[l] indexed by layer (A[0] is X)."""
+    """What forward() keeps for backward(): Z[l] and A[l] indexed by layer (A[0] is X), and
+    for layer kinds the training forward's other arrays by name (μ, σ², x̂, masks)."""
 
-    __slots__ = ("Z", "A")
+    __slots__ = ("Z", "A", "saved")
 
-    def __init__(self, Z, A):
+    def __init__(self, Z, A, saved=None):
         self.Z = Z
         self.A = A
+        self.saved = saved or {}
 
     @property
     def output(self):
@@ -166,6 +169,17 @@ class _Compiled:
         except ImportError:  # raised while loading cached code, before the kernel runs
             self.function = self._jit(False)
             return self.function(*args)
+
+
+def momentum_update(running, value, momentum):
+    """PyTorch's running statistic: running <- (1 - momentum) running + momentum value."""
+    running *= 1.0 - momentum
+    running += momentum * np.reshape(value, running.shape)
+
+
+def bernoulli(rng, shape, keep, dtype):
+    """A dropout mask: 1 with probability ``keep``, else 0, drawn from ``rng``."""
+    return (rng.random(shape) < keep).astype(dtype)
 
 
 def load_beside(path, name):
@@ -338,8 +352,17 @@ class Network:
                  training, probability, forward, backward, per_example_loss, make_step,
                  make_epoch=None, make_gradient=None, make_gradient_epoch=None, optimizers=None,
                  schedules=None, legacy_optimizers=None, compiled_max_batch=0,
-                 parameters=None):
+                 parameters=None, kinds=None, table=None, state=None):
         self.name = name
+        # layer kinds: each layer's kind, the parameters (key, shape, init, penalised) and
+        # the running statistics (key, units, initial value); None for a dense stack
+        self.kinds = tuple(kinds) if kinds else ("dense",) * (len(layer_sizes) - 1)
+        self.table = tuple(table) if table else tuple(
+            entry for l, (fan_in, units) in enumerate(zip(layer_sizes[:-1], layer_sizes[1:]), 1)
+            for entry in ((f"W{l}", (units, fan_in), init[l - 1], True),
+                          (f"b{l}", (units,), "zeros", False)))
+        self.state = tuple(state or ())
+        self.graph = kinds is not None  # forward takes training, state and rng
         # the activations' and the loss's parameters where any differ from none: a leaky
         # ReLU's alpha, Huber's delta ({"activations": [{...} per layer], "loss": {...}})
         self.parameters = dict(parameters or {})
@@ -383,26 +406,33 @@ class Network:
         dtype = float_dtype(self.dtype if dtype is None else dtype)
         rng = np.random.default_rng(seed)
         params = {}
-        sizes = zip(self.layer_sizes[:-1], self.layer_sizes[1:])
-        for l, (fan_in, units) in enumerate(sizes, start=1):
-            weights = initial_weights(rng, self.init[l - 1], units, fan_in)
-            params[f"W{l}"] = np.asfortranarray(weights, dtype)
-            params[f"b{l}"] = np.zeros(units, dtype=dtype)
+        for key, shape, init, _ in self.table:
+            if len(shape) == 2:
+                params[key] = np.asfortranarray(initial_weights(rng, init, *shape), dtype)
+            else:
+                params[key] = np.full(shape, 1.0 if init == "ones" else 0.0, dtype=dtype)
         return params
+
+    def init_state(self, dtype=None):
+        """The running statistics at their initial values (batch norm: mean 0, variance 1)."""
+        dtype = float_dtype(self.dtype if dtype is None else dtype)
+        return {key: np.full((units,), value, dtype=dtype) for key, units, value in self.state}
+
+    def run(self, params, X, state=None):
+        """forward() when not training, with ``state``'s running statistics."""
+        return self.forward(params, X, state=state) if self.graph else self.forward(params, X)
 
     def check_params(self, params, dtype):
         """A float copy of params in ``dtype``, laid out as init_params lays it out, checked
         against the layer sizes."""
         checked = {}
-        sizes = zip(self.layer_sizes[:-1], self.layer_sizes[1:])
-        for l, (fan_in, units) in enumerate(sizes, start=1):
-            for key, shape in ((f"W{l}", (units, fan_in)), (f"b{l}", (units,))):
-                if key not in params:
-                    raise ValueError(f"params has no {key!r}")
-                value = np.array(params[key], dtype=dtype, order="F")
-                if value.shape != shape:
-                    raise ValueError(f"params[{key!r}] must have shape {shape}; got {value.shape}")
-                checked[key] = value
+        for key, shape, _, _ in self.table:
+            if key not in params:
+                raise ValueError(f"params has no {key!r}")
+            value = np.array(params[key], dtype=dtype, order="F")
+            if value.shape != tuple(shape):
+                raise ValueError(f"params[{key!r}] must have shape {tuple(shape)}; got {value.shape}")
+            checked[key] = value
         return checked
 
     # -- inputs and targets -----------------------------------------------------------
@@ -439,7 +469,7 @@ class Network:
     # -- the objective and its gradient -----------------------------------------------
     def penalty(self, params):
         """(l2/2) sum_l ||W_l||^2 + l1 sum_l |W_l|: the regularisation term of J."""
-        weights = [params[f"W{l}"] for l in range(1, self.depth + 1)]
+        weights = [params[key] for key, _, _, penalised in self.table if penalised]
         total = 0.0
         if self.l2:
             total += 0.5 * self.l2 * sum(float(np.sum(W ** 2)) for W in weights)
@@ -451,9 +481,10 @@ class Network:
         """J from a forward cache and dense targets Y (as returned by targets())."""
         return float(np.mean(self.per_example_loss(cache, Y))) + self.penalty(params)
 
-    def loss(self, params, X, Y):
-        """J: the mean loss over the batch plus the regularisation, as a float."""
-        cache = self.forward(params, X)
+    def loss(self, params, X, Y, state=None):
+        """J: the mean loss over the batch plus the regularisation, as a float (layer kinds:
+        not training, with ``state``'s running statistics)."""
+        cache = self.run(params, X, state)
         return self.objective(params, cache, self.targets(Y, cache.A[0].shape[0], cache.output.dtype))
 
     def backward(self, params, cache, Y):
@@ -462,22 +493,22 @@ class Network:
         return self.derived_backward(params, cache, T)
 
     # -- prediction and metrics -------------------------------------------------------
-    def predict(self, params, X):
+    def predict(self, params, X, state=None):
         """Class labels (classification), 0/1 labels (binary) or output values (regression);
         shape (m,) when the network has one output unit."""
-        output = self.forward(params, X).output
+        output = self.run(params, X, state).output
         if self.task == "classification":
             return np.argmax(output, axis=1)
         if self.task == "binary":
             output = (output > 0.5).astype(np.int64)
         return output[:, 0] if output.shape[1] == 1 else output
 
-    def predict_proba(self, params, X):
+    def predict_proba(self, params, X, state=None):
         """The output probabilities (m, n_L); only for softmax or sigmoid outputs."""
         if not self.probability:
             raise ValueError(f"{self.name}'s outputs are not probabilities "
                              f"({self.activations[-1]} output); use predict()")
-        return self.forward(params, X).output
+        return self.run(params, X, state).output
 
     def accuracy(self, output, T):
         """Fraction of correct decisions (None for regression)."""
@@ -487,10 +518,10 @@ class Network:
         """For each class: the accuracy on the examples of that class (None for regression)."""
         return _METRICS[self.task][1](output, T)
 
-    def evaluate(self, params, X, Y):
+    def evaluate(self, params, X, Y, state=None):
         """Loss, accuracy and per-class accuracy (None for regression), and for regression
         RMSE, MAE and R^2."""
-        cache = self.forward(params, X)
+        cache = self.run(params, X, state)
         T = self.targets(Y, cache.A[0].shape[0], cache.output.dtype)
         result = {"loss": self.objective(params, cache, T),
                   "accuracy": self.accuracy(cache.output, T),
@@ -498,6 +529,150 @@ class Network:
         if self.task == "regression":
             result.update(_regression_metrics(cache.output, T))
         return result
+
+
+# ----------------------------------------------------------------------------- raw tables
+
+# every common spelling of a missing cell, compared lower-case and stripped (empty, NA, N/A,
+# NaN, nan, null, ?); a float NaN, None and pandas' NA are missing too
+MISSING = frozenset({"", "na", "n/a", "nan", "null", "?"})
+NUMBER, CATEGORY = "number", "category"  # a table column's kind in a model file's "columns"
+_SHOWN = 5  # positions named in a message about missing or unknown cells
+
+
+def is_missing(value):
+    """Whether one cell of a raw table is missing (see MISSING)."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return value.strip().lower() in MISSING
+    if isinstance(value, (float, np.floating)):
+        return math.isnan(value)
+    return type(value).__name__ == "NAType"  # pandas.NA, without importing pandas
+
+
+def _positions(cells):
+    """``row 3 column 'sex', ...``: the first few (row, column) of a list, and how many more."""
+    shown = ", ".join(f"row {row} column {column!r}" for row, column in cells[:_SHOWN])
+    return shown + (f" and {len(cells) - _SHOWN} more" if len(cells) > _SHOWN else "")
+
+
+def table_columns(X, names):
+    """The columns ``names`` of a raw table, each a 1-D array in that order.
+
+    A pandas DataFrame, a NumPy structured array or a mapping (column name -> values) is read
+    by column name (other columns are ignored); a plain 2-D array by position, so it must have
+    exactly ``len(names)`` columns.  A ValueError says which columns do not match.
+    """
+    given = None
+    if hasattr(X, "columns") and hasattr(X, "__getitem__") and not isinstance(X, np.ndarray):
+        given = [str(c) for c in X.columns]
+        lookup = {str(c): c for c in X.columns}
+        get = lambda name: np.asarray(X[lookup[name]].to_numpy())  # noqa: E731
+    elif isinstance(X, np.ndarray) and X.dtype.names:
+        given = list(X.dtype.names)
+        get = lambda name: np.asarray(X[name])  # noqa: E731
+    elif isinstance(X, dict):
+        given = [str(c) for c in X]
+        lookup = {str(c): c for c in X}
+        get = lambda name: np.asarray(X[lookup[name]])  # noqa: E731
+    if given is not None:
+        absent = [name for name in names if name not in given]
+        if absent:
+            raise ValueError(
+                f"the table has no column {absent[0]!r}"
+                + (f" (nor {', '.join(map(repr, absent[1:]))})" if len(absent) > 1 else "")
+                + f": it is not the table the model was trained on (the model's columns: "
+                f"{', '.join(names)}; the table's: {', '.join(given) or 'none'})")
+        columns = [get(name).reshape(-1) for name in names]
+        if len({len(c) for c in columns}) > 1:
+            raise ValueError("the table's columns have different numbers of rows")
+        return columns
+    X = np.asarray(X)
+    if X.ndim != 2 or X.shape[1] != len(names):
+        got = f"{X.shape[1]} columns" if X.ndim == 2 else f"shape {X.shape}"
+        one = " (for one example use X[None, :])" if X.shape == (len(names),) else ""
+        raise ValueError(f"X has {got}, but the model takes {len(names)}, one per column: "
+                         f"{', '.join(names)} (in this order; a DataFrame or a structured "
+                         f"array is matched by column name){one}")
+    return [X[:, j] for j in range(X.shape[1])]
+
+
+def encode_table(columns, specs, missing="error"):
+    """Raw table columns (``table_columns``) as the network's real-valued inputs (m, n_0).
+
+    ``specs`` says, per column, its kind (NUMBER or CATEGORY), the value that fills a missing
+    cell (``fill``; None: nothing is imputed) and a category column's ``categories``, which
+    become one-hot columns in that order.  A missing cell without a fill, a text in a number
+    column or a category not among ``categories`` is a ValueError that names the rows and
+    columns (``missing``: the strategy the model was trained with, for the message).
+    """
+    m = len(columns[0]) if columns else 0
+    blocks, holes, unseen, texts = [], [], [], []
+    for values, spec in zip(columns, specs):
+        name, fill = spec["name"], spec.get("fill")
+        if spec["kind"] == CATEGORY:
+            categories = list(spec["categories"])
+            index = {category: i for i, category in enumerate(categories)}
+            block = np.zeros((m, len(categories)))
+            for row, value in enumerate(values):
+                if is_missing(value):
+                    if fill is None:
+                        holes.append((row, name))
+                        continue
+                    value = fill
+                key = str(value).strip()
+                if key not in index:
+                    unseen.append((row, name, key, categories))
+                    continue
+                block[row, index[key]] = 1.0
+            blocks.append(block)
+            continue
+        if values.dtype.kind in "biuf":
+            column = values.astype(np.float64)
+        else:
+            column = np.empty(m)
+            for row, value in enumerate(values):
+                if is_missing(value):
+                    column[row] = np.nan
+                    continue
+                try:
+                    column[row] = float(value)
+                except (TypeError, ValueError):
+                    texts.append((row, name, str(value) if isinstance(value, str) else value))
+                    column[row] = 0.0
+        bad = np.isnan(column)
+        if bad.any():
+            if fill is None:
+                holes += [(int(row), name) for row in np.flatnonzero(bad)]
+            else:
+                column[bad] = fill
+        if np.isinf(column).any():
+            row = int(np.flatnonzero(np.isinf(column))[0])
+            raise ValueError(f"row {row} column {name!r}: {column[row]} is not a finite number")
+        blocks.append(column.reshape(-1, 1))
+    if texts:
+        row, name, value = texts[0]
+        raise ValueError(f"row {row} column {name!r}: {value!r} is not a number, and the model "
+                         f"took {name!r} as a number column"
+                         + (f" ({len(texts)} such cells)" if len(texts) > 1 else ""))
+    if unseen:
+        row, name, value, categories = unseen[0]
+        raise ValueError(f"row {row} column {name!r}: {value!r} is a category the model never "
+                         f"saw in training (its categories: {', '.join(categories)})"
+                         + (f"; {len(unseen)} such cells" if len(unseen) > 1 else ""))
+    if holes:
+        holes.sort()
+        how = ("imputes nothing (trained with missing: "
+               f"{missing}; data.missing: mean, median or most_frequent imputes)")
+        raise ValueError(f"{len(holes)} missing cell{'s' if len(holes) > 1 else ''} "
+                         f"({_positions(holes)}), and the model {how}")
+    return np.hstack(blocks) if blocks else np.empty((m, 0))
+
+
+def number_specs(names):
+    """The column specs of a table of number columns that imputes nothing."""
+    return [{"name": name, "kind": NUMBER, "fill": None} for name in names]
 
 
 # ----------------------------------------------------------------------------- training
@@ -588,6 +763,10 @@ class Trainer:
         defaults = net.training
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+        if engine == "compiled" and net.graph:
+            raise ValueError(f"engine='compiled' is not printed yet for layer kinds "
+                             f"({', '.join(sorted(set(net.kinds) - {'dense'}))}): use "
+                             "engine='numpy' or 'auto'")
         if engine == "compiled" and (not _HAVE_NUMBA or net.make_epoch is None):
             raise ValueError("engine='compiled' needs numba (pip install numba); "
                              "use engine='numpy' or 'auto'")
@@ -642,6 +821,7 @@ class Trainer:
         self._rng = np.random.default_rng(self.seed)
         rows = len(rule["state"])
         self.params = net.init_params(self.seed, self.dtype) if params is None else params
+        self.layer_state = net.init_state(self.dtype)  # running statistics (batch norm)
         self._state = np.zeros((rows, self._flat.size), self.dtype)
 
     # -- settings ---------------------------------------------------------------------
@@ -697,7 +877,7 @@ class Trainer:
     def plain(self):
         """The rule is theta - eta g with these hyperparameters: the fused plain step runs."""
         when = self.network.optimizers[self.optimizer]["plain_when"]
-        return when is not None and all(self.hyperparameters[key] == 0 for key in when)
+        return self.network.make_step is not None and when is not None and all(self.hyperparameters[key] == 0 for key in when)
 
     # -- parameters -------------------------------------------------------------------
     @property
@@ -759,9 +939,29 @@ class Trainer:
         key = ("gradient" if gradient else "plain", count)
         if key not in self._steps:
             net = self.network
-            self._steps[key] = (net.make_gradient(self._params, self._grads, count, self.dtype)
-                                if gradient else net.make_step(self._params, count, self.dtype))
+            if net.graph:  # layer kinds: the derived backward of a training forward
+                self._steps[key] = self._graph_gradient(count)
+            else:
+                self._steps[key] = (
+                    net.make_gradient(self._params, self._grads, count, self.dtype)
+                    if gradient else net.make_step(self._params, count, self.dtype))
         return self._steps[key]
+
+    def _graph_gradient(self, count):
+        """(X buffer, Y buffer, step) for layer kinds: step runs the training forward (batch
+        statistics, the running ones moved, dropout masks from the Trainer's generator) and
+        writes the derived dJ/dtheta into the Trainer's gradient arrays."""
+        net = self.network
+        Xb = np.empty((count, net.layer_sizes[0]), self.dtype)
+        Yb = np.empty((count, net.layer_sizes[-1]), self.dtype)
+
+        def step(X, Y, learning_rate):
+            cache = net.forward(self._params, X, training=True, state=self.layer_state,
+                                rng=self._rng)
+            for key, grad in net.derived_backward(self._params, cache, Y).items():
+                self._grads[key][...] = grad
+
+        return Xb, Yb, step
 
     def _kernel(self, gradient, count):
         key = ("gradient" if gradient else "plain", count)
@@ -911,7 +1111,7 @@ class Trainer:
         total_loss, correct = 0.0, 0.0
         with np.errstate(over="ignore", invalid="ignore"):
             for start in range(0, m, chunk):
-                cache = net.forward(self._params, X[start:start + chunk])
+                cache = net.run(self._params, X[start:start + chunk], self.layer_state)
                 rows = T[start:start + chunk]
                 total_loss += float(np.sum(net.per_example_loss(cache, rows)))
                 accuracy = net.accuracy(cache.output, rows)
@@ -924,12 +1124,22 @@ class Trainer:
     preprocessing = None  # a model file's: how raw rows become inputs, outputs answers
 
     def transform(self, X):
-        """Raw rows as the network's inputs, by the model file's preprocessing (the fixed
-        scaling, then the training part's standardisation); X itself without one."""
+        """Raw rows as the network's inputs.  With a model file's preprocessing: its columns
+        matched (by name in a DataFrame, a structured array or a mapping of columns; by
+        position in a plain array), missing cells imputed and categories one-hot encoded as
+        fitted on the training part, then the fixed scaling and the training part's
+        standardisation.  Without one, X itself.  A cell that cannot be answered honestly (a
+        NaN nothing imputes, an unseen category, a column the model does not know) is a
+        ValueError naming it."""
         prep = self.preprocessing
         if prep is None:
+            X = self.network.inputs(X, self.dtype)
+            _finite_rows(X, "X")
             return X
-        X = np.asarray(X, dtype=np.float64) / prep["divide_by"]
+        names = prep.get("feature_names") or [f"x{j}" for j in range(self.network.layer_sizes[0])]
+        specs = prep.get("columns") or number_specs(names)
+        X = encode_table(table_columns(X, names), specs, prep.get("missing") or "error")
+        X = X / prep["divide_by"]
         if prep["features"] is not None:
             X = (X - np.asarray(prep["features"]["mean"])) / np.asarray(prep["features"]["scale"])
         return X.astype(self.dtype)
@@ -938,7 +1148,7 @@ class Trainer:
         """Labels (classification), 0/1 (binary) or values (regression).  A Trainer loaded from
         a model file that ``derive --train`` wrote takes raw rows and answers in the data's
         own terms: class names, and values in the target's units."""
-        output = self.network.predict(self._params, self.transform(X))
+        output = self.network.predict(self._params, self.transform(X), self.layer_state)
         prep = self.preprocessing
         if prep is None:
             return output
@@ -952,12 +1162,12 @@ class Trainer:
 
     def predict_proba(self, X):
         """Output probabilities (m, n_L), of raw rows for a loaded model file."""
-        return self.network.predict_proba(self._params, self.transform(X))
+        return self.network.predict_proba(self._params, self.transform(X), self.layer_state)
 
     def evaluate(self, X, Y):
         """Loss, accuracy and per-class accuracy (None for regression), and RMSE, MAE, R^2
         for regression."""
-        return self.network.evaluate(self._params, X, Y)
+        return self.network.evaluate(self._params, X, Y, self.layer_state)
 
     # -- saving -----------------------------------------------------------------------
     def settings(self):
@@ -967,6 +1177,7 @@ class Trainer:
             "generator": "Generated by backprop-derive",  # codegen.files.SIGNATURE
             "module": net.name, "api": API,
             "layer_sizes": list(net.layer_sizes), "activations": list(net.activations),
+            **({"kinds": list(net.kinds)} if net.graph else {}),
             "loss": net.loss_name, "parameters": net.parameters,
             "optimizer": self.optimizer, "learning_rate": self.learning_rate,
             "batch_size": self.batch_size, "epochs": self.epochs, "shuffle": self.shuffle,
@@ -986,6 +1197,7 @@ class Trainer:
         path = path if hasattr(path, "write") else _npz_path(path)
         settings = self.settings() | dict(extra or {})
         arrays = dict(self._params)
+        arrays.update({f"__layer__/{key}": value for key, value in self.layer_state.items()})
         names = self.network.optimizers[self.optimizer]["state"]
         for row, name in enumerate(names):
             for key, view in self._flat_views_of(self._state[row]).items():
@@ -1022,6 +1234,10 @@ class Trainer:
                     f"{settings['activations']} and {settings.get('loss')}, not this "
                     f"module's {list(net.layer_sizes)} with {list(net.activations)} and "
                     f"{net.loss_name}")
+            if net.graph and settings.get("kinds") != list(net.kinds):
+                raise ModelFileError(f"{path} holds a network of the layer kinds "
+                                     f"{settings.get('kinds')}, not this module's "
+                                     f"{list(net.kinds)}")
             if settings.get("parameters", {}) != net.parameters:
                 raise ModelFileError(
                     f"{path} holds a network whose functions take the parameters "
@@ -1035,6 +1251,8 @@ class Trainer:
             state_names = net.optimizers[optimizer]["state"]
             state = {f"{name}/{key}": stored.array(f"__state__/{name}/{key}", shape)
                      for name in state_names for key, shape in shapes.items()}
+            layer_state = {key: stored.array(f"__layer__/{key}", array.shape)
+                           for key, array in net.init_state().items()}  # running statistics
         _check_preprocessing(settings.get("preprocessing"), net, path)
         try:
             progress = settings["progress"]
@@ -1050,6 +1268,8 @@ class Trainer:
                 views = trainer._flat_views_of(trainer._state[row])
                 for key in params:
                     views[key][...] = state[f"{name}/{key}"]
+            for key, value in layer_state.items():
+                trainer.layer_state[key][...] = value
             for key in ("epoch", "t", "best_epoch", "waited"):
                 value = progress[key]
                 if key == "best_epoch" and value is None:

@@ -5,6 +5,7 @@ A claims file (YAML) lists formulas someone printed, each naming a quantity of t
     document: seed 000, "Roll your sleeves! Let us do some partial derivatives."
     symbols: {h: a1}                      # the document's names for the network's quantities
     example: ../values/net_values.yaml    # optional: the worked example, for numbers
+    per_example: true                     # the formulas are about one example's loss L
     claims:
       - claim: "dW1 = relu(W2^T (yhat - y)) x^T"
         source: eq. (6)
@@ -20,12 +21,16 @@ formula that differs at a point is refuted with a counterexample: the instance, 
 (every parameter, the input and the target), the claimed and the derived values, in real
 numbers.  Shapes are checked first on the spec's own sizes.
 
-* a gradient, error, forward quantity, the loss L or dL/da: equal at every point;
+* a gradient, error or forward quantity: equal at every point, in the file's reading: the
+  batch objective J over m = BATCH examples (so a missing 1/m is refuted), or, with
+  ``per_example: true`` (on the file, or on one claim), one example's loss L; whether m
+  appears in the formula decides nothing.  The loss L and dL/da are one example's always;
 * a local derivative ``d g/dz``: equal at rational z of both signs;
-* an update rule ``W1 := ...``: it leaves W1 where it is at learning rate 0 (exactly) and moves
-  along a descent direction (the slope of J along it, sum(dJ/dW1 ∘ direction), is negative at
-  every point, in real numbers: the stand-ins keep equalities, not the order of values); a
-  refuted rule shows J rising after a small step;
+* an update rule ``W1 := ...``: equal, at random learning rates, to the spec's rule applied to
+  the derived gradient: plain gradient descent when the spec names no training.optimizer (the
+  documents' rule, whatever the trainer's default), else that optimizer's first step.  A
+  refuted rule's note says whether a small step of it lowers J (a descent direction is not
+  the rule);
 * a number of the worked example (``z1[3] = -0.04``): the exact value rounded to the decimals
   printed.
 """
@@ -47,20 +52,22 @@ from .activations import ACTIVATIONS
 from .derivation import Derivation, M, derive
 from .errors import SpecError
 from .formula import (Call, Equation, FormulaError, Name, Node, Num, Power, Transpose,
-                      Unary, Vector, calls_in, names_in, parse_equation)
+                      Unary, Vector, parse_equation)
 from .netspec import LayerSpec, NetSpec
+from .optimizers import ETA, GRADIENT, OPTIMIZERS, STEP, THETA
 from .primitives import Phi, phi, to_primitives
-from .proof import MAX_WIDTH, evaluate_definitions, exact_model
+from .proof import MAX_WIDTH, KindsInstance, evaluate_definitions, exact_model, shrink_kinds
 from .registry import UnknownName
 from .yamlread import Item, did_you_mean, expected, item_error, read_document, read_text
 
 __all__ = ["Claim", "ClaimsFile", "claims_names", "notation", "Counterexample", "Verdict", "ClaimsReport", "load_claims",
-           "load_claims_text", "check_claims", "claims_instance", "FUNCTIONS", "POINTS"]
+           "load_claims_text", "check_claims", "claims_instance", "spec_rule", "FUNCTIONS", "POINTS",
+           "BATCH", "READINGS", "FAULTS", "Note"]
 
 POINTS = 3  # random rational points per claim
 DIGITS = 30  # the real numbers shown in a counterexample
 AGREE = sp.Float("1e-25")  # exact stand-ins differ but the real values agree this closely
-STEP = sp.Rational(1, 1000)  # the learning rate of the step that shows a loss rising
+STEP_RATE = sp.Rational(1, 1000)  # the learning rate of the step that shows J rising
 Z = sp.Symbol("z", real=True)
 
 # functions the syntax knows besides the registry's activations: name -> g(z)
@@ -71,8 +78,13 @@ FUNCTIONS: dict[str, sp.Expr] = {
 }
 _REDUCTIONS = ("sum", "rowsum", "colsum")
 _LEARNING_RATE = ("eta", "η", "alpha", "α", "lr")
-_KEYS = ("document", "symbols", "example", "claims")
-_CLAIM_KEYS = ("claim", "source", "expect", "note")
+_KEYS = ("document", "symbols", "example", "per_example", "claims", "notes")
+_CLAIM_KEYS = ("claim", "source", "expect", "note", "per_example", "fault")
+_NOTE_KEYS = ("quote", "source", "fault", "note")
+# what kind of fault a refuted claim (or a note) records: a referee's words
+FAULTS = ("formula error", "index or transpose slip", "notation slip", "heading typo",
+          "wrong number", "number cut not rounded", "wording slip", "unusual notation")
+BATCH = 2  # examples of the batch reading: J over m >= 2 examples, so a missing 1/m shows
 
 
 # ----------------------------------------------------------------------------- literals
@@ -87,6 +99,19 @@ class Claim:
     line: int
     column: int | None  # of the formula in the file, when it can be located
     field: str  # claims[3].claim
+    per_example: bool | None = None  # the claim's own reading, overriding the file's
+    fault: str = ""  # one of FAULTS: what kind of error the document makes here
+
+
+@dataclass(frozen=True)
+class Note:
+    """A fault the claims syntax cannot state (a count, a sentence, a general index): the
+    document's words, where, what kind of fault and what is meant."""
+    quote: str
+    source: str
+    fault: str
+    note: str
+    line: int
 
 
 @dataclass(frozen=True)
@@ -96,6 +121,11 @@ class ClaimsFile:
     symbols: dict[str, str]
     example: str | None  # the values file, resolved against the claims file's folder
     claims: tuple[Claim, ...]
+    per_example: bool = False  # the formulas are about one example's loss L, not J over m
+    notes: tuple[Note, ...] = ()
+
+    def reads_per_example(self, claim: Claim) -> bool:
+        return self.per_example if claim.per_example is None else claim.per_example
 
 
 @dataclass(frozen=True)
@@ -108,6 +138,9 @@ class Counterexample:
     claimed: sp.Matrix  # real values, DIGITS digits
     derived: sp.Matrix
     lines: tuple[str, ...] = ()  # more evidence (a loss rising after a step)
+    # the derivation's intermediate values at the point, for seeing where the claim departs:
+    # z_l, W_{l+1}^T delta_{l+1}, delta_l of the claimed quantity's layer (real numbers)
+    intermediates: tuple[tuple[str, sp.Matrix], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,6 +152,8 @@ class Verdict:
     reason: str  # one sentence: why
     counterexample: Counterexample | None = None
     derived: str = ""  # the derived formula in text, for the terminal (the LaTeX prints its own)
+    reading: str = ""  # "batch" (J over m >= 2 examples), "per example" (L), "" (no examples)
+    note: str = ""  # beside a refutation: what the formula is instead (a descent direction)
 
     @property
     def ok(self) -> bool:
@@ -151,21 +186,36 @@ class ClaimsReport:
             where = f"{self.file.path}:{v.claim.line}"
             mark = "" if v.ok else f"  [UNEXPECTED: the file expects {'proven' if v.claim.expect else 'refuted'}]"
             source = f" ({v.claim.source})" if v.claim.source else ""
-            lines.append(f"{where}: {v.word}: {v.claim.text}{source}{mark}")
+            reading = f" ({READINGS[v.reading]})" if v.reading else ""
+            lines.append(f"{where}: {v.word}{reading}: {v.claim.text}{source}{mark}")
             lines.append(f"  {v.reason}")
-            if v.derived:
-                lines.append(f"  derived: {v.derived}")
+            if v.note:
+                lines.append(f"  note: {v.note}")
+            if v.derived and not (v.kind == "update" and v.proven):  # the reason names it
+                lines.append(f"  {'the spec' + chr(39) + 's rule' if v.kind == 'update' else 'derived'}: "
+                             f"{v.derived}")
             if v.counterexample is not None:
                 lines += [f"  {line}" for line in counterexample_lines(v.counterexample)]
         proven = sum(v.proven for v in self.verdicts)
         unexpected = sum(not v.ok for v in self.verdicts)
         tail = "every verdict as expected" if not unexpected else \
             f"{unexpected} verdict{'s' if unexpected > 1 else ''} not as expected"
+        for n in () if brief else self.file.notes:
+            source = f" ({n.source})" if n.source else ""
+            lines.append(f"{self.file.path}:{n.line}: note, {n.fault}: “{n.quote}”{source}")
+            if n.note:
+                lines.append(f"  {n.note}")
         count = len(self.verdicts)
+        notes = len(self.file.notes)
         lines.append(f"claims of {self.spec_name} ({self.file.path}): {count} "
                      f"claim{'s' if count != 1 else ''}, {proven} proven, {count - proven} "
-                     f"refuted; {tail}")
+                     f"refuted{f', {notes} note' + ('s' if notes != 1 else '') if notes else ''}; "
+                     f"{tail}")
         return "\n".join(lines)
+
+
+READINGS = {"batch": f"batch reading: J over m = {BATCH} examples",
+            "per example": "per-example reading: one example's loss L"}
 
 
 def number_text(value, digits: int = 6) -> str:
@@ -205,6 +255,8 @@ def counterexample_lines(cx: Counterexample) -> list[str]:
         out.append(f"{cx.quantity}{at}: claimed {number_text(cx.claimed[r - 1, c - 1])}, derived "
                    f"{number_text(cx.derived[r - 1, c - 1])} (claimed {matrix_text(cx.claimed)}, "
                    f"derived {matrix_text(cx.derived)})")
+    out += [f"at this point the derivation has {name} = {matrix_text(value)}"
+            for name, value in cx.intermediates]
     return out + list(cx.lines)
 
 
@@ -261,7 +313,46 @@ def _claims_file(root: Item, text: str, filename: str) -> ClaimsFile:
         raise expected(listed, "a non-empty list of claims")
     lines = text.splitlines()
     claims = tuple(_claim(item, lines) for item in listed.value)
-    return ClaimsFile(filename, _text(fields.get("document")), symbols, example, claims)
+    per_example = _flag(fields.get("per_example"), False)
+    notes = ()
+    if "notes" in fields:
+        if not isinstance(fields["notes"].value, list):
+            raise expected(fields["notes"], "a list of {quote: the document's words, source: "
+                                            "where, fault: what kind}")
+        notes = tuple(_note(item) for item in fields["notes"].value)
+    return ClaimsFile(filename, _text(fields.get("document")), symbols, example, claims,
+                      per_example, notes)
+
+
+def _fault(item: Item | None) -> str:
+    if item is None:
+        return ""
+    text = _text(item)
+    if text not in FAULTS:
+        raise item_error(item, f"unknown fault {text!r} (expected one of: {', '.join(FAULTS)})",
+                         did_you_mean(text, FAULTS))
+    return text
+
+
+def _note(item: Item) -> Note:
+    fields = _keys(item, _NOTE_KEYS, "a mapping {quote: the document's words, source: where, "
+                                     "fault: what kind, note: what is meant}")
+    for key in ("quote", "fault"):
+        if key not in fields:
+            raise item_error(item, f"missing key {key!r} in a note (a note quotes the document "
+                                   f"and says what kind of fault it is)")
+    return Note(_text(fields["quote"]), _text(fields.get("source")), _fault(fields["fault"]),
+                _text(fields.get("note")), item.line)
+
+
+def _flag(item: Item | None, default):
+    """per_example: true (one example's loss L) or false (the batch objective J)."""
+    if item is None:
+        return default
+    if not isinstance(item.value, bool):
+        raise expected(item, "true (the formulas are about one example's loss L) or false "
+                             "(about the batch objective J over m examples, the default)")
+    return item.value
 
 
 def _claim(item: Item, lines: list[str]) -> Claim:
@@ -286,7 +377,8 @@ def _claim(item: Item, lines: list[str]) -> Claim:
             raise expected(given, "true (the claim should be proven) or false (refuted)")
         expect = given.value
     return Claim(formula.value, equation, _text(fields.get("source")), expect,
-                 _text(fields.get("note")), formula.line, column, formula.path)
+                 _text(fields.get("note")), formula.line, column, formula.path,
+                 _flag(fields.get("per_example"), None), _fault(fields.get("fault")))
 
 
 def formula_error(item: Item, column: int | None, message: str, at: int) -> SpecError:
@@ -314,13 +406,32 @@ _FIXED = {"x": "A0", "X": "A0", "y": "Y", "Y": "Y", "m": "m"}
 _OUTPUT = ("yhat", "ŷ", "Yhat", "y_hat", "yHat")
 
 
+# a stack of layer kinds: the kinds' own quantities too (gamma2, xhat2, mu2, var2, mask3, eps2
+# and the adjoints dgamma2, dxhat2, dmu2, dvar2, dA1 of J), besides W, b, Z, A, delta, dW, db
+_KIND_NAME = re.compile(r"^(gamma|γ|beta|β|xhat|x̂|mu|μ|var|sigma2|σ2|mask|r|eps|epsilon|ε|"
+                        r"dgamma|dbeta|dxhat|dmu|dvar|dA|da)_?(\d+)$")
+_KIND_OF = {"γ": "gamma", "β": "beta", "x̂": "xhat", "μ": "mu", "sigma2": "var", "σ2": "var",
+            "r": "mask", "eps": "epsilon", "ε": "epsilon", "da": "dA"}
+
+
+def _kind_names(derivation) -> set[str]:
+    """Every name a claim may use about a stack of layer kinds (one per quantity)."""
+    names = {symbol.name for symbol in derivation.shapes} | {"A0", "Y"}
+    names |= {f"delta{node.index}" for node in derivation.nodes}
+    names |= {d.name for _, d in derivation.gradients}
+    return {n for n in names if not n.startswith(("s", "p_", "P"))
+            or n.startswith("sigma")} - {"Y"}
+
+
 class _Names:
     """The document's names resolved to the Derivation's (W1, b1, Z1, A1, delta1, dW1, db1,
-    A0 for x, Y for y, A_L for yhat; m and the learning rate)."""
+    A0 for x, Y for y, A_L for yhat; m and the learning rate; for layer kinds gamma2, xhat2,
+    mu2, var2, mask3, eps2 and the adjoints dgamma2, dxhat2, ...)."""
 
     def __init__(self, derivation: Derivation, symbols: dict[str, str]):
         self.depth = derivation.spec.depth
         self.symbols = symbols
+        self.kinds = _kind_names(derivation) if hasattr(derivation, "nodes") else None
 
     def resolve(self, name: str) -> str | None:
         name = self.symbols.get(name, name)
@@ -333,12 +444,19 @@ class _Names:
         if name in _LEARNING_RATE:
             return "eta"
         match = _LAYER_NAME.match(name)
+        if self.kinds is not None:
+            kind_match = _KIND_NAME.match(name)
+            if kind_match:
+                word = _KIND_OF.get(kind_match.group(1), kind_match.group(1))
+                found = f"{word}{kind_match.group(2)}"
+                return found if found in self.kinds else None
         if not match:
             return None
         kind, layer = _KIND[match.group(1)], int(match.group(2))
         if layer > self.depth or (layer == 0 and kind != "A"):
             return None
-        return f"{kind}{layer}"
+        found = f"{kind}{layer}"
+        return found if self.kinds is None or found in self.kinds else None
 
     def function(self, name: str) -> str:
         """A function's name, the document's own mapped (seed 002's R is relu)."""
@@ -346,8 +464,16 @@ class _Names:
 
     def known(self) -> str:
         L = self.depth
+        if self.kinds is not None:
+            return ", ".join(sorted(self.kinds, key=lambda n: (_digits(n), n))) + \
+                ", x, y, yhat, m, eta (or alpha)"
         return (f"W1..W{L}, b1..b{L}, z1..z{L}, a0..a{L} (a0 = x), delta1..delta{L} (or dZ, e), "
                 f"dW1..dW{L}, db1..db{L}, x, y, yhat, m, eta (or alpha)")
+
+
+def _digits(name: str) -> int:
+    digits = "".join(ch for ch in name if ch.isdigit())
+    return int(digits or 0)
 
 
 def claims_names(derivation: Derivation, report: "ClaimsReport") -> Callable[[str], str | None]:
@@ -644,12 +770,132 @@ class _Instance:
                     DIGITS)
 
 
+class _KindsInstance:
+    """The claims' instance of a stack of layer kinds (``derive.graph``): its derivation on
+    the spec with widths at most 3 (every layer kept), evaluated at each point on exact
+    rational arrays by the proof's evaluator; names in the documents' column convention (Z_l
+    is n_l x m; a per-unit statistic or parameter n_l x 1; W_l and dW_l as W_l).  ``d<x>`` is
+    ∂J/∂x; delta_l is the documents' error m ∂J/∂Z_l."""
+
+    def __init__(self, derivation, examples: int):
+        self.full = derivation
+        self.d = derive(shrink_kinds(derivation.spec)[0])
+        self.m = examples
+        self.weights = {p.name for p, shape, _, _ in self.d.params if len(shape) == 2}
+        self.weights |= {d.name for p, d in self.d.gradients if p.name in self.weights}
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return self.d.spec.layer_sizes
+
+    def point(self, k: int, seed: int = 0) -> dict:
+        """Point k: arrays (one row per example) for the input, the targets, every parameter
+        and every dropout mask; ε's values are chosen when first evaluated, then kept."""
+        import numpy as np
+
+        rng = random.Random(1000 * seed + k)
+        d, m = self.d, self.m
+
+        def array(rows, cols):
+            return np.array([[_rational(_value(rng)) for _ in range(cols)] for _ in range(rows)],
+                            dtype=object)
+        values: dict = {d.X: array(m, d.spec.input)}
+        for p, shape, _, _ in d.params:
+            values[p] = array(*(shape if len(shape) == 2 else (1, shape[0])))
+        probe = KindsInstance(d, rng, m)  # its targets and masks, drawn from the point's rng
+        values[d.Y] = probe.env[d.Y]
+        for node in d.nodes:
+            for r, _ in node.randoms:
+                values[r] = probe.env[r]
+        values["eps"] = {}
+        return values
+
+    def _env(self, values: dict, model, numeric: bool = False) -> dict:
+        """Every array at the point; ``numeric``: ε's entries as the numbers chosen for the
+        point (the real values), not as the symbols the exact model sets."""
+        arrays = {key: value for key, value in values.items() if key != "eps"}
+        instance = KindsInstance(self.d, random.Random(0), self.m, arrays, values["eps"])
+        if numeric:
+            for node in self.d.nodes:
+                for c, _, _ in node.constants:
+                    instance.env[c] = instance.env[c].copy()
+                    for index, symbol in enumerate(instance.env[c].flat):
+                        instance.env[c].flat[index] = _rational(values["eps"][symbol])
+        instance.run(self.d.forward, model, resolve_piecewise=False)
+        instance.run(self.d.backward, model, resolve_piecewise=False)
+        values["eps"].update(instance.eps_values)
+        return instance.env
+
+    def _named(self, env: dict) -> dict[str, sp.Matrix]:
+        named = {}
+        for symbol, array in env.items():
+            name = getattr(symbol, "name", None)
+            if name is None or array.ndim != 2:
+                continue
+            matrix = sp.Matrix(array.tolist())
+            named[name] = matrix if name in self.weights else matrix.T
+        for node in self.d.nodes:
+            named[f"delta{node.index}"] = named[f"dZ{node.index}"] * self.m
+        out, Y = named[f"A{self.d.spec.depth}"], named["Y"]
+        loss = self.d.objective.loss
+        a, y = sp.Symbol("a", real=True), sp.Symbol("y", real=True)
+        slope = sp.diff(loss.unit(a, y), a)
+        named["L"] = sp.Matrix(1, out.cols, lambda r, c: sp.Add(
+            *[loss.unit(out[k, c], Y[k, c]) for k in range(out.rows)]))
+        named["dL/dA"] = sp.Matrix(out.rows, out.cols, lambda r, c: slope.xreplace(
+            {a: out[r, c], y: Y[r, c]}))
+        return named
+
+    def exact(self, values: dict, seed: int):
+        model = exact_model({}, seed)
+        named = self._named(self._env(values, model))
+        cache: dict[str, sp.Matrix] = {}
+
+        def get(name: str) -> sp.Matrix:
+            if name not in cache:
+                cache[name] = named[name].applyfunc(lambda e: _rational(model(e)))
+            return cache[name]
+
+        def apply(g: sp.Expr, v: sp.Expr) -> sp.Expr:
+            return _rational(model.at(g, {Z: Fraction(int(v.p), int(v.q))}))
+        return get, apply, model
+
+    def real(self, values: dict, overrides: dict[str, sp.Matrix] | None = None):
+        import numpy as np
+
+        values = dict(values)
+        for name, matrix in (overrides or {}).items():
+            symbol = next(p for p, *_ in self.d.params if p.name == name)
+            values[symbol] = np.array((matrix if name in self.weights else matrix.T).tolist(),
+                                      dtype=object)
+        named = self._named(self._env(values, exact_model({}, 0), numeric=True))
+
+        def get(name: str) -> sp.Matrix:
+            return named[name].evalf(DIGITS)
+
+        def apply(g: sp.Expr, v: sp.Expr) -> sp.Expr:
+            return sp.N(g.xreplace({Z: v}), DIGITS)
+        point = {name: named[name] for name in
+                 ("A0", "Y", *(p.name for p, *_ in self.d.params))}
+        for node in self.d.nodes:  # ε as the point chose it (σ² + ε a square)
+            for c, _, _ in node.constants:
+                point[c.name] = named[c.name]
+        return get, apply, point
+
+    def objective(self, get) -> sp.Expr:
+        weights = [w for p in self.d.penalised for w in get(p.name)]
+        return sp.N(self.d.objective.value(get(f"A{self.d.spec.depth}"), get("Y"), weights),
+                    DIGITS)
+
+
 def _rational(q) -> sp.Rational:
     q = Fraction(q)
     return sp.Rational(q.numerator, q.denominator)
 
 
 def _point_shown(instance: _Instance, point: dict[str, sp.Matrix]) -> tuple:
+    if isinstance(instance, _KindsInstance):
+        return tuple(point.items())
     order = [n for layer in instance.d.layers for n in (layer.W.name, layer.b.name)]
     return tuple((name, point[name]) for name in ("A0", "Y", *order))
 
@@ -666,7 +912,8 @@ class _Context:
 
     def instance(self, examples: int) -> _Instance:
         if examples not in self.instances:
-            self.instances[examples] = _Instance(self.derivation, examples)
+            kind = _KindsInstance if hasattr(self.derivation, "nodes") else _Instance
+            self.instances[examples] = kind(self.derivation, examples)
         return self.instances[examples]
 
 
@@ -678,7 +925,8 @@ def check_claims(derivation: Derivation, claims: ClaimsFile, *, seed: int = 0) -
     plans = [_plan(claim, derivation, names) for claim in claims.claims]
     context = _Context(derivation, names, {}, seed=seed)
     verdicts = tuple(_check(plan, context, claims) for plan in plans)
-    instance = claims_instance(derivation.spec).layer_sizes
+    instance = (shrink_kinds(derivation.spec)[0] if hasattr(derivation, "nodes")
+                else claims_instance(derivation.spec)).layer_sizes
     return ClaimsReport(claims, derivation.spec.name, verdicts, instance)
 
 
@@ -717,7 +965,10 @@ def _plan(claim: Claim, derivation: Derivation, names: _Names) -> _Plan:
         allowed = None
         if eq.update:
             resolved = names.resolve(eq.lhs)
-            if resolved is None or resolved[0] not in "Wb" or resolved.startswith("dW"):
+            parameters = ({p.name for p, *_ in derivation.params} if hasattr(derivation, "nodes")
+                          else None)
+            if resolved is None or (resolved not in parameters if parameters is not None else
+                                    resolved[0] not in "Wb" or resolved.startswith("dW")):
                 raise _claim_error(claim, f"an update rule assigns a parameter (W1, b1, ...), "
                                           f"not {eq.lhs!r}")
             kind, target = "update", resolved
@@ -739,8 +990,12 @@ def _plan(claim: Claim, derivation: Derivation, names: _Names) -> _Plan:
             if entry:
                 raise _claim_error(claim, "an entry [i] is claimed with a number of the worked "
                                           "example (z1[3] = -0.04)")
-            kind = ("gradient" if resolved[:2] in ("dW", "db") else "loss" if resolved == "L"
-                    else "error" if resolved.startswith("delta") else "forward")
+            gradients = ({d.name for _, d in derivation.gradients}
+                         if hasattr(derivation, "nodes") else ())
+            kind = ("gradient" if resolved[:2] in ("dW", "db") or resolved in gradients
+                    else "loss" if resolved == "L"
+                    else "error" if resolved.startswith(("delta", "d")) and resolved != "dL/dA"
+                    else "forward")
             target = resolved
     for node in _walk(rhs):
         if isinstance(node, Name):
@@ -809,9 +1064,12 @@ def _decide(plan: _Plan, context: _Context, claims: ClaimsFile) -> Verdict:
         return _check_local(plan, context)
     resolve = context.names.resolve
     rhs = plan.claim.equation.rhs
-    uses_m = "m" in {resolve(n) for n in names_in(rhs)} or \
-        bool(calls_in(rhs) & {"rowsum", "colsum"})
-    examples = 2 if uses_m else 1
+    # L and dL/dyhat are one example's by definition; the rest are read as the file says:
+    # the batch objective J over m >= 2 examples unless per_example (whether m appears in
+    # the formula decides nothing)
+    one = claims.reads_per_example(plan.claim) or plan.kind in ("loss", "loss derivative")
+    examples = 1 if one else BATCH
+    reading = "per example" if one else "batch"
 
     def lookup(node):
         return plan.lookup(node)
@@ -822,15 +1080,14 @@ def _decide(plan: _Plan, context: _Context, claims: ClaimsFile) -> Verdict:
         claimed_shape = _shape(_renamed(rhs, resolve), shapes, lookup)
     except _ShapeError as err:
         return _verdict(plan, False, f"the formula has no shape: at column {err.column} of "
-                                     f"the formula, {err.message}")
+                                     f"the formula, {err.message}", reading=reading)
     wanted = shapes[plan.target]
     if claimed_shape != wanted and claimed_shape != (1, 1):
         return _verdict(plan, False, f"the formula is {_dims(claimed_shape)}; {plan.target} is "
-                                     f"{_dims(wanted)}")
+                                     f"{_dims(wanted)}", reading=reading)
     instance = context.instance(examples)
-    if plan.kind == "update":
-        return _check_update(plan, instance, resolve, lookup, context.seed)
-    return _compare(plan, instance, resolve, lookup, context.seed)
+    rule = spec_rule(context.derivation.spec, reading) if plan.kind == "update" else None
+    return _compare(plan, instance, resolve, lookup, context.seed, rule, reading)
 
 
 def _renamed(node: Node, resolve) -> Node:
@@ -845,6 +1102,8 @@ def _renamed(node: Node, resolve) -> Node:
 
 
 def _shapes(derivation: Derivation, m: int) -> dict[str, tuple[int, int]]:
+    if hasattr(derivation, "nodes"):
+        return _kind_shapes(derivation, m)
     shapes = {"m": (1, 1), "eta": (1, 1), "A0": (derivation.spec.input, m),
               "Y": (derivation.Y.shape[0], m), "L": (1, m), "dL/dA": (derivation.Y.shape[0], m)}
     for layer in derivation.layers:
@@ -854,17 +1113,79 @@ def _shapes(derivation: Derivation, m: int) -> dict[str, tuple[int, int]]:
     return shapes
 
 
-def _verdict(plan: _Plan, proven: bool, reason: str, cx: Counterexample | None = None) -> Verdict:
-    return Verdict(plan.claim, plan.kind, plan.target, proven, reason, cx)
+def _kind_shapes(derivation, m: int) -> dict[str, tuple[int, int]]:
+    """Shapes in the column convention for a stack of layer kinds (see _KindsInstance)."""
+    n_out = derivation.spec.layers[-1].units
+    shapes = {"m": (1, 1), "eta": (1, 1), "L": (1, m), "dL/dA": (n_out, m)}
+    params = {p.name: shape for p, shape, _, _ in derivation.params}
+    grads = {d.name: params[p.name] for p, d in derivation.gradients}
+    for symbol, (cls, width) in derivation.shapes.items():
+        name = symbol.name
+        if name in params or name in grads:
+            shape = (params | grads)[name]
+            shapes[name] = shape if len(shape) == 2 else (shape[0], 1)
+        else:
+            shapes[name] = {"data": (width, m), "row": (width, 1), "column": (1, m),
+                            "scalar": (1, 1)}[cls]
+    for node in derivation.nodes:
+        shapes[f"delta{node.index}"] = (node.units, m)
+    return shapes
 
 
-def _scalar_env(get, m: int):
+def _verdict(plan: _Plan, proven: bool, reason: str, cx: Counterexample | None = None,
+             reading: str = "", note: str = "") -> Verdict:
+    return Verdict(plan.claim, plan.kind, plan.target, proven, reason, cx, reading=reading,
+                   note=note)
+
+
+def _scalar_env(get, m: int, eta=None):
     """Names with m and the learning rate added."""
     def env(name: str) -> sp.Matrix:
         if name == "m":
             return sp.Matrix([[m]])
+        if name == "eta":
+            return sp.Matrix([[eta if eta is not None else sp.Rational(1, 10)]])
         return get(name)
     return env
+
+
+def _rate(k: int, seed: int) -> sp.Rational:
+    """The learning rate of point k: a random small positive rational (a rule that holds at
+    one rate only is caught at another)."""
+    rng = random.Random(7919 * seed + k)
+    return sp.Rational(rng.randint(1, 9), rng.randint(10, 47))
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """The spec's update rule: what a claimed ``theta := ...`` must equal."""
+    text: str  # for the verdict
+    step: Callable[[sp.Expr, sp.Expr, sp.Expr], sp.Expr]  # (theta, gradient, eta) -> new theta
+
+    def new(self, theta: sp.Matrix, gradient: sp.Matrix, eta) -> sp.Matrix:
+        return sp.Matrix(theta.rows, theta.cols,
+                         lambda r, c: self.step(theta[r, c], gradient[r, c], eta))
+
+
+def spec_rule(spec: NetSpec, reading: str) -> _Rule:
+    """Plain gradient descent when the spec names no training.optimizer (the documents'
+    rule, whatever the trainer's default); else the named optimizer's first step (its state
+    zero, t = 1) with the spec's hyperparameters."""
+    objective = "L" if reading == "per example" else "J"
+    if "optimizer" not in spec.training.given:
+        return _Rule(f"θ − η ∂{objective}/∂θ (plain gradient descent: the spec names no "
+                     "training.optimizer)", lambda theta, g, eta: theta - eta * g)
+    declared = OPTIMIZERS[spec.training.optimizer]
+    fixed = {**declared.substitutions(spec.training.hyperparameter_dict),
+             **{symbol: sp.Integer(0) for symbol, _ in declared.state}, STEP: sp.Integer(1)}
+
+    def step(theta, g, eta):
+        values = {**fixed, THETA: theta, GRADIENT: g, ETA: eta}
+        for target, formula in declared.assignments:
+            values[target] = formula.xreplace(values)
+        return values[THETA]
+    return _Rule(f"{declared.title}'s first step from ∂{objective}/∂θ (the spec's "
+                 f"training.optimizer: {declared.name})", step)
 
 
 def _first_difference(a: sp.Matrix, b: sp.Matrix, tolerance=None) -> tuple[int, int] | None:
@@ -880,19 +1201,24 @@ def _first_difference(a: sp.Matrix, b: sp.Matrix, tolerance=None) -> tuple[int, 
     return None
 
 
-def _compare(plan: _Plan, instance: _Instance, resolve, lookup, seed: int) -> Verdict:
+def _compare(plan: _Plan, instance: _Instance, resolve, lookup, seed: int,
+             rule: _Rule | None, reading: str) -> Verdict:
+    """The claim against the derived quantity (an update rule: against the spec's rule
+    applied to the derived gradient) at POINTS points, exactly, with the real values as the
+    judge where the exact stand-ins differ."""
     rhs = _renamed(plan.claim.equation.rhs, resolve)
     agreed_real, decided = False, 0
     for k in range(1, 10 * POINTS + 1):
         if decided == POINTS:
             break
         values = instance.point(k, seed)
+        eta = _rate(k, seed)
         get, apply, _ = instance.exact(values, seed * 1000 + k)
-        derived = get(plan.target)
-        if derived.is_zero_matrix:  # every ReLU off: a point that tells little
-            continue
+        derived = _derived(plan, rule, get, eta)
+        if derived.is_zero_matrix or rule is not None and get("d" + plan.target).is_zero_matrix:
+            continue  # every ReLU off (or a stationary point): a point that tells little
         try:
-            claimed = _evaluate(rhs, _scalar_env(get, instance.m), lookup, apply)
+            claimed = _evaluate(rhs, _scalar_env(get, instance.m, eta), lookup, apply)
         except (_Undefined, ZeroDivisionError):
             continue
         decided += 1
@@ -900,95 +1226,100 @@ def _compare(plan: _Plan, instance: _Instance, resolve, lookup, seed: int) -> Ve
             continue
         rget, rapply, point = instance.real(values)
         try:
-            claimed_r = _evaluate(rhs, _scalar_env(rget, instance.m), lookup, rapply)
+            claimed_r = _evaluate(rhs, _scalar_env(rget, instance.m, eta), lookup, rapply)
         except (_Undefined, ZeroDivisionError):
             continue
-        derived_r = rget(plan.target)
+        derived_r = _derived(plan, rule, rget, eta).evalf(DIGITS)
         entry = _first_difference(claimed_r, derived_r, AGREE)
         if entry is None:  # the stand-ins differ, the real values do not
             agreed_real = True
             continue
         claimed_r, derived_r = _spread(claimed_r, derived_r)
-        cx = Counterexample(instance.sizes, instance.m, _point_shown(instance, point),
-                            plan.target, entry, claimed_r, derived_r)
-        return _verdict(plan, False, f"the formula differs from the derived {plan.target}",
-                        cx)
+        shown = _point_shown(instance, point)
+        if rule is None:
+            cx = Counterexample(instance.sizes, instance.m, shown, plan.target, entry,
+                                claimed_r, derived_r,
+                                intermediates=_intermediates(plan.target, instance, rget))
+            return _verdict(plan, False, f"the formula differs from the derived {plan.target}",
+                            cx, reading)
+        return _refuted_rule(plan, instance, rule, reading, values, point, shown, eta, get,
+                             apply, lookup, rhs, entry, claimed_r, derived_r)
     if decided == 0:
         return _verdict(plan, False, "the formula has no value at any point tried (a division "
-                                     "by zero or a logarithm of a non-positive number)")
-    how = (f"equal to the derived {plan.target} at {decided} random rational points on a "
-           f"{'-'.join(map(str, instance.sizes))} instance ({instance.m} example"
-           f"{'s' if instance.m > 1 else ''}), exactly")
+                                     "by zero or a logarithm of a non-positive number)",
+                        reading=reading)
+    sizes = "-".join(map(str, instance.sizes))
+    plural = "s" if instance.m > 1 else ""
+    if rule is None:
+        how = (f"equal to the derived {plan.target} at {decided} random rational points on a "
+               f"{sizes} instance ({instance.m} example{plural}), exactly")
+    else:
+        how = (f"equal to the spec's rule, {rule.text}, at {decided} random rational points "
+               f"and learning rates on a {sizes} instance ({instance.m} example{plural}), "
+               f"exactly")
     if agreed_real:
         how += f" (at some points to {DIGITS} digits in real numbers)"
-    return _verdict(plan, True, how)
+    verdict = _verdict(plan, True, how, reading=reading)
+    return dataclasses.replace(verdict, derived=rule.text) if rule is not None else verdict
 
 
-def _check_update(plan: _Plan, instance: _Instance, resolve, lookup, seed: int) -> Verdict:
-    """A descent direction: at learning rate 0 the rule leaves the parameter; the slope of J
-    along the rule's direction is negative."""
-    rhs = _renamed(plan.claim.equation.rhs, resolve)
-    theta, grad = plan.target, "d" + plan.target
-    decided = 0
-    for k in range(1, 10 * POINTS + 1):
-        if decided == POINTS:
-            break
-        values = instance.point(k, seed)
-        get, apply, _ = instance.exact(values, seed * 1000 + k)
-        if get(grad).is_zero_matrix:  # a stationary point (every ReLU off): no direction falls
-            continue
-        decided += 1
-
-        def at(rate, get=get, apply=apply):
-            def env(name):
-                return sp.Matrix([[rate]]) if name == "eta" else _scalar_env(get, instance.m)(name)
-            return _spread(_evaluate(rhs, env, lookup, apply), get(theta))[0]
-        start, one, two = at(0), at(1), at(2)
-        direction = one - start
-        rget, rapply, point = instance.real(values)
-        shown = _point_shown(instance, point)
-        if (start - get(theta)).norm() != 0:
-            return _verdict(plan, False, f"at learning rate 0 the rule does not leave {theta} "
-                                         "where it is",
-                            Counterexample(instance.sizes, instance.m, shown, f"{theta} at rate 0",
-                                           _first_difference(start, get(theta)),
-                                           start.evalf(DIGITS), get(theta).evalf(DIGITS)))
-        if two - start != 2 * direction:
-            return _verdict(plan, False, "the rule is not of the form θ + η·direction (not "
-                                         "affine in the learning rate)")
-        # the sign of the slope in real numbers: the exact model's stand-ins keep equalities,
-        # not the order of transcendental values
-        real_direction = _real_direction(rhs, rget, rapply, lookup, instance, theta)
-        g_real = rget(grad)
-        slope_real = sum(g * d for g, d in zip(g_real, real_direction))
-        if slope_real < 0:
-            continue
-        before = instance.objective(rget)
-        moved = point[theta] + real_direction * STEP
-        after_get, _, _ = instance.real(values, {theta: moved})
-        after = instance.objective(after_get)
-        lines = (f"J = {number_text(before, 10)} before the step; after one step of the rule "
-                 f"with η = {STEP}: J = {number_text(after, 10)} "
-                 f"({'rises' if after > before else 'does not fall'} by "
-                 f"{number_text(after - before, 3)})",)
-        cx = Counterexample(instance.sizes, instance.m, shown, "slope of J along the rule",
-                            None, sp.Matrix([[slope_real]]), sp.Matrix([[-sum(g * g for g in g_real)]]),
-                            lines)
-        return _verdict(plan, False, f"not a descent direction: at this point the slope of J "
-                                     f"along the rule is ≥ 0, where the derived rule's slope is "
-                                     f"−‖d{theta}‖² < 0", cx)
-    return _verdict(plan, True, f"a descent direction: at {POINTS} random rational points on a "
-                                f"{'-'.join(map(str, instance.sizes))} instance the rule leaves "
-                                f"{theta} at learning rate 0 (exactly) and the slope of J along "
-                                f"it is negative (to {DIGITS} digits)")
+_LAYERED = re.compile(r"^(?:dW|db|delta)(\d+)$")
 
 
-def _real_direction(rhs, rget, rapply, lookup, instance, theta) -> sp.Matrix:
-    def at(rate):
-        def env(name):
-            return sp.Matrix([[rate]]) if name == "eta" else _scalar_env(rget, instance.m)(name)
-        return _spread(_evaluate(rhs, env, lookup, rapply), rget(theta))[0]
-    return at(1) - at(0)
+def _intermediates(target: str, instance: _Instance, get) -> tuple:
+    """z_l, W_{l+1}^T delta_{l+1} and delta_l at the point, for a gradient or error of layer
+    l (where a claimed backward formula usually departs: a missing g', a missing transpose)."""
+    match = _LAYERED.match(target)
+    if not match or isinstance(instance, _KindsInstance):
+        return ()
+    l = int(match.group(1))
+    out = [(f"Z{l}", get(f"Z{l}"))]
+    if l < instance.d.spec.depth:
+        out.append((f"W{l + 1}^T delta{l + 1}", (get(f"W{l + 1}").T * get(f"delta{l + 1}"))
+                    .evalf(DIGITS)))
+    if not target.startswith("delta"):
+        out.append((f"delta{l}", get(f"delta{l}")))
+    return tuple(out)
+
+
+def _derived(plan: _Plan, rule: _Rule | None, get, eta) -> sp.Matrix:
+    if rule is None:
+        return get(plan.target)
+    return rule.new(get(plan.target), get("d" + plan.target), eta)
+
+
+def _refuted_rule(plan, instance, rule, reading, values, point, shown, eta, get, apply, lookup,
+                  rhs, entry, claimed_r, derived_r) -> Verdict:
+    """A claimed rule that is not the spec's: the counterexample after one step, and as a
+    note what one small step of the claimed rule does to J (a descent step is not the rule)."""
+    theta = plan.target
+    at_zero = _evaluate(rhs, _scalar_env(get, instance.m, sp.Integer(0)), lookup, apply)
+    if _first_difference(at_zero, get(theta)) is not None:
+        start = _spread(at_zero, get(theta))[0]
+        cx = Counterexample(instance.sizes, instance.m, shown, f"{theta} at learning rate 0",
+                            _first_difference(start, get(theta)), start.evalf(DIGITS),
+                            get(theta).evalf(DIGITS))
+        verdict = _verdict(plan, False, f"at learning rate 0 the rule does not leave {theta} "
+                                        "where it is", cx, reading)
+        return dataclasses.replace(verdict, derived=rule.text)
+    rget, rapply, _ = instance.real(values)
+    moved = _spread(_evaluate(rhs, _scalar_env(rget, instance.m, STEP_RATE), lookup, rapply),
+                    rget(theta))[0]
+    before = instance.objective(rget)
+    after_get, _, _ = instance.real(values, {theta: moved})
+    after = instance.objective(after_get)
+    change = ("rises" if after > before else "does not fall" if after == before else "falls")
+    lines = (f"J = {number_text(before, 10)} before the step; after one step of the claimed "
+             f"rule with η = {STEP_RATE}: J = {number_text(after, 10)} ({change} by "
+             f"{number_text(abs(after - before), 3)})",)
+    cx = Counterexample(instance.sizes, instance.m, shown, f"{theta} after one step",
+                        entry, claimed_r, derived_r, lines)
+    note = ("a small step of it lowers J here: a descent direction, which is not the rule"
+            if after < before else "a small step of it does not lower J: not even a descent "
+            "direction")
+    verdict = _verdict(plan, False, f"not the spec's rule: one step of each with η = {eta} "
+                                    f"gives a different {theta}", cx, reading, note)
+    return dataclasses.replace(verdict, derived=rule.text)
 
 
 def _check_local(plan: _Plan, context: _Context) -> Verdict:

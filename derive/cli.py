@@ -25,10 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="derive",
         description="Derive backpropagation for a declared network with SymPy, prove it, "
                     "and generate a NumPy module (forward, backward, trainer).",
+        usage="%(prog)s --spec NET.yaml [options]\n       %(prog)s predict --model MODEL.npz "
+              "--data SOURCE [--proba] [--keep COLUMN] [--output PREDS.csv]",
         epilog=f"Exit status: {EXIT_OK} success, {EXIT_CHECK_FAILED} a check failed (or "
                f"training diverged), {EXIT_USAGE} bad usage, spec or data, {EXIT_INTERNAL} an "
                f"internal error (please report it), {EXIT_INTERRUPTED} stopped by Ctrl-C "
-               "(training saves what it reached first).",
+               "(training saves what it reached first).\n\n"
+               "commands:\n  predict   apply a model file that --train saved to raw data "
+               "(derive predict --help)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--spec", nargs="+", required=True, metavar="NET.yaml",
                         help="network spec(s) in YAML (see README.md for the format)")
@@ -75,6 +80,11 @@ def build_predict_parser() -> argparse.ArgumentParser:
                              "are ignored) or a bundled data set's name (digits, iris, ...)")
     parser.add_argument("--output", metavar="PREDS.csv",
                         help="write the predictions as CSV (row, prediction); default: print them")
+    parser.add_argument("--proba", action="store_true",
+                        help="also write each class's probability, P(CLASS) columns")
+    parser.add_argument("--keep", action="append", default=[], metavar="COLUMN",
+                        help="pass the data's COLUMN (an id) through beside the predictions; "
+                             "may be given more than once")
     parser.add_argument("--force", action="store_true", help="overwrite an existing --output")
     return parser
 
@@ -93,10 +103,12 @@ def _predict(argv: list[str]) -> int:
         if output is not None:
             writable(output, args.force)
     except WriteRefused as err:
-        print(f"derive predict: {err}", file=sys.stderr)
+        plain = output.is_file() and not output.is_symlink()  # predictions carry no signature
+        print(f"derive predict: {f'{output} exists; add --force to replace it' if plain else err}",
+              file=sys.stderr)
         return EXIT_USAGE
     try:
-        result = predict_file(args.model, args.data)
+        result = predict_file(args.model, args.data, proba=args.proba, keep=tuple(args.keep))
     except DataError as err:
         print(f"derive predict: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -310,17 +322,24 @@ def _run(path: str, args) -> int:
     spec = load_spec(path)
     for notice in spec.notices:
         print(f"derive: note: {notice}", file=sys.stderr)
+    refused = _not_yet(spec, args) or _refused_targets(spec, args)  # before anything is written
+    if refused:
+        print(f"derive: {path}: {refused}", file=sys.stderr)
+        return EXIT_USAGE
+    data = None
+    if args.train or spec.auto_sizes:  # sizes written auto are the data's
+        data = _training_data(spec)  # data that cannot be used: nothing is written
+        if isinstance(data, int):
+            return data
+        from .training.runner import sized
+
+        spec = sized(spec, *data)
     _check_memory(spec, args)  # before anything is written or allocated
     derivation = derive(spec)
     example = _latex_example(derivation, args)  # a bad values file: nothing is written
     checking = time.perf_counter()
     claims = _claims(derivation, args)  # nor with a bad claims file
     started += time.perf_counter() - checking  # the module line times the module alone
-    data = None
-    if args.train:
-        data = _training_data(spec)  # nor with data that cannot be used
-        if isinstance(data, int):
-            return data
     if args.no_module:
         target = None
     else:
@@ -399,6 +418,27 @@ def _claims(derivation, args):
     return check_claims(derivation, load_claims(path))
 
 
+def _not_yet(spec, args) -> str | None:
+    """What a stack of layer kinds cannot have yet: the stages that still read dense layers
+    only (the module, its NumPy Trainer and --train have every kind)."""
+    if spec.plain_dense:
+        return None
+    asked = [flag for flag, given in (("--latex", args.latex),
+                                      (f"--backend {args.backend}", args.backend != "numpy"))
+             if given]
+    if not asked:
+        return None
+    kinds = sorted({layer.kind for layer in spec.layers} - {"dense"}
+                   | ({"skip"} if any(layer.skip is not None for layer in spec.layers) else set())
+                   | ({"dense without bias"} if any(layer.kind == "dense" and not
+                                                     layer.option_dict.get("bias", True)
+                                                     for layer in spec.layers) else set()))
+    return (f"{', '.join(asked)} {'is' if len(asked) == 1 else 'are'} not available yet for "
+            f"layer kinds ({', '.join(kinds)}): the module (its derived backward checked "
+            "against torch.autograd in the tests) and --train are; leave out "
+            f"{', '.join(asked)}")
+
+
 def _proof(derivation, args):
     from .proof import prove_spec
 
@@ -410,7 +450,7 @@ def _proof(derivation, args):
 
 def _check(derivation, target: Path, args, proof) -> int:
     from codegen.fdcheck import finite_difference_check
-    from codegen.lower import lower
+    from codegen.lower import switches
     from codegen.files import import_module_from
 
     if target is None:  # --no-module: the module checked is written to a temporary folder
@@ -420,8 +460,7 @@ def _check(derivation, target: Path, args, proof) -> int:
 
         with tempfile.TemporaryDirectory(prefix="derive_check_") as folder:
             return _check(derivation, write_module(derivation, folder), args, proof)
-    fd = finite_difference_check(import_module_from(target),
-                                 switches=lower(derivation).switches)
+    fd = finite_difference_check(import_module_from(target), switches=switches(derivation))
     print(fd.summary(), file=sys.stdout if fd.ok else sys.stderr, flush=True)
     return EXIT_OK if proof.ok and fd.ok else EXIT_CHECK_FAILED
 
@@ -655,6 +694,22 @@ def _user_targets(spec, args) -> list[tuple[Path, str]]:
         targets += [(folder / f"{spec.name}.npz", "model file"),
                     (folder / "summary.json", "summary")]
     return targets
+
+
+def _refused_targets(spec, args) -> str | None:
+    """Why the command would replace an earlier run's model (None when it will not): a
+    --save-dir that holds one is refused without --force, before anything is written (every
+    other target is checked with the command's targets)."""
+    if args.train and args.save_dir and not args.force:
+        folder = _save_dir(spec, args)
+        model = folder / f"{spec.name}.npz"
+        resumed = args.resume is not None and Path(args.resume).resolve() == model.resolve()
+        held = [path.name for path in (model, folder / "summary.json") if path.exists()]
+        if held and not resumed:
+            return (f"--save-dir {folder} holds the model of an earlier run "
+                    f"({', '.join(held)}); add --force to replace it, or give another folder "
+                    "(without --save-dir each run gets a new runs/<name>/<n>/)")
+    return None
 
 
 def _save_dir(spec, args) -> Path | None:

@@ -35,6 +35,8 @@ class DataRequest:
     drop: tuple[str, ...] = ()  # a table's columns that are neither features nor targets
     delimiter: str = ","  # a table's field separator
     test: Path | None = None  # a separate test table with the same columns
+    missing: str = "error"  # a table's missing cells: error | drop | mean | median | most_frequent
+    categorical: str | tuple[str, ...] | None = None  # auto | the category columns | None
 
 
 @dataclass(frozen=True)

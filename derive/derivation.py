@@ -283,8 +283,33 @@ class Objective:
         return data + self.penalty(weights)
 
 
+class DeclaredRules:
+    """The update rules and schedules every generated folder carries (a mixin of both kinds
+    of derivation: the dense recurrence's and the layer kinds' graph)."""
+
+    @property
+    def optimizers(self) -> tuple[Optimizer, ...]:
+        """Every declared update rule: a generated folder can train with any of them."""
+        return tuple(OPTIMIZERS[name] for name in OPTIMIZERS)
+
+    @property
+    def schedules(self) -> tuple[Schedule, ...]:
+        """Every declared learning-rate schedule."""
+        return tuple(SCHEDULES[name] for name in SCHEDULES)
+
+    @property
+    def rule_symbols(self) -> tuple[sp.Symbol, ...]:
+        """(theta, g, eta, t, e): what the rules and schedules are written in."""
+        return THETA, GRADIENT, ETA, STEP, EPOCH
+
+    @property
+    def legacy_optimizers(self) -> dict:
+        """Old ``optimizer:`` names -> the batch size they meant (None: the given one)."""
+        return {name: legacy.batch_size for name, legacy in LEGACY_OPTIMIZERS.items()}
+
+
 @dataclass(frozen=True)
-class Derivation:
+class Derivation(DeclaredRules):
     """Everything the LaTeX and the code generator need, derived once from a NetSpec."""
 
     spec: NetSpec
@@ -369,27 +394,6 @@ class Derivation:
     def role_of(self, symbol: sp.Basic | str) -> SymbolRole | None:
         """The role of a symbol (or of a name), whatever its shape; None if it has none."""
         return self.roles_by_name.get(symbol if isinstance(symbol, str) else _name_of(symbol))
-
-    @property
-    def optimizers(self) -> tuple[Optimizer, ...]:
-        """Every declared update rule: a generated folder can train with any of them."""
-        return tuple(OPTIMIZERS[name] for name in OPTIMIZERS)
-
-    @property
-    def schedules(self) -> tuple[Schedule, ...]:
-        """Every declared learning-rate schedule."""
-        return tuple(SCHEDULES[name] for name in SCHEDULES)
-
-    @property
-    def rule_symbols(self) -> tuple[sp.Symbol, ...]:
-        """(theta, g, eta, t, e): what the rules and schedules are written in."""
-        return THETA, GRADIENT, ETA, STEP, EPOCH
-
-    @property
-    def legacy_optimizers(self) -> dict:
-        """Old ``optimizer:`` names -> the batch size they meant (None: the given one)."""
-        return {name: legacy.batch_size for name, legacy in LEGACY_OPTIMIZERS.items()}
-
 
 def _name_of(symbol: sp.Basic) -> str:
     return str(symbol.label) if isinstance(symbol, sp.IndexedBase) else symbol.name
@@ -491,7 +495,7 @@ def _updates(eta: sp.Symbol) -> tuple[UpdateRule, ...]:
                  for v in map(VARIANTS.__getitem__, VARIANTS))
 
 
-def _optimizer(spec: NetSpec) -> OptimizerUse:
+def optimizer_use(spec: NetSpec) -> OptimizerUse:
     training = spec.training
     declaration = OPTIMIZERS[training.optimizer]
     values = declaration.defaults | training.hyperparameter_dict
@@ -507,7 +511,14 @@ def _optimizer(spec: NetSpec) -> OptimizerUse:
 
 
 def derive(spec: NetSpec) -> Derivation:
-    """Compose the derived local pieces into the whole network's backpropagation."""
+    """Compose the derived local pieces into the whole network's backpropagation.
+
+    A stack of plain dense layers (the documents' networks) is composed by the chain-rule
+    recurrence here; any other stack of layer kinds by ``derive.graph`` from the kinds'
+    declared forwards (a ``GraphDerivation``)."""
+    if not spec.plain_dense:
+        from .graph import derive_graph
+        return derive_graph(spec)
     last = spec.layers[-1].activation
     output = local_output(spec.loss, last.name, last.params, spec.loss_params)
     X = sp.MatrixSymbol("A0", spec.input, M)
@@ -527,4 +538,4 @@ def derive(spec: NetSpec) -> Derivation:
                           tuple(layer.W for layer in layers))
     return Derivation(spec, X, Y, tuple(layers), output, dense_partials(),
                       exact(spec.regularization.l1), exact(spec.regularization.l2),
-                      _updates(ETA), _optimizer(spec), objective, ETA)
+                      _updates(ETA), optimizer_use(spec), objective, ETA)

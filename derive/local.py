@@ -162,21 +162,31 @@ def positive_lead(expr: sp.Expr) -> sp.Expr:
 
 
 def simplest(expr: sp.Expr) -> sp.Expr:
-    """The cheapest of expand / factor / cancel by ``count_ops``, never a cosh/sinh form.
+    """The cheapest of expand / factor / cancel by ``count_ops``, never a cosh/sinh form
+    that ``expr`` did not have; never fails: at worst ``expr`` itself, unsimplified.
 
-    ``simplify`` is avoided on purpose: it turns sigma' into 1/(4 cosh^2(z/2)).
+    ``simplify`` is avoided on purpose: it turns sigma' into 1/(4 cosh^2(z/2)).  A form that
+    has cosh/sinh of its own (log cosh(a - y)'s derivative, sinh/cosh) keeps them, and is
+    also tried through trigsimp (sinh/cosh -> tanh).
     """
     if isinstance(expr, sp.Piecewise):
         return sp.Piecewise(*[(simplest(e), c) for e, c in expr.args])
     candidates = [expr]
-    for transform in (sp.expand, sp.factor, sp.cancel):
+    own = expr.has(sp.cosh, sp.sinh)
+    transforms = [sp.expand, sp.factor, sp.cancel]
+    if own:
+        transforms.append(sp.trigsimp)
+    for transform in transforms:
         try:
             candidates.append(transform(expr))
-        except (sp.PolynomialError, TypeError, ValueError):  # pragma: no cover - defensive
+        except Exception:  # noqa: BLE001 - a transform that fails is a candidate less
             pass
-    candidates = [c for c in candidates if not c.has(sp.cosh, sp.sinh)]
-    best = min(candidates, key=lambda c: (sp.count_ops(c), len(str(c))))
-    return positive_lead(best)
+    plain = [c for c in candidates if not c.has(sp.cosh, sp.sinh)]
+    best = min(plain or candidates, key=lambda c: (sp.count_ops(c), len(str(c))))
+    try:
+        return positive_lead(best)
+    except Exception:  # noqa: BLE001 - the unsimplified form is always right
+        return best
 
 
 # --------------------------------------------------------------------------- activations

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 __all__ = ["ActivationSpec", "LayerSpec", "Regularization", "ScheduleSpec", "EarlyStopping",
-           "TrainingSpec", "DataSpec", "NetSpec", "SCALINGS"]
+           "TrainingSpec", "DataSpec", "NetSpec", "SCALINGS", "AUTO",
+           "IMPUTATIONS", "MISSING_CHOICES"]
 
 
 @dataclass(frozen=True)
@@ -20,10 +21,30 @@ class ActivationSpec:
         return dict(self.params)
 
 
+AUTO = "auto"  # input: auto, and the last layer's units: auto: sizes taken from the data
+
+
 @dataclass(frozen=True)
 class LayerSpec:
-    units: int
+    """Entry l of ``layers:``: its kind (derive.layers.LAYER_KINDS), width, activation (identity
+    for a kind that takes none), the kind's options given other than their defaults (key,
+    value) sorted, and ``skip``: the
+    index K of an earlier layer whose output a_K is added to z_l (None: no skip)."""
+
+    units: int  # AUTO (the last layer, until ``NetSpec.sized``) is taken from the data
     activation: ActivationSpec
+    kind: str = "dense"
+    options: tuple[tuple[str, object], ...] = ()
+    skip: int | None = None
+
+    @property
+    def option_dict(self) -> dict:
+        return dict(self.options)
+
+    @property
+    def plain_dense(self) -> bool:
+        """A dense layer with a bias and no skip: the documents' layer."""
+        return self.kind == "dense" and self.option_dict.get("bias", True) and self.skip is None
 
 
 @dataclass(frozen=True)
@@ -74,6 +95,10 @@ class TrainingSpec:
 
 
 SCALINGS = ("standard", "minmax", "none")  # data.scaling: how the feature columns are scaled
+# data.missing: what a missing cell of a table does; the last three fill it with a value fitted
+# on the training part (a category column: its most frequent category, whichever is asked)
+IMPUTATIONS = ("mean", "median", "most_frequent")
+MISSING_CHOICES = ("error", "drop", *IMPUTATIONS)
 
 
 @dataclass(frozen=True)
@@ -88,6 +113,8 @@ class DataSpec:
     test: str | None = None  # csv:PATH: a separate test table with the same columns
     scaling: str | None = None  # standard | minmax | none; None: the data set's own default
     delimiter: str = ","  # csv: the field separator (one character)
+    missing: str = "error"  # csv: error | drop | mean | median | most_frequent
+    categorical: str | tuple[str, ...] | None = None  # csv: auto | the category columns
     # field ("features[1]") -> its line in the spec, for messages; not part of the content
     lines: tuple[tuple[str, int], ...] = field(default=(), compare=False)
 
@@ -107,7 +134,7 @@ class DataSpec:
 @dataclass(frozen=True)
 class NetSpec:
     name: str
-    input: int
+    input: int  # AUTO: the width of the encoded data, until ``sized``
     layers: tuple[LayerSpec, ...]
     loss: str  # canonical loss name
     regularization: Regularization = field(default_factory=Regularization)
@@ -127,3 +154,25 @@ class NetSpec:
     @property
     def depth(self) -> int:
         return len(self.layers)
+
+    @property
+    def plain_dense(self) -> bool:
+        """Every layer a dense one with a bias and no skip: the documents' networks, derived
+        by the chain-rule recurrence of ``derive.derivation``; any other stack of layer kinds
+        is derived from the kinds' declared forwards (``derive.graph``)."""
+        return all(layer.plain_dense for layer in self.layers)
+
+    @property
+    def auto_sizes(self) -> bool:
+        """Whether ``input`` or the last layer's ``units`` is ``auto`` (taken from the data)."""
+        return self.input == AUTO or self.layers[-1].units == AUTO
+
+    def sized(self, inputs: int, outputs: int) -> "NetSpec":
+        """This spec with ``input: auto`` and the last layer's ``units: auto`` replaced by the
+        data's sizes (the encoded feature columns; the classes or target columns)."""
+        from dataclasses import replace
+
+        layers = self.layers
+        if layers[-1].units == AUTO:
+            layers = (*layers[:-1], replace(layers[-1], units=outputs))
+        return replace(self, input=inputs if self.input == AUTO else self.input, layers=layers)

@@ -18,8 +18,9 @@ import sympy as sp
 from .activations import ACTIVATIONS, Activation
 from .datasets import DATASETS, written_names
 from .errors import SpecError
+from .layers import LAYER_KINDS
 from .losses import LOSSES, Loss
-from .netspec import (SCALINGS, ActivationSpec, DataSpec, EarlyStopping, LayerSpec, NetSpec,
+from .netspec import (AUTO, MISSING_CHOICES, SCALINGS, ActivationSpec, DataSpec, EarlyStopping, LayerSpec, NetSpec,
                       Regularization, ScheduleSpec, TrainingSpec)
 from .optimizers import (FULL_BATCH, LEGACY_LEARNING_RATE, LEGACY_OPTIMIZERS, OPTIMIZERS,
                          SCHEDULES)
@@ -171,6 +172,11 @@ _DTYPES = ("float32", "float64")
 INITS, DTYPES = _INITS, _DTYPES  # what the spec accepts, for the tests and the fuzzer
 
 _size = _integer(1, MAX_UNITS)
+
+
+def _size_or_auto(item: Item) -> int | str:
+    """A size, or ``auto``: taken from the data (``input``, the last layer's ``units``)."""
+    return AUTO if item.value == AUTO else _size(item)
 
 _REGULARIZATION = _section({
     "l1": _real(lambda x: x >= 0, "a finite number >= 0"),
@@ -356,25 +362,99 @@ def _identifier_like(name: str) -> str:
 
 # ----------------------------------------------------------------------------- layers
 
-def _layers(item: Item) -> tuple[LayerSpec, ...]:
+def _layers(item: Item, n_in: int | None = None) -> tuple[LayerSpec, ...]:
     if not isinstance(item.value, list) or not item.value:
         raise expected(item, "a non-empty list of layers such as "
                              "- {units: 10, activation: relu}")
     if len(item.value) > MAX_LAYERS:
         raise item_error(item, f"expected at most {MAX_LAYERS} layers, got {len(item.value)}",
                          at_key=True)
-    layers = tuple(_layer(child) for child in item.value)
+    layers: list[LayerSpec] = []
+    widths = [n_in]
+    for child in item.value:
+        layers.append(_layer(child, widths[-1]))
+        widths.append(layers[-1].units)
+    for layer, child in zip(layers[:-1], item.value[:-1]):
+        if layer.units == AUTO:
+            raise item_error(child.value["units"], "units: auto is for the last layer only "
+                             "(its size is the data's number of classes or target columns)",
+                             "give this layer a number of units")
+    if layers[-1].kind != "dense":  # before the activations: what comes after the output
+        child = item.value[-1]
+        raise item_error(child.value.get("kind", child),
+                         f"the last layer is the output layer and must be dense; a "
+                         f"{layers[-1].kind} layer cannot come after it",
+                         "end the stack with {units: K, activation: ...}", at_key=True)
     for index, child in enumerate(item.value):
         _check_position(layers[index], child, last=index == len(layers) - 1)
-    return layers
+        _check_skip(layers[index], child, index + 1, widths)
+    return tuple(layers)
 
 
-def _layer(item: Item) -> LayerSpec:
-    return LayerSpec(**_LAYER(item))
+def _layer(item: Item, n_in: int | None) -> LayerSpec:
+    """One entry of ``layers:``: ``kind:`` (dense when ``units:`` is given), the kind's
+    options, ``activation:`` and ``skip:``."""
+    if not isinstance(item.value, dict):
+        raise expected(item, "a layer: a mapping such as {units: 10, activation: relu} or "
+                             "{kind: batch_norm}")
+    kind = LAYER_KINDS[_registered(LAYER_KINDS, item.value["kind"])
+                       if "kind" in item.value else "dense"]
+    schema: dict[str, Check] = {option.key: _option_check(kind, option)
+                                for option in kind.options if option.key == "units"}
+    if kind.activation:
+        schema["activation"] = _activation
+    schema |= {option.key: _option_check(kind, option) for option in kind.options}
+    schema |= {"skip": _integer(0, MAX_LAYERS), "kind": lambda child: kind.name}
+    required = tuple(o.key for o in kind.options if o.default is None)
+    what = (f"a {kind.name} layer: a mapping" if kind.name != "dense"
+            else "a layer: a mapping such as {units: 10, activation: relu},")
+    fields = _fields(item, schema, required, what)
+    values = {key: schema[key](child) for key, child in fields.items()}
+    options = {o.key: values.get(o.key, o.default) for o in kind.options}
+    units = kind.width(n_in or 0, options)
+    activation = values.get("activation", ActivationSpec("identity"))
+    given = tuple(sorted((o.key, options[o.key]) for o in kind.options
+                         if o.key != "units" and options[o.key] != o.default))
+    return LayerSpec(units, activation, kind.name, given, values.get("skip"))
+
+
+def _option_check(kind, option) -> Check:
+    if option.key == "units":  # a layer's width, checked as every width is (auto: the data's)
+        return _size_or_auto
+    if option.boolean:
+        return _boolean
+    if option.integer:
+        def integer(item: Item) -> int:
+            value = item.value
+            if isinstance(value, bool) or not isinstance(value, int) or not option.check(value):
+                raise expected(item, option.expected)
+            return value
+        return integer
+    return _real(option.check, option.expected)
+
+
+def _check_skip(layer: LayerSpec, item: Item, l: int, widths: list) -> None:
+    """``skip: K`` adds a_K to z_l: K an earlier layer (0 is the input) of the same width."""
+    if layer.skip is None:
+        return
+    where = item.value["skip"]
+    K = layer.skip
+    if K >= l:
+        raise item_error(where, f"skip: {K} names layer {K}, but a skip can only add the output "
+                                f"of an earlier layer (0 for the input, up to {l - 1})",
+                         f"use a K from 0 to {l - 1}")
+    if widths[K] != layer.units:
+        name = "the input" if K == 0 else f"layer {K}"
+        raise item_error(where, f"skip: {K} adds a_{K} to z_{l}, but {name} has {widths[K]} "
+                                f"units and layer {l} has {layer.units}",
+                         "skip to a layer of the same width, or change the units")
 
 
 def _check_position(layer: LayerSpec, item: Item, last: bool) -> None:
-    """A last-layer-only activation (softmax) only there; a vector one on more than one unit."""
+    """A last-layer-only activation (softmax) only there; a vector one on more than one unit;
+    the output layer a dense one."""
+    if "activation" not in item.value:
+        return
     activation = item.value["activation"]
     name = layer.activation.name
     declaration = ACTIVATIONS[name]
@@ -435,8 +515,6 @@ def _param(declaration: Activation | Loss, key: str, item: Item) -> float:
     return _real_value(item, param.check, param.expected)
 
 
-_LAYER = _section({"units": _size, "activation": _activation}, ("units", "activation"),
-                  "a layer: a mapping such as {units: 10, activation: relu},")
 
 
 # ----------------------------------------------------------------------------- loss
@@ -546,6 +624,13 @@ def _delimiter(item: Item) -> str:
     return value
 
 
+def _categorical(item: Item) -> str | tuple[str, ...]:
+    """``auto`` (every feature column holding text) or the category columns by name."""
+    if item.value == AUTO:
+        return AUTO
+    return _column_names(item)
+
+
 def _test_table(item: Item) -> str:
     """``csv:PATH``: a separate test table."""
     value = _string(item)
@@ -569,14 +654,16 @@ _DATA_KEYS: dict[str, Check] = {
     "test": _test_table,
     "scaling": _choice(SCALINGS, "scaling"),
     "delimiter": _delimiter,
+    "missing": _choice(MISSING_CHOICES, "missing-value strategy"),
+    "categorical": _categorical,
 }
-_TABLE_KEYS = ("target", "features", "drop", "test", "delimiter")  # a table's keys only
+_TABLE_KEYS = ("target", "features", "drop", "test", "delimiter", "missing", "categorical")  # a table's keys only
 
 
 def _data_lines(item: Item) -> tuple[tuple[str, int], ...]:
     """Each column-naming field's line, so that a column missing from the file is located."""
     lines = []
-    for key in ("target", "features", "drop", "test", "delimiter"):
+    for key in ("target", "features", "drop", "test", "delimiter", "categorical"):
         child = item.value.get(key)
         if child is None:
             continue
@@ -621,7 +708,7 @@ def _data(item: Item) -> DataSpec:
 
 _TOP: dict[str, Check] = {
     "name": _name,
-    "input": _size,
+    "input": _size_or_auto,
     "layers": _layers,
     "loss": _loss,
     "regularization": _or_null(lambda item: Regularization(**_REGULARIZATION(item))),
@@ -636,9 +723,17 @@ _REQUIRED_TOP = ("name", "input", "layers", "loss")
 
 def _netspec(root: Item, filename: str) -> NetSpec:
     fields = _fields(root, _TOP, _REQUIRED_TOP, "a spec: a mapping")
-    values = {key: _TOP[key](child) for key, child in fields.items()}
+    values = {key: _TOP[key](child) for key, child in fields.items() if key != "layers"}
+    if "layers" in fields:  # each kind's width follows from the one below it
+        values["layers"] = _layers(fields["layers"], values.get("input"))
     values["loss"], values["loss_params"] = values["loss"]
     _check_loss_fits(values["loss"], fields["loss"], values["layers"])
+    if (values["input"] == AUTO or values["layers"][-1].units == AUTO) \
+            and values.get("data") is None:
+        which = "input" if values["input"] == AUTO else "layers"
+        raise item_error(fields[which], "a size written auto is taken from the data, but the "
+                         "spec has no data: section", "add data: {dataset: csv:PATH, target: "
+                         "COLUMN}, or give the size", at_key=True)
     notices: tuple[str, ...] = ()
     if values.get("training") is not None:
         values["training"], notices = values["training"]

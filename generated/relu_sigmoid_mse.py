@@ -51,8 +51,11 @@ TRAINING = {'optimizer': 'adam',
  'early_stopping': None}
 
 
-def forward(params, X):
-    """Forward propagation: Z_l = W_l A_{l-1} + b_l, A_l = g_l(Z_l), for l = 1..2."""
+def forward(params, X, training=False, state=None, rng=None):
+    """Forward propagation: Z_l = W_l A_{l-1} + b_l, A_l = g_l(Z_l), for l = 1..2.
+
+    Dense layers only: the same in training and not (``training``, ``state`` and ``rng`` are
+    the layer kinds' contract; a dense stack has no running statistics and no dropout)."""
     A0 = NETWORK.inputs(X, params["W1"].dtype)
 
     # Layer 1: 4 -> 2, relu: (m, 4) -> (m, 2)
@@ -521,7 +524,8 @@ NETWORK = _runtime.Network(
     compiled_max_batch=1024)
 TASK = NETWORK.task  # classification | binary | regression
 ForwardCache, TrainingDiverged = _runtime.ForwardCache, _runtime.TrainingDiverged
-init_params, targets, loss, objective = NETWORK.init_params, NETWORK.targets, NETWORK.loss, NETWORK.objective
+init_params, init_state, targets = NETWORK.init_params, NETWORK.init_state, NETWORK.targets
+loss, objective = NETWORK.loss, NETWORK.objective
 backward, predict, predict_proba = NETWORK.backward, NETWORK.predict, NETWORK.predict_proba
 
 

@@ -69,3 +69,36 @@ def pytest_collection_modifyitems(config, items):
         if item.get_closest_marker("fuzz") is not None:
             item.add_marker(skip)
 
+
+
+def write_penguins(path: Path, rows: int = 344, seed: int = 0) -> Path:
+    """A penguins-style table (the shape of palmerpenguins' penguins.csv, synthetic: no
+    download): species as names, string columns island and sex, NA cells and the other
+    spellings of a missing cell (empty, N/A, nan, ?), numbers in the measurements' ranges."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    # per species: islands, then mean and deviation of bill length, bill depth, flipper, mass
+    kinds = {
+        "Adelie": (("Torgersen", "Biscoe", "Dream"), (38.8, 2.7), (18.3, 1.2), (190, 6.5),
+                   (3700, 450)),
+        "Chinstrap": (("Dream",), (48.8, 3.3), (18.4, 1.1), (196, 7.1), (3730, 380)),
+        "Gentoo": (("Biscoe",), (47.5, 3.1), (15.0, 1.0), (217, 6.5), (5075, 500)),
+    }
+    names = list(kinds)
+    lines = ["species,island,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,sex,year"]
+    spellings = ["NA", "NA", "NA", "", "N/A", "nan", "?"]
+    for r in range(rows):
+        species = names[r % 3]
+        islands, *measures = kinds[species]
+        sex = ("male", "female")[int(rng.integers(2))]
+        bigger = 1.0 if sex == "male" else -1.0
+        values = [f"{rng.normal(mean + 0.4 * bigger * sd, sd * 0.9):.1f}" for mean, sd in measures]
+        cells = [species, islands[int(rng.integers(len(islands)))], *values, sex,
+                 str(2007 + int(rng.integers(3)))]
+        for column in (2, 3, 4, 5, 6):  # about 3 rows in 100 have a missing cell
+            if rng.random() < 0.007:
+                cells[column] = spellings[int(rng.integers(len(spellings)))]
+        lines.append(",".join(cells))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

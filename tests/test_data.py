@@ -244,11 +244,13 @@ def test_csv_numeric_target_is_regression_unless_classes(tmp_path):
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("a,b,y\n1,2,p\n3,,q\n", r"line 3, column 'b': empty value \(missing values are not"),
+    ("a,b,y\n1,2,p\n3,,q\n", r"1 missing cell \(empty, NA, N/A, NaN, null or \?\): line 3 "
+                                r"column 'b'"),
     ("a,b,y\n1,2,p\n3,x4,q\n", r"line 3, column 'b': 'x4' is not a number"),
-    ("a,b,y\n1,nan,p\n", r"line 2, column 'b': 'nan' is not a finite number"),
+    ("a,b,y\n1,inf,p\n", r"line 2, column 'b': 'inf' is not a finite number"),
+    ("a,b,y\n1,nan,p\n", r"1 missing cell .*: line 2 column 'b'"),
     ("a,b,y\n1,2,p\n3,4\n", r"line 3: 2 fields, but the header has 3 columns"),
-    ("a,b,y\n1,2,\n", r"line 2: the target 'y' is empty"),
+    ("a,b,y\n1,2,\n", r"1 missing cell .*: line 2 column 'y'"),
     ("a,b,z\n1,2,p\n", r"has no target column 'y' \(its columns: a, b, z\)"),
     ("a,b,Y\n1,2,p\n", r"did you mean 'Y'\?"),
     ("", r"is empty \(expected a header row"),

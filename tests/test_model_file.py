@@ -133,8 +133,8 @@ def test_a_users_file_is_never_overwritten_without_force(tmp_path, capsys, case)
     assert not (tmp_path / "gen").exists()  # refused before anything was written
 
 
-def test_each_run_gets_its_own_folder_and_the_tool_replaces_its_own_files(tmp_path, monkeypatch,
-                                                                          capsys):
+def test_each_run_gets_its_own_folder_and_a_save_dir_holding_a_model_needs_force(
+        tmp_path, monkeypatch, capsys):
     from derive.training.runner import new_run_folder
 
     monkeypatch.chdir(tmp_path)
@@ -145,7 +145,13 @@ def test_each_run_gets_its_own_folder_and_the_tool_replaces_its_own_files(tmp_pa
     digits = ROOT / "examples" / "digits_mlp.yaml"
     argv = ["--spec", str(digits), "--out", "gen", "--train", "-q", "--epochs", "1",
             "--save-dir", "mine"]
-    assert main(argv) == 0 and main(argv) == 0  # the second replaces the first's files
+    assert main(argv) == 0
+    capsys.readouterr()
+    first = (tmp_path / "mine" / "digits_mlp.npz").read_bytes()
+    assert main(argv) == 2  # the second would replace the first's model: refused
+    assert "--save-dir mine holds the model of an earlier run" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "digits_mlp.npz").read_bytes() == first
+    assert main(argv + ["--force"]) == 0  # asked for: replaced
     capsys.readouterr()
 
 

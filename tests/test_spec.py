@@ -350,10 +350,12 @@ def test_required_top_level_keys(key):
     assert f"missing required key {key!r}" in err.message
 
 
-def test_layer_needs_units_and_activation():
-    err = error(with_layers("{units: 3}", "{units: 2, activation: softmax}"))
-    assert (err.line, err.field) == (4, "layers[0].activation")
-    assert "missing required key 'activation'" in err.message
+def test_layer_needs_units_and_takes_identity_without_activation():
+    err = error(with_layers("{activation: relu}", "{units: 2, activation: softmax}"))
+    assert (err.line, err.field) == (4, "layers[0].units")
+    assert "missing required key 'units'" in err.message
+    spec = load_spec_text(with_layers("{units: 3}", "{units: 2, activation: softmax}"))
+    assert spec.layers[0].activation.name == "identity"  # as torch.nn.Linear: no activation
 
 
 # ----------------------------------------------------------------------------- name

@@ -707,7 +707,7 @@ def _gradients(c: _Doc) -> dict:
 def _general(c: _Doc) -> dict:
     """The four equations of backpropagation for a general layer l, and the algorithm."""
     t = c.p.tagged
-    L = "L"
+    L = "K"  # the layer count: L is the loss (one symbol per meaning)
     out = c.d.layers[-1]
     delta = {k: t(r"\delta", k) for k in ("l", "l+1", L)}
     g = rf"g'^{{[l]}}\!\left({t('z', 'l')}\right)" if c.notation == "bracket" else \
@@ -716,25 +716,25 @@ def _general(c: _Doc) -> dict:
         bp1 = (rf"{delta[L]} = \left(\frac{{\partial {t('a', L)}}}{{\partial {t('z', L)}}}\right)^{{T}}"
                rf" \frac{{\partial L}}{{\partial {t('a', L)}}}")
     else:
-        gL = rf"g'^{{[L]}}\!\left({t('z', L)}\right)" if c.notation == "bracket" else \
-            rf"g_{{L}}'\!\left({t('z', L)}\right)"
+        gL = rf"g'^{{[K]}}\!\left({t('z', L)}\right)" if c.notation == "bracket" else \
+            rf"g_{{K}}'\!\left({t('z', L)}\right)"
         bp1 = rf"{delta[L]} = \frac{{\partial L}}{{\partial {t('a', L)}}} \odot {gL}"
     rows = [
         _row(bp1.split(" = ", 1)[0], "= " + bp1.split(" = ", 1)[1], c.label("bp1"),
              "The output error, from the loss and the output activation:"),
         _row(delta["l"], rf"= \left({t('W', 'l+1', 'T')} {delta['l+1']}\right) \odot {g}",
-             c.label("bp2"), r"Each hidden layer's error, from the layer above ($l = L-1, \ldots, 1$):"),
+             c.label("bp2"), r"Each hidden layer's error, from the layer above ($l = K-1, \ldots, 1$):"),
         _row(c.p.partial("L", t("b", "l")), f"= {delta['l']}", c.label("bp3"),
              "The gradient of each bias:"),
         _row(c.p.partial("L", t("W", "l")), f"= {delta['l']} {t('a', 'l-1', 'T')}", c.label("bp4"),
              rf"The gradient of each weight matrix, with ${t('a', 0)} = x$:"),
     ]
     steps = [
-        rf"Forward: for $l = 1, \ldots, L$: ${t('z', 'l')} = {t('W', 'l')} {t('a', 'l-1')} + "
+        rf"Forward: for $l = 1, \ldots, K$: ${t('z', 'l')} = {t('W', 'l')} {t('a', 'l-1')} + "
         rf"{t('b', 'l')}$, ${t('a', 'l')} = g({t('z', 'l')})$, keeping every ${t('z', 'l')}$ and "
         rf"${t('a', 'l')}$.",
         rf"Output error ${delta[L]}$ by {c.ref('bp1')}.",
-        rf"Backward: for $l = L-1, \ldots, 1$: ${delta['l']}$ by {c.ref('bp2')}.",
+        rf"Backward: for $l = K-1, \ldots, 1$: ${delta['l']}$ by {c.ref('bp2')}.",
         rf"Gradients by {c.ref('bp3')} and {c.ref('bp4')}; over a batch, their mean.",
         r"Update every parameter: $\theta := \theta - \eta\, \partial J/\partial \theta$.",
     ]
@@ -857,6 +857,19 @@ def _updates(c: _Doc) -> dict:
             "rule": _rule_tex(use)}
 
 
+def _with_symbols(text: str, symbols: dict[str, str]) -> str:
+    """A meaning in prose, its symbols' plain names (lambda_wd theta) typeset as maths."""
+    if not symbols:
+        return tex_escape(text)
+    names = re.compile(r"\b(" + "|".join(re.escape(n) for n in sorted(symbols, key=len, reverse=True))
+                       + r")\b")
+    out, last = [], 0
+    for match in names.finditer(text):
+        out += [tex_escape(text[last:match.start()]), f"${symbols[match.group(1)]}$"]
+        last = match.end()
+    return "".join(out + [tex_escape(text[last:])])
+
+
 def _rule_tex(use) -> dict:
     """The spec's update rule: its assignments in order, its state, its hyperparameters with
     their values and meanings, and the schedule."""
@@ -886,7 +899,8 @@ def _rule_tex(use) -> dict:
         values = value if isinstance(value, tuple) else (value,)
         hyper.append((tt(h.name), ", ".join(f"${tex(s)} = {_number_text(x)}$"
                                             for s, x in zip(h.symbols, values)),
-                      tex_escape(h.meaning)))
+                      _with_symbols(h.meaning, {s.name: tex(s) for s in h.symbols}
+                                    | {"theta": r"\theta", "eta": r"\eta"})))
     schedule = use.schedule
     return {"title": tex_escape(decl.title), "source": tt(decl.source), "rows": rows,
             "state": [(f"${tex(symbol)}$", tex_escape(meaning)) for symbol, meaning in
@@ -1086,6 +1100,10 @@ def _contexts(derivation: Derivation, notation: str, example: Example | None,
         contexts["example"] = _example(c, evaluate_example(derivation, example))
     if claims is not None:
         contexts["errata"] = errata_context(c, claims, claims_names(derivation, claims))
+        rule = contexts["updates"]["rule"]
+        if "optimizer" not in derivation.spec.training.given or rule["plain"]:
+            contexts["updates"]["rule"] = None  # the document's plain rule only
+        contexts["batch"]["code"] = None  # a checker's report: the document's maths, no code
     for name, context in contexts.items():
         context["sec"] = c.sec(name)
         context["prefix"] = c.prefix
@@ -1109,7 +1127,16 @@ def render_body(derivation: Derivation, *, notation: str = "bracket",
                                proof=proof)
     return _environment().get_template("body.tex.j2").render(
         name=derivation.spec.name, packages=PACKAGES,
-        sections=[sections[s] for s in SECTIONS if s in sections])
+        sections=[sections[s] for s in _order(sections)])
+
+
+def _order(sections) -> list[str]:
+    """SECTIONS' order; a checker's report (with claims) opens with the errata."""
+    order = [s for s in SECTIONS if s in sections]
+    if "errata" in order:
+        order.remove("errata")
+        order.insert(1, "errata")
+    return order
 
 
 PACKAGES = ("amsmath", "amssymb", "booktabs", "array", "longtable")
@@ -1123,5 +1150,6 @@ def render_document(derivation: Derivation, *, notation: str = "bracket",
     spec = derivation.spec
     return _environment().get_template("document.tex.j2").render(
         name=spec.name, title=tt(spec.name), body=body, packages=PACKAGES,
+        report=claims is not None,  # a checker's report: denser, to stay short
         source=tex_escape(Path(spec.source).name) if spec.source else "",
         source_tt=_file_name(spec.source))

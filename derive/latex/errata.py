@@ -14,19 +14,21 @@ from pathlib import Path
 import sympy as sp
 
 from ..activations import ACTIVATIONS
-from ..claims import ClaimsReport, Counterexample, Verdict, notation
+from ..claims import ClaimsReport, Counterexample, Verdict, notation, spec_rule
 from ..derivation import M
 from ..formula import Binary, Call, Name, Node, Num, Power, Transpose, Unary, Vector
 from ..primitives import to_primitives
-from .text import tex_escape, tt
+from .text import tex_escape, tex_prose, tt
 
 __all__ = ["errata_context", "proof_sentence", "formula_tex", "notation_rows"]
 
 # functions of the syntax that are not activations: their LaTeX
 _FUNCTION_TEX = {"exp": r"\exp", "log": r"\log", "ln": r"\ln", "sqrt": r"\sqrt", "abs": "",
                  "sign": r"\operatorname{sign}", "erf": r"\operatorname{erf}", "Phi": r"\Phi",
-                 "phi": r"\phi", "sum": r"\sum", "rowsum": r"\operatorname{rowsum}",
-                 "colsum": r"\operatorname{colsum}"}
+                 # sums with their index: every entry (one example's units k), over the
+                 # examples i (a row's), over the units k (a column's)
+                 "phi": r"\phi", "sum": r"\sum_{k}", "rowsum": r"\sum_{i=1}^{m}",
+                 "colsum": r"\sum_{k}"}
 _LOOSE = ("add", "sub")
 
 
@@ -126,19 +128,47 @@ def _small_matrix(matrix: sp.Matrix) -> str:
     return r"\left[\begin{smallmatrix} " + r" \\ ".join(rows) + r" \end{smallmatrix}\right]"
 
 
-def _counterexample(cx: Counterexample, names: dict[str, str]) -> dict:
-    point = ", ".join(f"${names.get(name, tex_escape(name))} = {_small_matrix(value)}$"
-                      for name, value in cx.point)
-    sizes = "--".join(map(str, cx.instance))
-    where = (f"On a {sizes} instance of the network ({cx.examples} example"
-             f"{'s' if cx.examples > 1 else ''}), at " if cx.instance else "At ")
+POINT_PER_LINE = 4  # matrices of a counterexample's point on one displayed line
+
+
+def _counterexample(cx: Counterexample, names: dict[str, str], seen: dict) -> dict:
+    """The counterexample's numbers, displayed; a point already shown in full (``seen``: its
+    key -> its label) is named, not repeated."""
+    key = (cx.instance, cx.examples, tuple((n, tuple(v)) for n, v in cx.point))
+    lines: list[str] = []
+    if cx.instance and key in seen:
+        where = f"At point~{seen[key]} (above)"
+    else:
+        shown = [f"{names.get(name, tex_escape(name))} = {_small_matrix(value)}"
+                 for name, value in cx.point]
+        lines = [r",\quad ".join(shown[k:k + POINT_PER_LINE])
+                 for k in range(0, len(shown), POINT_PER_LINE)]
+        sizes = "--".join(map(str, cx.instance))
+        label = ""
+        if cx.instance:
+            label = seen[key] = f"P{len(seen) + 1}"
+        where = (f"On a {sizes} instance of the network ({cx.examples} example"
+                 f"{'s' if cx.examples > 1 else ''}), at the point~{label}" if cx.instance
+                 else "At the point")
     entry = ""
     if cx.entry is not None and cx.claimed.shape != (1, 1):
         entry = f" (entry {cx.entry[0]},{cx.entry[1]} first differs)"
-    return {"point": where + point, "claimed": _small_matrix(cx.claimed),
+    between = [f"{_product_tex(name, names)} = {_small_matrix(value)}"
+               for name, value in cx.intermediates]
+    return {"where": where, "point": lines, "claimed": _small_matrix(cx.claimed),
+            "between": r",\quad ".join(between),
             "derived": _small_matrix(cx.derived), "entry": entry,
             "quantity": tex_escape(cx.quantity),
             "lines": [tex_escape(line) for line in cx.lines]}
+
+
+def _product_tex(name: str, names: dict[str, str]) -> str:
+    """``W2^T delta2`` in the document's LaTeX names."""
+    def one(part: str) -> str:
+        if part.endswith("^T"):
+            return names.get(part, "{" + names.get(part[:-2], tex_escape(part[:-2])) + "}^{T}")
+        return names.get(part, tex_escape(part))
+    return " ".join(one(part) for part in name.split())
 
 
 def _derived_tex(c, v: Verdict) -> str:
@@ -182,32 +212,85 @@ def _reason(v: Verdict) -> str:
     section's opening says how), a short line for a proven rule, the reason for a refutation,
     its decimal numbers set as maths."""
     if v.proven:
-        return ("a descent direction: the slope of $J$ along it is negative at every point"
-                if v.kind == "update" else "")
-    text = tex_escape(_sentence(v.reason))
+        return tex_escape(f"the spec's rule, {v.derived}") if v.kind == "update" else ""
+    text = tex_escape(_sentence(v.reason + (f"; {v.note}" if v.note else "")))
     return re.sub(r"(?<![\w.$-])(\$-\$|-)?(\d+\.\d+)", lambda m: f"${'-' if m.group(1) else ''}{m.group(2)}$",
                   text, flags=re.ASCII)
+
+
+_READING_TEXT = {
+    False: (r"The gradients and update rules are read as the batch objective's: $J$, the mean "
+            r"loss over $m$ examples, checked at $m = 2$, so that a missing $1/m$ shows; the "
+            r"loss $L$ and its derivative are one example's; a claim marked \emph{per example} is "
+            r"read as one example's loss $L$."),
+    True: (r"The document derives for one example, so the gradients and update rules are "
+           r"read as one example's loss $L$'s (the claims file says \texttt{per\_example: "
+           r"true}); a claim marked \emph{batch} is read as the batch objective $J$ over "
+           r"$m = 2$ examples."),
+}
+
+
+_FRAC = re.compile(r"\\frac\{((?:[^{}]|\{[^{}]*\})*)\}\{((?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*)\}")
+
+
+def _inline(tex: str) -> str:
+    """A left side for a table row: its fractions as a/b (one line high)."""
+    return _FRAC.sub(lambda m: rf"{m.group(1)}/{m.group(2)}", tex)
+
+
+def _objective(tex: str, v: Verdict) -> str:
+    """A gradient read as the batch objective's is written with J, not the loss L."""
+    if v.reading == "batch" and v.kind in ("gradient", "update"):
+        return tex.replace(r"\partial L", r"\partial J")
+    return tex
+
+
+def _shape_refuted(v: Verdict) -> bool:
+    """Refuted on shapes alone: the reason says all, no derived formula is needed beside it."""
+    return v.counterexample is None and v.reason.startswith(("the formula has no shape",
+                                                             "the formula is ("))
+
+
+def _reading_override(report: ClaimsReport, v: Verdict) -> str:
+    """``batch`` or ``per example`` where the claim's reading is not the file's."""
+    if v.claim.per_example is None or v.claim.per_example == report.file.per_example:
+        return ""
+    return "per example" if v.claim.per_example else "batch"
 
 
 def errata_context(c, report: ClaimsReport, resolve) -> dict:
     """The Errata section's context: every verdict, refuted ones with their numbers."""
     names = _names(c)
     items = []
+    seen: dict = {}  # counterexample points shown in full, by their label
     for v in report.verdicts:
         lhs = _lhs_tex(v, names)
         relation = r"\leftarrow" if v.kind == "update" else "="
         items.append({
-            "source": tex_escape(v.claim.source), "note": tex_escape(v.claim.note),
-            "claim": f"{lhs} {relation} {formula_tex(v.claim.equation.rhs, names, resolve)}",
+            "source": tex_prose(v.claim.source), "note": tex_prose(v.claim.note),
+            "lhs": _objective(_inline(lhs), v), "verdict": v.word,
+            "label": c.label(f"claim-{len(items) + 1}"),
+            "claim": _objective(f"{lhs} {relation} "
+                                f"{formula_tex(v.claim.equation.rhs, names, resolve)}", v),
             "proven": v.proven,
             "reason": _reason(v),
-            "derived": (f"{lhs} = {d}" if (d := _derived_tex(c, v)) and not v.proven else ""),
-            "counterexample": _counterexample(v.counterexample, names) if v.counterexample else None,
+            "reading": _reading_override(report, v),
+            "fault": tex_escape(v.claim.fault),
+            "derived": (f"{lhs} = {d}" if (d := _derived_tex(c, v)) and not v.proven
+                        and not _shape_refuted(v) else ""),
+            "counterexample": (_counterexample(v.counterexample, names, seen)
+                               if v.counterexample else None),
         })
     proven = sum(v.proven for v in report.verdicts)
-    return {"document": tex_escape(report.file.document), "file": tt(Path(report.file.path).name),
+    return {"document": tex_prose(report.file.document), "file": tt(Path(report.file.path).name),
             "count": len(report.verdicts), "proven": proven,
             "refuted": len(report.verdicts) - proven, "items": items,
+            "reading": _READING_TEXT[report.file.per_example],
+            "notes": [{"quote": tex_prose(n.quote), "source": tex_prose(n.source),
+                       "fault": tex_escape(n.fault), "note": tex_prose(n.note)}
+                      for n in report.file.notes],
+            "rule": tex_escape(spec_rule(c.d.spec, "per example" if report.file.per_example
+                                          else "batch").text),
             "instance": "--".join(map(str, report.instance))}
 
 

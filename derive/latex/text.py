@@ -10,7 +10,9 @@ outside ASCII as visible escapes.
 
 from __future__ import annotations
 
-__all__ = ["tex_escape", "tt", "code_tt"]
+import re
+
+__all__ = ["tex_escape", "tex_prose", "tt", "code_tt"]
 
 _TEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
@@ -43,6 +45,46 @@ def tex_escape(text: str) -> str:
             out.append(r"\textbackslash{}" + code)
         elif ord(ch) > 127:  # anything else (a right-to-left override too) as a visible escape
             out.append(rf"\textbackslash{{}}u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+_SCRIPT = r"[_^](?:\{[^{}]*\}|\[[^\]]*\]|\([^()]*\)|\d+|[A-Za-z])"
+_SCRIPTED = re.compile(rf"(?<![A-Za-z0-9\\])[A-Za-zΣŷ](?:{_SCRIPT})+")  # one letter: w_313
+_QUOTE = re.compile(r'"')
+
+
+def tex_prose(text: str) -> str:
+    """A document's words quoted in prose: escaped as ``tex_escape``, with its sub- and
+    superscripts as maths (``w_313``, ``z^[1]``: no raw underscores) and its straight double
+    quotes as opening and closing quotes."""
+    out, last = [], 0
+    for match in _SCRIPTED.finditer(text):
+        out.append(_quoted(tex_escape(text[last:match.start()]), "".join(out)))
+        out.append("$" + _math(match.group(0)) + "$")
+        last = match.end()
+    out.append(_quoted(tex_escape(text[last:]), "".join(out)))
+    return "".join(out)
+
+
+def _math(token: str) -> str:
+    base = token[0]
+    scripts = re.findall(r"([_^])(\{[^{}]*\}|\[[^\]]*\]|\([^()]*\)|\d+|[A-Za-z])", token[1:])
+    body = {"Σ": r"\sum", "ŷ": r"\hat{y}"}.get(base, base)
+    for op, inner in scripts:
+        inner = inner[1:-1] if inner.startswith("{") else inner
+        body += f"{op}{{{inner}}}"
+    return body
+
+
+def _quoted(escaped: str, before: str) -> str:
+    """Straight double quotes as `` (after a space, a bracket or at the start) or ''."""
+    out = []
+    for k, ch in enumerate(escaped):
+        if ch == '"':
+            prev = escaped[k - 1] if k else (before[-1] if before else " ")
+            out.append("``" if prev in " ([{\n" else "''")
         else:
             out.append(ch)
     return "".join(out)

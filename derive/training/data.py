@@ -20,18 +20,22 @@ import numpy as np
 
 from ..datasets import (CLASSIFICATION, DATASETS, REGRESSION, SKLEARN, DataRequest,
                         written_names)
+from codegen.runtime import CATEGORY, MISSING, NUMBER
+
 from ..errors import DataError
+from ..netspec import IMPUTATIONS, MISSING_CHOICES
 from .idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
 
-__all__ = ["Dataset", "load_dataset", "load_csv", "load_mnist", "read_csv", "read_mnist",
+__all__ = ["Dataset", "MISSING_CHOICES", "IMPUTATIONS", "load_dataset", "load_csv", "load_mnist", "read_csv", "read_mnist",
            "load_digits", "load_iris", "load_breast_cancer", "load_diabetes", "ColumnError",
-           "read_features", "read_columns",
+           "read_table", "read_columns",
            "CLASSIFICATION", "REGRESSION", "MAX_CSV_BYTES", "MAX_CSV_LINE"]
 
 # a CSV is read into Python lists first (several times its size in memory): bounded, and so is
 # each line, so that a file without line breaks is refused instead of filling the memory
 MAX_CSV_BYTES = 1 << 30
 MAX_CSV_LINE = 1 << 20  # characters
+_MISSING_SPELLINGS = "empty, NA, N/A, NaN, null or ?"
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,6 +55,12 @@ class Dataset:
     label_mapping: dict[str, int] | None = None  # CSV class labels -> index
     divide_by: float = 1.0  # the fixed scaling: X is the raw values / divide_by
     test_source: str | None = None  # where ``test`` came from, when the spec named it
+    # a table whose columns are encoded after the split (``prepare``): each feature column's
+    # kind (NUMBER, CATEGORY); X then holds floats with NaN for a missing cell, or (with a
+    # category column) objects: floats and strings, None for a missing cell.  None: X is ready
+    kinds: tuple[str, ...] | None = None
+    missing: str = "error"  # data.missing: error | drop | mean | median | most_frequent
+    dropped: int = 0  # rows left out for a missing cell (data.missing: drop, or no label)
 
     @property
     def n_examples(self) -> int:
@@ -72,13 +82,14 @@ class Dataset:
 def load_dataset(dataset: str = "digits", *, target: str | tuple[str, ...] | None = None,
                  base_dir: str | Path | None = None, classes: bool | None = None,
                  features: tuple[str, ...] | None = None, drop: tuple[str, ...] = (),
-                 delimiter: str = ",", test: str | None = None) -> Dataset:
+                 delimiter: str = ",", test: str | None = None, missing: str = "error",
+                 categorical: str | tuple[str, ...] | None = None) -> Dataset:
     """The data set a spec's ``data.dataset`` names (a name in ``derive.datasets.DATASETS``).
 
     ``mnist:DIR`` and ``csv:PATH`` (and ``test``, a separate ``csv:PATH`` test table) are read
     relative to ``base_dir`` (the spec's folder) unless absolute.  A table's options:
     ``target`` (the label column, or a tuple of value columns), ``features`` or ``drop``,
-    ``delimiter``; ``classes`` says whether its target holds class labels (True), real values
+    ``delimiter``, ``missing``, ``categorical`` (``load_csv``); ``classes`` says whether its target holds class labels (True), real values
     (False) or whichever it looks like (None).
     """
     kind, colon, rest = dataset.partition(":")
@@ -90,7 +101,8 @@ def load_dataset(dataset: str = "digits", *, target: str | tuple[str, ...] | Non
         return declaration.load()
     test_path = _resolve(test.partition(":")[2], base_dir) if test else None
     return declaration.load(DataRequest(dataset, _resolve(rest, base_dir), target, classes,
-                                        features, drop, delimiter, test_path))
+                                        features, drop, delimiter, test_path, missing,
+                                        categorical))
 
 
 def _resolve(path: str, base_dir: str | Path | None) -> Path:
@@ -340,19 +352,17 @@ def _class_codes(values: list[str]) -> tuple[np.ndarray, tuple[str, ...]]:
     return np.array([index[v] for v in values], dtype=np.int64), names
 
 
-def read_features(path: str | Path, names: tuple[str, ...],
-                  delimiter: str = ",") -> tuple[np.ndarray, list[str]]:
-    """The columns ``names`` of a CSV file with a header, as floats (rows, len(names)); other
-    columns are ignored.  Also the header."""
+def read_table(path: str | Path, delimiter: str = ",") -> dict[str, np.ndarray]:
+    """Every column of a CSV file with a header, as text (object arrays), by column name: the
+    raw table that a model file's ``Trainer.predict`` matches by name and encodes."""
     path = Path(path)
     header, rows = _read_rows(path, delimiter)
-    missing = [name for name in names if name not in header]
-    if missing:
-        raise DataError(f"{path}: no column {missing[0]!r} (the model's features: "
-                        f"{', '.join(names)}; the file's columns: {', '.join(header)})",
-                        hint=_delimiter_hint(header, delimiter))
-    X, _ = _table(path, header, rows, [header.index(name) for name in names], [])
-    return X, header
+    for line, fields in rows:
+        if len(fields) != len(header):
+            raise DataError(f"{path}, line {line}: {len(fields)} fields, but the header has "
+                            f"{len(header)} columns")
+    return {name: np.array([fields[c].strip() for _, fields in rows], dtype=object)
+            for c, name in enumerate(header)}
 
 
 def read_columns(path: str | Path, names: tuple[str, ...],
@@ -365,38 +375,100 @@ def read_columns(path: str | Path, names: tuple[str, ...],
     return [[fields[c].strip() if c < len(fields) else "" for c in columns] for _, fields in rows]
 
 
-def _table(path: Path, header: list[str], rows: list[tuple[int, list[str]]],
-           features: list[int], targets: list[int]) -> tuple[np.ndarray, list[list[str]]]:
-    """The feature columns as floats (rows, len(features)), and the target fields as text."""
-    X = np.empty((len(rows), len(features)), dtype=np.float64)
+def _is_missing(text: str) -> bool:
+    return text.lower() in MISSING
+
+
+def _cells(path: Path, header: list[str], rows: list[tuple[int, list[str]]],
+           features: list[int], targets: list[int]) -> tuple[list[list[str]], list[list[str]]]:
+    """The feature fields (one list per feature column) and the target fields (one list per
+    row), as stripped text."""
+    columns: list[list[str]] = [[] for _ in features]
     labels = []
-    for r, (line, fields) in enumerate(rows):
+    for line, fields in rows:
         if len(fields) != len(header):
             raise DataError(f"{path}, line {line}: {len(fields)} fields, but the header has "
                             f"{len(header)} columns")
-        for j, c in enumerate(features):
-            X[r, j] = _feature(fields[c].strip(), path, line, header[c])
-        row = [fields[c].strip() for c in targets]
-        for c, label in zip(targets, row):
-            if not label:
-                raise DataError(f"{path}, line {line}: the target {header[c]!r} is empty "
-                                "(missing values are not supported: fill it in or drop the row)")
-        labels.append(row)
-    return X, labels
+        for column, c in zip(columns, features):
+            column.append(fields[c].strip())
+        labels.append([fields[c].strip() for c in targets])
+    return columns, labels
+
+
+def _table(path: Path, header: list[str], rows: list[tuple[int, list[str]]],
+           features: list[int], targets: list[int]) -> tuple[np.ndarray, list[list[str]]]:
+    """The feature columns as floats (rows, len(features)), and the target fields as text:
+    a complete table of numbers (a missing cell is an error)."""
+    table = _read_table(path, header, rows, features, targets, None, "error")
+    return table.X, table.labels
+
+
+@dataclass(frozen=True, eq=False)
+class _Table:
+    X: np.ndarray  # floats, or objects when a column is a category column
+    labels: list[list[str]]
+    rows: list[tuple[int, list[str]]]  # the rows kept
+    kinds: tuple[str, ...]
+    dropped: int
+
+
+def _read_table(path: Path, header: list[str], rows: list[tuple[int, list[str]]],
+                features: list[int], targets: list[int],
+                categorical: str | tuple[str, ...] | None, missing: str,
+                kinds: tuple[str, ...] | None = None) -> _Table:
+    """The feature columns of a table, its missing cells handled as ``missing`` says and its
+    columns' kinds decided (``categorical``: ``auto``, the category columns by name, or None:
+    none), or as ``kinds`` gives them (a test table takes the training table's)."""
+    columns, labels = _cells(path, header, rows, features, targets)
+    names = [header[c] for c in features]
+    if kinds is None:
+        auto = categorical == "auto"
+        listed = set(categorical) if isinstance(categorical, tuple) else set()
+        kinds = tuple(CATEGORY if name in listed or (auto and any(
+            not _is_missing(t) and _number(t) is None for t in column)) else NUMBER
+                      for name, column in zip(names, columns))
+    holes = [(rows[r][0], names[j]) for j, column in enumerate(columns)
+             for r, text in enumerate(column) if _is_missing(text)]
+    no_label = [(rows[r][0], header[c]) for r, row in enumerate(labels)
+                for c, text in zip(targets, row) if _is_missing(text)]
+    if missing == "error" and (holes or no_label):
+        cells = sorted(holes + no_label)
+        shown = ", ".join(f"line {line} column {name!r}" for line, name in cells[:5])
+        more = f" and {len(cells) - 5} more" if len(cells) > 5 else ""
+        raise DataError(f"{path}: {len(cells)} missing cell{'s' if len(cells) > 1 else ''} "
+                        f"({_MISSING_SPELLINGS}): {shown}{more}",
+                        hint="set data.missing: drop (leave such rows out) or mean, median or "
+                             "most_frequent (fill them with the training part's value)")
+    # a row without its label cannot be learnt from, whichever the strategy
+    skip = {line for line, _ in no_label} | ({line for line, _ in holes} if missing == "drop"
+                                             else set())
+    keep = [r for r, (line, _) in enumerate(rows) if line not in skip]
+    X = np.empty((len(keep), len(features)),
+                 dtype=object if CATEGORY in kinds else np.float64)
+    for j, (column, name, kind) in enumerate(zip(columns, names, kinds)):
+        for i, r in enumerate(keep):
+            text = column[r]
+            if kind == CATEGORY:
+                X[i, j] = None if _is_missing(text) else text
+            else:
+                X[i, j] = np.nan if _is_missing(text) else _feature(text, path, rows[r][0], name)
+    return _Table(X, [labels[r] for r in keep], [rows[r] for r in keep], kinds,
+                  len(rows) - len(keep))
 
 
 def read_csv(request: DataRequest) -> Dataset:
     """``csv:PATH``: the loader its declaration names."""
     return load_csv(request.path, request.target, classes=request.classes, name=request.written,
                     features=request.features, drop=request.drop, delimiter=request.delimiter,
-                    test=request.test)
+                    test=request.test, missing=request.missing, categorical=request.categorical)
 
 
 def load_csv(path: str | Path, target: str | tuple[str, ...] | None, *,
              classes: bool | None = None, name: str | None = None,
              features: tuple[str, ...] | None = None, drop: tuple[str, ...] = (),
-             delimiter: str = ",", test: str | Path | None = None) -> Dataset:
-    """A table with a header row: numeric feature columns and the ``target`` column(s).
+             delimiter: str = ",", test: str | Path | None = None, missing: str = "error",
+             categorical: str | tuple[str, ...] | None = None) -> Dataset:
+    """A table with a header row: feature columns and the ``target`` column(s).
 
     ``target`` is one label column, or a tuple of value columns (regression, one output unit
     each).  The features are the columns ``features`` names, in that order, or else every
@@ -404,6 +476,10 @@ def load_csv(path: str | Path, target: str | tuple[str, ...] | None, *,
     (True; strings or numbers, encoded in sorted order), real values (False), or whichever it
     looks like (None: labels if any is not a number).  ``test`` is a separate test table with
     the same columns (its class labels must be among the training table's).
+    ``missing``: what a missing cell does (``MISSING_CHOICES``; the cells are spelt empty, NA,
+    N/A, NaN, nan, null or ?); ``categorical``: ``auto`` (every feature column holding text),
+    the category columns by name, or None (every feature column must hold numbers).  Category
+    columns and imputed cells are encoded by ``prepare``, fitted on the training part.
     """
     path = Path(path)
     header, rows = _read_rows(path, delimiter)
@@ -425,16 +501,30 @@ def load_csv(path: str | Path, target: str | tuple[str, ...] | None, *,
         raise DataError(f"{path}: no feature columns are left (columns: {', '.join(header)}; "
                         f"target: {', '.join(targets)}{'; dropped: ' if drop else ''}"
                         f"{', '.join(drop)})")
+    if isinstance(categorical, tuple):
+        for i, column in enumerate(categorical):
+            if _column(path, header, column, f"categorical[{i}]", delimiter) not in feature_columns:
+                raise ColumnError(f"{path}: {column!r} is not a feature column, so it cannot be "
+                                  "categorical", f"categorical[{i}]")
     if not rows:
         raise DataError(f"{path} has a header but no rows of data")
-    X, labels = _table(path, header, rows, feature_columns, target_columns)
+    table = _read_table(path, header, rows, feature_columns, target_columns, categorical, missing)
+    if not table.rows:
+        raise DataError(f"{path}: every one of its {len(rows)} rows has a missing cell, so "
+                        "data.missing: drop leaves nothing",
+                        hint="impute instead: data.missing: mean, median or most_frequent")
+    X, labels, rows = table.X, table.labels, table.rows
+    encoded = CATEGORY in table.kinds or missing in IMPUTATIONS
+    extra = {"kinds": table.kinds if encoded else None, "missing": missing,
+             "dropped": table.dropped}
     feature_names = tuple(header[c] for c in feature_columns)
     if classes is None:
         classes = any(_number(v) is None for row in labels for v in row)
     name = name or f"csv:{path}"
     test_table = None
     if test is not None:
-        test_table = _test_table(Path(test), header, feature_names, targets, delimiter)
+        test_table = _test_table(Path(test), header, feature_names, targets, delimiter,
+                                 table.kinds, missing)
     if classes:
         if len(targets) > 1:
             raise ColumnError(f"{path}: class labels come from one column, but the spec names "
@@ -450,19 +540,20 @@ def load_csv(path: str | Path, target: str | tuple[str, ...] | None, *,
                                                        targets[0], Path(test), path))
         return Dataset(name, X, y, CLASSIFICATION, class_names=class_names, standardize=True,
                        label_mapping=mapping, feature_names=feature_names, test=test_table,
-                       test_source=str(test) if test is not None else None)
+                       test_source=str(test) if test is not None else None, **extra)
     values = _values(labels, rows, path, targets)
     if test_table is not None:
         test_table = (test_table[0], _values(test_table[1], test_table[2], Path(test), targets))
     return Dataset(name, X, values, REGRESSION, target_names=targets, standardize=True,
                    feature_names=feature_names, test=test_table,
-                   test_source=str(test) if test is not None else None)
+                   test_source=str(test) if test is not None else None, **extra)
 
 
 def _test_table(path: Path, train_header: list[str], features: tuple[str, ...],
-                targets: tuple[str, ...], delimiter: str):
+                targets: tuple[str, ...], delimiter: str, kinds: tuple[str, ...],
+                missing: str):
     """(X, target fields, rows) of the separate test table: the training table's features and
-    targets, by name."""
+    targets, by name, its columns of the training table's kinds."""
     header, rows = _read_rows(path, delimiter)
     for name in (*features, *targets):
         if name not in header:
@@ -471,9 +562,11 @@ def _test_table(path: Path, train_header: list[str], features: tuple[str, ...],
                               _delimiter_hint(header, delimiter))
     if not rows:
         raise DataError(f"{path} (the test table) has a header but no rows of data")
-    X, labels = _table(path, header, rows, [header.index(f) for f in features],
-                       [header.index(t) for t in targets])
-    return X, labels, rows
+    table = _read_table(path, header, rows, [header.index(f) for f in features],
+                        [header.index(t) for t in targets], None, missing, kinds)
+    if not table.rows:
+        raise DataError(f"{path} (the test table): every row has a missing cell")
+    return table.X, table.labels, table.rows
 
 
 def _test_classes(labels: list[list[str]], rows, class_names: tuple[str, ...], target: str,
@@ -501,16 +594,15 @@ def _values(labels: list[list[str]], rows, path: Path, targets: tuple[str, ...])
 
 
 def _feature(text: str, path: Path, line: int, column: str) -> float:
-    if not text:
-        raise DataError(f"{path}, line {line}, column {column!r}: empty value (missing values "
-                        "are not supported: fill them in or drop the row)")
+    """A cell of a number column (not a missing one) as a finite float."""
     value = _number(text)
     if value is None:
-        raise DataError(f"{path}, line {line}, column {column!r}: {text!r} is not a number "
-                        "(feature columns must be numeric)")
+        raise DataError(f"{path}, line {line}, column {column!r}: {text!r} is not a number",
+                        hint=f"data.categorical: auto (or [{column}]) one-hot encodes a column "
+                             "of text; a missing cell is spelt empty, NA, N/A, NaN, null or ?")
     if not math.isfinite(value):
         raise DataError(f"{path}, line {line}, column {column!r}: {text!r} is not a finite "
-                        "number (missing values are not supported)")
+                        "number")
     return value
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import csv
 import io
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError, SpecError
-from .data import load_dataset, read_columns, read_features
+from .data import load_dataset, read_columns, read_table
 
 __all__ = ["Predictions", "predict_file", "read_model_settings"]
 
@@ -27,6 +27,9 @@ class Predictions:
     values: np.ndarray  # labels (strings) or values: (rows,) or (rows, len(names))
     truth: list[list[str]] | None  # the data's own answers, row by row, when it has them
     rows: int
+    kept: dict[str, np.ndarray] = field(default_factory=dict)  # --keep: columns passed through
+    probabilities: np.ndarray | None = None  # --proba: (rows, classes)
+    classes: tuple[str, ...] = ()  # the probabilities' columns
 
     @property
     def name(self) -> str:
@@ -42,11 +45,15 @@ class Predictions:
     def csv_text(self) -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["row", *map(_cell, self.names)])
+        shown = [f"P({c})" for c in self.classes] if self.probabilities is not None else []
+        writer.writerow(["row", *map(_cell, [*self.kept, *self.names, *shown])])
         values = self.values.reshape(len(self.values), -1)
         for i, row in enumerate(values):
-            writer.writerow([i, *(_cell(v) if isinstance(v, str) else f"{float(v):.6g}"
-                                  for v in row)])
+            kept = [_text(column[i]) for column in self.kept.values()]
+            probabilities = ([f"{p:.6g}" for p in self.probabilities[i]]
+                             if self.probabilities is not None else [])
+            writer.writerow([i, *kept, *(_cell(v) if isinstance(v, str) else f"{float(v):.6g}"
+                                         for v in row), *probabilities])
         return out.getvalue()
 
 
@@ -58,6 +65,18 @@ def _cell(text: str) -> str:
     (= + - @, tab, carriage return) gets a leading apostrophe (OWASP's advice on CSV
     injection); the csv writer then quotes what needs quoting."""
     return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _text(value) -> str:
+    """A passed-through cell: text with its formula start neutralised, numbers as they are."""
+    return _cell(value) if isinstance(value, str) else value
+
+
+def _row_count(table) -> int:
+    """Rows of a table given as columns by name, or as an array."""
+    if isinstance(table, dict):
+        return len(next(iter(table.values()))) if table else 0
+    return len(table)
 
 
 def _same_label(predicted: str, truth: str) -> bool:
@@ -87,9 +106,13 @@ def read_model_settings(path: Path) -> dict:
     return settings
 
 
-def predict_file(model: str | Path, data: str) -> Predictions:
+def predict_file(model: str | Path, data: str, *, proba: bool = False,
+                 keep: tuple[str, ...] = ()) -> Predictions:
     """Predictions of the model file for ``data``: ``csv:PATH`` (the model's feature columns
-    by name; other columns ignored) or a bundled data set's name."""
+    by name; other columns ignored) or a bundled data set's name.  ``proba``: also the class
+    probabilities; ``keep``: columns of the data passed through beside the predictions (an id).
+    Data the model cannot answer honestly (a missing cell it does not impute, a category it
+    never saw, columns that are not its own) is a DataError naming why."""
     from codegen.emit import write_module
     from codegen.files import import_module_from
 
@@ -103,22 +126,45 @@ def predict_file(model: str | Path, data: str) -> Predictions:
         spec = load_spec_text(settings["spec"], f"{model} (its spec)")
     except SpecError as err:
         raise DataError(f"{model}: the spec it holds is not valid: {err}") from None
+    if spec.auto_sizes:  # the sizes the data gave when it was trained
+        sizes = settings.get("layer_sizes") or []
+        if len(sizes) != spec.depth + 1:
+            raise DataError(f"{model}: its spec's sizes are auto, and it records no sizes")
+        spec = spec.sized(sizes[0], sizes[-1])
+    table, truth = _raw_rows(data, prep)
+    if _row_count(table) == 0:
+        raise DataError(f"{data}: no rows of data below the header: nothing to predict")
+    kept = {}
+    for column in keep:
+        if not isinstance(table, dict) or column not in table:
+            have = ", ".join(table) if isinstance(table, dict) else "none by name"
+            raise DataError(f"--keep {column}: {data} has no column {column!r} (its columns: "
+                            f"{have})")
+        kept[column] = table[column]
     with tempfile.TemporaryDirectory(prefix="derive_predict_") as folder:
         module = import_module_from(write_module(derive(spec), folder))
         try:
             trainer = module.Trainer.load(model)
         except (TypeError, ValueError) as err:
             raise DataError(f"{model}: {err}") from None
-        X, truth = _raw_rows(data, prep)
-        if X.shape[0] == 0:
-            raise DataError(f"{data}: no rows of data below the header: nothing to predict")
-        if X.shape[1] != spec.input:
-            raise DataError(f"{data} has {X.shape[1]} features; the model takes {spec.input}")
-        values = np.asarray(trainer.predict(X))
+        classes = tuple(prep.get("classes") or ())
+        if proba and (not classes or module.TASK == "regression"):
+            raise DataError(f"--proba: {model} predicts values, not classes: it has no "
+                            "probabilities")
+        try:
+            values = np.asarray(trainer.predict(table))
+            probabilities = None
+            if proba:
+                probabilities = np.asarray(trainer.predict_proba(table), dtype=np.float64)
+                if module.TASK == "binary":  # one sigmoid unit: P(the second class)
+                    probabilities = np.hstack([1 - probabilities, probabilities])
+        except ValueError as err:
+            raise DataError(f"{data} cannot be predicted by {model.name}: {err}") from None
     names = tuple(_targets(prep)) or ("prediction",)
     if values.ndim > 1 and values.shape[1] == 1:
         values = values[:, 0]
-    return Predictions(names, values, truth, len(values))
+    return Predictions(names, values, truth, len(values), kept, probabilities,
+                       classes if proba else ())
 
 
 def _targets(prep: dict) -> list[str]:
@@ -128,16 +174,16 @@ def _targets(prep: dict) -> list[str]:
     return prep.get("target_columns") or old or prep.get("target_names") or []
 
 
-def _raw_rows(data: str, prep: dict) -> tuple[np.ndarray, list[list[str]] | None]:
+def _raw_rows(data: str, prep: dict) -> tuple[dict | np.ndarray, list[list[str]] | None]:
+    """The data as the Trainer takes raw rows: a table's columns by name, or a bundled data
+    set's (by name when it names its features), and its own answers when it has them."""
     kind, _, path = data.partition(":")
     if kind == "csv" and path:
-        names = prep.get("feature_names")
-        if not names:
-            raise DataError("the model was not trained on a table with named columns: give "
-                            "its data set by name")
         delimiter = prep.get("delimiter") or ","
-        X, _ = read_features(path, tuple(names), delimiter)
-        return X, read_columns(path, tuple(_targets(prep)), delimiter)
+        return read_table(path, delimiter), read_columns(path, tuple(_targets(prep)), delimiter)
     dataset = load_dataset(data)
     truth = [[dataset.class_names[i]] for i in dataset.y] if dataset.class_names else None
-    return dataset.X * dataset.divide_by, truth
+    X = dataset.X * dataset.divide_by
+    if dataset.feature_names:
+        return {name: X[:, j] for j, name in enumerate(dataset.feature_names)}, truth
+    return X, truth

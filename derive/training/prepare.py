@@ -13,11 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from codegen.runtime import CATEGORY, NUMBER, encode_table
+
 from ..errors import DataError
-from ..netspec import NetSpec
+from ..netspec import AUTO, IMPUTATIONS, NetSpec
 from .data import CLASSIFICATION, REGRESSION, Dataset
 
-__all__ = ["Prepared", "Standardizer", "check_fits", "prepare", "random_split", "task_of",
+__all__ = ["Prepared", "Standardizer", "check_fits", "prepare", "fit_columns", "encoded_names",
+           "output_units", "random_split", "task_of",
            "stratified_split", "held_out_count"]
 
 # how the module's predict() output becomes a prediction for the report
@@ -79,6 +82,8 @@ class Prepared:
     X_val: np.ndarray | None = None  # the validation part, taken from the training part
     Y_val: np.ndarray | None = None
     truth_val: np.ndarray | None = None
+    columns: list[dict] | None = None  # a table's columns as fitted (runtime.encode_table)
+    split_rows: dict | None = None  # the split: method, seed, and the rows of each part
 
     def preprocessing(self, data) -> dict:
         """What a model file needs to take raw rows and answer in the data's own terms: the
@@ -91,6 +96,8 @@ class Prepared:
             "classes": list(self.class_names) or None,
             "targets": self.targets.as_dict() if self.targets is not None else None,
             "target_names": list(data.target_names) or None,
+            "columns": self.columns,
+            "missing": data.missing,
         }
 
     def predictions(self, output: np.ndarray) -> np.ndarray:
@@ -122,7 +129,9 @@ def check_fits(spec: NetSpec, task: str, data: Dataset) -> str:
     ``task`` is the generated module's TASK: classification | binary | regression.
     """
     units, last = spec.layers[-1].units, spec.layers[-1].activation.name
-    if data.n_features != spec.input:
+    if units == AUTO:
+        units = output_units(spec, task, data)
+    if data.kinds is None and spec.input != AUTO and data.n_features != spec.input:
         raise DataError(f"{data.name} has {data.n_features} features, the spec's input is "
                         f"{spec.input} (set input: {data.n_features})")
     if data.task == REGRESSION:
@@ -215,37 +224,63 @@ def prepare(spec: NetSpec, task: str, data: Dataset, test_fraction: float,
             seed: int, validation_fraction: float = 0.0,
             scaling: str | None = None) -> Prepared:
     """Check ``data`` against the spec, split it (test, then ``validation_fraction`` of the
-    training part for validation, both seeded by ``seed``), scale it with the training part's
-    statistics and encode its targets.
+    training part for validation, both seeded by ``seed``), encode a table's columns (missing
+    cells imputed, category columns one-hot) and scale it with the training part's statistics,
+    and encode its targets.
 
     ``test_fraction`` 0 keeps no test set (unless the data set has its own).  ``scaling``:
     ``standard`` or ``minmax`` fit on the training part, ``none``; None is the data set's own
     choice (standard for tables, none for images, which have their fixed scaling).  A
-    regression target is standardised unless the scaling is ``none``.
+    regression target is standardised unless the scaling is ``none``.  A spec whose sizes are
+    ``auto`` is checked against the data once ``NetSpec.sized`` has given them.
     """
     decode = check_fits(spec, task, data)
     classes = data.task == CLASSIFICATION
+    rows = np.arange(data.n_examples)
+    train = test = None
     if data.test is not None:
         X_train, y_train = data.X, data.y
         X_test, y_test = data.test
         split = (f"the test table {data.test_source}" if data.test_source
                  else "the data set's own test set")
+        method = "given"
     elif test_fraction == 0:
         X_train, y_train, X_test, y_test = data.X, data.y, None, None
         split = "no test set (test_fraction 0)"
+        method = "none"
     else:
         train, test = (stratified_split(data.y, test_fraction, seed) if classes
                        else random_split(data.n_examples, test_fraction, seed))
         X_train, y_train, X_test, y_test = data.X[train], data.y[train], data.X[test], data.y[test]
         split = (f"{'stratified ' if classes else ''}random {100 * test_fraction:g}% test "
                  f"split, seed {seed}")
+        method = "stratified" if classes else "random"
+    rows_train = rows if train is None else rows[train]
     X_val = y_val = None
+    rows_val = None
     if validation_fraction > 0:
         # the validation part's own stream of the split seed
         keep, held = (stratified_split(y_train, validation_fraction, seed + 1) if classes
                       else random_split(len(y_train), validation_fraction, seed + 1))
         X_train, y_train, X_val, y_val = X_train[keep], y_train[keep], X_train[held], y_train[held]
+        rows_train, rows_val = rows_train[keep], rows_train[held]
         split += f"; {100 * validation_fraction:g}% of the training part for validation"
+    record = {"method": method, "seed": seed, "test_fraction": test_fraction,
+              "validation_fraction": validation_fraction,
+              "train": rows_train.tolist(), "validation": None if rows_val is None
+              else rows_val.tolist(), "test": None if test is None else rows[test].tolist()}
+    columns = None
+    if data.kinds is not None:  # a table's columns: fitted on the training part only
+        columns = fit_columns(X_train, data.feature_names, data.kinds, data.missing)
+        X_train = _encoded(X_train, columns, data.missing, "the training part")
+        X_test = None if X_test is None else _encoded(X_test, columns, data.missing,
+                                                      "the test part")
+        X_val = None if X_val is None else _encoded(X_val, columns, data.missing,
+                                                    "the validation part")
+        if not spec.auto_sizes and X_train.shape[1] != spec.input:
+            raise DataError(f"{data.name}'s columns encode to {X_train.shape[1]} features "
+                            f"({', '.join(encoded_names(columns))}), the spec's input is "
+                            f"{spec.input} (set input: {X_train.shape[1]}, or input: auto)")
     kind = scaling if scaling is not None else ("standard" if data.standardize else "none")
     features = Standardizer.fit(X_train, kind) if kind != "none" else None
     if features is not None:
@@ -261,7 +296,67 @@ def prepare(spec: NetSpec, task: str, data: Dataset, test_fraction: float,
 
     return Prepared(X_train, encode(y_train), X_test, encode(y_test), y_train, y_test,
                     data.task, decode, data.class_names, split, features, targets, X_val,
-                    encode(y_val), y_val)
+                    encode(y_val), y_val, columns, record)
+
+
+def output_units(spec: NetSpec, task: str, data: Dataset) -> int:
+    """The last layer's size that ``units: auto`` stands for: one unit per class (1 for a
+    sigmoid output of two classes), or per target column."""
+    if data.task == REGRESSION:
+        return data.n_targets
+    return 1 if task == "binary" else data.n_classes
+
+
+# ----------------------------------------------------------------------------- table columns
+
+def fit_columns(X: np.ndarray, names: tuple[str, ...], kinds: tuple[str, ...],
+                missing: str) -> list[dict]:
+    """Per column of a table's training part: its kind, a category column's categories (in
+    sorted order) and, when ``missing`` imputes, the value that fills a missing cell (the mean,
+    median or most frequent value; a category column's most frequent category)."""
+    specs = []
+    for j, (name, kind) in enumerate(zip(names, kinds)):
+        column = X[:, j]
+        if kind == CATEGORY:
+            present = [v for v in column if v is not None]
+            if not present:
+                raise DataError(f"the category column {name!r} has no value in the training part")
+            categories, counts = np.unique(np.asarray(present, dtype=str), return_counts=True)
+            fill = str(categories[np.argmax(counts)]) if missing in IMPUTATIONS else None
+            specs.append({"name": name, "kind": CATEGORY, "fill": fill,
+                          "categories": [str(c) for c in categories]})
+            continue
+        values = np.asarray(column, dtype=np.float64)
+        present = values[~np.isnan(values)]
+        fill = None
+        if missing in IMPUTATIONS:
+            if present.size == 0:
+                raise DataError(f"the column {name!r} has no value in the training part to "
+                                f"fill its missing cells with ({missing})")
+            if missing == "mean":
+                fill = float(present.mean())
+            elif missing == "median":
+                fill = float(np.median(present))
+            else:
+                found, counts = np.unique(present, return_counts=True)
+                fill = float(found[np.argmax(counts)])
+        specs.append({"name": name, "kind": NUMBER, "fill": fill})
+    return specs
+
+
+def encoded_names(columns: list[dict]) -> list[str]:
+    """The names of the encoded features: a number column's own, ``column=category`` for each
+    one-hot column."""
+    return [name for spec in columns for name in (
+        [f"{spec['name']}={c}" for c in spec["categories"]] if spec["kind"] == CATEGORY
+        else [spec["name"]])]
+
+
+def _encoded(X: np.ndarray, columns: list[dict], missing: str, part: str) -> np.ndarray:
+    try:
+        return encode_table([X[:, j] for j in range(X.shape[1])], columns, missing)
+    except ValueError as err:
+        raise DataError(f"{part}: {err}") from None
 
 
 def _check_fits_dtype(X: np.ndarray | None, dtype: str, data: Dataset, kind: str) -> None:

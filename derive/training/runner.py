@@ -29,13 +29,13 @@ from ..errors import DataError
 from ..netspec import DataSpec, NetSpec
 from ..optimizers import FULL_BATCH, OPTIMIZERS, SCHEDULES, variant_of
 from .data import REGRESSION, ColumnError, Dataset, load_dataset
-from .prepare import LABELS, Prepared, prepare, task_of
+from .prepare import LABELS, Prepared, encoded_names, output_units, prepare, task_of
 from .progress import QUIET, EpochDisplay, choose_mode
 from .report import (ClassificationMetrics, RegressionMetrics, classification_metrics,
                      regression_metrics, score, write_json)
 
 __all__ = ["TrainOptions", "RunResult", "StopFlag", "TrainingFailed", "run", "stop_on_interrupt",
-           "training_settings", "DEFAULT_RUNS_DIR", "new_run_folder"]
+           "training_settings", "DEFAULT_RUNS_DIR", "new_run_folder", "sized", "load_prepared"]
 
 DEFAULT_RUNS_DIR = Path("runs")
 SUMMARY_NAME = "summary.json"
@@ -269,7 +269,8 @@ def load_prepared(spec: NetSpec, task: str | None = None) -> tuple[Dataset, Prep
         dataset = load_dataset(data_spec.dataset, target=data_spec.target, base_dir=base_dir,
                                classes=task != "regression", features=data_spec.features,
                                drop=data_spec.drop, delimiter=data_spec.delimiter,
-                               test=data_spec.test)
+                               test=data_spec.test, missing=data_spec.missing,
+                               categorical=data_spec.categorical)
     except ColumnError as err:
         line = data_spec.line_of(err.field)
         where = ":".join(str(part) for part in (spec.source, line) if part)
@@ -287,6 +288,13 @@ def load_prepared(spec: NetSpec, task: str | None = None) -> tuple[Dataset, Prep
         raise DataError(f"{err}\n  the spec has no data: section, so --train used the default "
                         f"data set, {data_spec.dataset}; add one, e.g. data: {{dataset: iris}} "
                         f"(one of: {', '.join(written_names())})") from None
+
+
+def sized(spec: NetSpec, dataset: Dataset, prepared: Prepared) -> NetSpec:
+    """The spec with its ``auto`` sizes taken from the prepared data (itself without any)."""
+    if not spec.auto_sizes:
+        return spec
+    return spec.sized(prepared.X_train.shape[1], output_units(spec, task_of(spec), dataset))
 
 
 def evaluate(trainer, prepared: Prepared, X: np.ndarray,
@@ -448,7 +456,17 @@ def _data_text(dataset: Dataset, prepared: Prepared) -> str:
         what = f"{dataset.n_classes} classes"
     validation = (f", {len(prepared.X_val)} validation" if prepared.X_val is not None else "")
     tested = 0 if prepared.X_test is None else len(prepared.X_test)
-    return (f"{dataset.n_features} features {scaling}, {what}; {len(prepared.X_train)} training"
+    features = f"{dataset.n_features} features"
+    if prepared.columns is not None:
+        categories = sum(1 for column in prepared.columns if column["kind"] == "category")
+        filled = ("" if dataset.missing not in ("mean", "median", "most_frequent")
+                  else f", missing cells filled ({dataset.missing} of the training part)")
+        features = (f"{dataset.n_features} columns ({categories} one-hot encoded{filled}) -> "
+                    f"{prepared.X_train.shape[1]} features")
+    if dataset.dropped:
+        features = (f"{dataset.dropped} row{'s' if dataset.dropped > 1 else ''} with a missing "
+                    f"cell left out; {features}")
+    return (f"{features} {scaling}, {what}; {len(prepared.X_train)} training"
             f"{validation} and {tested} test examples ({prepared.split})")
 
 
@@ -544,6 +562,16 @@ def _plots(plot: str | Path | None, spec: NetSpec, dataset: Dataset, session: _S
     return tuple(paths)
 
 
+def _engine(trainer, options: TrainOptions, m: int) -> dict:
+    """What trained: the backend, and the generated Trainer's engine (numpy or compiled)."""
+    engine = None
+    if options.backend == "numpy":
+        engine = "compiled" if trainer.compiled(trainer.step_size(m)) else "numpy"
+    return {"backend": options.backend, "engine": engine,
+            "device": options.device if options.backend == "torch" else None,
+            "workers": options.workers if options.backend == "torch" else None}
+
+
 def _summary(spec: NetSpec, module_path, dataset: Dataset, prepared: Prepared, settings: dict,
              options: TrainOptions, session: _Session, test, train, validation,
              test_loss: float, timings: dict, params_path: Path,
@@ -559,6 +587,13 @@ def _summary(spec: NetSpec, module_path, dataset: Dataset, prepared: Prepared, s
         "validation_examples": 0 if prepared.X_val is None else len(prepared.X_val),
         "test_examples": 0 if prepared.X_test is None else len(prepared.X_test),
         "split": prepared.split,
+        # the rows of each part (positions among the data set's examples, after any rows left
+        # out for a missing cell) and the method and seed that reproduce them
+        "split_rows": prepared.split_rows,
+        "rows_left_out": dataset.dropped,
+        "missing": dataset.missing if dataset.kinds is not None or dataset.dropped else None,
+        "columns": prepared.columns,
+        "encoded_features": encoded_names(prepared.columns) if prepared.columns else None,
         # the fixed scaling (x/16), then the fitted one (standard, minmax); or none
         "scaling": ", ".join(part for part in (
             dataset.scaling, prepared.features.kind if prepared.features else "") if part)
@@ -588,6 +623,7 @@ def _summary(spec: NetSpec, module_path, dataset: Dataset, prepared: Prepared, s
         "best_epoch": session.trainer.best_epoch,
         "stopped_early": session.trainer.stopped_early,
         "overrides": options.overrides(),
+        "engine": _engine(session.trainer, options, len(prepared.X_train)),
         "epochs_completed": session.epochs_completed,
         "interrupted": session.interrupted,
         "history": session.history,
