@@ -40,10 +40,10 @@ def _numba_installed() -> bool:
 
 _HAVE_NUMBA = _numba_installed()  # the compiled engine is available; imported on first use
 
-__all__ = ["API", "ForwardCache", "TrainingDiverged", "Network", "Trainer", "softmax",
-           "logsumexp", "float_dtype", "rank_one_update", "one_row_product", "rank_one",
-           "compiled", "ENGINES", "load_beside", "MISSING", "is_missing", "table_columns",
-           "encode_table", "number_specs", "NUMBER", "CATEGORY"]
+__all__ = ["API", "ForwardCache", "TrainingDiverged", "ModelFileError", "model_file_settings",
+           "Network", "Trainer", "softmax", "logsumexp", "float_dtype", "rank_one_update",
+           "one_row_product", "rank_one", "compiled", "ENGINES", "load_beside", "MISSING",
+           "is_missing", "table_columns", "encode_table", "number_specs", "NUMBER", "CATEGORY"]
 
 API = 3  # generated modules check it: a module and a runtime of different APIs refuse to run
 ENGINES = ("auto", "numpy", "compiled")
@@ -1280,58 +1280,246 @@ class Trainer:
     @classmethod
     def load(cls, path):
         """A Trainer with the parameters, optimizer state and settings saved by save(): its
-        fit() continues the run exactly where it stopped."""
+        fit() continues the run exactly where it stopped.  Raises ModelFileError (a
+        ValueError), naming the file and the cause, for a file that is missing, damaged,
+        truncated, foreign or inconsistent with this module; every declared shape is checked
+        against the network before anything is allocated."""
         net = cls.network
         path = _npz_path(path)
+        with _ModelFile(path) as stored:
+            settings = stored.settings()
+            if (_field(settings, "layer_sizes", path) != list(net.layer_sizes)
+                    or _field(settings, "activations", path) != list(net.activations)
+                    or settings.get("loss", net.loss_name) != net.loss_name):
+                raise ModelFileError(
+                    f"{path} holds a {settings['layer_sizes']} network with "
+                    f"{settings['activations']} and {settings.get('loss')}, not this "
+                    f"module's {list(net.layer_sizes)} with {list(net.activations)} and "
+                    f"{net.loss_name}")
+            if net.graph and settings.get("kinds") != list(net.kinds):
+                raise ModelFileError(f"{path} holds a network of the layer kinds "
+                                     f"{settings.get('kinds')}, not this module's "
+                                     f"{list(net.kinds)}")
+            if settings.get("parameters", {}) != net.parameters:
+                raise ModelFileError(
+                    f"{path} holds a network whose functions take the parameters "
+                    f"{settings.get('parameters', {})}, not this module's {net.parameters}")
+            optimizer = _field(settings, "optimizer", path)
+            if not isinstance(optimizer, str) or optimizer not in net.optimizers:
+                raise ModelFileError(f"{path}: its settings name the update rule {optimizer!r}, "
+                                     f"which this module does not know")
+            shapes = {key: array.shape for key, array in net.init_params().items()}
+            params = {key: stored.array(key, shape) for key, shape in shapes.items()}
+            state_names = net.optimizers[optimizer]["state"]
+            state = {f"{name}/{key}": stored.array(f"__state__/{name}/{key}", shape)
+                     for name in state_names for key, shape in shapes.items()}
+            layer_state = {key: stored.array(f"__layer__/{key}", array.shape)
+                           for key, array in net.init_state().items()}  # running statistics
+        _check_preprocessing(settings.get("preprocessing"), net, path)
         try:
-            with np.load(path, allow_pickle=False) as stored:
-                settings = json.loads(str(stored["__settings__"]))
-                if (tuple(settings["layer_sizes"]) != net.layer_sizes
-                        or tuple(settings["activations"]) != net.activations
-                        or settings.get("loss", net.loss_name) != net.loss_name):
-                    raise ValueError(
-                        f"{path} holds a {settings['layer_sizes']} network with "
-                        f"{settings['activations']} and {settings.get('loss')}, not this "
-                        f"module's {list(net.layer_sizes)} with {list(net.activations)} and "
-                        f"{net.loss_name}")
-                if net.graph and settings.get("kinds") != list(net.kinds):
-                    raise ValueError(f"{path} holds a network of the layer kinds "
-                                     f"{settings.get('kinds')}, not this module's {list(net.kinds)}")
-                if settings.get("parameters", {}) != net.parameters:
-                    raise ValueError(
-                        f"{path} holds a network whose functions take the parameters "
-                        f"{settings.get('parameters', {})}, not this module's {net.parameters}")
-                params = {key: stored[key] for key, *_ in net.table}
-                layer_state = {key: stored[f"__layer__/{key}"] for key, *_ in net.state}
-                state_names = net.optimizers[settings["optimizer"]]["state"]
-                state = {f"{name}/{key}": stored[f"__state__/{name}/{key}"]
-                         for name in state_names for key in params}
-        except (OSError, KeyError, ValueError, json.JSONDecodeError) as err:
-            if isinstance(err, ValueError) and str(err).startswith(path):
-                raise
-            raise ValueError(f"{path} is not a model file this module can load: {err}") from None
-        progress = settings["progress"]
-        trainer = cls(params=params, optimizer=settings["optimizer"],
-                      learning_rate=settings["learning_rate"], batch_size=settings["batch_size"],
-                      epochs=settings["epochs"], shuffle=settings["shuffle"], seed=settings["seed"],
-                      dtype=settings["dtype"], engine=settings["engine"],
-                      schedule=settings["schedule"],
-                      early_stopping=settings["early_stopping"] or False,
-                      **settings["hyperparameters"])
-        for row, name in enumerate(state_names):
-            views = trainer._flat_views_of(trainer._state[row])
-            for key in params:
-                views[key][...] = state[f"{name}/{key}"]
-        for key, value in layer_state.items():
-            if value.shape != trainer.layer_state[key].shape or not np.all(np.isfinite(value)):
-                raise ValueError(f"{path} is not a model file this module can load: its "
-                                 f"running statistic {key} has shape {value.shape} or is not finite")
-            trainer.layer_state[key][...] = value
-        trainer.epoch, trainer.t = progress["epoch"], progress["t"]
-        trainer.best_epoch, trainer.waited = progress["best_epoch"], progress["waited"]
-        trainer.best_loss = math.inf if progress["best_loss"] is None else progress["best_loss"]
-        trainer._rng.bit_generator.state = progress["rng"]
-        trainer.history = settings["history"]
+            progress = settings["progress"]
+            trainer = cls(params=params, optimizer=optimizer,
+                          learning_rate=settings["learning_rate"],
+                          batch_size=settings["batch_size"], epochs=settings["epochs"],
+                          shuffle=settings["shuffle"], seed=settings["seed"],
+                          dtype=settings["dtype"], engine=settings["engine"],
+                          schedule=settings["schedule"],
+                          early_stopping=settings["early_stopping"] or False,
+                          **settings["hyperparameters"])
+            for row, name in enumerate(state_names):
+                views = trainer._flat_views_of(trainer._state[row])
+                for key in params:
+                    views[key][...] = state[f"{name}/{key}"]
+            for key, value in layer_state.items():
+                trainer.layer_state[key][...] = value
+            for key in ("epoch", "t", "best_epoch", "waited"):
+                value = progress[key]
+                if key == "best_epoch" and value is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"progress.{key} is {value!r}, not a whole number >= 0")
+            trainer.epoch, trainer.t = progress["epoch"], progress["t"]
+            trainer.best_epoch, trainer.waited = progress["best_epoch"], progress["waited"]
+            best = progress["best_loss"]
+            trainer.best_loss = math.inf if best is None else float(best)
+            trainer._rng.bit_generator.state = progress["rng"]
+            history = settings["history"]
+        except KeyError as err:
+            raise ModelFileError(f"{path}: its settings lack {err}: the file is damaged or "
+                                 "was not written by Trainer.save") from None
+        except (TypeError, ValueError, AttributeError, IndexError, OverflowError) as err:
+            raise ModelFileError(f"{path}: its settings are inconsistent: {err}") from None
+        trainer.history = history
         trainer.preprocessing = settings.get("preprocessing")
         trainer.saved_settings = settings
         return trainer
+
+
+class ModelFileError(ValueError):
+    """A model file that ``Trainer.load`` cannot use: missing, damaged, truncated, foreign or
+    inconsistent with the module.  The message names the file and the cause."""
+
+
+_SETTINGS_LIMIT = 1 << 30  # bytes of the settings member (JSON as UTF-32): a header cannot
+# make the loader allocate more
+
+
+def model_file_settings(path):
+    """The settings (a dict) of the model file at ``path``, read as ``Trainer.load`` reads
+    them; ModelFileError for a file that is not a readable model file."""
+    with _ModelFile(_npz_path(path)) as stored:
+        return stored.settings()
+
+
+def _field(settings, key, path):
+    try:
+        return settings[key]
+    except KeyError:
+        raise ModelFileError(f"{path}: its settings lack {key!r}: the file is damaged or was "
+                             "not written by Trainer.save") from None
+
+
+class _ModelFile:
+    """A model file (.npz: a zip archive of .npy members) read member by member: each
+    member's header (dtype, shape) is checked against what is expected and against the bytes
+    the member holds before its data is read, so that a damaged or hostile file is a
+    ModelFileError, never a MemoryError, an EOFError or a hang."""
+
+    def __init__(self, path):
+        import zipfile
+
+        import stat
+
+        self.path = path
+        try:
+            mode = os.stat(path).st_mode  # before opening: a FIFO would block the open
+        except FileNotFoundError:
+            raise ModelFileError(f"{path}: no such model file") from None
+        except OSError as err:
+            raise ModelFileError(f"{path}: cannot read it: {err.strerror or err}") from None
+        if stat.S_ISDIR(mode):
+            raise ModelFileError(f"{path} is a folder, not a model file")
+        if not stat.S_ISREG(mode):
+            raise ModelFileError(f"{path} is not a regular file (a FIFO, socket or device), "
+                                 "not a model file")
+        try:
+            self.archive = zipfile.ZipFile(path)
+        except FileNotFoundError:
+            raise ModelFileError(f"{path}: no such model file") from None
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+            raise ModelFileError(f"{path} is not a readable model file (not a complete .npz "
+                                 f"archive: {err})") from None
+        self.members = {info.filename[:-4]: info for info in self.archive.infolist()
+                        if info.filename.endswith(".npy")}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.archive.close()
+
+    def settings(self):
+        """The JSON settings, a dict."""
+        text = self.array("__settings__", (), kinds="U", limit=_SETTINGS_LIMIT)
+        try:
+            settings = json.loads(str(text[()]))
+        except ValueError as err:
+            raise ModelFileError(f"{self.path}: its settings are not JSON ({err})") from None
+        if not isinstance(settings, dict):
+            raise ModelFileError(f"{self.path}: its settings are a JSON "
+                                 f"{type(settings).__name__}, not an object")
+        return settings
+
+    def array(self, key, shape, kinds="fiu", limit=None):
+        """Member ``key``, which must hold an array of ``shape`` and a dtype of ``kinds``;
+        float arrays must be finite."""
+        info = self.members.get(key)
+        if info is None:
+            raise ModelFileError(f"{self.path}: the array {key!r} is missing: the file is "
+                                 "damaged or holds another network"
+                                 + ("" if self.members else " (it holds no arrays at all)"))
+        where = f"{self.path}: the array {key!r}"
+        try:
+            with self.archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                if version == (1, 0):
+                    declared, fortran, dtype = np.lib.format.read_array_header_1_0(member)
+                elif version == (2, 0):
+                    declared, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+                else:
+                    raise ValueError(f"unsupported .npy version {version}")
+                if dtype.hasobject or dtype.kind not in kinds:
+                    raise ValueError(f"holds {dtype}, not numbers" if kinds != "U" else
+                                     f"holds {dtype}, not text")
+                if tuple(declared) != tuple(shape):
+                    raise ValueError(f"declares the shape {tuple(declared)}; this network's "
+                                     f"is {tuple(shape)}")
+                size = math.prod(declared) * dtype.itemsize
+                held = info.file_size - member.tell()
+                if size != held or (limit is not None and size > limit):
+                    raise ValueError(f"declares {size} bytes of data; the member holds {held}")
+                data = member.read()  # to its end: the member's CRC-32 is checked there
+        except Exception as err:  # noqa: BLE001
+            # whatever parsing damaged bytes raises (numpy reads a header with literal_eval)
+            raise ModelFileError(f"{where} cannot be read: {type(err).__name__}: "
+                                 f"{str(err).splitlines()[0] if str(err) else ''}") from None
+        if len(data) != size:
+            raise ModelFileError(f"{where} is truncated ({len(data)} of {size} bytes)")
+        array = np.frombuffer(data, dtype=dtype).reshape(declared, order="F" if fortran else "C")
+        if dtype.kind == "f" and not np.all(np.isfinite(array)):
+            raise ModelFileError(f"{where} holds NaN or infinite values: the saved run had "
+                                 "diverged or the file is damaged")
+        return array.copy()
+
+
+def _numbers(value, length, what, path, nonzero=False):
+    """``value``: a finite number or a list of ``length`` finite numbers (non-zero ones)."""
+    items = value if isinstance(value, list) else [value]
+    ok = isinstance(value, (int, float)) or (isinstance(value, list) and len(value) == length)
+    ok = ok and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                    and (not nonzero or v != 0) for v in items)
+    if not ok:
+        need = "non-zero " if nonzero else ""
+        raise ModelFileError(f"{path}: its preprocessing's {what} must be {length} finite "
+                             f"{need}numbers; it is {str(value)[:80]}")
+
+
+def _check_preprocessing(prep, net, path):
+    """The model file's preprocessing (how raw rows become inputs and outputs answers),
+    checked against the network: a scale of 0, a NaN, a wrong length, duplicated names or
+    classes would give every row one answer."""
+    if prep is None:
+        return
+    if not isinstance(prep, dict):
+        raise ModelFileError(f"{path}: its preprocessing is a {type(prep).__name__}, not an object")
+    missing = [key for key in ("divide_by", "features", "classes", "targets") if key not in prep]
+    if missing:
+        raise ModelFileError(f"{path}: its preprocessing lacks {', '.join(map(repr, missing))}")
+    n_in, n_out = net.layer_sizes[0], net.layer_sizes[-1]
+    _numbers(prep.get("divide_by", 1.0), n_in, "divide_by", path, nonzero=True)
+    for key, length in (("features", n_in), ("targets", n_out)):
+        scaling = prep.get(key)
+        if scaling is None:
+            continue
+        if not isinstance(scaling, dict):
+            raise ModelFileError(f"{path}: its preprocessing's {key} is "
+                                 f"{str(scaling)[:40]!r}, not a scaling (mean and scale)")
+        _numbers(scaling.get("mean"), length, f"{key} mean", path)
+        _numbers(scaling.get("scale"), length, f"{key} scale", path, nonzero=True)
+    for key in ("feature_names", "classes", "target_names"):
+        names = prep.get(key)
+        if names is None:
+            continue
+        if not isinstance(names, list) or not all(isinstance(n, (str, int, float)) for n in names):
+            raise ModelFileError(f"{path}: its preprocessing's {key} is not a list of names")
+        seen = set()
+        for name in names:
+            if name in seen:
+                raise ModelFileError(f"{path}: its preprocessing names {name!r} twice in {key}")
+            seen.add(name)
+    classes = prep.get("classes")
+    if classes is not None and net.task != "regression":
+        wanted = 2 if net.task == "binary" else n_out
+        if len(classes) != wanted:
+            raise ModelFileError(f"{path}: its preprocessing names {len(classes)} classes; the "
+                                 f"network answers {wanted}")

@@ -92,25 +92,42 @@ def build_predict_parser() -> argparse.ArgumentParser:
 def _predict(argv: list[str]) -> int:
     """``derive predict``: the library's predict_file, written or printed."""
     args = build_predict_parser().parse_args(argv)
-    from codegen.files import atomic_write
+    import codegen.files
+    from codegen.files import WriteRefused, writable
 
     from .errors import DataError
     from .training.predict import predict_file
 
     output = Path(args.output) if args.output else None
-    if output is not None and output.exists() and not args.force:
-        print(f"derive predict: {output} exists; add --force to replace it", file=sys.stderr)
+    try:
+        if output is not None:
+            writable(output, args.force)
+    except WriteRefused as err:
+        plain = output.is_file() and not output.is_symlink()  # predictions carry no signature
+        print(f"derive predict: {f'{output} exists; add --force to replace it' if plain else err}",
+              file=sys.stderr)
         return EXIT_USAGE
     try:
         result = predict_file(args.model, args.data, proba=args.proba, keep=tuple(args.keep))
     except DataError as err:
         print(f"derive predict: {err}", file=sys.stderr)
         return EXIT_USAGE
-    if output is None:
-        sys.stdout.write(result.csv_text())
-    else:
-        atomic_write(output, result.csv_text())
-        print(f"{result.rows} predictions of {result.name} -> {output}")
+    try:
+        if output is None:
+            sys.stdout.write(result.csv_text())
+            sys.stdout.flush()
+        else:
+            codegen.files.atomic_write(output, result.csv_text())
+            print(f"{result.rows} predictions of {result.name} -> {output}")
+    except BrokenPipeError:  # piped into a reader that closed early (| head): quietly
+        _PipeSafe(sys.stdout).flush()
+        return EXIT_OK
+    except WriteRefused as err:
+        print(f"derive predict: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as err:
+        print(f"derive predict: cannot write {output}: {err.strerror or err}", file=sys.stderr)
+        return EXIT_USAGE
     if result.accuracy is not None:
         print(f"accuracy against the data's own {result.name} column: {result.accuracy:.4f}",
               file=sys.stderr)

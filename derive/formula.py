@@ -119,12 +119,20 @@ class _Tok:
     column: int
 
 
+MAX_DIGITS = 100  # characters of a number or a name in a formula
+MAX_POWER = 64  # a whole-number exponent: squares and cubes are what formulas hold
+MAX_NESTING = 100  # parentheses, calls, lists and signs inside one another
+
+
 def _tokens(text: str) -> list[_Tok]:
     out, pos = [], 0
     while pos < len(text):
         match = _TOKEN.match(text, pos)
         if match is None:
             raise FormulaError(f"unexpected character {text[pos]!r}", pos + 1)
+        if match.lastgroup in ("number", "name") and len(match.group()) > MAX_DIGITS:
+            raise FormulaError(f"a {match.lastgroup} of {len(match.group())} characters: a "
+                               f"formula's {match.lastgroup}s have at most {MAX_DIGITS}", pos + 1)
         if match.lastgroup != "space":
             out.append(_Tok(match.lastgroup, match.group(), pos + 1))
         pos = match.end()
@@ -135,6 +143,17 @@ def _tokens(text: str) -> list[_Tok]:
 class _Parser:
     def __init__(self, tokens: list[_Tok]):
         self.toks, self.k = tokens, 0
+        self.depth = 0
+
+    def nested(self, method, column: int) -> Node:
+        """``method()`` one level deeper; a located error past MAX_NESTING levels."""
+        if self.depth >= MAX_NESTING:
+            raise FormulaError(f"nested more than {MAX_NESTING} levels deep", column)
+        self.depth += 1
+        try:
+            return method()
+        finally:
+            self.depth -= 1
 
     @property
     def tok(self) -> _Tok:
@@ -172,10 +191,10 @@ class _Parser:
     def unary(self) -> Node:
         if self.tok.text in ("-", "−"):
             tok = self.take()
-            return Unary(tok.column, self.unary())
+            return Unary(tok.column, self.nested(self.unary, tok.column))
         if self.tok.text == "+":
-            self.take()
-            return self.unary()
+            tok = self.take()
+            return self.nested(self.unary, tok.column)
         return self.postfix(self.primary())
 
     def postfix(self, node: Node) -> Node:
@@ -188,6 +207,9 @@ class _Parser:
                 if tok.text == "T":
                     node = Transpose(caret.column, node)
                 elif tok.kind == "number" and tok.text.isdigit():
+                    if int(tok.text) > MAX_POWER:
+                        raise FormulaError(f"the power {tok.text} is above {MAX_POWER}: write "
+                                           "the formula without it", tok.column)
                     node = Power(caret.column, node, int(tok.text))
                 else:
                     raise FormulaError(f"after '^' expected T (transpose) or a whole number, "
@@ -208,7 +230,7 @@ class _Parser:
             end = tok.column + len(tok.text) + prime
             if self.tok.text == "(" and self.tok.column == end:  # g(...): no space before '('
                 self.take()
-                arg = self.expression()
+                arg = self.nested(self.expression, tok.column)
                 self.expect(")", f"')' closing {tok.text}(")
                 return Call(tok.column, tok.text, prime, arg)
             if prime:
@@ -217,15 +239,15 @@ class _Parser:
             return Name(tok.column, tok.text)
         if tok.text == "(":
             self.take()
-            node = self.expression()
+            node = self.nested(self.expression, tok.column)
             self.expect(")", "')'")
             return node
         if tok.text == "[":
             self.take()
-            items = [self.expression()]
+            items = [self.nested(self.expression, tok.column)]
             while self.tok.text == ",":
                 self.take()
-                items.append(self.expression())
+                items.append(self.nested(self.expression, tok.column))
             self.expect("]", "']' closing the list")
             return Vector(tok.column, tuple(items))
         raise FormulaError(f"expected a number, a name or '(', found {_shown(tok)}", tok.column)
@@ -259,6 +281,9 @@ def parse_equation(text: str) -> Equation:
     if not lhs_raw.strip():
         raise FormulaError("expected the quantity before '='", 1)
     column = len(lhs_raw) - len(lhs_raw.lstrip()) + 1
+    if len(lhs_raw.strip()) > MAX_DIGITS:
+        raise FormulaError(f"the quantity before '{match.group()}' has {len(lhs_raw.strip())} "
+                           f"characters: at most {MAX_DIGITS}", column)
     rhs = text[match.end():]
     if not rhs.strip():
         raise FormulaError("expected a formula after '='", match.end() + 1)

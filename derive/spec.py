@@ -544,6 +544,19 @@ def _check_loss_fits(loss_name: str, item: Item, layers: tuple[LayerSpec, ...]) 
                          f"use activation: {fix} on the last layer")
 
 
+def _pairing_notices(loss_name: str, item: Item, layers: tuple[LayerSpec, ...]) -> tuple[str, ...]:
+    """A pairing that derives and proves but cannot learn, said at the loss's line: sigmoid
+    outputs under a categorical cross-entropy (-sum y log a only pushes the true class's
+    output up; every sigmoid can reach 1 at once, loss 0 and accuracy by chance)."""
+    loss, last = LOSSES[loss_name], layers[-1].activation.name
+    if loss.labels in ("categorical", "sparse") and not ACTIVATIONS[last].vector:
+        return (f"{item.line}: loss: {loss_name} with {last!r} outputs cannot learn: it only "
+                f"pushes the true class's output up, and every {last} unit can reach 1 at once "
+                "(loss 0, accuracy by chance); use activation: softmax on the last layer, or "
+                "binary_crossentropy for independent yes/no labels",)
+    return ()
+
+
 # ----------------------------------------------------------------------------- data
 
 def _dataset(item: Item) -> str:
@@ -724,6 +737,7 @@ def _netspec(root: Item, filename: str) -> NetSpec:
     notices: tuple[str, ...] = ()
     if values.get("training") is not None:
         values["training"], notices = values["training"]
+    notices = _pairing_notices(values["loss"], fields["loss"], values["layers"]) + notices
     given = {key: value for key, value in values.items() if value is not None}
     if "claims" in given:
         given["claims"] = _claims_path(fields["claims"], given["claims"], filename)

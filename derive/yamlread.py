@@ -23,9 +23,10 @@ from .errors import SpecError
 
 __all__ = ["Item", "Builder", "read_text", "read_document", "yaml_error", "item_error",
            "expected", "describe", "nearest", "did_you_mean", "number", "join",
-           "MAX_DEPTH", "MAX_VALUES"]
+           "MAX_DEPTH", "MAX_VALUES", "MAX_NUMBER_LENGTH"]
 
 MAX_DEPTH = 32  # nesting of YAML collections; the spec's schema itself needs 4
+MAX_NUMBER_LENGTH = 400  # characters of a number (Python refuses ints of 4300+ digits)
 MAX_VALUES = 100_000  # values built from one document, aliases expanded
 
 
@@ -197,6 +198,10 @@ def _plain_yaml12(node: yaml.ScalarNode, where: Item) -> tuple[str, Any]:
     zero, which the two versions read differently, are refused with their decimal value.
     """
     text = node.value
+    if len(text) > MAX_NUMBER_LENGTH and any(
+            pattern.fullmatch(text) for pattern in (_INT, _FLOAT, _OTHER_BASE, _LEADING_ZERO)):
+        raise item_error(where, f"a number of {len(text)} characters: numbers here have at "
+                                f"most {MAX_NUMBER_LENGTH}")
     if text in _NULL:
         return _TAG + "null", None
     if text in _BOOL:

@@ -320,3 +320,26 @@ def test_hostile_claims_text_reaches_latex_only_as_text():
     tex = render_latex(d, claims=report)
     assert r"\input{secret}" not in tex and r"\immediate\write18" not in tex
     assert tex.count(r"\textbackslash{}input\{secret\}") >= 3
+
+
+@pytest.mark.parametrize("claim, words", [
+    ("db2 = delta2 + " + "9" * 5000, "at most 100"),
+    ("db2 = " + "(" * 5000 + "delta2" + ")" * 5000, "nested more than 100"),
+    ("db2 = " + "-" * 5000 + "delta2", "nested more than 100"),
+    ("db2 = delta2 + " + "relu(" * 3000 + "z1" + ")" * 3000, "nested more than 100"),
+    ("db2 = delta2 + 2^99999999", "above 64"),
+    ("db2 = delta2 + 1e" + "9" * 5000, "a name of 5001 characters"),
+    ("dz" + "9" * 5000 + " = delta2", "the quantity before '='"),
+    ("dz2[" + "9" * 5000 + "] = delta2", "the quantity before '='"),
+])
+def test_a_formula_s_numbers_nesting_and_powers_are_bounded_with_a_column(claim, words):
+    with pytest.raises(SpecError) as info:
+        load_claims_text(f"claims:\n  - claim: '{claim}'\n", "c.yaml")
+    assert str(info.value).startswith("c.yaml:2: claims[0].claim: column ") and words in str(info.value)
+
+
+def test_a_5000_digit_integer_in_a_claims_file_is_located():
+    with pytest.raises(SpecError) as info:
+        load_claims_text("claims:\n  - claim: 'db2 = delta2'\n    expect: " + "9" * 5000 + "\n",
+                         "c.yaml")
+    assert str(info.value).startswith("c.yaml:3: claims[0].expect:") and "at most 400" in str(info.value)

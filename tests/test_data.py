@@ -561,3 +561,52 @@ def test_the_test_part_goes_to_a_class_that_can_spare_an_example():
     labels = np.array([0, 1, 2, 3, 3])  # n_test = 1: only class 3 can give one up
     train, test = stratified_split(labels, 0.2, seed=0)
     assert labels[test].tolist() == [3] and sorted(labels[train].tolist()) == [0, 1, 2, 3]
+
+
+# ----------------------------------------------------------------------------- numerics of scaling
+
+def _two_blobs(factor: float, rows: int = 200) -> Dataset:
+    rng = np.random.default_rng(0)
+    y = np.arange(rows) % 2
+    X = np.column_stack([rng.normal(y * 3.0, 1.0), rng.normal(size=rows)]) * [factor, 1.0]
+    return Dataset("csv:t.csv", X, y.astype(np.int64), CLASSIFICATION, ("a", "b"),
+                   feature_names=("huge", "plain"), standardize=True)
+
+
+TWO_CLASSES = """\
+name: t
+input: 2
+layers:
+  - {units: 2, activation: softmax}
+loss: categorical_crossentropy
+dtype: DTYPE
+"""
+
+
+@pytest.mark.parametrize("kind", ["standard", "minmax"])
+def test_scaling_a_feature_near_1e160_loses_nothing(kind):
+    spec = load_spec_text(TWO_CLASSES.replace("DTYPE", "float64"), "t.yaml")
+    big = prepare(spec, "classification", _two_blobs(1e160), 0.2, 0, scaling=kind)
+    plain = prepare(spec, "classification", _two_blobs(1.0), 0.2, 0, scaling=kind)
+    assert np.all(np.isfinite(big.X_train)) and np.ptp(big.X_train[:, 0]) > 0.5
+    np.testing.assert_allclose(big.X_train, plain.X_train, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(big.features.scale[0] / 1e160, plain.features.scale[0], rtol=1e-9)
+
+
+def test_values_beyond_the_dtype_are_refused_naming_the_column():
+    spec = load_spec_text(TWO_CLASSES.replace("DTYPE", "float32"), "t.yaml")
+    with pytest.raises(DataError, match=r"'huge'.*float32") as caught:
+        prepare(spec, "classification", _two_blobs(1e40), 0.2, 0, scaling="none")
+    assert "scaling" in str(caught.value)  # the hint: scale it
+    prepare(spec, "classification", _two_blobs(1e40), 0.2, 0, scaling="standard")  # fine scaled
+
+
+@pytest.mark.parametrize("shape", [(2**32 - 1,) * 4, (2**32 - 1, 2**32 - 1, 2**31, 2**31),
+                                   (2**16, 2**16, 2**16, 2**16)])
+def test_idx_sizes_overflowing_int64_are_a_truncated_file(tmp_path, shape):
+    path = tmp_path / "images"
+    path.write_bytes(bytes([0, 0, 0x08, len(shape)])
+                     + b"".join(n.to_bytes(4, "big") for n in shape) + b"\0" * 16)
+    with pytest.raises(DataError, match="is truncated") as caught:
+        read_idx(path)
+    assert str(path) in str(caught.value)

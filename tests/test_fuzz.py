@@ -9,10 +9,13 @@ data files through the readers.
 * A spec changed at one place, or YAML text cut, doubled or garbled, is a NetSpec or a
   SpecError with a line; through the command it exits 0 or 2, never with a traceback.
 * Hostile CSV and IDX files are a Dataset or a DataError, nothing else.
+* Damaged model files (truncated, bits flipped, members dropped, cut, replaced or their
+  settings edited) load as a working Trainer or raise the runtime's one ModelFileError naming
+  the file, nothing else.
 
 The short profile runs in the default test run (a few seconds); the long one is
-``pytest -m fuzz`` (``FUZZ_SPECS``, ``FUZZ_INVALID``, ``FUZZ_FILES`` set its counts; defaults
-10,000, 2,000 and 500; the compiled engine, which numba compiles for each spec in seconds, is
+``pytest -m fuzz`` (``FUZZ_SPECS``, ``FUZZ_INVALID``, ``FUZZ_FILES``, ``FUZZ_MODELS`` set its
+counts; defaults 10,000, 2,000, 500 and 500; the compiled engine, which numba compiles for each spec in seconds, is
 checked on one valid spec in ``FUZZ_COMPILED_EVERY``, default 10, the NumPy engine on all).
 Every name comes from the registries.
 """
@@ -49,6 +52,7 @@ from derive.training.idx import read_idx
 LONG = {"specs": int(os.environ.get("FUZZ_SPECS", 10_000)),
         "invalid": int(os.environ.get("FUZZ_INVALID", 2_000)),
         "files": int(os.environ.get("FUZZ_FILES", 500)),
+        "models": int(os.environ.get("FUZZ_MODELS", 500)),
         "compiled_every": int(os.environ.get("FUZZ_COMPILED_EVERY", 10))}
 
 
@@ -369,6 +373,141 @@ def test_hostile_data_files_are_data_or_a_data_error(csv_bytes, idx_bytes, optio
 @given(hostile_csv(), hostile_idx(), TABLE_OPTIONS)
 def test_fuzz_hostile_files(csv_bytes, idx_bytes, options):
     check_hostile_files(csv_bytes, idx_bytes, options)
+
+
+# ----------------------------------------------------------------------------- damaged model files
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _good_model() -> tuple[object, bytes]:
+    """A committed module and a model file of it (parameters, Adam's state, preprocessing)."""
+    import io
+
+    net = import_module_from(ROOT / "generated" / "shallow_relu_softmax.py")
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(12, 6)), np.arange(12) % 4
+    trainer = net.Trainer(optimizer="adam", epochs=1, batch_size=4)
+    trainer.fit(X, y)
+    extra = {"preprocessing": {"divide_by": 1.0, "features": {"kind": "standard",
+                                                             "mean": [0.5] * 6, "scale": [2.0] * 6},
+                               "feature_names": list("abcdef"), "classes": list("wxyz"),
+                               "targets": None, "target_names": ["animal"]}}
+    out = io.BytesIO()
+    trainer.save(out, extra=extra)
+    return net, out.getvalue()
+
+
+_GOOD_MODEL: list = []
+
+
+def good_model() -> tuple[object, bytes]:
+    if not _GOOD_MODEL:
+        _GOOD_MODEL.extend(_good_model())
+    return tuple(_GOOD_MODEL)
+
+
+JSON_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-10**30, 10**30),
+                        st.floats(allow_nan=True), st.text(max_size=5),
+                        st.lists(st.integers(-3, 3), max_size=7))
+
+
+def _edit_settings(draw, settings: dict) -> dict:
+    """One key somewhere in the settings dropped or given another JSON value."""
+    target = settings
+    while True:
+        keys = list(target) if isinstance(target, dict) else list(range(len(target)))
+        if not keys:
+            return settings
+        key = draw(st.sampled_from(keys))
+        if isinstance(target[key], (dict, list)) and target[key] and draw(st.booleans()):
+            target = target[key]
+            continue
+        if isinstance(target, dict) and draw(st.booleans()):
+            del target[key]
+        else:
+            target[key] = draw(JSON_VALUES)
+        return settings
+
+
+@st.composite
+def damaged_models(draw) -> bytes:
+    import io
+    import json
+    import zipfile
+
+    data = good_model()[1]
+    how = draw(st.sampled_from(["truncate", "flip", "member"]))
+    event(f"model file: {how}")
+    if how == "truncate":
+        return data[:draw(st.integers(0, len(data) - 1))]
+    if how == "flip":
+        flipped = bytearray(data)
+        for _ in range(draw(st.integers(1, 8))):
+            flipped[draw(st.integers(0, len(data) - 1))] ^= 1 << draw(st.integers(0, 7))
+        return bytes(flipped)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    name = draw(st.sampled_from(sorted(members)))
+    edit = draw(st.sampled_from(["drop", "cut", "replace", "flip", "settings"]))
+    if edit == "settings" or (edit == "replace" and name == "__settings__.npy"):
+        settings = json.loads(str(np.load(io.BytesIO(members["__settings__.npy"]))))
+        out = io.BytesIO()
+        np.save(out, np.array(json.dumps(_edit_settings(draw, settings))))
+        members["__settings__.npy"] = out.getvalue()
+    elif edit == "drop":
+        del members[name]
+    elif edit == "cut":
+        members[name] = members[name][:draw(st.integers(0, len(members[name])))]
+    elif edit == "replace":
+        out = io.BytesIO()
+        shape = draw(st.lists(st.integers(0, 10), max_size=3))
+        fill, dtype = draw(st.floats(allow_nan=True)), draw(st.sampled_from(["f4", "f8", "i8",
+                                                                            "U3", "c8"]))
+        with warnings.catch_warnings():  # NaN cast to an integer, on purpose
+            warnings.simplefilter("ignore", RuntimeWarning)
+            np.save(out, np.full(shape, fill, dtype=dtype))
+        members[name] = out.getvalue()
+    else:
+        flipped = bytearray(members[name])
+        if flipped:
+            flipped[draw(st.integers(0, len(flipped) - 1))] ^= 1 << draw(st.integers(0, 7))
+        members[name] = bytes(flipped)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for member, content in members.items():
+            archive.writestr(member, content)
+    return out.getvalue()
+
+
+def check_damaged_model(content: bytes) -> None:
+    net = good_model()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.npz"
+        path.write_bytes(content)
+        try:
+            trainer = net.Trainer.load(path)
+        except ValueError as err:
+            assert type(err).__name__ == "ModelFileError", repr(err)
+            assert str(path) in str(err)
+            event("model file: refused with a ModelFileError")
+            return
+        event("model file: loaded")
+        labels = trainer.predict(np.ones((2, 6)))
+        assert len(labels) == 2
+
+
+@_profile(60)
+@given(damaged_models())
+def test_damaged_model_files_load_or_are_one_error(content):
+    check_damaged_model(content)
+
+
+@pytest.mark.fuzz
+@_profile(LONG["models"], long=True)
+@given(damaged_models())
+def test_fuzz_damaged_model_files(content):
+    check_damaged_model(content)
 
 
 def test_the_generator_covers_every_registry_name():

@@ -307,6 +307,7 @@ EXAMPLE_ERRORS = [
      "expected 4 numbers in each row"),
     ("b1: [1, 2]\n", 1, "b1", "expected a list of 4 numbers (the biases of layer 1"),
     ("b1: .nan\n", 1, "b1", "expected a finite number"),
+    ("b1: [" + "9" * 5000 + ", 0, 0, 0]\n", 1, "b1", "at most 400"),
     ("x: [1, 2, 3]\n", 1, "x", "expected a list of 4 numbers (one input example)"),
     ("y: 2\n", 1, "y", "expected 0/1 targets"),
     ("W3: 1\n", 1, "W3", "unknown key 'W3'"),

@@ -111,3 +111,25 @@ def test_example_documents_with_errata_and_proof_compile_cleanly(name, tmp_path)
     assert r"\section{Errata: the document's formulas checked}" in tex
     assert "and their names here:" in tex
     assert "random rational points." in tex  # the proof's result, stated
+
+
+def test_every_unicode_character_is_escaped_to_ascii_wherever_names_reach_the_latex():
+    """tex_escape gives ASCII for every code point, and a document's symbol with a Unicode
+    digit (h١) is escaped text in the notation table, never a non-ASCII subscript inside
+    maths (pdflatex failed on it)."""
+    import sys
+
+    from derive.claims import check_claims, load_claims_text
+    from derive.derivation import derive
+    from derive.latex import render_latex
+    from derive.latex.text import tex_escape
+    from derive.spec import load_spec
+
+    assert all(tex_escape(chr(c)).isascii() for c in range(sys.maxunicode + 1))
+    root = Path(__file__).resolve().parents[1]
+    derivation = derive(load_spec(root / "examples" / "seed003_binary.yaml"))
+    claims = load_claims_text("symbols: {h\u0661: a1, h2: a2}\nclaims:\n"
+                              "  - claim: 'dz2 = yhat - y'\n", "c.yaml")
+    text = render_latex(derivation, claims=check_claims(derivation, claims))
+    assert "\u0661" not in text and r"\textbackslash{}u0661" in text
+    assert "$h_{2}$" in text  # an ASCII name is still maths

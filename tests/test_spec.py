@@ -822,3 +822,30 @@ def test_every_standard_library_module_is_refused():
 def test_names_near_a_module_are_fine():
     for name in ("json_net", "numpy_mlp", "my_os", "net"):
         assert spec(replace("name: net", f"name: {name}")).name == name
+
+
+def test_sigmoid_outputs_with_categorical_cross_entropy_are_warned_at_the_loss_line():
+    text = """\
+name: multi
+input: 4
+layers:
+  - {units: 3, activation: sigmoid}
+loss: categorical_crossentropy
+"""
+    spec = load_spec_text(text, "multi.yaml")
+    assert len(spec.notices) == 1
+    notice = spec.notices[0]
+    assert notice.startswith("multi.yaml:5: loss:") and "softmax" in notice
+    for fine in (text.replace("sigmoid", "softmax"),
+                 text.replace("categorical_crossentropy", "binary_crossentropy")):
+        assert load_spec_text(fine, "multi.yaml").notices == ()
+
+
+@pytest.mark.parametrize("number", ["9" * 5000, "-" + "9" * 5000, "1." + "9" * 5000,
+                                    "0x" + "f" * 5000, "0" + "7" * 5000])
+def test_a_number_of_thousands_of_digits_is_a_located_error(number):
+    text = f"name: n\ninput: {number}\nlayers:\n  - {{units: 2, activation: softmax}}\n" \
+           "loss: categorical_crossentropy\n"
+    with pytest.raises(SpecError) as info:
+        load_spec_text(text, "n.yaml")
+    assert str(info.value).startswith("n.yaml:2: input: a number of") and "at most 400" in str(info.value)

@@ -214,7 +214,8 @@ def _reason(v: Verdict) -> str:
     if v.proven:
         return tex_escape(f"the spec's rule, {v.derived}") if v.kind == "update" else ""
     text = tex_escape(_sentence(v.reason + (f"; {v.note}" if v.note else "")))
-    return re.sub(r"(?<![\w.$-])(\$-\$|-)?(\d+\.\d+)", lambda m: f"${'-' if m.group(1) else ''}{m.group(2)}$", text)
+    return re.sub(r"(?<![\w.$-])(\$-\$|-)?(\d+\.\d+)", lambda m: f"${'-' if m.group(1) else ''}{m.group(2)}$",
+                  text, flags=re.ASCII)
 
 
 _READING_TEXT = {
@@ -303,7 +304,7 @@ _GREEK = ("alpha", "beta", "gamma", "delta", "epsilon", "eta", "theta", "lambda"
 
 def _their_tex(name: str) -> str:
     """A document's symbol as maths when it is a plain name (c_x, h1, alpha), else as text."""
-    match = re.fullmatch(r"([A-Za-z]+?)(?:_([A-Za-z0-9]+)|(\d+))?", name)
+    match = re.fullmatch(r"([A-Za-z]+?)(?:_([A-Za-z0-9]+)|(\d+))?", name, re.ASCII)  # h١: text
     if not match:
         return tex_escape(name)
     base, sub = match.group(1), match.group(2) or match.group(3)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import zlib
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def read_idx(path: str | Path, magic: int | None = None) -> np.ndarray:
         raise DataError(f"{path} is truncated: {len(raw)} bytes, shorter than its "
                         f"{header}-byte header")
     shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    needed = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    needed = header + math.prod(shape) * dtype.itemsize  # Python ints: 2^32-1 ^4 fits
     sizes = "x".join(map(str, shape))
     if len(raw) < needed:
         raise DataError(f"{path} is truncated: {len(raw)} bytes, but its header announces "

@@ -43,6 +43,14 @@ def _figure(width: float, height: float):
     return figure
 
 
+def _plain_text():
+    """Text drawn inside is plain: names from the data (class labels, paths) may hold ``$``,
+    which matplotlib would otherwise read as mathtext (and fail on an unknown macro)."""
+    from matplotlib import rc_context
+
+    return rc_context({"text.parse_math": False, "text.usetex": False})
+
+
 def _save(figure, path: Path) -> Path:
     from codegen.files import SIGNATURE, atomic_write
 
@@ -56,6 +64,13 @@ def _save(figure, path: Path) -> Path:
 
 def plot_history(history: list[dict], path: str | Path, *, title: str,
                  score: str = "accuracy") -> Path:
+    """Loss and ``score`` per epoch (below); every text plain, never mathtext."""
+    with _plain_text():
+        return _plot_history(history, path, title=title, score=score)
+
+
+def _plot_history(history: list[dict], path: str | Path, *, title: str,
+                  score: str = "accuracy") -> Path:
     """Loss and ``score`` ("accuracy" or "r2") per epoch, train, validation (and test, when
     recorded) side by side;
     returns the file written."""
@@ -108,6 +123,12 @@ def confusion_path(path: str | Path) -> Path:
 
 
 def plot_confusion(metrics: ClassificationMetrics, path: str | Path, *, title: str) -> Path:
+    """The confusion matrix (below); class names and title plain text, never mathtext."""
+    with _plain_text():
+        return _plot_confusion(metrics, path, title=title)
+
+
+def _plot_confusion(metrics: ClassificationMetrics, path: str | Path, *, title: str) -> Path:
     """The test set's confusion matrix as a heat map with the counts written in."""
     counts = metrics.confusion
     K = counts.shape[0]

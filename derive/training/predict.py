@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,35 +40,67 @@ class Predictions:
         """The share of rows whose prediction equals the data's label (classification)."""
         if self.truth is None or self.values.dtype.kind not in "UO":
             return None
-        return float(np.mean([str(p) == t[0] for p, t in zip(self.values, self.truth)]))
+        return float(np.mean([_same_label(str(p), t[0]) for p, t in zip(self.values, self.truth)]))
 
     def csv_text(self) -> str:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         shown = [f"P({c})" for c in self.classes] if self.probabilities is not None else []
-        writer.writerow(["row", *self.kept, *self.names, *shown])
+        writer.writerow(["row", *map(_cell, [*self.kept, *self.names, *shown])])
         values = self.values.reshape(len(self.values), -1)
         for i, row in enumerate(values):
-            kept = [column[i] for column in self.kept.values()]
+            kept = [_text(column[i]) for column in self.kept.values()]
             probabilities = ([f"{p:.6g}" for p in self.probabilities[i]]
                              if self.probabilities is not None else [])
-            writer.writerow([i, *kept, *(v if isinstance(v, str) else f"{float(v):.6g}"
+            writer.writerow([i, *kept, *(_cell(v) if isinstance(v, str) else f"{float(v):.6g}"
                                          for v in row), *probabilities])
         return out.getvalue()
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(text: str) -> str:
+    """A text cell as a spreadsheet shows it and never runs it: one that starts like a formula
+    (= + - @, tab, carriage return) gets a leading apostrophe (OWASP's advice on CSV
+    injection); the csv writer then quotes what needs quoting."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _text(value) -> str:
+    """A passed-through cell: text with its formula start neutralised, numbers as they are."""
+    return _cell(value) if isinstance(value, str) else value
+
+
+def _row_count(table) -> int:
+    """Rows of a table given as columns by name, or as an array."""
+    if isinstance(table, dict):
+        return len(next(iter(table.values()))) if table else 0
+    return len(table)
+
+
+def _same_label(predicted: str, truth: str) -> bool:
+    """Labels equal as the values they are: 0 and 0.0 are one class, as are "cat" and "cat"."""
+    if predicted == truth:
+        return True
+    try:
+        a, b = float(predicted), float(truth)
+    except ValueError:
+        return False
+    return a == b
+
+
 def read_model_settings(path: Path) -> dict:
     """The JSON settings of a model file, checked for what prediction needs."""
+    from codegen.runtime import ModelFileError, model_file_settings
+
     if not path.is_file():
         raise DataError(f"{path}: no such model file")
     try:
-        with np.load(path, allow_pickle=False) as stored:
-            if "__settings__" not in stored.files:
-                raise DataError(f"{path} is not a model file of this tool (no settings)")
-            settings = json.loads(str(stored["__settings__"]))
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"{path} is not a readable model file: {err}") from None
-    if not isinstance(settings, dict) or not settings.get("spec") or not settings.get("preprocessing"):
+        settings = model_file_settings(path)
+    except ModelFileError as err:
+        raise DataError(f"{err}") from None
+    if not settings.get("spec") or not settings.get("preprocessing"):
         raise DataError(f"{path} holds no spec or preprocessing: it was not written by "
                         "`derive --train` (a Trainer.save file predicts from Python only)")
     return settings
@@ -102,6 +132,8 @@ def predict_file(model: str | Path, data: str, *, proba: bool = False,
             raise DataError(f"{model}: its spec's sizes are auto, and it records no sizes")
         spec = spec.sized(sizes[0], sizes[-1])
     table, truth = _raw_rows(data, prep)
+    if _row_count(table) == 0:
+        raise DataError(f"{data}: no rows of data below the header: nothing to predict")
     kept = {}
     for column in keep:
         if not isinstance(table, dict) or column not in table:

@@ -45,8 +45,13 @@ class Standardizer:
             low = X.min(axis=0)
             spread = X.max(axis=0) - low
             return cls(low, np.where(spread > 0, spread, 1.0), kind)
-        std = X.std(axis=0)
-        return cls(X.mean(axis=0), np.where(std > 0, std, 1.0), kind)
+        # each column divided by its largest magnitude first: the squares of a column near
+        # 1e160 would overflow (its deviation came out inf and the column was zeroed)
+        peak = np.max(np.abs(X), axis=0) if len(X) else np.ones(X.shape[1:])
+        peak = np.where((peak > 0) & np.isfinite(peak), peak, 1.0)
+        unit = X / peak
+        std = unit.std(axis=0) * peak
+        return cls(unit.mean(axis=0) * peak, np.where(std > 0, std, 1.0), kind)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         return (X - self.mean) / self.scale
@@ -283,6 +288,8 @@ def prepare(spec: NetSpec, task: str, data: Dataset, test_fraction: float,
         X_test = None if X_test is None else features.transform(X_test)
         X_val = None if X_val is None else features.transform(X_val)
     targets = Standardizer.fit(y_train) if decode == VALUES and kind != "none" else None
+    for X in (X_train, X_val, X_test):
+        _check_fits_dtype(X, spec.dtype, data, kind)
 
     def encode(y):
         return None if y is None else _encode(decode, data, targets, y)
@@ -350,6 +357,26 @@ def _encoded(X: np.ndarray, columns: list[dict], missing: str, part: str) -> np.
         return encode_table([X[:, j] for j in range(X.shape[1])], columns, missing)
     except ValueError as err:
         raise DataError(f"{part}: {err}") from None
+
+
+def _check_fits_dtype(X: np.ndarray | None, dtype: str, data: Dataset, kind: str) -> None:
+    """A DataError naming the first column with a value that the spec's dtype cannot hold
+    (it would become infinite in training)."""
+    if X is None or not np.issubdtype(np.dtype(dtype), np.floating):
+        return
+    largest = np.finfo(dtype).max
+    with np.errstate(invalid="ignore"):
+        beyond = np.abs(X) > largest
+    if not np.any(beyond):
+        return
+    row, column = (int(i[0]) for i in np.nonzero(beyond))
+    name = (repr(data.feature_names[column]) if column < len(data.feature_names)
+            else f"{column + 1}")
+    hint = ("scale the features (data.scaling: standard or minmax)" if kind == "none" else
+            "use dtype: float64")
+    raise DataError(f"{data.name}: column {name} holds {X[row, column]:.6g}"
+                    f"{' after scaling' if kind != 'none' else ''}, beyond {dtype}'s largest "
+                    f"value {largest:.6g}; {hint}")
 
 
 def _encode(decode: str, data: Dataset, targets: Standardizer | None, y: np.ndarray) -> np.ndarray:
