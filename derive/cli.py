@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--spec", nargs="+", required=True, metavar="NET.yaml",
-                        help="network spec(s) in YAML (see README.md for the format)")
+                        help="network spec(s) in YAML (see docs/spec.md for the format)")
     parser.add_argument("--out", default="generated", metavar="DIR",
                         help="folder for the generated <name>.py (default: generated/)")
     parser.add_argument("--backend", choices=("numpy", *_backends()), default="numpy",
