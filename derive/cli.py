@@ -146,10 +146,12 @@ def _backends() -> tuple[str, ...]:
     return BACKENDS
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+def parse_command(argv: list[str]) -> argparse.Namespace:
+    """The arguments of ``derive ARGV`` (or ``derive predict ARGV``) parsed and checked as
+    ``main`` checks them before doing anything; a bad command exits 2 (``SystemExit``) with
+    argparse's message. Reads nothing but ``--out``'s kind."""
     if argv[:1] == ["predict"]:
-        return _predict(argv[1:])
+        return build_predict_parser().parse_args(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_training_arguments(parser, args)
@@ -163,6 +165,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--no-module writes no module, but {'--train' if args.train else '--backend'}"
                      " needs one: drop --no-module")
     _check_out_argument(parser, args)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["predict"]:
+        return _predict(argv[1:])
+    args = parse_command(argv)
     from .errors import SpecError
 
     status = EXIT_OK
