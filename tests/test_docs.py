@@ -1,4 +1,5 @@
-"""Every command that README.md and docs/*.md show in a ```bash block stays runnable.
+"""Every command that README.md and docs/*.md show in a ```bash block stays runnable, and
+every link between them (files, images, headings' anchors) leads somewhere.
 
 Each command line of those blocks (a ``\\`` continuation joined, comments dropped, ``&&``
 chains split) is checked by its form:
@@ -186,3 +187,29 @@ def test_the_readme_tour_runs(tmp_path, monkeypatch, capsys):
     assert "test accuracy" in out
     assert (tmp_path / "out" / "mnist.tex").is_file()
     assert (tmp_path / "out" / "wine" / "preds.csv").read_text().startswith("row,cultivar")
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's anchors of the page's headings (outside code blocks)."""
+    anchors, fence = set(), False
+    for line in page.read_text(encoding="utf-8").split("\n"):
+        if line.startswith("```"):
+            fence = not fence
+        elif not fence and line.startswith("#"):
+            title = re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower())
+            anchors.add(title.replace(" ", "-"))
+    return anchors
+
+
+def test_links_between_the_pages_resolve():
+    broken = []
+    for page in PAGES:
+        text = re.sub(r"^```.*?^```", "", page.read_text(encoding="utf-8"), flags=re.S | re.M)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"\w+://", target):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            if not linked.exists() or (anchor and anchor not in _anchors(linked)):
+                broken.append(f"{page.relative_to(ROOT)}: ({target})")
+    assert not broken, "links that lead nowhere:\n" + "\n".join(broken)
