@@ -337,14 +337,18 @@ def _run(path: str, args) -> int:
         print(f"derive: {path}: {refused}", file=sys.stderr)
         return EXIT_USAGE
     data = None
-    if args.train or spec.auto_sizes:  # sizes written auto are the data's
+    auto = spec.auto_sizes
+    if not auto:
+        _check_memory(spec, args)  # before anything is written, allocated or loaded
+    if args.train or auto:  # sizes written auto are the data's
         data = _training_data(spec)  # data that cannot be used: nothing is written
         if isinstance(data, int):
             return data
         from .training.runner import sized
 
         spec = sized(spec, *data)
-    _check_memory(spec, args)  # before anything is written or allocated
+    if auto:
+        _check_memory(spec, args)  # the data's sizes: before anything is written
     derivation = derive(spec)
     example = _latex_example(derivation, args)  # a bad values file: nothing is written
     checking = time.perf_counter()

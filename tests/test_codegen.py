@@ -663,7 +663,7 @@ def test_module_imports_only_numpy_its_runtime_and_scipy_erf():
         assert scipy == ({("scipy.special", ("erf",))} if uses_gelu else set()), (name, imports)
         assert "import numpy as np" in source
     runtime = _imports(render_runtime())
-    assert runtime == {("__future__", ("annotations",)), ("json", ()), ("numpy", ()),
+    assert runtime == {("__future__", ("annotations",)), ("hashlib", ()), ("json", ()), ("numpy", ()),
                        ("scipy.linalg", ("blas",)), ("numba", ()), ("time", ()),
                        ("importlib.util", ()), ("math", ()), ("os", ()), ("sys", ()), ("tempfile", ()),
                        ("pathlib", ()), ("zlib", ()), ("zipfile", ()), ("stat", ()),
