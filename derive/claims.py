@@ -696,15 +696,7 @@ class _Instance:
         """Every matrix by name, with the loss L and dL/da of the output (per example)."""
         named = {symbol.name: value for symbol, value in env.items()
                  if isinstance(symbol, sp.MatrixSymbol)}
-        out, Y = named[f"A{self.d.spec.depth}"], named["Y"]
-        loss = self.d.objective.loss
-        a, y = sp.Symbol("a", real=True), sp.Symbol("y", real=True)
-        slope = sp.diff(loss.unit(a, y), a)
-        named["L"] = sp.Matrix(1, out.cols, lambda r, c: sp.Add(
-            *[loss.unit(out[k, c], Y[k, c]) for k in range(out.rows)]))
-        named["dL/dA"] = sp.Matrix(out.rows, out.cols, lambda r, c: slope.xreplace(
-            {a: out[r, c], y: Y[r, c]}))
-        return named
+        return _with_loss(named, self.d)
 
     def point(self, k: int, seed: int = 0) -> dict[sp.Symbol, Fraction]:
         """Point k: every parameter and input entry a small rational, the targets of the loss."""
@@ -768,6 +760,19 @@ class _Instance:
         weights = [w for layer in self.d.layers for w in get(layer.W.name)]
         return sp.N(self.d.objective.value(get(f"A{self.d.spec.depth}"), get("Y"), weights),
                     DIGITS)
+
+
+def _with_loss(named: dict[str, sp.Matrix], derivation) -> dict[str, sp.Matrix]:
+    """``named`` with each example's loss L and dL/da of the output (per example)."""
+    out, Y = named[f"A{derivation.spec.depth}"], named["Y"]
+    loss = derivation.objective.loss
+    a, y = sp.Symbol("a", real=True), sp.Symbol("y", real=True)
+    slope = sp.diff(loss.unit(a, y), a)
+    named["L"] = sp.Matrix(1, out.cols, lambda r, c: sp.Add(
+        *[loss.unit(out[k, c], Y[k, c]) for k in range(out.rows)]))
+    named["dL/dA"] = sp.Matrix(out.rows, out.cols, lambda r, c: slope.xreplace(
+        {a: out[r, c], y: Y[r, c]}))
+    return named
 
 
 class _KindsInstance:
@@ -836,15 +841,7 @@ class _KindsInstance:
             named[name] = matrix if name in self.weights else matrix.T
         for node in self.d.nodes:
             named[f"delta{node.index}"] = named[f"dZ{node.index}"] * self.m
-        out, Y = named[f"A{self.d.spec.depth}"], named["Y"]
-        loss = self.d.objective.loss
-        a, y = sp.Symbol("a", real=True), sp.Symbol("y", real=True)
-        slope = sp.diff(loss.unit(a, y), a)
-        named["L"] = sp.Matrix(1, out.cols, lambda r, c: sp.Add(
-            *[loss.unit(out[k, c], Y[k, c]) for k in range(out.rows)]))
-        named["dL/dA"] = sp.Matrix(out.rows, out.cols, lambda r, c: slope.xreplace(
-            {a: out[r, c], y: Y[r, c]}))
-        return named
+        return _with_loss(named, self.d)
 
     def exact(self, values: dict, seed: int):
         model = exact_model({}, seed)
