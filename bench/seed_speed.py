@@ -1,10 +1,12 @@
 """Training speed on every seed network: the generated Trainer's engines against the peers.
 
 For each network of the documents (examples/seed*.yaml, their committed modules in generated/),
-each batch size (1, 32, 128 and the full data set) and each BLAS thread count (a fresh worker
+each batch size (1, 32, 128, 1024 and the full data set) and each BLAS thread count (a fresh worker
 process each), the implementations run interleaved after a warm-up, plain SGD updates, float32,
 on synthetic data of the network's shape, batches in order; the median examples/s is reported,
-and the compiled engine's ratio to JAX's compiled epoch.  Also: the compiled engine's first
+the compiled and auto engines' ratios to JAX's compiled epoch and to PyTorch, and the ceiling
+the step's matrix products put on it with the fastest BLAS here (``bench/gemm_ceiling.py``).
+The CPU model is recorded with the figures.  Also: the compiled engine's first
 call (numba compiling) in a fresh process, and again in a second process (numba's disk cache).
 
     python bench/seed_speed.py                  # full run: tables + bench/seed_results.json
@@ -28,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gemm_ceiling import ceilings, cpu_model  # noqa: E402
 from workers import PINNING, thread_environment  # noqa: E402
 SEEDS = sorted((ROOT / "examples").glob("seed*.yaml"))
 LEARNING_RATE = 0.01
@@ -198,14 +201,14 @@ def worker(args) -> dict:
     if hasattr(os, "sched_setaffinity") and threads < os.cpu_count():
         os.sched_setaffinity(0, set(range(threads)))
     limits = threadpool_limits(limits=threads)
-    results, notes = {}, []
+    results, ceiling, notes = {}, {}, []
     for path in args.specs:
         spec, net = _network(path)
         rng = np.random.default_rng(0)
         n = args.examples
         X = rng.standard_normal((n, spec.input)).astype(np.float32)
         Y = net.targets(_targets(net, n, rng), n, np.float32)
-        impls = [Generated(net, "numpy"), Generated(net, "compiled")]
+        impls = [Generated(net, engine) for engine in ("numpy", "compiled", "auto")]
         for name, make in (("jax jit", lambda: JaxJit(spec)), ("jax scan", lambda: JaxScan(spec)),
                            ("torch eager", lambda: TorchEager(spec, threads))):
             if name.split()[0] in args.peers:
@@ -213,7 +216,7 @@ def worker(args) -> dict:
                     impls.append(make())
                 except ImportError as err:
                     notes.append(f"{spec.name}: {name} skipped: {err}")
-        results[spec.name] = {}
+        results[spec.name], ceiling[spec.name] = {}, {}
         for batch in args.batches:
             size = n if batch == 0 else batch
             count = max(size, min(n, size * args.steps)) if batch else n
@@ -229,10 +232,13 @@ def worker(args) -> dict:
                     start = time.perf_counter()
                     impl.run(count)
                     times[impl.name].append(time.perf_counter() - start)
-            results[spec.name]["full" if batch == 0 else str(batch)] = {
-                name: count / statistics.median(t) for name, t in times.items()}
+            key = "full" if batch == 0 else str(batch)
+            results[spec.name][key] = {name: count / statistics.median(t)
+                                       for name, t in times.items()}
+            gemm = ceilings(spec.layer_sizes, [size], seconds=0.05, repeats=3)
+            ceiling[spec.name][key] = {lib: by[size][0] for lib, by in gemm.items()}
     limits.restore_original_limits()
-    return {"threads": threads, "networks": results, "notes": notes}
+    return {"threads": threads, "networks": results, "gemm_ceilings": ceiling, "notes": notes}
 
 
 def _targets(net, n, rng):
@@ -279,10 +285,10 @@ def first_calls(specs, env) -> dict:
 # ============================================================================ report
 
 def table(run: dict) -> str:
-    lines = []
+    lines = [f"CPU: {run.get('cpu', 'not recorded')}"]
     for w in run["workers"]:
-        lines.append(f"\n{w['threads']} BLAS thread(s): examples/s; last column: compiled "
-                     "engine / JAX scan")
+        lines.append(f"\n{w['threads']} BLAS thread(s): examples/s; then the engines' ratios to "
+                     "the peers, and the step's products alone on the fastest BLAS")
         for name, batches in w["networks"].items():
             impls = list(next(iter(batches.values())))
             lines += [f"\n{name}", "| implementation | " + " | ".join(f"bs={b}" for b in batches)
@@ -290,10 +296,19 @@ def table(run: dict) -> str:
             for impl in impls:
                 cells = [_speed(batches[b][impl]) for b in batches]
                 lines.append(f"| {impl} | " + " | ".join(cells) + " |")
-            if "jax scan" in impls:
-                ratios = [f"{batches[b]['generated compiled'] / batches[b]['jax scan']:.2f}x"
-                          for b in batches]
-                lines.append("| compiled / jax scan | " + " | ".join(ratios) + " |")
+            for engine in ("compiled", "auto"):
+                for peer in ("jax scan", "torch eager"):
+                    if peer in impls:
+                        ratios = [f"{batches[b][f'generated {engine}'] / batches[b][peer]:.2f}x"
+                                  for b in batches]
+                        lines.append(f"| {engine} / {peer} | " + " | ".join(ratios) + " |")
+            gemm = w.get("gemm_ceilings", {}).get(name, {})
+            if gemm:
+                cells = []
+                for b in batches:
+                    lib, best = max(gemm[b].items(), key=lambda item: item[1])
+                    cells.append(f"{_speed(best)} ({lib})")
+                lines.append("| GEMM ceiling (fastest BLAS) | " + " | ".join(cells) + " |")
         lines += [f"note: {note}" for note in w["notes"]]
     if run.get("first_calls"):
         lines += ["", "compiled engine, first fit() in a new process (s): cold / cached"]
@@ -310,7 +325,7 @@ def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--smoke", action="store_true", help="tiny sizes, for the tests")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 32, 128, 0],
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 32, 128, 1024, 0],
                    help="examples per step; 0 is the full data set")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--examples", type=int, default=20000)
@@ -332,7 +347,7 @@ def main(argv=None) -> int:
         print(json.dumps(worker(args)))
         return 0
     env = {k: v for k, v in os.environ.items() if k not in PINNING}
-    run = {"argv": sys.argv[1:], "workers": []}
+    run = {"argv": sys.argv[1:], "cpu": cpu_model(), "workers": []}
     for threads in args.threads:
         env_t = thread_environment(env, threads)
         cmd = [sys.executable, __file__, "--worker", "--threads", str(threads),

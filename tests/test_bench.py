@@ -31,8 +31,21 @@ def test_derive_speed_smoke():
 def test_seed_speed_smoke():
     done = _run("bench/seed_speed.py", "--smoke", "--peers", "--json", "/dev/null")
     assert done.returncode == 0, done.stderr
-    for row in ("generated numpy", "generated compiled"):
+    for row in ("CPU: ", "generated numpy", "generated compiled", "generated auto",
+                "GEMM ceiling (fastest BLAS)"):
         assert row in done.stdout
+
+
+def test_gemm_ceiling_counts_every_product_of_a_step():
+    sys.path.insert(0, str(ROOT / "bench"))
+    from gemm_ceiling import ceilings, step_products
+
+    # forward and weight gradient per layer, the error sent down above the first
+    assert step_products((784, 128, 10), 32) == [(32, 784, 128), (128, 32, 784),
+                                                (32, 128, 10), (10, 32, 128), (32, 10, 128)]
+    result = ceilings((5, 4, 3), [2], libraries=["numpy"], seconds=0.001, repeats=1)
+    speed, gflops = result["numpy"][2]
+    assert speed > 0 and gflops > 0
 
 
 def test_backend_speed_smoke():
