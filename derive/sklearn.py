@@ -46,12 +46,7 @@ def cache_folder() -> Path:
 
     from . import __version__
 
-    given = os.environ.get("BACKPROP_DERIVE_CACHE")
-    if given:
-        root = Path(given)
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        root = Path(base) / "backprop-derive"
+    root = Path(runtime.cache_root())
     stamp = hashlib.sha256(Path(runtime.__file__).read_bytes()).hexdigest()[:10]
     return root / "sklearn" / f"{__version__}-{stamp}"
 

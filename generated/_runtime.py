@@ -45,7 +45,8 @@ _HAVE_NUMBA = _numba_installed()  # the compiled engine is available; imported o
 __all__ = ["API", "ForwardCache", "TrainingDiverged", "ModelFileError", "model_file_settings",
            "Network", "Trainer", "softmax", "logsumexp", "float_dtype", "rank_one_update",
            "one_row_product", "rank_one", "compiled", "ENGINES", "load_beside", "MISSING",
-           "is_missing", "table_columns", "encode_table", "number_specs", "NUMBER", "CATEGORY"]
+           "is_missing", "table_columns", "encode_table", "number_specs", "NUMBER", "CATEGORY",
+           "cache_root", "cpu_model", "EngineTimes"]
 
 API = 3  # generated modules check it: a module and a runtime of different APIs refuse to run
 ENGINES = ("auto", "numpy", "compiled")
@@ -175,6 +176,84 @@ def _cache_name(module):
 
 
 _SAID = set()  # what has been said once in this process: "compiling", a cache that failed
+
+
+def cache_root():
+    """This tool's folder for what it keeps between processes: ``$BACKPROP_DERIVE_CACHE``,
+    else ``backprop-derive`` in the user's cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``)."""
+    given = os.environ.get("BACKPROP_DERIVE_CACHE")
+    if given:
+        return given
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "backprop-derive")
+
+
+def cpu_model():
+    """The CPU's model name (``/proc/cpuinfo``; the platform's processor string elsewhere)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _threads():
+    """The CPUs this process may run on and the thread limits the BLAS libraries read."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    limits = ",".join(os.environ.get(key, "") for key in
+                      ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"))
+    return f"{cpus} cpus; threads {limits}"
+
+
+class EngineTimes:
+    """Measured seconds per example of each engine, per machine and network, kept in
+    ``cache_root()/engines.json`` so that each is measured once on a machine."""
+
+    FILE = "engines.json"
+
+    def __init__(self):
+        self.path = os.path.join(cache_root(), self.FILE)
+
+    def key(self, module, size, dtype, plain):
+        name = _cache_name(module)
+        if name is None:
+            return None
+        return "|".join((cpu_model(), _threads(), name, str(size), np.dtype(dtype).name,
+                         "plain" if plain else "gradient"))
+
+    def read(self):
+        try:
+            with open(self.path, encoding="utf-8") as file:
+                found = json.load(file)
+            return found if isinstance(found, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def get(self, key):
+        found = self.read().get(key) if key else None
+        ok = isinstance(found, dict) and all(
+            isinstance(found.get(e), (int, float)) and found[e] > 0 for e in ("numpy", "compiled"))
+        return found if ok else None
+
+    def put(self, key, times):
+        """Adds ``times``; an unwritable cache is not an error (measured again next time)."""
+        if key is None:
+            return
+        known = self.read()
+        known[key] = times
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            atomic_save(self.path, lambda file: file.write(json.dumps(known, indent=1).encode()))
+        except OSError:
+            pass
 
 
 class _Compiled:
@@ -879,6 +958,8 @@ class Trainer:
         rows = len(rule["state"])
         self.params = net.init_params(self.seed, self.dtype) if params is None else params
         self.layer_state = net.init_state(self.dtype)  # running statistics (batch norm)
+        self._choices = {}  # (engine, batch size) -> (engine, why), decided by the first fit
+        self.engine_choice = None  # "engine: why" of the last fit (see compiled())
         self._state = np.zeros((rows, self._flat.size), self.dtype)
 
     # -- settings ---------------------------------------------------------------------
@@ -976,11 +1057,98 @@ class Trainer:
     # -- engines ----------------------------------------------------------------------
     def compiled(self, size):
         """True when fit() runs the compiled engine for steps of ``size`` examples: engine
-        "compiled", or "auto" with numba where the module says compiling is faster."""
+        "compiled"; "auto" with numba by what was measured on this machine (``calibrate``;
+        a long fit measures itself), else by the module's rule (``compiled_max_batch``)."""
+        return self._choice(size)[0] == "compiled"
+
+    # a fit estimated to take at least this long on the NumPy engine measures both engines
+    # first (a fraction of a second, plus numba's first compilation when not cached)
+    CALIBRATE_SECONDS = 10.0
+
+    def calibrate(self, X, Y, batch_size=None):
+        """Measure both engines here on steps of ``batch_size`` (default: the Trainer's)
+        examples of X, keep the figures for this machine and network (``cache_root()``), and
+        return the choice ``engine="auto"`` makes from them (also ``self.engine_choice``)."""
         net = self.network
-        if self.engine == "numpy" or not _HAVE_NUMBA or net.make_epoch is None:
-            return False
-        return self.engine == "compiled" or size <= net.compiled_max_batch
+        X = net.inputs(X, self.dtype).astype(self.dtype, copy=False)
+        T = net.targets(Y, X.shape[0], self.dtype)
+        size = self.step_size(X.shape[0]) if batch_size is None else min(
+            _number("batch_size", batch_size, integer=True, low=1), X.shape[0])
+        self._choices.pop((self.engine, size), None)
+        self.engine_choice = "{}: {}".format(*self._choice(size, X, T, examples=None))
+        return self.engine_choice
+
+    def _choice(self, size, X=None, T=None, examples=0):
+        """(engine, why) for steps of ``size`` examples.  With the training data (X, T) and
+        the examples a fit will step through, a long fit on "auto" measures the engines when
+        this machine has no figures for them (``examples=None``: measure whatever the length);
+        the choice is then kept for this Trainer."""
+        if (self.engine, size) in self._choices:
+            return self._choices[self.engine, size]
+        net = self.network
+        if self.engine == "numpy":
+            return "numpy", "engine='numpy' was asked"
+        if not _HAVE_NUMBA:
+            return "numpy", "numba is not installed (pip install numba)"
+        if net.make_epoch is None:
+            return "numpy", "this network has no compiled engine (layer kinds)"
+        if self.engine == "compiled":
+            return "compiled", "engine='compiled' was asked"
+        store = EngineTimes()
+        module = sys.modules.get(type(self).__module__)
+        key = store.key(module, size, self.dtype, self.plain)
+        times = store.get(key)
+        if times is None and X is not None:
+            times = self._measure(X, T, size, examples)
+            if times is not None:
+                store.put(key, times)
+        if times is None:
+            rule = size <= net.compiled_max_batch
+            choice = ("compiled" if rule else "numpy",
+                      f"the module's rule for batch {size} (compiled up to batch "
+                      f"{net.compiled_max_batch}); no figures for this machine yet: a fit "
+                      f"estimated at {self.CALIBRATE_SECONDS:g} s or more measures both "
+                      "engines, as does Trainer.calibrate(X, Y)")
+        else:
+            engine = min(("numpy", "compiled"), key=lambda e: times[e])
+            choice = (engine, f"measured on this machine ({times.get('cpu', cpu_model())}, "
+                              f"batch {size}, {np.dtype(self.dtype).name}): compiled "
+                              f"{times['compiled'] * 1e6:.3g} us/example, NumPy "
+                              f"{times['numpy'] * 1e6:.3g} us/example")
+        if X is not None:
+            self._choices[self.engine, size] = choice
+        return choice
+
+    def _measure(self, X, T, size, examples, rounds=3):
+        """Seconds per example of each engine on steps of ``size`` over the first rows of X
+        (each engine its own Trainer, copies of the parameters; the engines interleaved, the
+        fastest of ``rounds`` runs kept); None when the fit is too short to be worth it."""
+        n = min(X.shape[0], size * max(1, -(-256 // size)))
+        n -= n % size
+        X, T = X[:n], T[:n]
+        trials = {engine: type(self)(
+            params=self.params, optimizer=self.optimizer, learning_rate=self.learning_rate,
+            batch_size=size, epochs=1, shuffle=False, seed=self.seed, dtype=self.dtype,
+            engine=engine, early_stopping=False, **self.hyperparameters)
+            for engine in ("numpy", "compiled")}
+        rate = self.rate()
+
+        def run(engine):
+            started = time.perf_counter()
+            trials[engine]._epoch(X, T, None, size, rate, None, n // size)
+            return (time.perf_counter() - started) / n
+
+        run("numpy")  # buffers allocated
+        times = {"numpy": [run("numpy")]}
+        if examples is not None and times["numpy"][0] * examples < self.CALIBRATE_SECONDS:
+            return None
+        run("compiled")  # compiled (or loaded from numba's cache)
+        times["compiled"] = []
+        for _ in range(rounds):
+            for engine in ("compiled", "numpy"):
+                times[engine].append(run(engine))
+        return {"numpy": min(times["numpy"]), "compiled": min(times["compiled"]),
+                "cpu": cpu_model(), "measured": time.strftime("%Y-%m-%d")}
 
     def step_size(self, m):
         """Examples per update on a training set of m examples."""
@@ -1064,6 +1232,7 @@ class Trainer:
         best = self._flat.copy() if stopping is not None and stopping.restore_best else None
         size = self.step_size(m)
         total = -(-m // size)
+        self.engine_choice = "{}: {}".format(*self._choice(size, X, T, m * self.epochs))
         self.interrupted = self.stopped_early = False
         for _ in range(self.epochs):
             rate = self.rate()

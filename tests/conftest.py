@@ -60,6 +60,15 @@ def build(tmp_path_factory):
     return lambda spec: build_module(spec, tmp_path_factory)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """The tool's cache between processes (measured engine times, sklearn's modules) in a
+    temporary folder: no test writes to the user's ~/.cache, and none reads what it holds."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BACKPROP_DERIVE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``fuzz`` (the long fuzzer) run only when asked for: ``pytest -m fuzz``."""
     if "fuzz" in (config.getoption("markexpr") or ""):

@@ -564,10 +564,12 @@ def _plots(plot: str | Path | None, spec: NetSpec, dataset: Dataset, session: _S
 
 def _engine(trainer, options: TrainOptions, m: int) -> dict:
     """What trained: the backend, and the generated Trainer's engine (numpy or compiled)."""
-    engine = None
+    engine = why = None
     if options.backend == "numpy":
         engine = "compiled" if trainer.compiled(trainer.step_size(m)) else "numpy"
-    return {"backend": options.backend, "engine": engine,
+        why = getattr(trainer, "engine_choice", None)  # "engine: why" of its last fit
+        why = why.split(": ", 1)[1] if why else None
+    return {"backend": options.backend, "engine": engine, "why": why,
             "device": options.device if options.backend == "torch" else None,
             "workers": options.workers if options.backend == "torch" else None}
 
