@@ -10,8 +10,8 @@ every parameter afterwards (the folder's ``_rules``).
    step reads its old value (after the recurrence product that reads W_l), so the updates
    need no copy of the parameters;
 2. ``fold_rate``: the factor rate/m is folded into the output error, so every gradient comes
-   out scaled; regularisation is added to dJ/dW (rate (l2 W + l1 sign W)); each update becomes
-   the subtraction of the plain rule;
+   out scaled; regularisation is a decay of W for the plain rule and is added to dJ/dW for a
+   rule with state; each update becomes the subtraction of the plain rule;
 3. ``bias_sums_as_products``: the sums over the examples are products with a ones vector
    (one GEMV, much faster than ``sum(axis=0)`` on row-major data);
 4. ``rank_one_updates``: with one example and the plain rule, dW = d aᵀ and W -= dW is one
@@ -25,7 +25,7 @@ from dataclasses import replace
 import sympy as sp
 
 from .program import (Buffer, ColumnSums, Compute, OneExample, Product, RankOne, Scale,
-                      Step, Subtract, Update, base_name, writes)
+                      Step, Subtract, Update, WhenPlain, base_name, writes)
 
 __all__ = ["schedule_updates", "fold_rate", "bias_sums_as_products", "rank_one_updates",
            "STEP_PASSES"]
@@ -86,10 +86,16 @@ def fold_rate(step: Step) -> Step:
                 grads[op.grad] = op.param
                 extra = sum((terms[kind](sp.Symbol(name)) for kind, name in op.regularization),
                             sp.S.Zero)
-                if extra != 0:
+                if extra != 0:  # plain: W decays in place; else g += R'(W), for the rule
                     constants = tuple((sp.Symbol(name), name) for _, name in op.regularization)
-                    yield Compute(op.grad, g + rate * extra,
-                                  ((g, op.grad), (w, op.param), (rate, RATE)) + constants)
+                    names = ((w, op.param), (rate, RATE)) + constants
+                    strength = dict(op.regularization)
+                    decay = (Scale(op.param, f"1.0 - {RATE} * {strength['l2']}", "l2: W - eta L2 W")
+                             if set(strength) == {"l2"} else
+                             Compute(op.param, w - rate * extra, names))
+                    yield WhenPlain(then=(decay,),
+                                    otherwise=(Compute(op.grad, g + rate * extra,
+                                                       ((g, op.grad),) + names),))
                 yield Subtract(op.param, op.grad)
             else:
                 yield op
@@ -120,13 +126,13 @@ def bias_sums_as_products(step: Step) -> Step:
 
 def rank_one_updates(step: Step) -> Step:
     """``dWᵀ = Aᵀ D; W -= dW`` -> one ``ger`` on W when the step has one example (and the
-    rule is plain); a regularisation term added to dW becomes a decay of W before it."""
+    rule is plain), after W's decay where it is regularised."""
     products = {base_name(op.out): op for op in step.statements
                 if isinstance(op, Product) and not op.blas}
     consumed = {op.delta for op in step.statements
                 if isinstance(op, Subtract) and op.delta in products}
-    terms = {op.out: op for op in step.statements  # dW = g + rate (regularisation)
-             if isinstance(op, Compute) and op.out in consumed}
+    terms = {op.otherwise[0].out: op for op in step.statements  # the regularisation
+             if isinstance(op, WhenPlain) and op.otherwise[0].out in consumed}
 
     def rewrite(ops):
         for op in ops:
@@ -136,11 +142,9 @@ def rank_one_updates(step: Step) -> Step:
                 product = products[op.delta]
                 a, d = base_name(product.a), base_name(product.b)
                 then, otherwise = (RankOne(op.param, f"{d}[0]", f"{a}[0]"),), (product, op)
-                if op.delta in terms:  # W - (g + rate R'(W)) = (W - rate R'(W)) - g: then ger
+                if op.delta in terms:  # plain: W decays first (ger or not); else g += R'(W)
                     term = terms[op.delta]
-                    (g, _), (w, _) = term.names[:2]  # as fold_rate names them: dW, then W
-                    decay = Compute(op.param, w - (term.expr - g), term.names[1:])
-                    then, otherwise = (decay,) + then, (product, term, op)
+                    then, otherwise = term.then + then, (product, term, op)
                 yield OneExample(then=then, otherwise=otherwise)
             else:
                 yield op

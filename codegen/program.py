@@ -25,7 +25,7 @@ from typing import Union
 import sympy as sp
 
 __all__ = ["Assign", "LayerInfo", "Buffer", "Product", "AddBias", "Compute", "Scale",
-           "Hadamard", "ColumnSums", "Update", "Subtract", "RankOne", "OneExample",
+           "Hadamard", "ColumnSums", "Update", "Subtract", "RankOne", "OneExample", "WhenPlain",
            "Op", "Step", "Program", "base_name", "writes"]
 
 
@@ -215,13 +215,25 @@ class OneExample:
         return set().union(*(s.reads for s in self.then + self.otherwise))
 
 
+@dataclass(frozen=True)
+class WhenPlain:
+    """Statements for the plain rule (``then``) and for a rule with state (``otherwise``)."""
+
+    then: tuple
+    otherwise: tuple
+
+    @property
+    def reads(self):
+        return set().union(*(s.reads for s in self.then + self.otherwise))
+
+
 Op = Union[Product, AddBias, Compute, Scale, Hadamard, ColumnSums, Update, Subtract,
-           RankOne, OneExample]
+           RankOne, OneExample, WhenPlain]
 
 
 def writes(op) -> set[str]:
     """The arrays a statement writes."""
-    if isinstance(op, OneExample):
+    if isinstance(op, (OneExample, WhenPlain)):
         return set().union(*(writes(s) for s in op.then + op.otherwise))
     if isinstance(op, (Update, Subtract, RankOne)):
         return {op.param}

@@ -155,20 +155,18 @@ def _make_step(params, m, dtype, grads=None, plain=True):
         product(D2, W2, out=D1)  # W2ᵀ delta2
         if ger is None:
             np.matmul(A1.T, D2, out=dW2.T)  # dW^T = A^T D: written in W's layout
-            # dW2 = L2*rate*W2 + dW2
-            np.multiply(L2, rate, out=t2_f0)
-            np.multiply(t2_f0, W2, out=t2_f0)
-            np.add(t2_f0, dW2, out=t2_f0)
-            np.copyto(dW2, t2_f0)
+            if plain:
+                np.multiply(W2, 1.0 - rate * L2, out=W2)  # l2: W - eta L2 W
+            else:
+                # dW2 = L2*rate*W2 + dW2
+                np.multiply(L2, rate, out=t2_f0)
+                np.multiply(t2_f0, W2, out=t2_f0)
+                np.add(t2_f0, dW2, out=t2_f0)
+                np.copyto(dW2, t2_f0)
             if plain:
                 np.subtract(W2, dW2, out=W2)
         else:
-            # W2 = -L2*rate*W2 + W2
-            np.multiply(L2, rate, out=t2_f0)
-            np.multiply(t2_f0, W2, out=t2_f0)
-            np.negative(t2_f0, out=t2_f0)
-            np.add(t2_f0, W2, out=t2_f0)
-            np.copyto(W2, t2_f0)
+            np.multiply(W2, 1.0 - rate * L2, out=W2)  # l2: W - eta L2 W
             rank_one(ger, W2, D2_row, A1_row)
         product(ones, D2, out=db2)  # column sums as a product
         if plain:
@@ -181,20 +179,18 @@ def _make_step(params, m, dtype, grads=None, plain=True):
         # Layer 1 (10 -> 16): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
         if ger is None:
             np.matmul(A0.T, D1, out=dW1.T)  # dW^T = A^T D: written in W's layout
-            # dW1 = L2*rate*W1 + dW1
-            np.multiply(L2, rate, out=t3_f0)
-            np.multiply(t3_f0, W1, out=t3_f0)
-            np.add(t3_f0, dW1, out=t3_f0)
-            np.copyto(dW1, t3_f0)
+            if plain:
+                np.multiply(W1, 1.0 - rate * L2, out=W1)  # l2: W - eta L2 W
+            else:
+                # dW1 = L2*rate*W1 + dW1
+                np.multiply(L2, rate, out=t3_f0)
+                np.multiply(t3_f0, W1, out=t3_f0)
+                np.add(t3_f0, dW1, out=t3_f0)
+                np.copyto(dW1, t3_f0)
             if plain:
                 np.subtract(W1, dW1, out=W1)
         else:
-            # W1 = -L2*rate*W1 + W1
-            np.multiply(L2, rate, out=t3_f0)
-            np.multiply(t3_f0, W1, out=t3_f0)
-            np.negative(t3_f0, out=t3_f0)
-            np.add(t3_f0, W1, out=t3_f0)
-            np.copyto(W1, t3_f0)
+            np.multiply(W1, 1.0 - rate * L2, out=W1)  # l2: W - eta L2 W
             rank_one(ger, W1, D1_row, A0[0])
         product(ones, D1, out=db1)  # column sums as a product
         if plain:
@@ -218,6 +214,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
     m = A0.shape[0]
     plain = _update is None
     _f1 = rate / m
+    _f2 = 1.0 - rate * L2
     for batch in range(order.shape[0] // m):
         for i in range(m):
             A0[i, :] = X[order[batch * m + i], :]
@@ -288,7 +285,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
         if m == 1 and plain:
             for j in range(16):
                 for i in range(1):
-                    W2[i, j] = -L2*rate*W2[i, j] + W2[i, j]
+                    W2[i, j] *= _f2
             for j in range(16):
                 for i in range(1):
                     W2[i, j] -= D2[0, i] * A1[0, j]
@@ -299,9 +296,16 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                     for k in range(m):
                         _s7 += A1[k, i] * D2[k, j]
                     dW2[j, i] = _s7
+            if plain:
+                for j in range(16):
+                    for i in range(1):
+                        W2[i, j] *= _f2
+            else:
+                for j in range(16):
+                    for i in range(1):
+                        dW2[i, j] = L2*rate*W2[i, j] + dW2[i, j]
             for j in range(16):
                 for i in range(1):
-                    dW2[i, j] = L2*rate*W2[i, j] + dW2[i, j]
                     if plain: W2[i, j] -= dW2[i, j]
         for j in range(1):
             _s8 = 0.0
@@ -317,7 +321,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
         if m == 1 and plain:
             for j in range(10):
                 for i in range(16):
-                    W1[i, j] = -L2*rate*W1[i, j] + W1[i, j]
+                    W1[i, j] *= _f2
             for j in range(10):
                 for i in range(16):
                     W1[i, j] -= D1[0, i] * A0[0, j]
@@ -328,9 +332,16 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                     for k in range(m):
                         _s9 += A0[k, i] * D1[k, j]
                     dW1[j, i] = _s9
+            if plain:
+                for j in range(10):
+                    for i in range(16):
+                        W1[i, j] *= _f2
+            else:
+                for j in range(10):
+                    for i in range(16):
+                        dW1[i, j] = L2*rate*W1[i, j] + dW1[i, j]
             for j in range(10):
                 for i in range(16):
-                    dW1[i, j] = L2*rate*W1[i, j] + dW1[i, j]
                     if plain: W1[i, j] -= dW1[i, j]
         for j in range(16):
             _s10 = 0.0

@@ -193,20 +193,18 @@ def _make_step(params, m, dtype, grads=None, plain=True):
         product(D3, W3, out=D2)  # W3ᵀ delta3
         if ger is None:
             np.matmul(A2.T, D3, out=dW3.T)  # dW^T = A^T D: written in W's layout
-            # dW3 = L2*rate*W3 + dW3
-            np.multiply(L2, rate, out=t3_f0)
-            np.multiply(t3_f0, W3, out=t3_f0)
-            np.add(t3_f0, dW3, out=t3_f0)
-            np.copyto(dW3, t3_f0)
+            if plain:
+                np.multiply(W3, 1.0 - rate * L2, out=W3)  # l2: W - eta L2 W
+            else:
+                # dW3 = L2*rate*W3 + dW3
+                np.multiply(L2, rate, out=t3_f0)
+                np.multiply(t3_f0, W3, out=t3_f0)
+                np.add(t3_f0, dW3, out=t3_f0)
+                np.copyto(dW3, t3_f0)
             if plain:
                 np.subtract(W3, dW3, out=W3)
         else:
-            # W3 = -L2*rate*W3 + W3
-            np.multiply(L2, rate, out=t3_f0)
-            np.multiply(t3_f0, W3, out=t3_f0)
-            np.negative(t3_f0, out=t3_f0)
-            np.add(t3_f0, W3, out=t3_f0)
-            np.copyto(W3, t3_f0)
+            np.multiply(W3, 1.0 - rate * L2, out=W3)  # l2: W - eta L2 W
             rank_one(ger, W3, D3_row, A2_row)
         product(ones, D3, out=db3)  # column sums as a product
         if plain:
@@ -218,20 +216,18 @@ def _make_step(params, m, dtype, grads=None, plain=True):
         product(D2, W2, out=D1)  # W2ᵀ delta2
         if ger is None:
             np.matmul(A1.T, D2, out=dW2.T)  # dW^T = A^T D: written in W's layout
-            # dW2 = L2*rate*W2 + dW2
-            np.multiply(L2, rate, out=t4_f0)
-            np.multiply(t4_f0, W2, out=t4_f0)
-            np.add(t4_f0, dW2, out=t4_f0)
-            np.copyto(dW2, t4_f0)
+            if plain:
+                np.multiply(W2, 1.0 - rate * L2, out=W2)  # l2: W - eta L2 W
+            else:
+                # dW2 = L2*rate*W2 + dW2
+                np.multiply(L2, rate, out=t4_f0)
+                np.multiply(t4_f0, W2, out=t4_f0)
+                np.add(t4_f0, dW2, out=t4_f0)
+                np.copyto(dW2, t4_f0)
             if plain:
                 np.subtract(W2, dW2, out=W2)
         else:
-            # W2 = -L2*rate*W2 + W2
-            np.multiply(L2, rate, out=t4_f0)
-            np.multiply(t4_f0, W2, out=t4_f0)
-            np.negative(t4_f0, out=t4_f0)
-            np.add(t4_f0, W2, out=t4_f0)
-            np.copyto(W2, t4_f0)
+            np.multiply(W2, 1.0 - rate * L2, out=W2)  # l2: W - eta L2 W
             rank_one(ger, W2, D2_row, A1_row)
         product(ones, D2, out=db2)  # column sums as a product
         if plain:
@@ -242,20 +238,18 @@ def _make_step(params, m, dtype, grads=None, plain=True):
         # Layer 1 (64 -> 128): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
         if ger is None:
             np.matmul(A0.T, D1, out=dW1.T)  # dW^T = A^T D: written in W's layout
-            # dW1 = L2*rate*W1 + dW1
-            np.multiply(L2, rate, out=t5_f0)
-            np.multiply(t5_f0, W1, out=t5_f0)
-            np.add(t5_f0, dW1, out=t5_f0)
-            np.copyto(dW1, t5_f0)
+            if plain:
+                np.multiply(W1, 1.0 - rate * L2, out=W1)  # l2: W - eta L2 W
+            else:
+                # dW1 = L2*rate*W1 + dW1
+                np.multiply(L2, rate, out=t5_f0)
+                np.multiply(t5_f0, W1, out=t5_f0)
+                np.add(t5_f0, dW1, out=t5_f0)
+                np.copyto(dW1, t5_f0)
             if plain:
                 np.subtract(W1, dW1, out=W1)
         else:
-            # W1 = -L2*rate*W1 + W1
-            np.multiply(L2, rate, out=t5_f0)
-            np.multiply(t5_f0, W1, out=t5_f0)
-            np.negative(t5_f0, out=t5_f0)
-            np.add(t5_f0, W1, out=t5_f0)
-            np.copyto(W1, t5_f0)
+            np.multiply(W1, 1.0 - rate * L2, out=W1)  # l2: W - eta L2 W
             rank_one(ger, W1, D1_row, A0[0])
         product(ones, D1, out=db1)  # column sums as a product
         if plain:
@@ -279,6 +273,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
     m = A0.shape[0]
     plain = _update is None
     _f1 = rate / m
+    _f2 = 1.0 - rate * L2
     for batch in range(order.shape[0] // m):
         for i in range(m):
             A0[i, :] = X[order[batch * m + i], :]
@@ -332,15 +327,22 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
         if m == 1 and plain:
             for j in range(64):
                 for i in range(10):
-                    W3[i, j] = -L2*rate*W3[i, j] + W3[i, j]
+                    W3[i, j] *= _f2
             for j in range(64):
                 for i in range(10):
                     W3[i, j] -= D3[0, i] * A2[0, j]
         else:
             np.dot(A2.T, D3, dW3.T)
+            if plain:
+                for j in range(64):
+                    for i in range(10):
+                        W3[i, j] *= _f2
+            else:
+                for j in range(64):
+                    for i in range(10):
+                        dW3[i, j] = L2*rate*W3[i, j] + dW3[i, j]
             for j in range(64):
                 for i in range(10):
-                    dW3[i, j] = L2*rate*W3[i, j] + dW3[i, j]
                     if plain: W3[i, j] -= dW3[i, j]
         for j in range(10):
             db3[j] = 0.0
@@ -361,15 +363,22 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
         if m == 1 and plain:
             for j in range(128):
                 for i in range(64):
-                    W2[i, j] = -L2*rate*W2[i, j] + W2[i, j]
+                    W2[i, j] *= _f2
             for j in range(128):
                 for i in range(64):
                     W2[i, j] -= D2[0, i] * A1[0, j]
         else:
             np.dot(A1.T, D2, dW2.T)
+            if plain:
+                for j in range(128):
+                    for i in range(64):
+                        W2[i, j] *= _f2
+            else:
+                for j in range(128):
+                    for i in range(64):
+                        dW2[i, j] = L2*rate*W2[i, j] + dW2[i, j]
             for j in range(128):
                 for i in range(64):
-                    dW2[i, j] = L2*rate*W2[i, j] + dW2[i, j]
                     if plain: W2[i, j] -= dW2[i, j]
         for j in range(64):
             db2[j] = 0.0
@@ -386,15 +395,22 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
         if m == 1 and plain:
             for j in range(64):
                 for i in range(128):
-                    W1[i, j] = -L2*rate*W1[i, j] + W1[i, j]
+                    W1[i, j] *= _f2
             for j in range(64):
                 for i in range(128):
                     W1[i, j] -= D1[0, i] * A0[0, j]
         else:
             np.dot(A0.T, D1, dW1.T)
+            if plain:
+                for j in range(64):
+                    for i in range(128):
+                        W1[i, j] *= _f2
+            else:
+                for j in range(64):
+                    for i in range(128):
+                        dW1[i, j] = L2*rate*W1[i, j] + dW1[i, j]
             for j in range(64):
                 for i in range(128):
-                    dW1[i, j] = L2*rate*W1[i, j] + dW1[i, j]
                     if plain: W1[i, j] -= dW1[i, j]
         for j in range(128):
             db1[j] = 0.0

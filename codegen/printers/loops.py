@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ..program import (AddBias, Compute, Hadamard, OneExample, Product, RankOne, Scale, Step,
-                       Subtract, base_name)
+                       Subtract, WhenPlain, base_name)
 from .numpy import NumPyCodePrinter, clamped, is_softmax
 
 __all__ = ["LoopCode", "print_epoch_kernel", "uses_blas", "BLAS_MIN_ENTRIES"]
@@ -254,6 +254,9 @@ class _Printer:
     def other(self, op) -> list[str]:
         if isinstance(op, Compute):  # column-wise, with sums over the units
             return self.columnwise(op)
+        if isinstance(op, WhenPlain):
+            return (["if plain:"] + ["    " + line for line in self.statements(op.then)]
+                    + ["else:"] + ["    " + line for line in self.statements(op.otherwise)])
         if isinstance(op, OneExample):
             then = self.statements(op.then)
             return (["if m == 1 and plain:"] + ["    " + line for line in then] + ["else:"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..program import (AddBias, Buffer, Compute, Hadamard, OneExample, Product, RankOne, Scale,
-                       Step, Subtract, base_name)
+                       Step, Subtract, WhenPlain, base_name)
 from .inplace import Buffers, InplacePrinter
 from .text import TextPrinter
 
@@ -79,6 +79,11 @@ class _Printer:
             return ["if plain:", f"    np.subtract({op.param}, {op.delta}, out={op.param})"]
         if isinstance(op, RankOne):
             return [f"rank_one(ger, {op.param}, {self.row(op.d)}, {self.row(op.a)})"]
+        if isinstance(op, WhenPlain):
+            then = [line for s in op.then for line in self.statement(s)]
+            otherwise = [line for s in op.otherwise for line in self.statement(s)]
+            return (["if plain:"] + ["    " + line for line in then]
+                    + ["else:"] + ["    " + line for line in otherwise])
         if isinstance(op, OneExample):
             otherwise = [line for s in op.otherwise for line in self.statement(s)]
             then = [line for s in op.then for line in self.statement(s)]
