@@ -266,7 +266,6 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
     (theta, g: the flat parameters and gradients the arrays are views of; state: the rule's).
     """
     m = A0.shape[0]
-    plain = _update is None
     _f1 = rate / m
     _f2 = 1.0 - rate * L2
     for batch in range(order.shape[0] // m):
@@ -357,7 +356,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                     _s8 = W3[k, j]
                     for i in range(m):
                         D2[i, j] += D3[i, k] * _s8
-        if m == 1 and plain:
+        if m == 1 and _update is None:
             for j in range(16):
                 for i in range(1):
                     W3[i, j] *= _f2
@@ -371,7 +370,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                     for k in range(m):
                         _s9 += A2[k, i] * D3[k, j]
                     dW3[j, i] = _s9
-            if plain:
+            if _update is None:
                 for j in range(16):
                     for i in range(1):
                         W3[i, j] *= _f2
@@ -381,13 +380,13 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                         dW3[i, j] = L2*rate*W3[i, j] + dW3[i, j]
             for j in range(16):
                 for i in range(1):
-                    if plain: W3[i, j] -= dW3[i, j]
+                    if _update is None: W3[i, j] -= dW3[i, j]
         for j in range(1):
             _s10 = 0.0
             for i in range(m):
                 _s10 += D3[i, j]
             db3[j] = _s10
-            if plain: b3[j] -= db3[j]
+            if _update is None: b3[j] -= db3[j]
         for j in range(16):
             for i in range(m):
                 G2[i, j] = (0 if A2[i, j] <= 0 else 1)
@@ -408,7 +407,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                     _s12 = W2[k, j]
                     for i in range(m):
                         D1[i, j] += D2[i, k] * _s12
-        if m == 1 and plain:
+        if m == 1 and _update is None:
             for j in range(32):
                 for i in range(16):
                     W2[i, j] *= _f2
@@ -422,7 +421,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                     for k in range(m):
                         _s13 += A1[k, i] * D2[k, j]
                     dW2[j, i] = _s13
-            if plain:
+            if _update is None:
                 for j in range(32):
                     for i in range(16):
                         W2[i, j] *= _f2
@@ -432,19 +431,19 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                         dW2[i, j] = L2*rate*W2[i, j] + dW2[i, j]
             for j in range(32):
                 for i in range(16):
-                    if plain: W2[i, j] -= dW2[i, j]
+                    if _update is None: W2[i, j] -= dW2[i, j]
         for j in range(16):
             _s14 = 0.0
             for i in range(m):
                 _s14 += D2[i, j]
             db2[j] = _s14
-            if plain: b2[j] -= db2[j]
+            if _update is None: b2[j] -= db2[j]
         for j in range(32):
             for i in range(m):
                 G1[i, j] = (0 if A1[i, j] <= 0 else 1)
                 D1[i, j] *= G1[i, j]
         # Layer 1 (30 -> 32): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
-        if m == 1 and plain:
+        if m == 1 and _update is None:
             for j in range(30):
                 for i in range(32):
                     W1[i, j] *= _f2
@@ -458,7 +457,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                     for k in range(m):
                         _s15 += A0[k, i] * D1[k, j]
                     dW1[j, i] = _s15
-            if plain:
+            if _update is None:
                 for j in range(30):
                     for i in range(32):
                         W1[i, j] *= _f2
@@ -468,13 +467,13 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                         dW1[i, j] = L2*rate*W1[i, j] + dW1[i, j]
             for j in range(30):
                 for i in range(32):
-                    if plain: W1[i, j] -= dW1[i, j]
+                    if _update is None: W1[i, j] -= dW1[i, j]
         for j in range(32):
             _s16 = 0.0
             for i in range(m):
                 _s16 += D1[i, j]
             db1[j] = _s16
-            if plain: b1[j] -= db1[j]
+            if _update is None: b1[j] -= db1[j]
         t += 1
         if _update is not None:
             _update(theta, g, state, t, learning_rate, hyper)

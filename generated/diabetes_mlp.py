@@ -212,7 +212,6 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
     (theta, g: the flat parameters and gradients the arrays are views of; state: the rule's).
     """
     m = A0.shape[0]
-    plain = _update is None
     _f1 = rate / m
     _f2 = 1.0 - rate * L2
     for batch in range(order.shape[0] // m):
@@ -282,7 +281,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                     _s6 = W2[k, j]
                     for i in range(m):
                         D1[i, j] += D2[i, k] * _s6
-        if m == 1 and plain:
+        if m == 1 and _update is None:
             for j in range(16):
                 for i in range(1):
                     W2[i, j] *= _f2
@@ -296,7 +295,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                     for k in range(m):
                         _s7 += A1[k, i] * D2[k, j]
                     dW2[j, i] = _s7
-            if plain:
+            if _update is None:
                 for j in range(16):
                     for i in range(1):
                         W2[i, j] *= _f2
@@ -306,19 +305,19 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                         dW2[i, j] = L2*rate*W2[i, j] + dW2[i, j]
             for j in range(16):
                 for i in range(1):
-                    if plain: W2[i, j] -= dW2[i, j]
+                    if _update is None: W2[i, j] -= dW2[i, j]
         for j in range(1):
             _s8 = 0.0
             for i in range(m):
                 _s8 += D2[i, j]
             db2[j] = _s8
-            if plain: b2[j] -= db2[j]
+            if _update is None: b2[j] -= db2[j]
         for j in range(16):
             for i in range(m):
                 G1[i, j] = 1 - A1[i, j]**2
                 D1[i, j] *= G1[i, j]
         # Layer 1 (10 -> 16): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
-        if m == 1 and plain:
+        if m == 1 and _update is None:
             for j in range(10):
                 for i in range(16):
                     W1[i, j] *= _f2
@@ -332,7 +331,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                     for k in range(m):
                         _s9 += A0[k, i] * D1[k, j]
                     dW1[j, i] = _s9
-            if plain:
+            if _update is None:
                 for j in range(10):
                     for i in range(16):
                         W1[i, j] *= _f2
@@ -342,13 +341,13 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                         dW1[i, j] = L2*rate*W1[i, j] + dW1[i, j]
             for j in range(10):
                 for i in range(16):
-                    if plain: W1[i, j] -= dW1[i, j]
+                    if _update is None: W1[i, j] -= dW1[i, j]
         for j in range(16):
             _s10 = 0.0
             for i in range(m):
                 _s10 += D1[i, j]
             db1[j] = _s10
-            if plain: b1[j] -= db1[j]
+            if _update is None: b1[j] -= db1[j]
         t += 1
         if _update is not None:
             _update(theta, g, state, t, learning_rate, hyper)

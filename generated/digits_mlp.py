@@ -271,7 +271,6 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
     (theta, g: the flat parameters and gradients the arrays are views of; state: the rule's).
     """
     m = A0.shape[0]
-    plain = _update is None
     _f1 = rate / m
     _f2 = 1.0 - rate * L2
     for batch in range(order.shape[0] // m):
@@ -324,7 +323,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
             np.dot(W3.T, D3[0], D2[0])
         else:
             np.dot(D3, W3, D2)
-        if m == 1 and plain:
+        if m == 1 and _update is None:
             for j in range(64):
                 for i in range(10):
                     W3[i, j] *= _f2
@@ -333,7 +332,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                     W3[i, j] -= D3[0, i] * A2[0, j]
         else:
             np.dot(A2.T, D3, dW3.T)
-            if plain:
+            if _update is None:
                 for j in range(64):
                     for i in range(10):
                         W3[i, j] *= _f2
@@ -343,14 +342,14 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                         dW3[i, j] = L2*rate*W3[i, j] + dW3[i, j]
             for j in range(64):
                 for i in range(10):
-                    if plain: W3[i, j] -= dW3[i, j]
+                    if _update is None: W3[i, j] -= dW3[i, j]
         for j in range(10):
             db3[j] = 0.0
         for i in range(m):
             for j in range(10):
                 db3[j] += D3[i, j]
         for j in range(10):
-            if plain: b3[j] -= db3[j]
+            if _update is None: b3[j] -= db3[j]
         for i in range(m):
             for j in range(64):
                 G2[i, j] = (0 if A2[i, j] <= 0 else 1)
@@ -360,7 +359,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
             np.dot(W2.T, D2[0], D1[0])
         else:
             np.dot(D2, W2, D1)
-        if m == 1 and plain:
+        if m == 1 and _update is None:
             for j in range(128):
                 for i in range(64):
                     W2[i, j] *= _f2
@@ -369,7 +368,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                     W2[i, j] -= D2[0, i] * A1[0, j]
         else:
             np.dot(A1.T, D2, dW2.T)
-            if plain:
+            if _update is None:
                 for j in range(128):
                     for i in range(64):
                         W2[i, j] *= _f2
@@ -379,20 +378,20 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                         dW2[i, j] = L2*rate*W2[i, j] + dW2[i, j]
             for j in range(128):
                 for i in range(64):
-                    if plain: W2[i, j] -= dW2[i, j]
+                    if _update is None: W2[i, j] -= dW2[i, j]
         for j in range(64):
             db2[j] = 0.0
         for i in range(m):
             for j in range(64):
                 db2[j] += D2[i, j]
         for j in range(64):
-            if plain: b2[j] -= db2[j]
+            if _update is None: b2[j] -= db2[j]
         for i in range(m):
             for j in range(128):
                 G1[i, j] = (0 if A1[i, j] <= 0 else 1)
                 D1[i, j] *= G1[i, j]
         # Layer 1 (64 -> 128): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
-        if m == 1 and plain:
+        if m == 1 and _update is None:
             for j in range(64):
                 for i in range(128):
                     W1[i, j] *= _f2
@@ -401,7 +400,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                     W1[i, j] -= D1[0, i] * A0[0, j]
         else:
             np.dot(A0.T, D1, dW1.T)
-            if plain:
+            if _update is None:
                 for j in range(64):
                     for i in range(128):
                         W1[i, j] *= _f2
@@ -411,14 +410,14 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                         dW1[i, j] = L2*rate*W1[i, j] + dW1[i, j]
             for j in range(64):
                 for i in range(128):
-                    if plain: W1[i, j] -= dW1[i, j]
+                    if _update is None: W1[i, j] -= dW1[i, j]
         for j in range(128):
             db1[j] = 0.0
         for i in range(m):
             for j in range(128):
                 db1[j] += D1[i, j]
         for j in range(128):
-            if plain: b1[j] -= db1[j]
+            if _update is None: b1[j] -= db1[j]
         t += 1
         if _update is not None:
             _update(theta, g, state, t, learning_rate, hyper)

@@ -241,7 +241,6 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
     (theta, g: the flat parameters and gradients the arrays are views of; state: the rule's).
     """
     m = A0.shape[0]
-    plain = _update is None
     _f1 = rate / m
     for batch in range(order.shape[0] // m):
         for i in range(m):
@@ -293,7 +292,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
             np.dot(W3.T, D3[0], D2[0])
         else:
             np.dot(D3, W3, D2)
-        if m == 1 and plain:
+        if m == 1 and _update is None:
             for j in range(64):
                 for i in range(10):
                     W3[i, j] -= D3[0, i] * A2[0, j]
@@ -301,14 +300,14 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
             np.dot(A2.T, D3, dW3.T)
             for j in range(64):
                 for i in range(10):
-                    if plain: W3[i, j] -= dW3[i, j]
+                    if _update is None: W3[i, j] -= dW3[i, j]
         for j in range(10):
             db3[j] = 0.0
         for i in range(m):
             for j in range(10):
                 db3[j] += D3[i, j]
         for j in range(10):
-            if plain: b3[j] -= db3[j]
+            if _update is None: b3[j] -= db3[j]
         for i in range(m):
             for j in range(64):
                 G2[i, j] = (0 if A2[i, j] <= 0 else 1)
@@ -318,7 +317,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
             np.dot(W2.T, D2[0], D1[0])
         else:
             np.dot(D2, W2, D1)
-        if m == 1 and plain:
+        if m == 1 and _update is None:
             for j in range(128):
                 for i in range(64):
                     W2[i, j] -= D2[0, i] * A1[0, j]
@@ -326,20 +325,20 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
             np.dot(A1.T, D2, dW2.T)
             for j in range(128):
                 for i in range(64):
-                    if plain: W2[i, j] -= dW2[i, j]
+                    if _update is None: W2[i, j] -= dW2[i, j]
         for j in range(64):
             db2[j] = 0.0
         for i in range(m):
             for j in range(64):
                 db2[j] += D2[i, j]
         for j in range(64):
-            if plain: b2[j] -= db2[j]
+            if _update is None: b2[j] -= db2[j]
         for i in range(m):
             for j in range(128):
                 G1[i, j] = (0 if A1[i, j] <= 0 else 1)
                 D1[i, j] *= G1[i, j]
         # Layer 1 (784 -> 128): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
-        if m == 1 and plain:
+        if m == 1 and _update is None:
             for j in range(784):
                 for i in range(128):
                     W1[i, j] -= D1[0, i] * A0[0, j]
@@ -347,14 +346,14 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
             np.dot(A0.T, D1, dW1.T)
             for j in range(784):
                 for i in range(128):
-                    if plain: W1[i, j] -= dW1[i, j]
+                    if _update is None: W1[i, j] -= dW1[i, j]
         for j in range(128):
             db1[j] = 0.0
         for i in range(m):
             for j in range(128):
                 db1[j] += D1[i, j]
         for j in range(128):
-            if plain: b1[j] -= db1[j]
+            if _update is None: b1[j] -= db1[j]
         t += 1
         if _update is not None:
             _update(theta, g, state, t, learning_rate, hyper)

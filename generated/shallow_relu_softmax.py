@@ -199,7 +199,6 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
     (theta, g: the flat parameters and gradients the arrays are views of; state: the rule's).
     """
     m = A0.shape[0]
-    plain = _update is None
     _f1 = rate / m
     for batch in range(order.shape[0] // m):
         for i in range(m):
@@ -276,7 +275,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                     _s8 = W2[k, j]
                     for i in range(m):
                         D1[i, j] += D2[i, k] * _s8
-        if m == 1 and plain:
+        if m == 1 and _update is None:
             for j in range(9):
                 for i in range(4):
                     W2[i, j] -= D2[0, i] * A1[0, j]
@@ -289,19 +288,19 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                     dW2[j, i] = _s9
             for j in range(9):
                 for i in range(4):
-                    if plain: W2[i, j] -= dW2[i, j]
+                    if _update is None: W2[i, j] -= dW2[i, j]
         for j in range(4):
             _s10 = 0.0
             for i in range(m):
                 _s10 += D2[i, j]
             db2[j] = _s10
-            if plain: b2[j] -= db2[j]
+            if _update is None: b2[j] -= db2[j]
         for j in range(9):
             for i in range(m):
                 G1[i, j] = (0 if A1[i, j] <= 0 else 1)
                 D1[i, j] *= G1[i, j]
         # Layer 1 (6 -> 9): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
-        if m == 1 and plain:
+        if m == 1 and _update is None:
             for j in range(6):
                 for i in range(9):
                     W1[i, j] -= D1[0, i] * A0[0, j]
@@ -314,13 +313,13 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                     dW1[j, i] = _s11
             for j in range(6):
                 for i in range(9):
-                    if plain: W1[i, j] -= dW1[i, j]
+                    if _update is None: W1[i, j] -= dW1[i, j]
         for j in range(9):
             _s12 = 0.0
             for i in range(m):
                 _s12 += D1[i, j]
             db1[j] = _s12
-            if plain: b1[j] -= db1[j]
+            if _update is None: b1[j] -= db1[j]
         t += 1
         if _update is not None:
             _update(theta, g, state, t, learning_rate, hyper)

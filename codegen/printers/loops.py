@@ -157,7 +157,7 @@ class _Printer:
         if isinstance(op, Scale):
             return f"{op.out}[i, j] *= {self.factor(op.factor)}"
         if isinstance(op, Subtract):  # the plain rule only
-            return f"if plain: {op.param}[i, j] -= {op.delta}[i, j]"
+            return f"if _update is None: {op.param}[i, j] -= {op.delta}[i, j]"
         if isinstance(op, Compute) and not op.expr.has(sp.Sum):
             code = self.printer(op.names).doprint(op.expr)
             return f"{op.out}[i, j] = {code}"
@@ -255,11 +255,11 @@ class _Printer:
         if isinstance(op, Compute):  # column-wise, with sums over the units
             return self.columnwise(op)
         if isinstance(op, WhenPlain):
-            return (["if plain:"] + ["    " + line for line in self.statements(op.then)]
+            return (["if _update is None:"] + ["    " + line for line in self.statements(op.then)]
                     + ["else:"] + ["    " + line for line in self.statements(op.otherwise)])
         if isinstance(op, OneExample):
             then = self.statements(op.then)
-            return (["if m == 1 and plain:"] + ["    " + line for line in then] + ["else:"]
+            return (["if m == 1 and _update is None:"] + ["    " + line for line in then] + ["else:"]
                     + ["    " + line for line in self.statements(op.otherwise)])
         if isinstance(op, RankOne):
             d, a = base_name(op.d), base_name(op.a)
