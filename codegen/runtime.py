@@ -21,7 +21,9 @@ import os
 import sys
 import tempfile
 import time
+import types
 import warnings
+import zlib
 
 import numpy as np
 
@@ -42,10 +44,11 @@ _HAVE_NUMBA = _numba_installed()  # the compiled engine is available; imported o
 
 __all__ = ["API", "ForwardCache", "TrainingDiverged", "ModelFileError", "model_file_settings",
            "Network", "Trainer", "softmax", "logsumexp", "float_dtype", "rank_one_update",
-           "one_row_product", "rank_one", "compiled", "ENGINES", "load_beside", "MISSING",
-           "is_missing", "table_columns", "encode_table", "number_specs", "NUMBER", "CATEGORY"]
+           "one_row_product", "rank_one", "compiled", "compiled_kernel", "ENGINES", "load_beside",
+           "MISSING", "is_missing", "table_columns", "encode_table", "number_specs", "NUMBER",
+           "CATEGORY"]
 
-API = 3  # generated modules check it: a module and a runtime of different APIs refuse to run
+API = 4  # generated modules check it: a module and a runtime of different APIs refuse to run
 ENGINES = ("auto", "numpy", "compiled")
 # numba's fast-math flags that keep infinities and NaN meaning what they mean
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -147,14 +150,22 @@ def compiled(kernel):
     if not _HAVE_NUMBA:
         return None
     if kernel not in _KERNELS:
-        module = sys.modules.get(kernel.__module__)
-        name = _cache_name(module)
+        name = _cache_module(kernel)
         if name is not None:
-            # numba's cached code imports its module by the name in the kernel's globals
-            sys.modules.setdefault(name, module)
             kernel.__globals__["__name__"] = name
         _KERNELS[kernel] = _Compiled(kernel, cache=name is not None)
     return _KERNELS[kernel]
+
+
+def _cache_module(kernel):
+    """The name (``_cache_name``) under which ``kernel``'s module is registered for numba's
+    cached code, which imports its module by the ``__name__`` of the kernel's globals; None
+    for a module that is not read from a file (no disk cache)."""
+    module = sys.modules.get(kernel.__module__)
+    name = _cache_name(module)
+    if name is not None:
+        sys.modules.setdefault(name, module)
+    return name
 
 
 def _cache_name(module):
@@ -226,6 +237,34 @@ class _Compiled:
         return result
 
 
+def compiled_kernel(kernel, rule):
+    """An epoch kernel compiled by numba with its module's ``_update`` bound to ``rule`` (a
+    ``_rules`` function, compiled too; None: the plain rule, fused into the kernel), or None
+    without numba.
+
+    Each rule gets its own copy of the kernel, named after the rule and a checksum of its
+    code: numba inlines the rule and drops the branches of the other case, and its disk cache
+    keeps one file per copy (a changed rule is a new name, never stale cached code).
+    """
+    if not _HAVE_NUMBA:
+        return None
+    if (kernel, rule) not in _KERNELS:
+        if rule is None:
+            name, update = f"{kernel.__name__}_plain", None
+        else:
+            code = rule.__code__
+            digest = zlib.crc32(code.co_code + repr(code.co_consts).encode())
+            name, update = f"{kernel.__name__}_{rule.__name__}_{digest:08x}", compiled(rule).function
+        module = _cache_module(kernel)
+        names = dict(kernel.__globals__, _update=update)
+        if module is not None:
+            names["__name__"] = module
+        bound = types.FunctionType(kernel.__code__, names, name)
+        bound.__qualname__, bound.__module__ = name, module or kernel.__module__
+        _KERNELS[kernel, rule] = _Compiled(bound, cache=module is not None)
+    return _KERNELS[kernel, rule]
+
+
 def momentum_update(running, value, momentum):
     """PyTorch's running statistic: running <- (1 - momentum) running + momentum value."""
     running *= 1.0 - momentum
@@ -242,7 +281,6 @@ def load_beside(path, name):
     under a name made from its own path, the same in every process (numba's cached kernels
     find their module by that name)."""
     import pathlib
-    import zlib
 
     source = pathlib.Path(path).resolve().with_name(name + ".py")
     key = f"_backprop_derive_{name}_{zlib.crc32(str(source).encode()):08x}"
@@ -290,10 +328,13 @@ def one_row_product(dtype):
     return product
 
 
-def step_products(m, dtype):
+def step_products(m, dtype, rank_one=True):
     """(product, ger) for a step on m examples: np.matmul and no ger, or at m = 1 with SciPy
-    present, BLAS gemv and ger from one library (see ``one_row_product``)."""
+    present, BLAS gemv and (where ``rank_one``: the plain rule's updates) ger from one library
+    (see ``one_row_product``)."""
     ger = rank_one_update(dtype) if m == 1 else None
+    if ger is not None and not rank_one:
+        return one_row_product(dtype), None
     return (np.matmul if ger is None else one_row_product(dtype)), ger
 
 
@@ -398,16 +439,17 @@ class Network:
     """One generated network: its constants and derived functions, and all that follows.
 
     ``forward(params, X)`` -> ForwardCache, ``backward(params, cache, T)`` -> gradients for
-    dense targets T, ``per_example_loss(cache, T)`` -> (m, 1) and ``make_step(params, m,
-    dtype)`` -> (X buffer, Y buffer, step) are the module's printed functions; everything
-    here is the same for every network.
+    dense targets T, ``per_example_loss(cache, T)`` -> (m, 1), ``make_step(params, m, dtype,
+    grads, plain)`` -> (X buffer, Y buffer, step) and ``make_epoch(params, grads, m, dtype,
+    rule)`` (the compiled engine) are the module's printed functions; everything here is the
+    same for every network.
     """
 
     def __init__(self, *, name, layer_sizes, activations, loss, labels, init, l1, l2, dtype,
                  training, probability, forward, backward, per_example_loss, make_step,
-                 make_epoch=None, make_gradient=None, make_gradient_epoch=None, optimizers=None,
-                 schedules=None, legacy_optimizers=None, compiled_max_batch=0,
-                 parameters=None, kinds=None, table=None, state=None):
+                 make_epoch=None, make_gradient=None, optimizers=None, schedules=None,
+                 legacy_optimizers=None, compiled_max_batch=0, parameters=None, kinds=None,
+                 table=None, state=None):
         self.name = name
         # layer kinds: each layer's kind, the parameters (key, shape, init, penalised) and
         # the running statistics (key, units, initial value); None for a dense stack
@@ -434,11 +476,11 @@ class Network:
         self.forward = forward
         self.derived_backward = backward
         self.per_example_loss = per_example_loss
+        # the training step (g = rate dJ/dtheta; the plain rule's updates fused in place)
         self.make_step = make_step
-        self.make_epoch = make_epoch  # compiled whole epochs, or None
-        # the gradient step (dJ/dtheta into the Trainer's arrays) for update rules with state
+        self.make_epoch = make_epoch  # compiled whole epochs (any rule inside), or None
+        # layer kinds: make_gradient(params, grads, m, dtype) -> (X, Y, step(X, Y, state, rng))
         self.make_gradient = make_gradient
-        self.make_gradient_epoch = make_gradient_epoch
         # name -> the printed rule: its hyperparameters' defaults, state, update functions
         self.optimizers = dict(optimizers or {})
         self.schedules = dict(schedules or {})  # name -> parameters' defaults and rate
@@ -997,9 +1039,8 @@ class Trainer:
             if net.graph:  # layer kinds: the derived backward of a training forward
                 self._steps[key] = self._graph_gradient(count)
             else:
-                self._steps[key] = (
-                    net.make_gradient(self._params, self._grads, count, self.dtype)
-                    if gradient else net.make_step(self._params, count, self.dtype))
+                self._steps[key] = net.make_step(self._params, count, self.dtype, self._grads,
+                                                 not gradient)
         return self._steps[key]
 
     def _graph_gradient(self, count):
@@ -1014,14 +1055,12 @@ class Trainer:
 
         return Xb, Yb, step
 
-    def _kernel(self, gradient, count):
-        key = ("gradient" if gradient else "plain", count)
+    def _kernel(self, rule, count):
+        key = (rule, count)
         first = key not in self._epochs
         if first:
-            net = self.network
-            self._epochs[key] = (
-                net.make_gradient_epoch(self._params, self._grads, count, self.dtype)
-                if gradient else net.make_epoch(self._params, count, self.dtype))
+            self._epochs[key] = self.network.make_epoch(self._params, self._grads, count,
+                                                        self.dtype, rule)
         return self._epochs[key], first
 
     # -- training ---------------------------------------------------------------------
@@ -1108,30 +1147,23 @@ class Trainer:
         """One pass over the data in steps of ``size``; True when ``progress`` asked to stop."""
         m = X.shape[0]
         gradient = not self.plain
-        compiled_engine = self.compiled(size)
-        if compiled_engine and not gradient:  # the epoch in a few compiled calls
-            return self._compiled_epoch(X, T, order, size, rate, progress, total)
-        update = self._update() if gradient else None
         hyper = np.array([x for value in self.hyperparameters.values()
                           for x in (value if isinstance(value, tuple) else (value,))])
-        rows = np.arange(m) if order is None else order
-        lr = self.dtype.type(rate)
+        if self.compiled(size):  # the epoch in a few compiled calls, the rule inside
+            return self._compiled_epoch(X, T, order, size, rate, gradient, hyper, progress,
+                                        total)
+        update = self._update() if gradient else None
+        # the step writes g = scale dJ/dtheta: eta g for the plain rule (which it applies)
+        scale = 1.0 if gradient else rate
         for done, start in enumerate(range(0, m, size), start=1):
             stop = min(start + size, m)
-            if compiled_engine:  # the gradient kernel on this batch's rows
-                kernel, first = self._kernel(True, stop - start)
-                started = time.perf_counter()
-                kernel(X, T, rows[start:stop], lr)
-                if first:
-                    self.first_call_seconds += time.perf_counter() - started
-            else:
-                Xb, Yb, step = self._numpy_step(gradient, stop - start)
-                if order is None:  # contiguous slices, no copy
-                    step(X[start:stop], T[start:stop], rate)
-                else:  # gather the shuffled rows into the step's buffers
-                    np.take(X, order[start:stop], axis=0, out=Xb, mode="clip")
-                    np.take(T, order[start:stop], axis=0, out=Yb, mode="clip")
-                    step(Xb, Yb, rate)
+            Xb, Yb, step = self._numpy_step(gradient, stop - start)
+            if order is None:  # contiguous slices, no copy
+                step(X[start:stop], T[start:stop], scale)
+            else:  # gather the shuffled rows into the step's buffers
+                np.take(X, order[start:stop], axis=0, out=Xb, mode="clip")
+                np.take(T, order[start:stop], axis=0, out=Yb, mode="clip")
+                step(Xb, Yb, scale)
             self.t += 1  # every rule's steps are counted, the plain one's too
             if gradient:
                 update(self._flat, self._gflat, self._state, self.t, rate, hyper)
@@ -1139,29 +1171,33 @@ class Trainer:
                 return True
         return False
 
-    def _compiled_epoch(self, X, T, order, size, rate, progress, total, calls=16):
+    def _compiled_epoch(self, X, T, order, size, rate, gradient, hyper, progress, total,
+                        calls=16):
         """The full batches in at most ``calls`` compiled calls (consecutive runs of batches:
         the same updates as one call), ``progress`` told after each, then the last partial
-        batch; True when ``progress`` asked to stop (after the call it was told of)."""
+        batch; True when ``progress`` asked to stop (after the call it was told of).  A rule
+        with state is applied inside the kernel after each batch (the kernel counts t)."""
         m = X.shape[0]
         order = np.arange(m) if order is None else order
         full = m - m % size
         batches = full // size
         step = max(1, -(-batches // calls))
-        done = 0
         runs = [(size, order[start * size:min(start + step, batches) * size])
                 for start in range(0, batches, step)]
         if m > full:
             runs.append((m - full, order[full:]))
+        rule = self.network.optimizers[self.optimizer]["update"] if gradient else None
+        lr = self.dtype.type(rate)
+        scale = self.dtype.type(1.0) if gradient else lr
+        done = 0
         for count, rows in runs:
-            kernel, first = self._kernel(False, count)
+            kernel, first = self._kernel(rule, count)
             started = time.perf_counter()
-            kernel(X, T, rows, self.dtype.type(rate))
+            self.t = kernel(X, T, rows, scale, self._flat, self._gflat, self._state, self.t, lr,
+                            hyper)
             if first:
                 self.first_call_seconds += time.perf_counter() - started
-            steps = rows.shape[0] // count
-            self.t += steps
-            done += steps
+            done += rows.shape[0] // count
             if progress is not None and progress(self.epoch + 1, done, total):
                 return True
         return False

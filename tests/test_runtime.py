@@ -41,11 +41,15 @@ def _linear(labels="real", n_in=3, n_out=2, l1=0.0, l2=0.0, dtype=np.float64):
         return {"W1": delta.T @ cache.A[0] / m + l2 * W + l1 * np.sign(W),
                 "b1": delta.sum(axis=0) / m}
 
-    def make_step(params, m, dtype):
-        def step(X, Y, learning_rate):
-            grads = backward(params, forward(params, X), Y)
-            for key in params:
-                params[key] -= learning_rate * grads[key]
+    def make_step(params, m, dtype, grads=None, plain=True):  # the printed step's contract
+        grads = {key: np.empty_like(value) for key, value in params.items()} if grads is None \
+            else grads
+
+        def step(X, Y, rate):  # g = rate dJ/dtheta; the plain rule subtracts it at once
+            for key, grad in backward(params, forward(params, X), Y).items():
+                grads[key][...] = rate * grad
+                if plain:
+                    params[key] -= grads[key]
         return np.empty((m, n_in), dtype), np.empty((m, n_out), dtype), step
 
     net = runtime.Network(
@@ -65,7 +69,7 @@ def _sgd(theta, g, state, t, lr, hyper):  # what a generated _rules.py holds, by
     theta -= lr * (g + hyper[0] * theta)
 
 
-# the plain rule only: the hand-written network has no gradient step
+# the plain rule only (the hand-written step takes any rule; this table declares one)
 RULES = {"sgd": {"title": "Gradient descent", "hyperparameters": {"weight_decay": 0.0},
                  "state": (), "plain_when": ("weight_decay",), "learning_rate": 1e-3,
                  "update": _sgd, "update_arrays": _sgd}}

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from ..program import (AddBias, Compute, Hadamard, OneExample, Product, RankOne, Scale, SignOf,
-                       Step, Subtract, base_name)
+from ..program import (AddBias, Compute, Hadamard, OneExample, Product, RankOne, Scale, Step,
+                       Subtract, WhenPlain, base_name)
 from .numpy import NumPyCodePrinter, clamped, is_softmax
 
 __all__ = ["LoopCode", "print_epoch_kernel", "uses_blas", "BLAS_MIN_ENTRIES"]
@@ -156,10 +156,8 @@ class _Printer:
             return f"{op.out}[i, j] *= {op.other}[i, j]"
         if isinstance(op, Scale):
             return f"{op.out}[i, j] *= {self.factor(op.factor)}"
-        if isinstance(op, Subtract):
-            return f"{op.param}[i, j] -= {op.delta}[i, j]"
-        if isinstance(op, SignOf):
-            return f"{op.out}[i, j] = np.sign({op.src}[i, j])"
+        if isinstance(op, Subtract):  # the plain rule only
+            return f"if _update is None: {op.param}[i, j] -= {op.delta}[i, j]"
         if isinstance(op, Compute) and not op.expr.has(sp.Sum):
             code = self.printer(op.names).doprint(op.expr)
             return f"{op.out}[i, j] = {code}"
@@ -256,9 +254,12 @@ class _Printer:
     def other(self, op) -> list[str]:
         if isinstance(op, Compute):  # column-wise, with sums over the units
             return self.columnwise(op)
+        if isinstance(op, WhenPlain):
+            return (["if _update is None:"] + ["    " + line for line in self.statements(op.then)]
+                    + ["else:"] + ["    " + line for line in self.statements(op.otherwise)])
         if isinstance(op, OneExample):
-            then = [line for s in op.then for line in self.other(s)]
-            return (["if m == 1:"] + ["    " + line for line in then] + ["else:"]
+            then = self.statements(op.then)
+            return (["if m == 1 and _update is None:"] + ["    " + line for line in then] + ["else:"]
                     + ["    " + line for line in self.statements(op.otherwise)])
         if isinstance(op, RankOne):
             d, a = base_name(op.d), base_name(op.a)

@@ -1,6 +1,7 @@
 """The NumPy step printer: a ``Step`` -> the body of ``_make_step`` (buffers, then ``step``).
 
-Each statement prints as one or a few ufunc or BLAS calls writing into a preallocated buffer
+The step writes g = rate dJ/dtheta into the caller's gradient arrays; the plain rule's
+subtractions (and its rank-one updates) run only where ``plain`` is set.  Each statement prints as one or a few ufunc or BLAS calls writing into a preallocated buffer
 (``out=``); element-wise formulas go through ``InplacePrinter``, whose temporaries are
 declared with the other buffers once the body is printed.  Products are written
 ``product(...)``: ``np.matmul``, or for a one-example step BLAS gemv from SciPy
@@ -12,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..program import (AddBias, Buffer, Compute, Hadamard, OneExample, Product, RankOne, Scale,
-                       SignOf, Step, Subtract, base_name)
+                       Step, Subtract, WhenPlain, base_name)
 from .inplace import Buffers, InplacePrinter
 from .text import TextPrinter
 
-__all__ = ["StepCode", "print_step", "allocation", "temporaries"]
+__all__ = ["StepCode", "print_step", "allocation", "declarations", "temporaries"]
 
 @dataclass(frozen=True)
 class StepCode:
@@ -68,18 +69,21 @@ class _Printer:
             printer = InplacePrinter(dict(op.names), self.pool(op.out))
             lines = printer.emit(op.expr, op.out)
             self.scipy |= printer.code.scipy_functions
-            return lines
+            return [f"# {op.out} = {TextPrinter(dict(op.names)).doprint(op.expr)}"] + lines
         if isinstance(op, Scale):
             note = f"  # {op.comment}" if op.comment else ""
             return [f"np.multiply({op.out}, {op.factor}, out={op.out}){note}"]
         if isinstance(op, Hadamard):
             return [f"np.multiply({op.out}, {op.other}, out={op.out})"]
-        if isinstance(op, SignOf):
-            return [f"np.sign({op.src}, out={op.out})"]
         if isinstance(op, Subtract):
-            return [f"np.subtract({op.param}, {op.delta}, out={op.param})"]
+            return ["if plain:", f"    np.subtract({op.param}, {op.delta}, out={op.param})"]
         if isinstance(op, RankOne):
             return [f"rank_one(ger, {op.param}, {self.row(op.d)}, {self.row(op.a)})"]
+        if isinstance(op, WhenPlain):
+            then = [line for s in op.then for line in self.statement(s)]
+            otherwise = [line for s in op.otherwise for line in self.statement(s)]
+            return (["if plain:"] + ["    " + line for line in then]
+                    + ["else:"] + ["    " + line for line in otherwise])
         if isinstance(op, OneExample):
             otherwise = [line for s in op.otherwise for line in self.statement(s)]
             then = [line for s in op.then for line in self.statement(s)]
@@ -97,29 +101,29 @@ class _Printer:
 
     # -- buffers --------------------------------------------------------------------------
     def declarations(self) -> list[str]:
-        groups: list[tuple[str, list[str]]] = []
-        for buffer in self.step.buffers:
-            groups.append((allocation(buffer), [buffer.name]))
+        temporaries = []
         for key, pool in self.pools.items():
             if isinstance(key, tuple):
-                temporaries = _temporaries(pool, *key)
+                temporaries += _temporaries(pool, *key)
             else:
-                temporaries = _parameter_temporaries(pool, key)
-            for name, call in temporaries:
-                groups.append((call, [name]))
-        merged: list[tuple[str, list[str]]] = []
-        for call, names in groups:  # consecutive equal allocations share a line
-            if merged and merged[-1][0] == call and "np.empty(" in call:
-                merged[-1][1].extend(names)
-            else:
-                merged.append((call, list(names)))
-        lines = []
-        for call, names in merged:
-            if len(names) == 1:
-                lines.append(f"{names[0]} = {call}")
-            else:
-                lines.append(f"{', '.join(names)} = ({call} for _ in range({len(names)}))")
-        return lines
+                temporaries += _parameter_temporaries(pool, key)
+        return declarations(self.step.buffers, temporaries)
+
+
+def declarations(buffers, temporaries=(), order: str = "C") -> list[str]:
+    """``name = allocation`` lines for the buffers, then the (name, allocation) temporaries;
+    consecutive equal ``np.empty`` allocations share a line."""
+    groups = [(allocation(b, order), b.name) for b in buffers]
+    groups += [(call, name) for name, call in temporaries]
+    merged: list[tuple[str, list[str]]] = []
+    for call, name in groups:
+        if merged and merged[-1][0] == call and "np.empty(" in call:
+            merged[-1][1].append(name)
+        else:
+            merged.append((call, [name]))
+    return [f"{names[0]} = {call}" if len(names) == 1
+            else f"{', '.join(names)} = ({call} for _ in range({len(names)}))"
+            for call, names in merged]
 
 
 def allocation(buffer: Buffer, order: str = "C") -> str:
@@ -170,8 +174,6 @@ def print_step(step: Step) -> StepCode:
     for title, ops in step.sections:
         body.append(f"# {title}")
         for op in ops:
-            if isinstance(op, Compute):
-                body.append(f"# {op.out} = {TextPrinter(dict(op.names)).doprint(op.expr)}")
             body.extend(printer.statement(op))
     rows = tuple((view, f"{name}[0]") for name, view in printer.rows.items())
     return StepCode(tuple(printer.declarations()), rows, tuple(body), frozenset(printer.scipy))
