@@ -258,10 +258,9 @@ def compiled_kernel(kernel, rule):
             digest = zlib.crc32(code.co_code + repr(code.co_consts).encode())
             name, update = f"{kernel.__name__}_{rule.__name__}_{digest:08x}", compiled(rule).function
         module = _cache_module(kernel)
-        names = dict(kernel.__globals__, _update=update)
-        if module is not None:
-            names["__name__"] = module
-        bound = types.FunctionType(kernel.__code__, names, name)
+        if module is not None:  # numba finds the module by its __name__, as in compiled()
+            kernel.__globals__["__name__"] = module
+        bound = types.FunctionType(kernel.__code__, dict(kernel.__globals__, _update=update), name)
         bound.__qualname__, bound.__module__ = name, module or kernel.__module__
         _KERNELS[kernel, rule] = _Compiled(bound, cache=module is not None)
     return _KERNELS[kernel, rule]
