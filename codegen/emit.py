@@ -13,7 +13,7 @@ import hashlib
 import importlib.metadata
 import json
 import pprint
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import jinja2
@@ -25,7 +25,7 @@ from .lower import lower
 from .rules import lower_rules, lower_schedules
 from .printers.loops import print_epoch_kernel, uses_blas
 from .printers.numpy import NumPyCodePrinter
-from .printers.step import declarations, print_step
+from .printers.step import print_step
 from .program import Assign, Program
 
 __all__ = ["render_module", "render_runtime", "render_rules", "write_module", "module_context",
@@ -225,7 +225,7 @@ def module_context(derivation, program: Program | None = None) -> dict:
         # products the compiled engine wins only at one example per step
         "compiled_max_batch": 1 if uses_blas(shapes, params) else 1024,
         "reg_text": _regularization_text(program),
-        "training": pprint.pformat(program.training, width=90, sort_dicts=False),
+        "training": _dict_literal(program.training, len("TRAINING = ")),
         "scipy_functions": sorted(functional.scipy | step["code"].scipy_functions),
     }
 
@@ -270,13 +270,33 @@ def graph_module_context(derivation) -> dict:
     }
 
 
+def _dict_literal(mapping: dict, indent: int, width: int = 95) -> str:
+    """``mapping``'s literal with its items wrapped at ``width`` columns (pprint gives each
+    item of a long dict its own line), continued under the first item."""
+    lines, line = [], "{"
+    for key, value in mapping.items():
+        item = f"{key!r}: {value!r}, "
+        if len(line) > 1 and indent + len(line) + len(item) - 1 > width:
+            lines.append(line.rstrip())
+            line = " "
+        line += item
+    return "\n".join(lines + [line[:-2] + "}"]).replace("\n", "\n" + " " * indent)
+
+
 def _step(step, shapes, params) -> dict:
-    """The training step printed twice over: NumPy statements and the compiled loop kernel."""
+    """The training step printed twice over: NumPy statements and the compiled loop kernel;
+    ``arrays``: the lines that give the step the kernel's arrays (its buffers, by the
+    kernel's argument names: A0 is the step's X)."""
     kernel = print_epoch_kernel(step, shapes, params)
-    buffers = [replace(b, name="A0") if b.name == step.inputs[0] else b for b in step.buffers
-               if b.name in kernel.arguments or b.name == step.inputs[0]]
-    return {"passes": step.passes, "code": print_step(step), "kernel": kernel,
-            "kernel_buffers": declarations(buffers, order=kernel.order)}
+    names = ["X" if name == "A0" else name for name in kernel.arguments]
+    arrays, line = [], "step.arrays = ("
+    for name in names:
+        if len(line) + len(name) + 2 > 95:
+            arrays.append(line.rstrip())
+            line = "    "
+        line += name + ", "
+    arrays.append(line[:-2] + ")")
+    return {"passes": step.passes, "code": print_step(step), "kernel": kernel, "arrays": arrays}
 
 
 def _shapes(program: Program) -> dict[str, tuple]:

@@ -13,6 +13,7 @@ used when present for BLAS rank-one updates (one-example steps).  It never impor
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -44,9 +45,9 @@ _HAVE_NUMBA = _numba_installed()  # the compiled engine is available; imported o
 
 __all__ = ["API", "ForwardCache", "TrainingDiverged", "ModelFileError", "model_file_settings",
            "Network", "Trainer", "softmax", "logsumexp", "float_dtype", "rank_one_update",
-           "one_row_product", "rank_one", "compiled", "compiled_kernel", "ENGINES", "load_beside",
-           "MISSING", "is_missing", "table_columns", "encode_table", "number_specs", "NUMBER",
-           "CATEGORY"]
+           "one_row_product", "rank_one", "unchanged", "compiled", "compiled_kernel", "ENGINES",
+           "load_beside", "MISSING", "is_missing", "table_columns", "encode_table",
+           "number_specs", "NUMBER", "CATEGORY"]
 
 API = 4  # generated modules check it: a module and a runtime of different APIs refuse to run
 ENGINES = ("auto", "numpy", "compiled")
@@ -327,6 +328,11 @@ def one_row_product(dtype):
     return product
 
 
+def unchanged(param, delta, out=None):
+    """The step's ``descend`` for a rule with state: nothing (the rule moves every parameter
+    after the step); for the plain rule it is np.subtract."""
+
+
 def step_products(m, dtype, rank_one=True):
     """(product, ger) for a step on m examples: np.matmul and no ger, or at m = 1 with SciPy
     present, BLAS gemv and (where ``rank_one``: the plain rule's updates) ger from one library
@@ -439,16 +445,16 @@ class Network:
 
     ``forward(params, X)`` -> ForwardCache, ``backward(params, cache, T)`` -> gradients for
     dense targets T, ``per_example_loss(cache, T)`` -> (m, 1), ``make_step(params, m, dtype,
-    grads, plain)`` -> (X buffer, Y buffer, step) and ``make_epoch(params, grads, m, dtype,
-    rule)`` (the compiled engine) are the module's printed functions; everything here is the
-    same for every network.
+    grads, plain, order)`` -> (X buffer, Y buffer, step) and ``epoch_kernel`` (the compiled
+    engine's loops over the step's arrays, ``step.arrays``, laid out in ``kernel_order``) are
+    the module's printed functions; everything here is the same for every network.
     """
 
     def __init__(self, *, name, layer_sizes, activations, loss, labels, init, l1, l2, dtype,
                  training, probability, forward, backward, per_example_loss, make_step,
-                 make_epoch=None, make_gradient=None, optimizers=None, schedules=None,
-                 legacy_optimizers=None, compiled_max_batch=0, parameters=None, kinds=None,
-                 table=None, state=None):
+                 epoch_kernel=None, kernel_order="C", make_gradient=None, optimizers=None,
+                 schedules=None, legacy_optimizers=None, compiled_max_batch=0, parameters=None,
+                 kinds=None, table=None, state=None):
         self.name = name
         # layer kinds: each layer's kind, the parameters (key, shape, init, penalised) and
         # the running statistics (key, units, initial value); None for a dense stack
@@ -477,7 +483,8 @@ class Network:
         self.per_example_loss = per_example_loss
         # the training step (g = rate dJ/dtheta; the plain rule's updates fused in place)
         self.make_step = make_step
-        self.make_epoch = make_epoch  # compiled whole epochs (any rule inside), or None
+        self.epoch_kernel = epoch_kernel  # whole epochs (any rule inside), compiled; or None
+        self.kernel_order = kernel_order  # its arrays' layout: "F" for loop kernels
         # layer kinds: make_gradient(params, grads, m, dtype) -> (X, Y, step(X, Y, state, rng))
         self.make_gradient = make_gradient
         # name -> the printed rule: its hyperparameters' defaults, state, update functions
@@ -491,6 +498,17 @@ class Network:
     @property
     def depth(self):
         return len(self.layer_sizes) - 1
+
+    def make_epoch(self, params, grads, m, dtype, rule=None):
+        """``epoch_kernel`` with ``rule`` (a ``_rules`` function; None: the plain rule) bound to
+        the arrays of a step on m examples, allocated once in the kernel's layout:
+        f(X, T, order, rate, theta, g, state, t, learning_rate, hyper) -> t; None without
+        numba."""
+        kernel = compiled_kernel(self.epoch_kernel, rule)
+        if kernel is None:
+            return None
+        _, _, step = self.make_step(params, m, dtype, grads, rule is None, self.kernel_order)
+        return functools.partial(kernel, *step.arrays)
 
     # -- parameters -------------------------------------------------------------------
     def init_params(self, seed=0, dtype=None):
@@ -863,7 +881,7 @@ class Trainer:
             raise ValueError(f"engine='compiled' is not printed yet for layer kinds "
                              f"({', '.join(sorted(set(net.kinds) - {'dense'}))}): use "
                              "engine='numpy' or 'auto'")
-        if engine == "compiled" and (not _HAVE_NUMBA or net.make_epoch is None):
+        if engine == "compiled" and (not _HAVE_NUMBA or net.epoch_kernel is None):
             raise ValueError("engine='compiled' needs numba (pip install numba); "
                              "use engine='numpy' or 'auto'")
         self.engine = engine
@@ -1017,7 +1035,7 @@ class Trainer:
         """True when fit() runs the compiled engine for steps of ``size`` examples: engine
         "compiled", or "auto" with numba where the module says compiling is faster."""
         net = self.network
-        if self.engine == "numpy" or not _HAVE_NUMBA or net.make_epoch is None:
+        if self.engine == "numpy" or not _HAVE_NUMBA or net.epoch_kernel is None:
             return False
         return self.engine == "compiled" or size <= net.compiled_max_batch
 

@@ -15,8 +15,6 @@ Loss: binary_crossentropy; per example l = sum_k(-(1 - y_k)*log(1 - a_k) - log(a
 J = (1/m) sum over the batch of l.
 """
 
-import functools
-
 import numpy as np
 
 try:
@@ -40,15 +38,10 @@ L1 = 0.0
 L2 = 0.0
 DTYPE = np.float32
 INIT = ('xavier', 'xavier')
-TRAINING = {'optimizer': 'adam',
- 'learning_rate': 0.001,
- 'batch_size': 32,
- 'epochs': 200,
- 'shuffle': True,
- 'seed': 0,
- 'hyperparameters': {'betas': (0.9, 0.999), 'eps': 1e-08, 'weight_decay': 0.0},
- 'schedule': {'name': 'constant'},
- 'early_stopping': None}
+TRAINING = {'optimizer': 'adam', 'learning_rate': 0.001, 'batch_size': 32, 'epochs': 200,
+            'shuffle': True, 'seed': 0,
+            'hyperparameters': {'betas': (0.9, 0.999), 'eps': 1e-08, 'weight_decay': 0.0},
+            'schedule': {'name': 'constant'}, 'early_stopping': None}
 
 
 def forward(params, X, training=False, state=None, rng=None):
@@ -109,30 +102,31 @@ def _backward(params, cache, Y):
     return {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
 
 
-def _make_step(params, m, dtype, grads=None, plain=True):
-    """One training step on m examples in buffers allocated here once (the Trainer's hot path).
+def _make_step(params, m, dtype, grads=None, plain=True, order="C"):
+    """One training step on m examples, every update rule's, in buffers allocated here once
+    (a batch's in ``order``: the epoch kernel's layout); the Trainer's hot path.
 
-    step(X, Y, rate) writes g = rate dJ/dtheta into ``grads`` (the Trainer's arrays; arrays
-    of its own when None).  With ``plain`` (the plain rule theta <- theta - eta g: rate = eta)
-    it also subtracts each g from its parameter as soon as nothing else reads the parameter;
-    a rule with state takes rate = 1 and updates every parameter afterwards (_rules).
-    The formulas of forward() and backward() with ``out=``; passes applied:
+    step(X, Y, rate) writes g = rate dJ/dtheta into ``grads`` (the Trainer's arrays; its own
+    when None); with ``plain`` (theta <- theta - eta g: rate = eta) it also subtracts each g
+    as soon as nothing reads its parameter; a rule with state (rate = 1) moves every
+    parameter afterwards (_rules).  forward() and backward() with ``out=``; passes:
     schedule_updates, fold_rate, bias_sums_as_products, rank_one_updates.
-    Returns (X, Y, step): buffers for a gathered batch, and step.
+    Returns (X, Y, step): a gathered batch's buffers, and step; step.arrays: _epoch_kernel's.
     """
     W1, b1 = params["W1"], params["b1"]
     W2, b2 = params["W2"], params["b2"]
     grads = {key: np.empty_like(value) for key, value in params.items()} if grads is None else grads
-    X = np.empty((m, 4), dtype)
-    Y = np.empty((m, 1), dtype)
-    Z1, A1, D1, G1 = (np.empty((m, 4), dtype) for _ in range(4))
+    X = np.empty((m, 4), dtype, order)
+    Y = np.empty((m, 1), dtype, order)
+    Z1, A1, D1, G1 = (np.empty((m, 4), dtype, order) for _ in range(4))
     dW1 = grads['W1']
     db1 = grads['b1']
-    Z2, A2, D2 = (np.empty((m, 1), dtype) for _ in range(3))
+    Z2, A2, D2 = (np.empty((m, 1), dtype, order) for _ in range(3))
     dW2 = grads['W2']
     db2 = grads['b2']
     ones = np.ones((m,), dtype)
     product, ger = _runtime.step_products(m, dtype, rank_one=plain)
+    descend = np.subtract if plain else _runtime.unchanged  # the plain rule's updates
     if ger is not None:  # row views of the one example's arrays, for the rank-one updates
         rank_one = _runtime.rank_one
         D2_row, A1_row, D1_row = D2[0], A1[0], D1[0]
@@ -162,13 +156,11 @@ def _make_step(params, m, dtype, grads=None, plain=True):
         product(D2, W2, out=D1)  # W2ᵀ delta2
         if ger is None:
             np.matmul(A1.T, D2, out=dW2.T)  # dW^T = A^T D: written in W's layout
-            if plain:
-                np.subtract(W2, dW2, out=W2)
+            descend(W2, dW2, out=W2)
         else:
             rank_one(ger, W2, D2_row, A1_row)
         product(ones, D2, out=db2)  # column sums as a product
-        if plain:
-            np.subtract(b2, db2, out=b2)
+        descend(b2, db2, out=b2)
         # G1 = A1*(1 - A1)
         G1.fill(1)
         np.subtract(G1, A1, out=G1)
@@ -177,14 +169,13 @@ def _make_step(params, m, dtype, grads=None, plain=True):
         # Layer 1 (4 -> 4): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
         if ger is None:
             np.matmul(A0.T, D1, out=dW1.T)  # dW^T = A^T D: written in W's layout
-            if plain:
-                np.subtract(W1, dW1, out=W1)
+            descend(W1, dW1, out=W1)
         else:
             rank_one(ger, W1, D1_row, A0[0])
         product(ones, D1, out=db1)  # column sums as a product
-        if plain:
-            np.subtract(b1, db1, out=b1)
+        descend(b1, db1, out=b1)
 
+    step.arrays = (W1, b1, W2, b2, X, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, dW2, db2)
     return X, Y, step
 
 
@@ -192,13 +183,11 @@ _update = None  # the rule _epoch_kernel applies after each batch: _runtime.comp
 
 
 def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, dW2, db2, X, T, order, rate, theta, g, state, t, learning_rate, hyper):
-    """_make_step's statements as loops over every full batch of order (compiled by numba);
-    returns the step count t after them.
+    """_make_step's statements as loops over every full batch of order, compiled by numba
+    (batch b: the rows order[b m : (b + 1) m] of X and T); returns the step count t.
 
-    Batch b takes the rows order[b m : (b + 1) m] of X and T; m is the buffers' row count.
     With _update None (the plain rule) each gradient is subtracted as it is made; else
-    _update(theta, g, state, t, learning_rate, hyper) moves every parameter after each batch
-    (theta, g: the flat parameters and gradients the arrays are views of; state: the rule's).
+    _update(theta, g, state, t, learning_rate, hyper) moves every parameter after each batch.
     """
     m = A0.shape[0]
     _f1 = rate / m
@@ -320,31 +309,12 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
     return t
 
 
-def _make_epoch(params, grads, m, dtype, rule=None):
-    """_epoch_kernel with ``rule`` (a _rules function; None: the plain rule) bound to buffers
-    allocated once: f(X, T, order, rate, theta, g, state, t, learning_rate, hyper) -> t, or
-    None without numba."""
-    kernel = _runtime.compiled_kernel(_epoch_kernel, rule)
-    if kernel is None:
-        return None
-    W1, b1 = params["W1"], params["b1"]
-    W2, b2 = params["W2"], params["b2"]
-    A0 = np.empty((m, 4), dtype, order="F")
-    Y = np.empty((m, 1), dtype, order="F")
-    Z1, A1, D1, G1 = (np.empty((m, 4), dtype, order="F") for _ in range(4))
-    dW1 = grads['W1']
-    db1 = grads['b1']
-    Z2, A2, D2 = (np.empty((m, 1), dtype, order="F") for _ in range(3))
-    dW2 = grads['W2']
-    db2 = grads['b2']
-    return functools.partial(kernel, W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, dW2, db2)
-
-
 NETWORK = _runtime.Network(
     name="sigmoid_bce_4_4_1", layer_sizes=LAYER_SIZES, activations=ACTIVATIONS, loss=LOSS,
     labels="binary", init=INIT, l1=L1, l2=L2, dtype=DTYPE, training=TRAINING,
     probability=True, forward=forward, backward=_backward,
-    per_example_loss=_per_example_loss, make_step=_make_step, make_epoch=_make_epoch,
+    per_example_loss=_per_example_loss, make_step=_make_step, epoch_kernel=_epoch_kernel,
+    kernel_order="F",
     optimizers=_rules.OPTIMIZERS, schedules=_rules.SCHEDULES,
     legacy_optimizers={'batch': 'full', 'minibatch': None},
     compiled_max_batch=1024)

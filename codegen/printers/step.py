@@ -1,8 +1,9 @@
 """The NumPy step printer: a ``Step`` -> the body of ``_make_step`` (buffers, then ``step``).
 
 The step writes g = rate dJ/dtheta into the caller's gradient arrays; the plain rule's
-subtractions (and its rank-one updates) run only where ``plain`` is set.  Each statement prints as one or a few ufunc or BLAS calls writing into a preallocated buffer
-(``out=``); element-wise formulas go through ``InplacePrinter``, whose temporaries are
+subtractions (``descend``: np.subtract, or nothing for a rule with state) and its rank-one
+updates run only where ``plain`` is set.  Each statement prints as one or a few ufunc or
+BLAS calls writing into a preallocated buffer (``out=``); element-wise formulas go through ``InplacePrinter``, whose temporaries are
 declared with the other buffers once the body is printed.  Products are written
 ``product(...)``: ``np.matmul``, or for a one-example step BLAS gemv from SciPy
 (``_runtime.step_products``).
@@ -76,7 +77,7 @@ class _Printer:
         if isinstance(op, Hadamard):
             return [f"np.multiply({op.out}, {op.other}, out={op.out})"]
         if isinstance(op, Subtract):
-            return ["if plain:", f"    np.subtract({op.param}, {op.delta}, out={op.param})"]
+            return [f"descend({op.param}, {op.delta}, out={op.param})"]  # np.subtract if plain
         if isinstance(op, RankOne):
             return [f"rank_one(ger, {op.param}, {self.row(op.d)}, {self.row(op.a)})"]
         if isinstance(op, WhenPlain):
@@ -107,12 +108,12 @@ class _Printer:
                 temporaries += _temporaries(pool, *key)
             else:
                 temporaries += _parameter_temporaries(pool, key)
-        return declarations(self.step.buffers, temporaries)
+        return declarations(self.step.buffers, temporaries, order="order")
 
 
 def declarations(buffers, temporaries=(), order: str = "C") -> list[str]:
-    """``name = allocation`` lines for the buffers, then the (name, allocation) temporaries;
-    consecutive equal ``np.empty`` allocations share a line."""
+    """``name = allocation`` lines for the buffers (``order``: see ``allocation``), then the
+    (name, allocation) temporaries; consecutive equal ``np.empty`` allocations share a line."""
     groups = [(allocation(b, order), b.name) for b in buffers]
     groups += [(call, name) for name, call in temporaries]
     merged: list[tuple[str, list[str]]] = []
@@ -128,14 +129,16 @@ def declarations(buffers, temporaries=(), order: str = "C") -> list[str]:
 
 def allocation(buffer: Buffer, order: str = "C") -> str:
     """The NumPy call that allocates a buffer (``m`` and ``dtype`` are the step's); a
-    two-axis one column-major with ``order="F"``."""
+    two-axis one column-major with ``order="F"``, or in the layout a variable holds when
+    ``order`` names one (``_make_step``'s ``order``: the kernel's layout)."""
     if buffer.given is not None:
         return f"grads[{buffer.given!r}]"
     if buffer.like is not None:
         return f"np.empty_like({buffer.like})"
     shape = ", ".join(str(s) for s in buffer.shape)
     shape = f"({shape},)" if len(buffer.shape) == 1 else f"({shape})"
-    layout = ', order="F"' if order == "F" and len(buffer.shape) == 2 else ""
+    layout = ("" if len(buffer.shape) != 2 or order == "C" else
+              ', order="F"' if order == "F" else f", {order}")
     if buffer.fill is not None:
         return f"np.full({shape}, {buffer.fill!r}, dtype{layout})" if buffer.fill != 1 \
             else f"np.ones({shape}, dtype{layout})"
