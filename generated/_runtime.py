@@ -242,29 +242,106 @@ class _Compiled:
 
 def compiled_kernel(kernel, rule):
     """An epoch kernel compiled by numba with its module's ``_update`` bound to ``rule`` (a
-    ``_rules`` function, compiled too; None: the plain rule, fused into the kernel), or None
-    without numba.
+    ``_rules`` function, compiled too; None: the plain rule, fused into the kernel) and its
+    ``_runtime`` to the kernel helpers (``KERNEL_HELPERS``, inlined), or None without numba.
 
     Each rule gets its own copy of the kernel, named after the rule and a checksum of its
-    code: numba inlines the rule and drops the branches of the other case, and its disk cache
-    keeps one file per copy (a changed rule is a new name, never stale cached code).
+    code and the helpers': numba inlines the rule and drops the branches of the other case,
+    and its disk cache keeps one file per copy (a changed rule or helper is a new name, never
+    stale cached code).
     """
     if not _HAVE_NUMBA:
         return None
     if (kernel, rule) not in _KERNELS:
-        if rule is None:
-            name, update = f"{kernel.__name__}_plain", None
-        else:
-            code = rule.__code__
-            digest = zlib.crc32(code.co_code + repr(code.co_consts).encode())
-            name, update = f"{kernel.__name__}_{rule.__name__}_{digest:08x}", compiled(rule).function
+        codes = [helper.__code__ for helper in KERNEL_HELPERS]
+        update = None
+        if rule is not None:
+            codes.append(rule.__code__)
+            update = compiled(rule).function
+        digest = zlib.crc32(b"".join(code.co_code + repr(code.co_consts).encode() for code in codes))
+        name = f"{kernel.__name__}_{'plain' if rule is None else rule.__name__}_{digest:08x}"
         module = _cache_module(kernel)
         if module is not None:  # numba finds the module by its __name__, as in compiled()
             kernel.__globals__["__name__"] = module
-        bound = types.FunctionType(kernel.__code__, dict(kernel.__globals__, _update=update), name)
+        bound = types.FunctionType(kernel.__code__, dict(kernel.__globals__, _update=update,
+                                                         _runtime=_kernel_helpers()), name)
         bound.__qualname__, bound.__module__ = name, module or kernel.__module__
         _KERNELS[kernel, rule] = _Compiled(bound, cache=module is not None)
     return _KERNELS[kernel, rule]
+
+
+# ----------------------------------------------------------------------------- kernel helpers
+# What the printed epoch kernels call for the work every network's step shares: NumPy and
+# loops here (the kernel runs uncompiled too), inlined into each kernel by numba.
+
+def dot_into(a, b, out):
+    """out = a b; for one row, out[0] = bᵀ a[0] (a matrix-vector product)."""
+    if a.shape[0] == 1:
+        np.dot(b.T, a[0], out[0])
+    else:
+        np.dot(a, b, out)
+
+
+def column_sums(src, out):
+    """out[j] = sum_i src[i, j], row by row (row-major src)."""
+    for j in range(out.shape[0]):
+        out[j] = 0.0
+    for i in range(src.shape[0]):
+        for j in range(out.shape[0]):
+            out[j] += src[i, j]
+
+
+def softmax_rows(z, out):
+    """out[i, j] = exp(z[i, j]) / sum_k exp(z[i, k]), from each row's maximum (stable)."""
+    for i in range(z.shape[0]):
+        top = z[i, 0]
+        for j in range(1, z.shape[1]):
+            top = max(top, z[i, j])
+        total = 0.0
+        for j in range(z.shape[1]):
+            out[i, j] = np.exp(z[i, j] - top)
+            total += out[i, j]
+        for j in range(z.shape[1]):
+            out[i, j] /= total
+
+
+def gather_rows(X, T, order, start, A0, Y):
+    """A batch: the rows order[start : start + m] of X and T into A0 and Y (m rows each)."""
+    for i in range(A0.shape[0]):
+        A0[i, :] = X[order[start + i], :]
+        Y[i, :] = T[order[start + i], :]
+
+
+def subtract_outer(W, d, a):
+    """W -= d aᵀ in place (one example's plain step), column by column (W column-major)."""
+    for j in range(W.shape[1]):
+        for i in range(W.shape[0]):
+            W[i, j] -= d[i] * a[j]
+
+
+def subtract(W, dW):
+    """W -= dW in place, column by column (W column-major)."""
+    for j in range(W.shape[1]):
+        for i in range(W.shape[0]):
+            W[i, j] -= dW[i, j]
+
+
+KERNEL_HELPERS = (dot_into, column_sums, softmax_rows, gather_rows, subtract_outer, subtract)
+
+
+def _kernel_helpers():
+    """A module of the helpers compiled for inlining: what ``_runtime`` is inside a kernel."""
+    if not _HELPERS:
+        import numba
+
+        helpers = types.ModuleType("_backprop_derive_kernel_helpers")
+        for helper in KERNEL_HELPERS:
+            setattr(helpers, helper.__name__, numba.njit(inline="always")(helper))
+        _HELPERS.append(helpers)
+    return _HELPERS[0]
+
+
+_HELPERS: list = []  # the module _kernel_helpers makes, once
 
 
 def momentum_update(running, value, momentum):

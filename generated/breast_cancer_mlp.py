@@ -137,14 +137,11 @@ def _make_step(params, m, dtype, grads=None, plain=True, order="C"):
     X = np.empty((m, 30), dtype, order)
     Y = np.empty((m, 1), dtype, order)
     Z1, A1, D1, G1 = (np.empty((m, 32), dtype, order) for _ in range(4))
-    dW1 = grads['W1']
-    db1 = grads['b1']
+    dW1, db1 = grads['W1'], grads['b1']
     Z2, A2, D2, G2 = (np.empty((m, 16), dtype, order) for _ in range(4))
-    dW2 = grads['W2']
-    db2 = grads['b2']
+    dW2, db2 = grads['W2'], grads['b2']
     Z3, A3, D3 = (np.empty((m, 1), dtype, order) for _ in range(3))
-    dW3 = grads['W3']
-    db3 = grads['b3']
+    dW3, db3 = grads['W3'], grads['b3']
     ones = np.ones((m,), dtype)
     t0_k0 = np.full((m, 32), 0.0, dtype)
     t1_k0 = np.full((m, 16), 0.0, dtype)
@@ -249,19 +246,14 @@ _update = None  # the rule _epoch_kernel applies after each batch: _runtime.comp
 
 
 def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, G2, dW2, db2, Z3, A3, D3, dW3, db3, X, T, order, rate, theta, g, state, t, learning_rate, hyper):
-    """_make_step's statements as loops over every full batch of order, compiled by numba
-    (batch b: the rows order[b m : (b + 1) m] of X and T); returns the step count t.
-
-    With _update None (the plain rule) each gradient is subtracted as it is made; else
-    _update(theta, g, state, t, learning_rate, hyper) moves every parameter after each batch.
-    """
+    """_make_step's statements as loops over every full batch of order (compiled by numba);
+    returns t.  With _update None (the plain rule) each gradient is subtracted as it is made;
+    else _update(theta, g, state, t, learning_rate, hyper) moves every parameter after each."""
     m = A0.shape[0]
     _f1 = rate / m
     _f2 = 1.0 - rate * L2
     for batch in range(order.shape[0] // m):
-        for i in range(m):
-            A0[i, :] = X[order[batch * m + i], :]
-            Y[i, :] = T[order[batch * m + i], :]
+        _runtime.gather_rows(X, T, order, batch * m, A0, Y)
         # Layer 1 (30 -> 32): Z1 = A0 W1ᵀ + b1, A1 = relu(Z1)
         if m == 1:
             for i in range(1):
@@ -350,9 +342,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
             for j in range(16):
                 for i in range(1):
                     W3[i, j] *= _f2
-            for j in range(16):
-                for i in range(1):
-                    W3[i, j] -= D3[0, i] * A2[0, j]
+            _runtime.subtract_outer(W3, D3[0], A2[0])
         else:
             for i in range(16):
                 for j in range(1):
@@ -368,9 +358,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                 for j in range(16):
                     for i in range(1):
                         dW3[i, j] = L2*rate*W3[i, j] + dW3[i, j]
-            for j in range(16):
-                for i in range(1):
-                    if _update is None: W3[i, j] -= dW3[i, j]
+            if _update is None: _runtime.subtract(W3, dW3)
         for j in range(1):
             _s10 = 0.0
             for i in range(m):
@@ -401,9 +389,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
             for j in range(32):
                 for i in range(16):
                     W2[i, j] *= _f2
-            for j in range(32):
-                for i in range(16):
-                    W2[i, j] -= D2[0, i] * A1[0, j]
+            _runtime.subtract_outer(W2, D2[0], A1[0])
         else:
             for i in range(32):
                 for j in range(16):
@@ -419,9 +405,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                 for j in range(32):
                     for i in range(16):
                         dW2[i, j] = L2*rate*W2[i, j] + dW2[i, j]
-            for j in range(32):
-                for i in range(16):
-                    if _update is None: W2[i, j] -= dW2[i, j]
+            if _update is None: _runtime.subtract(W2, dW2)
         for j in range(16):
             _s14 = 0.0
             for i in range(m):
@@ -437,9 +421,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
             for j in range(30):
                 for i in range(32):
                     W1[i, j] *= _f2
-            for j in range(30):
-                for i in range(32):
-                    W1[i, j] -= D1[0, i] * A0[0, j]
+            _runtime.subtract_outer(W1, D1[0], A0[0])
         else:
             for i in range(30):
                 for j in range(32):
@@ -455,9 +437,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                 for j in range(30):
                     for i in range(32):
                         dW1[i, j] = L2*rate*W1[i, j] + dW1[i, j]
-            for j in range(30):
-                for i in range(32):
-                    if _update is None: W1[i, j] -= dW1[i, j]
+            if _update is None: _runtime.subtract(W1, dW1)
         for j in range(32):
             _s16 = 0.0
             for i in range(m):
@@ -475,9 +455,8 @@ NETWORK = _runtime.Network(
     labels="binary", init=INIT, l1=L1, l2=L2, dtype=DTYPE, training=TRAINING,
     probability=True, forward=forward, backward=_backward,
     per_example_loss=_per_example_loss, make_step=_make_step, epoch_kernel=_epoch_kernel,
-    kernel_order="F",
-    optimizers=_rules.OPTIMIZERS, schedules=_rules.SCHEDULES,
-    legacy_optimizers={'batch': 'full', 'minibatch': None},
+    kernel_order="F", optimizers=_rules.OPTIMIZERS,
+    schedules=_rules.SCHEDULES, legacy_optimizers={'batch': 'full', 'minibatch': None},
     compiled_max_batch=1024)
 TASK = NETWORK.task  # classification | binary | regression
 ForwardCache, TrainingDiverged = _runtime.ForwardCache, _runtime.TrainingDiverged

@@ -138,14 +138,11 @@ def _make_step(params, m, dtype, grads=None, plain=True, order="C"):
     X = np.empty((m, 64), dtype, order)
     Y = np.empty((m, 10), dtype, order)
     Z1, A1, D1, G1 = (np.empty((m, 128), dtype, order) for _ in range(4))
-    dW1 = grads['W1']
-    db1 = grads['b1']
+    dW1, db1 = grads['W1'], grads['b1']
     Z2, A2, D2, G2 = (np.empty((m, 64), dtype, order) for _ in range(4))
-    dW2 = grads['W2']
-    db2 = grads['b2']
+    dW2, db2 = grads['W2'], grads['b2']
     Z3, A3, D3 = (np.empty((m, 10), dtype, order) for _ in range(3))
-    dW3 = grads['W3']
-    db3 = grads['b3']
+    dW3, db3 = grads['W3'], grads['b3']
     ones = np.ones((m,), dtype)
     t0_k0 = np.full((m, 128), 0.0, dtype)
     t1_k0 = np.full((m, 64), 0.0, dtype)
@@ -255,72 +252,44 @@ _update = None  # the rule _epoch_kernel applies after each batch: _runtime.comp
 
 
 def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, G2, dW2, db2, Z3, A3, D3, dW3, db3, X, T, order, rate, theta, g, state, t, learning_rate, hyper):
-    """_make_step's statements as loops over every full batch of order, compiled by numba
-    (batch b: the rows order[b m : (b + 1) m] of X and T); returns the step count t.
-
-    With _update None (the plain rule) each gradient is subtracted as it is made; else
-    _update(theta, g, state, t, learning_rate, hyper) moves every parameter after each batch.
-    """
+    """_make_step's statements as loops over every full batch of order (compiled by numba);
+    returns t.  With _update None (the plain rule) each gradient is subtracted as it is made;
+    else _update(theta, g, state, t, learning_rate, hyper) moves every parameter after each."""
     m = A0.shape[0]
     _f1 = rate / m
     _f2 = 1.0 - rate * L2
     for batch in range(order.shape[0] // m):
-        for i in range(m):
-            A0[i, :] = X[order[batch * m + i], :]
-            Y[i, :] = T[order[batch * m + i], :]
+        _runtime.gather_rows(X, T, order, batch * m, A0, Y)
         # Layer 1 (64 -> 128): Z1 = A0 W1ᵀ + b1, A1 = relu(Z1)
-        if m == 1:
-            np.dot(W1, A0[0], Z1[0])
-        else:
-            np.dot(A0, W1.T, Z1)
+        _runtime.dot_into(A0, W1.T, Z1)
         for i in range(m):
             for j in range(128):
                 Z1[i, j] += b1[j]
                 A1[i, j] = (0 if Z1[i, j] <= 0 else Z1[i, j])
         # Layer 2 (128 -> 64): Z2 = A1 W2ᵀ + b2, A2 = relu(Z2)
-        if m == 1:
-            np.dot(W2, A1[0], Z2[0])
-        else:
-            np.dot(A1, W2.T, Z2)
+        _runtime.dot_into(A1, W2.T, Z2)
         for i in range(m):
             for j in range(64):
                 Z2[i, j] += b2[j]
                 A2[i, j] = (0 if Z2[i, j] <= 0 else Z2[i, j])
         # Layer 3 (64 -> 10): Z3 = A2 W3ᵀ + b3, A3 = softmax(Z3)
-        if m == 1:
-            np.dot(W3, A2[0], Z3[0])
-        else:
-            np.dot(A2, W3.T, Z3)
+        _runtime.dot_into(A2, W3.T, Z3)
         for i in range(m):
             for j in range(10):
                 Z3[i, j] += b3[j]
-        for i in range(m):
-            _s1 = Z3[i, 0]
-            for j in range(1, 10):
-                _s1 = max(_s1, Z3[i, j])
-            _s2 = 0.0
-            for j in range(10):
-                A3[i, j] = np.exp(Z3[i, j] - _s1)
-                _s2 += A3[i, j]
-            for j in range(10):
-                A3[i, j] /= _s2
+        _runtime.softmax_rows(Z3, A3)
         # output error: D3 = dl/dZ3
         for i in range(m):
             for j in range(10):
                 D3[i, j] = A3[i, j] - Y[i, j]
                 D3[i, j] *= _f1
         # Layer 3 (64 -> 10): dJ/dW3 = D3ᵀ A2, dJ/db3 = column sums of D3
-        if m == 1:
-            np.dot(W3.T, D3[0], D2[0])
-        else:
-            np.dot(D3, W3, D2)
+        _runtime.dot_into(D3, W3, D2)
         if m == 1 and _update is None:
             for j in range(64):
                 for i in range(10):
                     W3[i, j] *= _f2
-            for j in range(64):
-                for i in range(10):
-                    W3[i, j] -= D3[0, i] * A2[0, j]
+            _runtime.subtract_outer(W3, D3[0], A2[0])
         else:
             np.dot(A2.T, D3, dW3.T)
             if _update is None:
@@ -331,14 +300,8 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                 for j in range(64):
                     for i in range(10):
                         dW3[i, j] = L2*rate*W3[i, j] + dW3[i, j]
-            for j in range(64):
-                for i in range(10):
-                    if _update is None: W3[i, j] -= dW3[i, j]
-        for j in range(10):
-            db3[j] = 0.0
-        for i in range(m):
-            for j in range(10):
-                db3[j] += D3[i, j]
+            if _update is None: _runtime.subtract(W3, dW3)
+        _runtime.column_sums(D3, db3)
         for j in range(10):
             if _update is None: b3[j] -= db3[j]
         for i in range(m):
@@ -346,17 +309,12 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                 G2[i, j] = (0 if A2[i, j] <= 0 else 1)
                 D2[i, j] *= G2[i, j]
         # Layer 2 (128 -> 64): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
-        if m == 1:
-            np.dot(W2.T, D2[0], D1[0])
-        else:
-            np.dot(D2, W2, D1)
+        _runtime.dot_into(D2, W2, D1)
         if m == 1 and _update is None:
             for j in range(128):
                 for i in range(64):
                     W2[i, j] *= _f2
-            for j in range(128):
-                for i in range(64):
-                    W2[i, j] -= D2[0, i] * A1[0, j]
+            _runtime.subtract_outer(W2, D2[0], A1[0])
         else:
             np.dot(A1.T, D2, dW2.T)
             if _update is None:
@@ -367,14 +325,8 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                 for j in range(128):
                     for i in range(64):
                         dW2[i, j] = L2*rate*W2[i, j] + dW2[i, j]
-            for j in range(128):
-                for i in range(64):
-                    if _update is None: W2[i, j] -= dW2[i, j]
-        for j in range(64):
-            db2[j] = 0.0
-        for i in range(m):
-            for j in range(64):
-                db2[j] += D2[i, j]
+            if _update is None: _runtime.subtract(W2, dW2)
+        _runtime.column_sums(D2, db2)
         for j in range(64):
             if _update is None: b2[j] -= db2[j]
         for i in range(m):
@@ -386,9 +338,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
             for j in range(64):
                 for i in range(128):
                     W1[i, j] *= _f2
-            for j in range(64):
-                for i in range(128):
-                    W1[i, j] -= D1[0, i] * A0[0, j]
+            _runtime.subtract_outer(W1, D1[0], A0[0])
         else:
             np.dot(A0.T, D1, dW1.T)
             if _update is None:
@@ -399,14 +349,8 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                 for j in range(64):
                     for i in range(128):
                         dW1[i, j] = L2*rate*W1[i, j] + dW1[i, j]
-            for j in range(64):
-                for i in range(128):
-                    if _update is None: W1[i, j] -= dW1[i, j]
-        for j in range(128):
-            db1[j] = 0.0
-        for i in range(m):
-            for j in range(128):
-                db1[j] += D1[i, j]
+            if _update is None: _runtime.subtract(W1, dW1)
+        _runtime.column_sums(D1, db1)
         for j in range(128):
             if _update is None: b1[j] -= db1[j]
         t += 1
@@ -420,9 +364,8 @@ NETWORK = _runtime.Network(
     labels="categorical", init=INIT, l1=L1, l2=L2, dtype=DTYPE, training=TRAINING,
     probability=True, forward=forward, backward=_backward,
     per_example_loss=_per_example_loss, make_step=_make_step, epoch_kernel=_epoch_kernel,
-    kernel_order="C",
-    optimizers=_rules.OPTIMIZERS, schedules=_rules.SCHEDULES,
-    legacy_optimizers={'batch': 'full', 'minibatch': None},
+    kernel_order="C", optimizers=_rules.OPTIMIZERS,
+    schedules=_rules.SCHEDULES, legacy_optimizers={'batch': 'full', 'minibatch': None},
     compiled_max_batch=1)
 TASK = NETWORK.task  # classification | binary | regression
 ForwardCache, TrainingDiverged = _runtime.ForwardCache, _runtime.TrainingDiverged

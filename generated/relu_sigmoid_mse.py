@@ -119,11 +119,9 @@ def _make_step(params, m, dtype, grads=None, plain=True, order="C"):
     X = np.empty((m, 4), dtype, order)
     Y = np.empty((m, 3), dtype, order)
     Z1, A1, D1, G1 = (np.empty((m, 2), dtype, order) for _ in range(4))
-    dW1 = grads['W1']
-    db1 = grads['b1']
+    dW1, db1 = grads['W1'], grads['b1']
     Z2, A2, D2 = (np.empty((m, 3), dtype, order) for _ in range(3))
-    dW2 = grads['W2']
-    db2 = grads['b2']
+    dW2, db2 = grads['W2'], grads['b2']
     ones = np.ones((m,), dtype)
     t0_k0 = np.full((m, 2), 0.0, dtype)
     t1_f0 = np.empty((m, 3), dtype)
@@ -184,18 +182,13 @@ _update = None  # the rule _epoch_kernel applies after each batch: _runtime.comp
 
 
 def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, dW2, db2, X, T, order, rate, theta, g, state, t, learning_rate, hyper):
-    """_make_step's statements as loops over every full batch of order, compiled by numba
-    (batch b: the rows order[b m : (b + 1) m] of X and T); returns the step count t.
-
-    With _update None (the plain rule) each gradient is subtracted as it is made; else
-    _update(theta, g, state, t, learning_rate, hyper) moves every parameter after each batch.
-    """
+    """_make_step's statements as loops over every full batch of order (compiled by numba);
+    returns t.  With _update None (the plain rule) each gradient is subtracted as it is made;
+    else _update(theta, g, state, t, learning_rate, hyper) moves every parameter after each."""
     m = A0.shape[0]
     _f1 = rate / m
     for batch in range(order.shape[0] // m):
-        for i in range(m):
-            A0[i, :] = X[order[batch * m + i], :]
-            Y[i, :] = T[order[batch * m + i], :]
+        _runtime.gather_rows(X, T, order, batch * m, A0, Y)
         # Layer 1 (4 -> 2): Z1 = A0 W1ᵀ + b1, A1 = relu(Z1)
         if m == 1:
             for i in range(1):
@@ -260,9 +253,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                     for i in range(m):
                         D1[i, j] += D2[i, k] * _s6
         if m == 1 and _update is None:
-            for j in range(2):
-                for i in range(3):
-                    W2[i, j] -= D2[0, i] * A1[0, j]
+            _runtime.subtract_outer(W2, D2[0], A1[0])
         else:
             for i in range(2):
                 for j in range(3):
@@ -270,9 +261,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                     for k in range(m):
                         _s7 += A1[k, i] * D2[k, j]
                     dW2[j, i] = _s7
-            for j in range(2):
-                for i in range(3):
-                    if _update is None: W2[i, j] -= dW2[i, j]
+            if _update is None: _runtime.subtract(W2, dW2)
         for j in range(3):
             _s8 = 0.0
             for i in range(m):
@@ -285,9 +274,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                 D1[i, j] *= G1[i, j]
         # Layer 1 (4 -> 2): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
         if m == 1 and _update is None:
-            for j in range(4):
-                for i in range(2):
-                    W1[i, j] -= D1[0, i] * A0[0, j]
+            _runtime.subtract_outer(W1, D1[0], A0[0])
         else:
             for i in range(4):
                 for j in range(2):
@@ -295,9 +282,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                     for k in range(m):
                         _s9 += A0[k, i] * D1[k, j]
                     dW1[j, i] = _s9
-            for j in range(4):
-                for i in range(2):
-                    if _update is None: W1[i, j] -= dW1[i, j]
+            if _update is None: _runtime.subtract(W1, dW1)
         for j in range(2):
             _s10 = 0.0
             for i in range(m):
@@ -315,9 +300,8 @@ NETWORK = _runtime.Network(
     labels="real", init=INIT, l1=L1, l2=L2, dtype=DTYPE, training=TRAINING,
     probability=True, forward=forward, backward=_backward,
     per_example_loss=_per_example_loss, make_step=_make_step, epoch_kernel=_epoch_kernel,
-    kernel_order="F",
-    optimizers=_rules.OPTIMIZERS, schedules=_rules.SCHEDULES,
-    legacy_optimizers={'batch': 'full', 'minibatch': None},
+    kernel_order="F", optimizers=_rules.OPTIMIZERS,
+    schedules=_rules.SCHEDULES, legacy_optimizers={'batch': 'full', 'minibatch': None},
     compiled_max_batch=1024)
 TASK = NETWORK.task  # classification | binary | regression
 ForwardCache, TrainingDiverged = _runtime.ForwardCache, _runtime.TrainingDiverged

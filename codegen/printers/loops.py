@@ -6,7 +6,10 @@ activation fused into the loop that produces each entry), of large ones as BLAS 
 (``np.dot`` with ``out``); every element-wise statement as one loop, consecutive ones over
 the same array fused into one; column-wise formulas (softmax, sums over the units) row by
 row, softmax from the row's maximum.  One call runs every full batch of the epoch, so the
-Python interpreter is left once per epoch, not once per operation.
+Python interpreter is left once per epoch, not once per operation.  What is the same for
+every network (gathering a batch, a BLAS product, softmax, column sums of row-major arrays,
+a weight's plain update) is a call of the runtime's kernel helpers (``_runtime.KERNEL_HELPERS``),
+which numba inlines.
 """
 
 from __future__ import annotations
@@ -202,6 +205,8 @@ class _Printer:
 
     def _pointwise_loop(self, target: str, ops) -> list[str]:
         shape = self.shapes[target]
+        if len(ops) == 1 and isinstance(ops[0], Subtract) and len(shape) == 2:  # W -= dW
+            return [f"if _update is None: _runtime.subtract({ops[0].param}, {ops[0].delta})"]
         body = [self.lines(op) for op in ops]
         if len(shape) == 1:
             return self.loops(shape, body, names=("j",))
@@ -218,8 +223,7 @@ class _Printer:
                 return self.loops((cols,), [f"{s} = 0.0", f"for i in range({rows}):",
                                             f"    {s} += {op.b}[i, j]", f"{out}[j] = {s}"]
                                   + [self.lines(f) for f in fused], names=("j",))
-            return (self.loops((cols,), [f"{out}[j] = 0.0"], names=("j",))  # row by row
-                    + self.loops((rows, cols), [f"{out}[j] += {op.b}[i, j]"])
+            return ([f"_runtime.column_sums({op.b}, {out})"]  # row by row
                     + (self.loops((cols,), [self.lines(f) for f in fused], names=("j",))
                        if fused else []))
         rows, inner = self.shape(op.a)
@@ -227,8 +231,7 @@ class _Printer:
         if self.blas:
             lines = [f"np.dot({op.a}, {op.b}, {op.out})"]
             if op.blas:  # one example: out[0] = b^T a[0], a matrix-vector product
-                lines = ["if m == 1:", f"    np.dot({_transposed(op.b)}, {op.a}[0], {op.out}[0])",
-                         "else:", "    " + lines[0]]
+                lines = [f"_runtime.dot_into({op.a}, {op.b}, {op.out})"]
             if fused:
                 lines += self._pointwise_loop(out, fused)
             return lines
@@ -263,9 +266,7 @@ class _Printer:
                     + ["    " + line for line in self.statements(op.otherwise)])
         if isinstance(op, RankOne):
             d, a = base_name(op.d), base_name(op.a)
-            # W is column-major: the row index runs innermost
-            return self.loops(tuple(reversed(self.shapes[op.param])),
-                              [f"{op.param}[i, j] -= {d}[0, i] * {a}[0, j]"], names=("j", "i"))
+            return [f"_runtime.subtract_outer({op.param}, {d}[0], {a}[0])"]
         raise TypeError(f"no loop form for the statement {op!r}")
 
     def columnwise(self, op: Compute) -> list[str]:
@@ -273,17 +274,7 @@ class _Printer:
         units = self.shapes[base_name(op.out)][1]
         base = is_softmax(op.expr)
         if base is not None:  # stable: from the row's maximum
-            z, top, total = names[base], self.scalar(), self.scalar()
-            return self.loops(("m",), [
-                f"{top} = {z}[i, 0]",
-                f"for j in range(1, {units}):",
-                f"    {top} = max({top}, {z}[i, j])",
-                f"{total} = 0.0",
-                f"for j in range({units}):",
-                f"    {op.out}[i, j] = np.exp({z}[i, j] - {top})",
-                f"    {total} += {op.out}[i, j]",
-                f"for j in range({units}):",
-                f"    {op.out}[i, j] /= {total}"], names=("i",))
+            return [f"_runtime.softmax_rows({names[base]}, {op.out})"]
         body = []
         for total in sorted(op.expr.atoms(sp.Sum), key=str):
             (index, _, _), = total.limits
@@ -295,10 +286,6 @@ class _Printer:
         code = self.printer(names).doprint(op.expr)
         body += [f"for j in range({units}):", f"    {op.out}[i, j] = {code}"]
         return self.loops(("m",), body, names=("i",))
-
-
-def _transposed(operand: str) -> str:
-    return operand[:-2] if operand.endswith(".T") else f"{operand}.T"
 
 
 def uses_blas(shapes: dict[str, tuple], params: tuple[str, ...]) -> bool:

@@ -116,15 +116,20 @@ def declarations(buffers, temporaries=(), order: str = "C") -> list[str]:
     (name, allocation) temporaries; consecutive equal ``np.empty`` allocations share a line."""
     groups = [(allocation(b, order), b.name) for b in buffers]
     groups += [(call, name) for name, call in temporaries]
-    merged: list[tuple[str, list[str]]] = []
+    merged: list[tuple[list[str], list[str]]] = []
     for call, name in groups:
-        if merged and merged[-1][0] == call and "np.empty(" in call:
-            merged[-1][1].append(name)
+        last = merged[-1] if merged else None
+        if last and last[0][-1] == call and "np.empty(" in call:  # (np.empty(...) for _ in ...)
+            last[1].append(name)
+        elif last and call.startswith("grads[") and last[0][-1].startswith("grads["):
+            last[0].append(call)  # the caller's arrays: one tuple assignment
+            last[1].append(name)
         else:
-            merged.append((call, [name]))
-    return [f"{names[0]} = {call}" if len(names) == 1
-            else f"{', '.join(names)} = ({call} for _ in range({len(names)}))"
-            for call, names in merged]
+            merged.append(([call], [name]))
+    return [f"{names[0]} = {calls[0]}" if len(names) == 1
+            else f"{', '.join(names)} = {', '.join(calls)}" if len(calls) > 1
+            else f"{', '.join(names)} = ({calls[0]} for _ in range({len(names)}))"
+            for calls, names in merged]
 
 
 def allocation(buffer: Buffer, order: str = "C") -> str:
