@@ -342,7 +342,9 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
             for j in range(16):
                 for i in range(1):
                     W3[i, j] *= _f2
-            _runtime.subtract_outer(W3, D3[0], A2[0])
+            for j in range(16):
+                for i in range(1):
+                    W3[i, j] -= D3[0, i] * A2[0, j]
         else:
             for i in range(16):
                 for j in range(1):
@@ -358,7 +360,9 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                 for j in range(16):
                     for i in range(1):
                         dW3[i, j] = L2*rate*W3[i, j] + dW3[i, j]
-            if _update is None: _runtime.subtract(W3, dW3)
+            for j in range(16):
+                for i in range(1):
+                    if _update is None: W3[i, j] -= dW3[i, j]
         for j in range(1):
             _s10 = 0.0
             for i in range(m):
@@ -389,7 +393,9 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
             for j in range(32):
                 for i in range(16):
                     W2[i, j] *= _f2
-            _runtime.subtract_outer(W2, D2[0], A1[0])
+            for j in range(32):
+                for i in range(16):
+                    W2[i, j] -= D2[0, i] * A1[0, j]
         else:
             for i in range(32):
                 for j in range(16):
@@ -405,7 +411,9 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                 for j in range(32):
                     for i in range(16):
                         dW2[i, j] = L2*rate*W2[i, j] + dW2[i, j]
-            if _update is None: _runtime.subtract(W2, dW2)
+            for j in range(32):
+                for i in range(16):
+                    if _update is None: W2[i, j] -= dW2[i, j]
         for j in range(16):
             _s14 = 0.0
             for i in range(m):
@@ -421,7 +429,9 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
             for j in range(30):
                 for i in range(32):
                     W1[i, j] *= _f2
-            _runtime.subtract_outer(W1, D1[0], A0[0])
+            for j in range(30):
+                for i in range(32):
+                    W1[i, j] -= D1[0, i] * A0[0, j]
         else:
             for i in range(30):
                 for j in range(32):
@@ -437,7 +447,9 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                 for j in range(30):
                     for i in range(32):
                         dW1[i, j] = L2*rate*W1[i, j] + dW1[i, j]
-            if _update is None: _runtime.subtract(W1, dW1)
+            for j in range(30):
+                for i in range(32):
+                    if _update is None: W1[i, j] -= dW1[i, j]
         for j in range(32):
             _s16 = 0.0
             for i in range(m):

@@ -269,7 +269,9 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
             for j in range(16):
                 for i in range(1):
                     W2[i, j] *= _f2
-            _runtime.subtract_outer(W2, D2[0], A1[0])
+            for j in range(16):
+                for i in range(1):
+                    W2[i, j] -= D2[0, i] * A1[0, j]
         else:
             for i in range(16):
                 for j in range(1):
@@ -285,7 +287,9 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                 for j in range(16):
                     for i in range(1):
                         dW2[i, j] = L2*rate*W2[i, j] + dW2[i, j]
-            if _update is None: _runtime.subtract(W2, dW2)
+            for j in range(16):
+                for i in range(1):
+                    if _update is None: W2[i, j] -= dW2[i, j]
         for j in range(1):
             _s8 = 0.0
             for i in range(m):
@@ -301,7 +305,9 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
             for j in range(10):
                 for i in range(16):
                     W1[i, j] *= _f2
-            _runtime.subtract_outer(W1, D1[0], A0[0])
+            for j in range(10):
+                for i in range(16):
+                    W1[i, j] -= D1[0, i] * A0[0, j]
         else:
             for i in range(10):
                 for j in range(16):
@@ -317,7 +323,9 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                 for j in range(10):
                     for i in range(16):
                         dW1[i, j] = L2*rate*W1[i, j] + dW1[i, j]
-            if _update is None: _runtime.subtract(W1, dW1)
+            for j in range(10):
+                for i in range(16):
+                    if _update is None: W1[i, j] -= dW1[i, j]
         for j in range(16):
             _s10 = 0.0
             for i in range(m):

@@ -253,7 +253,9 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                     for i in range(m):
                         D1[i, j] += D2[i, k] * _s6
         if m == 1 and _update is None:
-            _runtime.subtract_outer(W2, D2[0], A1[0])
+            for j in range(2):
+                for i in range(3):
+                    W2[i, j] -= D2[0, i] * A1[0, j]
         else:
             for i in range(2):
                 for j in range(3):
@@ -261,7 +263,9 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                     for k in range(m):
                         _s7 += A1[k, i] * D2[k, j]
                     dW2[j, i] = _s7
-            if _update is None: _runtime.subtract(W2, dW2)
+            for j in range(2):
+                for i in range(3):
+                    if _update is None: W2[i, j] -= dW2[i, j]
         for j in range(3):
             _s8 = 0.0
             for i in range(m):
@@ -274,7 +278,9 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                 D1[i, j] *= G1[i, j]
         # Layer 1 (4 -> 2): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
         if m == 1 and _update is None:
-            _runtime.subtract_outer(W1, D1[0], A0[0])
+            for j in range(4):
+                for i in range(2):
+                    W1[i, j] -= D1[0, i] * A0[0, j]
         else:
             for i in range(4):
                 for j in range(2):
@@ -282,7 +288,9 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                     for k in range(m):
                         _s9 += A0[k, i] * D1[k, j]
                     dW1[j, i] = _s9
-            if _update is None: _runtime.subtract(W1, dW1)
+            for j in range(4):
+                for i in range(2):
+                    if _update is None: W1[i, j] -= dW1[i, j]
         for j in range(2):
             _s10 = 0.0
             for i in range(m):

@@ -229,7 +229,16 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                         Z2[i, j] += A1[i, k] * _s4
                 for i in range(m):
                     Z2[i, j] += b2[j]
-        _runtime.softmax_rows(Z2, A2)
+        for i in range(m):
+            _s5 = Z2[i, 0]
+            for j in range(1, 3):
+                _s5 = max(_s5, Z2[i, j])
+            _s6 = 0.0
+            for j in range(3):
+                A2[i, j] = np.exp(Z2[i, j] - _s5)
+                _s6 += A2[i, j]
+            for j in range(3):
+                A2[i, j] /= _s6
         # output error: D2 = dl/dZ2
         for j in range(3):
             for i in range(m):
@@ -239,33 +248,37 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
         if m == 1:
             for i in range(1):
                 for j in range(16):
-                    _s5 = 0.0
+                    _s7 = 0.0
                     for k in range(3):
-                        _s5 += D2[i, k] * W2[k, j]
-                    D1[i, j] = _s5
+                        _s7 += D2[i, k] * W2[k, j]
+                    D1[i, j] = _s7
         else:
             for j in range(16):
                 for i in range(m):
                     D1[i, j] = 0.0
                 for k in range(3):
-                    _s6 = W2[k, j]
+                    _s8 = W2[k, j]
                     for i in range(m):
-                        D1[i, j] += D2[i, k] * _s6
+                        D1[i, j] += D2[i, k] * _s8
         if m == 1 and _update is None:
-            _runtime.subtract_outer(W2, D2[0], A1[0])
+            for j in range(16):
+                for i in range(3):
+                    W2[i, j] -= D2[0, i] * A1[0, j]
         else:
             for i in range(16):
                 for j in range(3):
-                    _s7 = 0.0
+                    _s9 = 0.0
                     for k in range(m):
-                        _s7 += A1[k, i] * D2[k, j]
-                    dW2[j, i] = _s7
-            if _update is None: _runtime.subtract(W2, dW2)
+                        _s9 += A1[k, i] * D2[k, j]
+                    dW2[j, i] = _s9
+            for j in range(16):
+                for i in range(3):
+                    if _update is None: W2[i, j] -= dW2[i, j]
         for j in range(3):
-            _s8 = 0.0
+            _s10 = 0.0
             for i in range(m):
-                _s8 += D2[i, j]
-            db2[j] = _s8
+                _s10 += D2[i, j]
+            db2[j] = _s10
             if _update is None: b2[j] -= db2[j]
         for j in range(16):
             for i in range(m):
@@ -273,20 +286,24 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                 D1[i, j] *= G1[i, j]
         # Layer 1 (13 -> 16): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
         if m == 1 and _update is None:
-            _runtime.subtract_outer(W1, D1[0], A0[0])
+            for j in range(13):
+                for i in range(16):
+                    W1[i, j] -= D1[0, i] * A0[0, j]
         else:
             for i in range(13):
                 for j in range(16):
-                    _s9 = 0.0
+                    _s11 = 0.0
                     for k in range(m):
-                        _s9 += A0[k, i] * D1[k, j]
-                    dW1[j, i] = _s9
-            if _update is None: _runtime.subtract(W1, dW1)
+                        _s11 += A0[k, i] * D1[k, j]
+                    dW1[j, i] = _s11
+            for j in range(13):
+                for i in range(16):
+                    if _update is None: W1[i, j] -= dW1[i, j]
         for j in range(16):
-            _s10 = 0.0
+            _s12 = 0.0
             for i in range(m):
-                _s10 += D1[i, j]
-            db1[j] = _s10
+                _s12 += D1[i, j]
+            db1[j] = _s12
             if _update is None: b1[j] -= db1[j]
         t += 1
         if _update is not None:
