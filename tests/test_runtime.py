@@ -276,3 +276,32 @@ def test_save_load_round_trip(tmp_path):
     other = _trainer(_linear("sparse", n_in=4, n_out=3))
     with pytest.raises(ValueError, match="holds a"):
         other.load(path)
+
+
+# the kernel helpers: ordinary Python (the kernels run uncompiled too), inlined by numba
+@pytest.mark.parametrize("rows", [1, 5])
+def test_kernel_helpers_compute_what_they_say(rows):
+    rng = np.random.default_rng(rows)
+    a, W = rng.standard_normal((rows, 4)), np.asfortranarray(rng.standard_normal((3, 4)))
+    out = np.empty((rows, 3))
+    runtime.dot_into(a, W.T, out)  # one row: a matrix-vector product
+    np.testing.assert_allclose(out, a @ W.T, rtol=1e-12)
+    sums = np.empty(3)
+    runtime.column_sums(out, sums)
+    np.testing.assert_allclose(sums, out.sum(axis=0), rtol=1e-12)
+    z, p = rng.standard_normal((rows, 3)) * 500, np.empty((rows, 3))
+    runtime.softmax_rows(z, p)
+    np.testing.assert_allclose(p, runtime.softmax(z), rtol=1e-12)
+    X, T = rng.standard_normal((9, 4)), rng.standard_normal((9, 3))
+    A0, Y, order = np.empty((rows, 4)), np.empty((rows, 3)), rng.permutation(9)
+    runtime.gather_rows(X, T, order, 2, A0, Y)
+    np.testing.assert_array_equal(A0, X[order[2:2 + rows]])
+    np.testing.assert_array_equal(Y, T[order[2:2 + rows]])
+    before, d = W.copy(), rng.standard_normal(3)
+    runtime.subtract_outer(W, d, a[0])
+    np.testing.assert_allclose(W, before - np.outer(d, a[0]), rtol=1e-12)
+    runtime.subtract(W, before)
+    np.testing.assert_allclose(W, -np.outer(d, a[0]), atol=1e-12)
+    after = W.copy()
+    assert runtime.unchanged(W, before, out=W) is None
+    np.testing.assert_array_equal(W, after)
