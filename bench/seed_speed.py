@@ -272,7 +272,7 @@ def first_calls(specs, env) -> dict:
     for path in specs:
         spec, _ = _network(path)
         cache = ROOT / "generated" / "__pycache__"
-        for entry in cache.glob(f"{spec.name}._epoch_kernel-*"):
+        for entry in cache.glob(f"{spec.name}._epoch_kernel*"):
             entry.unlink()
         code = _FIRST_CALL.format(root=str(ROOT), name=spec.name)
         runs = [float(subprocess.run([sys.executable, "-c", code], env=env, check=True,

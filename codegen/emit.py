@@ -25,7 +25,7 @@ from .lower import lower
 from .rules import lower_rules, lower_schedules
 from .printers.loops import print_epoch_kernel, uses_blas
 from .printers.numpy import NumPyCodePrinter
-from .printers.step import allocation, print_step
+from .printers.step import print_step
 from .program import Assign, Program
 
 __all__ = ["render_module", "render_runtime", "render_rules", "write_module", "module_context",
@@ -198,9 +198,7 @@ def module_context(derivation, program: Program | None = None) -> dict:
     loss = _block(functional, (program.per_example_loss,))
     params = tuple(param for param, _ in program.gradients)
     shapes = _shapes(program)
-    variants = [_variant(program.step, shapes, params, "_make_step", "_epoch_kernel", "_make_epoch"),
-                _variant(program.gradient_step, shapes, params, "_make_gradient", "_gradient_kernel",
-                         "_make_gradient_epoch")]
+    step = _step(program.step, shapes, params)
     spec = derivation.spec
     return {
         "marker": GENERATED_MARKER,
@@ -221,15 +219,14 @@ def module_context(derivation, program: Program | None = None) -> dict:
         "loss": loss,
         "rules": RULES_NAME,
         "legacy": derivation.legacy_optimizers,
-        "variants": variants,
-        "uses_math": any(v["kernel"].uses_math for v in variants),
+        "step": step,
+        "uses_math": step["kernel"].uses_math,
         # measured (bench/seed_speed.py): loop kernels win up to large batches; with BLAS
         # products the compiled engine wins only at one example per step
         "compiled_max_batch": 1 if uses_blas(shapes, params) else 1024,
         "reg_text": _regularization_text(program),
-        "training": pprint.pformat(program.training, width=90, sort_dicts=False),
-        "scipy_functions": sorted(functional.scipy.union(
-            *(v["step"].scipy_functions for v in variants))),
+        "training": _dict_literal(program.training, len("TRAINING = ")),
+        "scipy_functions": sorted(functional.scipy | step["code"].scipy_functions),
     }
 
 
@@ -273,15 +270,33 @@ def graph_module_context(derivation) -> dict:
     }
 
 
-def _variant(step, shapes, params, make, kernel_name, make_epoch) -> dict:
-    """One printed step (NumPy and compiled loops) with the names the template gives it."""
+def _dict_literal(mapping: dict, indent: int, width: int = 95) -> str:
+    """``mapping``'s literal with its items wrapped at ``width`` columns (pprint gives each
+    item of a long dict its own line), continued under the first item."""
+    lines, line = [], "{"
+    for key, value in mapping.items():
+        item = f"{key!r}: {value!r}, "
+        if len(line) > 1 and indent + len(line) + len(item) - 1 > width:
+            lines.append(line.rstrip())
+            line = " "
+        line += item
+    return "\n".join(lines + [line[:-2] + "}"]).replace("\n", "\n" + " " * indent)
+
+
+def _step(step, shapes, params) -> dict:
+    """The training step printed twice over: NumPy statements and the compiled loop kernel;
+    ``arrays``: the lines that give the step the kernel's arrays (its buffers, by the
+    kernel's argument names: A0 is the step's X)."""
     kernel = print_epoch_kernel(step, shapes, params)
-    return {"make": make, "kernel_name": kernel_name, "make_epoch": make_epoch,
-            "gradient": any(b.given for b in step.buffers), "passes": step.passes,
-            "step": print_step(step), "kernel": kernel,
-            "kernel_buffers": [f"{'A0' if b.name == step.inputs[0] else b.name} = "
-                               f"{allocation(b, order=kernel.order)}" for b in step.buffers
-                               if b.name in kernel.arguments or b.name == step.inputs[0]]}
+    names = ["X" if name == "A0" else name for name in kernel.arguments]
+    arrays, line = [], "step.arrays = ("
+    for name in names:
+        if len(line) + len(name) + 2 > 95:
+            arrays.append(line.rstrip())
+            line = "    "
+        line += name + ", "
+    arrays.append(line[:-2] + ")")
+    return {"passes": step.passes, "code": print_step(step), "kernel": kernel, "arrays": arrays}
 
 
 def _shapes(program: Program) -> dict[str, tuple]:

@@ -32,12 +32,9 @@ _TEXT = TextPrinter()
 def lower(derivation) -> Program:
     """The Program of a Derivation, with every step pass applied."""
     spec = derivation.spec
-    plain = _plain_step(derivation)
-    step, gradient_step = plain, plain
+    step = _plain_step(derivation)
     for rewrite in passes.STEP_PASSES:
         step = rewrite(step)
-    for rewrite in passes.GRADIENT_PASSES:
-        gradient_step = rewrite(gradient_step)
     last = derivation.layers[-1].activation
     return Program(
         name=spec.name,
@@ -55,7 +52,6 @@ def lower(derivation) -> Program:
         backward=_backward(derivation),
         gradients=tuple((g.param.name, g.target.name) for g in derivation.gradients),
         step=step,
-        gradient_step=gradient_step,
         description=_description(derivation),
         switches=_switches(derivation),
     )

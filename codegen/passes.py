@@ -1,20 +1,21 @@
 """Named passes over the training step: ``Step -> Step``, each one rewrite, applied in order.
 
-``STEP_PASSES`` is the pipeline ``codegen.lower`` runs:
+``STEP_PASSES`` is the pipeline ``codegen.lower`` runs; its result is the one training step
+every update rule takes: it writes g = rate dJ/dtheta into the caller's gradient arrays
+(``grads[param]``), and with the plain rule (theta <- theta - eta g, ``rate`` = eta) it also
+subtracts each g from its parameter at once; a rule with state (``rate`` = 1) is applied to
+every parameter afterwards (the folder's ``_rules``).
 
 1. ``schedule_updates``: each parameter is updated in place as soon as nothing later in the
    step reads its old value (after the recurrence product that reads W_l), so the updates
    need no copy of the parameters;
-2. ``fold_learning_rate``: the factor eta/m of the plain rule (theta - eta g) is folded into
-   the output error, so every gradient comes out scaled and each update is one subtraction;
-   regularisation becomes a decay of W (l2) and a scaled sign (l1);
+2. ``fold_rate``: the factor rate/m is folded into the output error, so every gradient comes
+   out scaled; regularisation is a decay of W for the plain rule and is added to dJ/dW for a
+   rule with state; each update becomes the subtraction of the plain rule;
 3. ``bias_sums_as_products``: the sums over the examples are products with a ones vector
    (one GEMV, much faster than ``sum(axis=0)`` on row-major data);
-4. ``rank_one_updates``: with one example, dW = d aᵀ and W -= dW is one BLAS ``ger`` on W.
-
-``GRADIENT_PASSES`` makes the gradient step of the rules with state: ``gradients_only``
-writes each dJ/dtheta whole (with its 1/m and regularisation) and updates nothing, then
-``bias_sums_as_products``.
+4. ``rank_one_updates``: with one example and the plain rule, dW = d aᵀ and W -= dW is one
+   BLAS ``ger`` on W (W's gradient is then not written).
 """
 
 from __future__ import annotations
@@ -23,14 +24,14 @@ from dataclasses import replace
 
 import sympy as sp
 
-from .program import (Buffer, ColumnSums, Compute, OneExample, Product, RankOne, Scale, SignOf,
-                      Step, Subtract, Update, base_name, writes)
+from .program import (Buffer, ColumnSums, Compute, OneExample, Product, RankOne, Scale,
+                      Step, Subtract, Update, WhenPlain, base_name, writes)
 
-__all__ = ["schedule_updates", "fold_learning_rate", "gradients_only", "bias_sums_as_products",
-           "rank_one_updates", "STEP_PASSES", "GRADIENT_PASSES"]
+__all__ = ["schedule_updates", "fold_rate", "bias_sums_as_products", "rank_one_updates",
+           "STEP_PASSES"]
 
-# the step's arguments and constants, as printed: the step is step(X, Y, learning_rate)
-LEARNING_RATE, BATCH = "learning_rate", "m"
+# the step's arguments and constants, as printed: the step is step(X, Y, rate)
+RATE, BATCH = "rate", "m"
 
 
 def _map_sections(step: Step, rewrite, name: str) -> Step:
@@ -67,41 +68,11 @@ def schedule_updates(step: Step) -> Step:
 
 # ----------------------------------------------------------------------------- 2
 
-def fold_learning_rate(step: Step) -> Step:
-    """For plain updates: scale the output error by eta/m once; every update subtracts."""
-    error = step.output_error
-    buffers = list(step.buffers)
-
-    def rewrite(ops):
-        for op in ops:
-            if isinstance(op, Compute) and op.out == error:
-                yield op
-                yield Scale(error, f"{LEARNING_RATE} / {BATCH}", f"scaled: {error} = (learning_rate / m) dl/dZ")
-            elif isinstance(op, Update):
-                sign = f"S{op.param[1:]}"
-                strength = dict(op.regularization)  # kind -> its constant's name
-                if "l1" in strength:
-                    buffers.append(Buffer(sign, like=op.param))
-                    yield SignOf(sign, op.param)
-                if "l2" in strength:
-                    yield Scale(op.param, f"1.0 - {LEARNING_RATE} * {strength['l2']}",
-                                "l2: W - eta L2 W")
-                if "l1" in strength:
-                    yield Scale(sign, f"{LEARNING_RATE} * {strength['l1']}")
-                    yield Subtract(op.param, sign)
-                yield Subtract(op.param, op.grad)
-            else:
-                yield op
-
-    folded = _map_sections(step, rewrite, "fold_learning_rate")
-    return replace(folded, buffers=tuple(buffers))
-
-
-def gradients_only(step: Step) -> Step:
-    """Every ``Update`` -> its gradient written whole, g = (1/m) data + regularisation, into
-    the caller's array (``grads[param]``); no parameter changes.  An update rule with state
-    then moves every parameter at once (the folder's ``_rules``)."""
-    g, w = sp.Symbol("g", real=True), sp.Symbol("w", real=True)
+def fold_rate(step: Step) -> Step:
+    """Scale the output error by rate/m once; each ``Update`` -> its gradient written whole
+    into the caller's array (with rate times the regularisation's gradient), then the plain
+    rule's ``Subtract``."""
+    g, w, rate = (sp.Symbol(name, real=True) for name in ("g", "w", RATE))
     terms = {"l2": lambda c: c * w, "l1": lambda c: c * sp.sign(w)}
     error = step.output_error
     grads = {}
@@ -110,23 +81,29 @@ def gradients_only(step: Step) -> Step:
         for op in ops:
             if isinstance(op, Compute) and op.out == error:
                 yield op
-                yield Scale(error, f"1.0 / {BATCH}", f"scaled: {error} = (1 / m) dl/dZ")
+                yield Scale(error, f"{RATE} / {BATCH}", f"scaled: {error} = (rate / m) dl/dZ")
             elif isinstance(op, Update):
                 grads[op.grad] = op.param
                 extra = sum((terms[kind](sp.Symbol(name)) for kind, name in op.regularization),
                             sp.S.Zero)
-                if extra != 0:
+                if extra != 0:  # plain: W decays in place; else g += R'(W), for the rule
                     constants = tuple((sp.Symbol(name), name) for _, name in op.regularization)
-                    yield Compute(op.grad, g + extra, ((g, op.grad), (w, op.param)) + constants)
+                    names = ((w, op.param), (rate, RATE)) + constants
+                    strength = dict(op.regularization)
+                    decay = (Scale(op.param, f"1.0 - {RATE} * {strength['l2']}", "l2: W - eta L2 W")
+                             if set(strength) == {"l2"} else
+                             Compute(op.param, w - rate * extra, names))
+                    yield WhenPlain(then=(decay,),
+                                    otherwise=(Compute(op.grad, g + rate * extra,
+                                                       ((g, op.grad),) + names),))
+                yield Subtract(op.param, op.grad)
             else:
                 yield op
 
-    only = _map_sections(step, rewrite, "gradients_only")
+    folded = _map_sections(step, rewrite, "fold_rate")
     buffers = tuple(replace(b, given=grads[b.name]) if b.name in grads else b
-                    for b in only.buffers)
-    sections = tuple(("regularisation: dJ/dW += dR/dW" if title.startswith("updates") else title,
-                      ops) for title, ops in only.sections if ops)
-    return replace(only, sections=sections, buffers=buffers)
+                    for b in folded.buffers)
+    return replace(folded, buffers=buffers)
 
 
 # ----------------------------------------------------------------------------- 3
@@ -148,26 +125,31 @@ def bias_sums_as_products(step: Step) -> Step:
 # ----------------------------------------------------------------------------- 4
 
 def rank_one_updates(step: Step) -> Step:
-    """``dWᵀ = Aᵀ D; W -= dW`` -> one ``ger`` on W when the step has one example."""
+    """``dWᵀ = Aᵀ D; W -= dW`` -> one ``ger`` on W when the step has one example (and the
+    rule is plain), after W's decay where it is regularised."""
     products = {base_name(op.out): op for op in step.statements
                 if isinstance(op, Product) and not op.blas}
     consumed = {op.delta for op in step.statements
                 if isinstance(op, Subtract) and op.delta in products}
+    terms = {op.otherwise[0].out: op for op in step.statements  # the regularisation
+             if isinstance(op, WhenPlain) and op.otherwise[0].out in consumed}
 
     def rewrite(ops):
         for op in ops:
-            if isinstance(op, Product) and base_name(op.out) in consumed:
+            if isinstance(op, Product) and base_name(op.out) in consumed or op in terms.values():
                 continue  # moved into the OneExample below
             if isinstance(op, Subtract) and op.delta in products:
                 product = products[op.delta]
                 a, d = base_name(product.a), base_name(product.b)
-                yield OneExample(then=(RankOne(op.param, f"{d}[0]", f"{a}[0]"),),
-                                 otherwise=(product, op))
+                then, otherwise = (RankOne(op.param, f"{d}[0]", f"{a}[0]"),), (product, op)
+                if op.delta in terms:  # plain: W decays first (ger or not); else g += R'(W)
+                    term = terms[op.delta]
+                    then, otherwise = term.then + then, (product, term, op)
+                yield OneExample(then=then, otherwise=otherwise)
             else:
                 yield op
 
     return _map_sections(step, rewrite, "rank_one_updates")
 
 
-STEP_PASSES = (schedule_updates, fold_learning_rate, bias_sums_as_products, rank_one_updates)
-GRADIENT_PASSES = (gradients_only, bias_sums_as_products)
+STEP_PASSES = (schedule_updates, fold_rate, bias_sums_as_products, rank_one_updates)

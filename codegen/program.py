@@ -25,7 +25,7 @@ from typing import Union
 import sympy as sp
 
 __all__ = ["Assign", "LayerInfo", "Buffer", "Product", "AddBias", "Compute", "Scale",
-           "Hadamard", "ColumnSums", "Update", "Subtract", "SignOf", "RankOne", "OneExample",
+           "Hadamard", "ColumnSums", "Update", "Subtract", "RankOne", "OneExample", "WhenPlain",
            "Op", "Step", "Program", "base_name", "writes"]
 
 
@@ -162,18 +162,6 @@ class ColumnSums:
 
 
 @dataclass(frozen=True)
-class SignOf:
-    """``out = sign(src)``."""
-
-    out: str
-    src: str
-
-    @property
-    def reads(self):
-        return {self.src}
-
-
-@dataclass(frozen=True)
 class Update:
     """``param <- param - eta grad`` with the gradient ``grad = (1/m) data + terms``: the
     plain program before the passes.  ``regularization`` holds (kind, strength name)."""
@@ -190,7 +178,8 @@ class Update:
 
 @dataclass(frozen=True)
 class Subtract:
-    """``param -= delta`` (after the learning-rate fusion)."""
+    """``param -= delta`` with the plain rule only (delta = eta dJ/dparam, after the rate
+    fusion): a rule with state leaves the parameters to its update."""
 
     param: str
     delta: str
@@ -203,7 +192,7 @@ class Subtract:
 
 @dataclass(frozen=True)
 class RankOne:
-    """``param -= d a^T`` for one example, in place (BLAS ger)."""
+    """``param -= d a^T`` for one example, in place (BLAS ger), with the plain rule."""
 
     param: str
     d: str
@@ -226,13 +215,25 @@ class OneExample:
         return set().union(*(s.reads for s in self.then + self.otherwise))
 
 
-Op = Union[Product, AddBias, Compute, Scale, Hadamard, ColumnSums, SignOf, Update, Subtract,
-           RankOne, OneExample]
+@dataclass(frozen=True)
+class WhenPlain:
+    """Statements for the plain rule (``then``) and for a rule with state (``otherwise``)."""
+
+    then: tuple
+    otherwise: tuple
+
+    @property
+    def reads(self):
+        return set().union(*(s.reads for s in self.then + self.otherwise))
+
+
+Op = Union[Product, AddBias, Compute, Scale, Hadamard, ColumnSums, Update, Subtract,
+           RankOne, OneExample, WhenPlain]
 
 
 def writes(op) -> set[str]:
     """The arrays a statement writes."""
-    if isinstance(op, OneExample):
+    if isinstance(op, (OneExample, WhenPlain)):
         return set().union(*(writes(s) for s in op.then + op.otherwise))
     if isinstance(op, (Update, Subtract, RankOne)):
         return {op.param}
@@ -279,7 +280,6 @@ class Program:
     per_example_loss: Assign
     backward: tuple[Assign, ...]
     gradients: tuple[tuple[str, str], ...]  # (parameter key, gradient array)
-    step: Step  # the plain step: theta <- theta - eta dJ/dtheta, fused
-    gradient_step: Step  # dJ/dtheta into the caller's arrays, for the rules with state
+    step: Step  # the training step: g = rate dJ/dtheta, and with the plain rule theta -= g
     description: dict = field(default_factory=dict)  # texts for the module's docstring
     switches: tuple[tuple[int, sp.Expr, sp.Symbol], ...] = ()  # (layer, s(z), z): kinks at s = 0

@@ -15,6 +15,7 @@ used when present for BLAS rank-one updates (one-example steps).  It never impor
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -23,7 +24,9 @@ import os
 import sys
 import tempfile
 import time
+import types
 import warnings
+import zlib
 
 import numpy as np
 
@@ -44,11 +47,12 @@ _HAVE_NUMBA = _numba_installed()  # the compiled engine is available; imported o
 
 __all__ = ["API", "ForwardCache", "TrainingDiverged", "ModelFileError", "model_file_settings",
            "Network", "Trainer", "softmax", "logsumexp", "float_dtype", "rank_one_update",
-           "one_row_product", "rank_one", "compiled", "ENGINES", "load_beside", "MISSING",
-           "is_missing", "table_columns", "encode_table", "number_specs", "NUMBER", "CATEGORY",
-           "cache_root", "cpu_model", "EngineTimes"]
+           "one_row_product", "rank_one", "unchanged", "compiled", "compiled_kernel", "ENGINES",
+           "load_beside", "MISSING", "is_missing", "table_columns", "encode_table",
+           "number_specs", "NUMBER", "CATEGORY", "cache_root", "cpu_model",
+           "EngineTimes"]
 
-API = 3  # generated modules check it: a module and a runtime of different APIs refuse to run
+API = 4  # generated modules check it: a module and a runtime of different APIs refuse to run
 ENGINES = ("auto", "numpy", "compiled")
 # numba's fast-math flags that keep infinities and NaN meaning what they mean
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -150,14 +154,22 @@ def compiled(kernel):
     if not _HAVE_NUMBA:
         return None
     if kernel not in _KERNELS:
-        module = sys.modules.get(kernel.__module__)
-        name = _cache_name(module)
+        name = _cache_module(kernel)
         if name is not None:
-            # numba's cached code imports its module by the name in the kernel's globals
-            sys.modules.setdefault(name, module)
             kernel.__globals__["__name__"] = name
         _KERNELS[kernel] = _Compiled(kernel, cache=name is not None)
     return _KERNELS[kernel]
+
+
+def _cache_module(kernel):
+    """The name (``_cache_name``) under which ``kernel``'s module is registered for numba's
+    cached code, which imports its module by the ``__name__`` of the kernel's globals; None
+    for a module that is not read from a file (no disk cache)."""
+    module = sys.modules.get(kernel.__module__)
+    name = _cache_name(module)
+    if name is not None:
+        sys.modules.setdefault(name, module)
+    return name
 
 
 def _cache_name(module):
@@ -307,6 +319,110 @@ class _Compiled:
         return result
 
 
+def compiled_kernel(kernel, rule):
+    """An epoch kernel compiled by numba with its module's ``_update`` bound to ``rule`` (a
+    ``_rules`` function, compiled too; None: the plain rule, fused into the kernel) and its
+    ``_runtime`` to the kernel helpers (``KERNEL_HELPERS``, inlined), or None without numba.
+
+    Each rule gets its own copy of the kernel, named after the rule and a checksum of its
+    code and the helpers': numba inlines the rule and drops the branches of the other case,
+    and its disk cache keeps one file per copy (a changed rule or helper is a new name, never
+    stale cached code).
+    """
+    if not _HAVE_NUMBA:
+        return None
+    if (kernel, rule) not in _KERNELS:
+        codes = [helper.__code__ for helper in KERNEL_HELPERS]
+        update = None
+        if rule is not None:
+            codes.append(rule.__code__)
+            update = compiled(rule).function
+        digest = zlib.crc32(b"".join(code.co_code + repr(code.co_consts).encode() for code in codes))
+        name = f"{kernel.__name__}_{'plain' if rule is None else rule.__name__}_{digest:08x}"
+        module = _cache_module(kernel)
+        if module is not None:  # numba finds the module by its __name__, as in compiled()
+            kernel.__globals__["__name__"] = module
+        bound = types.FunctionType(kernel.__code__, dict(kernel.__globals__, _update=update,
+                                                         _runtime=_kernel_helpers()), name)
+        bound.__qualname__, bound.__module__ = name, module or kernel.__module__
+        _KERNELS[kernel, rule] = _Compiled(bound, cache=module is not None)
+    return _KERNELS[kernel, rule]
+
+
+# ----------------------------------------------------------------------------- kernel helpers
+# What the printed epoch kernels call for the work every network's step shares: NumPy and
+# loops here (the kernel runs uncompiled too), inlined into each kernel by numba.
+
+def dot_into(a, b, out):
+    """out = a b; for one row, out[0] = bᵀ a[0] (a matrix-vector product)."""
+    if a.shape[0] == 1:
+        np.dot(b.T, a[0], out[0])
+    else:
+        np.dot(a, b, out)
+
+
+def column_sums(src, out):
+    """out[j] = sum_i src[i, j], row by row (row-major src)."""
+    for j in range(out.shape[0]):
+        out[j] = 0.0
+    for i in range(src.shape[0]):
+        for j in range(out.shape[0]):
+            out[j] += src[i, j]
+
+
+def softmax_rows(z, out):
+    """out[i, j] = exp(z[i, j]) / sum_k exp(z[i, k]), from each row's maximum (stable)."""
+    for i in range(z.shape[0]):
+        top = z[i, 0]
+        for j in range(1, z.shape[1]):
+            top = max(top, z[i, j])
+        total = 0.0
+        for j in range(z.shape[1]):
+            out[i, j] = np.exp(z[i, j] - top)
+            total += out[i, j]
+        for j in range(z.shape[1]):
+            out[i, j] /= total
+
+
+def gather_rows(X, T, order, start, A0, Y):
+    """A batch: the rows order[start : start + m] of X and T into A0 and Y (m rows each)."""
+    for i in range(A0.shape[0]):
+        A0[i, :] = X[order[start + i], :]
+        Y[i, :] = T[order[start + i], :]
+
+
+def subtract_outer(W, d, a):
+    """W -= d aᵀ in place (one example's plain step), column by column (W column-major)."""
+    for j in range(W.shape[1]):
+        for i in range(W.shape[0]):
+            W[i, j] -= d[i] * a[j]
+
+
+def subtract(W, dW):
+    """W -= dW in place, column by column (W column-major)."""
+    for j in range(W.shape[1]):
+        for i in range(W.shape[0]):
+            W[i, j] -= dW[i, j]
+
+
+KERNEL_HELPERS = (dot_into, column_sums, softmax_rows, gather_rows, subtract_outer, subtract)
+
+
+def _kernel_helpers():
+    """A module of the helpers compiled for inlining: what ``_runtime`` is inside a kernel."""
+    if not _HELPERS:
+        import numba
+
+        helpers = types.ModuleType("_backprop_derive_kernel_helpers")
+        for helper in KERNEL_HELPERS:
+            setattr(helpers, helper.__name__, numba.njit(inline="always")(helper))
+        _HELPERS.append(helpers)
+    return _HELPERS[0]
+
+
+_HELPERS: list = []  # the module _kernel_helpers makes, once
+
+
 def momentum_update(running, value, momentum):
     """PyTorch's running statistic: running <- (1 - momentum) running + momentum value."""
     running *= 1.0 - momentum
@@ -323,7 +439,6 @@ def load_beside(path, name):
     under a name made from its own path, the same in every process (numba's cached kernels
     find their module by that name)."""
     import pathlib
-    import zlib
 
     source = pathlib.Path(path).resolve().with_name(name + ".py")
     key = f"_backprop_derive_{name}_{zlib.crc32(str(source).encode()):08x}"
@@ -371,10 +486,18 @@ def one_row_product(dtype):
     return product
 
 
-def step_products(m, dtype):
+def unchanged(param, delta, out=None):
+    """The step's ``descend`` for a rule with state: nothing (the rule moves every parameter
+    after the step); for the plain rule it is np.subtract."""
+
+
+def step_products(m, dtype, rank_one=True):
     """(product, ger) for a step on m examples: np.matmul and no ger, or at m = 1 with SciPy
-    present, BLAS gemv and ger from one library (see ``one_row_product``)."""
+    present, BLAS gemv and (where ``rank_one``: the plain rule's updates) ger from one library
+    (see ``one_row_product``)."""
     ger = rank_one_update(dtype) if m == 1 else None
+    if ger is not None and not rank_one:
+        return one_row_product(dtype), None
     return (np.matmul if ger is None else one_row_product(dtype)), ger
 
 
@@ -479,16 +602,17 @@ class Network:
     """One generated network: its constants and derived functions, and all that follows.
 
     ``forward(params, X)`` -> ForwardCache, ``backward(params, cache, T)`` -> gradients for
-    dense targets T, ``per_example_loss(cache, T)`` -> (m, 1) and ``make_step(params, m,
-    dtype)`` -> (X buffer, Y buffer, step) are the module's printed functions; everything
-    here is the same for every network.
+    dense targets T, ``per_example_loss(cache, T)`` -> (m, 1), ``make_step(params, m, dtype,
+    grads, plain, order)`` -> (X buffer, Y buffer, step) and ``epoch_kernel`` (the compiled
+    engine's loops over the step's arrays, ``step.arrays``, laid out in ``kernel_order``) are
+    the module's printed functions; everything here is the same for every network.
     """
 
     def __init__(self, *, name, layer_sizes, activations, loss, labels, init, l1, l2, dtype,
                  training, probability, forward, backward, per_example_loss, make_step,
-                 make_epoch=None, make_gradient=None, make_gradient_epoch=None, optimizers=None,
-                 schedules=None, legacy_optimizers=None, compiled_max_batch=0,
-                 parameters=None, kinds=None, table=None, state=None):
+                 epoch_kernel=None, kernel_order="C", make_gradient=None, optimizers=None,
+                 schedules=None, legacy_optimizers=None, compiled_max_batch=0, parameters=None,
+                 kinds=None, table=None, state=None):
         self.name = name
         # layer kinds: each layer's kind, the parameters (key, shape, init, penalised) and
         # the running statistics (key, units, initial value); None for a dense stack
@@ -515,11 +639,12 @@ class Network:
         self.forward = forward
         self.derived_backward = backward
         self.per_example_loss = per_example_loss
+        # the training step (g = rate dJ/dtheta; the plain rule's updates fused in place)
         self.make_step = make_step
-        self.make_epoch = make_epoch  # compiled whole epochs, or None
-        # the gradient step (dJ/dtheta into the Trainer's arrays) for update rules with state
+        self.epoch_kernel = epoch_kernel  # whole epochs (any rule inside), compiled; or None
+        self.kernel_order = kernel_order  # its arrays' layout: "F" for loop kernels
+        # layer kinds: make_gradient(params, grads, m, dtype) -> (X, Y, step(X, Y, state, rng))
         self.make_gradient = make_gradient
-        self.make_gradient_epoch = make_gradient_epoch
         # name -> the printed rule: its hyperparameters' defaults, state, update functions
         self.optimizers = dict(optimizers or {})
         self.schedules = dict(schedules or {})  # name -> parameters' defaults and rate
@@ -531,6 +656,17 @@ class Network:
     @property
     def depth(self):
         return len(self.layer_sizes) - 1
+
+    def make_epoch(self, params, grads, m, dtype, rule=None):
+        """``epoch_kernel`` with ``rule`` (a ``_rules`` function; None: the plain rule) bound to
+        the arrays of a step on m examples, allocated once in the kernel's layout:
+        f(X, T, order, rate, theta, g, state, t, learning_rate, hyper) -> t; None without
+        numba."""
+        kernel = compiled_kernel(self.epoch_kernel, rule)
+        if kernel is None:
+            return None
+        _, _, step = self.make_step(params, m, dtype, grads, rule is None, self.kernel_order)
+        return functools.partial(kernel, *step.arrays)
 
     # -- parameters -------------------------------------------------------------------
     def init_params(self, seed=0, dtype=None):
@@ -903,7 +1039,7 @@ class Trainer:
             raise ValueError(f"engine='compiled' is not printed yet for layer kinds "
                              f"({', '.join(sorted(set(net.kinds) - {'dense'}))}): use "
                              "engine='numpy' or 'auto'")
-        if engine == "compiled" and (not _HAVE_NUMBA or net.make_epoch is None):
+        if engine == "compiled" and (not _HAVE_NUMBA or net.epoch_kernel is None):
             raise ValueError("engine='compiled' needs numba (pip install numba); "
                              "use engine='numpy' or 'auto'")
         self.engine = engine
@@ -1090,7 +1226,7 @@ class Trainer:
             return "numpy", "engine='numpy' was asked"
         if not _HAVE_NUMBA:
             return "numpy", "numba is not installed (pip install numba)"
-        if net.make_epoch is None:
+        if net.epoch_kernel is None:
             return "numpy", "this network has no compiled engine (layer kinds)"
         if self.engine == "compiled":
             return "compiled", "engine='compiled' was asked"
@@ -1167,9 +1303,8 @@ class Trainer:
             if net.graph:  # layer kinds: the derived backward of a training forward
                 self._steps[key] = self._graph_gradient(count)
             else:
-                self._steps[key] = (
-                    net.make_gradient(self._params, self._grads, count, self.dtype)
-                    if gradient else net.make_step(self._params, count, self.dtype))
+                self._steps[key] = net.make_step(self._params, count, self.dtype, self._grads,
+                                                 not gradient)
         return self._steps[key]
 
     def _graph_gradient(self, count):
@@ -1184,14 +1319,12 @@ class Trainer:
 
         return Xb, Yb, step
 
-    def _kernel(self, gradient, count):
-        key = ("gradient" if gradient else "plain", count)
+    def _kernel(self, rule, count):
+        key = (rule, count)
         first = key not in self._epochs
         if first:
-            net = self.network
-            self._epochs[key] = (
-                net.make_gradient_epoch(self._params, self._grads, count, self.dtype)
-                if gradient else net.make_epoch(self._params, count, self.dtype))
+            self._epochs[key] = self.network.make_epoch(self._params, self._grads, count,
+                                                        self.dtype, rule)
         return self._epochs[key], first
 
     # -- training ---------------------------------------------------------------------
@@ -1279,30 +1412,23 @@ class Trainer:
         """One pass over the data in steps of ``size``; True when ``progress`` asked to stop."""
         m = X.shape[0]
         gradient = not self.plain
-        compiled_engine = self.compiled(size)
-        if compiled_engine and not gradient:  # the epoch in a few compiled calls
-            return self._compiled_epoch(X, T, order, size, rate, progress, total)
-        update = self._update() if gradient else None
         hyper = np.array([x for value in self.hyperparameters.values()
                           for x in (value if isinstance(value, tuple) else (value,))])
-        rows = np.arange(m) if order is None else order
-        lr = self.dtype.type(rate)
+        if self.compiled(size):  # the epoch in a few compiled calls, the rule inside
+            return self._compiled_epoch(X, T, order, size, rate, gradient, hyper, progress,
+                                        total)
+        update = self._update() if gradient else None
+        # the step writes g = scale dJ/dtheta: eta g for the plain rule (which it applies)
+        scale = 1.0 if gradient else rate
         for done, start in enumerate(range(0, m, size), start=1):
             stop = min(start + size, m)
-            if compiled_engine:  # the gradient kernel on this batch's rows
-                kernel, first = self._kernel(True, stop - start)
-                started = time.perf_counter()
-                kernel(X, T, rows[start:stop], lr)
-                if first:
-                    self.first_call_seconds += time.perf_counter() - started
-            else:
-                Xb, Yb, step = self._numpy_step(gradient, stop - start)
-                if order is None:  # contiguous slices, no copy
-                    step(X[start:stop], T[start:stop], rate)
-                else:  # gather the shuffled rows into the step's buffers
-                    np.take(X, order[start:stop], axis=0, out=Xb, mode="clip")
-                    np.take(T, order[start:stop], axis=0, out=Yb, mode="clip")
-                    step(Xb, Yb, rate)
+            Xb, Yb, step = self._numpy_step(gradient, stop - start)
+            if order is None:  # contiguous slices, no copy
+                step(X[start:stop], T[start:stop], scale)
+            else:  # gather the shuffled rows into the step's buffers
+                np.take(X, order[start:stop], axis=0, out=Xb, mode="clip")
+                np.take(T, order[start:stop], axis=0, out=Yb, mode="clip")
+                step(Xb, Yb, scale)
             self.t += 1  # every rule's steps are counted, the plain one's too
             if gradient:
                 update(self._flat, self._gflat, self._state, self.t, rate, hyper)
@@ -1310,29 +1436,33 @@ class Trainer:
                 return True
         return False
 
-    def _compiled_epoch(self, X, T, order, size, rate, progress, total, calls=16):
+    def _compiled_epoch(self, X, T, order, size, rate, gradient, hyper, progress, total,
+                        calls=16):
         """The full batches in at most ``calls`` compiled calls (consecutive runs of batches:
         the same updates as one call), ``progress`` told after each, then the last partial
-        batch; True when ``progress`` asked to stop (after the call it was told of)."""
+        batch; True when ``progress`` asked to stop (after the call it was told of).  A rule
+        with state is applied inside the kernel after each batch (the kernel counts t)."""
         m = X.shape[0]
         order = np.arange(m) if order is None else order
         full = m - m % size
         batches = full // size
         step = max(1, -(-batches // calls))
-        done = 0
         runs = [(size, order[start * size:min(start + step, batches) * size])
                 for start in range(0, batches, step)]
         if m > full:
             runs.append((m - full, order[full:]))
+        rule = self.network.optimizers[self.optimizer]["update"] if gradient else None
+        lr = self.dtype.type(rate)
+        scale = self.dtype.type(1.0) if gradient else lr
+        done = 0
         for count, rows in runs:
-            kernel, first = self._kernel(False, count)
+            kernel, first = self._kernel(rule, count)
             started = time.perf_counter()
-            kernel(X, T, rows, self.dtype.type(rate))
+            self.t = kernel(X, T, rows, scale, self._flat, self._gflat, self._state, self.t, lr,
+                            hyper)
             if first:
                 self.first_call_seconds += time.perf_counter() - started
-            steps = rows.shape[0] // count
-            self.t += steps
-            done += steps
+            done += rows.shape[0] // count
             if progress is not None and progress(self.epoch + 1, done, total):
                 return True
         return False

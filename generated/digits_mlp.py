@@ -16,8 +16,6 @@ Loss: categorical_crossentropy; per example l = sum_k(-log(a_k)*y_k),
 J = (1/m) sum over the batch of l + (0.001/2) sum_l ||W_l||^2.
 """
 
-import functools
-
 import numpy as np
 
 try:
@@ -31,8 +29,8 @@ except ImportError:  # loaded from its file path, outside its package: the files
     _runtime = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(_runtime)
     _rules = _runtime.load_beside(__file__, "_rules")
-if _runtime.API != 3 or _rules.API != 3:
-    raise ImportError(f"{__name__} needs _runtime.py and _rules.py of API 3: regenerate")
+if _runtime.API != 4 or _rules.API != 4:
+    raise ImportError(f"{__name__} needs _runtime.py and _rules.py of API 4: regenerate")
 
 LAYER_SIZES = (64, 128, 64, 10)
 ACTIVATIONS = ('relu', 'relu', 'softmax')
@@ -41,15 +39,10 @@ L1 = 0.0
 L2 = 0.001
 DTYPE = np.float32
 INIT = ('he', 'he', 'xavier')
-TRAINING = {'optimizer': 'adam',
- 'learning_rate': 0.001,
- 'batch_size': 32,
- 'epochs': 30,
- 'shuffle': True,
- 'seed': 0,
- 'hyperparameters': {'betas': (0.9, 0.999), 'eps': 1e-08, 'weight_decay': 0.0},
- 'schedule': {'name': 'constant'},
- 'early_stopping': None}
+TRAINING = {'optimizer': 'adam', 'learning_rate': 0.001, 'batch_size': 32, 'epochs': 30,
+            'shuffle': True, 'seed': 0,
+            'hyperparameters': {'betas': (0.9, 0.999), 'eps': 1e-08, 'weight_decay': 0.0},
+            'schedule': {'name': 'constant'}, 'early_stopping': None}
 
 
 def forward(params, X, training=False, state=None, rng=None):
@@ -127,288 +120,29 @@ def _backward(params, cache, Y):
     return {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2, "W3": dW3, "b3": db3}
 
 
-def _make_step(params, m, dtype):
-    """One plain descent step on m examples in buffers allocated here once (the Trainer's
-    hot path for theta <- theta - eta dJ/dtheta).
+def _make_step(params, m, dtype, grads=None, plain=True, order="C"):
+    """One training step on m examples, every update rule's, in buffers allocated here once
+    (a batch's in ``order``: the epoch kernel's layout); the Trainer's hot path.
 
-    The formulas of forward() and backward() with ``out=``; passes applied:
-    schedule_updates, fold_learning_rate, bias_sums_as_products, rank_one_updates.
-    Returns (X, Y, step): buffers for a gathered batch, and step(X, Y, learning_rate).
+    step(X, Y, rate) writes g = rate dJ/dtheta into ``grads`` (the Trainer's arrays; its own
+    when None); with ``plain`` (theta <- theta - eta g: rate = eta) it also subtracts each g
+    as soon as nothing reads its parameter; a rule with state (rate = 1) moves every
+    parameter afterwards (_rules).  forward() and backward() with ``out=``; passes:
+    schedule_updates, fold_rate, bias_sums_as_products, rank_one_updates.
+    Returns (X, Y, step): a gathered batch's buffers, and step; step.arrays: _epoch_kernel's.
     """
     W1, b1 = params["W1"], params["b1"]
     W2, b2 = params["W2"], params["b2"]
     W3, b3 = params["W3"], params["b3"]
-    X = np.empty((m, 64), dtype)
-    Y = np.empty((m, 10), dtype)
-    Z1, A1, D1, G1 = (np.empty((m, 128), dtype) for _ in range(4))
-    dW1 = np.empty_like(W1)
-    db1 = np.empty_like(b1)
-    Z2, A2, D2, G2 = (np.empty((m, 64), dtype) for _ in range(4))
-    dW2 = np.empty_like(W2)
-    db2 = np.empty_like(b2)
-    Z3, A3, D3 = (np.empty((m, 10), dtype) for _ in range(3))
-    dW3 = np.empty_like(W3)
-    db3 = np.empty_like(b3)
-    ones = np.ones((m,), dtype)
-    t0_k0 = np.full((m, 128), 0.0, dtype)
-    t1_k0 = np.full((m, 64), 0.0, dtype)
-    t2_c0 = np.empty((m, 1), dtype)
-    t2_u0 = np.empty((10, m), dtype)
-    t2_ones = np.ones((10, 1), dtype)
-    product, ger = _runtime.step_products(m, dtype)
-    if ger is not None:  # row views of the one example's arrays, for the rank-one updates
-        rank_one = _runtime.rank_one
-        D3_row, A2_row, D2_row, A1_row, D1_row = D3[0], A2[0], D2[0], A1[0], D1[0]
-
-    def step(A0, Y, learning_rate):
-        # Layer 1 (64 -> 128): Z1 = A0 W1ᵀ + b1, A1 = relu(Z1)
-        product(A0, W1.T, out=Z1)
-        np.add(Z1, b1, out=Z1)
-        # A1 = {0 if Z1 <= 0; Z1 otherwise}
-        np.maximum(Z1, t0_k0, out=A1)
-        # Layer 2 (128 -> 64): Z2 = A1 W2ᵀ + b2, A2 = relu(Z2)
-        product(A1, W2.T, out=Z2)
-        np.add(Z2, b2, out=Z2)
-        # A2 = {0 if Z2 <= 0; Z2 otherwise}
-        np.maximum(Z2, t1_k0, out=A2)
-        # Layer 3 (64 -> 10): Z3 = A2 W3ᵀ + b3, A3 = softmax(Z3)
-        product(A2, W3.T, out=Z3)
-        np.add(Z3, b3, out=Z3)
-        # A3 = exp(Z3_i)/sum_k(exp(Z3_k))
-        np.copyto(t2_u0, Z3.T)
-        np.max(t2_u0, axis=0, keepdims=True, out=t2_c0.T)
-        np.subtract(Z3, t2_c0, out=A3)
-        np.exp(A3, out=A3)
-        product(A3, t2_ones, out=t2_c0)
-        np.divide(A3, t2_c0, out=A3)
-        # output error: D3 = dl/dZ3
-        # D3 = A3_j - Y_j
-        np.subtract(A3, Y, out=D3)
-        np.multiply(D3, learning_rate / m, out=D3)  # scaled: D3 = (learning_rate / m) dl/dZ
-        # Layer 3 (64 -> 10): dJ/dW3 = D3ᵀ A2, dJ/db3 = column sums of D3
-        product(D3, W3, out=D2)  # W3ᵀ delta3
-        np.multiply(W3, 1.0 - learning_rate * L2, out=W3)  # l2: W - eta L2 W
-        if ger is None:
-            np.matmul(A2.T, D3, out=dW3.T)  # dW^T = A^T D: written in W's layout
-            np.subtract(W3, dW3, out=W3)
-        else:
-            rank_one(ger, W3, D3_row, A2_row)
-        product(ones, D3, out=db3)  # column sums as a product
-        np.subtract(b3, db3, out=b3)
-        # G2 = {0 if A2 <= 0; 1 otherwise}
-        np.greater(A2, 0.0, out=G2)
-        np.multiply(D2, G2, out=D2)
-        # Layer 2 (128 -> 64): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
-        product(D2, W2, out=D1)  # W2ᵀ delta2
-        np.multiply(W2, 1.0 - learning_rate * L2, out=W2)  # l2: W - eta L2 W
-        if ger is None:
-            np.matmul(A1.T, D2, out=dW2.T)  # dW^T = A^T D: written in W's layout
-            np.subtract(W2, dW2, out=W2)
-        else:
-            rank_one(ger, W2, D2_row, A1_row)
-        product(ones, D2, out=db2)  # column sums as a product
-        np.subtract(b2, db2, out=b2)
-        # G1 = {0 if A1 <= 0; 1 otherwise}
-        np.greater(A1, 0.0, out=G1)
-        np.multiply(D1, G1, out=D1)
-        # Layer 1 (64 -> 128): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
-        np.multiply(W1, 1.0 - learning_rate * L2, out=W1)  # l2: W - eta L2 W
-        if ger is None:
-            np.matmul(A0.T, D1, out=dW1.T)  # dW^T = A^T D: written in W's layout
-            np.subtract(W1, dW1, out=W1)
-        else:
-            rank_one(ger, W1, D1_row, A0[0])
-        product(ones, D1, out=db1)  # column sums as a product
-        np.subtract(b1, db1, out=b1)
-
-    return X, Y, step
-
-
-def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, G2, dW2, db2, Z3, A3, D3, dW3, db3, X, T, order, learning_rate):
-    """_make_step's statements as loops over every full batch of order (compiled by numba).
-
-    Batch b takes the rows order[b m : (b + 1) m] of X and T; m is the buffers' row count.
-    """
-    m = A0.shape[0]
-    _f1 = learning_rate / m
-    _f2 = 1.0 - learning_rate * L2
-    for batch in range(order.shape[0] // m):
-        for i in range(m):
-            A0[i, :] = X[order[batch * m + i], :]
-            Y[i, :] = T[order[batch * m + i], :]
-        # Layer 1 (64 -> 128): Z1 = A0 W1ᵀ + b1, A1 = relu(Z1)
-        if m == 1:
-            np.dot(W1, A0[0], Z1[0])
-        else:
-            np.dot(A0, W1.T, Z1)
-        for i in range(m):
-            for j in range(128):
-                Z1[i, j] += b1[j]
-                A1[i, j] = (0 if Z1[i, j] <= 0 else Z1[i, j])
-        # Layer 2 (128 -> 64): Z2 = A1 W2ᵀ + b2, A2 = relu(Z2)
-        if m == 1:
-            np.dot(W2, A1[0], Z2[0])
-        else:
-            np.dot(A1, W2.T, Z2)
-        for i in range(m):
-            for j in range(64):
-                Z2[i, j] += b2[j]
-                A2[i, j] = (0 if Z2[i, j] <= 0 else Z2[i, j])
-        # Layer 3 (64 -> 10): Z3 = A2 W3ᵀ + b3, A3 = softmax(Z3)
-        if m == 1:
-            np.dot(W3, A2[0], Z3[0])
-        else:
-            np.dot(A2, W3.T, Z3)
-        for i in range(m):
-            for j in range(10):
-                Z3[i, j] += b3[j]
-        for i in range(m):
-            _s1 = Z3[i, 0]
-            for j in range(1, 10):
-                _s1 = max(_s1, Z3[i, j])
-            _s2 = 0.0
-            for j in range(10):
-                A3[i, j] = np.exp(Z3[i, j] - _s1)
-                _s2 += A3[i, j]
-            for j in range(10):
-                A3[i, j] /= _s2
-        # output error: D3 = dl/dZ3
-        for i in range(m):
-            for j in range(10):
-                D3[i, j] = A3[i, j] - Y[i, j]
-                D3[i, j] *= _f1
-        # Layer 3 (64 -> 10): dJ/dW3 = D3ᵀ A2, dJ/db3 = column sums of D3
-        if m == 1:
-            np.dot(W3.T, D3[0], D2[0])
-        else:
-            np.dot(D3, W3, D2)
-        for j in range(64):
-            for i in range(10):
-                W3[i, j] *= _f2
-        if m == 1:
-            for j in range(64):
-                for i in range(10):
-                    W3[i, j] -= D3[0, i] * A2[0, j]
-        else:
-            np.dot(A2.T, D3, dW3.T)
-            for j in range(64):
-                for i in range(10):
-                    W3[i, j] -= dW3[i, j]
-        for j in range(10):
-            db3[j] = 0.0
-        for i in range(m):
-            for j in range(10):
-                db3[j] += D3[i, j]
-        for j in range(10):
-            b3[j] -= db3[j]
-        for i in range(m):
-            for j in range(64):
-                G2[i, j] = (0 if A2[i, j] <= 0 else 1)
-                D2[i, j] *= G2[i, j]
-        # Layer 2 (128 -> 64): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
-        if m == 1:
-            np.dot(W2.T, D2[0], D1[0])
-        else:
-            np.dot(D2, W2, D1)
-        for j in range(128):
-            for i in range(64):
-                W2[i, j] *= _f2
-        if m == 1:
-            for j in range(128):
-                for i in range(64):
-                    W2[i, j] -= D2[0, i] * A1[0, j]
-        else:
-            np.dot(A1.T, D2, dW2.T)
-            for j in range(128):
-                for i in range(64):
-                    W2[i, j] -= dW2[i, j]
-        for j in range(64):
-            db2[j] = 0.0
-        for i in range(m):
-            for j in range(64):
-                db2[j] += D2[i, j]
-        for j in range(64):
-            b2[j] -= db2[j]
-        for i in range(m):
-            for j in range(128):
-                G1[i, j] = (0 if A1[i, j] <= 0 else 1)
-                D1[i, j] *= G1[i, j]
-        # Layer 1 (64 -> 128): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
-        for j in range(64):
-            for i in range(128):
-                W1[i, j] *= _f2
-        if m == 1:
-            for j in range(64):
-                for i in range(128):
-                    W1[i, j] -= D1[0, i] * A0[0, j]
-        else:
-            np.dot(A0.T, D1, dW1.T)
-            for j in range(64):
-                for i in range(128):
-                    W1[i, j] -= dW1[i, j]
-        for j in range(128):
-            db1[j] = 0.0
-        for i in range(m):
-            for j in range(128):
-                db1[j] += D1[i, j]
-        for j in range(128):
-            b1[j] -= db1[j]
-
-
-def _make_epoch(params, m, dtype):
-    """_epoch_kernel bound to buffers allocated once: f(X, T, order, learning_rate) with
-    learning_rate of the dtype, or None without numba."""
-    kernel = _runtime.compiled(_epoch_kernel)
-    if kernel is None:
-        return None
-    W1, b1 = params["W1"], params["b1"]
-    W2, b2 = params["W2"], params["b2"]
-    W3, b3 = params["W3"], params["b3"]
-    A0 = np.empty((m, 64), dtype)
-    Y = np.empty((m, 10), dtype)
-    Z1 = np.empty((m, 128), dtype)
-    A1 = np.empty((m, 128), dtype)
-    D1 = np.empty((m, 128), dtype)
-    G1 = np.empty((m, 128), dtype)
-    dW1 = np.empty_like(W1)
-    db1 = np.empty_like(b1)
-    Z2 = np.empty((m, 64), dtype)
-    A2 = np.empty((m, 64), dtype)
-    D2 = np.empty((m, 64), dtype)
-    G2 = np.empty((m, 64), dtype)
-    dW2 = np.empty_like(W2)
-    db2 = np.empty_like(b2)
-    Z3 = np.empty((m, 10), dtype)
-    A3 = np.empty((m, 10), dtype)
-    D3 = np.empty((m, 10), dtype)
-    dW3 = np.empty_like(W3)
-    db3 = np.empty_like(b3)
-    return functools.partial(kernel, W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, G2, dW2, db2, Z3, A3, D3, dW3, db3)
-
-
-def _make_gradient(params, grads, m, dtype):
-    """dJ/dtheta on m examples into ``grads`` (the Trainer's arrays), for update rules with
-    state; buffers allocated here once.
-
-    The formulas of forward() and backward() with ``out=``; passes applied:
-    gradients_only, bias_sums_as_products.
-    Returns (X, Y, gradient): buffers for a gathered batch, and gradient(X, Y, learning_rate)
-    (the rate is not used: the rule applies it).
-    """
-    W1, b1 = params["W1"], params["b1"]
-    W2, b2 = params["W2"], params["b2"]
-    W3, b3 = params["W3"], params["b3"]
-    X = np.empty((m, 64), dtype)
-    Y = np.empty((m, 10), dtype)
-    Z1, A1, D1, G1 = (np.empty((m, 128), dtype) for _ in range(4))
-    dW1 = grads['W1']
-    db1 = grads['b1']
-    Z2, A2, D2, G2 = (np.empty((m, 64), dtype) for _ in range(4))
-    dW2 = grads['W2']
-    db2 = grads['b2']
-    Z3, A3, D3 = (np.empty((m, 10), dtype) for _ in range(3))
-    dW3 = grads['W3']
-    db3 = grads['b3']
+    grads = {key: np.empty_like(value) for key, value in params.items()} if grads is None else grads
+    X = np.empty((m, 64), dtype, order)
+    Y = np.empty((m, 10), dtype, order)
+    Z1, A1, D1, G1 = (np.empty((m, 128), dtype, order) for _ in range(4))
+    dW1, db1 = grads['W1'], grads['b1']
+    Z2, A2, D2, G2 = (np.empty((m, 64), dtype, order) for _ in range(4))
+    dW2, db2 = grads['W2'], grads['b2']
+    Z3, A3, D3 = (np.empty((m, 10), dtype, order) for _ in range(3))
+    dW3, db3 = grads['W3'], grads['b3']
     ones = np.ones((m,), dtype)
     t0_k0 = np.full((m, 128), 0.0, dtype)
     t1_k0 = np.full((m, 64), 0.0, dtype)
@@ -418,9 +152,13 @@ def _make_gradient(params, grads, m, dtype):
     t3_f0 = np.empty_like(W3)
     t4_f0 = np.empty_like(W2)
     t5_f0 = np.empty_like(W1)
-    product, ger = _runtime.step_products(m, dtype)
+    product, ger = _runtime.step_products(m, dtype, rank_one=plain)
+    descend = np.subtract if plain else _runtime.unchanged  # the plain rule's updates
+    if ger is not None:  # row views of the one example's arrays, for the rank-one updates
+        rank_one = _runtime.rank_one
+        D3_row, A2_row, D2_row, A1_row, D1_row = D3[0], A2[0], D2[0], A1[0], D1[0]
 
-    def step(A0, Y, learning_rate):
+    def step(A0, Y, rate):
         # Layer 1 (64 -> 128): Z1 = A0 W1ᵀ + b1, A1 = relu(Z1)
         product(A0, W1.T, out=Z1)
         np.add(Z1, b1, out=Z1)
@@ -444,181 +182,190 @@ def _make_gradient(params, grads, m, dtype):
         # output error: D3 = dl/dZ3
         # D3 = A3_j - Y_j
         np.subtract(A3, Y, out=D3)
-        np.multiply(D3, 1.0 / m, out=D3)  # scaled: D3 = (1 / m) dl/dZ
+        np.multiply(D3, rate / m, out=D3)  # scaled: D3 = (rate / m) dl/dZ
         # Layer 3 (64 -> 10): dJ/dW3 = D3ᵀ A2, dJ/db3 = column sums of D3
         product(D3, W3, out=D2)  # W3ᵀ delta3
-        np.matmul(A2.T, D3, out=dW3.T)  # dW^T = A^T D: written in W's layout
+        if ger is None:
+            np.matmul(A2.T, D3, out=dW3.T)  # dW^T = A^T D: written in W's layout
+            if plain:
+                np.multiply(W3, 1.0 - rate * L2, out=W3)  # l2: W - eta L2 W
+            else:
+                # dW3 = L2*rate*W3 + dW3
+                np.multiply(L2, rate, out=t3_f0)
+                np.multiply(t3_f0, W3, out=t3_f0)
+                np.add(t3_f0, dW3, out=t3_f0)
+                np.copyto(dW3, t3_f0)
+            descend(W3, dW3, out=W3)
+        else:
+            np.multiply(W3, 1.0 - rate * L2, out=W3)  # l2: W - eta L2 W
+            rank_one(ger, W3, D3_row, A2_row)
         product(ones, D3, out=db3)  # column sums as a product
+        descend(b3, db3, out=b3)
         # G2 = {0 if A2 <= 0; 1 otherwise}
         np.greater(A2, 0.0, out=G2)
         np.multiply(D2, G2, out=D2)
         # Layer 2 (128 -> 64): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
         product(D2, W2, out=D1)  # W2ᵀ delta2
-        np.matmul(A1.T, D2, out=dW2.T)  # dW^T = A^T D: written in W's layout
+        if ger is None:
+            np.matmul(A1.T, D2, out=dW2.T)  # dW^T = A^T D: written in W's layout
+            if plain:
+                np.multiply(W2, 1.0 - rate * L2, out=W2)  # l2: W - eta L2 W
+            else:
+                # dW2 = L2*rate*W2 + dW2
+                np.multiply(L2, rate, out=t4_f0)
+                np.multiply(t4_f0, W2, out=t4_f0)
+                np.add(t4_f0, dW2, out=t4_f0)
+                np.copyto(dW2, t4_f0)
+            descend(W2, dW2, out=W2)
+        else:
+            np.multiply(W2, 1.0 - rate * L2, out=W2)  # l2: W - eta L2 W
+            rank_one(ger, W2, D2_row, A1_row)
         product(ones, D2, out=db2)  # column sums as a product
+        descend(b2, db2, out=b2)
         # G1 = {0 if A1 <= 0; 1 otherwise}
         np.greater(A1, 0.0, out=G1)
         np.multiply(D1, G1, out=D1)
         # Layer 1 (64 -> 128): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
-        np.matmul(A0.T, D1, out=dW1.T)  # dW^T = A^T D: written in W's layout
+        if ger is None:
+            np.matmul(A0.T, D1, out=dW1.T)  # dW^T = A^T D: written in W's layout
+            if plain:
+                np.multiply(W1, 1.0 - rate * L2, out=W1)  # l2: W - eta L2 W
+            else:
+                # dW1 = L2*rate*W1 + dW1
+                np.multiply(L2, rate, out=t5_f0)
+                np.multiply(t5_f0, W1, out=t5_f0)
+                np.add(t5_f0, dW1, out=t5_f0)
+                np.copyto(dW1, t5_f0)
+            descend(W1, dW1, out=W1)
+        else:
+            np.multiply(W1, 1.0 - rate * L2, out=W1)  # l2: W - eta L2 W
+            rank_one(ger, W1, D1_row, A0[0])
         product(ones, D1, out=db1)  # column sums as a product
-        # regularisation: dJ/dW += dR/dW
-        # dW3 = L2*W3 + dW3
-        np.multiply(L2, W3, out=t3_f0)
-        np.add(t3_f0, dW3, out=t3_f0)
-        np.copyto(dW3, t3_f0)
-        # dW2 = L2*W2 + dW2
-        np.multiply(L2, W2, out=t4_f0)
-        np.add(t4_f0, dW2, out=t4_f0)
-        np.copyto(dW2, t4_f0)
-        # dW1 = L2*W1 + dW1
-        np.multiply(L2, W1, out=t5_f0)
-        np.add(t5_f0, dW1, out=t5_f0)
-        np.copyto(dW1, t5_f0)
+        descend(b1, db1, out=b1)
 
+    step.arrays = (W1, b1, W2, b2, W3, b3, X, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, G2, dW2,
+        db2, Z3, A3, D3, dW3, db3)
     return X, Y, step
 
 
-def _gradient_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, G2, dW2, db2, Z3, A3, D3, dW3, db3, X, T, order, learning_rate):
-    """_make_gradient's statements as loops over every full batch of order (compiled by numba).
+_update = None  # the rule _epoch_kernel applies after each batch: _runtime.compiled_kernel binds it
 
-    Batch b takes the rows order[b m : (b + 1) m] of X and T; m is the buffers' row count.
-    """
+
+def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, G2, dW2, db2, Z3, A3, D3, dW3, db3, X, T, order, rate, theta, g, state, t, learning_rate, hyper):
+    """_make_step's statements as loops over every full batch of order (compiled by numba);
+    returns t.  With _update None (the plain rule) each gradient is subtracted as it is made;
+    else _update(theta, g, state, t, learning_rate, hyper) moves every parameter after each."""
     m = A0.shape[0]
-    _f1 = 1.0 / m
+    _f1 = rate / m
+    _f2 = 1.0 - rate * L2
     for batch in range(order.shape[0] // m):
-        for i in range(m):
-            A0[i, :] = X[order[batch * m + i], :]
-            Y[i, :] = T[order[batch * m + i], :]
+        _runtime.gather_rows(X, T, order, batch * m, A0, Y)
         # Layer 1 (64 -> 128): Z1 = A0 W1ᵀ + b1, A1 = relu(Z1)
-        if m == 1:
-            np.dot(W1, A0[0], Z1[0])
-        else:
-            np.dot(A0, W1.T, Z1)
+        _runtime.dot_into(A0, W1.T, Z1)
         for i in range(m):
             for j in range(128):
                 Z1[i, j] += b1[j]
                 A1[i, j] = (0 if Z1[i, j] <= 0 else Z1[i, j])
         # Layer 2 (128 -> 64): Z2 = A1 W2ᵀ + b2, A2 = relu(Z2)
-        if m == 1:
-            np.dot(W2, A1[0], Z2[0])
-        else:
-            np.dot(A1, W2.T, Z2)
+        _runtime.dot_into(A1, W2.T, Z2)
         for i in range(m):
             for j in range(64):
                 Z2[i, j] += b2[j]
                 A2[i, j] = (0 if Z2[i, j] <= 0 else Z2[i, j])
         # Layer 3 (64 -> 10): Z3 = A2 W3ᵀ + b3, A3 = softmax(Z3)
-        if m == 1:
-            np.dot(W3, A2[0], Z3[0])
-        else:
-            np.dot(A2, W3.T, Z3)
+        _runtime.dot_into(A2, W3.T, Z3)
         for i in range(m):
             for j in range(10):
                 Z3[i, j] += b3[j]
-        for i in range(m):
-            _s1 = Z3[i, 0]
-            for j in range(1, 10):
-                _s1 = max(_s1, Z3[i, j])
-            _s2 = 0.0
-            for j in range(10):
-                A3[i, j] = np.exp(Z3[i, j] - _s1)
-                _s2 += A3[i, j]
-            for j in range(10):
-                A3[i, j] /= _s2
+        _runtime.softmax_rows(Z3, A3)
         # output error: D3 = dl/dZ3
         for i in range(m):
             for j in range(10):
                 D3[i, j] = A3[i, j] - Y[i, j]
                 D3[i, j] *= _f1
         # Layer 3 (64 -> 10): dJ/dW3 = D3ᵀ A2, dJ/db3 = column sums of D3
-        if m == 1:
-            np.dot(W3.T, D3[0], D2[0])
+        _runtime.dot_into(D3, W3, D2)
+        if m == 1 and _update is None:
+            for j in range(64):
+                for i in range(10):
+                    W3[i, j] *= _f2
+            _runtime.subtract_outer(W3, D3[0], A2[0])
         else:
-            np.dot(D3, W3, D2)
-        np.dot(A2.T, D3, dW3.T)
+            np.dot(A2.T, D3, dW3.T)
+            if _update is None:
+                for j in range(64):
+                    for i in range(10):
+                        W3[i, j] *= _f2
+            else:
+                for j in range(64):
+                    for i in range(10):
+                        dW3[i, j] = L2*rate*W3[i, j] + dW3[i, j]
+            if _update is None: _runtime.subtract(W3, dW3)
+        _runtime.column_sums(D3, db3)
         for j in range(10):
-            db3[j] = 0.0
-        for i in range(m):
-            for j in range(10):
-                db3[j] += D3[i, j]
+            if _update is None: b3[j] -= db3[j]
         for i in range(m):
             for j in range(64):
                 G2[i, j] = (0 if A2[i, j] <= 0 else 1)
                 D2[i, j] *= G2[i, j]
         # Layer 2 (128 -> 64): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
-        if m == 1:
-            np.dot(W2.T, D2[0], D1[0])
+        _runtime.dot_into(D2, W2, D1)
+        if m == 1 and _update is None:
+            for j in range(128):
+                for i in range(64):
+                    W2[i, j] *= _f2
+            _runtime.subtract_outer(W2, D2[0], A1[0])
         else:
-            np.dot(D2, W2, D1)
-        np.dot(A1.T, D2, dW2.T)
+            np.dot(A1.T, D2, dW2.T)
+            if _update is None:
+                for j in range(128):
+                    for i in range(64):
+                        W2[i, j] *= _f2
+            else:
+                for j in range(128):
+                    for i in range(64):
+                        dW2[i, j] = L2*rate*W2[i, j] + dW2[i, j]
+            if _update is None: _runtime.subtract(W2, dW2)
+        _runtime.column_sums(D2, db2)
         for j in range(64):
-            db2[j] = 0.0
-        for i in range(m):
-            for j in range(64):
-                db2[j] += D2[i, j]
+            if _update is None: b2[j] -= db2[j]
         for i in range(m):
             for j in range(128):
                 G1[i, j] = (0 if A1[i, j] <= 0 else 1)
                 D1[i, j] *= G1[i, j]
         # Layer 1 (64 -> 128): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
-        np.dot(A0.T, D1, dW1.T)
+        if m == 1 and _update is None:
+            for j in range(64):
+                for i in range(128):
+                    W1[i, j] *= _f2
+            _runtime.subtract_outer(W1, D1[0], A0[0])
+        else:
+            np.dot(A0.T, D1, dW1.T)
+            if _update is None:
+                for j in range(64):
+                    for i in range(128):
+                        W1[i, j] *= _f2
+            else:
+                for j in range(64):
+                    for i in range(128):
+                        dW1[i, j] = L2*rate*W1[i, j] + dW1[i, j]
+            if _update is None: _runtime.subtract(W1, dW1)
+        _runtime.column_sums(D1, db1)
         for j in range(128):
-            db1[j] = 0.0
-        for i in range(m):
-            for j in range(128):
-                db1[j] += D1[i, j]
-        # regularisation: dJ/dW += dR/dW
-        for j in range(64):
-            for i in range(10):
-                dW3[i, j] = L2*W3[i, j] + dW3[i, j]
-        for j in range(128):
-            for i in range(64):
-                dW2[i, j] = L2*W2[i, j] + dW2[i, j]
-        for j in range(64):
-            for i in range(128):
-                dW1[i, j] = L2*W1[i, j] + dW1[i, j]
-
-
-def _make_gradient_epoch(params, grads, m, dtype):
-    """_gradient_kernel bound to buffers allocated once: f(X, T, order, learning_rate) with
-    learning_rate of the dtype, or None without numba."""
-    kernel = _runtime.compiled(_gradient_kernel)
-    if kernel is None:
-        return None
-    W1, b1 = params["W1"], params["b1"]
-    W2, b2 = params["W2"], params["b2"]
-    W3, b3 = params["W3"], params["b3"]
-    A0 = np.empty((m, 64), dtype)
-    Y = np.empty((m, 10), dtype)
-    Z1 = np.empty((m, 128), dtype)
-    A1 = np.empty((m, 128), dtype)
-    D1 = np.empty((m, 128), dtype)
-    G1 = np.empty((m, 128), dtype)
-    dW1 = grads['W1']
-    db1 = grads['b1']
-    Z2 = np.empty((m, 64), dtype)
-    A2 = np.empty((m, 64), dtype)
-    D2 = np.empty((m, 64), dtype)
-    G2 = np.empty((m, 64), dtype)
-    dW2 = grads['W2']
-    db2 = grads['b2']
-    Z3 = np.empty((m, 10), dtype)
-    A3 = np.empty((m, 10), dtype)
-    D3 = np.empty((m, 10), dtype)
-    dW3 = grads['W3']
-    db3 = grads['b3']
-    return functools.partial(kernel, W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, G2, dW2, db2, Z3, A3, D3, dW3, db3)
+            if _update is None: b1[j] -= db1[j]
+        t += 1
+        if _update is not None:
+            _update(theta, g, state, t, learning_rate, hyper)
+    return t
 
 
 NETWORK = _runtime.Network(
     name="digits_mlp", layer_sizes=LAYER_SIZES, activations=ACTIVATIONS, loss=LOSS,
     labels="categorical", init=INIT, l1=L1, l2=L2, dtype=DTYPE, training=TRAINING,
     probability=True, forward=forward, backward=_backward,
-    per_example_loss=_per_example_loss, make_step=_make_step, make_epoch=_make_epoch,
-    make_gradient=_make_gradient, make_gradient_epoch=_make_gradient_epoch,
-    optimizers=_rules.OPTIMIZERS, schedules=_rules.SCHEDULES,
-    legacy_optimizers={'batch': 'full', 'minibatch': None},
+    per_example_loss=_per_example_loss, make_step=_make_step, epoch_kernel=_epoch_kernel,
+    kernel_order="C", optimizers=_rules.OPTIMIZERS,
+    schedules=_rules.SCHEDULES, legacy_optimizers={'batch': 'full', 'minibatch': None},
     compiled_max_batch=1)
 TASK = NETWORK.task  # classification | binary | regression
 ForwardCache, TrainingDiverged = _runtime.ForwardCache, _runtime.TrainingDiverged

@@ -15,8 +15,6 @@ Loss: binary_crossentropy; per example l = sum_k(-(1 - y_k)*log(1 - a_k) - log(a
 J = (1/m) sum over the batch of l.
 """
 
-import functools
-
 import numpy as np
 
 try:
@@ -30,8 +28,8 @@ except ImportError:  # loaded from its file path, outside its package: the files
     _runtime = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(_runtime)
     _rules = _runtime.load_beside(__file__, "_rules")
-if _runtime.API != 3 or _rules.API != 3:
-    raise ImportError(f"{__name__} needs _runtime.py and _rules.py of API 3: regenerate")
+if _runtime.API != 4 or _rules.API != 4:
+    raise ImportError(f"{__name__} needs _runtime.py and _rules.py of API 4: regenerate")
 
 LAYER_SIZES = (4, 4, 1)
 ACTIVATIONS = ('sigmoid', 'sigmoid')
@@ -40,15 +38,10 @@ L1 = 0.0
 L2 = 0.0
 DTYPE = np.float32
 INIT = ('xavier', 'xavier')
-TRAINING = {'optimizer': 'adam',
- 'learning_rate': 0.001,
- 'batch_size': 32,
- 'epochs': 200,
- 'shuffle': True,
- 'seed': 0,
- 'hyperparameters': {'betas': (0.9, 0.999), 'eps': 1e-08, 'weight_decay': 0.0},
- 'schedule': {'name': 'constant'},
- 'early_stopping': None}
+TRAINING = {'optimizer': 'adam', 'learning_rate': 0.001, 'batch_size': 32, 'epochs': 200,
+            'shuffle': True, 'seed': 0,
+            'hyperparameters': {'betas': (0.9, 0.999), 'eps': 1e-08, 'weight_decay': 0.0},
+            'schedule': {'name': 'constant'}, 'early_stopping': None}
 
 
 def forward(params, X, training=False, state=None, rng=None):
@@ -109,31 +102,34 @@ def _backward(params, cache, Y):
     return {"W1": dW1, "b1": db1, "W2": dW2, "b2": db2}
 
 
-def _make_step(params, m, dtype):
-    """One plain descent step on m examples in buffers allocated here once (the Trainer's
-    hot path for theta <- theta - eta dJ/dtheta).
+def _make_step(params, m, dtype, grads=None, plain=True, order="C"):
+    """One training step on m examples, every update rule's, in buffers allocated here once
+    (a batch's in ``order``: the epoch kernel's layout); the Trainer's hot path.
 
-    The formulas of forward() and backward() with ``out=``; passes applied:
-    schedule_updates, fold_learning_rate, bias_sums_as_products, rank_one_updates.
-    Returns (X, Y, step): buffers for a gathered batch, and step(X, Y, learning_rate).
+    step(X, Y, rate) writes g = rate dJ/dtheta into ``grads`` (the Trainer's arrays; its own
+    when None); with ``plain`` (theta <- theta - eta g: rate = eta) it also subtracts each g
+    as soon as nothing reads its parameter; a rule with state (rate = 1) moves every
+    parameter afterwards (_rules).  forward() and backward() with ``out=``; passes:
+    schedule_updates, fold_rate, bias_sums_as_products, rank_one_updates.
+    Returns (X, Y, step): a gathered batch's buffers, and step; step.arrays: _epoch_kernel's.
     """
     W1, b1 = params["W1"], params["b1"]
     W2, b2 = params["W2"], params["b2"]
-    X = np.empty((m, 4), dtype)
-    Y = np.empty((m, 1), dtype)
-    Z1, A1, D1, G1 = (np.empty((m, 4), dtype) for _ in range(4))
-    dW1 = np.empty_like(W1)
-    db1 = np.empty_like(b1)
-    Z2, A2, D2 = (np.empty((m, 1), dtype) for _ in range(3))
-    dW2 = np.empty_like(W2)
-    db2 = np.empty_like(b2)
+    grads = {key: np.empty_like(value) for key, value in params.items()} if grads is None else grads
+    X = np.empty((m, 4), dtype, order)
+    Y = np.empty((m, 1), dtype, order)
+    Z1, A1, D1, G1 = (np.empty((m, 4), dtype, order) for _ in range(4))
+    dW1, db1 = grads['W1'], grads['b1']
+    Z2, A2, D2 = (np.empty((m, 1), dtype, order) for _ in range(3))
+    dW2, db2 = grads['W2'], grads['b2']
     ones = np.ones((m,), dtype)
-    product, ger = _runtime.step_products(m, dtype)
+    product, ger = _runtime.step_products(m, dtype, rank_one=plain)
+    descend = np.subtract if plain else _runtime.unchanged  # the plain rule's updates
     if ger is not None:  # row views of the one example's arrays, for the rank-one updates
         rank_one = _runtime.rank_one
         D2_row, A1_row, D1_row = D2[0], A1[0], D1[0]
 
-    def step(A0, Y, learning_rate):
+    def step(A0, Y, rate):
         # Layer 1 (4 -> 4): Z1 = A0 W1ᵀ + b1, A1 = sigmoid(Z1)
         product(A0, W1.T, out=Z1)
         np.add(Z1, b1, out=Z1)
@@ -153,16 +149,16 @@ def _make_step(params, m, dtype):
         # output error: D2 = dl/dZ2
         # D2 = A2_j - Y_j
         np.subtract(A2, Y, out=D2)
-        np.multiply(D2, learning_rate / m, out=D2)  # scaled: D2 = (learning_rate / m) dl/dZ
+        np.multiply(D2, rate / m, out=D2)  # scaled: D2 = (rate / m) dl/dZ
         # Layer 2 (4 -> 1): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
         product(D2, W2, out=D1)  # W2ᵀ delta2
         if ger is None:
             np.matmul(A1.T, D2, out=dW2.T)  # dW^T = A^T D: written in W's layout
-            np.subtract(W2, dW2, out=W2)
+            descend(W2, dW2, out=W2)
         else:
             rank_one(ger, W2, D2_row, A1_row)
         product(ones, D2, out=db2)  # column sums as a product
-        np.subtract(b2, db2, out=b2)
+        descend(b2, db2, out=b2)
         # G1 = A1*(1 - A1)
         G1.fill(1)
         np.subtract(G1, A1, out=G1)
@@ -171,26 +167,27 @@ def _make_step(params, m, dtype):
         # Layer 1 (4 -> 4): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
         if ger is None:
             np.matmul(A0.T, D1, out=dW1.T)  # dW^T = A^T D: written in W's layout
-            np.subtract(W1, dW1, out=W1)
+            descend(W1, dW1, out=W1)
         else:
             rank_one(ger, W1, D1_row, A0[0])
         product(ones, D1, out=db1)  # column sums as a product
-        np.subtract(b1, db1, out=b1)
+        descend(b1, db1, out=b1)
 
+    step.arrays = (W1, b1, W2, b2, X, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, dW2, db2)
     return X, Y, step
 
 
-def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, dW2, db2, X, T, order, learning_rate):
-    """_make_step's statements as loops over every full batch of order (compiled by numba).
+_update = None  # the rule _epoch_kernel applies after each batch: _runtime.compiled_kernel binds it
 
-    Batch b takes the rows order[b m : (b + 1) m] of X and T; m is the buffers' row count.
-    """
+
+def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, dW2, db2, X, T, order, rate, theta, g, state, t, learning_rate, hyper):
+    """_make_step's statements as loops over every full batch of order (compiled by numba);
+    returns t.  With _update None (the plain rule) each gradient is subtracted as it is made;
+    else _update(theta, g, state, t, learning_rate, hyper) moves every parameter after each."""
     m = A0.shape[0]
-    _f1 = learning_rate / m
+    _f1 = rate / m
     for batch in range(order.shape[0] // m):
-        for i in range(m):
-            A0[i, :] = X[order[batch * m + i], :]
-            Y[i, :] = T[order[batch * m + i], :]
+        _runtime.gather_rows(X, T, order, batch * m, A0, Y)
         # Layer 1 (4 -> 4): Z1 = A0 W1ᵀ + b1, A1 = sigmoid(Z1)
         if m == 1:
             for i in range(1):
@@ -254,7 +251,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                     _s6 = W2[k, j]
                     for i in range(m):
                         D1[i, j] += D2[i, k] * _s6
-        if m == 1:
+        if m == 1 and _update is None:
             for j in range(4):
                 for i in range(1):
                     W2[i, j] -= D2[0, i] * A1[0, j]
@@ -267,19 +264,19 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                     dW2[j, i] = _s7
             for j in range(4):
                 for i in range(1):
-                    W2[i, j] -= dW2[i, j]
+                    if _update is None: W2[i, j] -= dW2[i, j]
         for j in range(1):
             _s8 = 0.0
             for i in range(m):
                 _s8 += D2[i, j]
             db2[j] = _s8
-            b2[j] -= db2[j]
+            if _update is None: b2[j] -= db2[j]
         for j in range(4):
             for i in range(m):
                 G1[i, j] = A1[i, j]*(1 - A1[i, j])
                 D1[i, j] *= G1[i, j]
         # Layer 1 (4 -> 4): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
-        if m == 1:
+        if m == 1 and _update is None:
             for j in range(4):
                 for i in range(4):
                     W1[i, j] -= D1[0, i] * A0[0, j]
@@ -292,233 +289,26 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                     dW1[j, i] = _s9
             for j in range(4):
                 for i in range(4):
-                    W1[i, j] -= dW1[i, j]
+                    if _update is None: W1[i, j] -= dW1[i, j]
         for j in range(4):
             _s10 = 0.0
             for i in range(m):
                 _s10 += D1[i, j]
             db1[j] = _s10
-            b1[j] -= db1[j]
-
-
-def _make_epoch(params, m, dtype):
-    """_epoch_kernel bound to buffers allocated once: f(X, T, order, learning_rate) with
-    learning_rate of the dtype, or None without numba."""
-    kernel = _runtime.compiled(_epoch_kernel)
-    if kernel is None:
-        return None
-    W1, b1 = params["W1"], params["b1"]
-    W2, b2 = params["W2"], params["b2"]
-    A0 = np.empty((m, 4), dtype, order="F")
-    Y = np.empty((m, 1), dtype, order="F")
-    Z1 = np.empty((m, 4), dtype, order="F")
-    A1 = np.empty((m, 4), dtype, order="F")
-    D1 = np.empty((m, 4), dtype, order="F")
-    G1 = np.empty((m, 4), dtype, order="F")
-    dW1 = np.empty_like(W1)
-    db1 = np.empty_like(b1)
-    Z2 = np.empty((m, 1), dtype, order="F")
-    A2 = np.empty((m, 1), dtype, order="F")
-    D2 = np.empty((m, 1), dtype, order="F")
-    dW2 = np.empty_like(W2)
-    db2 = np.empty_like(b2)
-    return functools.partial(kernel, W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, dW2, db2)
-
-
-def _make_gradient(params, grads, m, dtype):
-    """dJ/dtheta on m examples into ``grads`` (the Trainer's arrays), for update rules with
-    state; buffers allocated here once.
-
-    The formulas of forward() and backward() with ``out=``; passes applied:
-    gradients_only, bias_sums_as_products.
-    Returns (X, Y, gradient): buffers for a gathered batch, and gradient(X, Y, learning_rate)
-    (the rate is not used: the rule applies it).
-    """
-    W1, b1 = params["W1"], params["b1"]
-    W2, b2 = params["W2"], params["b2"]
-    X = np.empty((m, 4), dtype)
-    Y = np.empty((m, 1), dtype)
-    Z1, A1, D1, G1 = (np.empty((m, 4), dtype) for _ in range(4))
-    dW1 = grads['W1']
-    db1 = grads['b1']
-    Z2, A2, D2 = (np.empty((m, 1), dtype) for _ in range(3))
-    dW2 = grads['W2']
-    db2 = grads['b2']
-    ones = np.ones((m,), dtype)
-    product, ger = _runtime.step_products(m, dtype)
-
-    def step(A0, Y, learning_rate):
-        # Layer 1 (4 -> 4): Z1 = A0 W1ᵀ + b1, A1 = sigmoid(Z1)
-        product(A0, W1.T, out=Z1)
-        np.add(Z1, b1, out=Z1)
-        # A1 = sigmoid(Z1)
-        np.negative(Z1, out=A1)
-        np.logaddexp(0.0, A1, out=A1)
-        np.negative(A1, out=A1)
-        np.exp(A1, out=A1)
-        # Layer 2 (4 -> 1): Z2 = A1 W2ᵀ + b2, A2 = sigmoid(Z2)
-        product(A1, W2.T, out=Z2)
-        np.add(Z2, b2, out=Z2)
-        # A2 = sigmoid(Z2)
-        np.negative(Z2, out=A2)
-        np.logaddexp(0.0, A2, out=A2)
-        np.negative(A2, out=A2)
-        np.exp(A2, out=A2)
-        # output error: D2 = dl/dZ2
-        # D2 = A2_j - Y_j
-        np.subtract(A2, Y, out=D2)
-        np.multiply(D2, 1.0 / m, out=D2)  # scaled: D2 = (1 / m) dl/dZ
-        # Layer 2 (4 -> 1): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
-        product(D2, W2, out=D1)  # W2ᵀ delta2
-        np.matmul(A1.T, D2, out=dW2.T)  # dW^T = A^T D: written in W's layout
-        product(ones, D2, out=db2)  # column sums as a product
-        # G1 = A1*(1 - A1)
-        G1.fill(1)
-        np.subtract(G1, A1, out=G1)
-        np.multiply(G1, A1, out=G1)
-        np.multiply(D1, G1, out=D1)
-        # Layer 1 (4 -> 4): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
-        np.matmul(A0.T, D1, out=dW1.T)  # dW^T = A^T D: written in W's layout
-        product(ones, D1, out=db1)  # column sums as a product
-
-    return X, Y, step
-
-
-def _gradient_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, dW2, db2, X, T, order, learning_rate):
-    """_make_gradient's statements as loops over every full batch of order (compiled by numba).
-
-    Batch b takes the rows order[b m : (b + 1) m] of X and T; m is the buffers' row count.
-    """
-    m = A0.shape[0]
-    _f1 = 1.0 / m
-    for batch in range(order.shape[0] // m):
-        for i in range(m):
-            A0[i, :] = X[order[batch * m + i], :]
-            Y[i, :] = T[order[batch * m + i], :]
-        # Layer 1 (4 -> 4): Z1 = A0 W1ᵀ + b1, A1 = sigmoid(Z1)
-        if m == 1:
-            for i in range(1):
-                for j in range(4):
-                    _s1 = 0.0
-                    for k in range(4):
-                        _s1 += A0[i, k] * W1[j, k]
-                    Z1[i, j] = _s1
-                    Z1[i, j] += b1[j]
-                    A1[i, j] = (1.0 / (1.0 + np.exp(-(Z1[i, j]))))
-        else:
-            for j in range(4):
-                for i in range(m):
-                    Z1[i, j] = 0.0
-                for k in range(4):
-                    _s2 = W1[j, k]
-                    for i in range(m):
-                        Z1[i, j] += A0[i, k] * _s2
-                for i in range(m):
-                    Z1[i, j] += b1[j]
-                    A1[i, j] = (1.0 / (1.0 + np.exp(-(Z1[i, j]))))
-        # Layer 2 (4 -> 1): Z2 = A1 W2ᵀ + b2, A2 = sigmoid(Z2)
-        if m == 1:
-            for i in range(1):
-                for j in range(1):
-                    _s3 = 0.0
-                    for k in range(4):
-                        _s3 += A1[i, k] * W2[j, k]
-                    Z2[i, j] = _s3
-                    Z2[i, j] += b2[j]
-                    A2[i, j] = (1.0 / (1.0 + np.exp(-(Z2[i, j]))))
-        else:
-            for j in range(1):
-                for i in range(m):
-                    Z2[i, j] = 0.0
-                for k in range(4):
-                    _s4 = W2[j, k]
-                    for i in range(m):
-                        Z2[i, j] += A1[i, k] * _s4
-                for i in range(m):
-                    Z2[i, j] += b2[j]
-                    A2[i, j] = (1.0 / (1.0 + np.exp(-(Z2[i, j]))))
-        # output error: D2 = dl/dZ2
-        for j in range(1):
-            for i in range(m):
-                D2[i, j] = A2[i, j] - Y[i, j]
-                D2[i, j] *= _f1
-        # Layer 2 (4 -> 1): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
-        if m == 1:
-            for i in range(1):
-                for j in range(4):
-                    _s5 = 0.0
-                    for k in range(1):
-                        _s5 += D2[i, k] * W2[k, j]
-                    D1[i, j] = _s5
-        else:
-            for j in range(4):
-                for i in range(m):
-                    D1[i, j] = 0.0
-                for k in range(1):
-                    _s6 = W2[k, j]
-                    for i in range(m):
-                        D1[i, j] += D2[i, k] * _s6
-        for i in range(4):
-            for j in range(1):
-                _s7 = 0.0
-                for k in range(m):
-                    _s7 += A1[k, i] * D2[k, j]
-                dW2[j, i] = _s7
-        for j in range(1):
-            _s8 = 0.0
-            for i in range(m):
-                _s8 += D2[i, j]
-            db2[j] = _s8
-        for j in range(4):
-            for i in range(m):
-                G1[i, j] = A1[i, j]*(1 - A1[i, j])
-                D1[i, j] *= G1[i, j]
-        # Layer 1 (4 -> 4): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
-        for i in range(4):
-            for j in range(4):
-                _s9 = 0.0
-                for k in range(m):
-                    _s9 += A0[k, i] * D1[k, j]
-                dW1[j, i] = _s9
-        for j in range(4):
-            _s10 = 0.0
-            for i in range(m):
-                _s10 += D1[i, j]
-            db1[j] = _s10
-
-
-def _make_gradient_epoch(params, grads, m, dtype):
-    """_gradient_kernel bound to buffers allocated once: f(X, T, order, learning_rate) with
-    learning_rate of the dtype, or None without numba."""
-    kernel = _runtime.compiled(_gradient_kernel)
-    if kernel is None:
-        return None
-    W1, b1 = params["W1"], params["b1"]
-    W2, b2 = params["W2"], params["b2"]
-    A0 = np.empty((m, 4), dtype, order="F")
-    Y = np.empty((m, 1), dtype, order="F")
-    Z1 = np.empty((m, 4), dtype, order="F")
-    A1 = np.empty((m, 4), dtype, order="F")
-    D1 = np.empty((m, 4), dtype, order="F")
-    G1 = np.empty((m, 4), dtype, order="F")
-    dW1 = grads['W1']
-    db1 = grads['b1']
-    Z2 = np.empty((m, 1), dtype, order="F")
-    A2 = np.empty((m, 1), dtype, order="F")
-    D2 = np.empty((m, 1), dtype, order="F")
-    dW2 = grads['W2']
-    db2 = grads['b2']
-    return functools.partial(kernel, W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, dW2, db2)
+            if _update is None: b1[j] -= db1[j]
+        t += 1
+        if _update is not None:
+            _update(theta, g, state, t, learning_rate, hyper)
+    return t
 
 
 NETWORK = _runtime.Network(
     name="sigmoid_bce_4_4_1", layer_sizes=LAYER_SIZES, activations=ACTIVATIONS, loss=LOSS,
     labels="binary", init=INIT, l1=L1, l2=L2, dtype=DTYPE, training=TRAINING,
     probability=True, forward=forward, backward=_backward,
-    per_example_loss=_per_example_loss, make_step=_make_step, make_epoch=_make_epoch,
-    make_gradient=_make_gradient, make_gradient_epoch=_make_gradient_epoch,
-    optimizers=_rules.OPTIMIZERS, schedules=_rules.SCHEDULES,
-    legacy_optimizers={'batch': 'full', 'minibatch': None},
+    per_example_loss=_per_example_loss, make_step=_make_step, epoch_kernel=_epoch_kernel,
+    kernel_order="F", optimizers=_rules.OPTIMIZERS,
+    schedules=_rules.SCHEDULES, legacy_optimizers={'batch': 'full', 'minibatch': None},
     compiled_max_batch=1024)
 TASK = NETWORK.task  # classification | binary | regression
 ForwardCache, TrainingDiverged = _runtime.ForwardCache, _runtime.TrainingDiverged

@@ -86,14 +86,13 @@ def test_modules_hold_only_what_is_particular_to_their_network():
         for name, body in _functions(path).items():
             assert body not in seen, f"{path.stem}.{name} repeats {seen[body]}"
             seen[body] = f"{path.stem}.{name}"
-    # the NumPy module (everything but the compiled engine's kernels) stays short: within
-    # 250 lines for the plain step and its functions, plus the gradient step of the rules
-    # with state (its buffers and its statements, about 60 lines for this network)
+    # the NumPy module (everything but the compiled engine's kernel) stays short: within
+    # 260 lines, its one training step (every update rule's) included
     text = (ROOT / "generated" / "mnist_mlp.py").read_text(encoding="utf-8")
-    numpy_part = (text.split("\ndef _epoch_kernel(", 1)[0]
-                  + text.split("\ndef _make_gradient(", 1)[1].split("\ndef _gradient_kernel(", 1)[0]
-                  + text.split("\nNETWORK = ", 1)[1])
-    assert len(numpy_part.splitlines()) <= 320, len(numpy_part.splitlines())
+    numpy_part = (text.split("\ndef _epoch_kernel(", 1)[0] + text.split("\nNETWORK = ", 1)[1])
+    assert len(numpy_part.splitlines()) <= 260, len(numpy_part.splitlines())
+    # the whole module (issue 20: 591 lines with four fast paths; each step printed once)
+    assert len(text.splitlines()) <= 320, len(text.splitlines())
 
 
 def test_generated_package_init_exists():

@@ -41,11 +41,15 @@ def _linear(labels="real", n_in=3, n_out=2, l1=0.0, l2=0.0, dtype=np.float64):
         return {"W1": delta.T @ cache.A[0] / m + l2 * W + l1 * np.sign(W),
                 "b1": delta.sum(axis=0) / m}
 
-    def make_step(params, m, dtype):
-        def step(X, Y, learning_rate):
-            grads = backward(params, forward(params, X), Y)
-            for key in params:
-                params[key] -= learning_rate * grads[key]
+    def make_step(params, m, dtype, grads=None, plain=True):  # the printed step's contract
+        grads = {key: np.empty_like(value) for key, value in params.items()} if grads is None \
+            else grads
+
+        def step(X, Y, rate):  # g = rate dJ/dtheta; the plain rule subtracts it at once
+            for key, grad in backward(params, forward(params, X), Y).items():
+                grads[key][...] = rate * grad
+                if plain:
+                    params[key] -= grads[key]
         return np.empty((m, n_in), dtype), np.empty((m, n_out), dtype), step
 
     net = runtime.Network(
@@ -65,7 +69,7 @@ def _sgd(theta, g, state, t, lr, hyper):  # what a generated _rules.py holds, by
     theta -= lr * (g + hyper[0] * theta)
 
 
-# the plain rule only: the hand-written network has no gradient step
+# the plain rule only (the hand-written step takes any rule; this table declares one)
 RULES = {"sgd": {"title": "Gradient descent", "hyperparameters": {"weight_decay": 0.0},
                  "state": (), "plain_when": ("weight_decay",), "learning_rate": 1e-3,
                  "update": _sgd, "update_arrays": _sgd}}
@@ -272,3 +276,32 @@ def test_save_load_round_trip(tmp_path):
     other = _trainer(_linear("sparse", n_in=4, n_out=3))
     with pytest.raises(ValueError, match="holds a"):
         other.load(path)
+
+
+# the kernel helpers: ordinary Python (the kernels run uncompiled too), inlined by numba
+@pytest.mark.parametrize("rows", [1, 5])
+def test_kernel_helpers_compute_what_they_say(rows):
+    rng = np.random.default_rng(rows)
+    a, W = rng.standard_normal((rows, 4)), np.asfortranarray(rng.standard_normal((3, 4)))
+    out = np.empty((rows, 3))
+    runtime.dot_into(a, W.T, out)  # one row: a matrix-vector product
+    np.testing.assert_allclose(out, a @ W.T, rtol=1e-12)
+    sums = np.empty(3)
+    runtime.column_sums(out, sums)
+    np.testing.assert_allclose(sums, out.sum(axis=0), rtol=1e-12)
+    z, p = rng.standard_normal((rows, 3)) * 500, np.empty((rows, 3))
+    runtime.softmax_rows(z, p)
+    np.testing.assert_allclose(p, runtime.softmax(z), rtol=1e-12)
+    X, T = rng.standard_normal((9, 4)), rng.standard_normal((9, 3))
+    A0, Y, order = np.empty((rows, 4)), np.empty((rows, 3)), rng.permutation(9)
+    runtime.gather_rows(X, T, order, 2, A0, Y)
+    np.testing.assert_array_equal(A0, X[order[2:2 + rows]])
+    np.testing.assert_array_equal(Y, T[order[2:2 + rows]])
+    before, d = W.copy(), rng.standard_normal(3)
+    runtime.subtract_outer(W, d, a[0])
+    np.testing.assert_allclose(W, before - np.outer(d, a[0]), rtol=1e-12)
+    runtime.subtract(W, before)
+    np.testing.assert_allclose(W, -np.outer(d, a[0]), atol=1e-12)
+    after = W.copy()
+    assert runtime.unchanged(W, before, out=W) is None
+    np.testing.assert_array_equal(W, after)

@@ -1,7 +1,9 @@
 """The NumPy step printer: a ``Step`` -> the body of ``_make_step`` (buffers, then ``step``).
 
-Each statement prints as one or a few ufunc or BLAS calls writing into a preallocated buffer
-(``out=``); element-wise formulas go through ``InplacePrinter``, whose temporaries are
+The step writes g = rate dJ/dtheta into the caller's gradient arrays; the plain rule's
+subtractions (``descend``: np.subtract, or nothing for a rule with state) and its rank-one
+updates run only where ``plain`` is set.  Each statement prints as one or a few ufunc or
+BLAS calls writing into a preallocated buffer (``out=``); element-wise formulas go through ``InplacePrinter``, whose temporaries are
 declared with the other buffers once the body is printed.  Products are written
 ``product(...)``: ``np.matmul``, or for a one-example step BLAS gemv from SciPy
 (``_runtime.step_products``).
@@ -12,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..program import (AddBias, Buffer, Compute, Hadamard, OneExample, Product, RankOne, Scale,
-                       SignOf, Step, Subtract, base_name)
+                       Step, Subtract, WhenPlain, base_name)
 from .inplace import Buffers, InplacePrinter
 from .text import TextPrinter
 
-__all__ = ["StepCode", "print_step", "allocation", "temporaries"]
+__all__ = ["StepCode", "print_step", "allocation", "declarations", "temporaries"]
 
 @dataclass(frozen=True)
 class StepCode:
@@ -68,18 +70,21 @@ class _Printer:
             printer = InplacePrinter(dict(op.names), self.pool(op.out))
             lines = printer.emit(op.expr, op.out)
             self.scipy |= printer.code.scipy_functions
-            return lines
+            return [f"# {op.out} = {TextPrinter(dict(op.names)).doprint(op.expr)}"] + lines
         if isinstance(op, Scale):
             note = f"  # {op.comment}" if op.comment else ""
             return [f"np.multiply({op.out}, {op.factor}, out={op.out}){note}"]
         if isinstance(op, Hadamard):
             return [f"np.multiply({op.out}, {op.other}, out={op.out})"]
-        if isinstance(op, SignOf):
-            return [f"np.sign({op.src}, out={op.out})"]
         if isinstance(op, Subtract):
-            return [f"np.subtract({op.param}, {op.delta}, out={op.param})"]
+            return [f"descend({op.param}, {op.delta}, out={op.param})"]  # np.subtract if plain
         if isinstance(op, RankOne):
             return [f"rank_one(ger, {op.param}, {self.row(op.d)}, {self.row(op.a)})"]
+        if isinstance(op, WhenPlain):
+            then = [line for s in op.then for line in self.statement(s)]
+            otherwise = [line for s in op.otherwise for line in self.statement(s)]
+            return (["if plain:"] + ["    " + line for line in then]
+                    + ["else:"] + ["    " + line for line in otherwise])
         if isinstance(op, OneExample):
             otherwise = [line for s in op.otherwise for line in self.statement(s)]
             then = [line for s in op.then for line in self.statement(s)]
@@ -97,41 +102,48 @@ class _Printer:
 
     # -- buffers --------------------------------------------------------------------------
     def declarations(self) -> list[str]:
-        groups: list[tuple[str, list[str]]] = []
-        for buffer in self.step.buffers:
-            groups.append((allocation(buffer), [buffer.name]))
+        temporaries = []
         for key, pool in self.pools.items():
             if isinstance(key, tuple):
-                temporaries = _temporaries(pool, *key)
+                temporaries += _temporaries(pool, *key)
             else:
-                temporaries = _parameter_temporaries(pool, key)
-            for name, call in temporaries:
-                groups.append((call, [name]))
-        merged: list[tuple[str, list[str]]] = []
-        for call, names in groups:  # consecutive equal allocations share a line
-            if merged and merged[-1][0] == call and "np.empty(" in call:
-                merged[-1][1].extend(names)
-            else:
-                merged.append((call, list(names)))
-        lines = []
-        for call, names in merged:
-            if len(names) == 1:
-                lines.append(f"{names[0]} = {call}")
-            else:
-                lines.append(f"{', '.join(names)} = ({call} for _ in range({len(names)}))")
-        return lines
+                temporaries += _parameter_temporaries(pool, key)
+        return declarations(self.step.buffers, temporaries, order="order")
+
+
+def declarations(buffers, temporaries=(), order: str = "C") -> list[str]:
+    """``name = allocation`` lines for the buffers (``order``: see ``allocation``), then the
+    (name, allocation) temporaries; consecutive equal ``np.empty`` allocations share a line."""
+    groups = [(allocation(b, order), b.name) for b in buffers]
+    groups += [(call, name) for name, call in temporaries]
+    merged: list[tuple[list[str], list[str]]] = []
+    for call, name in groups:
+        last = merged[-1] if merged else None
+        if last and last[0][-1] == call and "np.empty(" in call:  # (np.empty(...) for _ in ...)
+            last[1].append(name)
+        elif last and call.startswith("grads[") and last[0][-1].startswith("grads["):
+            last[0].append(call)  # the caller's arrays: one tuple assignment
+            last[1].append(name)
+        else:
+            merged.append(([call], [name]))
+    return [f"{names[0]} = {calls[0]}" if len(names) == 1
+            else f"{', '.join(names)} = {', '.join(calls)}" if len(calls) > 1
+            else f"{', '.join(names)} = ({calls[0]} for _ in range({len(names)}))"
+            for calls, names in merged]
 
 
 def allocation(buffer: Buffer, order: str = "C") -> str:
     """The NumPy call that allocates a buffer (``m`` and ``dtype`` are the step's); a
-    two-axis one column-major with ``order="F"``."""
+    two-axis one column-major with ``order="F"``, or in the layout a variable holds when
+    ``order`` names one (``_make_step``'s ``order``: the kernel's layout)."""
     if buffer.given is not None:
         return f"grads[{buffer.given!r}]"
     if buffer.like is not None:
         return f"np.empty_like({buffer.like})"
     shape = ", ".join(str(s) for s in buffer.shape)
     shape = f"({shape},)" if len(buffer.shape) == 1 else f"({shape})"
-    layout = ', order="F"' if order == "F" and len(buffer.shape) == 2 else ""
+    layout = ("" if len(buffer.shape) != 2 or order == "C" else
+              ', order="F"' if order == "F" else f", {order}")
     if buffer.fill is not None:
         return f"np.full({shape}, {buffer.fill!r}, dtype{layout})" if buffer.fill != 1 \
             else f"np.ones({shape}, dtype{layout})"
@@ -170,8 +182,6 @@ def print_step(step: Step) -> StepCode:
     for title, ops in step.sections:
         body.append(f"# {title}")
         for op in ops:
-            if isinstance(op, Compute):
-                body.append(f"# {op.out} = {TextPrinter(dict(op.names)).doprint(op.expr)}")
             body.extend(printer.statement(op))
     rows = tuple((view, f"{name}[0]") for name, view in printer.rows.items())
     return StepCode(tuple(printer.declarations()), rows, tuple(body), frozenset(printer.scipy))
