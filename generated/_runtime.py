@@ -172,6 +172,9 @@ def _cache_module(kernel):
     return name
 
 
+_CACHE_PREFIX = "_backprop_derive_"
+
+
 def _cache_name(module):
     """``_backprop_derive_<file stem>_<digest of its bytes>`` for a module read from a file;
     None for one that is not (nothing to cache beside)."""
@@ -184,7 +187,7 @@ def _cache_name(module):
     except OSError:
         return None
     stem = os.path.splitext(os.path.basename(path))[0]
-    return f"_backprop_derive_{stem}_{digest}"
+    return f"{_CACHE_PREFIX}{stem}_{digest}"
 
 
 _SAID = set()  # what has been said once in this process: "compiling", a cache that failed
@@ -268,6 +271,49 @@ class EngineTimes:
             pass
 
 
+_SHARED = []  # the cache locator, once registered with numba
+
+
+def _share_kernels():
+    """Keep compiled kernels in ``cache_root()/kernels/<module's content name>``, so that a
+    module's kernels compile once per machine wherever its file lies (a second folder, the
+    tool's own cache, a test's temporary folder): numba's locators, tried first, look there
+    for the code of a module named by its content (``_cache_name``).  Where that folder is
+    not writable, or numba's locator API differs, numba's own places serve (beside the
+    module, else its user-wide cache)."""
+    if _SHARED:
+        return
+    _SHARED.append(True)
+    try:
+        from numba.core import caching
+
+        base = (caching._SourceFileBackedLocatorMixin, caching._CacheLocator)
+        locators = caching.CacheImpl._locator_classes
+    except AttributeError:  # pragma: no cover - another numba's internals
+        return
+
+    class ByContent(*base):
+        def __init__(self, py_func, py_file):
+            self._py_file = py_file
+            self._lineno = py_func.__code__.co_firstlineno
+            self._name = py_func.__globals__["__name__"]
+            self._cache_path = os.path.join(cache_root(), "kernels", self._name)
+
+        def get_cache_path(self):
+            return self._cache_path
+
+        def get_source_stamp(self):  # the content's digest is in the name
+            return self._name
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if not str(py_func.__globals__.get("__name__", "")).startswith(_CACHE_PREFIX):
+                return None
+            return super().from_function(py_func, py_file)
+
+    locators.insert(0, ByContent)
+
+
 class _Compiled:
     """A numba dispatcher that says, once on a terminal, when its first call compiles (not
     when it loads cached code), and that recompiles without the disk cache, saying so once,
@@ -281,6 +327,8 @@ class _Compiled:
     def _jit(self, cache):
         import numba
 
+        if cache:
+            _share_kernels()
         # error_model "numpy": a division by zero gives inf or NaN as in NumPy, and the loops
         # vectorise (Python's model checks every division and raises)
         return numba.njit(cache=cache, fastmath=_FASTMATH, nogil=True,

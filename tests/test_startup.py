@@ -50,10 +50,15 @@ print(json.dumps({{"seconds": seconds,
 """
 
 
-def _fit(folder: Path, by_path: bool) -> dict:
+def _env(folder: Path) -> dict:
+    """The processes of one test share a kernel cache of their own (not the session's)."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "BACKPROP_DERIVE_CACHE": str(folder / "cache")}
+
+
+def _fit(folder: Path, by_path: bool, cache: Path | None = None) -> dict:
     script = SCRIPT.format(folder=str(folder), by_path=by_path,
                            module=str(folder / "gen" / "tiny.py"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = _env(cache or folder)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           env=env, cwd=folder, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -61,8 +66,9 @@ def _fit(folder: Path, by_path: bool) -> dict:
 
 
 def _generate(folder: Path) -> None:
+    folder.mkdir(exist_ok=True)
     (folder / "tiny.yaml").write_text(SPEC)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = _env(folder)
     done = subprocess.run([sys.executable, "-m", "derive", "--spec", "tiny.yaml", "--out", "gen",
                            "-q"], capture_output=True, text=True, env=env, cwd=folder,
                           timeout=600)
@@ -83,13 +89,26 @@ def test_a_kernel_compiled_in_one_process_is_loaded_in_the_next(tmp_path, first,
 
 def test_the_cli_compiled_kernel_serves_a_script(tmp_path):
     _generate(tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = _env(tmp_path)
     done = subprocess.run([sys.executable, "-m", "derive", "--spec", "tiny.yaml", "--out", "gen",
                            "--train", "-q", "--save-dir", "run"], capture_output=True,
                           text=True, env=env, cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr
     warm = _fit(tmp_path, by_path=False)
     assert warm["misses"] == 0 and warm["hits"] > 0, warm
+
+
+def test_the_same_module_in_another_folder_loads_the_compiled_kernel(tmp_path):
+    """Kernels are kept by the module's content in the tool's cache folder: a module
+    generated again elsewhere (another --out, the tool's own cache) compiles nothing."""
+    for folder in ("a", "b"):
+        _generate(tmp_path / folder)
+    cold = _fit(tmp_path / "a", by_path=True, cache=tmp_path)
+    assert cold["misses"] > 0 and cold["hits"] == 0, cold
+    warm = _fit(tmp_path / "b", by_path=False, cache=tmp_path)
+    assert warm["misses"] == 0 and warm["hits"] > 0, warm
+    assert (tmp_path / "cache" / "kernels").is_dir()
+    assert not list((tmp_path / "b" / "gen").glob("__pycache__/*.nb*"))  # nothing beside it
 
 
 def test_the_progress_hook_is_told_within_a_compiled_epoch(tmp_path):
