@@ -62,10 +62,18 @@ def build(tmp_path_factory):
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory):
-    """The tool's cache between processes (measured engine times, sklearn's modules) in a
-    temporary folder: no test writes to the user's ~/.cache, and none reads what it holds."""
+    """The tool's cache between processes (compiled kernels, measured engine times, sklearn's
+    modules) in a temporary folder: no test writes to the user's ~/.cache, and none reads
+    what it holds."""
+    import os
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n: the workers share one (kernels
+        folder = tmp_path_factory.getbasetemp().parent / "cache"  # compile once per run)
+        folder.mkdir(exist_ok=True)
+    else:
+        folder = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("BACKPROP_DERIVE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        patch.setenv("BACKPROP_DERIVE_CACHE", str(folder))
         yield
 
 
