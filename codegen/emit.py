@@ -275,6 +275,7 @@ def graph_module_context(derivation) -> dict:
         "loss_code": loss_code, "legacy": derivation.legacy_optimizers,
         "parameters": function_parameters(spec),
         "scipy_functions": sorted(set(context["scipy_graph"]) | printer.scipy_functions),
+        "image": getattr(spec, "image", None),
     }
 
 

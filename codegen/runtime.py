@@ -134,6 +134,17 @@ def initial_weights(rng, scheme, units, fan_in):
     return rng.standard_normal((units, fan_in)) * _INIT_SCALES[scheme](fan_in, units)
 
 
+def initial_kernel(rng, scheme, shape):
+    """A convolution's (F, C, k, k) kernel drawn by ``scheme``, its fan-in C k^2 and fan-out
+    F k^2 as torch counts them (torch.nn.init's _calculate_fan_in_and_fan_out)."""
+    if scheme not in _INIT_SCALES:
+        raise ValueError(f"unknown initialisation {scheme!r} (known: {', '.join(_INIT_SCALES)})")
+    F, C, k, _ = shape
+    if scheme == "zeros":
+        return np.zeros(shape)
+    return rng.standard_normal(shape) * _INIT_SCALES[scheme](C * k * k, F * k * k)
+
+
 # ----------------------------------------------------------------------------- compiling
 
 def compiled(kernel):
@@ -301,15 +312,17 @@ def step_products(m, dtype):
 
 # ----------------------------------------------------------------------------- images
 
-def kernel_matrix(W):
+def kernel_matrix(W, in_place=False):
     """A convolution's (F, C, k, k) kernel as the (F, C k^2) matrix of its entries in column-
-    major order, a view of W (the layout init_params and the Trainer keep); a 2-D one as is."""
+    major order (a 2-D one as is): a view of a column-major W (the layout init_params and the
+    Trainer keep), else a copy; ``in_place``: a view or a ValueError (what a step writes or
+    reads while the Trainer updates W in place must be W's own memory)."""
     if W.ndim == 2:
         return W
     view = W.reshape(W.shape[0], -1, order="F")
-    if not np.shares_memory(view, W):
+    if in_place and not np.shares_memory(view, W):
         raise ValueError("the kernel must be stored in column-major (Fortran) order, as "
-                         "init_params gives it, for the step to update it in place")
+                         "init_params gives it, for the step to use it in place")
     return view
 
 
@@ -371,7 +384,7 @@ class Conv2d:
         unless ``a`` is given."""
         cols = self._columns(a) if a is not None else self.cols.reshape(self.rows.shape[0], -1)
         rows = self._delta_rows(delta)
-        G = kernel_matrix(out)
+        G = kernel_matrix(out, in_place=True)
         np.matmul(cols.T, rows, out=G.T)
         return out
 
@@ -590,8 +603,10 @@ class Network:
                  training, probability, forward, backward, per_example_loss, make_step,
                  make_epoch=None, make_gradient=None, make_gradient_epoch=None, optimizers=None,
                  schedules=None, legacy_optimizers=None, compiled_max_batch=0,
-                 parameters=None, kinds=None, table=None, state=None):
+                 parameters=None, kinds=None, table=None, state=None, image=None):
         self.name = name
+        # input: [C, H, W]: rows hold images flat in NCHW order; X may also be (m, C, H, W)
+        self.image = tuple(image) if image else None
         # layer kinds: each layer's kind, the parameters (key, shape, init, penalised) and
         # the running statistics (key, units, initial value); None for a dense stack
         self.kinds = tuple(kinds) if kinds else ("dense",) * (len(layer_sizes) - 1)
@@ -647,6 +662,8 @@ class Network:
         for key, shape, init, _ in self.table:
             if len(shape) == 2:
                 params[key] = np.asfortranarray(initial_weights(rng, init, *shape), dtype)
+            elif len(shape) == 4:  # a kernel (F, C, k, k): fan-in C k^2, fan-out F k^2 (torch's)
+                params[key] = np.asfortranarray(initial_kernel(rng, init, shape), dtype)
             else:
                 params[key] = np.full(shape, 1.0 if init == "ones" else 0.0, dtype=dtype)
         return params
@@ -678,9 +695,13 @@ class Network:
         """X as an (m, n_0) array: integers become ``dtype``, floats keep their own."""
         X = np.asarray(X)
         n_in = self.layer_sizes[0]
+        if self.image is not None and X.ndim == 4 and X.shape[1:] == self.image:
+            X = X.reshape(X.shape[0], n_in)  # (m, C, H, W) images: the flat NCHW rows
         if X.ndim != 2 or X.shape[1] != n_in:
             raise ValueError(
-                f"X must have shape (m, {n_in}), one example per row; got {X.shape}"
+                f"X must have shape (m, {n_in}), one example per row"
+                + (f", or (m, {', '.join(map(str, self.image))}) images" if self.image else "")
+                + f"; got {X.shape}"
                 + (" (for one example use X[None, :])" if X.shape == (n_in,) else ""))
         if X.dtype.kind in "biu":
             return X.astype(dtype)

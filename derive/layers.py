@@ -32,7 +32,8 @@ from typing import Callable
 
 import sympy as sp
 
-from .indexform import Window
+from .indexform import ARRAYS, INDEX, Window
+from .indexform import forward as index_forward
 from .registry import Registry
 
 __all__ = ["Linear", "Let", "Reduce", "Conv", "Pool", "Window", "ImageError", "Statement", "Param", "State", "Random", "Option",
@@ -108,6 +109,12 @@ class Conv:
     def reads(self) -> tuple[sp.Symbol, ...]:
         return (self.a, self.W) + ((self.b,) if self.b is not None else ())
 
+    @property
+    def expr(self) -> sp.Expr:
+        """The index form (``derive.indexform.forward``), without b when there is none."""
+        z = index_forward("conv")[0]
+        return z if self.b is not None else z.xreplace({ARRAYS.b[INDEX.f]: 0})
+
 
 @dataclass(frozen=True)
 class Pool:
@@ -123,6 +130,11 @@ class Pool:
     @property
     def reads(self) -> tuple[sp.Symbol, ...]:
         return (self.a,)
+
+    @property
+    def expr(self) -> sp.Expr:
+        """The index form (``derive.indexform.forward``)."""
+        return index_forward(f"{self.how}_pool")[0]
 
 
 Statement = Linear | Let | Reduce | Conv | Pool
@@ -311,8 +323,9 @@ def conv_window(image: tuple, options: dict) -> Window:
     C, H, W_ = image
     k, s, P = options["kernel"], options["stride"], options["padding"]
     if k > H + 2 * P or k > W_ + 2 * P:
-        raise ImageError("kernel", f"a {k}x{k} kernel is larger than its input, {H}x{W_} "
-                         f"padded by {P} on each side ({H + 2 * P}x{W_ + 2 * P})",
+        padded = f", padded by {P} on each side" if P else ""
+        raise ImageError("kernel", f"a {k}x{k} kernel is larger than its input "
+                         f"({H + 2 * P}x{W_ + 2 * P}{padded})",
                          "use a smaller kernel or more padding")
     if P >= k:
         raise ImageError("padding", f"padding {P} is not smaller than the kernel ({k}): some "
