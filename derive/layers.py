@@ -36,7 +36,8 @@ from .indexform import ARRAYS, INDEX, Window
 from .indexform import forward as index_forward
 from .registry import Registry
 
-__all__ = ["Linear", "Let", "Reduce", "Conv", "Pool", "Window", "ImageError", "Statement", "Param", "State", "Random", "Option",
+__all__ = ["Linear", "Let", "Reduce", "Conv", "Pool", "Window", "ImageError", "walk_images",
+           "Statement", "Param", "State", "Random", "Option",
            "LayerKind", "LAYER_KINDS", "BATCH", "UNITS", "DATA", "ROW", "COLUMN", "SCALAR",
            "INPUT", "OUTPUT", "M_SYM", "N_SYM"]
 
@@ -395,6 +396,21 @@ LAYER_KINDS.add("flatten", LayerKind(
     # the identity on the flat NCHW rows: (C, H, W) -> C·H·W units, as torch.nn.Flatten
     forward=lambda o: (Let(OUTPUT, INPUT),), image_out=lambda image, o: None,
     torch="torch.nn.Flatten()", latex=r"z_{(c,i,j)} = a_{c,i,j}"))
+
+
+def walk_images(image: tuple | None, layers) -> list[tuple | None]:
+    """The (C, H, W) after each of ``layers`` (LayerSpecs) from an input ``image``: None where
+    the output is flat; ImageError where a layer's window does not fit."""
+    out = []
+    for layer in layers:
+        kind = LAYER_KINDS[layer.kind]
+        if kind.image == "flat" or image is None:
+            image = None if kind.image != "any" else image
+        else:
+            options = {o.key: o.default for o in kind.options} | layer.option_dict
+            image = kind.image_out(image, options | {"image": image})
+        out.append(image)
+    return out
 
 
 def _exact(value) -> sp.Rational:
