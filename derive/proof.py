@@ -959,12 +959,16 @@ MAX_IMAGE_CHANNELS = 2  # channels and filters of a proof instance's images
 
 
 def _small_image(image: tuple, layers) -> tuple:
-    """The smallest (C', H', W') (C' <= 2) that every window of ``layers`` fits, preferring
-    one where each window gives at least 2 x 2."""
+    """The smallest (C', H', W') (C' <= 2), at least the first kernel's size, that every
+    window of ``layers`` fits, preferring one where each window gives at least 2 x 2."""
     C, H, W = image
     channels = min(C, MAX_IMAGE_CHANNELS)
+    # at least the first kernel's size: it sees the input, not only the padding
+    kernel = next((dict(layer.options).get("kernel", 1) for layer in layers
+                   if layer.kind == "conv2d"), 1)
     fits = []
-    for h, w in sorted(((h, w) for h in range(1, H + 1) for w in range(1, W + 1)),
+    for h, w in sorted(((h, w) for h in range(min(kernel, H), H + 1)
+                        for w in range(min(kernel, W), W + 1)),
                        key=lambda hw: (hw[0] + hw[1], hw)):
         try:
             images = walk_images((channels, h, w), layers)

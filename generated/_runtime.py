@@ -45,7 +45,9 @@ _HAVE_NUMBA = _numba_installed()  # the compiled engine is available; imported o
 __all__ = ["API", "ForwardCache", "TrainingDiverged", "ModelFileError", "model_file_settings",
            "Network", "Trainer", "softmax", "logsumexp", "float_dtype", "rank_one_update",
            "one_row_product", "rank_one", "compiled", "ENGINES", "load_beside", "MISSING",
-           "is_missing", "table_columns", "encode_table", "number_specs", "NUMBER", "CATEGORY"]
+           "is_missing", "table_columns", "encode_table", "number_specs", "NUMBER", "CATEGORY",
+           "kernel_matrix", "Conv2d", "Pool2d", "conv2d", "conv2d_input_grad",
+           "conv2d_weight_grad", "conv2d_bias_grad", "pool2d", "pool2d_input_grad"]
 
 API = 3  # generated modules check it: a module and a runtime of different APIs refuse to run
 ENGINES = ("auto", "numpy", "compiled")
@@ -132,6 +134,17 @@ def initial_weights(rng, scheme, units, fan_in):
     if scheme == "zeros":
         return np.zeros((units, fan_in))
     return rng.standard_normal((units, fan_in)) * _INIT_SCALES[scheme](fan_in, units)
+
+
+def initial_kernel(rng, scheme, shape):
+    """A convolution's (F, C, k, k) kernel drawn by ``scheme``, its fan-in C k^2 and fan-out
+    F k^2 as torch counts them (torch.nn.init's _calculate_fan_in_and_fan_out)."""
+    if scheme not in _INIT_SCALES:
+        raise ValueError(f"unknown initialisation {scheme!r} (known: {', '.join(_INIT_SCALES)})")
+    F, C, k, _ = shape
+    if scheme == "zeros":
+        return np.zeros(shape)
+    return rng.standard_normal(shape) * _INIT_SCALES[scheme](C * k * k, F * k * k)
 
 
 # ----------------------------------------------------------------------------- compiling
@@ -299,6 +312,189 @@ def step_products(m, dtype):
     return (np.matmul if ger is None else one_row_product(dtype)), ger
 
 
+# ----------------------------------------------------------------------------- images
+
+def kernel_matrix(W, in_place=False):
+    """A convolution's (F, C, k, k) kernel as the (F, C k^2) matrix of its entries in column-
+    major order (a 2-D one as is): a view of a column-major W (the layout init_params and the
+    Trainer keep), else a copy; ``in_place``: a view or a ValueError (what a step writes or
+    reads while the Trainer updates W in place must be W's own memory)."""
+    if W.ndim == 2:
+        return W
+    view = W.reshape(W.shape[0], -1, order="F")
+    if in_place and not np.shares_memory(view, W):
+        raise ValueError("the kernel must be stored in column-major (Fortran) order, as "
+                         "init_params gives it, for the step to use it in place")
+    return view
+
+
+class Conv2d:
+    """One convolution on m examples stored flat in NCHW order (m, C*H*W), with its buffers
+    allocated once: ``window`` is (C, H, W, F, k, stride, padding).  The products are im2col
+    and BLAS: the zero-padded input's k x k windows as the rows of ``cols`` (m*Ho*Wo, C*k*k),
+    ordered as the kernel matrix's columns (``kernel_matrix``).
+
+    forward:      z[n,f,i,j] = sum_{c,p,q} W[f,c,p,q] a[n,c,s i+p-P, s j+q-P] + b[f]
+    input_grad:   da[n,c,u,v] = sum_{f,i,j} delta[n,f,i,j] W[f,c,u+P-s i, v+P-s j]
+                  (the full correlation of delta with the flipped kernel: cols of delta W,
+                  added back into place, one pass per kernel offset)
+    weight_grad:  dW[f,c,p,q] = sum_{n,i,j} delta[n,f,i,j] a[n,c,s i+p-P, s j+q-P]
+                  (the correlation of the input with delta: delta^T cols, from the forward's
+                  cols)
+    bias_grad:    db[f] = sum_{n,i,j} delta[n,f,i,j]
+    """
+
+    def __init__(self, window, m, dtype):
+        C, H, W, F, k, s, P = window
+        self.window, self.m = tuple(window), m
+        self.Ho, self.Wo = (H + 2 * P - k) // s + 1, (W + 2 * P - k) // s + 1
+        self.padded = np.zeros((m, C, H + 2 * P, W + 2 * P), dtype) if P else None
+        self.cols = np.empty((m, self.Ho, self.Wo, k, k, C), dtype)  # [n, i, j, q, p, c]
+        self.rows = np.empty((m * self.Ho * self.Wo, F), dtype)  # [(n, i, j), f]
+        self.dcols = None
+        self.dpadded = None
+
+    def _columns(self, a):
+        C, H, W, F, k, s, P = self.window
+        x = a.reshape(self.m, C, H, W)
+        if P:
+            self.padded[:, :, P:P + H, P:P + W] = x
+            x = self.padded
+        windows = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))
+        windows = windows[:, :, ::s, ::s][:, :, :self.Ho, :self.Wo]  # [n, c, i, j, p, q]
+        np.copyto(self.cols, windows.transpose(0, 2, 3, 5, 4, 1))
+        return self.cols.reshape(self.rows.shape[0], -1)
+
+    def _delta_rows(self, delta):
+        F = self.window[3]
+        np.copyto(self.rows.reshape(self.m, self.Ho, self.Wo, F),
+                  delta.reshape(self.m, F, self.Ho, self.Wo).transpose(0, 2, 3, 1))
+        return self.rows
+
+    def forward(self, a, W, b, out):
+        F = self.window[3]
+        cols = self._columns(a)
+        np.matmul(cols, kernel_matrix(W).T, out=self.rows)
+        z = out.reshape(self.m, F, self.Ho, self.Wo)
+        np.copyto(z, self.rows.reshape(self.m, self.Ho, self.Wo, F).transpose(0, 3, 1, 2))
+        if b is not None:
+            np.add(z, b.reshape(1, F, 1, 1), out=z)
+        return out
+
+    def weight_grad(self, delta, out, a=None):
+        """dW into ``out`` (F, C, k, k) or (F, C k^2), column-major; the forward's columns
+        unless ``a`` is given."""
+        cols = self._columns(a) if a is not None else self.cols.reshape(self.rows.shape[0], -1)
+        rows = self._delta_rows(delta)
+        G = kernel_matrix(out, in_place=True)
+        np.matmul(cols.T, rows, out=G.T)
+        return out
+
+    def bias_grad(self, delta, out):
+        F = self.window[3]
+        np.sum(delta.reshape(self.m, F, self.Ho * self.Wo), axis=(0, 2), out=out.reshape(F))
+        return out
+
+    def input_grad(self, delta, W, out):
+        C, H, W_, F, k, s, P = self.window
+        if self.dcols is None:
+            self.dcols = np.empty_like(self.cols)
+            self.dpadded = np.empty((self.m, C, H + 2 * P, W_ + 2 * P), self.cols.dtype)
+        rows = self._delta_rows(delta)
+        np.matmul(rows, kernel_matrix(W), out=self.dcols.reshape(rows.shape[0], -1))
+        d = self.dpadded
+        d.fill(0)
+        Ho, Wo = self.Ho, self.Wo
+        for p in range(k):  # each kernel offset adds its share of every window back
+            for q in range(k):
+                d[:, :, p:p + s * (Ho - 1) + 1:s, q:q + s * (Wo - 1) + 1:s] += \
+                    self.dcols[:, :, :, q, p, :].transpose(0, 3, 1, 2)
+        np.copyto(out.reshape(self.m, C, H, W_), d[:, :, P:P + H, P:P + W_])
+        return out
+
+
+class Pool2d:
+    """Max or average pooling ("max" | "avg") of size x size windows at stride size, on m
+    examples stored flat in NCHW order; ``window`` is (C, H, W, C, size, size, 0).
+    input_grad sends delta back through each window: to its first maximum (PyTorch's tie
+    rule; numpy's argmax is the first) or spread evenly (1/size^2 each)."""
+
+    def __init__(self, window, m, dtype, how):
+        C, H, W, _, size, _, _ = window
+        self.window, self.m, self.how, self.size = tuple(window), m, how, size
+        self.Ho, self.Wo = H // size, W // size
+        self.windows = np.empty((m, C, self.Ho, self.Wo, size * size), dtype)
+        self.dwindows = np.empty_like(self.windows)
+        self.first = np.empty((m, C, self.Ho, self.Wo, 1), np.intp)
+        self.route = np.empty(self.windows.shape, bool)
+        self.offsets = np.arange(size * size)
+
+    def _split(self, flat):  # (m, C*H*W) -> [n, c, i, j, (p, q)] as a strided view
+        C, s = self.window[0], self.size
+        return flat.reshape(self.m, C, self.Ho, s, self.Wo, s).transpose(0, 1, 2, 4, 3, 5)
+
+    def _gather(self, a):
+        np.copyto(self.windows.reshape(self._split(a).shape), self._split(a))
+
+    def forward(self, a, out):
+        self._gather(a)
+        z = out.reshape(self.windows.shape[:4])
+        (np.max if self.how == "max" else np.mean)(self.windows, axis=4, out=z)
+        return out
+
+    def input_grad(self, delta, out, a=None):
+        """da into ``out``; the forward's windows unless ``a`` is given."""
+        if a is not None:
+            self._gather(a)
+        d = delta.reshape(self.windows.shape[:4] + (1,))
+        if self.how == "max":
+            np.argmax(self.windows, axis=4, out=self.first[..., 0])
+            np.equal(self.offsets, self.first, out=self.route)
+            np.multiply(self.route, d, out=self.dwindows)
+        else:
+            np.multiply(d, 1.0 / (self.size * self.size), out=self.dwindows)
+        np.copyto(self._split(out), self.dwindows.reshape(self._split(out).shape))
+        return out
+
+
+def _window_out(window, m, dtype, rows=None):
+    C, H, W, F, k, s, P = window
+    width = F * ((H + 2 * P - k) // s + 1) * ((W + 2 * P - k) // s + 1)
+    return np.empty((m, width if rows is None else rows), dtype)
+
+
+def conv2d(a, W, b, window):
+    """The convolution of the rows of ``a`` (functional form; see Conv2d)."""
+    return Conv2d(window, a.shape[0], a.dtype).forward(a, W, b, _window_out(window, *a.shape[:1], a.dtype))
+
+
+def conv2d_input_grad(delta, W, window):
+    C, H, W_ = window[:3]
+    out = np.empty((delta.shape[0], C * H * W_), delta.dtype)
+    return Conv2d(window, delta.shape[0], delta.dtype).input_grad(delta, W, out)
+
+
+def conv2d_weight_grad(delta, a, window):
+    C, F, k = window[0], window[3], window[4]
+    out = np.empty((F, C, k, k), delta.dtype, order="F")
+    return Conv2d(window, delta.shape[0], delta.dtype).weight_grad(delta, out, a=a)
+
+
+def conv2d_bias_grad(delta, window):
+    out = np.empty((window[3],), delta.dtype)
+    return Conv2d(window, delta.shape[0], delta.dtype).bias_grad(delta, out)
+
+
+def pool2d(a, window, how):
+    """Max or average pooling of the rows of ``a`` (functional form; see Pool2d)."""
+    return Pool2d(window, a.shape[0], a.dtype, how).forward(a, _window_out(window, a.shape[0], a.dtype))
+
+
+def pool2d_input_grad(delta, a, window, how):
+    out = np.empty(a.shape, delta.dtype)
+    return Pool2d(window, a.shape[0], delta.dtype, how).input_grad(delta, out, a=a)
+
+
 # ----------------------------------------------------------------------------- targets
 
 def _dense_labels(Y, m, n_out, dtype):
@@ -409,8 +605,10 @@ class Network:
                  training, probability, forward, backward, per_example_loss, make_step,
                  make_epoch=None, make_gradient=None, make_gradient_epoch=None, optimizers=None,
                  schedules=None, legacy_optimizers=None, compiled_max_batch=0,
-                 parameters=None, kinds=None, table=None, state=None):
+                 parameters=None, kinds=None, table=None, state=None, image=None):
         self.name = name
+        # input: [C, H, W]: rows hold images flat in NCHW order; X may also be (m, C, H, W)
+        self.image = tuple(image) if image else None
         # layer kinds: each layer's kind, the parameters (key, shape, init, penalised) and
         # the running statistics (key, units, initial value); None for a dense stack
         self.kinds = tuple(kinds) if kinds else ("dense",) * (len(layer_sizes) - 1)
@@ -466,6 +664,8 @@ class Network:
         for key, shape, init, _ in self.table:
             if len(shape) == 2:
                 params[key] = np.asfortranarray(initial_weights(rng, init, *shape), dtype)
+            elif len(shape) == 4:  # a kernel (F, C, k, k): fan-in C k^2, fan-out F k^2 (torch's)
+                params[key] = np.asfortranarray(initial_kernel(rng, init, shape), dtype)
             else:
                 params[key] = np.full(shape, 1.0 if init == "ones" else 0.0, dtype=dtype)
         return params
@@ -497,9 +697,13 @@ class Network:
         """X as an (m, n_0) array: integers become ``dtype``, floats keep their own."""
         X = np.asarray(X)
         n_in = self.layer_sizes[0]
+        if self.image is not None and X.ndim == 4 and X.shape[1:] == self.image:
+            X = X.reshape(X.shape[0], n_in)  # (m, C, H, W) images: the flat NCHW rows
         if X.ndim != 2 or X.shape[1] != n_in:
             raise ValueError(
-                f"X must have shape (m, {n_in}), one example per row; got {X.shape}"
+                f"X must have shape (m, {n_in}), one example per row"
+                + (f", or (m, {', '.join(map(str, self.image))}) images" if self.image else "")
+                + f"; got {X.shape}"
                 + (" (for one example use X[None, :])" if X.shape == (n_in,) else ""))
         if X.dtype.kind in "biu":
             return X.astype(dtype)

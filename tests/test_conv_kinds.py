@@ -225,6 +225,23 @@ def test_avg_pool_rule_planted_wrong_is_refuted():
     assert not report.ok and "dW1" in report.wrong_quantities
 
 
+def test_claims_name_the_quantities_of_an_image_stack():
+    """W1 is the (F, C k^2) matrix of the kernel, Z1/A1/dA1 the flat NCHW rows as columns; a
+    claim about the dense layer after flatten is proven, its slip (no 1/m) refuted."""
+    from derive.claims import check_claims, load_claims_text
+    from derive.derivation import derive
+
+    spec = _spec((1, 4, 4), ["{kind: conv2d, filters: 2, kernel: 2, padding: 1, activation: relu}",
+                             "{kind: max_pool, size: 1}", "{kind: flatten}",
+                             "{units: 3, activation: softmax}"], name="cnn_claims")
+    report = check_claims(derive(spec), load_claims_text(
+        'claims:\n  - claim: "dW4 = (1/m) delta4 A3^T"\n'
+        '  - {claim: "dW4 = delta4 A3^T", expect: false}\n'
+        '  - {claim: "db1 = 2 db1", expect: false}\n'))
+    assert report.ok, report.summary()
+    assert "W1 = [[" in report.summary()  # the kernel shown as its (F, C k^2) matrix
+
+
 # ----------------------------------------------------------------------------- the spec
 
 def _error(image, layers) -> SpecError:
