@@ -313,6 +313,9 @@ class _Step:
         self.pools: dict[tuple, Buffers] = {}
         self.lines: list[str] = []
         self.windows: dict[str, str] = {}  # the error dZ of a window layer -> its runtime object
+        # a kernel (F, C, k, k) in an entry-wise formula (a penalty's term): its matrix view,
+        # the layout of its gradient's buffer
+        self.alias |= {p: f"{p}m" for p, shape in self.param_shapes if len(shape) > 2}
 
     def name(self, symbol) -> str:
         name = symbol.name
@@ -451,7 +454,7 @@ class _Step:
         obj = self.windows[st.delta.name]
         delta = self.name(st.delta)
         self.lines.append(f"# {st.target.name}: the derived {st.rule.replace('_', ' ')} rule")
-        call = {"conv_input": f"input_grad({delta}, {self.name(st.other) if st.other else ''}, out={target})",
+        call = {"conv_input": f"input_grad({delta}, {st.other.name if st.other else ''}, out={target})",
                 "conv_weight": f"weight_grad({delta}, out={target})",
                 "conv_bias": f"bias_grad({delta}, out={target})",
                 "max_pool_input": f"input_grad({delta}, out={target})",
@@ -489,7 +492,7 @@ class _Step:
         for st in self.d.backward:
             self.statement(st)
         setup = ["m_ = np.dtype(dtype).type(m)  # the batch size as a number of the dtype"]
-        setup += [f"{p} = {NETWORK_RUNTIME}.kernel_matrix({p}, in_place=True)  # (F, C k^2), a view"
+        setup += [f"{p}m = {NETWORK_RUNTIME}.kernel_matrix({p}, in_place=True)  # (F, C k^2), a view"
                   for p, shape in self.param_shapes if len(shape) > 2]
         setup += [f"{name} = {call}" for name, call in self.buffers.items()]
         for (rows, units), pool in self.pools.items():

@@ -331,15 +331,15 @@ def kernel_matrix(W, in_place=False):
 class Conv2d:
     """One convolution on m examples stored flat in NCHW order (m, C*H*W), with its buffers
     allocated once: ``window`` is (C, H, W, F, k, stride, padding).  The products are im2col
-    and BLAS: the zero-padded input's k x k windows as the rows of ``cols`` (m*Ho*Wo, C*k*k),
-    ordered as the kernel matrix's columns (``kernel_matrix``).
+    and BLAS: the zero-padded input's k x k windows as the columns of ``cols`` (C*k*k,
+    m*Ho*Wo), rows in (c, p, q) order as the kernel's matrix W.reshape(F, C*k*k).
 
     forward:      z[n,f,i,j] = sum_{c,p,q} W[f,c,p,q] a[n,c,s i+p-P, s j+q-P] + b[f]
     input_grad:   da[n,c,u,v] = sum_{f,i,j} delta[n,f,i,j] W[f,c,u+P-s i, v+P-s j]
-                  (the full correlation of delta with the flipped kernel: cols of delta W,
+                  (the full correlation of delta with the flipped kernel: W^T delta's columns
                   added back into place, one pass per kernel offset)
     weight_grad:  dW[f,c,p,q] = sum_{n,i,j} delta[n,f,i,j] a[n,c,s i+p-P, s j+q-P]
-                  (the correlation of the input with delta: delta^T cols, from the forward's
+                  (the correlation of the input with delta: delta cols^T, from the forward's
                   cols)
     bias_grad:    db[f] = sum_{n,i,j} delta[n,f,i,j]
     """
@@ -348,9 +348,12 @@ class Conv2d:
         C, H, W, F, k, s, P = window
         self.window, self.m = tuple(window), m
         self.Ho, self.Wo = (H + 2 * P - k) // s + 1, (W + 2 * P - k) // s + 1
+        pixels = m * self.Ho * self.Wo
         self.padded = np.zeros((m, C, H + 2 * P, W + 2 * P), dtype) if P else None
-        self.cols = np.empty((m, self.Ho, self.Wo, k, k, C), dtype)  # [n, i, j, q, p, c]
-        self.rows = np.empty((m * self.Ho * self.Wo, F), dtype)  # [(n, i, j), f]
+        self.cols = np.empty((C * k * k, pixels), dtype)  # [(c, p, q), (n, i, j)]
+        self.rows = np.empty((F, pixels), dtype)  # [f, (n, i, j)]: z or delta by filter
+        self.kernel = np.empty((F, C * k * k), dtype)  # W as a C-ordered matrix
+        self.dkernel = np.empty_like(self.kernel)
         self.dcols = None
         self.dpadded = None
 
@@ -362,32 +365,38 @@ class Conv2d:
             x = self.padded
         windows = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))
         windows = windows[:, :, ::s, ::s][:, :, :self.Ho, :self.Wo]  # [n, c, i, j, p, q]
-        np.copyto(self.cols, windows.transpose(0, 2, 3, 5, 4, 1))
-        return self.cols.reshape(self.rows.shape[0], -1)
+        np.copyto(self.cols.reshape(C, k, k, self.m, self.Ho, self.Wo),
+                  windows.transpose(1, 4, 5, 0, 2, 3))
+        return self.cols
+
+    def _matrix(self, W):
+        np.copyto(self.kernel.reshape(W.shape), W)
+        return self.kernel
 
     def _delta_rows(self, delta):
         F = self.window[3]
-        np.copyto(self.rows.reshape(self.m, self.Ho, self.Wo, F),
-                  delta.reshape(self.m, F, self.Ho, self.Wo).transpose(0, 2, 3, 1))
+        np.copyto(self.rows.reshape(F, self.m, self.Ho * self.Wo),
+                  delta.reshape(self.m, F, self.Ho * self.Wo).transpose(1, 0, 2))
         return self.rows
 
     def forward(self, a, W, b, out):
         F = self.window[3]
-        cols = self._columns(a)
-        np.matmul(cols, kernel_matrix(W).T, out=self.rows)
-        z = out.reshape(self.m, F, self.Ho, self.Wo)
-        np.copyto(z, self.rows.reshape(self.m, self.Ho, self.Wo, F).transpose(0, 3, 1, 2))
+        np.matmul(self._matrix(W), self._columns(a), out=self.rows)
+        z = out.reshape(self.m, F, self.Ho * self.Wo)
+        np.copyto(z, self.rows.reshape(F, self.m, -1).transpose(1, 0, 2))
         if b is not None:
-            np.add(z, b.reshape(1, F, 1, 1), out=z)
+            np.add(z, b.reshape(1, F, 1), out=z)
         return out
 
     def weight_grad(self, delta, out, a=None):
-        """dW into ``out`` (F, C, k, k) or (F, C k^2), column-major; the forward's columns
-        unless ``a`` is given."""
-        cols = self._columns(a) if a is not None else self.cols.reshape(self.rows.shape[0], -1)
-        rows = self._delta_rows(delta)
-        G = kernel_matrix(out, in_place=True)
-        np.matmul(cols.T, rows, out=G.T)
+        """dW into ``out`` (F, C, k, k), or its column-major (F, C k^2) view; the forward's
+        columns unless ``a`` is given."""
+        C, _, _, F, k, _, _ = self.window
+        cols = self._columns(a) if a is not None else self.cols
+        np.matmul(self._delta_rows(delta), cols.T, out=self.dkernel)
+        if out.ndim == 2:  # kernel_matrix's view of the (F, C, k, k) gradient
+            out = out.reshape((F, C, k, k), order="F")
+        np.copyto(out, self.dkernel.reshape(F, C, k, k))
         return out
 
     def bias_grad(self, delta, out):
@@ -400,60 +409,70 @@ class Conv2d:
         if self.dcols is None:
             self.dcols = np.empty_like(self.cols)
             self.dpadded = np.empty((self.m, C, H + 2 * P, W_ + 2 * P), self.cols.dtype)
-        rows = self._delta_rows(delta)
-        np.matmul(rows, kernel_matrix(W), out=self.dcols.reshape(rows.shape[0], -1))
+        np.matmul(self._matrix(W).T, self._delta_rows(delta), out=self.dcols)
         d = self.dpadded
         d.fill(0)
         Ho, Wo = self.Ho, self.Wo
+        dcols = self.dcols.reshape(C, k, k, self.m, Ho, Wo)
         for p in range(k):  # each kernel offset adds its share of every window back
             for q in range(k):
                 d[:, :, p:p + s * (Ho - 1) + 1:s, q:q + s * (Wo - 1) + 1:s] += \
-                    self.dcols[:, :, :, q, p, :].transpose(0, 3, 1, 2)
+                    dcols[:, p, q].transpose(1, 0, 2, 3)
         np.copyto(out.reshape(self.m, C, H, W_), d[:, :, P:P + H, P:P + W_])
         return out
 
 
 class Pool2d:
     """Max or average pooling ("max" | "avg") of size x size windows at stride size, on m
-    examples stored flat in NCHW order; ``window`` is (C, H, W, C, size, size, 0).
-    input_grad sends delta back through each window: to its first maximum (PyTorch's tie
-    rule; numpy's argmax is the first) or spread evenly (1/size^2 each)."""
+    examples stored flat in NCHW order; ``window`` is (C, H, W, C, size, size, 0).  One
+    ufunc call per window offset.  input_grad sends delta back through each window: to its
+    first maximum in row-major order (PyTorch's tie rule), or spread evenly (1/size^2 each);
+    it reads the input and output of the last forward unless ``a`` is given."""
 
     def __init__(self, window, m, dtype, how):
         C, H, W, _, size, _, _ = window
         self.window, self.m, self.how, self.size = tuple(window), m, how, size
         self.Ho, self.Wo = H // size, W // size
-        self.windows = np.empty((m, C, self.Ho, self.Wo, size * size), dtype)
-        self.dwindows = np.empty_like(self.windows)
-        self.first = np.empty((m, C, self.Ho, self.Wo, 1), np.intp)
-        self.route = np.empty(self.windows.shape, bool)
-        self.offsets = np.arange(size * size)
+        shape = (m, C, self.Ho, self.Wo)
+        self.hit = np.empty(shape, bool)
+        self.left = np.empty(shape, dtype)  # the error not yet routed to a maximum
+        self.a = self.z = None
 
-    def _split(self, flat):  # (m, C*H*W) -> [n, c, i, j, (p, q)] as a strided view
+    def _offsets(self, flat):  # (m, C*H*W) -> the size x size strided views [n, c, i, j]
         C, s = self.window[0], self.size
-        return flat.reshape(self.m, C, self.Ho, s, self.Wo, s).transpose(0, 1, 2, 4, 3, 5)
-
-    def _gather(self, a):
-        np.copyto(self.windows.reshape(self._split(a).shape), self._split(a))
+        x = flat.reshape(self.m, C, self.Ho, s, self.Wo, s)
+        return [x[:, :, :, p, :, q] for p in range(s) for q in range(s)]
 
     def forward(self, a, out):
-        self._gather(a)
-        z = out.reshape(self.windows.shape[:4])
-        (np.max if self.how == "max" else np.mean)(self.windows, axis=4, out=z)
+        views = self._offsets(a)
+        z = out.reshape(self.m, self.window[0], self.Ho, self.Wo)
+        if self.how == "max":
+            np.maximum(views[0], views[1], out=z) if len(views) > 1 else np.copyto(z, views[0])
+            for view in views[2:]:
+                np.maximum(z, view, out=z)
+        else:
+            np.copyto(z, views[0])
+            for view in views[1:]:
+                np.add(z, view, out=z)
+            np.multiply(z, 1.0 / len(views), out=z)
+        self.a, self.z = a, z
         return out
 
     def input_grad(self, delta, out, a=None):
-        """da into ``out``; the forward's windows unless ``a`` is given."""
         if a is not None:
-            self._gather(a)
-        d = delta.reshape(self.windows.shape[:4] + (1,))
-        if self.how == "max":
-            np.argmax(self.windows, axis=4, out=self.first[..., 0])
-            np.equal(self.offsets, self.first, out=self.route)
-            np.multiply(self.route, d, out=self.dwindows)
-        else:
-            np.multiply(d, 1.0 / (self.size * self.size), out=self.dwindows)
-        np.copyto(self._split(out), self.dwindows.reshape(self._split(out).shape))
+            self.forward(a, np.empty((self.m, self.hit[0].size), a.dtype))
+        d = delta.reshape(self.hit.shape)
+        targets = self._offsets(out)
+        if self.how == "avg":
+            for view in targets:
+                np.multiply(d, 1.0 / len(targets), out=view)
+            return out
+        np.copyto(self.left, d)
+        for k, (view, source) in enumerate(zip(targets, self._offsets(self.a))):
+            np.equal(source, self.z, out=self.hit)  # the window's maximum sits here
+            np.multiply(self.hit, self.left, out=view)
+            if k + 1 < len(targets):  # routed: later ties get nothing
+                np.copyto(self.left, 0, where=self.hit)
         return out
 
 

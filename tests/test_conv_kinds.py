@@ -22,10 +22,10 @@ torch = pytest.importorskip("torch")
 WORST: dict[str, float] = {}  # case -> worst relative difference to torch.autograd
 
 
-def _spec(image, layers, name="cnn_net", loss="categorical_crossentropy"):
+def _spec(image, layers, name="cnn_net", loss="categorical_crossentropy", extra=""):
     body = "".join(f"  - {entry}\n" for entry in layers)
     return load_spec_text(f"name: {name}\ninput: {list(image)}\nlayers:\n{body}loss: {loss}\n"
-                          "dtype: float64\n")
+                          f"dtype: float64\n{extra}")
 
 
 def _torch_net(spec, params):
@@ -107,8 +107,9 @@ def test_gradients_equal_torch_autograd(case, build):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_the_preallocated_step_equals_the_functional_backward(dtype, build):
-    image, layers = CASES["3ch_s1_p0_two_convs"]
-    net = build(_spec(image, layers))
+    image, layers = CASES["3ch_s1_p0_two_convs"]  # with penalties on the kernels
+    net = build(_spec(image, layers, name="cnn_penalised",
+                      extra="regularization: {l2: 0.01, l1: 0.001}\n"))
     rng = np.random.default_rng(0)
     # the Trainer's layout: column-major arrays (the step reads the kernels as views)
     params = {k: np.asfortranarray(v + 0.1 * rng.standard_normal(v.shape), dtype)
