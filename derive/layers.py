@@ -368,7 +368,7 @@ LAYER_KINDS.add("conv2d", LayerKind(
             Param(b, None, "zeros", when="bias", shaped=lambda o: (o["filters"],))),
     forward=_conv_forward, image="image",
     image_out=lambda image, o: conv_window(image, o).image_out,
-    torch="torch.nn.Conv2d({channels}, {filters}, {kernel}, stride={stride}, "
+    torch="torch.nn.Conv2d({image[0]}, {filters}, {kernel}, stride={stride}, "
           "padding={padding}, bias={bias})",
     torch_params=(("W", "weight"), ("b", "bias")),
     latex=r"z_{f,i,j} = \sum_{c,p,q} W_{f,c,p,q}\, a_{c,\,si+p-P,\,sj+q-P} + b_f"))

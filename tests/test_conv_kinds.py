@@ -296,3 +296,69 @@ def test_a_conv_on_a_flat_input_is_refused():
         load_spec_text("name: n\ninput: 36\nlayers:\n  - {kind: conv2d, filters: 2, kernel: 3}\n"
                        f"  - {DENSE_OUT}\nloss: categorical_crossentropy\n")
     assert "takes an image" in info.value.message and "input: [C, H, W]" in info.value.hint
+
+
+# ----------------------------------------------------------------------------- backends
+
+BACKEND_SPEC = ((3, 8, 8), [
+    "{kind: conv2d, filters: 4, kernel: 3, padding: 1, activation: relu}",
+    "{kind: avg_pool, size: 2}",
+    "{kind: conv2d, filters: 2, kernel: 3, stride: 2, padding: 1, activation: tanh}",
+    "{kind: max_pool, size: 2}", "{kind: flatten}", "{units: 3, activation: softmax}"])
+
+
+@pytest.fixture(scope="module")
+def backends(tmp_path_factory):
+    from codegen.emit import write_backend, write_module
+    from codegen.files import import_module_from
+    from derive.derivation import derive
+
+    spec = _spec(*BACKEND_SPEC, name="cnn_backends", extra="regularization: {l2: 0.01}\n")
+    folder = tmp_path_factory.mktemp("cnn_backends")
+    derivation = derive(spec)
+    modules = {"numpy": import_module_from(write_module(derivation, folder))}
+    for backend in ("torch", "jax"):
+        modules[backend] = import_module_from(write_backend(derivation, backend, folder))
+    rng = np.random.default_rng(0)
+    net = modules["numpy"]
+    params = {k: v + 0.1 * rng.standard_normal(v.shape)
+              for k, v in net.init_params(seed=1, dtype=np.float64).items()}
+    X, Y = rng.standard_normal((5, spec.input)), rng.integers(0, 3, 5)
+    expected = net.backward(params, net.forward(params, X, training=True), Y)
+    return modules, params, X, Y, expected, net.loss(params, X, Y)
+
+
+def _worst(got, expected):
+    return max(float(np.abs(np.asarray(got[k], np.float64) - v).max() / np.abs(v).max())
+               for k, v in expected.items())
+
+
+def test_torch_backend_gives_the_derived_gradients(backends):
+    modules, params, X, Y, expected, J = backends
+    module = modules["torch"]
+    model = module.Network.from_numpy(params, dtype=torch.float64)
+    loss = module.loss(model, torch.from_numpy(X.reshape(5, 3, 8, 8)), torch.from_numpy(Y))
+    loss.backward()
+    assert abs(loss.item() - J) < 1e-12 * abs(J)
+    worst = _worst({k: p.grad.numpy() for k, p in model.named_parameters()}, expected)
+    print(f"torch backend vs numpy backward: worst relative difference {worst:.1e}")
+    assert worst < 1e-10
+
+
+def test_jax_backend_gives_the_derived_gradients(backends):
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        modules, params, X, Y, expected, J = backends
+        module = modules["jax"]
+        jparams = module.from_numpy(params, jnp.float64)
+        value, grads = jax.jit(jax.value_and_grad(module.loss))(jparams, X, Y)
+        assert abs(float(value) - J) < 1e-12 * abs(J)
+        worst = _worst(grads, expected)
+        print(f"jax backend vs numpy backward: worst relative difference {worst:.1e}")
+        assert worst < 1e-10
+    finally:
+        jax.config.update("jax_enable_x64", previous)
