@@ -136,13 +136,32 @@ def test_images_as_four_axes_and_one_row_as_in_a_batch_after_training(build, tmp
     trainer = net.Trainer(epochs=3, batch_size=8, seed=0, engine="auto")
     trainer.fit(X, Y)
     np.testing.assert_array_equal(trainer.predict_proba(X), trainer.predict_proba(X.reshape(40, -1)))
-    loaded = net.Trainer.load(trainer.save(tmp_path / "model.npz"))
+    path = trainer.save(tmp_path / "model.npz")
+    loaded = net.Trainer.load(path)
     batch = loaded.predict_proba(X)
     rows = np.vstack([loaded.predict_proba(X[i:i + 1]) for i in range(len(X))])
     np.testing.assert_allclose(rows, batch, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(batch, trainer.predict_proba(X))
     with pytest.raises(ValueError, match=r"or \(m, 1, 6, 6\) images"):
         net.predict(trainer.params, np.zeros((2, 1, 5, 6)))
+    # a fresh process loads the model file and answers each row as in the batch
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "batch.npy", batch)
+    script = (
+        "import importlib.util, sys, numpy as np\n"
+        f"spec = importlib.util.spec_from_file_location('cnn_fresh', {net.__file__!r})\n"
+        "net = importlib.util.module_from_spec(spec); spec.loader.exec_module(net)\n"
+        f"trainer = net.Trainer.load({str(path)!r})\n"
+        f"X = np.load({str(tmp_path / 'X.npy')!r}); batch = np.load({str(tmp_path / 'batch.npy')!r})\n"
+        "rows = np.vstack([trainer.predict_proba(X[i:i + 1]) for i in range(len(X))])\n"
+        "np.testing.assert_allclose(rows, batch, rtol=1e-12, atol=1e-15)\n"
+        "print('fresh process: rows as in the batch')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 def test_the_weights_load_into_torch_unchanged(build):
