@@ -924,8 +924,8 @@ def shrink_kinds(spec: NetSpec) -> tuple[NetSpec, str]:
     """A small instance of a stack of layer kinds: every layer kept (each kind is proved in
     place, with its skip), dense widths at most 3 and the other kinds' widths following; an
     image at most 2 channels and 2 filters per convolution, of the smallest height and width
-    that every window (kernel, stride, padding, pool size) fits, each window giving at least
-    2 x 2 where the spec's own size allows it."""
+    that every window (kernel, stride, padding, pool size) fits, each convolution giving at
+    least 2 x 2 where the spec's own size allows it."""
     image, layers = spec.image, list(spec.layers)
     note = ""
     if image is not None:
@@ -960,7 +960,8 @@ MAX_IMAGE_CHANNELS = 2  # channels and filters of a proof instance's images
 
 def _small_image(image: tuple, layers) -> tuple:
     """The smallest (C', H', W') (C' <= 2), at least the first kernel's size, that every
-    window of ``layers`` fits, preferring one where each window gives at least 2 x 2."""
+    window of ``layers`` fits, preferring one where each convolution gives at least 2 x 2
+    (its correlation then has more than one position)."""
     C, H, W = image
     channels = min(C, MAX_IMAGE_CHANNELS)
     # at least the first kernel's size: it sees the input, not only the padding
@@ -975,7 +976,7 @@ def _small_image(image: tuple, layers) -> tuple:
         except ImageError:
             continue
         sides = [min(x[1:]) for x, layer in zip(images, layers)
-                 if x is not None and layer.kind != "dropout"]
+                 if x is not None and layer.kind == "conv2d"]
         if all(side >= 2 for side in sides) or min(h, w) >= min(H, W):
             return (channels, h, w)
         fits.append((channels, h, w))
