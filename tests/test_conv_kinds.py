@@ -36,8 +36,7 @@ def _torch_net(spec, params):
         kind = LAYER_KINDS[layer.kind]
         options = {o.key: o.default for o in kind.options} | layer.option_dict
         image = spec.image_in(l)
-        options |= {"units": layer.units, "channels": image[0] if image else 0,
-                    "n_in": spec.layer_sizes[l - 1]}
+        options |= {"units": layer.units, "image": image, "n_in": spec.layer_sizes[l - 1]}
         module = eval(kind.torch.format(**options), {"torch": torch}).double()
         for ours, theirs in kind.torch_params:
             if f"{ours}{l}" in params:
