@@ -44,7 +44,7 @@ __all__ = ["API", "ForwardCache", "TrainingDiverged", "ModelFileError", "model_f
            "Network", "Trainer", "softmax", "logsumexp", "float_dtype", "rank_one_update",
            "one_row_product", "rank_one", "compiled", "ENGINES", "load_beside", "MISSING",
            "is_missing", "table_columns", "encode_table", "number_specs", "NUMBER", "CATEGORY",
-           "kernel_matrix", "Conv2d", "Pool2d", "conv2d", "conv2d_input_grad",
+           "kernel_matrix", "gather_matrix", "GATHER_LIMIT", "Conv2d", "Pool2d", "conv2d", "conv2d_input_grad",
            "conv2d_weight_grad", "conv2d_bias_grad", "pool2d", "pool2d_input_grad"]
 
 API = 3  # generated modules check it: a module and a runtime of different APIs refuse to run
@@ -326,37 +326,70 @@ def kernel_matrix(W, in_place=False):
     return view
 
 
+GATHER_LIMIT = 1 << 20  # entries of the 0/1 gather matrix below which images are gathered by BLAS
+
+
+def gather_matrix(window, dtype):
+    """The 0/1 matrix G (H*W, k*k*Ho*Wo) with G[(u, v), (p, q, i, j)] = 1 where input entry
+    (u, v) = (s i + p - P, s j + q - P) meets kernel offset (p, q) at output (i, j): an image's
+    rows times G are its im2col columns (the padding's entries are 0: no row), and columns
+    times G^T add every window back into place (col2im)."""
+    C, H, W, F, k, s, P = window
+    Ho, Wo = (H + 2 * P - k) // s + 1, (W + 2 * P - k) // s + 1
+    G = np.zeros((H * W, k * k * Ho * Wo), dtype)
+    p, q, i, j = np.meshgrid(*(np.arange(n) for n in (k, k, Ho, Wo)), indexing="ij")
+    u, v = s * i + p - P, s * j + q - P
+    inside = (u >= 0) & (u < H) & (v >= 0) & (v < W)
+    G[(u * W + v)[inside], np.flatnonzero(inside.reshape(-1))] = 1
+    return G
+
+
 class Conv2d:
     """One convolution on m examples stored flat in NCHW order (m, C*H*W), with its buffers
-    allocated once: ``window`` is (C, H, W, F, k, stride, padding).  The products are im2col
-    and BLAS: the zero-padded input's k x k windows as the columns of ``cols`` (C*k*k,
-    m*Ho*Wo), rows in (c, p, q) order as the kernel's matrix W.reshape(F, C*k*k).
+    allocated once: ``window`` is (C, H, W, F, k, stride, padding).
 
     forward:      z[n,f,i,j] = sum_{c,p,q} W[f,c,p,q] a[n,c,s i+p-P, s j+q-P] + b[f]
     input_grad:   da[n,c,u,v] = sum_{f,i,j} delta[n,f,i,j] W[f,c,u+P-s i, v+P-s j]
-                  (the full correlation of delta with the flipped kernel: W^T delta's columns
-                  added back into place, one pass per kernel offset)
+                  (the full correlation of delta with the flipped kernel: W^T delta's columns,
+                  added back into place)
     weight_grad:  dW[f,c,p,q] = sum_{n,i,j} delta[n,f,i,j] a[n,c,s i+p-P, s j+q-P]
-                  (the correlation of the input with delta: delta cols^T, from the forward's
-                  cols)
+                  (the correlation of the input with delta, from the forward's columns)
     bias_grad:    db[f] = sum_{n,i,j} delta[n,f,i,j]
+
+    The im2col columns, in (c, p, q) order as the kernel's matrix W.reshape(F, C*k*k): for a
+    small image (``gather_matrix`` under GATHER_LIMIT entries) one BLAS product each way with
+    the 0/1 gather matrix, per example (m, C*k*k, Ho*Wo), the products batched per example
+    and no strided copy; for a large one, the windows of the zero-padded input copied into
+    (C*k*k, m*Ho*Wo) and added back one kernel offset at a time.
     """
 
-    def __init__(self, window, m, dtype):
+    def __init__(self, window, m, dtype, gather=None):
         C, H, W, F, k, s, P = window
         self.window, self.m = tuple(window), m
         self.Ho, self.Wo = (H + 2 * P - k) // s + 1, (W + 2 * P - k) // s + 1
-        pixels = m * self.Ho * self.Wo
-        self.padded = np.zeros((m, C, H + 2 * P, W + 2 * P), dtype) if P else None
-        self.cols = np.empty((C * k * k, pixels), dtype)  # [(c, p, q), (n, i, j)]
-        self.rows = np.empty((F, pixels), dtype)  # [f, (n, i, j)]: z or delta by filter
+        L = self.Ho * self.Wo
+        if gather is None:
+            gather = H * W * k * k * L <= GATHER_LIMIT
+        self.gather = gather
         self.kernel = np.empty((F, C * k * k), dtype)  # W as a C-ordered matrix
         self.dkernel = np.empty_like(self.kernel)
         self.dcols = None
+        if gather:
+            self.G = gather_matrix(window, dtype)
+            self.cols = np.empty((m, C * k * k, L), dtype)  # [n, (c, p, q), (i, j)]
+            self.products = np.empty((m, F, C * k * k), dtype)  # per example, for dW
+            return
+        self.padded = np.zeros((m, C, H + 2 * P, W + 2 * P), dtype) if P else None
+        self.cols = np.empty((C * k * k, m * L), dtype)  # [(c, p, q), (n, i, j)]
+        self.rows = np.empty((F, m * L), dtype)  # [f, (n, i, j)]: z or delta by filter
         self.dpadded = None
 
     def _columns(self, a):
         C, H, W, F, k, s, P = self.window
+        if self.gather:
+            np.matmul(a.reshape(self.m * C, H * W), self.G,
+                      out=self.cols.reshape(self.m * C, -1))
+            return self.cols
         x = a.reshape(self.m, C, H, W)
         if P:
             self.padded[:, :, P:P + H, P:P + W] = x
@@ -379,9 +412,12 @@ class Conv2d:
 
     def forward(self, a, W, b, out):
         F = self.window[3]
-        np.matmul(self._matrix(W), self._columns(a), out=self.rows)
         z = out.reshape(self.m, F, self.Ho * self.Wo)
-        np.copyto(z, self.rows.reshape(F, self.m, -1).transpose(1, 0, 2))
+        if self.gather:
+            np.matmul(self._matrix(W), self._columns(a), out=z)
+        else:
+            np.matmul(self._matrix(W), self._columns(a), out=self.rows)
+            np.copyto(z, self.rows.reshape(F, self.m, -1).transpose(1, 0, 2))
         if b is not None:
             np.add(z, b.reshape(1, F, 1), out=z)
         return out
@@ -391,7 +427,12 @@ class Conv2d:
         columns unless ``a`` is given."""
         C, _, _, F, k, _, _ = self.window
         cols = self._columns(a) if a is not None else self.cols
-        np.matmul(self._delta_rows(delta), cols.T, out=self.dkernel)
+        if self.gather:
+            d = delta.reshape(self.m, F, self.Ho * self.Wo)
+            np.matmul(d, cols.transpose(0, 2, 1), out=self.products)
+            np.sum(self.products, axis=0, out=self.dkernel)
+        else:
+            np.matmul(self._delta_rows(delta), cols.T, out=self.dkernel)
         if out.ndim == 2:  # kernel_matrix's view of the (F, C, k, k) gradient
             out = out.reshape((F, C, k, k), order="F")
         np.copyto(out, self.dkernel.reshape(F, C, k, k))
@@ -406,6 +447,13 @@ class Conv2d:
         C, H, W_, F, k, s, P = self.window
         if self.dcols is None:
             self.dcols = np.empty_like(self.cols)
+        if self.gather:
+            d = delta.reshape(self.m, F, self.Ho * self.Wo)
+            np.matmul(self._matrix(W).T, d, out=self.dcols)
+            np.matmul(self.dcols.reshape(self.m * C, -1), self.G.T,
+                      out=out.reshape(self.m * C, H * W_))
+            return out
+        if self.dpadded is None:
             self.dpadded = np.empty((self.m, C, H + 2 * P, W_ + 2 * P), self.cols.dtype)
         np.matmul(self._matrix(W).T, self._delta_rows(delta), out=self.dcols)
         d = self.dpadded
@@ -422,18 +470,29 @@ class Conv2d:
 
 class Pool2d:
     """Max or average pooling ("max" | "avg") of size x size windows at stride size, on m
-    examples stored flat in NCHW order; ``window`` is (C, H, W, C, size, size, 0).  One
-    ufunc call per window offset.  input_grad sends delta back through each window: to its
-    first maximum in row-major order (PyTorch's tie rule), or spread evenly (1/size^2 each);
-    it reads the input and output of the last forward unless ``a`` is given."""
+    examples stored flat in NCHW order; ``window`` is (C, H, W, C, size, size, 0).
+    input_grad sends delta back through each window: to its first maximum in row-major order
+    (PyTorch's tie rule), or spread evenly (1/size^2 each); it reads the last forward's
+    windows unless ``a`` is given.  A small image's windows are gathered by one BLAS product
+    with the 0/1 ``gather_matrix`` (and added back by its transpose), so that each window
+    offset is a contiguous slice; a large one's are strided views of the image."""
 
-    def __init__(self, window, m, dtype, how):
+    def __init__(self, window, m, dtype, how, gather=None):
         C, H, W, _, size, _, _ = window
         self.window, self.m, self.how, self.size = tuple(window), m, how, size
         self.Ho, self.Wo = H // size, W // size
-        shape = (m, C, self.Ho, self.Wo)
+        L = self.Ho * self.Wo
+        if gather is None:
+            gather = H * W * size * size * L <= GATHER_LIMIT
+        self.gather = gather
+        shape = (L, m * C) if gather else (m, C, self.Ho, self.Wo)
         self.hit = np.empty(shape, bool)
         self.left = np.empty(shape, dtype)  # the error not yet routed to a maximum
+        if gather:  # window offset first: each offset's entries one contiguous block
+            self.G = gather_matrix(window, dtype)
+            self.windows = np.empty((size * size, L, m * C), dtype)  # [(p, q), (i, j), (n, c)]
+            self.dwindows = np.empty_like(self.windows)
+            self.zt = np.empty(shape, dtype)  # z as [(i, j), (n, c)]
         self.a = self.z = None
 
     def _offsets(self, flat):  # (m, C*H*W) -> the size x size strided views [n, c, i, j]
@@ -442,8 +501,14 @@ class Pool2d:
         return [x[:, :, :, p, :, q] for p in range(s) for q in range(s)]
 
     def forward(self, a, out):
-        views = self._offsets(a)
-        z = out.reshape(self.m, self.window[0], self.Ho, self.Wo)
+        C, H, W = self.window[:3]
+        if self.gather:
+            np.matmul(self.G.T, a.reshape(self.m * C, H * W).T,
+                      out=self.windows.reshape(-1, self.m * C))
+            views, z = list(self.windows), self.zt
+        else:
+            views = self._offsets(a)
+            z = out.reshape(self.m, C, self.Ho, self.Wo)
         if self.how == "max":
             np.maximum(views[0], views[1], out=z) if len(views) > 1 else np.copyto(z, views[0])
             for view in views[2:]:
@@ -453,24 +518,36 @@ class Pool2d:
             for view in views[1:]:
                 np.add(z, view, out=z)
             np.multiply(z, 1.0 / len(views), out=z)
+        if self.gather:
+            np.copyto(out.reshape(self.m * C, -1), z.T)
         self.a, self.z = a, z
         return out
 
     def input_grad(self, delta, out, a=None):
+        C, H, W = self.window[:3]
         if a is not None:
-            self.forward(a, np.empty((self.m, self.hit[0].size), a.dtype))
-        d = delta.reshape(self.hit.shape)
-        targets = self._offsets(out)
+            self.forward(a, np.empty((self.m, C * self.Ho * self.Wo), a.dtype))
+        if self.gather:
+            d = self.left if self.how == "max" else self.dwindows[0]
+            np.copyto(d, delta.reshape(self.m * C, -1).T)
+            targets, sources = list(self.dwindows), list(self.windows)
+        else:
+            d = delta.reshape(self.hit.shape)
+            targets, sources = self._offsets(out), self._offsets(self.a)
         if self.how == "avg":
-            for view in targets:
+            for view in targets[::-1]:  # (the first is d itself when gathered: last)
                 np.multiply(d, 1.0 / len(targets), out=view)
-            return out
-        np.copyto(self.left, d)
-        for k, (view, source) in enumerate(zip(targets, self._offsets(self.a))):
-            np.equal(source, self.z, out=self.hit)  # the window's maximum sits here
-            np.multiply(self.hit, self.left, out=view)
-            if k + 1 < len(targets):  # routed: later ties get nothing
-                np.copyto(self.left, 0, where=self.hit)
+        else:
+            if d is not self.left:
+                np.copyto(self.left, d)
+            for k, (view, source) in enumerate(zip(targets, sources)):
+                np.equal(source, self.z, out=self.hit)  # the window's maximum sits here
+                np.multiply(self.hit, self.left, out=view)
+                if k + 1 < len(targets):  # routed: later ties get nothing
+                    np.copyto(self.left, 0, where=self.hit)
+        if self.gather:
+            np.matmul(self.dwindows.reshape(-1, self.m * C).T, self.G.T,
+                      out=out.reshape(self.m * C, H * W))
         return out
 
 

@@ -380,3 +380,45 @@ def test_jax_backend_gives_the_derived_gradients(backends):
         assert worst < 1e-10
     finally:
         jax.config.update("jax_enable_x64", previous)
+
+
+@pytest.mark.parametrize("gather", [True, False], ids=["gathered-by-BLAS", "strided"])
+def test_both_ways_of_the_runtime_equal_torch(gather):
+    """The runtime's two ways of reaching an image's windows (the 0/1 gather matrix for small
+    images, strided views and one pass per kernel offset for large ones) against torch."""
+    from codegen import runtime
+
+    rng = np.random.default_rng(0)
+    F_ = torch.nn.functional
+    for C, H, W, F, k, s, P in [(1, 6, 6, 2, 3, 1, 1), (3, 7, 7, 4, 3, 2, 1), (2, 5, 6, 3, 2, 1, 0)]:
+        m, window = 3, (C, H, W, F, k, s, P)
+        a, b = rng.standard_normal((m, C * H * W)), rng.standard_normal(F)
+        Wk = np.asfortranarray(rng.standard_normal((F, C, k, k)))
+        conv = runtime.Conv2d(window, m, np.float64, gather=gather)
+        Ho, Wo = (H + 2 * P - k) // s + 1, (W + 2 * P - k) // s + 1
+        z = conv.forward(a, Wk, b, np.empty((m, F * Ho * Wo)))
+        ta, tW, tb = (torch.tensor(x, requires_grad=True) for x in
+                      (a.reshape(m, C, H, W), np.ascontiguousarray(Wk), b))
+        tz = F_.conv2d(ta, tW, tb, stride=s, padding=P)
+        d = rng.standard_normal(z.shape)
+        tz.backward(torch.tensor(d.reshape(tz.shape)))
+        np.testing.assert_allclose(z, tz.detach().numpy().reshape(m, -1), atol=1e-12)
+        np.testing.assert_allclose(conv.input_grad(d, Wk, np.empty_like(a)),
+                                   ta.grad.numpy().reshape(m, -1), atol=1e-12)
+        np.testing.assert_allclose(conv.weight_grad(d, np.empty((F, C, k, k), order="F")),
+                                   tW.grad.numpy(), atol=1e-12)
+        np.testing.assert_allclose(conv.bias_grad(d, np.empty(F)), tb.grad.numpy(), atol=1e-12)
+    for how, pool in (("max", F_.max_pool2d), ("avg", F_.avg_pool2d)):
+        for size in (2, 3):
+            m, window = 2, (3, 6, 6, 3, size, size, 0)
+            a = rng.standard_normal((m, 108))
+            a[0, :4] = 1.0  # ties: the first maximum takes the error, as in torch
+            layer = runtime.Pool2d(window, m, np.float64, how, gather=gather)
+            z = layer.forward(a, np.empty((m, 3 * (6 // size) ** 2)))
+            ta = torch.tensor(a.reshape(m, 3, 6, 6), requires_grad=True)
+            tz = pool(ta, size)
+            d = rng.standard_normal(z.shape)
+            tz.backward(torch.tensor(d.reshape(tz.shape)))
+            np.testing.assert_allclose(z, tz.detach().numpy().reshape(m, -1), atol=1e-12)
+            np.testing.assert_allclose(layer.input_grad(d, np.empty_like(a)),
+                                       ta.grad.numpy().reshape(m, -1), atol=1e-12)
