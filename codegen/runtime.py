@@ -543,8 +543,8 @@ class Pool2d:
             for k, (view, source) in enumerate(zip(targets, sources)):
                 np.equal(source, self.z, out=self.hit)  # the window's maximum sits here
                 np.multiply(self.hit, self.left, out=view)
-                if k + 1 < len(targets):  # routed: later ties get nothing
-                    np.copyto(self.left, 0, where=self.hit)
+                if k + 1 < len(targets):  # routed: later ties get nothing (x - x = 0)
+                    np.subtract(self.left, view, out=self.left)
         if self.gather:
             np.matmul(self.dwindows.reshape(-1, self.m * C).T, self.G.T,
                       out=out.reshape(self.m * C, H * W))
