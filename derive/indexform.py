@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy.concrete.delta import deltasummation
 
-__all__ = ["Window", "SIZES", "INDEX", "ARRAYS", "forward", "rule", "RULES", "evaluate",
-           "max_routes_to_first_maximum"]
+__all__ = ["Window", "SIZES", "INDEX", "ARRAYS", "forward", "rule", "local", "RULES",
+           "evaluate", "max_routes_to_first_maximum"]
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,26 @@ def rule(name: str) -> tuple[sp.Expr, tuple[sp.Symbol, ...]]:
             remaining.append(lim)
     expr = _known_ranges(expr, free_symbols, pool=kind != "conv")
     return (sp.Sum(expr, *remaining) if remaining else expr), free_symbols
+
+
+@functools.lru_cache(maxsize=None)
+def local(name: str) -> tuple[sp.Expr, sp.Expr, tuple[sp.Symbol, ...]]:
+    """The local derivative behind reverse rule ``name``: ∂z[n, f, i, j]/∂x at the primed
+    free indices as ``sympy.diff`` gives it (Kronecker deltas inside the forward's sum), and
+    the same with those deltas summed out (the forward's own limits only)."""
+    kind, array, free = RULES[name]
+    z, _ = forward(kind)
+    free_symbols = tuple(_primed(x) for x in free)
+    raw = sp.diff(z, getattr(ARRAYS, array)[free_symbols])
+    body, inner = _flattened(raw)
+    summed, remaining = body, []
+    for lim in inner:
+        if any(lim[0] in d.free_symbols for d in summed.atoms(sp.KroneckerDelta)):
+            summed = deltasummation(summed, lim)
+        else:
+            remaining.append(lim)
+    summed = _known_ranges(summed, free_symbols, pool=kind != "conv")
+    return raw, (sp.Sum(summed, *remaining) if remaining else summed), free_symbols
 
 
 def _flattened(e: sp.Expr) -> tuple[sp.Expr, tuple]:

@@ -115,6 +115,10 @@ def test_image_kinds_forward_gradients_and_routing_are_printed():
     assert r"\frac{1}{4} \Delta^{[2]}_{n,c,\lfloor u/2 \rfloor,\lfloor v/2 \rfloor}" in tex
     assert r"$W^{[1]}$ $(2 \times 3 \times 3 \times 3)$" in tex  # torch's (F, C, k, k)
     assert r"(2 \cdot 4 \cdot 4 \times m)" in tex  # an image per example
+    # the local derivatives as SymPy takes them: indicators, then summed out
+    assert r"\subsection{The convolution (layers 1, 3)}" in tex
+    assert r"&= \mathbb{I}_{n,n'} W_{f,c',P - i s + u',P - j s + v'}" in tex
+    assert r"\subsection{Max pooling (layer 4)}" in tex and r"\subsection{Average pooling (layer 2)}" in tex
 
 
 @needs_pdflatex

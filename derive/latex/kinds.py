@@ -296,6 +296,89 @@ def _layer_of_window(g: GraphDerivation, st) -> int:
     raise ValueError("a window statement of no layer")
 
 
+class _LocalTex(_WindowTex):
+    """A window kind's local derivative as SymPy gives it: Kronecker deltas as the document's
+    indicators, range guards as cases, the free indices primed, the sum's limits written."""
+
+    def _print_Symbol(self, expr, style="plain"):
+        name = expr.name
+        return {"H_o": "H_o", "W_o": "W_o"}.get(name, name)
+
+    def _print_KroneckerDelta(self, expr, exp=None):
+        return rf"\mathbb{{I}}_{{{self._print(expr.args[0])},{self._print(expr.args[1])}}}"
+
+    def _print_Sum(self, expr):
+        bounds = [rf"{self._print(x)}=0" + "}^{" + self._print(hi) for x, _, hi in expr.limits]
+        sums = "".join(rf"\sum_{{{b}}}" for b in bounds)
+        return f"{sums} {self._print(expr.function)}"
+
+    def _print_Piecewise(self, expr):
+        return self._print(expr.args[0].expr)
+
+    def guard(self, expr) -> list[str]:
+        """The range guard of a Piecewise (where its value holds; 0 elsewhere), two
+        conditions a line; [] for an expression without one."""
+        if not isinstance(expr, sp.Piecewise):
+            return []
+        cond = expr.args[0].cond
+        parts = [self._print(g) for g in (cond.args if isinstance(cond, sp.And) else (cond,))]
+        return [r",\ ".join(parts[i:i + 2]) for i in range(0, len(parts), 2)]
+
+
+_LOCAL_WORDS = {
+    "conv2d": ("The convolution",
+             r"The declared forward in index form; SymPy differentiates the indexed sum by an "
+             r"entry of the input, of the kernel and of the bias (each a product of indicators "
+             r"$\mathbb{I}$, 1 when its two indices agree), then sums the indicators out "
+             r"(Section~\ref{((sec))} multiplies by the error and sums over the outputs):"),
+    "max_pool": ("Max pooling",
+                 r"Max pooling is the sum of its window weighted by $M$, 1 at the window's first "
+                 r"maximum and 0 elsewhere: SymPy's derivative of $\max(x_1, \ldots, x_{s^2})$ by "
+                 r"$x_t$ at points without ties is 1 at the maximum and 0 elsewhere, so $M$ is a "
+                 r"constant of the derivative (ties go to the first maximum, as in PyTorch):"),
+    "avg_pool": ("Average pooling", r"Average pooling is the mean of its window:"),
+}
+
+
+def _window_locals(c: _KindsDoc) -> list[dict]:
+    """One subsection per window kind of the stack: its forward in index form and the local
+    derivatives SymPy takes of it (``derive.indexform.local``), before and after summing the
+    indicators out."""
+    from ..indexform import RULES, forward, local
+
+    out, seen = [], set()
+    for node in c.g.nodes:
+        kind = node.kind.name
+        if kind not in _LOCAL_WORDS or kind in seen:
+            continue
+        seen.add(kind)
+        title, text = _LOCAL_WORDS[kind]
+        printer = _LocalTex({"delta": r"\delta", "M": "M"})
+        index_kind = "conv" if kind == "conv2d" else kind
+        z, _ = forward(index_kind)
+        rows = [equation_row("z_{n,f,i,j}", f"= {printer.doprint(z)}", c.label(f"local-{kind}"))]
+        for name, (rule_kind, array, _) in RULES.items():
+            if rule_kind != index_kind:
+                continue
+            raw, summed, free = local(name)
+            target = f"{array}_{{{','.join(printer.doprint(x) for x in free)}}}"
+            lines = [f"= {printer.doprint(raw)}"]
+            if summed != raw:
+                lines.append(f"= {printer.doprint(summed)}")
+            guard = printer.guard(summed)  # the entries the window reaches; 0 elsewhere
+            for n, part in enumerate(guard):
+                lead = r"\text{where }" if n == 0 else r"\phantom{\text{where }}"
+                tail = r"\text{, else } 0" if n == len(guard) - 1 else ","
+                lines.append(rf"\qquad {lead}{part}{tail}")
+            rows.append(equation_row(rf"\frac{{\partial z_{{n,f,i,j}}}}{{\partial {target}}}",
+                                     tuple(lines), c.label(f"local-{name}")))
+        layers = [n.index for n in c.g.nodes if n.kind.name == kind]
+        out.append({"title": f"{title} (layer{'s' if len(layers) > 1 else ''} "
+                             f"{', '.join(map(str, layers))})",
+                    "text": text.replace("((sec))", c.sec("gradients")), "rows": rows})
+    return out
+
+
 _WINDOW_WORDS = {  # each rule: SymPy's diff of the indexed forward, its deltas summed out
     "conv_input": r"SymPy differentiates the indexed forward sum by $a_{n,c,u,v}$ (a product of "
                   r"Kronecker deltas) and sums the deltas out: the error reaches the layer's input as the \emph{full correlation} of "
@@ -1149,7 +1232,7 @@ def _contexts(g: GraphDerivation, notation: str, proof=None, claims=None) -> dic
         "kinds_architecture": _architecture(c),
         "kinds_forward": _forward(c),
         "loss": _kinds_loss(c),
-        "local": local_section(c),
+        "local": local_section(c) | {"windows": _window_locals(c)},
         "kinds_backward": _backward(c),
         "updates": updates_section(c, [", ".join(params)]),
     }
