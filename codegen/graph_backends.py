@@ -83,7 +83,7 @@ class _FrameworkStatements(StatementPrinter):
                 out += [f"_g = {zeros('_delta', f'(m, {C}, {H + 2 * P}, {W_ + 2 * P})')}"]
             else:
                 a = f"{st.other.name}.reshape(m, *{image})"
-                out += [f"_a = {pad(a) if P else a}", f"_g = []"]
+                out += [f"_a = {pad(a) if P else a}", "_g = []"]
             out += [f"for p in range({k}):", f"    for q in range({k}):"]
             if st.rule == "conv_input":
                 term = f'{einsum}("fc,nfij->ncij", {st.other.name}[:, :, p, q], _delta)'

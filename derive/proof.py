@@ -899,8 +899,6 @@ def prove_spec(spec: NetSpec, *, budget: float | None = None,
 
 def _kind_shapes(layer: LayerSpec, spec: NetSpec) -> list[tuple[int, ...]]:
     """The shapes of a layer's parameters, from its kind's declaration."""
-    from .layers import LAYER_KINDS
-
     sizes = spec.layer_sizes
     l = spec.layers.index(layer) + 1
     kind = LAYER_KINDS[layer.kind]
@@ -1112,7 +1110,7 @@ class KindsInstance:
         """A window statement: its index form (the declared forward, or the reverse rule SymPy
         derived) summed out at the window's sizes over the arrays seen as images; max pooling's
         indicator M of each window's first maximum taken at the model's point."""
-        np, A, w = self.np, IMAGE_ARRAYS, st.window
+        A, w = IMAGE_ARRAYS, st.window
         m = self.m
         image_in = (m, *w.image_in)
         image_out = (m, *w.image_out)
