@@ -229,6 +229,10 @@ class LayerKind:
     image: str = "flat"
     # (C, H, W) in, options -> (C, H, W) out, or None: the output is flat (flatten)
     image_out: Callable[[tuple, dict], tuple | None] = staticmethod(lambda image, options: image)
+    # a window kind: its forward's name in derive.indexform ("conv", "max_pool", ...), and
+    # the sentence the LaTeX sets before the local derivatives SymPy takes of it
+    index_form: str = ""
+    derivation: str = ""
 
     def option(self, key: str) -> Option | None:
         return next((o for o in self.options if o.key == key), None)
@@ -367,16 +371,20 @@ LAYER_KINDS.add("conv2d", LayerKind(
                 o["filters"], o["image"][0], o["kernel"], o["kernel"])),
             Param(b, None, "zeros", when="bias", shaped=lambda o: (o["filters"],))),
     forward=_conv_forward, image="image",
-    image_out=lambda image, o: conv_window(image, o).image_out,
+    image_out=lambda image, o: conv_window(image, o).image_out, index_form="conv",
+    derivation=r"The declared forward in index form; SymPy differentiates the indexed sum by an "
+               r"entry of the input, of the kernel and of the bias (each a product of indicators "
+               r"$\mathbb{I}$, 1 when its two indices agree), then sums the indicators out "
+               r"(the backward multiplies by the error and sums over the outputs):",
     torch="torch.nn.Conv2d({image[0]}, {filters}, {kernel}, stride={stride}, "
           "padding={padding}, bias={bias})",
     torch_params=(("W", "weight"), ("b", "bias")),
     latex=r"z_{f,i,j} = \sum_{c,p,q} W_{f,c,p,q}\, a_{c,\,si+p-P,\,sj+q-P} + b_f"))
 
 
-def _pool(how: str, title: str, module: str, latex: str) -> LayerKind:
+def _pool(how: str, title: str, module: str, latex: str, derivation: str) -> LayerKind:
     return LayerKind(
-        name=f"{how}_pool", title=title,
+        name=f"{how}_pool", title=title, index_form=f"{how}_pool", derivation=derivation,
         options=(Option("size", None, lambda v: 1 <= v <= 64, "a whole number from 1 to 64",
                         integer=True),),
         params=(), activation=False, image="image",
@@ -387,10 +395,15 @@ def _pool(how: str, title: str, module: str, latex: str) -> LayerKind:
 
 LAYER_KINDS.add("max_pool", _pool(
     "max", "max pooling", "MaxPool2d",
-    r"z_{c,i,j} = \max_{0 \le p,q < s} a_{c,\,si+p,\,sj+q}"))
+    r"z_{c,i,j} = \max_{0 \le p,q < s} a_{c,\,si+p,\,sj+q}",
+    r"Max pooling is the sum of its window weighted by $M$, 1 at the window's first maximum and "
+    r"0 elsewhere: SymPy's derivative of $\max(x_1, \ldots, x_{s^2})$ by $x_t$ at points "
+    r"without ties is 1 at the maximum and 0 elsewhere, so $M$ is a constant of the derivative "
+    r"(ties go to the first maximum, as in PyTorch):"))
 LAYER_KINDS.add("avg_pool", _pool(
     "avg", "average pooling", "AvgPool2d",
-    r"z_{c,i,j} = \frac{1}{s^2} \sum_{0 \le p,q < s} a_{c,\,si+p,\,sj+q}"))
+    r"z_{c,i,j} = \frac{1}{s^2} \sum_{0 \le p,q < s} a_{c,\,si+p,\,sj+q}",
+    r"Average pooling is the mean of its window:"))
 LAYER_KINDS.add("flatten", LayerKind(
     name="flatten", title="flatten", options=(), params=(), activation=False, image="image",
     # the identity on the flat NCHW rows: (C, H, W) -> C·H·W units, as torch.nn.Flatten

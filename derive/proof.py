@@ -963,8 +963,9 @@ def _small_image(image: tuple, layers) -> tuple:
     C, H, W = image
     channels = min(C, MAX_IMAGE_CHANNELS)
     # at least the first kernel's size: it sees the input, not only the padding
-    kernel = next((dict(layer.options).get("kernel", 1) for layer in layers
-                   if layer.kind == "conv2d"), 1)
+    convolutions = [LAYER_KINDS[layer.kind].index_form == "conv" for layer in layers]
+    kernel = next((dict(layer.options).get("kernel", 1) for layer, conv in
+                   zip(layers, convolutions) if conv), 1)
     fits = []
     for h, w in sorted(((h, w) for h in range(min(kernel, H), H + 1)
                         for w in range(min(kernel, W), W + 1)),
@@ -973,8 +974,7 @@ def _small_image(image: tuple, layers) -> tuple:
             images = walk_images((channels, h, w), layers)
         except ImageError:
             continue
-        sides = [min(x[1:]) for x, layer in zip(images, layers)
-                 if x is not None and layer.kind == "conv2d"]
+        sides = [min(x[1:]) for x, conv in zip(images, convolutions) if x is not None and conv]
         if all(side >= 2 for side in sides) or min(h, w) >= min(H, W):
             return (channels, h, w)
         fits.append((channels, h, w))

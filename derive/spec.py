@@ -394,8 +394,8 @@ def _layers(item: Item, n_in: int | None = None,
     widths = [n_in]
     for index, child in enumerate(item.value):
         below = image if index == 0 else layers[-1].image
-        layers.append(_layer(child, widths[-1], below, flattened=index > 0 and any(
-            layer.kind == "flatten" for layer in layers)))
+        layers.append(_layer(child, widths[-1], below,
+                             flattened=image is not None and below is None))
         widths.append(layers[-1].units)
     for layer, child in zip(layers[:-1], item.value[:-1]):
         if layer.units == AUTO:

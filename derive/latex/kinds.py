@@ -325,21 +325,6 @@ class _LocalTex(_WindowTex):
         return [r",\ ".join(parts[i:i + 2]) for i in range(0, len(parts), 2)]
 
 
-_LOCAL_WORDS = {
-    "conv2d": ("The convolution",
-             r"The declared forward in index form; SymPy differentiates the indexed sum by an "
-             r"entry of the input, of the kernel and of the bias (each a product of indicators "
-             r"$\mathbb{I}$, 1 when its two indices agree), then sums the indicators out "
-             r"(Section~\ref{((sec))} multiplies by the error and sums over the outputs):"),
-    "max_pool": ("Max pooling",
-                 r"Max pooling is the sum of its window weighted by $M$, 1 at the window's first "
-                 r"maximum and 0 elsewhere: SymPy's derivative of $\max(x_1, \ldots, x_{s^2})$ by "
-                 r"$x_t$ at points without ties is 1 at the maximum and 0 elsewhere, so $M$ is a "
-                 r"constant of the derivative (ties go to the first maximum, as in PyTorch):"),
-    "avg_pool": ("Average pooling", r"Average pooling is the mean of its window:"),
-}
-
-
 def _window_locals(c: _KindsDoc) -> list[dict]:
     """One subsection per window kind of the stack: its forward in index form and the local
     derivatives SymPy takes of it (``derive.indexform.local``), before and after summing the
@@ -349,12 +334,13 @@ def _window_locals(c: _KindsDoc) -> list[dict]:
     out, seen = [], set()
     for node in c.g.nodes:
         kind = node.kind.name
-        if kind not in _LOCAL_WORDS or kind in seen:
+        if not node.kind.index_form or kind in seen:
             continue
         seen.add(kind)
-        title, text = _LOCAL_WORDS[kind]
+        title = node.kind.title[:1].upper() + node.kind.title[1:]
+        title = "The " + node.kind.title if node.kind.index_form == "conv" else title
         printer = _LocalTex({"delta": r"\delta", "M": "M"})
-        index_kind = "conv" if kind == "conv2d" else kind
+        index_kind = node.kind.index_form
         z, _ = forward(index_kind)
         rows = [equation_row("z_{n,f,i,j}", f"= {printer.doprint(z)}", c.label(f"local-{kind}"))]
         for name, (rule_kind, array, _) in RULES.items():
@@ -375,7 +361,7 @@ def _window_locals(c: _KindsDoc) -> list[dict]:
         layers = [n.index for n in c.g.nodes if n.kind.name == kind]
         out.append({"title": f"{title} (layer{'s' if len(layers) > 1 else ''} "
                              f"{', '.join(map(str, layers))})",
-                    "text": text.replace("((sec))", c.sec("gradients")), "rows": rows})
+                    "text": node.kind.derivation, "rows": rows})
     return out
 
 
@@ -672,7 +658,7 @@ def _window_where(node: Node, window) -> str:
     """What the indices of a window layer's index form range over, and its sizes."""
     C, H, W = window.image_in
     F, Ho, Wo = window.image_out
-    pool = node.kind.name.endswith("_pool")
+    pool = node.kind.index_form != "conv"
     sizes = (rf"$s = {window.stride}$" if pool else
              rf"$C = {C}$, $k = {window.kernel}$, stride $s = {window.stride}$, padding "
              rf"$P = {window.padding}$")
