@@ -4,7 +4,9 @@ A ``GraphDerivation`` (``derive.graph``) holds the training forward, the forward
 training, and the derived backward as statements over arrays named as the documents name them
 (``xhat2``, ``mu2``, ``dgamma2``).  Each is printed as one NumPy line under its formula: an
 entry-wise statement with broadcasting (per-unit rows (1, n), per-example columns (m, 1)), a
-mean or sum over an axis, a product.  This module reads the derivation through its public
+mean or sum over an axis, a product; a convolution, a pooling or one of their derived reverse
+rules as one call of the runtime's im2col/BLAS code (``Conv2d``, ``Pool2d``) under its index
+form.  This module reads the derivation through its public
 attributes; it never imports ``derive``.
 """
 
