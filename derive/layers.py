@@ -346,7 +346,8 @@ def pool_window(image: tuple, options: dict) -> Window:
     if H % size or W_ % size:
         raise ImageError("size", f"a {size}x{size} pool does not divide its {H}x{W_} input "
                          f"(stride = size: every input entry in exactly one window)",
-                         f"use a size that divides {H} and {W_}, or pad the convolution below")
+                         f"use a size that divides {H if H == W_ else f'{H} and {W_}'}, or pad "
+                         f"the convolution below")
     return Window(C, H, W_, C, size, size, 0)
 
 

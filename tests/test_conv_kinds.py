@@ -309,6 +309,19 @@ def test_a_malformed_image_input_is_a_located_error(value, words):
     assert words in info.value.message + (info.value.hint or ""), info.value.message
 
 
+def test_an_image_that_does_not_fit_the_data_is_refused():
+    from derive.errors import DataError
+    from derive.training.data import load_dataset
+    from derive.training.prepare import check_fits
+
+    spec = load_spec_text("name: n\ninput: [1, 8, 12]\nlayers:\n  - {kind: flatten}\n"
+                          f"  - {DENSE_OUT.replace('3', '10')}\nloss: categorical_crossentropy\n"
+                          "data: {dataset: digits}\n")
+    with pytest.raises(DataError, match=r"input is \[1, 8, 12\] = 96 \(give input: \[C, H, W\] "
+                                        r"with C·H·W = 64\)"):
+        check_fits(spec, "classification", load_dataset("digits"))
+
+
 def test_a_conv_on_a_flat_input_is_refused():
     with pytest.raises(SpecError) as info:
         load_spec_text("name: n\ninput: 36\nlayers:\n  - {kind: conv2d, filters: 2, kernel: 3}\n"
