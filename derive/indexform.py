@@ -142,19 +142,22 @@ def rule(name: str) -> tuple[sp.Expr, tuple[sp.Symbol, ...]]:
     z, limits = forward(kind)
     free_symbols = tuple(_primed(x) for x in free)
     target = getattr(ARRAYS, array)[free_symbols]
-    local = sp.diff(z, target)  # Kronecker deltas inside the forward's own sum
+    local, inner = _flattened(sp.diff(z, target))  # deltas inside the forward's own sum
     delta = ARRAYS.delta[tuple(lim[0] for lim in limits)]
-    local, inner = _flattened(local)
-    body = delta * local
-    expr, remaining = body, []
-    for lim in (*inner, *limits):  # sum out each limit that a delta fixes, the rest stay sums
-        fixed = any(lim[0] in d.free_symbols for d in expr.atoms(sp.KroneckerDelta))
-        if fixed:
+    expr = _summed_out(delta * local, (*inner, *limits))  # times δ, over every output
+    return _known_ranges(expr, free_symbols, pool=kind != "conv"), free_symbols
+
+
+def _summed_out(expr: sp.Expr, limits: tuple) -> sp.Expr:
+    """The sum of ``expr`` over ``limits``, each limit that a Kronecker delta fixes summed out
+    (``deltasummation``, inner limits first), the others left as a sum."""
+    remaining = []
+    for lim in limits:
+        if any(lim[0] in d.free_symbols for d in expr.atoms(sp.KroneckerDelta)):
             expr = deltasummation(expr, lim)
         else:
             remaining.append(lim)
-    expr = _known_ranges(expr, free_symbols, pool=kind != "conv")
-    return (sp.Sum(expr, *remaining) if remaining else expr), free_symbols
+    return sp.Sum(expr, *remaining) if remaining else expr
 
 
 @functools.lru_cache(maxsize=None)
@@ -166,16 +169,8 @@ def local(name: str) -> tuple[sp.Expr, sp.Expr, tuple[sp.Symbol, ...]]:
     z, _ = forward(kind)
     free_symbols = tuple(_primed(x) for x in free)
     raw = sp.diff(z, getattr(ARRAYS, array)[free_symbols])
-    body, inner = _flattened(raw)
-    summed, remaining = body, []
-    for lim in inner:
-        if any(lim[0] in d.free_symbols for d in summed.atoms(sp.KroneckerDelta)):
-            summed = deltasummation(summed, lim)
-        else:
-            remaining.append(lim)
-    summed = _known_ranges(summed, free_symbols, pool=kind != "conv")
-    return raw, (sp.Sum(summed, *remaining) if remaining else summed), free_symbols
-
+    summed = _summed_out(*_flattened(raw))
+    return raw, _known_ranges(summed, free_symbols, pool=kind != "conv"), free_symbols
 
 def _flattened(e: sp.Expr) -> tuple[sp.Expr, tuple]:
     """A product of sums as one summand and all the limits (the sums' indices are distinct)."""
