@@ -167,6 +167,11 @@ def spec_digest(derivation) -> str:
     fields.pop("notices", None)  # messages about the spelling, not content
     if fields.get("data"):
         fields["data"].pop("lines", None)  # where the spec wrote its fields, not content
+    if fields.get("image") is None:  # not images: the digest it had before image kinds
+        fields.pop("image", None)
+    for layer in fields["layers"]:
+        if layer.get("image") is None:
+            layer.pop("image", None)
     for layer in fields["layers"]:  # a plain dense layer: the digest it had before layer kinds
         if layer.get("kind") == "dense" and layer.get("skip") is None \
                 and not layer.get("options"):
@@ -267,6 +272,7 @@ def graph_module_context(derivation) -> dict:
         "loss_code": loss_code, "legacy": derivation.legacy_optimizers,
         "parameters": function_parameters(spec),
         "scipy_functions": sorted(set(context["scipy_graph"]) | printer.scipy_functions),
+        "image": getattr(spec, "image", None),
     }
 
 

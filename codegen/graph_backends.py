@@ -39,6 +39,84 @@ class _FrameworkStatements(StatementPrinter):
             return f"torch.{how}({code}, dim={axis}, keepdim=True)"
         return f"jnp.{how}({code}, axis={axis}, keepdims=True)"
 
+    def window(self, st) -> list[str]:
+        """A convolution or pooling forward by the framework's own operation; each derived
+        reverse rule as its index form says it, a sum over the kernel's offsets (p, q) of
+        einsum products on strided slices of the zero-padded image (no autograd)."""
+        lines = [line for line in super().window(st) if line.startswith("#")]
+        w, t, torch_ = st.window, st.target.name, self.backend == "torch"
+        C, H, W_, F, k, s, P = (w.channels, w.height, w.width, w.filters, w.kernel, w.stride,
+                                w.padding)
+        Ho, Wo = w.out_height, w.out_width
+        image = f"({C}, {H}, {W_})"
+        rows = f"slice(p, p + {s * (Ho - 1) + 1}, {s}), slice(q, q + {s * (Wo - 1) + 1}, {s})"
+        zeros = (lambda like, shape: f"{like}.new_zeros({shape})") if torch_ else \
+            (lambda like, shape: f"jnp.zeros({shape}, {like}.dtype)")
+        pad = (lambda x: f"torch.nn.functional.pad({x}, ({P}, {P}, {P}, {P}))") if torch_ else \
+            (lambda x: f"jnp.pad({x}, ((0, 0), (0, 0), ({P}, {P}), ({P}, {P})))")
+        einsum = "torch.einsum" if torch_ else "jnp.einsum"
+        if st.op == "conv":
+            a = f"{st.a.name}.reshape(m, *{image})"
+            bias = st.b.name if st.b is not None else "None"
+            if torch_:
+                call = (f"torch.nn.functional.conv2d({a}, {st.W.name}, {bias}, stride={s}, "
+                        f"padding={P})")
+            else:
+                call = (f"jax.lax.conv_general_dilated({a}, {st.W.name}, ({s}, {s}), "
+                        f"(({P}, {P}), ({P}, {P})), dimension_numbers=('NCHW', 'OIHW', 'NCHW'))")
+                if st.b is not None:
+                    call += f" + {st.b.name}.reshape(1, -1, 1, 1)"
+            return lines + [f"{t} = ({call}).reshape(m, -1)"]
+        if st.op == "pool":
+            split = f"{st.a.name}.reshape(m, {C}, {Ho}, {s}, {Wo}, {s})"
+            if torch_:
+                how = "amax" if st.how == "max" else "mean"
+                return lines + [f"{t} = {split}.{how}(dim=(3, 5)).reshape(m, -1)"]
+            return lines + [f"{t} = {split}.{st.how if st.how == 'max' else 'mean'}"
+                            f"(axis=(3, 5)).reshape(m, -1)"]
+        delta = f"{st.delta.name}.reshape(m, {F}, {Ho}, {Wo})"
+        if st.rule == "conv_bias":
+            return lines + [f"{t} = {delta}.sum({'dim' if torch_ else 'axis'}=(0, 2, 3))"]
+        if st.rule in ("conv_input", "conv_weight"):
+            out = [f"_delta = {delta}"]
+            if st.rule == "conv_input":
+                out += [f"_g = {zeros('_delta', f'(m, {C}, {H + 2 * P}, {W_ + 2 * P})')}"]
+            else:
+                a = f"{st.other.name}.reshape(m, *{image})"
+                out += [f"_a = {pad(a) if P else a}", "_g = []"]
+            out += [f"for p in range({k}):", f"    for q in range({k}):"]
+            if st.rule == "conv_input":
+                term = f'{einsum}("fc,nfij->ncij", {st.other.name}[:, :, p, q], _delta)'
+                out += [f"        _g[:, :, {rows}] += {term}" if torch_ else
+                        f"        _g = _g.at[:, :, {rows}].add({term})"]
+                out += [f"{t} = _g[:, :, {P}:{P + H}, {P}:{P + W_}].reshape(m, -1)"]
+            else:
+                out += [f'        _g.append({einsum}("nfij,ncij->fc", _delta, _a[:, :, {rows}]))']
+                stack = "torch.stack" if torch_ else "jnp.stack"
+                out += [f"{t} = {stack}(_g, {'dim' if torch_ else 'axis'}=-1).reshape("
+                        f"{F}, {C}, {k}, {k})"]
+            return lines + out
+        # a pool's input rule: the windows as a last axis, delta to the first maximum or spread
+        a = f"{st.other.name}.reshape(m, {C}, {Ho}, {s}, {Wo}, {s})"
+        delta = f"{st.delta.name}.reshape(m, {C}, {Ho}, 1, {Wo}, 1)"
+        if st.rule == "avg_pool_input":
+            ones = (f"{st.other.name}.new_ones((1, 1, 1, {s}, 1, {s}))" if torch_
+                    else f"jnp.ones((1, 1, 1, {s}, 1, {s}), {st.other.name}.dtype)")
+            return lines + [f"{t} = ({delta} * {ones} / {s * s}).reshape(m, -1)"]
+        if torch_:
+            windows = f"{a}.permute(0, 1, 2, 4, 3, 5).reshape(m, {C}, {Ho}, {Wo}, {s * s})"
+            first = f"torch.nn.functional.one_hot(_windows.argmax(dim=-1), {s * s}).to(_windows.dtype)"
+            back = (f"(_M * {st.delta.name}.reshape(m, {C}, {Ho}, {Wo}, 1)).reshape("
+                    f"m, {C}, {Ho}, {Wo}, {s}, {s}).permute(0, 1, 2, 4, 3, 5).reshape(m, -1)")
+        else:
+            windows = f"{a}.transpose(0, 1, 2, 4, 3, 5).reshape(m, {C}, {Ho}, {Wo}, {s * s})"
+            first = f"jax.nn.one_hot(jnp.argmax(_windows, axis=-1), {s * s}, dtype=_windows.dtype)"
+            back = (f"(_M * {st.delta.name}.reshape(m, {C}, {Ho}, {Wo}, 1)).reshape("
+                    f"m, {C}, {Ho}, {Wo}, {s}, {s}).transpose(0, 1, 2, 4, 3, 5).reshape(m, -1)")
+        return lines + [f"_windows = {windows}",
+                        f"_M = {first}  # 1 at each window's first maximum (argmax's rule)",
+                        f"{t} = {back}"]
+
 
 def _forward_lines(printer: _FrameworkStatements, derivation) -> list[str]:
     """The body of ``_forward``: each layer's training statements under ``if training:``
@@ -114,6 +192,7 @@ def graph_backend_context(derivation, backend: str) -> dict:
         "name": spec.name,
         "layer_sizes": spec.layer_sizes,
         "n_in": spec.layer_sizes[0],
+        "image": getattr(spec, "image", None),
         "n_out": spec.layer_sizes[-1],
         "labels": derivation.output.loss.labels,
         "nodes": nodes,

@@ -4,11 +4,15 @@ A ``GraphDerivation`` (``derive.graph``) holds the training forward, the forward
 training, and the derived backward as statements over arrays named as the documents name them
 (``xhat2``, ``mu2``, ``dgamma2``).  Each is printed as one NumPy line under its formula: an
 entry-wise statement with broadcasting (per-unit rows (1, n), per-example columns (m, 1)), a
-mean or sum over an axis, a product.  This module reads the derivation through its public
+mean or sum over an axis, a product; a convolution, a pooling or one of their derived reverse
+rules as one call of the runtime's im2col/BLAS code (``Conv2d``, ``Pool2d``) under its index
+form.  This module reads the derivation through its public
 attributes; it never imports ``derive``.
 """
 
 from __future__ import annotations
+
+import math
 
 import sympy as sp
 
@@ -22,6 +26,65 @@ __all__ = ["graph_context", "StatementPrinter", "layer_title", "backward_lines",
 
 _TEXT = TextPrinter()
 _AXES = {"batch": 0, "units": 1}
+WINDOW_RULES = ("conv_input", "conv_weight", "conv_bias", "max_pool_input", "avg_pool_input")
+
+
+class _IndexText(TextPrinter):
+    """An index form in a comment: arrays as A0[n, c, i, j], a sum over all its indices at
+    once, a range guard (the zero padding) left out: outside its image an array reads 0."""
+
+    def _print_Indexed(self, expr):
+        return f"{self._print(expr.base)}[{', '.join(self._print(i) for i in expr.indices)}]"
+
+    def _print_Sum(self, expr):
+        indices = ",".join(self._print(lim[0]) for lim in expr.limits)
+        return f"sum_{{{indices}}} {self.parenthesize(expr.function, 50)}"
+
+    def _print_Piecewise(self, expr):
+        return self._print(expr.args[0].expr)
+
+
+def window_tuple(window) -> tuple:
+    """A Window as the runtime takes it: (C, H, W, F, k, stride, padding)."""
+    return (window.channels, window.height, window.width, window.filters, window.kernel,
+            window.stride, window.padding)
+
+
+def window_text(expr, names: dict, window) -> str:
+    """An index form with the window's sizes in and its arrays named as the code names them."""
+    from sympy import IndexedBase
+
+    sizes = {s: v for s, v in window.sizes().items()} if hasattr(window, "sizes") else {}
+    bases = {b: n for b, n in names.items() if isinstance(b, IndexedBase)}
+    return _IndexText(bases).doprint(expr.xreplace(sizes)) if expr is not None else ""
+
+
+def window_names(st) -> dict:
+    """The index forms' arrays -> the statement's arrays (their printed names)."""
+    from sympy import IndexedBase
+
+    A = {name: IndexedBase(name) for name in ("a", "W", "b", "z", "delta", "M")}
+    names = {}
+    if st.op == "conv":
+        names = {A["a"]: st.a.name, A["W"]: st.W.name, A["z"]: st.target.name}
+        if st.b is not None:
+            names[A["b"]] = st.b.name
+    elif st.op == "pool":
+        names = {A["a"]: st.a.name, A["z"]: st.target.name}
+    else:
+        names = {A["delta"]: st.delta.name}
+        if st.other is not None:
+            names[A["W" if st.rule == "conv_input" else "a"]] = st.other.name
+        names[A["M"]] = f"M({st.other.name})" if st.other is not None else "M"
+    return names
+
+
+def _shape_text(window, pool: bool) -> str:
+    what = (f"{window.kernel}x{window.kernel} pool" if pool else
+            f"{window.filters} filters {window.kernel}x{window.kernel}, stride {window.stride}, "
+            f"padding {window.padding}")
+    into = "x".join(map(str, window.image_out))
+    return f"{'x'.join(map(str, window.image_in))} -> {into}: {what}"
 
 
 class StatementPrinter:
@@ -61,6 +124,8 @@ class StatementPrinter:
         if op == "product":
             left = f"{st.left.name}.T" if st.transpose else st.left.name
             return [f"# {t} = {left} {st.right.name}", f"{t} = {left} @ {st.right.name}"]
+        if op in ("conv", "pool") or op in WINDOW_RULES:
+            return self.window(st)
         if op == "activate":
             act = st.activation
             src = st.source.name
@@ -89,6 +154,39 @@ class StatementPrinter:
                     f"{_TEXT.doprint(out.delta)}",
                     f"{t} = ({code}) / m"]
         raise TypeError(f"no printing for a {op} statement")
+
+    def window(self, st) -> list[str]:
+        """A convolution, a pooling or one of their derived reverse rules: its index form in
+        a comment (images flat in NCHW order), one call of the runtime's im2col/BLAS code."""
+        t, w = st.target.name, window_tuple(st.window)
+        run = NETWORK_RUNTIME
+        if st.op == "conv":
+            expr = st.expr
+            bias = st.b.name if st.b is not None else "None"
+            return [f"# {t}[n, f, i, j] = {window_text(expr, window_names(st), st.window)}",
+                    f"#   ({_shape_text(st.window, False)}; a cross-correlation, as torch's Conv2d)",
+                    f"{t} = {run}.conv2d({st.a.name}, {st.W.name}, {bias}, {w})"]
+        if st.op == "pool":
+            how = "maximum" if st.how == "max" else "mean"
+            return [f"# {t}[n, c, i, j] = the {how} of {st.a.name}[n, c] over the window at "
+                    f"({st.window.stride} i, {st.window.stride} j)  ({_shape_text(st.window, True)})",
+                    f"{t} = {run}.pool2d({st.a.name}, {w}, {st.how!r})"]
+        free = ", ".join(str(x) for x in st.free)
+        comment = [f"# {t}[{free}] = {window_text(st.expr, window_names(st), st.window)}"]
+        if "pool" in st.rule:
+            s = st.window.stride
+            comment.append(f"#   over the window holding (u', v'): i = u' // {s}, j = v' // {s}")
+        if st.rule.startswith("max_pool"):
+            comment.append(f"#   M: 1 at the first maximum of each window of {st.other.name}, "
+                           "else 0 (torch's tie rule)")
+        delta = st.delta.name
+        call = {"conv_input": f"conv2d_input_grad({delta}, {st.other.name if st.other else ''}, {w})",
+                "conv_weight": f"conv2d_weight_grad({delta}, {st.other.name if st.other else ''}, {w})",
+                "conv_bias": f"conv2d_bias_grad({delta}, {w})",
+                "max_pool_input": f"pool2d_input_grad({delta}, {st.other.name if st.other else ''}, {w}, 'max')",
+                "avg_pool_input": f"pool2d_input_grad({delta}, {st.other.name if st.other else ''}, {w}, 'avg')",
+                }[st.rule]
+        return comment + [f"{t} = {run}.{call}"]
 
     def reduction(self, how: str, code: str, axis: int) -> str:
         """The mean or sum of ``code`` over ``axis``, the axis kept (a row or a column)."""
@@ -216,6 +314,10 @@ class _Step:
         self.buffers: dict[str, str] = {}  # name -> allocation
         self.pools: dict[tuple, Buffers] = {}
         self.lines: list[str] = []
+        self.windows: dict[str, str] = {}  # the error dZ of a window layer -> its runtime object
+        # a kernel (F, C, k, k) in an entry-wise formula (a penalty's term): its matrix view,
+        # the layout of its gradient's buffer
+        self.alias |= {p: f"{p}m" for p, shape in self.param_shapes if len(shape) > 2}
 
     def name(self, symbol) -> str:
         name = symbol.name
@@ -226,6 +328,8 @@ class _Step:
     def shape(self, symbol) -> tuple:
         if symbol.name in self.grads:  # a gradient: its parameter's shape (a row for a vector)
             shape = dict(self.param_shapes)[self.grads[symbol.name]]
+            if len(shape) > 2:  # a kernel (F, C, k, k): the (F, C k^2) matrix, a view
+                return (shape[0], math.prod(shape[1:]))
             return tuple(shape) if len(shape) == 2 else (1, shape[0])
         cls, width = self.d.shapes[symbol]
         if cls == "weights":
@@ -236,7 +340,11 @@ class _Step:
         name = symbol.name
         if name in self.grads:
             key = self.grads[name]
-            view = "" if len(dict(self.param_shapes)[key]) == 2 else ".reshape(1, -1)"
+            dims = len(dict(self.param_shapes)[key])
+            if dims > 2:
+                self.buffers.setdefault(name, f"{NETWORK_RUNTIME}.kernel_matrix(grads[{key!r}], in_place=True)")
+                return name
+            view = "" if dims == 2 else ".reshape(1, -1)"
             self.buffers.setdefault(name, f"grads[{key!r}]{view}")
         elif name not in self.buffers:
             rows, cols = self.shape(symbol)
@@ -299,6 +407,8 @@ class _Step:
             left = f"{self.name(st.left)}.T" if st.transpose else self.name(st.left)
             call = "np.matmul" if st.transpose else "product"
             self.lines.append(f"{call}({left}, {self.name(st.right)}, out={target})")
+        elif op in ("conv", "pool") or op in WINDOW_RULES:
+            self.window(st, target)
         elif op == "activate":
             act = st.activation
             self.lines.append(f"# {t.name} = {act.name}({st.source.name})")
@@ -322,6 +432,36 @@ class _Step:
             self.lines.append(f"np.multiply({target}, 1.0 / m, out={target})")
         else:
             raise TypeError(f"no step form for a {op} statement")
+
+    def window(self, st, target: str) -> None:
+        """A window layer's forward into its runtime object's buffers (allocated once), its
+        reverse rules from the same object (the forward's columns and windows)."""
+        w = window_tuple(st.window)
+        if st.op in ("conv", "pool"):
+            obj = f"{st.op}_{st.target.name}"
+            self.windows[f"d{st.target.name}"] = obj
+            if st.op == "conv":
+                self.buffers[obj] = f"{NETWORK_RUNTIME}.Conv2d({w}, m, dtype)"
+                bias = st.b.name if st.b is not None else "None"
+                self.lines += [f"# {st.target.name} = the convolution of {self.name(st.a)} "
+                               f"({_shape_text(st.window, False)})",
+                               f"{obj}.forward({self.name(st.a)}, {st.W.name}, {bias}, "
+                               f"out={target})"]
+            else:
+                self.buffers[obj] = f"{NETWORK_RUNTIME}.Pool2d({w}, m, dtype, {st.how!r})"
+                self.lines += [f"# {st.target.name} = {st.how} pooling of {self.name(st.a)} "
+                               f"({_shape_text(st.window, True)})",
+                               f"{obj}.forward({self.name(st.a)}, out={target})"]
+            return
+        obj = self.windows[st.delta.name]
+        delta = self.name(st.delta)
+        self.lines.append(f"# {st.target.name}: the derived {st.rule.replace('_', ' ')} rule")
+        call = {"conv_input": f"input_grad({delta}, {st.other.name if st.other else ''}, out={target})",
+                "conv_weight": f"weight_grad({delta}, out={target})",
+                "conv_bias": f"bias_grad({delta}, out={target})",
+                "max_pool_input": f"input_grad({delta}, out={target})",
+                "avg_pool_input": f"input_grad({delta}, out={target})"}[st.rule]
+        self.lines.append(f"{obj}.{call}")
 
     def node(self, node) -> None:
         self.lines.append(f"# {layer_title(node)}")
@@ -354,6 +494,8 @@ class _Step:
         for st in self.d.backward:
             self.statement(st)
         setup = ["m_ = np.dtype(dtype).type(m)  # the batch size as a number of the dtype"]
+        setup += [f"{p}m = {NETWORK_RUNTIME}.kernel_matrix({p}, in_place=True)  # (F, C k^2), a view"
+                  for p, shape in self.param_shapes if len(shape) > 2]
         setup += [f"{name} = {call}" for name, call in self.buffers.items()]
         for (rows, units), pool in self.pools.items():
             setup += [f"{name} = {call}" for name, call in temporaries(pool, rows, units)]

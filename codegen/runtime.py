@@ -47,8 +47,10 @@ __all__ = ["API", "ForwardCache", "TrainingDiverged", "ModelFileError", "model_f
            "Network", "Trainer", "softmax", "logsumexp", "float_dtype", "rank_one_update",
            "one_row_product", "rank_one", "unchanged", "compiled", "compiled_kernel", "ENGINES",
            "load_beside", "MISSING", "is_missing", "table_columns", "encode_table",
-           "number_specs", "NUMBER", "CATEGORY", "cache_root", "cpu_model",
-           "EngineTimes"]
+           "number_specs", "NUMBER", "CATEGORY", "cache_root", "cpu_model", "EngineTimes",
+           "kernel_matrix", "gather_matrix", "GATHER_LIMIT", "Conv2d", "Pool2d", "conv2d",
+           "conv2d_input_grad", "conv2d_weight_grad", "conv2d_bias_grad", "pool2d",
+           "pool2d_input_grad"]
 
 API = 4  # generated modules check it: a module and a runtime of different APIs refuse to run
 ENGINES = ("auto", "numpy", "compiled")
@@ -135,6 +137,17 @@ def initial_weights(rng, scheme, units, fan_in):
     if scheme == "zeros":
         return np.zeros((units, fan_in))
     return rng.standard_normal((units, fan_in)) * _INIT_SCALES[scheme](fan_in, units)
+
+
+def initial_kernel(rng, scheme, shape):
+    """A convolution's (F, C, k, k) kernel drawn by ``scheme``, its fan-in C k^2 and fan-out
+    F k^2 as torch counts them (torch.nn.init's _calculate_fan_in_and_fan_out)."""
+    if scheme not in _INIT_SCALES:
+        raise ValueError(f"unknown initialisation {scheme!r} (known: {', '.join(_INIT_SCALES)})")
+    F, C, k, _ = shape
+    if scheme == "zeros":
+        return np.zeros(shape)
+    return rng.standard_normal(shape) * _INIT_SCALES[scheme](C * k * k, F * k * k)
 
 
 # ----------------------------------------------------------------------------- compiling
@@ -547,6 +560,285 @@ def step_products(m, dtype, rank_one=True):
     return (np.matmul if ger is None else one_row_product(dtype)), ger
 
 
+# ----------------------------------------------------------------------------- images
+
+def kernel_matrix(W, in_place=False):
+    """A convolution's (F, C, k, k) kernel as the (F, C k^2) matrix of its entries in column-
+    major order (a 2-D one as is): a view of a column-major W (the layout init_params and the
+    Trainer keep), else a copy; ``in_place``: a view or a ValueError (what a step writes or
+    reads while the Trainer updates W in place must be W's own memory)."""
+    if W.ndim == 2:
+        return W
+    view = W.reshape(W.shape[0], -1, order="F")
+    if in_place and not np.shares_memory(view, W):
+        raise ValueError("the kernel must be stored in column-major (Fortran) order, as "
+                         "init_params gives it, for the step to use it in place")
+    return view
+
+
+GATHER_LIMIT = 1 << 20  # entries of the 0/1 gather matrix below which images are gathered by BLAS
+
+
+def gather_matrix(window, dtype):
+    """The 0/1 matrix G (H*W, k*k*Ho*Wo) with G[(u, v), (p, q, i, j)] = 1 where input entry
+    (u, v) = (s i + p - P, s j + q - P) meets kernel offset (p, q) at output (i, j): an image's
+    rows times G are its im2col columns (the padding's entries are 0: no row), and columns
+    times G^T add every window back into place (col2im)."""
+    C, H, W, F, k, s, P = window
+    Ho, Wo = (H + 2 * P - k) // s + 1, (W + 2 * P - k) // s + 1
+    G = np.zeros((H * W, k * k * Ho * Wo), dtype)
+    p, q, i, j = np.meshgrid(*(np.arange(n) for n in (k, k, Ho, Wo)), indexing="ij")
+    u, v = s * i + p - P, s * j + q - P
+    inside = (u >= 0) & (u < H) & (v >= 0) & (v < W)
+    G[(u * W + v)[inside], np.flatnonzero(inside.reshape(-1))] = 1
+    return G
+
+
+class Conv2d:
+    """One convolution on m examples stored flat in NCHW order (m, C*H*W), with its buffers
+    allocated once: ``window`` is (C, H, W, F, k, stride, padding).
+
+    forward:      z[n,f,i,j] = sum_{c,p,q} W[f,c,p,q] a[n,c,s i+p-P, s j+q-P] + b[f]
+    input_grad:   da[n,c,u,v] = sum_{f,i,j} delta[n,f,i,j] W[f,c,u+P-s i, v+P-s j]
+                  (the full correlation of delta with the flipped kernel: W^T delta's columns,
+                  added back into place)
+    weight_grad:  dW[f,c,p,q] = sum_{n,i,j} delta[n,f,i,j] a[n,c,s i+p-P, s j+q-P]
+                  (the correlation of the input with delta, from the forward's columns)
+    bias_grad:    db[f] = sum_{n,i,j} delta[n,f,i,j]
+
+    The im2col columns, in (c, p, q) order as the kernel's matrix W.reshape(F, C*k*k): for a
+    small image (``gather_matrix`` under GATHER_LIMIT entries) one BLAS product each way with
+    the 0/1 gather matrix, per example (m, C*k*k, Ho*Wo), the products batched per example
+    and no strided copy; for a large one, the windows of the zero-padded input copied into
+    (C*k*k, m*Ho*Wo) and added back one kernel offset at a time.
+    """
+
+    def __init__(self, window, m, dtype, gather=None):
+        C, H, W, F, k, s, P = window
+        self.window, self.m = tuple(window), m
+        self.Ho, self.Wo = (H + 2 * P - k) // s + 1, (W + 2 * P - k) // s + 1
+        L = self.Ho * self.Wo
+        if gather is None:
+            gather = H * W * k * k * L <= GATHER_LIMIT
+        self.gather = gather
+        self.kernel = np.empty((F, C * k * k), dtype)  # W as a C-ordered matrix
+        self.dkernel = np.empty_like(self.kernel)
+        self.dcols = None
+        if gather:
+            self.G = gather_matrix(window, dtype)
+            self.cols = np.empty((m, C * k * k, L), dtype)  # [n, (c, p, q), (i, j)]
+            self.products = np.empty((m, F, C * k * k), dtype)  # per example, for dW
+            return
+        self.padded = np.zeros((m, C, H + 2 * P, W + 2 * P), dtype) if P else None
+        self.cols = np.empty((C * k * k, m * L), dtype)  # [(c, p, q), (n, i, j)]
+        self.rows = np.empty((F, m * L), dtype)  # [f, (n, i, j)]: z or delta by filter
+        self.dpadded = None
+
+    def _columns(self, a):
+        C, H, W, F, k, s, P = self.window
+        if self.gather:
+            np.matmul(a.reshape(self.m * C, H * W), self.G,
+                      out=self.cols.reshape(self.m * C, -1))
+            return self.cols
+        x = a.reshape(self.m, C, H, W)
+        if P:
+            self.padded[:, :, P:P + H, P:P + W] = x
+            x = self.padded
+        windows = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))
+        windows = windows[:, :, ::s, ::s][:, :, :self.Ho, :self.Wo]  # [n, c, i, j, p, q]
+        np.copyto(self.cols.reshape(C, k, k, self.m, self.Ho, self.Wo),
+                  windows.transpose(1, 4, 5, 0, 2, 3))
+        return self.cols
+
+    def _matrix(self, W):
+        np.copyto(self.kernel.reshape(W.shape), W)
+        return self.kernel
+
+    def _delta_rows(self, delta):
+        F = self.window[3]
+        np.copyto(self.rows.reshape(F, self.m, self.Ho * self.Wo),
+                  delta.reshape(self.m, F, self.Ho * self.Wo).transpose(1, 0, 2))
+        return self.rows
+
+    def forward(self, a, W, b, out):
+        F = self.window[3]
+        z = out.reshape(self.m, F, self.Ho * self.Wo)
+        if self.gather:
+            np.matmul(self._matrix(W), self._columns(a), out=z)
+        else:
+            np.matmul(self._matrix(W), self._columns(a), out=self.rows)
+            np.copyto(z, self.rows.reshape(F, self.m, -1).transpose(1, 0, 2))
+        if b is not None:
+            np.add(z, b.reshape(1, F, 1), out=z)
+        return out
+
+    def weight_grad(self, delta, out, a=None):
+        """dW into ``out`` (F, C, k, k), or its column-major (F, C k^2) view; the forward's
+        columns unless ``a`` is given."""
+        C, _, _, F, k, _, _ = self.window
+        cols = self._columns(a) if a is not None else self.cols
+        if self.gather:
+            d = delta.reshape(self.m, F, self.Ho * self.Wo)
+            np.matmul(d, cols.transpose(0, 2, 1), out=self.products)
+            np.sum(self.products, axis=0, out=self.dkernel)
+        else:
+            np.matmul(self._delta_rows(delta), cols.T, out=self.dkernel)
+        if out.ndim == 2:  # kernel_matrix's view of the (F, C, k, k) gradient
+            out = out.reshape((F, C, k, k), order="F")
+        np.copyto(out, self.dkernel.reshape(F, C, k, k))
+        return out
+
+    def bias_grad(self, delta, out):
+        F = self.window[3]
+        np.sum(delta.reshape(self.m, F, self.Ho * self.Wo), axis=(0, 2), out=out.reshape(F))
+        return out
+
+    def input_grad(self, delta, W, out):
+        C, H, W_, F, k, s, P = self.window
+        if self.dcols is None:
+            self.dcols = np.empty_like(self.cols)
+        if self.gather:
+            d = delta.reshape(self.m, F, self.Ho * self.Wo)
+            np.matmul(self._matrix(W).T, d, out=self.dcols)
+            np.matmul(self.dcols.reshape(self.m * C, -1), self.G.T,
+                      out=out.reshape(self.m * C, H * W_))
+            return out
+        if self.dpadded is None:
+            self.dpadded = np.empty((self.m, C, H + 2 * P, W_ + 2 * P), self.cols.dtype)
+        np.matmul(self._matrix(W).T, self._delta_rows(delta), out=self.dcols)
+        d = self.dpadded
+        d.fill(0)
+        Ho, Wo = self.Ho, self.Wo
+        dcols = self.dcols.reshape(C, k, k, self.m, Ho, Wo)
+        for p in range(k):  # each kernel offset adds its share of every window back
+            for q in range(k):
+                d[:, :, p:p + s * (Ho - 1) + 1:s, q:q + s * (Wo - 1) + 1:s] += \
+                    dcols[:, p, q].transpose(1, 0, 2, 3)
+        np.copyto(out.reshape(self.m, C, H, W_), d[:, :, P:P + H, P:P + W_])
+        return out
+
+
+class Pool2d:
+    """Max or average pooling ("max" | "avg") of size x size windows at stride size, on m
+    examples stored flat in NCHW order; ``window`` is (C, H, W, C, size, size, 0).
+    input_grad sends delta back through each window: to its first maximum in row-major order
+    (PyTorch's tie rule), or spread evenly (1/size^2 each); it reads the last forward's
+    windows unless ``a`` is given.  A small image's windows are gathered by one BLAS product
+    with the 0/1 ``gather_matrix`` (and added back by its transpose), so that each window
+    offset is a contiguous slice; a large one's are strided views of the image."""
+
+    def __init__(self, window, m, dtype, how, gather=None):
+        C, H, W, _, size, _, _ = window
+        self.window, self.m, self.how, self.size = tuple(window), m, how, size
+        self.Ho, self.Wo = H // size, W // size
+        L = self.Ho * self.Wo
+        if gather is None:
+            gather = H * W * size * size * L <= GATHER_LIMIT
+        self.gather = gather
+        shape = (L, m * C) if gather else (m, C, self.Ho, self.Wo)
+        self.hit = np.empty(shape, bool)
+        self.left = np.empty(shape, dtype)  # the error not yet routed to a maximum
+        if gather:  # window offset first: each offset's entries one contiguous block
+            self.G = gather_matrix(window, dtype)
+            self.windows = np.empty((size * size, L, m * C), dtype)  # [(p, q), (i, j), (n, c)]
+            self.dwindows = np.empty_like(self.windows)
+            self.zt = np.empty(shape, dtype)  # z as [(i, j), (n, c)]
+        self.a = self.z = None
+
+    def _offsets(self, flat):  # (m, C*H*W) -> the size x size strided views [n, c, i, j]
+        C, s = self.window[0], self.size
+        x = flat.reshape(self.m, C, self.Ho, s, self.Wo, s)
+        return [x[:, :, :, p, :, q] for p in range(s) for q in range(s)]
+
+    def forward(self, a, out):
+        C, H, W = self.window[:3]
+        if self.gather:
+            np.matmul(self.G.T, a.reshape(self.m * C, H * W).T,
+                      out=self.windows.reshape(-1, self.m * C))
+            views, z = list(self.windows), self.zt
+        else:
+            views = self._offsets(a)
+            z = out.reshape(self.m, C, self.Ho, self.Wo)
+        if self.how == "max":
+            np.maximum(views[0], views[1], out=z) if len(views) > 1 else np.copyto(z, views[0])
+            for view in views[2:]:
+                np.maximum(z, view, out=z)
+        else:
+            np.copyto(z, views[0])
+            for view in views[1:]:
+                np.add(z, view, out=z)
+            np.multiply(z, 1.0 / len(views), out=z)
+        if self.gather:
+            np.copyto(out.reshape(self.m * C, -1), z.T)
+        self.a, self.z = a, z
+        return out
+
+    def input_grad(self, delta, out, a=None):
+        C, H, W = self.window[:3]
+        if a is not None:
+            self.forward(a, np.empty((self.m, C * self.Ho * self.Wo), a.dtype))
+        if self.gather:
+            d = self.left if self.how == "max" else self.dwindows[0]
+            np.copyto(d, delta.reshape(self.m * C, -1).T)
+            targets, sources = list(self.dwindows), list(self.windows)
+        else:
+            d = delta.reshape(self.hit.shape)
+            targets, sources = self._offsets(out), self._offsets(self.a)
+        if self.how == "avg":
+            for view in targets[::-1]:  # (the first is d itself when gathered: last)
+                np.multiply(d, 1.0 / len(targets), out=view)
+        else:
+            if d is not self.left:
+                np.copyto(self.left, d)
+            for k, (view, source) in enumerate(zip(targets, sources)):
+                np.equal(source, self.z, out=self.hit)  # the window's maximum sits here
+                np.multiply(self.hit, self.left, out=view)
+                if k + 1 < len(targets):  # routed: later ties get nothing (x - x = 0)
+                    np.subtract(self.left, view, out=self.left)
+        if self.gather:
+            np.matmul(self.dwindows.reshape(-1, self.m * C).T, self.G.T,
+                      out=out.reshape(self.m * C, H * W))
+        return out
+
+
+def _window_out(window, m, dtype, rows=None):
+    C, H, W, F, k, s, P = window
+    width = F * ((H + 2 * P - k) // s + 1) * ((W + 2 * P - k) // s + 1)
+    return np.empty((m, width if rows is None else rows), dtype)
+
+
+def conv2d(a, W, b, window):
+    """The convolution of the rows of ``a`` (functional form; see Conv2d)."""
+    return Conv2d(window, a.shape[0], a.dtype).forward(a, W, b, _window_out(window, *a.shape[:1], a.dtype))
+
+
+def conv2d_input_grad(delta, W, window):
+    C, H, W_ = window[:3]
+    out = np.empty((delta.shape[0], C * H * W_), delta.dtype)
+    return Conv2d(window, delta.shape[0], delta.dtype).input_grad(delta, W, out)
+
+
+def conv2d_weight_grad(delta, a, window):
+    C, F, k = window[0], window[3], window[4]
+    out = np.empty((F, C, k, k), delta.dtype, order="F")
+    return Conv2d(window, delta.shape[0], delta.dtype).weight_grad(delta, out, a=a)
+
+
+def conv2d_bias_grad(delta, window):
+    out = np.empty((window[3],), delta.dtype)
+    return Conv2d(window, delta.shape[0], delta.dtype).bias_grad(delta, out)
+
+
+def pool2d(a, window, how):
+    """Max or average pooling of the rows of ``a`` (functional form; see Pool2d)."""
+    return Pool2d(window, a.shape[0], a.dtype, how).forward(a, _window_out(window, a.shape[0], a.dtype))
+
+
+def pool2d_input_grad(delta, a, window, how):
+    out = np.empty(a.shape, delta.dtype)
+    return Pool2d(window, a.shape[0], delta.dtype, how).input_grad(delta, out, a=a)
+
+
 # ----------------------------------------------------------------------------- targets
 
 def _dense_labels(Y, m, n_out, dtype):
@@ -658,8 +950,10 @@ class Network:
                  training, probability, forward, backward, per_example_loss, make_step,
                  epoch_kernel=None, kernel_order="C", make_gradient=None, optimizers=None,
                  schedules=None, legacy_optimizers=None, compiled_max_batch=0, parameters=None,
-                 kinds=None, table=None, state=None):
+                 kinds=None, table=None, state=None, image=None):
         self.name = name
+        # input: [C, H, W]: rows hold images flat in NCHW order; X may also be (m, C, H, W)
+        self.image = tuple(image) if image else None
         # layer kinds: each layer's kind, the parameters (key, shape, init, penalised) and
         # the running statistics (key, units, initial value); None for a dense stack
         self.kinds = tuple(kinds) if kinds else ("dense",) * (len(layer_sizes) - 1)
@@ -727,6 +1021,8 @@ class Network:
         for key, shape, init, _ in self.table:
             if len(shape) == 2:
                 params[key] = np.asfortranarray(initial_weights(rng, init, *shape), dtype)
+            elif len(shape) == 4:  # a kernel (F, C, k, k): fan-in C k^2, fan-out F k^2 (torch's)
+                params[key] = np.asfortranarray(initial_kernel(rng, init, shape), dtype)
             else:
                 params[key] = np.full(shape, 1.0 if init == "ones" else 0.0, dtype=dtype)
         return params
@@ -758,9 +1054,13 @@ class Network:
         """X as an (m, n_0) array: integers become ``dtype``, floats keep their own."""
         X = np.asarray(X)
         n_in = self.layer_sizes[0]
+        if self.image is not None and X.ndim == 4 and X.shape[1:] == self.image:
+            X = X.reshape(X.shape[0], n_in)  # (m, C, H, W) images: the flat NCHW rows
         if X.ndim != 2 or X.shape[1] != n_in:
             raise ValueError(
-                f"X must have shape (m, {n_in}), one example per row; got {X.shape}"
+                f"X must have shape (m, {n_in}), one example per row"
+                + (f", or (m, {', '.join(map(str, self.image))}) images" if self.image else "")
+                + f"; got {X.shape}"
                 + (" (for one example use X[None, :])" if X.shape == (n_in,) else ""))
         if X.dtype.kind in "biu":
             return X.astype(dtype)

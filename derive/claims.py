@@ -38,6 +38,7 @@ numbers.  Shapes are checked first on the spec's own sizes.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import re
 from dataclasses import dataclass
@@ -786,7 +787,9 @@ class _KindsInstance:
         self.full = derivation
         self.d = derive(shrink_kinds(derivation.spec)[0])
         self.m = examples
-        self.weights = {p.name for p, shape, _, _ in self.d.params if len(shape) == 2}
+        # a convolution's (F, C, k, k) kernel is named as its (F, C k^2) matrix, row f the
+        # kernel of filter f in (c, p, q) order
+        self.weights = {p.name for p, shape, _, _ in self.d.params if len(shape) != 1}
         self.weights |= {d.name for p, d in self.d.gradients if p.name in self.weights}
 
     @property
@@ -806,6 +809,9 @@ class _KindsInstance:
                             dtype=object)
         values: dict = {d.X: array(m, d.spec.input)}
         for p, shape, _, _ in d.params:
+            if len(shape) > 2:
+                values[p] = array(shape[0], math.prod(shape[1:])).reshape(shape)
+                continue
             values[p] = array(*(shape if len(shape) == 2 else (1, shape[0])))
         probe = KindsInstance(d, rng, m)  # its targets and masks, drawn from the point's rng
         values[d.Y] = probe.env[d.Y]
@@ -835,6 +841,8 @@ class _KindsInstance:
         named = {}
         for symbol, array in env.items():
             name = getattr(symbol, "name", None)
+            if name is not None and array.ndim == 4:  # a kernel: its (F, C k^2) matrix
+                array = array.reshape(array.shape[0], -1)
             if name is None or array.ndim != 2:
                 continue
             matrix = sp.Matrix(array.tolist())
@@ -862,9 +870,11 @@ class _KindsInstance:
 
         values = dict(values)
         for name, matrix in (overrides or {}).items():
-            symbol = next(p for p, *_ in self.d.params if p.name == name)
+            symbol, shape = next((p, s) for p, s, *_ in self.d.params if p.name == name)
             values[symbol] = np.array((matrix if name in self.weights else matrix.T).tolist(),
                                       dtype=object)
+            if len(shape) > 2:
+                values[symbol] = values[symbol].reshape(shape)
         named = self._named(self._env(values, exact_model({}, 0), numeric=True))
 
         def get(name: str) -> sp.Matrix:
@@ -1120,10 +1130,13 @@ def _kind_shapes(derivation, m: int) -> dict[str, tuple[int, int]]:
         name = symbol.name
         if name in params or name in grads:
             shape = (params | grads)[name]
-            shapes[name] = shape if len(shape) == 2 else (shape[0], 1)
+            shapes[name] = shape if len(shape) == 2 else (
+                (shape[0], math.prod(shape[1:])) if len(shape) > 2 else (shape[0], 1))
         else:
             shapes[name] = {"data": (width, m), "row": (width, 1), "column": (1, m),
                             "scalar": (1, 1)}[cls]
+    for p, d in derivation.gradients:  # a gradient has its parameter's shape
+        shapes[d.name] = shapes[p.name]
     for node in derivation.nodes:
         shapes[f"delta{node.index}"] = (node.units, m)
     return shapes

@@ -18,18 +18,21 @@ a per-unit row (1 x n) or a per-example column (m x 1).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import sympy as sp
 
 from .activations import exact
 from .derivation import W_ENTRY, DeclaredRules, Objective, OptimizerUse, optimizer_use, penalties
+from .indexform import rule as window_rule
 from .layers import (BATCH, COLUMN, DATA, INPUT, LAYER_KINDS, M_SYM, OUTPUT, ROW, SCALAR,
-                     UNITS, LayerKind, Let, Linear, Reduce)
+                     UNITS, Conv, LayerKind, Let, Linear, Pool, Reduce, Window)
 from .local import A_SYM, Z_SYM, LocalActivation, LocalOutput, local_activation, local_output
 from .netspec import LayerSpec, NetSpec
 
-__all__ = ["Activate", "OutputError", "Product", "Node", "GraphDerivation", "derive_graph"]
+__all__ = ["Activate", "OutputError", "Product", "WindowRule", "Node", "GraphDerivation",
+           "derive_graph"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,36 @@ class Product:
     @property
     def reads(self):
         return (self.left, self.right)
+
+
+@dataclass(frozen=True)
+class WindowRule:
+    """target = a reverse rule of a window kind (``derive.indexform.RULES``: conv_input,
+    conv_weight, conv_bias, max_pool_input, avg_pool_input) at ``window``'s sizes, from the
+    error ``delta`` = ∂J/∂z and ``other`` (W for conv_input; the kind's input a for
+    conv_weight and the pools; None for conv_bias).  ``expr`` is the rule's index form as
+    SymPy derived it (free indices ``free``): what the proof evaluates and LaTeX prints."""
+
+    target: sp.Symbol
+    rule: str
+    delta: sp.Symbol
+    other: sp.Symbol | None
+    window: Window
+    expr: sp.Expr
+    free: tuple
+
+    @property
+    def op(self) -> str:
+        return self.rule
+
+    @property
+    def reads(self):
+        return (self.delta,) + ((self.other,) if self.other is not None else ())
+
+
+def _window_rule(target, name, delta, other, window) -> WindowRule:
+    expr, free = window_rule(name)
+    return WindowRule(target, name, delta, other, window, expr, free)
 
 
 @dataclass(frozen=True)
@@ -143,7 +176,8 @@ def _layer_symbol(symbol: sp.Symbol, l: int) -> sp.Symbol:
 def _node(spec: NetSpec, l: int, layer: LayerSpec, A_prev: sp.Symbol, fan_in: int,
           shapes: dict) -> Node:
     kind = LAYER_KINDS[layer.kind]
-    options = {o.key: o.default for o in kind.options} | layer.option_dict | {"units": layer.units}
+    options = {o.key: o.default for o in kind.options} | layer.option_dict | {
+        "units": layer.units, "image": spec.image_in(l)}
     act = local_activation(layer.activation.name, layer.activation.params)
     Z, A = sp.Symbol(f"Z{l}", real=True), sp.Symbol(f"A{l}", real=True)
     P = sp.Symbol(f"P{l}", real=True) if layer.skip is not None else Z  # z before the skip
@@ -156,9 +190,9 @@ def _node(spec: NetSpec, l: int, layer: LayerSpec, A_prev: sp.Symbol, fan_in: in
 
     params = []
     for p in kind.params_for(options):
-        shape = p.shape(fan_in, layer.units)
+        shape = p.shape_for(fan_in, layer.units, options)
         params.append((own(p.symbol), shape, p.init, p.penalised))
-        shapes[names[p.symbol]] = ("weights" if len(shape) == 2 else ROW, layer.units)
+        shapes[names[p.symbol]] = ("weights" if len(shape) > 1 or p.shaped else ROW, layer.units)
     constants = tuple((own(c), exact(options[key]), own(like)) for c, key, like in kind.constants)
     for c, _, _ in constants:
         shapes[c] = (SCALAR, 1)
@@ -194,7 +228,7 @@ def _node(spec: NetSpec, l: int, layer: LayerSpec, A_prev: sp.Symbol, fan_in: in
 
 
 def _symbols_of(statement) -> set:
-    if isinstance(statement, Linear):
+    if isinstance(statement, (Linear, Conv, Pool)):
         return {statement.target, *statement.reads}
     return {statement.target} | statement.expr.free_symbols
 
@@ -203,6 +237,12 @@ def _renamed(statement, names: dict):
     if isinstance(statement, Linear):
         return Linear(names[statement.target], names[statement.a], names[statement.W],
                       None if statement.b is None else names[statement.b])
+    if isinstance(statement, Conv):
+        return Conv(names[statement.target], names[statement.a], names[statement.W],
+                    None if statement.b is None else names[statement.b], statement.window)
+    if isinstance(statement, Pool):
+        return Pool(names[statement.target], names[statement.a], statement.window,
+                    statement.how)
     expr = statement.expr.xreplace(names)
     if isinstance(statement, Reduce):
         return Reduce(names[statement.target], expr, statement.axis, statement.mean)
@@ -217,7 +257,7 @@ def _broadcast(classes) -> str:
 
 
 def _shape(statement, shapes: dict, units: int) -> None:
-    if isinstance(statement, Linear):
+    if isinstance(statement, (Linear, Conv, Pool)):
         shapes[statement.target] = (DATA, units)
     elif isinstance(statement, Reduce):
         shapes[statement.target] = (ROW if statement.axis == BATCH else COLUMN, units)
@@ -315,6 +355,26 @@ def _backward(nodes: tuple[Node, ...], output: LocalOutput, shapes: dict):
             gradients[st.W] = dW
             if st.b is not None:
                 adj.add(st.b, d, DATA)
+        elif isinstance(st, Conv):  # the rules SymPy derived from the index form
+            if st.a in differentiable:
+                temp = sp.Symbol(f"p_{st.a.name}", real=True)
+                adj.statements.append(_window_rule(temp, "conv_input", d, st.W, st.window))
+                shapes[temp] = (DATA, shapes[st.a][1])
+                adj.add(st.a, temp, DATA)
+            dW = adj.name(st.W)
+            adj.statements.append(_window_rule(dW, "conv_weight", d, st.a, st.window))
+            gradients[st.W] = dW
+            if st.b is not None:
+                db = adj.name(st.b)
+                adj.statements.append(_window_rule(db, "conv_bias", d, None, st.window))
+                gradients[st.b] = db
+        elif isinstance(st, Pool):
+            if st.a in differentiable:
+                temp = sp.Symbol(f"p_{st.a.name}", real=True)
+                adj.statements.append(_window_rule(temp, f"{st.how}_pool_input", d, st.a,
+                                                   st.window))
+                shapes[temp] = (DATA, shapes[st.a][1])
+                adj.add(st.a, temp, DATA)
         elif isinstance(st, Let):
             target_class = shapes[st.target][0]
             for x in st.reads:
@@ -366,7 +426,8 @@ def derive_graph(spec: NetSpec) -> GraphDerivation:
     backward += tuple(Let(grads[W], grads[W] + sp.Add(*[
         p.strength * p.derivative.xreplace({W_ENTRY: W}) for p in found]))
         for W in penalised if found)
-    weights = tuple(sp.MatrixSymbol(p.name, *shape) for node in nodes
+    # a convolution's (F, C, k, k) kernel as the (F, C k²) matrix of its entries
+    weights = tuple(sp.MatrixSymbol(p.name, shape[0], math.prod(shape[1:])) for node in nodes
                     for p, shape, _, pen in node.params if pen)
     objective = Objective(output.loss, output.per_example, found, weights)
     return GraphDerivation(spec, nodes, output, objective, optimizer_use(spec), X, Y, shapes,

@@ -36,6 +36,7 @@ class LayerSpec:
     kind: str = "dense"
     options: tuple[tuple[str, object], ...] = ()
     skip: int | None = None
+    image: tuple[int, int, int] | None = None  # the output's (C, H, W) where it is an image
 
     @property
     def option_dict(self) -> dict:
@@ -146,6 +147,11 @@ class NetSpec:
     notices: tuple[str, ...] = ()  # located notes for the user (an old spelling, and its new one)
     claims: str | None = None  # a claims file about this network (derive.claims), its path
     loss_params: tuple[tuple[str, float], ...] = ()  # the loss's parameters (name, value) sorted
+    image: tuple[int, int, int] | None = None  # input: [C, H, W]: rows are images, NCHW flat
+
+    def image_in(self, l: int) -> tuple[int, int, int] | None:
+        """The (C, H, W) of layer l's input (1-based) where it is an image, else None."""
+        return self.image if l == 1 else self.layers[l - 2].image
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:

@@ -39,6 +39,10 @@ import sympy as sp
 
 from .activations import ACTIVATIONS
 from .derivation import Columnwise, Definition, Derivation, Elementwise, M, MatrixDef, derive
+from .indexform import ARRAYS as IMAGE_ARRAYS
+from .indexform import INDEX as _IMAGE_INDEX
+from .indexform import evaluate as evaluate_index_form
+from .layers import LAYER_KINDS, M_SYM, ImageError, walk_images
 from .local import INDEX
 from .losses import LOSSES
 from .netspec import LayerSpec, NetSpec
@@ -895,13 +899,12 @@ def prove_spec(spec: NetSpec, *, budget: float | None = None,
 
 def _kind_shapes(layer: LayerSpec, spec: NetSpec) -> list[tuple[int, ...]]:
     """The shapes of a layer's parameters, from its kind's declaration."""
-    from .layers import LAYER_KINDS
-
     sizes = spec.layer_sizes
     l = spec.layers.index(layer) + 1
     kind = LAYER_KINDS[layer.kind]
     options = {o.key: o.default for o in kind.options} | layer.option_dict
-    return [p.shape(sizes[l - 1], sizes[l]) for p in kind.params_for(options)]
+    options["image"] = spec.image_in(l)
+    return [p.shape_for(sizes[l - 1], sizes[l], options) for p in kind.params_for(options)]
 
 
 def _checks(sizes: tuple[int, ...], points: int, examples: int) -> int:
@@ -917,18 +920,65 @@ GRAPH_EXAMPLES = 3  # examples of a kinds instance: batch normalisation couples 
 
 def shrink_kinds(spec: NetSpec) -> tuple[NetSpec, str]:
     """A small instance of a stack of layer kinds: every layer kept (each kind is proved in
-    place, with its skip), dense widths at most 3 and the other kinds' widths following."""
-    layers, widths = [], [min(spec.input, MAX_WIDTH)]
-    for layer in spec.layers:
-        units = min(layer.units, MAX_WIDTH) if layer.kind == "dense" else widths[-1]
-        layers.append(dataclasses.replace(layer, units=units))
+    place, with its skip), dense widths at most 3 and the other kinds' widths following; an
+    image at most 2 channels and 2 filters per convolution, of the smallest height and width
+    that every window (kernel, stride, padding, pool size) fits, each convolution giving at
+    least 2 x 2 where the spec's own size allows it."""
+    image, layers = spec.image, list(spec.layers)
+    note = ""
+    if image is not None:
+        layers = [dataclasses.replace(layer, options=tuple(
+            (k, min(v, MAX_IMAGE_CHANNELS) if k == "filters" else v) for k, v in layer.options))
+            for layer in layers]
+        image = _small_image(image, layers)
+        note = f"; images reduced to {'x'.join(map(str, image))}" if image != spec.image else ""
+    images = walk_images(image, layers) if image is not None else [None] * len(layers)
+    widths = [min(spec.input, MAX_WIDTH) if image is None else math.prod(image)]
+    small_layers = []
+    for layer, out in zip(layers, images):
+        if out is not None:
+            units = math.prod(out)
+        else:
+            units = min(layer.units, MAX_WIDTH) if layer.kind == "dense" else widths[-1]
+        small_layers.append(dataclasses.replace(layer, units=units, image=out))
         widths.append(units)
-    small = dataclasses.replace(spec, input=widths[0], layers=tuple(layers))
+    small = dataclasses.replace(spec, input=widths[0], layers=tuple(small_layers), image=image)
     for layer in small.layers:  # a skip's widths shrink alike (both were equal)
         if layer.skip is not None and widths[layer.skip] != layer.units:
             raise ValueError("a skip between layers of unequal width after shrinking")
-    note = "; widths reduced to at most 3" if small.layer_sizes != spec.layer_sizes else ""
+    if small.layer_sizes != spec.layer_sizes and not note:
+        note = "; widths reduced to at most 3"
+    elif small.layer_sizes != spec.layer_sizes:
+        note += ", widths to at most 3"
     return small, note
+
+
+MAX_IMAGE_CHANNELS = 2  # channels and filters of a proof instance's images
+
+
+def _small_image(image: tuple, layers) -> tuple:
+    """The smallest (C', H', W') (C' <= 2), at least the first kernel's size, that every
+    window of ``layers`` fits, preferring one where each convolution gives at least 2 x 2
+    (its correlation then has more than one position)."""
+    C, H, W = image
+    channels = min(C, MAX_IMAGE_CHANNELS)
+    # at least the first kernel's size: it sees the input, not only the padding
+    convolutions = [LAYER_KINDS[layer.kind].index_form == "conv" for layer in layers]
+    kernel = next((dict(layer.options).get("kernel", 1) for layer, conv in
+                   zip(layers, convolutions) if conv), 1)
+    fits = []
+    for h, w in sorted(((h, w) for h in range(min(kernel, H), H + 1)
+                        for w in range(min(kernel, W), W + 1)),
+                       key=lambda hw: (hw[0] + hw[1], hw)):
+        try:
+            images = walk_images((channels, h, w), layers)
+        except ImageError:
+            continue
+        sides = [min(x[1:]) for x, conv in zip(images, convolutions) if x is not None and conv]
+        if all(side >= 2 for side in sides) or min(h, w) >= min(H, W):
+            return (channels, h, w)
+        fits.append((channels, h, w))
+    return fits[0] if fits else (channels, H, W)
 
 
 class KindsInstance:
@@ -967,6 +1017,14 @@ class KindsInstance:
         self.eps: dict = {}  # a constant's symbol -> (its entries' symbols, the statistic)
         for node in derivation.nodes:
             for p, shape, _, _ in node.params:
+                if len(shape) > 2:  # a kernel (F, C, k, k): W1_1_1_2_3 is W1[0, 0, 1, 2]
+                    value = np.empty(shape, dtype=object)
+                    for index in np.ndindex(*shape):
+                        value[index] = sp.Symbol(
+                            f"{p.name}_" + "_".join(str(i + 1) for i in index), real=True)
+                    self.env[p] = value
+                    self.params.extend(value.flat)
+                    continue
                 rows, cols = (shape if len(shape) == 2 else (1, shape[0]))
                 value = np.array([[sp.Symbol(f"{p.name}_{r + 1}{c + 1}", real=True)
                                    for c in range(cols)] for r in range(rows)], dtype=object)
@@ -1040,11 +1098,66 @@ class KindsInstance:
                 value = np.array(_apply_activation(layer, Z, model).T.tolist(), dtype=object)
             elif op == "output_error":
                 value = self._output_error(st)
+            elif op in ("conv", "pool") or hasattr(st, "rule"):
+                value = self._window(st, model)
             else:
                 raise TypeError(f"the proof cannot evaluate a {op} statement")
             self.env[st.target] = value
             if st.target in self.eps:
                 self._exact_roots(st.target, model)
+
+    def _window(self, st, model):
+        """A window statement: its index form (the declared forward, or the reverse rule SymPy
+        derived) summed out at the window's sizes over the arrays seen as images; max pooling's
+        indicator M of each window's first maximum taken at the model's point."""
+        A, w = IMAGE_ARRAYS, st.window
+        m = self.m
+        image_in = (m, *w.image_in)
+        image_out = (m, *w.image_out)
+        sizes = w.sizes() | {M_SYM: m}
+        if st.op == "conv":
+            arrays = {A.a: self.env[st.a].reshape(image_in), A.W: self.env[st.W]}
+            if st.b is not None:
+                arrays[A.b] = self.env[st.b].reshape(-1)
+            I = _IMAGE_INDEX
+            value = evaluate_index_form(st.expr, (I.n, I.f, I.i, I.j), arrays, sizes, image_out)
+            return value.reshape(m, -1)
+        if st.op == "pool":
+            a = self.env[st.a].reshape(image_in)
+            arrays = {A.a: a, A.M: self._first_maxima(a, w, model)}
+            I = _IMAGE_INDEX
+            value = evaluate_index_form(st.expr, (I.n, I.f, I.i, I.j), arrays, sizes, image_out)
+            return value.reshape(m, -1)
+        arrays = {A.delta: self.env[st.delta].reshape(image_out)}
+        if st.rule == "conv_input":
+            arrays[A.W] = self.env[st.other]
+            shape = image_in
+        elif st.rule == "conv_weight":
+            arrays[A.a] = self.env[st.other].reshape(image_in)
+            shape = (w.filters, w.channels, w.kernel, w.kernel)
+        elif st.rule == "conv_bias":
+            shape = (w.filters,)
+        else:  # a pool's input rule
+            arrays[A.a] = self.env[st.other].reshape(image_in)
+            arrays[A.M] = self._first_maxima(arrays[A.a], w, model)
+            shape = image_in
+        value = evaluate_index_form(st.expr, st.free, arrays, sizes, shape)
+        if st.rule == "conv_weight":
+            return value
+        return value.reshape(1, -1) if st.rule == "conv_bias" else value.reshape(m, -1)
+
+    def _first_maxima(self, a, window, model):
+        """M: 1 at the first maximum of each size x size window of ``a`` (m, C, H, W) at the
+        model's point (PyTorch's tie rule), 0 elsewhere."""
+        np = self.np
+        M = np.full(a.shape, sp.S.Zero, dtype=object)
+        s = window.kernel
+        for n, c, i, j in np.ndindex(a.shape[0], a.shape[1], window.out_height, window.out_width):
+            cells = [(s * i + p, s * j + q) for p in range(s) for q in range(s)]
+            values = [model(a[n, c, u, v]) for u, v in cells]
+            u, v = cells[values.index(max(values))]
+            M[n, c, u, v] = sp.S.One
+        return M
 
     def _output_error(self, st):
         I = INDEX
@@ -1117,7 +1230,7 @@ def prove_kinds(derivation, *, points: int = 3, examples: int = GRAPH_EXAMPLES, 
                     expected = _Partial(J, theta, graph).value(model)
                     got = model(formula[index])
                     if expected != got:
-                        entry = tuple(i + 1 for i in index) if len(index) == 2 else (index[0] + 1, 1)
+                        entry = tuple(i + 1 for i in index) if len(index) != 1 else (index[0] + 1, 1)
                         mismatches.append(Mismatch(grad.name, entry, point, float(expected),
                                                    float(got)))
                     clock.checked += 1

@@ -18,7 +18,7 @@ import sympy as sp
 from .activations import ACTIVATIONS, Activation
 from .datasets import DATASETS, written_names
 from .errors import SpecError
-from .layers import LAYER_KINDS
+from .layers import LAYER_KINDS, ImageError
 from .losses import LOSSES, Loss
 from .netspec import (AUTO, MISSING_CHOICES, SCALINGS, ActivationSpec, DataSpec, EarlyStopping, LayerSpec, NetSpec,
                       Regularization, ScheduleSpec, TrainingSpec)
@@ -177,6 +177,26 @@ _size = _integer(1, MAX_UNITS)
 def _size_or_auto(item: Item) -> int | str:
     """A size, or ``auto``: taken from the data (``input``, the last layer's ``units``)."""
     return AUTO if item.value == AUTO else _size(item)
+
+MAX_IMAGE_SIDE = 4096
+
+
+def _input(item: Item) -> int | str | tuple[int, int, int]:
+    """``input``: a width, ``auto``, or an image [C, H, W] (channels, height, width)."""
+    if not isinstance(item.value, list):
+        return _size_or_auto(item)
+    if len(item.value) != 3:
+        raise expected(item, "an image's [C, H, W] (channels, height, width), three whole "
+                             f"numbers; got {len(item.value)} entries",
+                       "write input: [1, 28, 28] for one-channel 28x28 images")
+    names = ("channels", "height", "width")
+    image = tuple(_integer(1, MAX_IMAGE_SIDE)(child) for child in item.value)
+    if math.prod(image) > MAX_UNITS:
+        raise item_error(item, f"an image of {' x '.join(map(str, image))} = "
+                               f"{math.prod(image)} entries is more than {MAX_UNITS}",
+                         f"use images of at most {MAX_UNITS} entries ({', '.join(names)})")
+    return image
+
 
 _REGULARIZATION = _section({
     "l1": _real(lambda x: x >= 0, "a finite number >= 0"),
@@ -362,7 +382,8 @@ def _identifier_like(name: str) -> str:
 
 # ----------------------------------------------------------------------------- layers
 
-def _layers(item: Item, n_in: int | None = None) -> tuple[LayerSpec, ...]:
+def _layers(item: Item, n_in: int | None = None,
+            image: tuple | None = None) -> tuple[LayerSpec, ...]:
     if not isinstance(item.value, list) or not item.value:
         raise expected(item, "a non-empty list of layers such as "
                              "- {units: 10, activation: relu}")
@@ -371,8 +392,10 @@ def _layers(item: Item, n_in: int | None = None) -> tuple[LayerSpec, ...]:
                          at_key=True)
     layers: list[LayerSpec] = []
     widths = [n_in]
-    for child in item.value:
-        layers.append(_layer(child, widths[-1]))
+    for index, child in enumerate(item.value):
+        below = image if index == 0 else layers[-1].image
+        layers.append(_layer(child, widths[-1], below,
+                             flattened=image is not None and below is None))
         widths.append(layers[-1].units)
     for layer, child in zip(layers[:-1], item.value[:-1]):
         if layer.units == AUTO:
@@ -391,9 +414,11 @@ def _layers(item: Item, n_in: int | None = None) -> tuple[LayerSpec, ...]:
     return tuple(layers)
 
 
-def _layer(item: Item, n_in: int | None) -> LayerSpec:
+def _layer(item: Item, n_in: int | None, image: tuple | None = None,
+           flattened: bool = False) -> LayerSpec:
     """One entry of ``layers:``: ``kind:`` (dense when ``units:`` is given), the kind's
-    options, ``activation:`` and ``skip:``."""
+    options, ``activation:`` and ``skip:``; ``image``: its input's (C, H, W) where that is an
+    image (``flattened``: a flatten came below)."""
     if not isinstance(item.value, dict):
         raise expected(item, "a layer: a mapping such as {units: 10, activation: relu} or "
                              "{kind: batch_norm}")
@@ -412,10 +437,41 @@ def _layer(item: Item, n_in: int | None) -> LayerSpec:
     values = {key: schema[key](child) for key, child in fields.items()}
     options = {o.key: values.get(o.key, o.default) for o in kind.options}
     units = kind.width(n_in or 0, options)
+    out_image = _image_out(kind, item, fields, options, image, flattened)
+    if kind.image != "flat" and image is not None:
+        units = math.prod(out_image or image)
     activation = values.get("activation", ActivationSpec("identity"))
     given = tuple(sorted((o.key, options[o.key]) for o in kind.options
                          if o.key != "units" and options[o.key] != o.default))
-    return LayerSpec(units, activation, kind.name, given, values.get("skip"))
+    return LayerSpec(units, activation, kind.name, given, values.get("skip"), out_image)
+
+
+def _image_out(kind, item: Item, fields: dict, options: dict, image: tuple | None,
+               flattened: bool) -> tuple | None:
+    """The (C, H, W) a layer gives, from its input's; a located error where the kind and its
+    input do not fit (a flat kind fed an image, an image kind fed a flat vector, a kernel or
+    pool that does not fit)."""
+    where = item.value.get("kind", item)
+    shown = "x".join(map(str, image)) if image is not None else ""
+    if kind.image == "flat":
+        if image is not None:
+            raise item_error(where, f"a {kind.name} layer takes a flat vector, but its input "
+                                    f"is a {shown} (C x H x W) image",
+                             "add {kind: flatten} before it", at_key=True)
+        return None
+    if image is None:
+        if kind.image == "any":
+            return None
+        why = ("its input was flattened below (a flatten gives a flat vector)" if flattened
+               else "its input is a flat vector")
+        raise item_error(where, f"a {kind.name} layer takes an image, but {why}",
+                         "give input: [C, H, W] and put the image layers before flatten",
+                         at_key=True)
+    try:
+        return kind.image_out(image, options | {"image": image})
+    except ImageError as err:
+        at = fields.get(err.key, where) if err.key else where
+        raise item_error(at, f"{err.message} (input {shown})", err.hint, at_key=True) from None
 
 
 def _option_check(kind, option) -> Check:
@@ -708,7 +764,7 @@ def _data(item: Item) -> DataSpec:
 
 _TOP: dict[str, Check] = {
     "name": _name,
-    "input": _size_or_auto,
+    "input": _input,
     "layers": _layers,
     "loss": _loss,
     "regularization": _or_null(lambda item: Regularization(**_REGULARIZATION(item))),
@@ -724,8 +780,11 @@ _REQUIRED_TOP = ("name", "input", "layers", "loss")
 def _netspec(root: Item, filename: str) -> NetSpec:
     fields = _fields(root, _TOP, _REQUIRED_TOP, "a spec: a mapping")
     values = {key: _TOP[key](child) for key, child in fields.items() if key != "layers"}
-    if "layers" in fields:  # each kind's width follows from the one below it
-        values["layers"] = _layers(fields["layers"], values.get("input"))
+    if isinstance(values.get("input"), tuple):  # an image: its rows hold C·H·W entries
+        values["image"] = values["input"]
+        values["input"] = math.prod(values["image"])
+    if "layers" in fields:  # each kind's width (and image) follows from the one below it
+        values["layers"] = _layers(fields["layers"], values.get("input"), values.get("image"))
     values["loss"], values["loss_params"] = values["loss"]
     _check_loss_fits(values["loss"], fields["loss"], values["layers"])
     if (values["input"] == AUTO or values["layers"][-1].units == AUTO) \

@@ -65,3 +65,9 @@ def test_proof_speed_smoke():
     assert done.returncode == 0, done.stdout + done.stderr
     for row in ("example", "mnist", "random", "784-256-128-64-10"):
         assert row in done.stdout
+
+
+def test_cnn_speed_smoke():
+    done = _run("bench/cnn_speed.py", "--smoke")
+    assert done.returncode == 0, done.stderr
+    assert "ours (NumPy)" in done.stdout and "batch   32" in done.stdout

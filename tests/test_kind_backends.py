@@ -21,7 +21,8 @@ from derive.layers import LAYER_KINDS
 from test_layer_kinds import _kind_entry, _spec, _torch_grads
 
 RTOL = 1e-10
-KINDS = [name for name in LAYER_KINDS if name != "dense"]
+# the image kinds (conv2d, pools, flatten) need an image input: tests/test_conv_kinds.py
+KINDS = [name for name in LAYER_KINDS if name != "dense" and LAYER_KINDS[name].image != "image"]
 # each kind alone between dense layers (the first without bias), then every kind under a skip;
 # one regularised, so the penalties' gradient terms are printed too
 CASES = [pytest.param([_kind_entry(name)], "categorical_crossentropy", "softmax", {}, id=name)

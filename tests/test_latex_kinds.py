@@ -30,6 +30,27 @@ ENTRY = {
     "layer_norm": "{kind: layer_norm}",
 }
 LAYER_OF = {"dense": 1, "batch_norm": 2, "dropout": 3, "layer_norm": 5}  # in EVERY_KIND
+# the image kinds, in a stack of their own (they take images: input [C, H, W])
+IMAGE_ENTRY = {
+    "conv2d": "{kind: conv2d, filters: 2, kernel: 3, padding: 1, activation: relu}",
+    "max_pool": "{kind: max_pool, size: 2}",
+    "avg_pool": "{kind: avg_pool, size: 2}",
+    "flatten": "{kind: flatten}",
+}
+IMAGE_LAYER_OF = {"conv2d": 1, "avg_pool": 2, "max_pool": 4, "flatten": 5}
+EVERY_IMAGE_KIND = f"""\
+name: every_image_kind
+input: [3, 8, 8]
+layers:
+  - {IMAGE_ENTRY['conv2d']}
+  - {IMAGE_ENTRY['avg_pool']}
+  - {{kind: conv2d, filters: 2, kernel: 3, stride: 2, padding: 1}}
+  - {IMAGE_ENTRY['max_pool']}
+  - {IMAGE_ENTRY['flatten']}
+  - {{units: 3, activation: softmax}}
+loss: categorical_crossentropy
+regularization: {{l2: 0.001}}
+"""
 EVERY_KIND = f"""\
 name: every_kind
 input: 4
@@ -62,15 +83,50 @@ def document(text: str = EVERY_KIND, **options) -> str:
 
 
 def test_every_kind_of_the_registry_is_in_the_document():
-    assert set(ENTRY) == set(LAYER_KINDS), "give the new kind an entry in ENTRY (and print it)"
+    assert set(ENTRY) | set(IMAGE_ENTRY) == set(LAYER_KINDS), \
+        "give the new kind an entry in ENTRY or IMAGE_ENTRY (and print it)"
     tex = document()
-    for name in LAYER_KINDS:
+    for name in ENTRY:
         kind = LAYER_KINDS[name]
         assert rf"\subsection{{Layer {LAYER_OF[name]}: {kind.title}}}" in tex, name
         assert kind.latex in tex, f"{name}: its declared forward is not printed"
     for symbol in (r"\gamma^{[2]}", r"\beta^{[2]}", r"\gamma^{[5]}", r"\beta^{[5]}", "W^{[1]}",
                    "W^{[4]}", "b^{[4]}", "W^{[6]}", "b^{[6]}"):
         assert symbol in tex
+
+
+def test_image_kinds_forward_gradients_and_routing_are_printed():
+    """The convolution as a correlation, its three gradients as SymPy derived them (the full
+    correlation with the flipped kernel, the correlation of the input with the error, the
+    sums), pooling's routing, the images' shapes."""
+    derived(EVERY_IMAGE_KIND, "every_image_kind.yaml")
+    tex = document(EVERY_IMAGE_KIND)
+    for name, l in IMAGE_LAYER_OF.items():
+        kind = LAYER_KINDS[name]
+        assert rf"\subsection{{Layer {l}: {kind.title}}}" in tex, name
+        assert kind.latex in tex, f"{name}: its declared forward is not printed"
+    assert r"z^{[1]}_{n,f,i,j} &= b^{[1]}_{f} + \sum_{c,p,q} W^{[1]}_{f,c,p,q} x_{n,c," in tex
+    assert r"\emph{full correlation}" in tex and r"\emph{correlation}" in tex
+    assert r"\frac{\partial J}{\partial W^{[1]}_{f,c,p,q}} &= \sum_{n,i,j}" in tex
+    assert r"\frac{\partial J}{\partial W^{[3]}} &= \text{\eqref{" in tex  # + the penalty
+    assert r"\frac{\partial J}{\partial a^{[2]}_{n,c,u,v}} &= \sum_{f,i,j} W^{[3]}_{f,c," in tex
+    assert r"\frac{\partial J}{\partial b^{[1]}_{f}} &= \sum_{n,i,j} \Delta^{[1]}_{n,f,i,j}" in tex
+    assert r"M^{[4]}_{n,c,u,v}\, \Delta^{[4]}_{n,c,\lfloor u/2 \rfloor,\lfloor v/2 \rfloor}" in tex
+    assert r"\frac{1}{4} \Delta^{[2]}_{n,c,\lfloor u/2 \rfloor,\lfloor v/2 \rfloor}" in tex
+    assert r"$W^{[1]}$ $(2 \times 3 \times 3 \times 3)$" in tex  # torch's (F, C, k, k)
+    assert r"(2 \cdot 4 \cdot 4 \times m)" in tex  # an image per example
+    # the local derivatives as SymPy takes them: indicators, then summed out
+    assert r"\subsection{The convolution (layers 1, 3)}" in tex
+    assert r"&= \mathbb{I}_{n,n'} W_{f,c',P - i s + u',P - j s + v'}" in tex
+    assert r"\subsection{Max pooling (layer 4)}" in tex and r"\subsection{Average pooling (layer 2)}" in tex
+
+
+@needs_pdflatex
+def test_image_document_compiles_without_overfull_boxes(tmp_path):
+    out = write_latex(derived(EVERY_IMAGE_KIND, "every_image_kind.yaml"), tmp_path / "img.tex",
+                      pdf=True)
+    too_wide = [(pt, line) for pt, line in latex_pdf.overfull_boxes(out.log) if pt > OVERFULL_LIMIT_PT]
+    assert not too_wide, f"overfull boxes (pt, source line): {too_wide}"
 
 
 def test_architecture_lists_kinds_shapes_and_state():

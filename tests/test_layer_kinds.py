@@ -84,8 +84,11 @@ def _torch_grads(spec, params, X, Y, cache, loss):
     return grads, modules
 
 
+# the kinds that take a flat vector (or either): the image kinds (conv2d, the pools,
+# flatten) need an image input, and tests/test_conv_kinds.py checks them the same ways
+FLAT = [name for name in LAYER_KINDS if name != "dense" and LAYER_KINDS[name].image != "image"]
 # kinds with a torch.nn counterpart (a kind without one is checked by the proof and FD alone)
-COMPARED = [name for name in LAYER_KINDS if name != "dense" and LAYER_KINDS[name].torch]
+COMPARED = [name for name in FLAT if LAYER_KINDS[name].torch]
 CASES = [([_kind_entry(name)], "categorical_crossentropy", "softmax") for name in COMPARED]
 CASES += [([_kind_entry(name) for name in COMPARED]
            + ["{units: 4, activation: sigmoid, skip: 1}"], "mse", "identity")]
@@ -116,7 +119,7 @@ def test_gradients_equal_torch_autograd(middle, loss, out, build):
                                            rtol=1e-12)
 
 
-@pytest.mark.parametrize("name", [n for n in LAYER_KINDS if n != "dense"])
+@pytest.mark.parametrize("name", FLAT)
 def test_one_row_is_answered_as_in_a_batch_after_training(name, build, tmp_path):
     spec = _spec([_kind_entry(name)])
     net = build(spec)
@@ -189,11 +192,11 @@ def test_plain_dense_specs_keep_the_recurrence():
 
 def _every_kind() -> list[str]:
     """Every declared kind but dense (which surrounds them), then a skip over them all."""
-    return [_kind_entry(name) for name in LAYER_KINDS if name != "dense"] + \
+    return [_kind_entry(name) for name in FLAT] + \
         ["{units: 4, activation: sigmoid, skip: 1}"]
 
 
-@pytest.mark.parametrize("name", [n for n in LAYER_KINDS if n != "dense"])
+@pytest.mark.parametrize("name", FLAT)
 def test_a_planted_wrong_backward_of_each_kind_is_caught(name):
     """The adjoint a kind sends to its input, scaled by 3/2: the proof names a gradient."""
     import dataclasses

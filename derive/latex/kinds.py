@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import sympy as sp
+from sympy.printing.latex import LatexPrinter
 
 from ..derivation import ETA, plain_updates
 from ..graph import Activate, GraphDerivation, Node, OutputError, Product
@@ -216,9 +217,201 @@ def _shape(c: _KindsDoc, symbol: sp.Symbol, batch: bool = True) -> str:
     cols = "m" if batch else "1"
     if cls == "weights":
         shape = next(s for node in c.g.nodes for p, s, *_ in node.params if p == symbol)
-        return rf"({shape[0]} \times {shape[1]})"
+        if len(shape) == 1:  # a convolution's bias: one per filter
+            return rf"({shape[0]} \times 1)"
+        return "(" + r" \times ".join(map(str, shape)) + ")"
+    image = _images(c.g).get(symbol)
+    if cls == DATA and image is not None:  # an image per example, its entries in NCHW order
+        dot = r" \cdot "
+        return "(" + dot.join(map(str, image)) + rf" \times {cols})"
     return {DATA: rf"({width} \times {cols})", ROW: rf"({width} \times 1)",
             COLUMN: rf"(1 \times {cols})", SCALAR: "scalar"}[cls]
+
+
+def _images(g: GraphDerivation) -> dict:
+    """Each array that holds an image per example -> its (C, H, W) (the adjoints too)."""
+    found = {}
+    if g.spec.image is not None:
+        found[g.X] = g.spec.image
+    for node in g.nodes:
+        if node.spec.image is not None:
+            for s in (node.Z, node.A, node.symbols.get(OUTPUT)):
+                if s is not None:
+                    found[s] = node.spec.image
+    found |= {sp.Symbol(f"d{s.name}", real=True): image for s, image in list(found.items())}
+    return found
+
+
+class _WindowTex(LatexPrinter):
+    """An index form of a window kind as the literature writes it: arrays with their layer
+    (W^{[1]}_{f,c,p,q}), one sum sign over all its indices, a range guard left out (outside
+    its image an array reads 0: the padding), primes of the free indices dropped."""
+
+    def __init__(self, names: dict):
+        super().__init__()
+        self.names = names
+
+    def _print_Indexed(self, expr):
+        base = self.names.get(str(expr.base.label), str(expr.base.label))
+        return f"{base}_{{{','.join(self._print(i) for i in expr.indices)}}}"
+
+    def _print_Sum(self, expr):
+        indices = ",".join(self._print(lim[0]) for lim in expr.limits)
+        return rf"\sum_{{{indices}}} {self._print(expr.function)}"
+
+    def _print_Piecewise(self, expr):
+        return self._print(expr.args[0].expr)
+
+    def _print_Symbol(self, expr, style="plain"):
+        name = expr.name.rstrip("'")
+        return {"H_o": "H_o", "W_o": "W_o"}.get(name, name)
+
+
+def window_tex(c: _KindsDoc, st, expr) -> str:
+    """A window statement's index form (``expr``) with the statement's arrays."""
+    l = _layer_of_window(c.g, st)
+    delta = c.P.name(st.delta.name) if hasattr(st, "delta") else ""
+    names = {"delta": delta, "M": rf"M^{{[{l}]}}"}
+    if st.op in ("conv", "pool"):
+        names |= {"a": c.p.name(st.a.name), "W": c.p.name(st.W.name) if st.op == "conv" else "",
+                  "b": c.p.name(st.b.name) if getattr(st, "b", None) is not None else "",
+                  "z": c.p.name(st.target.name)}
+    else:
+        node = c.g.nodes[l - 1]
+        names |= {"a": c.p.name(_input_of(node).name)}
+        W = next((p for p, *_ in node.params if p.name.startswith("W")), None)
+        if W is not None:
+            names["W"] = c.p.name(W.name)
+    return _WindowTex(names).doprint(expr)
+
+
+def _layer_of_window(g: GraphDerivation, st) -> int:
+    window = st.window
+    for node in g.nodes:
+        if any(getattr(f, "window", None) == window and (
+                f.target == getattr(st, "target", None) or
+                getattr(st, "delta", None) is not None and st.delta.name == f"d{f.target.name}")
+               for f in node.forward):
+            return node.index
+    raise ValueError("a window statement of no layer")
+
+
+class _LocalTex(_WindowTex):
+    """A window kind's local derivative as SymPy gives it: Kronecker deltas as the document's
+    indicators, range guards as cases, the free indices primed, the sum's limits written."""
+
+    def _print_Symbol(self, expr, style="plain"):
+        name = expr.name
+        return {"H_o": "H_o", "W_o": "W_o"}.get(name, name)
+
+    def _print_KroneckerDelta(self, expr, exp=None):
+        return rf"\mathbb{{I}}_{{{self._print(expr.args[0])},{self._print(expr.args[1])}}}"
+
+    def _print_Sum(self, expr):
+        bounds = [rf"{self._print(x)}=0" + "}^{" + self._print(hi) for x, _, hi in expr.limits]
+        sums = "".join(rf"\sum_{{{b}}}" for b in bounds)
+        return f"{sums} {self._print(expr.function)}"
+
+    def _print_Piecewise(self, expr):
+        return self._print(expr.args[0].expr)
+
+    def guard(self, expr) -> list[str]:
+        """The range guard of a Piecewise (where its value holds; 0 elsewhere), two
+        conditions a line; [] for an expression without one."""
+        if not isinstance(expr, sp.Piecewise):
+            return []
+        cond = expr.args[0].cond
+        parts = [self._print(g) for g in (cond.args if isinstance(cond, sp.And) else (cond,))]
+        return [r",\ ".join(parts[i:i + 2]) for i in range(0, len(parts), 2)]
+
+
+def _window_locals(c: _KindsDoc) -> list[dict]:
+    """One subsection per window kind of the stack: its forward in index form and the local
+    derivatives SymPy takes of it (``derive.indexform.local``), before and after summing the
+    indicators out."""
+    from ..indexform import RULES, forward, local
+
+    out, seen = [], set()
+    for node in c.g.nodes:
+        kind = node.kind.name
+        if not node.kind.index_form or kind in seen:
+            continue
+        seen.add(kind)
+        title = node.kind.title[:1].upper() + node.kind.title[1:]
+        title = "The " + node.kind.title if node.kind.index_form == "conv" else title
+        printer = _LocalTex({"delta": r"\delta", "M": "M"})
+        index_kind = node.kind.index_form
+        z, _ = forward(index_kind)
+        rows = [equation_row("z_{n,f,i,j}", f"= {printer.doprint(z)}", c.label(f"local-{kind}"))]
+        for name, (rule_kind, array, _) in RULES.items():
+            if rule_kind != index_kind:
+                continue
+            raw, summed, free = local(name)
+            target = f"{array}_{{{','.join(printer.doprint(x) for x in free)}}}"
+            lines = [f"= {printer.doprint(raw)}"]
+            if summed != raw:
+                lines.append(f"= {printer.doprint(summed)}")
+            guard = printer.guard(summed)  # the entries the window reaches; 0 elsewhere
+            for n, part in enumerate(guard):
+                lead = r"\text{where }" if n == 0 else r"\phantom{\text{where }}"
+                tail = r"\text{, else } 0" if n == len(guard) - 1 else ","
+                lines.append(rf"\qquad {lead}{part}{tail}")
+            rows.append(equation_row(rf"\frac{{\partial z_{{n,f,i,j}}}}{{\partial {target}}}",
+                                     tuple(lines), c.label(f"local-{name}")))
+        layers = [n.index for n in c.g.nodes if n.kind.name == kind]
+        out.append({"title": f"{title} (layer{'s' if len(layers) > 1 else ''} "
+                             f"{', '.join(map(str, layers))})",
+                    "text": node.kind.derivation, "rows": rows})
+    return out
+
+
+_WINDOW_WORDS = {  # each rule: SymPy's diff of the indexed forward, its deltas summed out
+    "conv_input": r"SymPy differentiates the indexed forward sum by $a_{n,c,u,v}$ (a product of "
+                  r"Kronecker deltas) and sums the deltas out: the error reaches the layer's input as the \emph{full correlation} of "
+                  r"$\Delta^{[{l}]} = \partial J/\partial Z^{[{l}]}$ with the flipped kernel "
+                  r"(every output whose window covers $(u, v)$ sends back its error times the "
+                  r"kernel entry that met that input):",
+    "conv_weight": r"The weight gradient is the \emph{correlation} of the layer's input with "
+                   r"$\Delta^{[{l}]}$, summed over the examples:",
+    "conv_bias": r"The bias gradient sums $\Delta^{[{l}]}$ over the examples and positions of "
+                 r"its filter:",
+    "max_pool_input": r"Max pooling routes $\Delta^{[{l}]}$ back to the maximum of each window "
+                      r"and sends nothing to the other entries; $M^{[{l}]}$ is 1 at each window's "
+                      r"first maximum (PyTorch's rule for ties) and 0 elsewhere, and "
+                      r"$(i, j) = (\lfloor u/s \rfloor, \lfloor v/s \rfloor)$ is the window "
+                      r"holding $(u, v)$:",
+    "avg_pool_input": r"Average pooling spreads $\Delta^{[{l}]}$ evenly over each window, "
+                      r"$1/s^2$ to each of its entries; $(i, j) = (\lfloor u/s \rfloor, "
+                      r"\lfloor v/s \rfloor)$ is the window holding $(u, v)$:",
+}
+
+
+def _window_lhs(c: _KindsDoc, st, l: int) -> str:
+    node = c.g.nodes[l - 1]
+    if st.rule == "conv_weight":
+        return c.p.partial("J", c.p.name(st.target.name[1:]) + "_{f,c,p,q}")
+    if st.rule == "conv_bias":
+        return c.p.partial("J", c.p.name(st.target.name[1:]) + "_{f}")
+    return c.p.partial("J", c.p.name(_input_of(node).name) + "_{n,c,u,v}")
+
+
+def _window_backward_row(c: _KindsDoc, node: Node, st, label: str):
+    """A reverse rule as SymPy derived it (the sum over the outputs that read the entry,
+    Kronecker deltas summed out); a pool's also in its one-term form."""
+    l = _layer_of_window(c.g, st)
+    text = _WINDOW_WORDS[st.rule].replace("{l}", str(l))
+    rhs = f"= {window_tex(c, st, st.expr)}"
+    if "pool" in st.rule:
+        s = st.window.stride
+        where = rf"\lfloor u/{s} \rfloor,\lfloor v/{s} \rfloor"
+        delta = c.P.name(st.delta.name)
+        one = (rf"M^{{[{l}]}}_{{n,c,u,v}}\, {delta}_{{n,c,{where}}}" if st.rule.startswith("max")
+               else rf"\frac{{1}}{{{s * s}}} {delta}_{{n,c,{where}}}")
+        term = (st.expr.function.args[0].expr
+                if isinstance(st.expr, sp.Sum) and st.expr.function.is_Piecewise else st.expr)
+        rhs = (rf"= \sum_{{i,j:\ 0 \le u - {s}i < {s},\ 0 \le v - {s}j < {s}}} "
+               + window_tex(c, st, term.xreplace(st.window.sizes())) + f" = {one}")
+    return equation_row(_window_lhs(c, st, l), rhs, label, note=_shape(c, st.target), text=text)
 
 
 # ----------------------------------------------------------------------------- index views
@@ -433,10 +626,13 @@ def _forward_layer(c: _KindsDoc, node: Node) -> dict:
                             c.label(f"mask{l}"), numbered=True,
                             note=rf"{_shape(c, r)}"))
     constants = ", ".join(rf"$\epsilon = {latex_number(float(v))}$" for _, v, _ in node.constants)
+    window = next((st.window for st in node.forward if hasattr(st, "window")), None)
     where = {BATCH: r"per unit, over the batch of $m$ examples $i = 1, \ldots, m$ (the unit's index dropped)",
              UNITS: rf"per example, over its ${node.units}$ units $j = 1, \ldots, {c.n(l)}$ "
                     rf"(the example's index dropped), ${c.n(l)} = {node.units}$",
              None: "for one example"}[axis]
+    if window is not None:
+        where = _window_where(node, window)
     unbiased = any(target.has(M_SYM) for _, _, target in node.state)
     module = node.kind.torch.split("(")[0]
     state_text = (r"After each training forward the running statistics move towards the batch's, "
@@ -456,6 +652,22 @@ def _forward_layer(c: _KindsDoc, node: Node) -> dict:
             "dropout": bool(node.randoms),
             "keep": latex_number(float(node.randoms[0][1])) if node.randoms else "",
             "a_prev": c.tex(_input_of(node))}
+
+
+def _window_where(node: Node, window) -> str:
+    """What the indices of a window layer's index form range over, and its sizes."""
+    C, H, W = window.image_in
+    F, Ho, Wo = window.image_out
+    pool = node.kind.index_form != "conv"
+    sizes = (rf"$s = {window.stride}$" if pool else
+             rf"$C = {C}$, $k = {window.kernel}$, stride $s = {window.stride}$, padding "
+             rf"$P = {window.padding}$")
+    return (rf"for example $n$, {'channel $c$' if pool else 'filter $f$'} and output position "
+            rf"$(i, j)$, $0 \le i < {Ho}$, $0 \le j < {Wo}$, counted from 0; the input is "
+            rf"${C} \times {H} \times {W}$ and the output ${F} \times {Ho} \times {Wo}$ "
+            rf"({'channels' if pool else 'filters'} $\times$ height $\times$ width, stored "
+            rf"per example in that order), with {sizes}"
+            + ("" if pool else r"; an input entry outside the image reads 0 (the padding)"))
 
 
 def _input_of(node: Node) -> sp.Symbol:
@@ -482,6 +694,18 @@ def _statement_rows(c: _KindsDoc, node: Node, statements, axis, key: str) -> lis
             body = c.p.parens(c.tex(inner)) if isinstance(inner, sp.Add) else c.tex(inner)
             rhs = rf"\frac{{1}}{{{n_tex}}} \sum_{{{c.tex(bound)}=1}}^{{{n_tex}}} {body}"
             rows.append(equation_row(c.tex(st.target), f"= {rhs}", label, note=note))
+        elif st.op in ("conv", "pool"):
+            w = st.window
+            if st.op == "conv":
+                rhs = window_tex(c, st, st.expr)
+                lhs = c.p.name(st.target.name) + "_{n,f,i,j}"
+            else:
+                s = w.stride
+                how = r"\max" if st.how == "max" else rf"\frac{{1}}{{{s * s}}} \sum"
+                rhs = (rf"{how}_{{0 \le p, q < {s}}} {c.p.name(st.a.name)}"
+                       rf"_{{n,c,{s}i+p,{s}j+q}}")
+                lhs = c.p.name(st.target.name) + "_{n,c,i,j}"
+            rows.append(equation_row(lhs, f"= {rhs}", label, note=note))
         elif isinstance(st, Let):
             if st.target == node.Z and node.spec.skip is not None:  # z = z-tilde + a_K
                 rows.append(equation_row(c.tex(st.target), f"= {_skip_sum(c, st)}", label, note=note,
@@ -610,6 +834,12 @@ def _backward_layer(c: _KindsDoc, node: Node, statements: list, terms: _Terms, d
         base = sp.Symbol(st.target.name[1:], real=True)
         matrix = axis is None or any(base.name == s.name for s in own_data)
         label = c.label(f"bwd-{st.target.name}")
+        if hasattr(st, "rule"):  # a window kind's reverse rule, derived in index form
+            key = f"bwd-{st.target.name}-rule"
+            rows.append(_window_backward_row(c, node, st, c.label(key)))
+            # a penalty's term adds to it: "(the rule's equation) + lambda W"
+            done[st.target] = rf"\text{{{c.ref(key)}}}"
+            continue
         if isinstance(st, Product):
             rhs = _product_tex(c, st)
             done[st.target] = rhs
@@ -988,7 +1218,7 @@ def _contexts(g: GraphDerivation, notation: str, proof=None, claims=None) -> dic
         "kinds_architecture": _architecture(c),
         "kinds_forward": _forward(c),
         "loss": _kinds_loss(c),
-        "local": local_section(c),
+        "local": local_section(c) | {"windows": _window_locals(c)},
         "kinds_backward": _backward(c),
         "updates": updates_section(c, [", ".join(params)]),
     }

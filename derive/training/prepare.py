@@ -132,8 +132,12 @@ def check_fits(spec: NetSpec, task: str, data: Dataset) -> str:
     if units == AUTO:
         units = output_units(spec, task, data)
     if data.kinds is None and spec.input != AUTO and data.n_features != spec.input:
+        image = getattr(spec, "image", None)
+        given = f"[{', '.join(map(str, image))}] = {spec.input}" if image else f"{spec.input}"
+        fix = (f"give input: [C, H, W] with C·H·W = {data.n_features}" if image
+               else f"set input: {data.n_features}")
         raise DataError(f"{data.name} has {data.n_features} features, the spec's input is "
-                        f"{spec.input} (set input: {data.n_features})")
+                        f"{given} ({fix})")
     if data.task == REGRESSION:
         if task != "regression":
             raise DataError(f"{data.name} is a regression data set (real-valued targets), but "
