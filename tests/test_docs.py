@@ -125,7 +125,7 @@ def test_the_pages_show_commands():
     forms = {_words(c)[0] for _, c in SHOWN if "\n" not in c}
     assert {"derive", "python", "pip"} <= forms, forms
     assert ("README.md", "pip install -e '.[test,torch,jax]'") in SHOWN
-    assert ("README.md", "python -m pytest") in SHOWN  # CI's .ci/run runs exactly this
+    assert ("README.md", "python -m pytest -n auto") in SHOWN  # CI's .ci/run runs exactly this
     assert RUN <= set(SHOWN), RUN - set(SHOWN)
 
 
