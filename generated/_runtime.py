@@ -288,7 +288,8 @@ _SHARED = []  # the cache locator, once registered with numba
 
 
 def _share_kernels():
-    """Keep compiled kernels in ``cache_root()/kernels/<module's content name>``, so that a
+    """Keep compiled kernels in ``cache_root()/kernels/<module's content name>`` (under
+    ``$NUMBA_CACHE_DIR/backprop-derive`` when that is set), so that a
     module's kernels compile once per machine wherever its file lies (a second folder, the
     tool's own cache, a test's temporary folder): numba's locators, tried first, look there
     for the code of a module named by its content (``_cache_name``).  Where that folder is
@@ -298,7 +299,7 @@ def _share_kernels():
         return
     _SHARED.append(True)
     try:
-        from numba.core import caching
+        from numba.core import caching, config
 
         base = (caching._SourceFileBackedLocatorMixin, caching._CacheLocator)
         locators = caching.CacheImpl._locator_classes
@@ -310,7 +311,10 @@ def _share_kernels():
             self._py_file = py_file
             self._lineno = py_func.__code__.co_firstlineno
             self._name = py_func.__globals__["__name__"]
-            self._cache_path = os.path.join(cache_root(), "kernels", self._name)
+            # numba's own setting (NUMBA_CACHE_DIR) first: all of numba's code kept there
+            base = (os.path.join(config.CACHE_DIR, "backprop-derive") if config.CACHE_DIR
+                    else os.path.join(cache_root(), "kernels"))
+            self._cache_path = os.path.join(base, self._name)
 
         def get_cache_path(self):
             return self._cache_path
