@@ -152,7 +152,7 @@ def _forward_lines(printer: StatementPrinter, derivation) -> list[str]:
 
 
 NETWORK_RUNTIME = "_runtime"
-KINDS_COMPILED_MAX_BATCH = 32  # engine "auto" without figures: compiled up to this batch
+KINDS_COMPILED_MAX_BATCH = 128  # engine "auto" without figures: compiled up to this batch
 
 
 def _input_of(node) -> str:

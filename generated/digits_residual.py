@@ -770,7 +770,7 @@ NETWORK = _runtime.Network(
     probability=True, forward=forward, backward=_backward,
     per_example_loss=_per_example_loss, make_step=None, make_gradient=_make_gradient,
     epoch_kernel=_epoch_kernel, kernel_arrays=_kernel_arrays,
-    random_units=256, compiled_max_batch=32,
+    random_units=256, compiled_max_batch=128,
     optimizers=_rules.OPTIMIZERS, schedules=_rules.SCHEDULES,
     legacy_optimizers={'batch': 'full', 'minibatch': None}, kinds=KINDS, table=PARAMETERS, state=STATE)
 TASK = NETWORK.task  # classification | binary | regression
