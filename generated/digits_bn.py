@@ -518,6 +518,7 @@ def _kernel_arrays(params, grads, state, m, dtype):
     dZ5 = np.empty((m, 10), dtype)
     dA4 = np.empty((m, 64), dtype)
     dW5 = grads['W5']
+    dW5_T = grads['W5'].T
     db5 = grads['b5'].reshape(1, -1)
     dZ4 = np.empty((m, 64), dtype)
     dbeta4 = grads['beta4'].reshape(1, -1)
@@ -530,6 +531,7 @@ def _kernel_arrays(params, grads, state, m, dtype):
     dA3 = np.empty((m, 64), dtype)
     dA2 = np.empty((m, 128), dtype)
     dW3 = grads['W3']
+    dW3_T = grads['W3'].T
     dZ2 = np.empty((m, 128), dtype)
     dbeta2 = grads['beta2'].reshape(1, -1)
     dgamma2 = grads['gamma2'].reshape(1, -1)
@@ -540,13 +542,14 @@ def _kernel_arrays(params, grads, state, m, dtype):
     dmu2 = np.empty((1, 128), dtype)
     dA1 = np.empty((m, 128), dtype)
     dW1 = grads['W1']
-    return (A0, Y, W1, gamma2, beta2, W3, gamma4, beta4, W5, b5, Z1, mu2, var2, xhat2, Z2, A2, running_mean2, running_var2, Z3, mu4, var4, xhat4, Z4, A4, running_mean4, running_var4, Z5, A5, dZ5, dA4, dW5, db5, dZ4, dbeta4, dgamma4, dxhat4, s4_mu4, dvar4, s6_mu4, dmu4, dA3, dA2, dW3, dZ2, dbeta2, dgamma2, dxhat2, s9_mu2, dvar2, s11_mu2, dmu2, dA1, dW1)
+    dW1_T = grads['W1'].T
+    return (A0, Y, W1, gamma2, beta2, W3, gamma4, beta4, W5, b5, Z1, mu2, var2, xhat2, Z2, A2, running_mean2, running_var2, Z3, mu4, var4, xhat4, Z4, A4, running_mean4, running_var4, Z5, A5, dZ5, dA4, dW5, dW5_T, db5, dZ4, dbeta4, dgamma4, dxhat4, s4_mu4, dvar4, s6_mu4, dmu4, dA3, dA2, dW3, dW3_T, dZ2, dbeta2, dgamma2, dxhat2, s9_mu2, dvar2, s11_mu2, dmu2, dA1, dW1, dW1_T)
 
 
 _update = None  # the rule _epoch_kernel applies after each batch: _runtime.compiled_kernel binds it
 
 
-def _epoch_kernel(A0, Y, W1, gamma2, beta2, W3, gamma4, beta4, W5, b5, Z1, mu2, var2, xhat2, Z2, A2, running_mean2, running_var2, Z3, mu4, var4, xhat4, Z4, A4, running_mean4, running_var4, Z5, A5, dZ5, dA4, dW5, db5, dZ4, dbeta4, dgamma4, dxhat4, s4_mu4, dvar4, s6_mu4, dmu4, dA3, dA2, dW3, dZ2, dbeta2, dgamma2, dxhat2, s9_mu2, dvar2, s11_mu2, dmu2, dA1, dW1, U, X, T, order, rate, theta, g, state, t, learning_rate, hyper):
+def _epoch_kernel(A0, Y, W1, gamma2, beta2, W3, gamma4, beta4, W5, b5, Z1, mu2, var2, xhat2, Z2, A2, running_mean2, running_var2, Z3, mu4, var4, xhat4, Z4, A4, running_mean4, running_var4, Z5, A5, dZ5, dA4, dW5, dW5_T, db5, dZ4, dbeta4, dgamma4, dxhat4, s4_mu4, dvar4, s6_mu4, dmu4, dA3, dA2, dW3, dW3_T, dZ2, dbeta2, dgamma2, dxhat2, s9_mu2, dvar2, s11_mu2, dmu2, dA1, dW1, dW1_T, U, X, T, order, rate, theta, g, state, t, learning_rate, hyper):
     """The training step as loops over every full batch of order (compiled by numba);
     returns t.  U: the dropout uniforms of each batch (a row per batch, drawn by the Trainer
     from its generator).  After each batch, _update(theta, g, state, t, learning_rate, hyper)
@@ -647,7 +650,7 @@ def _epoch_kernel(A0, Y, W1, gamma2, beta2, W3, gamma4, beta4, W5, b5, Z1, mu2, 
         # dA4 = dZ5 W5
         np.dot(dZ5, W5, dA4)
         # dW5 = dZ5.T A4
-        np.dot(A4.T, dZ5, dW5.T)
+        np.dot(A4.T, dZ5, dW5_T)
         # db5 = sum over the batch of dZ5
         for j in range(10):
             _s7 = 0.0
@@ -703,7 +706,7 @@ def _epoch_kernel(A0, Y, W1, gamma2, beta2, W3, gamma4, beta4, W5, b5, Z1, mu2, 
         # dA2 = dA3 W3
         np.dot(dA3, W3, dA2)
         # dW3 = dA3.T A2
-        np.dot(A2.T, dA3, dW3.T)
+        np.dot(A2.T, dA3, dW3_T)
         # dZ2 = dA2*{0 if A2 <= 0; 1 otherwise}
         for i in range(m):
             for j in range(128):
@@ -751,7 +754,7 @@ def _epoch_kernel(A0, Y, W1, gamma2, beta2, W3, gamma4, beta4, W5, b5, Z1, mu2, 
             for j in range(128):
                 dA1[i, j] = dmu2[0, j]/m + dvar2[0, j]*(2*Z1[i, j] - 2*mu2[0, j])/m + dxhat2[i, j]/np.sqrt(var2[0, j] + 1.0e-5)
         # dW1 = dA1.T A0
-        np.dot(A0.T, dA1, dW1.T)
+        np.dot(A0.T, dA1, dW1_T)
         t += 1
         if _update is not None:
             _update(theta, g, state, t, learning_rate, hyper)

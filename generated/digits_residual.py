@@ -501,37 +501,43 @@ def _kernel_arrays(params, grads, state, m, dtype):
     dZ8 = np.empty((m, 10), dtype)
     dA7 = np.empty((m, 128), dtype)
     dW8 = grads['W8']
+    dW8_T = grads['W8'].T
     db8 = grads['b8'].reshape(1, -1)
     dZ7 = np.empty((m, 128), dtype)
     dA6 = np.empty((m, 128), dtype)
     dW7 = grads['W7']
+    dW7_T = grads['W7'].T
     db7 = grads['b7'].reshape(1, -1)
     dA5 = np.empty((m, 128), dtype)
     dZ5 = np.empty((m, 128), dtype)
     p_A4 = np.empty((m, 128), dtype)
     dW5 = grads['W5']
+    dW5_T = grads['W5'].T
     db5 = grads['b5'].reshape(1, -1)
     dA4 = np.empty((m, 128), dtype)
     dZ4 = np.empty((m, 128), dtype)
     dA3 = np.empty((m, 128), dtype)
     dW4 = grads['W4']
+    dW4_T = grads['W4'].T
     db4 = grads['b4'].reshape(1, -1)
     dA2 = np.empty((m, 128), dtype)
     dZ2 = np.empty((m, 128), dtype)
     p_A1 = np.empty((m, 128), dtype)
     dW2 = grads['W2']
+    dW2_T = grads['W2'].T
     db2 = grads['b2'].reshape(1, -1)
     dA1 = np.empty((m, 128), dtype)
     dZ1 = np.empty((m, 128), dtype)
     dW1 = grads['W1']
+    dW1_T = grads['W1'].T
     db1 = grads['b1'].reshape(1, -1)
-    return (A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1, Z2, A2, mask3, Z3, P4, Z4, A4, Z5, A5, mask6, Z6, P7, Z7, A7, Z8, A8, dZ8, dA7, dW8, db8, dZ7, dA6, dW7, db7, dA5, dZ5, p_A4, dW5, db5, dA4, dZ4, dA3, dW4, db4, dA2, dZ2, p_A1, dW2, db2, dA1, dZ1, dW1, db1)
+    return (A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1, Z2, A2, mask3, Z3, P4, Z4, A4, Z5, A5, mask6, Z6, P7, Z7, A7, Z8, A8, dZ8, dA7, dW8, dW8_T, db8, dZ7, dA6, dW7, dW7_T, db7, dA5, dZ5, p_A4, dW5, dW5_T, db5, dA4, dZ4, dA3, dW4, dW4_T, db4, dA2, dZ2, p_A1, dW2, dW2_T, db2, dA1, dZ1, dW1, dW1_T, db1)
 
 
 _update = None  # the rule _epoch_kernel applies after each batch: _runtime.compiled_kernel binds it
 
 
-def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1, Z2, A2, mask3, Z3, P4, Z4, A4, Z5, A5, mask6, Z6, P7, Z7, A7, Z8, A8, dZ8, dA7, dW8, db8, dZ7, dA6, dW7, db7, dA5, dZ5, p_A4, dW5, db5, dA4, dZ4, dA3, dW4, db4, dA2, dZ2, p_A1, dW2, db2, dA1, dZ1, dW1, db1, U, X, T, order, rate, theta, g, state, t, learning_rate, hyper):
+def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1, Z2, A2, mask3, Z3, P4, Z4, A4, Z5, A5, mask6, Z6, P7, Z7, A7, Z8, A8, dZ8, dA7, dW8, dW8_T, db8, dZ7, dA6, dW7, dW7_T, db7, dA5, dZ5, p_A4, dW5, dW5_T, db5, dA4, dZ4, dA3, dW4, dW4_T, db4, dA2, dZ2, p_A1, dW2, dW2_T, db2, dA1, dZ1, dW1, dW1_T, db1, U, X, T, order, rate, theta, g, state, t, learning_rate, hyper):
     """The training step as loops over every full batch of order (compiled by numba);
     returns t.  U: the dropout uniforms of each batch (a row per batch, drawn by the Trainer
     from its generator).  After each batch, _update(theta, g, state, t, learning_rate, hyper)
@@ -640,7 +646,7 @@ def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1,
         # dA7 = dZ8 W8
         np.dot(dZ8, W8, dA7)
         # dW8 = dZ8.T A7
-        np.dot(A7.T, dZ8, dW8.T)
+        np.dot(A7.T, dZ8, dW8_T)
         # db8 = sum over the batch of dZ8
         for j in range(10):
             _s3 = 0.0
@@ -654,7 +660,7 @@ def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1,
         # dA6 = dZ7 W7
         np.dot(dZ7, W7, dA6)
         # dW7 = dZ7.T Z6
-        np.dot(Z6.T, dZ7, dW7.T)
+        np.dot(Z6.T, dZ7, dW7_T)
         # db7 = sum over the batch of dP7
         for j in range(128):
             _s4 = 0.0
@@ -672,7 +678,7 @@ def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1,
         # p_A4 = dZ5 W5
         np.dot(dZ5, W5, p_A4)
         # dW5 = dZ5.T A4
-        np.dot(A4.T, dZ5, dW5.T)
+        np.dot(A4.T, dZ5, dW5_T)
         # db5 = sum over the batch of dZ5
         for j in range(128):
             _s5 = 0.0
@@ -690,7 +696,7 @@ def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1,
         # dA3 = dZ4 W4
         np.dot(dZ4, W4, dA3)
         # dW4 = dZ4.T Z3
-        np.dot(Z3.T, dZ4, dW4.T)
+        np.dot(Z3.T, dZ4, dW4_T)
         # db4 = sum over the batch of dP4
         for j in range(128):
             _s6 = 0.0
@@ -708,7 +714,7 @@ def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1,
         # p_A1 = dZ2 W2
         np.dot(dZ2, W2, p_A1)
         # dW2 = dZ2.T A1
-        np.dot(A1.T, dZ2, dW2.T)
+        np.dot(A1.T, dZ2, dW2_T)
         # db2 = sum over the batch of dZ2
         for j in range(128):
             _s7 = 0.0
@@ -724,7 +730,7 @@ def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1,
             for j in range(128):
                 dZ1[i, j] = dA1[i, j]*(0 if A1[i, j] <= 0 else 1)
         # dW1 = dZ1.T A0
-        np.dot(A0.T, dZ1, dW1.T)
+        np.dot(A0.T, dZ1, dW1_T)
         # db1 = sum over the batch of dZ1
         for j in range(128):
             _s8 = 0.0

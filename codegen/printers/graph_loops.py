@@ -194,9 +194,13 @@ class _GraphKernelPrinter:
             right = self.name(st.right)
             self.lines.append(f"# {t.name} = {left} {right}")
             if target in self.grads and len(self.param_shapes[self.grads[target]]) == 2:
-                # a weight's gradient is column-major (as the weight): its transpose is written
+                # a weight's gradient is column-major (as the weight): its transpose, a
+                # row-major view bound as its own array, is written
+                key = self.grads[target]
+                rows, cols = self.shapes[target]
+                view = self.array(f"{target}_T", (cols, rows), f"grads[{key!r}].T")
                 left_t = self.name(st.left) if st.transpose else f"{left}.T"
-                self.lines.append(f"np.dot({right}.T, {left_t}, {target}.T)")
+                self.lines.append(f"np.dot({right}.T, {left_t}, {view})")
             else:
                 self.lines.append(f"np.dot({left}, {right}, {target})")
         elif op == "activate":
