@@ -136,3 +136,32 @@ def test_an_unknown_statement_leaves_no_kernel():
 
     odd = dataclasses.replace(derivation, backward=derivation.backward + (Pool(None),))
     assert print_graph_kernel(odd) is None
+
+
+BINARY = """name: kinds_compiled_binary
+input: 4
+layers:
+  - {units: 6, activation: gelu}
+  - {kind: layer_norm, activation: leaky_relu}
+  - {kind: dropout, rate: 0.5}
+  - {units: 6, activation: tanh, skip: 2, bias: false}
+  - {kind: batch_norm, momentum: 0.3, eps: 0.001}
+  - {units: 1, activation: sigmoid}
+loss: binary_crossentropy
+regularization: {l1: 0.001}
+dtype: float64
+"""
+
+
+def test_one_output_unit_and_other_options(build):
+    # a one-row weight (its gradient typed row-major by numba), math.erf (gelu), the l1
+    # term, batch norm's own momentum and eps; 13 rows in batches of 3 (a last one of 1)
+    net = build(load_spec_text(BINARY))
+    rng = np.random.default_rng(1)
+    X, Y = rng.standard_normal((13, 4)), rng.integers(0, 2, 13)
+    trainers = {}
+    for engine in ("numpy", "compiled"):
+        trainers[engine] = net.Trainer(engine=engine, batch_size=3, epochs=2, seed=2,
+                                       optimizer="sgd", learning_rate=0.05)
+        trainers[engine].fit(X, Y, track=False)
+    _same(trainers["numpy"], trainers["compiled"])
