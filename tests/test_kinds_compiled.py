@@ -65,6 +65,10 @@ def _same(a, b, rtol=1e-10, atol=1e-10):
 def test_the_kinds_module_has_a_kernel(net):
     assert net.NETWORK.epoch_kernel is not None and net.NETWORK.random_units == 5
     assert net.Trainer(engine="compiled").compiled(32)
+    # "auto" without figures for this machine: the module's rule, as for a dense stack
+    auto = net.Trainer(engine="auto")
+    limit = net.NETWORK.compiled_max_batch
+    assert limit == 128 and auto.compiled(limit) and not auto.compiled(limit + 1)
 
 
 @pytest.mark.parametrize("optimizer", [{"optimizer": "sgd", "learning_rate": 0.05},
