@@ -574,16 +574,12 @@ def _epoch_kernel(A0, Y, W1, gamma2, beta2, W3, gamma4, beta4, W5, b5, Z1, mu2, 
                 _s2 += (Z1[i, j] - mu2[0, j])**2
             var2[0, j] = _s2 / m
         # xhat2 = (A1 - mu2)/sqrt(epsilon2 + var2)
-        for i in range(m):
-            for j in range(128):
-                xhat2[i, j] = (Z1[i, j] - mu2[0, j])/np.sqrt(var2[0, j] + 1.0e-5)
         # Z2 = beta2 + gamma2*xhat2
-        for i in range(m):
-            for j in range(128):
-                Z2[i, j] = beta2[0, j] + gamma2[0, j]*xhat2[i, j]
         # A2 = relu(Z2)
         for i in range(m):
             for j in range(128):
+                xhat2[i, j] = (Z1[i, j] - mu2[0, j])/np.sqrt(var2[0, j] + 1.0e-5)
+                Z2[i, j] = beta2[0, j] + gamma2[0, j]*xhat2[i, j]
                 A2[i, j] = (0 if Z2[i, j] <= 0 else Z2[i, j])
         # running_mean2 <- (1 - 0.1) running_mean2 + 0.1 (mu2)
         for j in range(128):
@@ -608,16 +604,12 @@ def _epoch_kernel(A0, Y, W1, gamma2, beta2, W3, gamma4, beta4, W5, b5, Z1, mu2, 
                 _s4 += (Z3[i, j] - mu4[0, j])**2
             var4[0, j] = _s4 / m
         # xhat4 = (A3 - mu4)/sqrt(epsilon4 + var4)
-        for i in range(m):
-            for j in range(64):
-                xhat4[i, j] = (Z3[i, j] - mu4[0, j])/np.sqrt(var4[0, j] + 1.0e-5)
         # Z4 = beta4 + gamma4*xhat4
-        for i in range(m):
-            for j in range(64):
-                Z4[i, j] = beta4[0, j] + gamma4[0, j]*xhat4[i, j]
         # A4 = relu(Z4)
         for i in range(m):
             for j in range(64):
+                xhat4[i, j] = (Z3[i, j] - mu4[0, j])/np.sqrt(var4[0, j] + 1.0e-5)
+                Z4[i, j] = beta4[0, j] + gamma4[0, j]*xhat4[i, j]
                 A4[i, j] = (0 if Z4[i, j] <= 0 else Z4[i, j])
         # running_mean4 <- (1 - 0.1) running_mean4 + 0.1 (mu4)
         for j in range(64):

@@ -548,78 +548,60 @@ def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1,
         # Layer 1: dense 64 -> 128 (relu)
         # Z1 = A0 W1ᵀ + b1  (one row per example)
         np.dot(A0, W1.T, Z1)
-        for i in range(m):
-            for j in range(128):
-                Z1[i, j] += b1[0, j]
         # A1 = relu(Z1)
         for i in range(m):
             for j in range(128):
+                Z1[i, j] += b1[0, j]
                 A1[i, j] = (0 if Z1[i, j] <= 0 else Z1[i, j])
         # Layer 2: dense 128 -> 128 (relu)
         # Z2 = A1 W2ᵀ + b2  (one row per example)
         np.dot(A1, W2.T, Z2)
-        for i in range(m):
-            for j in range(128):
-                Z2[i, j] += b2[0, j]
         # A2 = relu(Z2)
         for i in range(m):
             for j in range(128):
+                Z2[i, j] += b2[0, j]
                 A2[i, j] = (0 if Z2[i, j] <= 0 else Z2[i, j])
         # Layer 3: dropout
         # mask3: 1 where the Trainer's uniform < 0.9 (drawn as the NumPy step draws them)
-        for i in range(m):
-            for j in range(128):
-                mask3[i, j] = 1.0 if U[batch, 0 * m + i * 128 + j] < 0.9 else 0.0
         # Z3 = 10*A2*mask3/9
         for i in range(m):
             for j in range(128):
+                mask3[i, j] = 1.0 if U[batch, 0 * m + i * 128 + j] < 0.9 else 0.0
                 Z3[i, j] = (1.1111111111111112)*A2[i, j]*mask3[i, j]
         # Layer 4: dense 128 -> 128 (skip from layer 1, relu)
         # P4 = A3 W4ᵀ + b4  (one row per example)
         np.dot(Z3, W4.T, P4)
-        for i in range(m):
-            for j in range(128):
-                P4[i, j] += b4[0, j]
         # Z4 = A1 + P4
-        for i in range(m):
-            for j in range(128):
-                Z4[i, j] = A1[i, j] + P4[i, j]
         # A4 = relu(Z4)
         for i in range(m):
             for j in range(128):
+                P4[i, j] += b4[0, j]
+                Z4[i, j] = A1[i, j] + P4[i, j]
                 A4[i, j] = (0 if Z4[i, j] <= 0 else Z4[i, j])
         # Layer 5: dense 128 -> 128 (relu)
         # Z5 = A4 W5ᵀ + b5  (one row per example)
         np.dot(A4, W5.T, Z5)
-        for i in range(m):
-            for j in range(128):
-                Z5[i, j] += b5[0, j]
         # A5 = relu(Z5)
         for i in range(m):
             for j in range(128):
+                Z5[i, j] += b5[0, j]
                 A5[i, j] = (0 if Z5[i, j] <= 0 else Z5[i, j])
         # Layer 6: dropout
         # mask6: 1 where the Trainer's uniform < 0.9 (drawn as the NumPy step draws them)
-        for i in range(m):
-            for j in range(128):
-                mask6[i, j] = 1.0 if U[batch, 128 * m + i * 128 + j] < 0.9 else 0.0
         # Z6 = 10*A5*mask6/9
         for i in range(m):
             for j in range(128):
+                mask6[i, j] = 1.0 if U[batch, 128 * m + i * 128 + j] < 0.9 else 0.0
                 Z6[i, j] = (1.1111111111111112)*A5[i, j]*mask6[i, j]
         # Layer 7: dense 128 -> 128 (skip from layer 4, relu)
         # P7 = A6 W7ᵀ + b7  (one row per example)
         np.dot(Z6, W7.T, P7)
-        for i in range(m):
-            for j in range(128):
-                P7[i, j] += b7[0, j]
         # Z7 = A4 + P7
-        for i in range(m):
-            for j in range(128):
-                Z7[i, j] = A4[i, j] + P7[i, j]
         # A7 = relu(Z7)
         for i in range(m):
             for j in range(128):
+                P7[i, j] += b7[0, j]
+                Z7[i, j] = A4[i, j] + P7[i, j]
                 A7[i, j] = (0 if Z7[i, j] <= 0 else Z7[i, j])
         # Layer 8: dense 128 -> 10 (softmax)
         # Z8 = A7 W8ᵀ + b8  (one row per example)
@@ -668,12 +650,10 @@ def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1,
                 _s4 += dZ7[i, j]
             db7[0, j] = _s4
         # dA5 = 10*dZ6*mask6/9
-        for i in range(m):
-            for j in range(128):
-                dA5[i, j] = (1.1111111111111112)*dA6[i, j]*mask6[i, j]
         # dZ5 = dA5*{0 if A5 <= 0; 1 otherwise}
         for i in range(m):
             for j in range(128):
+                dA5[i, j] = (1.1111111111111112)*dA6[i, j]*mask6[i, j]
                 dZ5[i, j] = dA5[i, j]*(0 if A5[i, j] <= 0 else 1)
         # p_A4 = dZ5 W5
         np.dot(dZ5, W5, p_A4)
@@ -686,12 +666,10 @@ def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1,
                 _s5 += dZ5[i, j]
             db5[0, j] = _s5
         # dA4 = dZ7 + p_A4
-        for i in range(m):
-            for j in range(128):
-                dA4[i, j] = dZ7[i, j] + p_A4[i, j]
         # dZ4 = dA4*{0 if A4 <= 0; 1 otherwise}
         for i in range(m):
             for j in range(128):
+                dA4[i, j] = dZ7[i, j] + p_A4[i, j]
                 dZ4[i, j] = dA4[i, j]*(0 if A4[i, j] <= 0 else 1)
         # dA3 = dZ4 W4
         np.dot(dZ4, W4, dA3)
@@ -704,12 +682,10 @@ def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1,
                 _s6 += dZ4[i, j]
             db4[0, j] = _s6
         # dA2 = 10*dZ3*mask3/9
-        for i in range(m):
-            for j in range(128):
-                dA2[i, j] = (1.1111111111111112)*dA3[i, j]*mask3[i, j]
         # dZ2 = dA2*{0 if A2 <= 0; 1 otherwise}
         for i in range(m):
             for j in range(128):
+                dA2[i, j] = (1.1111111111111112)*dA3[i, j]*mask3[i, j]
                 dZ2[i, j] = dA2[i, j]*(0 if A2[i, j] <= 0 else 1)
         # p_A1 = dZ2 W2
         np.dot(dZ2, W2, p_A1)
@@ -722,12 +698,10 @@ def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1,
                 _s7 += dZ2[i, j]
             db2[0, j] = _s7
         # dA1 = dZ4 + p_A1
-        for i in range(m):
-            for j in range(128):
-                dA1[i, j] = dZ4[i, j] + p_A1[i, j]
         # dZ1 = dA1*{0 if A1 <= 0; 1 otherwise}
         for i in range(m):
             for j in range(128):
+                dA1[i, j] = dZ4[i, j] + p_A1[i, j]
                 dZ1[i, j] = dA1[i, j]*(0 if A1[i, j] <= 0 else 1)
         # dW1 = dZ1.T A0
         np.dot(A0.T, dZ1, dW1_T)
@@ -742,20 +716,14 @@ def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1,
             for j in range(64):
                 dW1[i, j] = (0.001)*W1[i, j] + dW1[i, j]
         # dW2 = W2/1000 + dW2
-        for i in range(128):
-            for j in range(128):
-                dW2[i, j] = (0.001)*W2[i, j] + dW2[i, j]
         # dW4 = W4/1000 + dW4
-        for i in range(128):
-            for j in range(128):
-                dW4[i, j] = (0.001)*W4[i, j] + dW4[i, j]
         # dW5 = W5/1000 + dW5
-        for i in range(128):
-            for j in range(128):
-                dW5[i, j] = (0.001)*W5[i, j] + dW5[i, j]
         # dW7 = W7/1000 + dW7
         for i in range(128):
             for j in range(128):
+                dW2[i, j] = (0.001)*W2[i, j] + dW2[i, j]
+                dW4[i, j] = (0.001)*W4[i, j] + dW4[i, j]
+                dW5[i, j] = (0.001)*W5[i, j] + dW5[i, j]
                 dW7[i, j] = (0.001)*W7[i, j] + dW7[i, j]
         # dW8 = W8/1000 + dW8
         for i in range(10):

@@ -70,7 +70,8 @@ class _GraphKernelPrinter:
         self.alias: dict[str, str] = {}
         self.arrays: dict[str, str] = {}  # name -> allocation code, in the kernel's order
         self.shapes: dict[str, tuple] = {}  # name -> (rows, cols); rows "m" for the batch
-        self.lines: list[str] = []
+        self._lines: list[str] = []
+        self.group = None  # (shape, comments, loop body): entry-wise statements fused
         self.loop = _Printer(None, {}, blas=False)  # the dense printer's pieces
         self.random_units = 0
         n_in, n_out = derivation.layer_sizes[0], derivation.layer_sizes[-1]
@@ -141,6 +142,29 @@ class _GraphKernelPrinter:
         self.loop._printers.append(printer)
         return printer.doprint(expr)
 
+    @property
+    def lines(self) -> list[str]:
+        """The printed lines, the pending loop of fused statements first written out."""
+        if self.group is not None:
+            shape, comments, body = self.group
+            self.group = None
+            self._lines += comments + self.loops(shape, body)
+        return self._lines
+
+    @lines.setter
+    def lines(self, value):
+        self._lines = value
+
+    def fuse(self, shape, line: str, comment: str | None = None) -> None:
+        """An entry-wise statement over ``shape``: into the pending loop over that shape (it
+        reads and writes entry [i, j] only, so one loop runs consecutive ones in order)."""
+        if self.group is None or self.group[0] != shape:
+            self.lines  # noqa: B018 - writes out the pending loop
+            self.group = (shape, [], [])
+        if comment:
+            self.group[1].append(comment)
+        self.group[2].append(line)
+
     def loops(self, shape, body) -> list[str]:
         """Over the rows, then the units (an axis of one: a loop of one, indexed by 0)."""
         return self.loop.loops(shape, body)
@@ -169,10 +193,11 @@ class _GraphKernelPrinter:
             self.lines += [f"# {t.name} = {st.a.name} {W}ᵀ{bias}  (one row per example)",
                            f"np.dot({a}, {W}.T, {target})"]
             if st.b is not None:
-                self.lines += self.loops(shape, [f"{target}{self.index(shape)} += {st.b.name}{self.index((1, shape[1]))}"])
+                self.fuse(shape, f"{target}{self.index(shape)} += "
+                                 f"{st.b.name}{self.index((1, shape[1]))}")
         elif op == "let":
-            self.lines.append(f"# {t.name} = {_TEXT.doprint(st.expr)}")
-            self.lines += self.loops(shape, [f"{target}{self.index(shape)} = {self.entry(st.expr)}"])
+            self.fuse(shape, f"{target}{self.index(shape)} = {self.entry(st.expr)}",
+                      f"# {t.name} = {_TEXT.doprint(st.expr)}")
         elif op == "reduce":
             how = "mean" if st.mean else "sum"
             self.lines.append(f"# {t.name} = {how} over the {st.axis} of {_TEXT.doprint(st.expr)}")
@@ -206,8 +231,9 @@ class _GraphKernelPrinter:
         elif op == "activate":
             act = st.activation
             src = self.name(st.source)
-            self.lines.append(f"# {t.name} = {act.name}({st.source.name})")
+            comment = f"# {t.name} = {act.name}({st.source.name})"
             if act.vector:
+                self.lines.append(comment)
                 i, j = (sp.Symbol(x, integer=True, positive=True) for x in "ij")
                 expr = act.expr.subs(i, j)
                 if is_softmax(expr) is None:
@@ -218,21 +244,23 @@ class _GraphKernelPrinter:
             else:
                 z = next(s for s in act.display.free_symbols if s.name == "z")
                 code = self.entry(act.display.xreplace({z: st.source}))
-                self.lines += self.loops(shape, [f"{target}{self.index(shape)} = {code}"])
+                self.fuse(shape, f"{target}{self.index(shape)} = {code}", comment)
         elif op == "output_error":
             out = st.output
             names = {}
             for base in out.delta.atoms(sp.IndexedBase):
                 names[base] = {"a": self.name(st.A), "y": "Y", "z": self.name(st.Z)}[str(base)]
-            self.lines.append(f"# {t.name} = (1/m) dl/d{st.Z.name},  dl/dz_j = "
-                              f"{_TEXT.doprint(out.delta)}")
+            comment = (f"# {t.name} = (1/m) dl/d{st.Z.name},  dl/dz_j = "
+                       f"{_TEXT.doprint(out.delta)}")
             expr = out.delta * sp.Symbol("_inv_m")
             if expr.has(sp.Sum) or is_softmax(out.delta) is not None:
+                self.lines.append(comment)
                 self.lines += self.loop.columnwise(SimpleNamespace(expr=expr, names=names,
                                                                    out=target))
             else:
                 printer = self.loop.printer(names)
-                self.lines += self.loops(shape, [f"{target}{self.index(shape)} = {printer.doprint(expr)}"])
+                self.fuse(shape, f"{target}{self.index(shape)} = {printer.doprint(expr)}",
+                          comment)
 
     def node(self, node) -> None:
         from ..graphs import layer_title
@@ -243,12 +271,11 @@ class _GraphKernelPrinter:
             rows, width = self.shapes[target]
             offset = self.random_units
             self.random_units += width
-            self.lines += [f"# {r.name}: 1 where the Trainer's uniform < {float(keep)!r} "
-                           "(drawn as the NumPy step draws them)"]
             shape = self.shapes[target]
-            self.lines += self.loops(shape, [
-                f"{target}{self.index(shape)} = 1.0 if U[batch, {offset} * m + i * {width} + j] < "
-                f"{float(keep)!r} else 0.0"])
+            self.fuse(shape, f"{target}{self.index(shape)} = 1.0 if U[batch, {offset} * m + "
+                             f"i * {width} + j] < {float(keep)!r} else 0.0",
+                      f"# {r.name}: 1 where the Trainer's uniform < {float(keep)!r} "
+                      "(drawn as the NumPy step draws them)")
         for st in node.forward:
             self.statement(st)
         for s, _, target in node.state:
@@ -267,7 +294,7 @@ class _GraphKernelPrinter:
         self.lines.append("# the derived backward")
         for st in self.d.backward:
             self.statement(st)
-        lines = [line.replace("_inv_m", "(1.0 / m)") for line in self.lines]
+        lines = [line.replace("_inv_m", "(1.0 / m)") for line in self.lines]  # flushed
         uses_math = any("math.erf" in p.scipy_functions for p in self.loop._printers)
         return GraphKernel(tuple(self.arrays), tuple(self.arrays.items()), tuple(lines),
                            self.random_units, uses_math)
