@@ -1235,7 +1235,7 @@ class Trainer:
         if not _HAVE_NUMBA:
             return "numpy", "numba is not installed (pip install numba)"
         if net.epoch_kernel is None:
-            return "numpy", "this network has no compiled engine (layer kinds)"
+            return "numpy", "this network has no compiled engine (a layer kind with no loop form)"
         if self.engine == "compiled":
             return "compiled", "engine='compiled' was asked"
         store = EngineTimes()
