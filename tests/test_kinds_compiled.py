@@ -140,6 +140,10 @@ def test_an_unknown_statement_leaves_no_kernel():
 
     odd = dataclasses.replace(derivation, backward=derivation.backward + (Pool(None),))
     assert print_graph_kernel(odd) is None
+    # an array of a shape class it does not know (an image kind's (m, c, h, w), say)
+    shapes = dict(derivation.shapes)
+    shapes[next(iter(shapes))] = ("image", 8)
+    assert print_graph_kernel(dataclasses.replace(derivation, shapes=shapes)) is None
 
 
 BINARY = """name: kinds_compiled_binary

@@ -67,6 +67,10 @@ class _GraphKernelPrinter:
                           for c, value, _ in node.constants}
         self.grads = {d.name: p.name for p, d in derivation.gradients}
         self.param_shapes = {p.name: tuple(shape) for p, shape, _, _ in derivation.params}
+        known = {"data", "row", "column", "scalar", "weights"}
+        if any(len(shape) > 2 for shape in self.param_shapes.values()) or any(
+                cls not in known for cls, _ in derivation.shapes.values()):
+            raise _Unsupported("an array of another shape class")  # an image kind's, say
         self.alias: dict[str, str] = {}
         self.arrays: dict[str, str] = {}  # name -> allocation code, in the kernel's order
         self.shapes: dict[str, tuple] = {}  # name -> (rows, cols); rows "m" for the batch
