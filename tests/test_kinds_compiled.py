@@ -173,3 +173,19 @@ def test_one_output_unit_and_other_options(build):
                                        optimizer="sgd", learning_rate=0.05)
         trainers[engine].fit(X, Y, track=False)
     _same(trainers["numpy"], trainers["compiled"])
+
+
+def test_the_kernels_mask_is_the_generators_draw(net):
+    import inspect
+
+    X, Y = _data(8)
+    trainer = net.Trainer(engine="compiled", epochs=1, seed=7, batch_size=8, shuffle=False,
+                          optimizer="sgd", learning_rate=0.05)
+    trainer.fit(X, Y, track=False)
+    (kernel,) = trainer._epochs.values()
+    names = list(inspect.signature(net._epoch_kernel).parameters)
+    mask = kernel.args[names.index("mask5")]
+    # the NumPy step's draw: one (m, units) block of uniforms per dropout layer and batch
+    expected = (np.random.default_rng(7).random((8, 5)) < 0.7).astype(float)
+    np.testing.assert_array_equal(mask, expected)
+    assert 0 < mask.sum() < mask.size
