@@ -16,6 +16,7 @@ import math
 
 import sympy as sp
 
+from .printers.graph_loops import print_graph_kernel
 from .printers.inplace import Buffers, InplacePrinter
 from .printers.numpy import NumPyCodePrinter
 from .printers.step import temporaries
@@ -249,6 +250,7 @@ def _forward_lines(printer: StatementPrinter, derivation) -> list[str]:
 
 
 NETWORK_RUNTIME = "_runtime"
+KINDS_COMPILED_MAX_BATCH = 128  # engine "auto" without figures: compiled up to this batch
 
 
 def _input_of(node) -> str:
@@ -510,7 +512,12 @@ def graph_context(derivation) -> dict:
     saved = saved_arrays(derivation)
     nodes = derivation.nodes
     step_setup, step_body = _Step(derivation).print()
+    kernel = print_graph_kernel(derivation)  # None: a statement with no loop form
     return {
+        "kernel": kernel,
+        # measured (docs/performance.md, "Layer kinds"): the compiled engine wins up to this
+        # batch size on the digits kinds networks (BLAS products in both engines)
+        "compiled_max_batch": KINDS_COMPILED_MAX_BATCH if kernel is not None else 0,
         "step_setup": step_setup,
         "step_body": step_body,
         "nodes": nodes,

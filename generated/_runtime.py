@@ -956,7 +956,8 @@ class Network:
                  training, probability, forward, backward, per_example_loss, make_step,
                  epoch_kernel=None, kernel_order="C", make_gradient=None, optimizers=None,
                  schedules=None, legacy_optimizers=None, compiled_max_batch=0, parameters=None,
-                 kinds=None, table=None, state=None, image=None):
+                 kinds=None, table=None, state=None, image=None, kernel_arrays=None,
+                 random_units=0):
         self.name = name
         # input: [C, H, W]: rows hold images flat in NCHW order; X may also be (m, C, H, W)
         self.image = tuple(image) if image else None
@@ -991,6 +992,10 @@ class Network:
         self.kernel_order = kernel_order  # its arrays' layout: "F" for loop kernels
         # layer kinds: make_gradient(params, grads, m, dtype) -> (X, Y, step(X, Y, state, rng))
         self.make_gradient = make_gradient
+        # layer kinds' epoch kernel: kernel_arrays(params, grads, state, m, dtype) -> its
+        # arrays; random_units: the dropout uniforms it reads per example (U, from the Trainer)
+        self.kernel_arrays = kernel_arrays
+        self.random_units = random_units
         # name -> the printed rule: its hyperparameters' defaults, state, update functions
         self.optimizers = dict(optimizers or {})
         self.schedules = dict(schedules or {})  # name -> parameters' defaults and rate
@@ -1003,14 +1008,17 @@ class Network:
     def depth(self):
         return len(self.layer_sizes) - 1
 
-    def make_epoch(self, params, grads, m, dtype, rule=None):
+    def make_epoch(self, params, grads, m, dtype, rule=None, state=None):
         """``epoch_kernel`` with ``rule`` (a ``_rules`` function; None: the plain rule) bound to
         the arrays of a step on m examples, allocated once in the kernel's layout:
         f(X, T, order, rate, theta, g, state, t, learning_rate, hyper) -> t; None without
-        numba."""
+        numba.  Layer kinds: f(U, X, ...), U the batches' dropout uniforms, and ``state`` the
+        running statistics the kernel moves."""
         kernel = compiled_kernel(self.epoch_kernel, rule)
         if kernel is None:
             return None
+        if self.graph:
+            return functools.partial(kernel, *self.kernel_arrays(params, grads, state, m, dtype))
         _, _, step = self.make_step(params, m, dtype, grads, rule is None, self.kernel_order)
         return functools.partial(kernel, *step.arrays)
 
@@ -1387,8 +1395,8 @@ class Trainer:
         defaults = net.training
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
-        if engine == "compiled" and net.graph:
-            raise ValueError(f"engine='compiled' is not printed yet for layer kinds "
+        if engine == "compiled" and net.graph and net.epoch_kernel is None:
+            raise ValueError(f"engine='compiled' is not printed for these layer kinds "
                              f"({', '.join(sorted(set(net.kinds) - {'dense'}))}): use "
                              "engine='numpy' or 'auto'")
         if engine == "compiled" and (not _HAVE_NUMBA or net.epoch_kernel is None):
@@ -1521,6 +1529,7 @@ class Trainer:
         self._gflat, self._grads = self._flat_views(checked, empty=True)
         self._steps = {}  # (kind, batch size) -> (X buffer, Y buffer, step) of the NumPy engine
         self._epochs = {}  # (kind, batch size) -> compiled kernel
+        self._random_buffers = {}  # (batch size, batches) -> a compiled call's uniforms
         self.first_call_seconds = 0.0  # the compiled engine's first calls (compiling included)
 
     def _flat_views(self, arrays, empty=False):
@@ -1579,7 +1588,7 @@ class Trainer:
         if not _HAVE_NUMBA:
             return "numpy", "numba is not installed (pip install numba)"
         if net.epoch_kernel is None:
-            return "numpy", "this network has no compiled engine (layer kinds)"
+            return "numpy", "this network has no compiled engine (a layer kind with no loop form)"
         if self.engine == "compiled":
             return "compiled", "engine='compiled' was asked"
         store = EngineTimes()
@@ -1676,7 +1685,7 @@ class Trainer:
         first = key not in self._epochs
         if first:
             self._epochs[key] = self.network.make_epoch(self._params, self._grads, count,
-                                                        self.dtype, rule)
+                                                        self.dtype, rule, self.layer_state)
         return self._epochs[key], first
 
     # -- training ---------------------------------------------------------------------
@@ -1810,14 +1819,31 @@ class Trainer:
         for count, rows in runs:
             kernel, first = self._kernel(rule, count)
             started = time.perf_counter()
-            self.t = kernel(X, T, rows, scale, self._flat, self._gflat, self._state, self.t, lr,
-                            hyper)
+            if self.network.graph:  # the batches' dropout uniforms, as the NumPy step draws
+                self.t = kernel(self._uniforms(count, rows.shape[0] // count), X, T, rows,
+                                scale, self._flat, self._gflat, self._state, self.t, lr, hyper)
+            else:
+                self.t = kernel(X, T, rows, scale, self._flat, self._gflat, self._state,
+                                self.t, lr, hyper)
             if first:
                 self.first_call_seconds += time.perf_counter() - started
             done += rows.shape[0] // count
             if progress is not None and progress(self.epoch + 1, done, total):
                 return True
         return False
+
+    def _uniforms(self, count, batches):
+        """Uniforms for the dropout masks of ``batches`` steps of ``count`` examples, drawn
+        from the Trainer's generator in the order the NumPy step draws them (per batch, each
+        dropout layer's (count, units) in turn), into a buffer kept per shape."""
+        key = (count, batches)
+        buffer = self._random_buffers.get(key)
+        if buffer is None:
+            buffer = self._random_buffers[key] = np.empty(
+                (batches, count * self.network.random_units))
+        if buffer.size:
+            self._rng.random(out=buffer)
+        return buffer
 
     def _record(self, X, T, prefix, chunk=2048):
         """Loss and accuracy over X, T, a chunk of rows at a time (bounded memory)."""

@@ -483,11 +483,286 @@ def _make_gradient(params, grads, m, dtype):
     return X, Y, step
 
 
+def _kernel_arrays(params, grads, state, m, dtype):
+    """_epoch_kernel's arrays for batches of m examples, allocated here once: the gathered
+    batch (A0, Y), the parameters, every array of the step, the gradients (views of the
+    Trainer's ``grads``) and the running statistics (views of ``state``)."""
+    A0 = np.empty((m, 64), dtype)
+    Y = np.empty((m, 10), dtype)
+    W1 = params['W1']
+    gamma2 = params['gamma2'].reshape(1, -1)
+    beta2 = params['beta2'].reshape(1, -1)
+    W3 = params['W3']
+    gamma4 = params['gamma4'].reshape(1, -1)
+    beta4 = params['beta4'].reshape(1, -1)
+    W5 = params['W5']
+    b5 = params['b5'].reshape(1, -1)
+    Z1 = np.empty((m, 128), dtype)
+    mu2 = np.empty((1, 128), dtype)
+    var2 = np.empty((1, 128), dtype)
+    xhat2 = np.empty((m, 128), dtype)
+    Z2 = np.empty((m, 128), dtype)
+    A2 = np.empty((m, 128), dtype)
+    running_mean2 = state['running_mean2'].reshape(1, -1)
+    running_var2 = state['running_var2'].reshape(1, -1)
+    Z3 = np.empty((m, 64), dtype)
+    mu4 = np.empty((1, 64), dtype)
+    var4 = np.empty((1, 64), dtype)
+    xhat4 = np.empty((m, 64), dtype)
+    Z4 = np.empty((m, 64), dtype)
+    A4 = np.empty((m, 64), dtype)
+    running_mean4 = state['running_mean4'].reshape(1, -1)
+    running_var4 = state['running_var4'].reshape(1, -1)
+    Z5 = np.empty((m, 10), dtype)
+    A5 = np.empty((m, 10), dtype)
+    dZ5 = np.empty((m, 10), dtype)
+    dA4 = np.empty((m, 64), dtype)
+    dW5 = grads['W5']
+    dW5_T = grads['W5'].T
+    db5 = grads['b5'].reshape(1, -1)
+    dZ4 = np.empty((m, 64), dtype)
+    dbeta4 = grads['beta4'].reshape(1, -1)
+    dgamma4 = grads['gamma4'].reshape(1, -1)
+    dxhat4 = np.empty((m, 64), dtype)
+    s4_mu4 = np.empty((1, 64), dtype)
+    dvar4 = np.empty((1, 64), dtype)
+    s6_mu4 = np.empty((1, 64), dtype)
+    dmu4 = np.empty((1, 64), dtype)
+    dA3 = np.empty((m, 64), dtype)
+    dA2 = np.empty((m, 128), dtype)
+    dW3 = grads['W3']
+    dW3_T = grads['W3'].T
+    dZ2 = np.empty((m, 128), dtype)
+    dbeta2 = grads['beta2'].reshape(1, -1)
+    dgamma2 = grads['gamma2'].reshape(1, -1)
+    dxhat2 = np.empty((m, 128), dtype)
+    s9_mu2 = np.empty((1, 128), dtype)
+    dvar2 = np.empty((1, 128), dtype)
+    s11_mu2 = np.empty((1, 128), dtype)
+    dmu2 = np.empty((1, 128), dtype)
+    dA1 = np.empty((m, 128), dtype)
+    dW1 = grads['W1']
+    dW1_T = grads['W1'].T
+    return (A0, Y, W1, gamma2, beta2, W3, gamma4, beta4, W5, b5, Z1, mu2, var2, xhat2, Z2, A2, running_mean2, running_var2, Z3, mu4, var4, xhat4, Z4, A4, running_mean4, running_var4, Z5, A5, dZ5, dA4, dW5, dW5_T, db5, dZ4, dbeta4, dgamma4, dxhat4, s4_mu4, dvar4, s6_mu4, dmu4, dA3, dA2, dW3, dW3_T, dZ2, dbeta2, dgamma2, dxhat2, s9_mu2, dvar2, s11_mu2, dmu2, dA1, dW1, dW1_T)
+
+
+_update = None  # the rule _epoch_kernel applies after each batch: _runtime.compiled_kernel binds it
+
+
+def _epoch_kernel(A0, Y, W1, gamma2, beta2, W3, gamma4, beta4, W5, b5, Z1, mu2, var2, xhat2, Z2, A2, running_mean2, running_var2, Z3, mu4, var4, xhat4, Z4, A4, running_mean4, running_var4, Z5, A5, dZ5, dA4, dW5, dW5_T, db5, dZ4, dbeta4, dgamma4, dxhat4, s4_mu4, dvar4, s6_mu4, dmu4, dA3, dA2, dW3, dW3_T, dZ2, dbeta2, dgamma2, dxhat2, s9_mu2, dvar2, s11_mu2, dmu2, dA1, dW1, dW1_T, U, X, T, order, rate, theta, g, state, t, learning_rate, hyper):
+    """The training step as loops over every full batch of order (compiled by numba);
+    returns t.  U: the dropout uniforms of each batch (a row per batch, drawn by the Trainer
+    from its generator).  After each batch, _update(theta, g, state, t, learning_rate, hyper)
+    moves every parameter (None: theta <- theta - rate g)."""
+    m = A0.shape[0]
+    for batch in range(order.shape[0] // m):
+        _runtime.gather_rows(X, T, order, batch * m, A0, Y)
+        # Layer 1: dense 64 -> 128 (no bias, identity)
+        # Z1 = A0 W1ᵀ  (one row per example)
+        np.dot(A0, W1.T, Z1)
+        # Layer 2: batch_norm (relu)
+        # mu2 = mean over the batch of A1
+        for j in range(128):
+            _s1 = 0.0
+            for i in range(m):
+                _s1 += Z1[i, j]
+            mu2[0, j] = _s1 / m
+        # var2 = mean over the batch of (A1 - mu2)**2
+        for j in range(128):
+            _s2 = 0.0
+            for i in range(m):
+                _s2 += (Z1[i, j] - mu2[0, j])**2
+            var2[0, j] = _s2 / m
+        # xhat2 = (A1 - mu2)/sqrt(epsilon2 + var2)
+        # Z2 = beta2 + gamma2*xhat2
+        # A2 = relu(Z2)
+        for i in range(m):
+            for j in range(128):
+                xhat2[i, j] = (Z1[i, j] - mu2[0, j])/np.sqrt(var2[0, j] + 1.0e-5)
+                Z2[i, j] = beta2[0, j] + gamma2[0, j]*xhat2[i, j]
+                A2[i, j] = (0 if Z2[i, j] <= 0 else Z2[i, j])
+        # running_mean2 <- (1 - 0.1) running_mean2 + 0.1 (mu2)
+        for j in range(128):
+            running_mean2[0, j] = running_mean2[0, j] * 0.9 + 0.1 * (mu2[0, j])
+        # running_var2 <- (1 - 0.1) running_var2 + 0.1 (m*var2/(m - 1))
+        for j in range(128):
+            running_var2[0, j] = running_var2[0, j] * 0.9 + 0.1 * (m*var2[0, j]/(m - 1))
+        # Layer 3: dense 128 -> 64 (no bias, identity)
+        # Z3 = A2 W3ᵀ  (one row per example)
+        np.dot(A2, W3.T, Z3)
+        # Layer 4: batch_norm (relu)
+        # mu4 = mean over the batch of A3
+        for j in range(64):
+            _s3 = 0.0
+            for i in range(m):
+                _s3 += Z3[i, j]
+            mu4[0, j] = _s3 / m
+        # var4 = mean over the batch of (A3 - mu4)**2
+        for j in range(64):
+            _s4 = 0.0
+            for i in range(m):
+                _s4 += (Z3[i, j] - mu4[0, j])**2
+            var4[0, j] = _s4 / m
+        # xhat4 = (A3 - mu4)/sqrt(epsilon4 + var4)
+        # Z4 = beta4 + gamma4*xhat4
+        # A4 = relu(Z4)
+        for i in range(m):
+            for j in range(64):
+                xhat4[i, j] = (Z3[i, j] - mu4[0, j])/np.sqrt(var4[0, j] + 1.0e-5)
+                Z4[i, j] = beta4[0, j] + gamma4[0, j]*xhat4[i, j]
+                A4[i, j] = (0 if Z4[i, j] <= 0 else Z4[i, j])
+        # running_mean4 <- (1 - 0.1) running_mean4 + 0.1 (mu4)
+        for j in range(64):
+            running_mean4[0, j] = running_mean4[0, j] * 0.9 + 0.1 * (mu4[0, j])
+        # running_var4 <- (1 - 0.1) running_var4 + 0.1 (m*var4/(m - 1))
+        for j in range(64):
+            running_var4[0, j] = running_var4[0, j] * 0.9 + 0.1 * (m*var4[0, j]/(m - 1))
+        # Layer 5: dense 64 -> 10 (softmax)
+        # Z5 = A4 W5ᵀ + b5  (one row per example)
+        np.dot(A4, W5.T, Z5)
+        for i in range(m):
+            for j in range(10):
+                Z5[i, j] += b5[0, j]
+        # A5 = softmax(Z5)
+        for i in range(m):
+            _s5 = Z5[i, 0]
+            for j in range(1, 10):
+                _s5 = max(_s5, Z5[i, j])
+            _s6 = 0.0
+            for j in range(10):
+                A5[i, j] = np.exp(Z5[i, j] - _s5)
+                _s6 += A5[i, j]
+            for j in range(10):
+                A5[i, j] /= _s6
+        # the derived backward
+        # dZ5 = (1/m) dl/dZ5,  dl/dz_j = a_j - y_j
+        for i in range(m):
+            for j in range(10):
+                dZ5[i, j] = (1.0 / m)*(A5[i, j] - Y[i, j])
+        # dA4 = dZ5 W5
+        np.dot(dZ5, W5, dA4)
+        # dW5 = dZ5.T A4
+        np.dot(A4.T, dZ5, dW5_T)
+        # db5 = sum over the batch of dZ5
+        for j in range(10):
+            _s7 = 0.0
+            for i in range(m):
+                _s7 += dZ5[i, j]
+            db5[0, j] = _s7
+        # dZ4 = dA4*{0 if A4 <= 0; 1 otherwise}
+        for i in range(m):
+            for j in range(64):
+                dZ4[i, j] = dA4[i, j]*(0 if A4[i, j] <= 0 else 1)
+        # dbeta4 = sum over the batch of dZ4
+        for j in range(64):
+            _s8 = 0.0
+            for i in range(m):
+                _s8 += dZ4[i, j]
+            dbeta4[0, j] = _s8
+        # dgamma4 = sum over the batch of dZ4*xhat4
+        for j in range(64):
+            _s9 = 0.0
+            for i in range(m):
+                _s9 += dZ4[i, j]*xhat4[i, j]
+            dgamma4[0, j] = _s9
+        # dxhat4 = dZ4*gamma4
+        for i in range(m):
+            for j in range(64):
+                dxhat4[i, j] = dZ4[i, j]*gamma4[0, j]
+        # s4_mu4 = sum over the batch of -dxhat4/sqrt(epsilon4 + var4)
+        for j in range(64):
+            _s10 = 0.0
+            for i in range(m):
+                _s10 += -dxhat4[i, j]/np.sqrt(var4[0, j] + 1.0e-5)
+            s4_mu4[0, j] = _s10
+        # dvar4 = sum over the batch of -dxhat4*(A3 - mu4)/(2*(epsilon4 + var4)**(1.5))
+        for j in range(64):
+            _s11 = 0.0
+            for i in range(m):
+                _s11 += -0.5*dxhat4[i, j]*(Z3[i, j] - mu4[0, j])/(var4[0, j] + 1.0e-5)**(1.5)
+            dvar4[0, j] = _s11
+        # s6_mu4 = sum over the batch of dvar4*(-2*A3 + 2*mu4)/m
+        for j in range(64):
+            _s12 = 0.0
+            for i in range(m):
+                _s12 += dvar4[0, j]*(-2*Z3[i, j] + 2*mu4[0, j])/m
+            s6_mu4[0, j] = _s12
+        # dmu4 = s4_mu4 + s6_mu4
+        for i in range(1):
+            for j in range(64):
+                dmu4[0, j] = s4_mu4[0, j] + s6_mu4[0, j]
+        # dA3 = dmu4/m + dvar4*(2*A3 - 2*mu4)/m + dxhat4/sqrt(epsilon4 + var4)
+        for i in range(m):
+            for j in range(64):
+                dA3[i, j] = dmu4[0, j]/m + dvar4[0, j]*(2*Z3[i, j] - 2*mu4[0, j])/m + dxhat4[i, j]/np.sqrt(var4[0, j] + 1.0e-5)
+        # dA2 = dA3 W3
+        np.dot(dA3, W3, dA2)
+        # dW3 = dA3.T A2
+        np.dot(A2.T, dA3, dW3_T)
+        # dZ2 = dA2*{0 if A2 <= 0; 1 otherwise}
+        for i in range(m):
+            for j in range(128):
+                dZ2[i, j] = dA2[i, j]*(0 if A2[i, j] <= 0 else 1)
+        # dbeta2 = sum over the batch of dZ2
+        for j in range(128):
+            _s13 = 0.0
+            for i in range(m):
+                _s13 += dZ2[i, j]
+            dbeta2[0, j] = _s13
+        # dgamma2 = sum over the batch of dZ2*xhat2
+        for j in range(128):
+            _s14 = 0.0
+            for i in range(m):
+                _s14 += dZ2[i, j]*xhat2[i, j]
+            dgamma2[0, j] = _s14
+        # dxhat2 = dZ2*gamma2
+        for i in range(m):
+            for j in range(128):
+                dxhat2[i, j] = dZ2[i, j]*gamma2[0, j]
+        # s9_mu2 = sum over the batch of -dxhat2/sqrt(epsilon2 + var2)
+        for j in range(128):
+            _s15 = 0.0
+            for i in range(m):
+                _s15 += -dxhat2[i, j]/np.sqrt(var2[0, j] + 1.0e-5)
+            s9_mu2[0, j] = _s15
+        # dvar2 = sum over the batch of -dxhat2*(A1 - mu2)/(2*(epsilon2 + var2)**(1.5))
+        for j in range(128):
+            _s16 = 0.0
+            for i in range(m):
+                _s16 += -0.5*dxhat2[i, j]*(Z1[i, j] - mu2[0, j])/(var2[0, j] + 1.0e-5)**(1.5)
+            dvar2[0, j] = _s16
+        # s11_mu2 = sum over the batch of dvar2*(-2*A1 + 2*mu2)/m
+        for j in range(128):
+            _s17 = 0.0
+            for i in range(m):
+                _s17 += dvar2[0, j]*(-2*Z1[i, j] + 2*mu2[0, j])/m
+            s11_mu2[0, j] = _s17
+        # dmu2 = s11_mu2 + s9_mu2
+        for i in range(1):
+            for j in range(128):
+                dmu2[0, j] = s11_mu2[0, j] + s9_mu2[0, j]
+        # dA1 = dmu2/m + dvar2*(2*A1 - 2*mu2)/m + dxhat2/sqrt(epsilon2 + var2)
+        for i in range(m):
+            for j in range(128):
+                dA1[i, j] = dmu2[0, j]/m + dvar2[0, j]*(2*Z1[i, j] - 2*mu2[0, j])/m + dxhat2[i, j]/np.sqrt(var2[0, j] + 1.0e-5)
+        # dW1 = dA1.T A0
+        np.dot(A0.T, dA1, dW1_T)
+        t += 1
+        if _update is not None:
+            _update(theta, g, state, t, learning_rate, hyper)
+        else:
+            for k in range(theta.shape[0]):
+                theta[k] -= rate * g[k]
+    return t
+
+
 NETWORK = _runtime.Network(
     name="digits_bn", layer_sizes=LAYER_SIZES, activations=ACTIVATIONS, loss=LOSS,
     labels="categorical", init=(), l1=L1, l2=L2, dtype=DTYPE, training=TRAINING,
     probability=True, forward=forward, backward=_backward,
     per_example_loss=_per_example_loss, make_step=None, make_gradient=_make_gradient,
+    epoch_kernel=_epoch_kernel, kernel_arrays=_kernel_arrays,
+    random_units=0, compiled_max_batch=128,
     optimizers=_rules.OPTIMIZERS, schedules=_rules.SCHEDULES,
     legacy_optimizers={'batch': 'full', 'minibatch': None}, kinds=KINDS, table=PARAMETERS, state=STATE)
 TASK = NETWORK.task  # classification | binary | regression

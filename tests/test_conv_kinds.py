@@ -143,7 +143,7 @@ def test_images_as_four_axes_and_one_row_as_in_a_batch_after_training(build, tmp
     np.testing.assert_allclose(batch, trainer.predict_proba(X))
     with pytest.raises(ValueError, match=r"or \(m, 1, 6, 6\) images"):
         net.predict(trainer.params, np.zeros((2, 1, 5, 6)))
-    with pytest.raises(ValueError, match="not printed yet for layer kinds"):
+    with pytest.raises(ValueError, match="not printed for these layer kinds"):
         net.Trainer(engine="compiled")  # the NumPy engine only, as for every kind
     # a fresh process loads the model file and answers each row as in the batch
     import subprocess
