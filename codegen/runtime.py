@@ -384,9 +384,14 @@ def softmax_rows(z, out):
 
 def gather_rows(X, T, order, start, A0, Y):
     """A batch: the rows order[start : start + m] of X and T into A0 and Y (m rows each)."""
+    # element loops: numba lowers a row slice assignment with a shape check whose error path
+    # (string formatting) takes seconds to compile
     for i in range(A0.shape[0]):
-        A0[i, :] = X[order[start + i], :]
-        Y[i, :] = T[order[start + i], :]
+        row = order[start + i]
+        for j in range(A0.shape[1]):
+            A0[i, j] = X[row, j]
+        for j in range(Y.shape[1]):
+            Y[i, j] = T[row, j]
 
 
 def subtract_outer(W, d, a):
