@@ -266,19 +266,18 @@ print(time.perf_counter() - start)
 def first_calls(specs, env) -> dict:
     """Seconds of the compiled engine's first fit() in a fresh process: cold (numba's disk
     cache emptied) and warm (a second process, cached)."""
-    import shutil
+    import tempfile
 
     out = {}
     for path in specs:
         spec, _ = _network(path)
-        cache = ROOT / "generated" / "__pycache__"
-        for entry in cache.glob(f"{spec.name}._epoch_kernel*"):
-            entry.unlink()
         code = _FIRST_CALL.format(root=str(ROOT), name=spec.name)
-        runs = [float(subprocess.run([sys.executable, "-c", code], env=env, check=True,
-                                     capture_output=True, text=True).stdout) for _ in range(2)]
+        with tempfile.TemporaryDirectory() as cache:  # numba's cache: empty, then filled
+            runs = [float(subprocess.run([sys.executable, "-c", code],
+                                         env=dict(env, NUMBA_CACHE_DIR=cache), check=True,
+                                         capture_output=True, text=True).stdout)
+                    for _ in range(2)]
         out[spec.name] = {"cold": runs[0], "cached": runs[1]}
-    del shutil
     return out
 
 
