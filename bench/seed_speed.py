@@ -272,8 +272,8 @@ def first_calls(specs, env) -> dict:
     for path in specs:
         spec, _ = _network(path)
         code = _FIRST_CALL.format(root=str(ROOT), name=spec.name)
-        with tempfile.TemporaryDirectory() as cache:
-            fresh = dict(env, BACKPROP_DERIVE_CACHE=cache)
+        with tempfile.TemporaryDirectory() as cache:  # empty, then filled by the first
+            fresh = dict(env, BACKPROP_DERIVE_CACHE=cache, NUMBA_CACHE_DIR=cache)
             runs = [float(subprocess.run([sys.executable, "-c", code], env=fresh, check=True,
                                          capture_output=True, text=True).stdout)
                     for _ in range(2)]

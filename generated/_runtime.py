@@ -451,9 +451,14 @@ def softmax_rows(z, out):
 
 def gather_rows(X, T, order, start, A0, Y):
     """A batch: the rows order[start : start + m] of X and T into A0 and Y (m rows each)."""
+    # element loops: numba lowers a row slice assignment with a shape check whose error path
+    # (string formatting) takes seconds to compile
     for i in range(A0.shape[0]):
-        A0[i, :] = X[order[start + i], :]
-        Y[i, :] = T[order[start + i], :]
+        row = order[start + i]
+        for j in range(A0.shape[1]):
+            A0[i, j] = X[row, j]
+        for j in range(Y.shape[1]):
+            Y[i, j] = T[row, j]
 
 
 def subtract_outer(W, d, a):
@@ -867,7 +872,10 @@ def _class_targets(Y, m, n_out, dtype, one_hot):
     if not one_hot:
         raise ValueError(f"Y must be integer class labels of shape (m,); got shape {Y.shape}")
     if Y.shape == (m, n_out):
-        if np.any((Y < 0) | (Y > 1)) or not np.allclose(Y.sum(axis=1), 1.0, atol=1e-6):
+        # the row sums as a product: NumPy's sum along a short last axis is ~15x slower
+        # (0.45 ms for 20,000 rows of 3: a third of a small network's epoch)
+        sums = Y @ np.ones(n_out)
+        if np.any((Y < 0) | (Y > 1)) or not np.allclose(sums, 1.0, atol=1e-6):
             raise ValueError("one-hot targets must lie in [0, 1] and each row must sum to 1")
         return Y.astype(dtype, copy=False)
     raise ValueError(f"Y must be class labels (m,) or one-hot rows (m, {n_out}); got shape {Y.shape}")
