@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 import sympy as sp
 
-from .loops import ScalarPrinter, _Printer
+from .loops import KernelPrinter, ScalarPrinter
 from .numpy import is_softmax
 from .text import TextPrinter
 
@@ -76,7 +76,7 @@ class _GraphKernelPrinter:
         self.shapes: dict[str, tuple] = {}  # name -> (rows, cols); rows "m" for the batch
         self._lines: list[str] = []
         self.group = None  # (shape, comments, loop body): entry-wise statements fused
-        self.loop = _Printer(None, {}, blas=False)  # the dense printer's pieces
+        self.loop = KernelPrinter(None, {}, blas=False)  # the dense printer's pieces
         self.random_units = 0
         n_in, n_out = derivation.layer_sizes[0], derivation.layer_sizes[-1]
         self.array("A0", ("m", n_in), f"np.empty((m, {n_in}), dtype)")

@@ -23,7 +23,7 @@ from ..program import (AddBias, Compute, Hadamard, OneExample, Product, RankOne,
                        Subtract, WhenPlain, base_name)
 from .numpy import NumPyCodePrinter, clamped, is_softmax
 
-__all__ = ["LoopCode", "print_epoch_kernel", "uses_blas", "BLAS_MIN_ENTRIES"]
+__all__ = ["LoopCode", "KernelPrinter", "print_epoch_kernel", "uses_blas", "BLAS_MIN_ENTRIES"]
 
 # A network whose weight matrices all have fewer entries than this runs on explicit loops;
 # a larger one takes every product from BLAS (loops over its small layers cost more there,
@@ -109,7 +109,10 @@ class LoopCode:
     uses_math: bool = False  # the body calls math.erf
 
 
-class _Printer:
+class KernelPrinter:
+    """Prints a step's statements as loop nests for the epoch kernel (the layer kinds'
+    printer, ``graph_loops``, borrows its columnwise and loop pieces)."""
+
     def __init__(self, step: Step, shapes: dict[str, tuple], blas: bool):
         self.step = step
         self.blas = blas  # products from BLAS (a large network) or explicit loops
@@ -314,7 +317,7 @@ def uses_blas(shapes: dict[str, tuple], params: tuple[str, ...]) -> bool:
 def print_epoch_kernel(step: Step, shapes: dict[str, tuple], params: tuple[str, ...]) -> LoopCode:
     """The body of ``_epoch_kernel``: gather each batch, then the step's statements.
     ``shapes`` holds every array's shape ("m" for the batch); ``params`` the parameters."""
-    printer = _Printer(step, shapes, uses_blas(shapes, params))
+    printer = KernelPrinter(step, shapes, uses_blas(shapes, params))
     body: list[str] = []
     for title, ops in step.sections:
         body.append(f"# {title}")
