@@ -16,7 +16,7 @@ import math
 
 import sympy as sp
 
-from .printers.graph_loops import print_graph_kernel
+from .printers.graph_loops import aliased, print_graph_kernel
 from .printers.inplace import Buffers, InplacePrinter
 from .printers.numpy import NumPyCodePrinter
 from .printers.step import temporaries
@@ -322,10 +322,7 @@ class _Step:
         self.alias |= {p: f"{p}m" for p, shape in self.param_shapes if len(shape) > 2}
 
     def name(self, symbol) -> str:
-        name = symbol.name
-        while name in self.alias:
-            name = self.alias[name]
-        return name
+        return aliased(self.alias, symbol.name)
 
     def shape(self, symbol) -> tuple:
         if symbol.name in self.grads:  # a gradient: its parameter's shape (a row for a vector)

@@ -27,7 +27,16 @@ from .loops import KernelPrinter, ScalarPrinter
 from .numpy import is_softmax
 from .text import TextPrinter
 
-__all__ = ["GraphKernel", "print_graph_kernel"]
+
+def aliased(alias: dict, name: str) -> str:
+    """The array ``name`` is printed as: followed through ``alias`` (an array that is another's
+    buffer or view) to its end."""
+    while name in alias:
+        name = alias[name]
+    return name
+
+
+__all__ = ["GraphKernel", "print_graph_kernel", "aliased"]
 
 _TEXT = TextPrinter()
 _SUPPORTED = {"linear", "let", "reduce", "product", "activate", "output_error"}
@@ -97,10 +106,7 @@ class _GraphKernelPrinter:
         return name
 
     def name(self, symbol) -> str:
-        name = symbol.name
-        while name in self.alias:
-            name = self.alias[name]
-        return name
+        return aliased(self.alias, symbol.name)
 
     def shape_of(self, symbol) -> tuple:
         if symbol.name in self.grads:
