@@ -60,8 +60,9 @@ class sigmoid(_Primitive):
 
     def _scalarcode(self, printer):
         # one entry in a compiled loop: exp(-x) may overflow to inf, giving exactly 0,
-        # and no array-wide logaddexp is needed
-        return f"(1.0 / (1.0 + np.exp(-({printer._print(self.args[0])}))))"
+        # and no array-wide logaddexp is needed; exp is the loop printer's own
+        one = printer._print(sp.S.One)  # each printer's spelling of the number (its dtype)
+        return f"({one} / ({one} + {printer._print(sp.exp(-self.args[0], evaluate=False))}))"
 
     @staticmethod
     def _numpy_inplace(x: str, out: str) -> list[str]:

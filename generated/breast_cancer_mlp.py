@@ -250,20 +250,21 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
     returns t.  With _update None (the plain rule) each gradient is subtracted as it is made;
     else _update(theta, g, state, t, learning_rate, hyper) moves every parameter after each."""
     m = A0.shape[0]
-    _f1 = rate / m
-    _f2 = 1.0 - rate * L2
+    _dt = A0.dtype.type  # numbers in the arrays' precision (numba types 1.0 as float64)
+    _f1 = _dt(rate / m)
+    _f2 = _dt(1.0 - rate * L2)
     for batch in range(order.shape[0] // m):
         _runtime.gather_rows(X, T, order, batch * m, A0, Y)
         # Layer 1 (30 -> 32): Z1 = A0 W1ᵀ + b1, A1 = relu(Z1)
         if m == 1:
             for i in range(1):
                 for j in range(32):
-                    _s1 = 0.0
+                    _s1 = _dt(0)
                     for k in range(30):
                         _s1 += A0[i, k] * W1[j, k]
                     Z1[i, j] = _s1
                     Z1[i, j] += b1[j]
-                    A1[i, j] = (0 if Z1[i, j] <= 0 else Z1[i, j])
+                    A1[i, j] = (_dt(0) if Z1[i, j] <= _dt(0) else Z1[i, j])
         else:
             for j in range(32):
                 for i in range(m):
@@ -274,17 +275,17 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                         Z1[i, j] += A0[i, k] * _s2
                 for i in range(m):
                     Z1[i, j] += b1[j]
-                    A1[i, j] = (0 if Z1[i, j] <= 0 else Z1[i, j])
+                    A1[i, j] = (_dt(0) if Z1[i, j] <= _dt(0) else Z1[i, j])
         # Layer 2 (32 -> 16): Z2 = A1 W2ᵀ + b2, A2 = relu(Z2)
         if m == 1:
             for i in range(1):
                 for j in range(16):
-                    _s3 = 0.0
+                    _s3 = _dt(0)
                     for k in range(32):
                         _s3 += A1[i, k] * W2[j, k]
                     Z2[i, j] = _s3
                     Z2[i, j] += b2[j]
-                    A2[i, j] = (0 if Z2[i, j] <= 0 else Z2[i, j])
+                    A2[i, j] = (_dt(0) if Z2[i, j] <= _dt(0) else Z2[i, j])
         else:
             for j in range(16):
                 for i in range(m):
@@ -295,17 +296,17 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                         Z2[i, j] += A1[i, k] * _s4
                 for i in range(m):
                     Z2[i, j] += b2[j]
-                    A2[i, j] = (0 if Z2[i, j] <= 0 else Z2[i, j])
+                    A2[i, j] = (_dt(0) if Z2[i, j] <= _dt(0) else Z2[i, j])
         # Layer 3 (16 -> 1): Z3 = A2 W3ᵀ + b3, A3 = sigmoid(Z3)
         if m == 1:
             for i in range(1):
                 for j in range(1):
-                    _s5 = 0.0
+                    _s5 = _dt(0)
                     for k in range(16):
                         _s5 += A2[i, k] * W3[j, k]
                     Z3[i, j] = _s5
                     Z3[i, j] += b3[j]
-                    A3[i, j] = (1.0 / (1.0 + np.exp(-(Z3[i, j]))))
+                    A3[i, j] = (_dt(1) / (_dt(1) + np.exp(-Z3[i, j])))
         else:
             for j in range(1):
                 for i in range(m):
@@ -316,7 +317,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                         Z3[i, j] += A2[i, k] * _s6
                 for i in range(m):
                     Z3[i, j] += b3[j]
-                    A3[i, j] = (1.0 / (1.0 + np.exp(-(Z3[i, j]))))
+                    A3[i, j] = (_dt(1) / (_dt(1) + _runtime.exp(-Z3[i, j])))
         # output error: D3 = dl/dZ3
         for j in range(1):
             for i in range(m):
@@ -326,7 +327,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
         if m == 1:
             for i in range(1):
                 for j in range(16):
-                    _s7 = 0.0
+                    _s7 = _dt(0)
                     for k in range(1):
                         _s7 += D3[i, k] * W3[k, j]
                     D2[i, j] = _s7
@@ -348,7 +349,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
         else:
             for i in range(16):
                 for j in range(1):
-                    _s9 = 0.0
+                    _s9 = _dt(0)
                     for k in range(m):
                         _s9 += A2[k, i] * D3[k, j]
                     dW3[j, i] = _s9
@@ -364,20 +365,20 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                 for i in range(1):
                     if _update is None: W3[i, j] -= dW3[i, j]
         for j in range(1):
-            _s10 = 0.0
+            _s10 = _dt(0)
             for i in range(m):
                 _s10 += D3[i, j]
             db3[j] = _s10
             if _update is None: b3[j] -= db3[j]
         for j in range(16):
             for i in range(m):
-                G2[i, j] = (0 if A2[i, j] <= 0 else 1)
+                G2[i, j] = (_dt(0) if A2[i, j] <= _dt(0) else _dt(1))
                 D2[i, j] *= G2[i, j]
         # Layer 2 (32 -> 16): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
         if m == 1:
             for i in range(1):
                 for j in range(32):
-                    _s11 = 0.0
+                    _s11 = _dt(0)
                     for k in range(16):
                         _s11 += D2[i, k] * W2[k, j]
                     D1[i, j] = _s11
@@ -399,7 +400,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
         else:
             for i in range(32):
                 for j in range(16):
-                    _s13 = 0.0
+                    _s13 = _dt(0)
                     for k in range(m):
                         _s13 += A1[k, i] * D2[k, j]
                     dW2[j, i] = _s13
@@ -415,14 +416,14 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                 for i in range(16):
                     if _update is None: W2[i, j] -= dW2[i, j]
         for j in range(16):
-            _s14 = 0.0
+            _s14 = _dt(0)
             for i in range(m):
                 _s14 += D2[i, j]
             db2[j] = _s14
             if _update is None: b2[j] -= db2[j]
         for j in range(32):
             for i in range(m):
-                G1[i, j] = (0 if A1[i, j] <= 0 else 1)
+                G1[i, j] = (_dt(0) if A1[i, j] <= _dt(0) else _dt(1))
                 D1[i, j] *= G1[i, j]
         # Layer 1 (30 -> 32): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
         if m == 1 and _update is None:
@@ -435,7 +436,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
         else:
             for i in range(30):
                 for j in range(32):
-                    _s15 = 0.0
+                    _s15 = _dt(0)
                     for k in range(m):
                         _s15 += A0[k, i] * D1[k, j]
                     dW1[j, i] = _s15
@@ -451,7 +452,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                 for i in range(32):
                     if _update is None: W1[i, j] -= dW1[i, j]
         for j in range(32):
-            _s16 = 0.0
+            _s16 = _dt(0)
             for i in range(m):
                 _s16 += D1[i, j]
             db1[j] = _s16

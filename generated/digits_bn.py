@@ -555,6 +555,7 @@ def _epoch_kernel(A0, Y, W1, gamma2, beta2, W3, gamma4, beta4, W5, b5, Z1, mu2, 
     from its generator).  After each batch, _update(theta, g, state, t, learning_rate, hyper)
     moves every parameter (None: theta <- theta - rate g)."""
     m = A0.shape[0]
+    _dt = A0.dtype.type  # numbers in the arrays' precision (numba types 1.0 as float64)
     for batch in range(order.shape[0] // m):
         _runtime.gather_rows(X, T, order, batch * m, A0, Y)
         # Layer 1: dense 64 -> 128 (no bias, identity)
@@ -563,13 +564,13 @@ def _epoch_kernel(A0, Y, W1, gamma2, beta2, W3, gamma4, beta4, W5, b5, Z1, mu2, 
         # Layer 2: batch_norm (relu)
         # mu2 = mean over the batch of A1
         for j in range(128):
-            _s1 = 0.0
+            _s1 = _dt(0)
             for i in range(m):
                 _s1 += Z1[i, j]
             mu2[0, j] = _s1 / m
         # var2 = mean over the batch of (A1 - mu2)**2
         for j in range(128):
-            _s2 = 0.0
+            _s2 = _dt(0)
             for i in range(m):
                 _s2 += (Z1[i, j] - mu2[0, j])**2
             var2[0, j] = _s2 / m
@@ -578,28 +579,28 @@ def _epoch_kernel(A0, Y, W1, gamma2, beta2, W3, gamma4, beta4, W5, b5, Z1, mu2, 
         # A2 = relu(Z2)
         for i in range(m):
             for j in range(128):
-                xhat2[i, j] = (Z1[i, j] - mu2[0, j])/np.sqrt(var2[0, j] + 1.0e-5)
+                xhat2[i, j] = (Z1[i, j] - mu2[0, j])/np.sqrt(var2[0, j] + _dt(1.0e-5))
                 Z2[i, j] = beta2[0, j] + gamma2[0, j]*xhat2[i, j]
-                A2[i, j] = (0 if Z2[i, j] <= 0 else Z2[i, j])
+                A2[i, j] = (_dt(0) if Z2[i, j] <= _dt(0) else Z2[i, j])
         # running_mean2 <- (1 - 0.1) running_mean2 + 0.1 (mu2)
         for j in range(128):
             running_mean2[0, j] = running_mean2[0, j] * 0.9 + 0.1 * (mu2[0, j])
         # running_var2 <- (1 - 0.1) running_var2 + 0.1 (m*var2/(m - 1))
         for j in range(128):
-            running_var2[0, j] = running_var2[0, j] * 0.9 + 0.1 * (m*var2[0, j]/(m - 1))
+            running_var2[0, j] = running_var2[0, j] * 0.9 + 0.1 * (m*var2[0, j]/(m - _dt(1)))
         # Layer 3: dense 128 -> 64 (no bias, identity)
         # Z3 = A2 W3ᵀ  (one row per example)
         np.dot(A2, W3.T, Z3)
         # Layer 4: batch_norm (relu)
         # mu4 = mean over the batch of A3
         for j in range(64):
-            _s3 = 0.0
+            _s3 = _dt(0)
             for i in range(m):
                 _s3 += Z3[i, j]
             mu4[0, j] = _s3 / m
         # var4 = mean over the batch of (A3 - mu4)**2
         for j in range(64):
-            _s4 = 0.0
+            _s4 = _dt(0)
             for i in range(m):
                 _s4 += (Z3[i, j] - mu4[0, j])**2
             var4[0, j] = _s4 / m
@@ -608,15 +609,15 @@ def _epoch_kernel(A0, Y, W1, gamma2, beta2, W3, gamma4, beta4, W5, b5, Z1, mu2, 
         # A4 = relu(Z4)
         for i in range(m):
             for j in range(64):
-                xhat4[i, j] = (Z3[i, j] - mu4[0, j])/np.sqrt(var4[0, j] + 1.0e-5)
+                xhat4[i, j] = (Z3[i, j] - mu4[0, j])/np.sqrt(var4[0, j] + _dt(1.0e-5))
                 Z4[i, j] = beta4[0, j] + gamma4[0, j]*xhat4[i, j]
-                A4[i, j] = (0 if Z4[i, j] <= 0 else Z4[i, j])
+                A4[i, j] = (_dt(0) if Z4[i, j] <= _dt(0) else Z4[i, j])
         # running_mean4 <- (1 - 0.1) running_mean4 + 0.1 (mu4)
         for j in range(64):
             running_mean4[0, j] = running_mean4[0, j] * 0.9 + 0.1 * (mu4[0, j])
         # running_var4 <- (1 - 0.1) running_var4 + 0.1 (m*var4/(m - 1))
         for j in range(64):
-            running_var4[0, j] = running_var4[0, j] * 0.9 + 0.1 * (m*var4[0, j]/(m - 1))
+            running_var4[0, j] = running_var4[0, j] * 0.9 + 0.1 * (m*var4[0, j]/(m - _dt(1)))
         # Layer 5: dense 64 -> 10 (softmax)
         # Z5 = A4 W5ᵀ + b5  (one row per example)
         np.dot(A4, W5.T, Z5)
@@ -628,9 +629,9 @@ def _epoch_kernel(A0, Y, W1, gamma2, beta2, W3, gamma4, beta4, W5, b5, Z1, mu2, 
             _s5 = Z5[i, 0]
             for j in range(1, 10):
                 _s5 = max(_s5, Z5[i, j])
-            _s6 = 0.0
+            _s6 = _dt(0)
             for j in range(10):
-                A5[i, j] = np.exp(Z5[i, j] - _s5)
+                A5[i, j] = _runtime.exp(Z5[i, j] - _s5)
                 _s6 += A5[i, j]
             for j in range(10):
                 A5[i, j] /= _s6
@@ -638,30 +639,30 @@ def _epoch_kernel(A0, Y, W1, gamma2, beta2, W3, gamma4, beta4, W5, b5, Z1, mu2, 
         # dZ5 = (1/m) dl/dZ5,  dl/dz_j = a_j - y_j
         for i in range(m):
             for j in range(10):
-                dZ5[i, j] = (1.0 / m)*(A5[i, j] - Y[i, j])
+                dZ5[i, j] = _dt(1.0 / m)*(A5[i, j] - Y[i, j])
         # dA4 = dZ5 W5
         np.dot(dZ5, W5, dA4)
         # dW5 = dZ5.T A4
         np.dot(A4.T, dZ5, dW5_T)
         # db5 = sum over the batch of dZ5
         for j in range(10):
-            _s7 = 0.0
+            _s7 = _dt(0)
             for i in range(m):
                 _s7 += dZ5[i, j]
             db5[0, j] = _s7
         # dZ4 = dA4*{0 if A4 <= 0; 1 otherwise}
         for i in range(m):
             for j in range(64):
-                dZ4[i, j] = dA4[i, j]*(0 if A4[i, j] <= 0 else 1)
+                dZ4[i, j] = dA4[i, j]*(_dt(0) if A4[i, j] <= _dt(0) else _dt(1))
         # dbeta4 = sum over the batch of dZ4
         for j in range(64):
-            _s8 = 0.0
+            _s8 = _dt(0)
             for i in range(m):
                 _s8 += dZ4[i, j]
             dbeta4[0, j] = _s8
         # dgamma4 = sum over the batch of dZ4*xhat4
         for j in range(64):
-            _s9 = 0.0
+            _s9 = _dt(0)
             for i in range(m):
                 _s9 += dZ4[i, j]*xhat4[i, j]
             dgamma4[0, j] = _s9
@@ -671,21 +672,21 @@ def _epoch_kernel(A0, Y, W1, gamma2, beta2, W3, gamma4, beta4, W5, b5, Z1, mu2, 
                 dxhat4[i, j] = dZ4[i, j]*gamma4[0, j]
         # s4_mu4 = sum over the batch of -dxhat4/sqrt(epsilon4 + var4)
         for j in range(64):
-            _s10 = 0.0
+            _s10 = _dt(0)
             for i in range(m):
-                _s10 += -dxhat4[i, j]/np.sqrt(var4[0, j] + 1.0e-5)
+                _s10 += -dxhat4[i, j]/np.sqrt(var4[0, j] + _dt(1.0e-5))
             s4_mu4[0, j] = _s10
         # dvar4 = sum over the batch of -dxhat4*(A3 - mu4)/(2*(epsilon4 + var4)**(1.5))
         for j in range(64):
-            _s11 = 0.0
+            _s11 = _dt(0)
             for i in range(m):
-                _s11 += -0.5*dxhat4[i, j]*(Z3[i, j] - mu4[0, j])/(var4[0, j] + 1.0e-5)**(1.5)
+                _s11 += -_dt(0.5)*dxhat4[i, j]*(Z3[i, j] - mu4[0, j])/(var4[0, j] + _dt(1.0e-5))**(_dt(1.5))
             dvar4[0, j] = _s11
         # s6_mu4 = sum over the batch of dvar4*(-2*A3 + 2*mu4)/m
         for j in range(64):
-            _s12 = 0.0
+            _s12 = _dt(0)
             for i in range(m):
-                _s12 += dvar4[0, j]*(-2*Z3[i, j] + 2*mu4[0, j])/m
+                _s12 += dvar4[0, j]*(-_dt(2)*Z3[i, j] + _dt(2)*mu4[0, j])/m
             s6_mu4[0, j] = _s12
         # dmu4 = s4_mu4 + s6_mu4
         for i in range(1):
@@ -694,7 +695,7 @@ def _epoch_kernel(A0, Y, W1, gamma2, beta2, W3, gamma4, beta4, W5, b5, Z1, mu2, 
         # dA3 = dmu4/m + dvar4*(2*A3 - 2*mu4)/m + dxhat4/sqrt(epsilon4 + var4)
         for i in range(m):
             for j in range(64):
-                dA3[i, j] = dmu4[0, j]/m + dvar4[0, j]*(2*Z3[i, j] - 2*mu4[0, j])/m + dxhat4[i, j]/np.sqrt(var4[0, j] + 1.0e-5)
+                dA3[i, j] = dmu4[0, j]/m + dvar4[0, j]*(_dt(2)*Z3[i, j] - _dt(2)*mu4[0, j])/m + dxhat4[i, j]/np.sqrt(var4[0, j] + _dt(1.0e-5))
         # dA2 = dA3 W3
         np.dot(dA3, W3, dA2)
         # dW3 = dA3.T A2
@@ -702,16 +703,16 @@ def _epoch_kernel(A0, Y, W1, gamma2, beta2, W3, gamma4, beta4, W5, b5, Z1, mu2, 
         # dZ2 = dA2*{0 if A2 <= 0; 1 otherwise}
         for i in range(m):
             for j in range(128):
-                dZ2[i, j] = dA2[i, j]*(0 if A2[i, j] <= 0 else 1)
+                dZ2[i, j] = dA2[i, j]*(_dt(0) if A2[i, j] <= _dt(0) else _dt(1))
         # dbeta2 = sum over the batch of dZ2
         for j in range(128):
-            _s13 = 0.0
+            _s13 = _dt(0)
             for i in range(m):
                 _s13 += dZ2[i, j]
             dbeta2[0, j] = _s13
         # dgamma2 = sum over the batch of dZ2*xhat2
         for j in range(128):
-            _s14 = 0.0
+            _s14 = _dt(0)
             for i in range(m):
                 _s14 += dZ2[i, j]*xhat2[i, j]
             dgamma2[0, j] = _s14
@@ -721,21 +722,21 @@ def _epoch_kernel(A0, Y, W1, gamma2, beta2, W3, gamma4, beta4, W5, b5, Z1, mu2, 
                 dxhat2[i, j] = dZ2[i, j]*gamma2[0, j]
         # s9_mu2 = sum over the batch of -dxhat2/sqrt(epsilon2 + var2)
         for j in range(128):
-            _s15 = 0.0
+            _s15 = _dt(0)
             for i in range(m):
-                _s15 += -dxhat2[i, j]/np.sqrt(var2[0, j] + 1.0e-5)
+                _s15 += -dxhat2[i, j]/np.sqrt(var2[0, j] + _dt(1.0e-5))
             s9_mu2[0, j] = _s15
         # dvar2 = sum over the batch of -dxhat2*(A1 - mu2)/(2*(epsilon2 + var2)**(1.5))
         for j in range(128):
-            _s16 = 0.0
+            _s16 = _dt(0)
             for i in range(m):
-                _s16 += -0.5*dxhat2[i, j]*(Z1[i, j] - mu2[0, j])/(var2[0, j] + 1.0e-5)**(1.5)
+                _s16 += -_dt(0.5)*dxhat2[i, j]*(Z1[i, j] - mu2[0, j])/(var2[0, j] + _dt(1.0e-5))**(_dt(1.5))
             dvar2[0, j] = _s16
         # s11_mu2 = sum over the batch of dvar2*(-2*A1 + 2*mu2)/m
         for j in range(128):
-            _s17 = 0.0
+            _s17 = _dt(0)
             for i in range(m):
-                _s17 += dvar2[0, j]*(-2*Z1[i, j] + 2*mu2[0, j])/m
+                _s17 += dvar2[0, j]*(-_dt(2)*Z1[i, j] + _dt(2)*mu2[0, j])/m
             s11_mu2[0, j] = _s17
         # dmu2 = s11_mu2 + s9_mu2
         for i in range(1):
@@ -744,7 +745,7 @@ def _epoch_kernel(A0, Y, W1, gamma2, beta2, W3, gamma4, beta4, W5, b5, Z1, mu2, 
         # dA1 = dmu2/m + dvar2*(2*A1 - 2*mu2)/m + dxhat2/sqrt(epsilon2 + var2)
         for i in range(m):
             for j in range(128):
-                dA1[i, j] = dmu2[0, j]/m + dvar2[0, j]*(2*Z1[i, j] - 2*mu2[0, j])/m + dxhat2[i, j]/np.sqrt(var2[0, j] + 1.0e-5)
+                dA1[i, j] = dmu2[0, j]/m + dvar2[0, j]*(_dt(2)*Z1[i, j] - _dt(2)*mu2[0, j])/m + dxhat2[i, j]/np.sqrt(var2[0, j] + _dt(1.0e-5))
         # dW1 = dA1.T A0
         np.dot(A0.T, dA1, dW1_T)
         t += 1

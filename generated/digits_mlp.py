@@ -256,8 +256,9 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
     returns t.  With _update None (the plain rule) each gradient is subtracted as it is made;
     else _update(theta, g, state, t, learning_rate, hyper) moves every parameter after each."""
     m = A0.shape[0]
-    _f1 = rate / m
-    _f2 = 1.0 - rate * L2
+    _dt = A0.dtype.type  # numbers in the arrays' precision (numba types 1.0 as float64)
+    _f1 = _dt(rate / m)
+    _f2 = _dt(1.0 - rate * L2)
     for batch in range(order.shape[0] // m):
         _runtime.gather_rows(X, T, order, batch * m, A0, Y)
         # Layer 1 (64 -> 128): Z1 = A0 W1ᵀ + b1, A1 = relu(Z1)
@@ -265,13 +266,13 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
         for i in range(m):
             for j in range(128):
                 Z1[i, j] += b1[j]
-                A1[i, j] = (0 if Z1[i, j] <= 0 else Z1[i, j])
+                A1[i, j] = (_dt(0) if Z1[i, j] <= _dt(0) else Z1[i, j])
         # Layer 2 (128 -> 64): Z2 = A1 W2ᵀ + b2, A2 = relu(Z2)
         _runtime.dot_into(A1, W2.T, Z2)
         for i in range(m):
             for j in range(64):
                 Z2[i, j] += b2[j]
-                A2[i, j] = (0 if Z2[i, j] <= 0 else Z2[i, j])
+                A2[i, j] = (_dt(0) if Z2[i, j] <= _dt(0) else Z2[i, j])
         # Layer 3 (64 -> 10): Z3 = A2 W3ᵀ + b3, A3 = softmax(Z3)
         _runtime.dot_into(A2, W3.T, Z3)
         for i in range(m):
@@ -306,7 +307,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
             if _update is None: b3[j] -= db3[j]
         for i in range(m):
             for j in range(64):
-                G2[i, j] = (0 if A2[i, j] <= 0 else 1)
+                G2[i, j] = (_dt(0) if A2[i, j] <= _dt(0) else _dt(1))
                 D2[i, j] *= G2[i, j]
         # Layer 2 (128 -> 64): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
         _runtime.dot_into(D2, W2, D1)
@@ -331,7 +332,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
             if _update is None: b2[j] -= db2[j]
         for i in range(m):
             for j in range(128):
-                G1[i, j] = (0 if A1[i, j] <= 0 else 1)
+                G1[i, j] = (_dt(0) if A1[i, j] <= _dt(0) else _dt(1))
                 D1[i, j] *= G1[i, j]
         # Layer 1 (64 -> 128): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
         if m == 1 and _update is None:

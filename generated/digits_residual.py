@@ -543,6 +543,7 @@ def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1,
     from its generator).  After each batch, _update(theta, g, state, t, learning_rate, hyper)
     moves every parameter (None: theta <- theta - rate g)."""
     m = A0.shape[0]
+    _dt = A0.dtype.type  # numbers in the arrays' precision (numba types 1.0 as float64)
     for batch in range(order.shape[0] // m):
         _runtime.gather_rows(X, T, order, batch * m, A0, Y)
         # Layer 1: dense 64 -> 128 (relu)
@@ -552,7 +553,7 @@ def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1,
         for i in range(m):
             for j in range(128):
                 Z1[i, j] += b1[0, j]
-                A1[i, j] = (0 if Z1[i, j] <= 0 else Z1[i, j])
+                A1[i, j] = (_dt(0) if Z1[i, j] <= _dt(0) else Z1[i, j])
         # Layer 2: dense 128 -> 128 (relu)
         # Z2 = A1 W2ᵀ + b2  (one row per example)
         np.dot(A1, W2.T, Z2)
@@ -560,14 +561,14 @@ def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1,
         for i in range(m):
             for j in range(128):
                 Z2[i, j] += b2[0, j]
-                A2[i, j] = (0 if Z2[i, j] <= 0 else Z2[i, j])
+                A2[i, j] = (_dt(0) if Z2[i, j] <= _dt(0) else Z2[i, j])
         # Layer 3: dropout
         # mask3: 1 where the Trainer's uniform < 0.8 (drawn as the NumPy step draws them)
         # Z3 = 5*A2*mask3/4
         for i in range(m):
             for j in range(128):
                 mask3[i, j] = 1.0 if U[batch, 0 * m + i * 128 + j] < 0.8 else 0.0
-                Z3[i, j] = (1.25)*A2[i, j]*mask3[i, j]
+                Z3[i, j] = (_dt(1.25))*A2[i, j]*mask3[i, j]
         # Layer 4: dense 128 -> 128 (skip from layer 1, relu)
         # P4 = A3 W4ᵀ + b4  (one row per example)
         np.dot(Z3, W4.T, P4)
@@ -577,7 +578,7 @@ def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1,
             for j in range(128):
                 P4[i, j] += b4[0, j]
                 Z4[i, j] = A1[i, j] + P4[i, j]
-                A4[i, j] = (0 if Z4[i, j] <= 0 else Z4[i, j])
+                A4[i, j] = (_dt(0) if Z4[i, j] <= _dt(0) else Z4[i, j])
         # Layer 5: dense 128 -> 128 (relu)
         # Z5 = A4 W5ᵀ + b5  (one row per example)
         np.dot(A4, W5.T, Z5)
@@ -585,14 +586,14 @@ def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1,
         for i in range(m):
             for j in range(128):
                 Z5[i, j] += b5[0, j]
-                A5[i, j] = (0 if Z5[i, j] <= 0 else Z5[i, j])
+                A5[i, j] = (_dt(0) if Z5[i, j] <= _dt(0) else Z5[i, j])
         # Layer 6: dropout
         # mask6: 1 where the Trainer's uniform < 0.8 (drawn as the NumPy step draws them)
         # Z6 = 5*A5*mask6/4
         for i in range(m):
             for j in range(128):
                 mask6[i, j] = 1.0 if U[batch, 128 * m + i * 128 + j] < 0.8 else 0.0
-                Z6[i, j] = (1.25)*A5[i, j]*mask6[i, j]
+                Z6[i, j] = (_dt(1.25))*A5[i, j]*mask6[i, j]
         # Layer 7: dense 128 -> 128 (skip from layer 4, relu)
         # P7 = A6 W7ᵀ + b7  (one row per example)
         np.dot(Z6, W7.T, P7)
@@ -602,7 +603,7 @@ def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1,
             for j in range(128):
                 P7[i, j] += b7[0, j]
                 Z7[i, j] = A4[i, j] + P7[i, j]
-                A7[i, j] = (0 if Z7[i, j] <= 0 else Z7[i, j])
+                A7[i, j] = (_dt(0) if Z7[i, j] <= _dt(0) else Z7[i, j])
         # Layer 8: dense 128 -> 10 (softmax)
         # Z8 = A7 W8ᵀ + b8  (one row per example)
         np.dot(A7, W8.T, Z8)
@@ -614,9 +615,9 @@ def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1,
             _s1 = Z8[i, 0]
             for j in range(1, 10):
                 _s1 = max(_s1, Z8[i, j])
-            _s2 = 0.0
+            _s2 = _dt(0)
             for j in range(10):
-                A8[i, j] = np.exp(Z8[i, j] - _s1)
+                A8[i, j] = _runtime.exp(Z8[i, j] - _s1)
                 _s2 += A8[i, j]
             for j in range(10):
                 A8[i, j] /= _s2
@@ -624,28 +625,28 @@ def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1,
         # dZ8 = (1/m) dl/dZ8,  dl/dz_j = a_j - y_j
         for i in range(m):
             for j in range(10):
-                dZ8[i, j] = (1.0 / m)*(A8[i, j] - Y[i, j])
+                dZ8[i, j] = _dt(1.0 / m)*(A8[i, j] - Y[i, j])
         # dA7 = dZ8 W8
         np.dot(dZ8, W8, dA7)
         # dW8 = dZ8.T A7
         np.dot(A7.T, dZ8, dW8_T)
         # db8 = sum over the batch of dZ8
         for j in range(10):
-            _s3 = 0.0
+            _s3 = _dt(0)
             for i in range(m):
                 _s3 += dZ8[i, j]
             db8[0, j] = _s3
         # dZ7 = dA7*{0 if A7 <= 0; 1 otherwise}
         for i in range(m):
             for j in range(128):
-                dZ7[i, j] = dA7[i, j]*(0 if A7[i, j] <= 0 else 1)
+                dZ7[i, j] = dA7[i, j]*(_dt(0) if A7[i, j] <= _dt(0) else _dt(1))
         # dA6 = dZ7 W7
         np.dot(dZ7, W7, dA6)
         # dW7 = dZ7.T Z6
         np.dot(Z6.T, dZ7, dW7_T)
         # db7 = sum over the batch of dP7
         for j in range(128):
-            _s4 = 0.0
+            _s4 = _dt(0)
             for i in range(m):
                 _s4 += dZ7[i, j]
             db7[0, j] = _s4
@@ -653,15 +654,15 @@ def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1,
         # dZ5 = dA5*{0 if A5 <= 0; 1 otherwise}
         for i in range(m):
             for j in range(128):
-                dA5[i, j] = (1.25)*dA6[i, j]*mask6[i, j]
-                dZ5[i, j] = dA5[i, j]*(0 if A5[i, j] <= 0 else 1)
+                dA5[i, j] = (_dt(1.25))*dA6[i, j]*mask6[i, j]
+                dZ5[i, j] = dA5[i, j]*(_dt(0) if A5[i, j] <= _dt(0) else _dt(1))
         # p_A4 = dZ5 W5
         np.dot(dZ5, W5, p_A4)
         # dW5 = dZ5.T A4
         np.dot(A4.T, dZ5, dW5_T)
         # db5 = sum over the batch of dZ5
         for j in range(128):
-            _s5 = 0.0
+            _s5 = _dt(0)
             for i in range(m):
                 _s5 += dZ5[i, j]
             db5[0, j] = _s5
@@ -670,14 +671,14 @@ def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1,
         for i in range(m):
             for j in range(128):
                 dA4[i, j] = dZ7[i, j] + p_A4[i, j]
-                dZ4[i, j] = dA4[i, j]*(0 if A4[i, j] <= 0 else 1)
+                dZ4[i, j] = dA4[i, j]*(_dt(0) if A4[i, j] <= _dt(0) else _dt(1))
         # dA3 = dZ4 W4
         np.dot(dZ4, W4, dA3)
         # dW4 = dZ4.T Z3
         np.dot(Z3.T, dZ4, dW4_T)
         # db4 = sum over the batch of dP4
         for j in range(128):
-            _s6 = 0.0
+            _s6 = _dt(0)
             for i in range(m):
                 _s6 += dZ4[i, j]
             db4[0, j] = _s6
@@ -685,15 +686,15 @@ def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1,
         # dZ2 = dA2*{0 if A2 <= 0; 1 otherwise}
         for i in range(m):
             for j in range(128):
-                dA2[i, j] = (1.25)*dA3[i, j]*mask3[i, j]
-                dZ2[i, j] = dA2[i, j]*(0 if A2[i, j] <= 0 else 1)
+                dA2[i, j] = (_dt(1.25))*dA3[i, j]*mask3[i, j]
+                dZ2[i, j] = dA2[i, j]*(_dt(0) if A2[i, j] <= _dt(0) else _dt(1))
         # p_A1 = dZ2 W2
         np.dot(dZ2, W2, p_A1)
         # dW2 = dZ2.T A1
         np.dot(A1.T, dZ2, dW2_T)
         # db2 = sum over the batch of dZ2
         for j in range(128):
-            _s7 = 0.0
+            _s7 = _dt(0)
             for i in range(m):
                 _s7 += dZ2[i, j]
             db2[0, j] = _s7
@@ -702,33 +703,33 @@ def _epoch_kernel(A0, Y, W1, b1, W2, b2, W4, b4, W5, b5, W7, b7, W8, b8, Z1, A1,
         for i in range(m):
             for j in range(128):
                 dA1[i, j] = dZ4[i, j] + p_A1[i, j]
-                dZ1[i, j] = dA1[i, j]*(0 if A1[i, j] <= 0 else 1)
+                dZ1[i, j] = dA1[i, j]*(_dt(0) if A1[i, j] <= _dt(0) else _dt(1))
         # dW1 = dZ1.T A0
         np.dot(A0.T, dZ1, dW1_T)
         # db1 = sum over the batch of dZ1
         for j in range(128):
-            _s8 = 0.0
+            _s8 = _dt(0)
             for i in range(m):
                 _s8 += dZ1[i, j]
             db1[0, j] = _s8
         # dW1 = W1/1000 + dW1
         for i in range(128):
             for j in range(64):
-                dW1[i, j] = (0.001)*W1[i, j] + dW1[i, j]
+                dW1[i, j] = (_dt(0.001))*W1[i, j] + dW1[i, j]
         # dW2 = W2/1000 + dW2
         # dW4 = W4/1000 + dW4
         # dW5 = W5/1000 + dW5
         # dW7 = W7/1000 + dW7
         for i in range(128):
             for j in range(128):
-                dW2[i, j] = (0.001)*W2[i, j] + dW2[i, j]
-                dW4[i, j] = (0.001)*W4[i, j] + dW4[i, j]
-                dW5[i, j] = (0.001)*W5[i, j] + dW5[i, j]
-                dW7[i, j] = (0.001)*W7[i, j] + dW7[i, j]
+                dW2[i, j] = (_dt(0.001))*W2[i, j] + dW2[i, j]
+                dW4[i, j] = (_dt(0.001))*W4[i, j] + dW4[i, j]
+                dW5[i, j] = (_dt(0.001))*W5[i, j] + dW5[i, j]
+                dW7[i, j] = (_dt(0.001))*W7[i, j] + dW7[i, j]
         # dW8 = W8/1000 + dW8
         for i in range(10):
             for j in range(128):
-                dW8[i, j] = (0.001)*W8[i, j] + dW8[i, j]
+                dW8[i, j] = (_dt(0.001))*W8[i, j] + dW8[i, j]
         t += 1
         if _update is not None:
             _update(theta, g, state, t, learning_rate, hyper)

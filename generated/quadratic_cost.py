@@ -189,19 +189,20 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
     returns t.  With _update None (the plain rule) each gradient is subtracted as it is made;
     else _update(theta, g, state, t, learning_rate, hyper) moves every parameter after each."""
     m = A0.shape[0]
-    _f1 = rate / m
+    _dt = A0.dtype.type  # numbers in the arrays' precision (numba types 1.0 as float64)
+    _f1 = _dt(rate / m)
     for batch in range(order.shape[0] // m):
         _runtime.gather_rows(X, T, order, batch * m, A0, Y)
         # Layer 1 (3 -> 4): Z1 = A0 W1ᵀ + b1, A1 = sigmoid(Z1)
         if m == 1:
             for i in range(1):
                 for j in range(4):
-                    _s1 = 0.0
+                    _s1 = _dt(0)
                     for k in range(3):
                         _s1 += A0[i, k] * W1[j, k]
                     Z1[i, j] = _s1
                     Z1[i, j] += b1[j]
-                    A1[i, j] = (1.0 / (1.0 + np.exp(-(Z1[i, j]))))
+                    A1[i, j] = (_dt(1) / (_dt(1) + np.exp(-Z1[i, j])))
         else:
             for j in range(4):
                 for i in range(m):
@@ -212,17 +213,17 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                         Z1[i, j] += A0[i, k] * _s2
                 for i in range(m):
                     Z1[i, j] += b1[j]
-                    A1[i, j] = (1.0 / (1.0 + np.exp(-(Z1[i, j]))))
+                    A1[i, j] = (_dt(1) / (_dt(1) + _runtime.exp(-Z1[i, j])))
         # Layer 2 (4 -> 2): Z2 = A1 W2ᵀ + b2, A2 = sigmoid(Z2)
         if m == 1:
             for i in range(1):
                 for j in range(2):
-                    _s3 = 0.0
+                    _s3 = _dt(0)
                     for k in range(4):
                         _s3 += A1[i, k] * W2[j, k]
                     Z2[i, j] = _s3
                     Z2[i, j] += b2[j]
-                    A2[i, j] = (1.0 / (1.0 + np.exp(-(Z2[i, j]))))
+                    A2[i, j] = (_dt(1) / (_dt(1) + np.exp(-Z2[i, j])))
         else:
             for j in range(2):
                 for i in range(m):
@@ -233,17 +234,17 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                         Z2[i, j] += A1[i, k] * _s4
                 for i in range(m):
                     Z2[i, j] += b2[j]
-                    A2[i, j] = (1.0 / (1.0 + np.exp(-(Z2[i, j]))))
+                    A2[i, j] = (_dt(1) / (_dt(1) + _runtime.exp(-Z2[i, j])))
         # output error: D2 = dl/dZ2
         for j in range(2):
             for i in range(m):
-                D2[i, j] = (1 - A2[i, j])*(A2[i, j] - Y[i, j])*A2[i, j]
+                D2[i, j] = (_dt(1) - A2[i, j])*(A2[i, j] - Y[i, j])*A2[i, j]
                 D2[i, j] *= _f1
         # Layer 2 (4 -> 2): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
         if m == 1:
             for i in range(1):
                 for j in range(4):
-                    _s5 = 0.0
+                    _s5 = _dt(0)
                     for k in range(2):
                         _s5 += D2[i, k] * W2[k, j]
                     D1[i, j] = _s5
@@ -262,7 +263,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
         else:
             for i in range(4):
                 for j in range(2):
-                    _s7 = 0.0
+                    _s7 = _dt(0)
                     for k in range(m):
                         _s7 += A1[k, i] * D2[k, j]
                     dW2[j, i] = _s7
@@ -270,14 +271,14 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                 for i in range(2):
                     if _update is None: W2[i, j] -= dW2[i, j]
         for j in range(2):
-            _s8 = 0.0
+            _s8 = _dt(0)
             for i in range(m):
                 _s8 += D2[i, j]
             db2[j] = _s8
             if _update is None: b2[j] -= db2[j]
         for j in range(4):
             for i in range(m):
-                G1[i, j] = A1[i, j]*(1 - A1[i, j])
+                G1[i, j] = A1[i, j]*(_dt(1) - A1[i, j])
                 D1[i, j] *= G1[i, j]
         # Layer 1 (3 -> 4): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
         if m == 1 and _update is None:
@@ -287,7 +288,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
         else:
             for i in range(3):
                 for j in range(4):
-                    _s9 = 0.0
+                    _s9 = _dt(0)
                     for k in range(m):
                         _s9 += A0[k, i] * D1[k, j]
                     dW1[j, i] = _s9
@@ -295,7 +296,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                 for i in range(4):
                     if _update is None: W1[i, j] -= dW1[i, j]
         for j in range(4):
-            _s10 = 0.0
+            _s10 = _dt(0)
             for i in range(m):
                 _s10 += D1[i, j]
             db1[j] = _s10

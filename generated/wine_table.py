@@ -186,19 +186,20 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
     returns t.  With _update None (the plain rule) each gradient is subtracted as it is made;
     else _update(theta, g, state, t, learning_rate, hyper) moves every parameter after each."""
     m = A0.shape[0]
-    _f1 = rate / m
+    _dt = A0.dtype.type  # numbers in the arrays' precision (numba types 1.0 as float64)
+    _f1 = _dt(rate / m)
     for batch in range(order.shape[0] // m):
         _runtime.gather_rows(X, T, order, batch * m, A0, Y)
         # Layer 1 (13 -> 16): Z1 = A0 W1ᵀ + b1, A1 = relu(Z1)
         if m == 1:
             for i in range(1):
                 for j in range(16):
-                    _s1 = 0.0
+                    _s1 = _dt(0)
                     for k in range(13):
                         _s1 += A0[i, k] * W1[j, k]
                     Z1[i, j] = _s1
                     Z1[i, j] += b1[j]
-                    A1[i, j] = (0 if Z1[i, j] <= 0 else Z1[i, j])
+                    A1[i, j] = (_dt(0) if Z1[i, j] <= _dt(0) else Z1[i, j])
         else:
             for j in range(16):
                 for i in range(m):
@@ -209,12 +210,12 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                         Z1[i, j] += A0[i, k] * _s2
                 for i in range(m):
                     Z1[i, j] += b1[j]
-                    A1[i, j] = (0 if Z1[i, j] <= 0 else Z1[i, j])
+                    A1[i, j] = (_dt(0) if Z1[i, j] <= _dt(0) else Z1[i, j])
         # Layer 2 (16 -> 3): Z2 = A1 W2ᵀ + b2, A2 = softmax(Z2)
         if m == 1:
             for i in range(1):
                 for j in range(3):
-                    _s3 = 0.0
+                    _s3 = _dt(0)
                     for k in range(16):
                         _s3 += A1[i, k] * W2[j, k]
                     Z2[i, j] = _s3
@@ -233,9 +234,9 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
             _s5 = Z2[i, 0]
             for j in range(1, 3):
                 _s5 = max(_s5, Z2[i, j])
-            _s6 = 0.0
+            _s6 = _dt(0)
             for j in range(3):
-                A2[i, j] = np.exp(Z2[i, j] - _s5)
+                A2[i, j] = _runtime.exp(Z2[i, j] - _s5)
                 _s6 += A2[i, j]
             for j in range(3):
                 A2[i, j] /= _s6
@@ -248,7 +249,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
         if m == 1:
             for i in range(1):
                 for j in range(16):
-                    _s7 = 0.0
+                    _s7 = _dt(0)
                     for k in range(3):
                         _s7 += D2[i, k] * W2[k, j]
                     D1[i, j] = _s7
@@ -267,7 +268,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
         else:
             for i in range(16):
                 for j in range(3):
-                    _s9 = 0.0
+                    _s9 = _dt(0)
                     for k in range(m):
                         _s9 += A1[k, i] * D2[k, j]
                     dW2[j, i] = _s9
@@ -275,14 +276,14 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                 for i in range(3):
                     if _update is None: W2[i, j] -= dW2[i, j]
         for j in range(3):
-            _s10 = 0.0
+            _s10 = _dt(0)
             for i in range(m):
                 _s10 += D2[i, j]
             db2[j] = _s10
             if _update is None: b2[j] -= db2[j]
         for j in range(16):
             for i in range(m):
-                G1[i, j] = (0 if A1[i, j] <= 0 else 1)
+                G1[i, j] = (_dt(0) if A1[i, j] <= _dt(0) else _dt(1))
                 D1[i, j] *= G1[i, j]
         # Layer 1 (13 -> 16): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
         if m == 1 and _update is None:
@@ -292,7 +293,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
         else:
             for i in range(13):
                 for j in range(16):
-                    _s11 = 0.0
+                    _s11 = _dt(0)
                     for k in range(m):
                         _s11 += A0[k, i] * D1[k, j]
                     dW1[j, i] = _s11
@@ -300,7 +301,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                 for i in range(16):
                     if _update is None: W1[i, j] -= dW1[i, j]
         for j in range(16):
-            _s12 = 0.0
+            _s12 = _dt(0)
             for i in range(m):
                 _s12 += D1[i, j]
             db1[j] = _s12

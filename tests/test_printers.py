@@ -108,7 +108,8 @@ def _scalar(expr, dtype):
     printer = ScalarPrinter({z: "z", y: "y"}, {"z": 2, "y": 2})
     code = printer.doprint(expr)
     scope = {"np": np, "math": math, "z": Z_POINTS.astype(dtype)[:, None],
-             "y": Y_POINTS.astype(dtype)[:, None], "j": 0}
+             "y": Y_POINTS.astype(dtype)[:, None], "j": 0,
+             "_dt": np.dtype(dtype).type, "_runtime": runtime}  # as the kernel binds them
     values = [eval(code, dict(scope, i=i)) for i in range(len(Z_POINTS))]
     return np.asarray(values, dtype=dtype), code
 

@@ -216,12 +216,12 @@ class _GraphKernelPrinter:
             s = self.loop.scalar()
             if st.axis == "batch":  # a row: t[0, j] = sum over i
                 count = "m" if inner[0] == "m" else "1"
-                body = [f"{s} = 0.0", f"for i in range({inner[0]}):", f"    {s} += {code}",
+                body = [f"{s} = _dt(0)", f"for i in range({inner[0]}):", f"    {s} += {code}",
                         f"{target}[0, j] = {s}" + (f" / {count}" if st.mean else "")]
                 self.lines += self.loop.loops((shape[1],), body, names=("j",))
             else:  # a column: t[i, 0] = sum over j
                 units = inner[1]
-                body = [f"{s} = 0.0", f"for j in range({units}):", f"    {s} += {code}",
+                body = [f"{s} = _dt(0)", f"for j in range({units}):", f"    {s} += {code}",
                         f"{target}[i, 0] = {s}" + (f" / {units}" if st.mean else "")]
                 self.lines += self.loop.loops((shape[0],), body, names=("i",))
         elif op == "product":
@@ -304,7 +304,7 @@ class _GraphKernelPrinter:
         self.lines.append("# the derived backward")
         for st in self.d.backward:
             self.statement(st)
-        lines = [line.replace("_inv_m", "(1.0 / m)") for line in self.lines]  # flushed
+        lines = [line.replace("_inv_m", "_dt(1.0 / m)") for line in self.lines]  # flushed
         uses_math = any("math.erf" in p.scipy_functions for p in self.loop._printers)
         return GraphKernel(tuple(self.arrays), tuple(self.arrays.items()), tuple(lines),
                            self.random_units, uses_math)
