@@ -292,7 +292,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                     W3[i, j] *= _f2
             _runtime.subtract_outer(W3, D3[0], A2[0])
         else:
-            np.dot(A2.T, D3, dW3.T)
+            _runtime.matmul_into(A2.T, D3, dW3.T)
             if _update is None:
                 for j in range(64):
                     for i in range(10):
@@ -317,7 +317,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                     W2[i, j] *= _f2
             _runtime.subtract_outer(W2, D2[0], A1[0])
         else:
-            np.dot(A1.T, D2, dW2.T)
+            _runtime.matmul_into(A1.T, D2, dW2.T)
             if _update is None:
                 for j in range(128):
                     for i in range(64):
@@ -341,7 +341,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                     W1[i, j] *= _f2
             _runtime.subtract_outer(W1, D1[0], A0[0])
         else:
-            np.dot(A0.T, D1, dW1.T)
+            _runtime.matmul_into(A0.T, D1, dW1.T)
             if _update is None:
                 for j in range(64):
                     for i in range(128):

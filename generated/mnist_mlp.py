@@ -257,8 +257,8 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
         if m == 1 and _update is None:
             _runtime.subtract_outer(W3, D3[0], A2[0])
         else:
-            np.dot(A2.T, D3, dW3.T)
-            if _update is None: _runtime.subtract(W3, dW3)
+            if _update is None: _runtime.subtract_product(A2.T, D3, W3.T)
+            else: _runtime.matmul_into(A2.T, D3, dW3.T)
         _runtime.column_sums(D3, db3)
         for j in range(10):
             if _update is None: b3[j] -= db3[j]
@@ -271,8 +271,8 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
         if m == 1 and _update is None:
             _runtime.subtract_outer(W2, D2[0], A1[0])
         else:
-            np.dot(A1.T, D2, dW2.T)
-            if _update is None: _runtime.subtract(W2, dW2)
+            if _update is None: _runtime.subtract_product(A1.T, D2, W2.T)
+            else: _runtime.matmul_into(A1.T, D2, dW2.T)
         _runtime.column_sums(D2, db2)
         for j in range(64):
             if _update is None: b2[j] -= db2[j]
@@ -284,8 +284,8 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
         if m == 1 and _update is None:
             _runtime.subtract_outer(W1, D1[0], A0[0])
         else:
-            np.dot(A0.T, D1, dW1.T)
-            if _update is None: _runtime.subtract(W1, dW1)
+            if _update is None: _runtime.subtract_product(A0.T, D1, W1.T)
+            else: _runtime.matmul_into(A0.T, D1, dW1.T)
         _runtime.column_sums(D1, db1)
         for j in range(128):
             if _update is None: b1[j] -= db1[j]

@@ -337,3 +337,40 @@ def test_compiled_exp_is_within_one_ulp_of_numpy_and_keeps_its_special_values(dt
     assert np.isnan(got[np.isnan(x)]).all()
     assert (got[exact < info.tiny] == 0).all() and (got[exact < info.tiny] >= 0).all()
     assert got.dtype == dtype and runtime.exp(dtype(1.5)) == np.exp(dtype(1.5))
+
+
+@pytest.mark.parametrize("blas", ["numpy's", "scipy's"])
+def test_compiled_products_match_numpy_in_every_layout(blas, monkeypatch):
+    """The kernels' gemm helpers compiled (NumPy's BLAS by its CBLAS names, or the fallback,
+    SciPy's through numba) against NumPy: every mix of C and F operands and result, both
+    dtypes, the weight step's out -= a b included."""
+    numba = pytest.importorskip("numba")
+    if blas == "numpy's" and runtime._blas_file() is None:
+        pytest.skip("this NumPy carries no OpenBLAS with CBLAS names")
+    monkeypatch.setattr(runtime, "_BLAS_FILE", [None] if blas == "scipy's" else [runtime._blas_file()])
+    dot_into, matmul_into, subtract_product = runtime._compiled_products()
+
+    @numba.njit
+    def run(a, b, out, step):
+        matmul_into(a, b, out)
+        subtract_product(a, b, step)
+
+    @numba.njit
+    def one_row(a, b, out):  # a matrix-vector product into a row-major row, as kernels call it
+        dot_into(a[:1], b, out)
+
+    rng = np.random.default_rng(7)
+    for dtype, tol in ((np.float32, 1e-5), (np.float64, 1e-12)):
+        a0, b0, w0 = (rng.standard_normal(shape).astype(dtype) for shape in ((5, 7), (7, 3), (5, 3)))
+        for a_order in "CF":
+            for b_order in "CF":
+                for out_order in "CF":
+                    a, b = np.asarray(a0, order=a_order), np.asarray(b0, order=b_order)
+                    out = np.zeros((5, 3), dtype, order=out_order)
+                    step = np.asarray(w0, order=out_order).copy(order=out_order)
+                    run(a, b, out, step)
+                    np.testing.assert_allclose(out, a0 @ b0, rtol=tol, atol=tol)
+                    np.testing.assert_allclose(step, w0 - a0 @ b0, rtol=tol, atol=tol)
+                    row = np.zeros((1, 3), dtype)
+                    one_row(np.ascontiguousarray(a), b, row)
+                    np.testing.assert_allclose(row, a0[:1] @ b0, rtol=tol, atol=tol)

@@ -266,9 +266,15 @@ class KernelPrinter:
         rows, inner = self.shape(op.a)
         cols = self.shape(op.b)[1]
         if self.blas:
-            lines = [f"np.dot({op.a}, {op.b}, {op.out})"]
-            if op.blas:  # one example: out[0] = b^T a[0], a matrix-vector product
-                lines = [f"_runtime.dot_into({op.a}, {op.b}, {op.out})"]
+            # op.blas: one example's out[0] = b^T a[0] as a matrix-vector product; else gemm
+            helper = "dot_into" if op.blas else "matmul_into"
+            lines = [f"_runtime.{helper}({op.a}, {op.b}, {op.out})"]
+            if len(fused) == 1 and isinstance(fused[0], Subtract) and fused[0].delta == out:
+                # the plain rule: W -= (scaled) dW in the product's own BLAS call (beta = 1):
+                # no gradient array written, then read back by a second pass
+                target = fused[0].param + (".T" if op.out.endswith(".T") else "")
+                return [f"if _update is None: _runtime.subtract_product({op.a}, {op.b}, {target})",
+                        "else: " + lines[0]]
             if fused:
                 lines += self._pointwise_loop(out, fused)
             return lines
