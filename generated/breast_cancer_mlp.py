@@ -255,8 +255,8 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
     _f2 = _dt(1.0 - rate * L2)
     for batch in range(order.shape[0] // m):
         _runtime.gather_rows(X, T, order, batch * m, A0, Y)
-        # Layer 1 (30 -> 32): Z1 = A0 W1ᵀ + b1, A1 = relu(Z1)
-        if m == 1:
+        if m == 1:  # one example
+            # Layer 1 (30 -> 32): Z1 = A0 W1ᵀ + b1, A1 = relu(Z1)
             for i in range(1):
                 for j in range(32):
                     _s1 = _dt(0)
@@ -265,19 +265,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                     Z1[i, j] = _s1
                     Z1[i, j] += b1[j]
                     A1[i, j] = (_dt(0) if Z1[i, j] <= _dt(0) else Z1[i, j])
-        else:
-            for j in range(32):
-                for i in range(m):
-                    Z1[i, j] = 0.0
-                for k in range(30):
-                    _s2 = W1[j, k]
-                    for i in range(m):
-                        Z1[i, j] += A0[i, k] * _s2
-                for i in range(m):
-                    Z1[i, j] += b1[j]
-                    A1[i, j] = (_dt(0) if Z1[i, j] <= _dt(0) else Z1[i, j])
-        # Layer 2 (32 -> 16): Z2 = A1 W2ᵀ + b2, A2 = relu(Z2)
-        if m == 1:
+            # Layer 2 (32 -> 16): Z2 = A1 W2ᵀ + b2, A2 = relu(Z2)
             for i in range(1):
                 for j in range(16):
                     _s3 = _dt(0)
@@ -286,19 +274,7 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                     Z2[i, j] = _s3
                     Z2[i, j] += b2[j]
                     A2[i, j] = (_dt(0) if Z2[i, j] <= _dt(0) else Z2[i, j])
-        else:
-            for j in range(16):
-                for i in range(m):
-                    Z2[i, j] = 0.0
-                for k in range(32):
-                    _s4 = W2[j, k]
-                    for i in range(m):
-                        Z2[i, j] += A1[i, k] * _s4
-                for i in range(m):
-                    Z2[i, j] += b2[j]
-                    A2[i, j] = (_dt(0) if Z2[i, j] <= _dt(0) else Z2[i, j])
-        # Layer 3 (16 -> 1): Z3 = A2 W3ᵀ + b3, A3 = sigmoid(Z3)
-        if m == 1:
+            # Layer 3 (16 -> 1): Z3 = A2 W3ᵀ + b3, A3 = sigmoid(Z3)
             for i in range(1):
                 for j in range(1):
                     _s5 = _dt(0)
@@ -307,52 +283,180 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
                     Z3[i, j] = _s5
                     Z3[i, j] += b3[j]
                     A3[i, j] = (_dt(1) / (_dt(1) + np.exp(-Z3[i, j])))
-        else:
+            # output error: D3 = dl/dZ3
             for j in range(1):
-                for i in range(m):
-                    Z3[i, j] = 0.0
-                for k in range(16):
-                    _s6 = W3[j, k]
-                    for i in range(m):
-                        Z3[i, j] += A2[i, k] * _s6
-                for i in range(m):
-                    Z3[i, j] += b3[j]
-                    A3[i, j] = (_dt(1) / (_dt(1) + _runtime.exp(-Z3[i, j])))
-        # output error: D3 = dl/dZ3
-        for j in range(1):
-            for i in range(m):
-                D3[i, j] = A3[i, j] - Y[i, j]
-                D3[i, j] *= _f1
-        # Layer 3 (16 -> 1): dJ/dW3 = D3ᵀ A2, dJ/db3 = column sums of D3
-        if m == 1:
+                for i in range(1):
+                    D3[i, j] = A3[i, j] - Y[i, j]
+                    D3[i, j] *= _f1
+            # Layer 3 (16 -> 1): dJ/dW3 = D3ᵀ A2, dJ/db3 = column sums of D3
             for i in range(1):
                 for j in range(16):
                     _s7 = _dt(0)
                     for k in range(1):
                         _s7 += D3[i, k] * W3[k, j]
                     D2[i, j] = _s7
-        else:
+            if _update is None:
+                for j in range(16):
+                    for i in range(1):
+                        W3[i, j] *= _f2
+                for j in range(16):
+                    for i in range(1):
+                        W3[i, j] -= D3[0, i] * A2[0, j]
+            else:
+                for i in range(16):
+                    for j in range(1):
+                        _s9 = _dt(0)
+                        for k in range(1):
+                            _s9 += A2[k, i] * D3[k, j]
+                        dW3[j, i] = _s9
+                if _update is None:
+                    for j in range(16):
+                        for i in range(1):
+                            W3[i, j] *= _f2
+                else:
+                    for j in range(16):
+                        for i in range(1):
+                            dW3[i, j] = L2*rate*W3[i, j] + dW3[i, j]
+                for j in range(16):
+                    for i in range(1):
+                        if _update is None: W3[i, j] -= dW3[i, j]
+            for j in range(1):
+                _s10 = _dt(0)
+                for i in range(1):
+                    _s10 += D3[i, j]
+                db3[j] = _s10
+                if _update is None: b3[j] -= db3[j]
+            for j in range(16):
+                for i in range(1):
+                    G2[i, j] = (_dt(0) if A2[i, j] <= _dt(0) else _dt(1))
+                    D2[i, j] *= G2[i, j]
+            # Layer 2 (32 -> 16): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
+            for i in range(1):
+                for j in range(32):
+                    _s11 = _dt(0)
+                    for k in range(16):
+                        _s11 += D2[i, k] * W2[k, j]
+                    D1[i, j] = _s11
+            if _update is None:
+                for j in range(32):
+                    for i in range(16):
+                        W2[i, j] *= _f2
+                for j in range(32):
+                    for i in range(16):
+                        W2[i, j] -= D2[0, i] * A1[0, j]
+            else:
+                for i in range(32):
+                    for j in range(16):
+                        _s13 = _dt(0)
+                        for k in range(1):
+                            _s13 += A1[k, i] * D2[k, j]
+                        dW2[j, i] = _s13
+                if _update is None:
+                    for j in range(32):
+                        for i in range(16):
+                            W2[i, j] *= _f2
+                else:
+                    for j in range(32):
+                        for i in range(16):
+                            dW2[i, j] = L2*rate*W2[i, j] + dW2[i, j]
+                for j in range(32):
+                    for i in range(16):
+                        if _update is None: W2[i, j] -= dW2[i, j]
+            for j in range(16):
+                _s14 = _dt(0)
+                for i in range(1):
+                    _s14 += D2[i, j]
+                db2[j] = _s14
+                if _update is None: b2[j] -= db2[j]
+            for j in range(32):
+                for i in range(1):
+                    G1[i, j] = (_dt(0) if A1[i, j] <= _dt(0) else _dt(1))
+                    D1[i, j] *= G1[i, j]
+            # Layer 1 (30 -> 32): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
+            if _update is None:
+                for j in range(30):
+                    for i in range(32):
+                        W1[i, j] *= _f2
+                for j in range(30):
+                    for i in range(32):
+                        W1[i, j] -= D1[0, i] * A0[0, j]
+            else:
+                for i in range(30):
+                    for j in range(32):
+                        _s15 = _dt(0)
+                        for k in range(1):
+                            _s15 += A0[k, i] * D1[k, j]
+                        dW1[j, i] = _s15
+                if _update is None:
+                    for j in range(30):
+                        for i in range(32):
+                            W1[i, j] *= _f2
+                else:
+                    for j in range(30):
+                        for i in range(32):
+                            dW1[i, j] = L2*rate*W1[i, j] + dW1[i, j]
+                for j in range(30):
+                    for i in range(32):
+                        if _update is None: W1[i, j] -= dW1[i, j]
+            for j in range(32):
+                _s16 = _dt(0)
+                for i in range(1):
+                    _s16 += D1[i, j]
+                db1[j] = _s16
+                if _update is None: b1[j] -= db1[j]
+        else:  # a batch
+            # Layer 1 (30 -> 32): Z1 = A0 W1ᵀ + b1, A1 = relu(Z1)
+            for j in range(32):
+                for i in range(m):
+                    Z1[i, j] = 0.0
+                for k in range(30):
+                    _s18 = W1[j, k]
+                    for i in range(m):
+                        Z1[i, j] += A0[i, k] * _s18
+                for i in range(m):
+                    Z1[i, j] += b1[j]
+                    A1[i, j] = (_dt(0) if Z1[i, j] <= _dt(0) else Z1[i, j])
+            # Layer 2 (32 -> 16): Z2 = A1 W2ᵀ + b2, A2 = relu(Z2)
+            for j in range(16):
+                for i in range(m):
+                    Z2[i, j] = 0.0
+                for k in range(32):
+                    _s20 = W2[j, k]
+                    for i in range(m):
+                        Z2[i, j] += A1[i, k] * _s20
+                for i in range(m):
+                    Z2[i, j] += b2[j]
+                    A2[i, j] = (_dt(0) if Z2[i, j] <= _dt(0) else Z2[i, j])
+            # Layer 3 (16 -> 1): Z3 = A2 W3ᵀ + b3, A3 = sigmoid(Z3)
+            for j in range(1):
+                for i in range(m):
+                    Z3[i, j] = 0.0
+                for k in range(16):
+                    _s22 = W3[j, k]
+                    for i in range(m):
+                        Z3[i, j] += A2[i, k] * _s22
+                for i in range(m):
+                    Z3[i, j] += b3[j]
+                    A3[i, j] = (_dt(1) / (_dt(1) + _runtime.exp(-Z3[i, j])))
+            # output error: D3 = dl/dZ3
+            for j in range(1):
+                for i in range(m):
+                    D3[i, j] = A3[i, j] - Y[i, j]
+                    D3[i, j] *= _f1
+            # Layer 3 (16 -> 1): dJ/dW3 = D3ᵀ A2, dJ/db3 = column sums of D3
             for j in range(16):
                 for i in range(m):
                     D2[i, j] = 0.0
                 for k in range(1):
-                    _s8 = W3[k, j]
+                    _s24 = W3[k, j]
                     for i in range(m):
-                        D2[i, j] += D3[i, k] * _s8
-        if m == 1 and _update is None:
-            for j in range(16):
-                for i in range(1):
-                    W3[i, j] *= _f2
-            for j in range(16):
-                for i in range(1):
-                    W3[i, j] -= D3[0, i] * A2[0, j]
-        else:
+                        D2[i, j] += D3[i, k] * _s24
             for i in range(16):
                 for j in range(1):
-                    _s9 = _dt(0)
+                    _s25 = _dt(0)
                     for k in range(m):
-                        _s9 += A2[k, i] * D3[k, j]
-                    dW3[j, i] = _s9
+                        _s25 += A2[k, i] * D3[k, j]
+                    dW3[j, i] = _s25
             if _update is None:
                 for j in range(16):
                     for i in range(1):
@@ -364,46 +468,30 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
             for j in range(16):
                 for i in range(1):
                     if _update is None: W3[i, j] -= dW3[i, j]
-        for j in range(1):
-            _s10 = _dt(0)
-            for i in range(m):
-                _s10 += D3[i, j]
-            db3[j] = _s10
-            if _update is None: b3[j] -= db3[j]
-        for j in range(16):
-            for i in range(m):
-                G2[i, j] = (_dt(0) if A2[i, j] <= _dt(0) else _dt(1))
-                D2[i, j] *= G2[i, j]
-        # Layer 2 (32 -> 16): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
-        if m == 1:
-            for i in range(1):
-                for j in range(32):
-                    _s11 = _dt(0)
-                    for k in range(16):
-                        _s11 += D2[i, k] * W2[k, j]
-                    D1[i, j] = _s11
-        else:
+            for j in range(1):
+                _s26 = _dt(0)
+                for i in range(m):
+                    _s26 += D3[i, j]
+                db3[j] = _s26
+                if _update is None: b3[j] -= db3[j]
+            for j in range(16):
+                for i in range(m):
+                    G2[i, j] = (_dt(0) if A2[i, j] <= _dt(0) else _dt(1))
+                    D2[i, j] *= G2[i, j]
+            # Layer 2 (32 -> 16): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
             for j in range(32):
                 for i in range(m):
                     D1[i, j] = 0.0
                 for k in range(16):
-                    _s12 = W2[k, j]
+                    _s28 = W2[k, j]
                     for i in range(m):
-                        D1[i, j] += D2[i, k] * _s12
-        if m == 1 and _update is None:
-            for j in range(32):
-                for i in range(16):
-                    W2[i, j] *= _f2
-            for j in range(32):
-                for i in range(16):
-                    W2[i, j] -= D2[0, i] * A1[0, j]
-        else:
+                        D1[i, j] += D2[i, k] * _s28
             for i in range(32):
                 for j in range(16):
-                    _s13 = _dt(0)
+                    _s29 = _dt(0)
                     for k in range(m):
-                        _s13 += A1[k, i] * D2[k, j]
-                    dW2[j, i] = _s13
+                        _s29 += A1[k, i] * D2[k, j]
+                    dW2[j, i] = _s29
             if _update is None:
                 for j in range(32):
                     for i in range(16):
@@ -415,31 +503,23 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
             for j in range(32):
                 for i in range(16):
                     if _update is None: W2[i, j] -= dW2[i, j]
-        for j in range(16):
-            _s14 = _dt(0)
-            for i in range(m):
-                _s14 += D2[i, j]
-            db2[j] = _s14
-            if _update is None: b2[j] -= db2[j]
-        for j in range(32):
-            for i in range(m):
-                G1[i, j] = (_dt(0) if A1[i, j] <= _dt(0) else _dt(1))
-                D1[i, j] *= G1[i, j]
-        # Layer 1 (30 -> 32): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
-        if m == 1 and _update is None:
-            for j in range(30):
-                for i in range(32):
-                    W1[i, j] *= _f2
-            for j in range(30):
-                for i in range(32):
-                    W1[i, j] -= D1[0, i] * A0[0, j]
-        else:
+            for j in range(16):
+                _s30 = _dt(0)
+                for i in range(m):
+                    _s30 += D2[i, j]
+                db2[j] = _s30
+                if _update is None: b2[j] -= db2[j]
+            for j in range(32):
+                for i in range(m):
+                    G1[i, j] = (_dt(0) if A1[i, j] <= _dt(0) else _dt(1))
+                    D1[i, j] *= G1[i, j]
+            # Layer 1 (30 -> 32): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
             for i in range(30):
                 for j in range(32):
-                    _s15 = _dt(0)
+                    _s31 = _dt(0)
                     for k in range(m):
-                        _s15 += A0[k, i] * D1[k, j]
-                    dW1[j, i] = _s15
+                        _s31 += A0[k, i] * D1[k, j]
+                    dW1[j, i] = _s31
             if _update is None:
                 for j in range(30):
                     for i in range(32):
@@ -451,12 +531,12 @@ def _epoch_kernel(W1, b1, W2, b2, W3, b3, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A
             for j in range(30):
                 for i in range(32):
                     if _update is None: W1[i, j] -= dW1[i, j]
-        for j in range(32):
-            _s16 = _dt(0)
-            for i in range(m):
-                _s16 += D1[i, j]
-            db1[j] = _s16
-            if _update is None: b1[j] -= db1[j]
+            for j in range(32):
+                _s32 = _dt(0)
+                for i in range(m):
+                    _s32 += D1[i, j]
+                db1[j] = _s32
+                if _update is None: b1[j] -= db1[j]
         t += 1
         if _update is not None:
             _update(theta, g, state, t, learning_rate, hyper)

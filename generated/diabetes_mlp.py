@@ -203,8 +203,8 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
     _f2 = _dt(1.0 - rate * L2)
     for batch in range(order.shape[0] // m):
         _runtime.gather_rows(X, T, order, batch * m, A0, Y)
-        # Layer 1 (10 -> 16): Z1 = A0 W1ᵀ + b1, A1 = tanh(Z1)
-        if m == 1:
+        if m == 1:  # one example
+            # Layer 1 (10 -> 16): Z1 = A0 W1ᵀ + b1, A1 = tanh(Z1)
             for i in range(1):
                 for j in range(16):
                     _s1 = _dt(0)
@@ -213,19 +213,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                     Z1[i, j] = _s1
                     Z1[i, j] += b1[j]
                     A1[i, j] = np.tanh(Z1[i, j])
-        else:
-            for j in range(16):
-                for i in range(m):
-                    Z1[i, j] = 0.0
-                for k in range(10):
-                    _s2 = W1[j, k]
-                    for i in range(m):
-                        Z1[i, j] += A0[i, k] * _s2
-                for i in range(m):
-                    Z1[i, j] += b1[j]
-                    A1[i, j] = np.tanh(Z1[i, j])
-        # Layer 2 (16 -> 1): Z2 = A1 W2ᵀ + b2, A2 = identity(Z2)
-        if m == 1:
+            # Layer 2 (16 -> 1): Z2 = A1 W2ᵀ + b2, A2 = identity(Z2)
             for i in range(1):
                 for j in range(1):
                     _s3 = _dt(0)
@@ -234,52 +222,127 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                     Z2[i, j] = _s3
                     Z2[i, j] += b2[j]
                     A2[i, j] = Z2[i, j]
-        else:
+            # output error: D2 = dl/dZ2
             for j in range(1):
-                for i in range(m):
-                    Z2[i, j] = 0.0
-                for k in range(16):
-                    _s4 = W2[j, k]
-                    for i in range(m):
-                        Z2[i, j] += A1[i, k] * _s4
-                for i in range(m):
-                    Z2[i, j] += b2[j]
-                    A2[i, j] = Z2[i, j]
-        # output error: D2 = dl/dZ2
-        for j in range(1):
-            for i in range(m):
-                D2[i, j] = A2[i, j] - Y[i, j]
-                D2[i, j] *= _f1
-        # Layer 2 (16 -> 1): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
-        if m == 1:
+                for i in range(1):
+                    D2[i, j] = A2[i, j] - Y[i, j]
+                    D2[i, j] *= _f1
+            # Layer 2 (16 -> 1): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
             for i in range(1):
                 for j in range(16):
                     _s5 = _dt(0)
                     for k in range(1):
                         _s5 += D2[i, k] * W2[k, j]
                     D1[i, j] = _s5
-        else:
+            if _update is None:
+                for j in range(16):
+                    for i in range(1):
+                        W2[i, j] *= _f2
+                for j in range(16):
+                    for i in range(1):
+                        W2[i, j] -= D2[0, i] * A1[0, j]
+            else:
+                for i in range(16):
+                    for j in range(1):
+                        _s7 = _dt(0)
+                        for k in range(1):
+                            _s7 += A1[k, i] * D2[k, j]
+                        dW2[j, i] = _s7
+                if _update is None:
+                    for j in range(16):
+                        for i in range(1):
+                            W2[i, j] *= _f2
+                else:
+                    for j in range(16):
+                        for i in range(1):
+                            dW2[i, j] = L2*rate*W2[i, j] + dW2[i, j]
+                for j in range(16):
+                    for i in range(1):
+                        if _update is None: W2[i, j] -= dW2[i, j]
+            for j in range(1):
+                _s8 = _dt(0)
+                for i in range(1):
+                    _s8 += D2[i, j]
+                db2[j] = _s8
+                if _update is None: b2[j] -= db2[j]
+            for j in range(16):
+                for i in range(1):
+                    G1[i, j] = _dt(1) - A1[i, j]**2
+                    D1[i, j] *= G1[i, j]
+            # Layer 1 (10 -> 16): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
+            if _update is None:
+                for j in range(10):
+                    for i in range(16):
+                        W1[i, j] *= _f2
+                for j in range(10):
+                    for i in range(16):
+                        W1[i, j] -= D1[0, i] * A0[0, j]
+            else:
+                for i in range(10):
+                    for j in range(16):
+                        _s9 = _dt(0)
+                        for k in range(1):
+                            _s9 += A0[k, i] * D1[k, j]
+                        dW1[j, i] = _s9
+                if _update is None:
+                    for j in range(10):
+                        for i in range(16):
+                            W1[i, j] *= _f2
+                else:
+                    for j in range(10):
+                        for i in range(16):
+                            dW1[i, j] = L2*rate*W1[i, j] + dW1[i, j]
+                for j in range(10):
+                    for i in range(16):
+                        if _update is None: W1[i, j] -= dW1[i, j]
+            for j in range(16):
+                _s10 = _dt(0)
+                for i in range(1):
+                    _s10 += D1[i, j]
+                db1[j] = _s10
+                if _update is None: b1[j] -= db1[j]
+        else:  # a batch
+            # Layer 1 (10 -> 16): Z1 = A0 W1ᵀ + b1, A1 = tanh(Z1)
+            for j in range(16):
+                for i in range(m):
+                    Z1[i, j] = 0.0
+                for k in range(10):
+                    _s12 = W1[j, k]
+                    for i in range(m):
+                        Z1[i, j] += A0[i, k] * _s12
+                for i in range(m):
+                    Z1[i, j] += b1[j]
+                    A1[i, j] = np.tanh(Z1[i, j])
+            # Layer 2 (16 -> 1): Z2 = A1 W2ᵀ + b2, A2 = identity(Z2)
+            for j in range(1):
+                for i in range(m):
+                    Z2[i, j] = 0.0
+                for k in range(16):
+                    _s14 = W2[j, k]
+                    for i in range(m):
+                        Z2[i, j] += A1[i, k] * _s14
+                for i in range(m):
+                    Z2[i, j] += b2[j]
+                    A2[i, j] = Z2[i, j]
+            # output error: D2 = dl/dZ2
+            for j in range(1):
+                for i in range(m):
+                    D2[i, j] = A2[i, j] - Y[i, j]
+                    D2[i, j] *= _f1
+            # Layer 2 (16 -> 1): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
             for j in range(16):
                 for i in range(m):
                     D1[i, j] = 0.0
                 for k in range(1):
-                    _s6 = W2[k, j]
+                    _s16 = W2[k, j]
                     for i in range(m):
-                        D1[i, j] += D2[i, k] * _s6
-        if m == 1 and _update is None:
-            for j in range(16):
-                for i in range(1):
-                    W2[i, j] *= _f2
-            for j in range(16):
-                for i in range(1):
-                    W2[i, j] -= D2[0, i] * A1[0, j]
-        else:
+                        D1[i, j] += D2[i, k] * _s16
             for i in range(16):
                 for j in range(1):
-                    _s7 = _dt(0)
+                    _s17 = _dt(0)
                     for k in range(m):
-                        _s7 += A1[k, i] * D2[k, j]
-                    dW2[j, i] = _s7
+                        _s17 += A1[k, i] * D2[k, j]
+                    dW2[j, i] = _s17
             if _update is None:
                 for j in range(16):
                     for i in range(1):
@@ -291,31 +354,23 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
             for j in range(16):
                 for i in range(1):
                     if _update is None: W2[i, j] -= dW2[i, j]
-        for j in range(1):
-            _s8 = _dt(0)
-            for i in range(m):
-                _s8 += D2[i, j]
-            db2[j] = _s8
-            if _update is None: b2[j] -= db2[j]
-        for j in range(16):
-            for i in range(m):
-                G1[i, j] = _dt(1) - A1[i, j]**2
-                D1[i, j] *= G1[i, j]
-        # Layer 1 (10 -> 16): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
-        if m == 1 and _update is None:
-            for j in range(10):
-                for i in range(16):
-                    W1[i, j] *= _f2
-            for j in range(10):
-                for i in range(16):
-                    W1[i, j] -= D1[0, i] * A0[0, j]
-        else:
+            for j in range(1):
+                _s18 = _dt(0)
+                for i in range(m):
+                    _s18 += D2[i, j]
+                db2[j] = _s18
+                if _update is None: b2[j] -= db2[j]
+            for j in range(16):
+                for i in range(m):
+                    G1[i, j] = _dt(1) - A1[i, j]**2
+                    D1[i, j] *= G1[i, j]
+            # Layer 1 (10 -> 16): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
             for i in range(10):
                 for j in range(16):
-                    _s9 = _dt(0)
+                    _s19 = _dt(0)
                     for k in range(m):
-                        _s9 += A0[k, i] * D1[k, j]
-                    dW1[j, i] = _s9
+                        _s19 += A0[k, i] * D1[k, j]
+                    dW1[j, i] = _s19
             if _update is None:
                 for j in range(10):
                     for i in range(16):
@@ -327,12 +382,12 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
             for j in range(10):
                 for i in range(16):
                     if _update is None: W1[i, j] -= dW1[i, j]
-        for j in range(16):
-            _s10 = _dt(0)
-            for i in range(m):
-                _s10 += D1[i, j]
-            db1[j] = _s10
-            if _update is None: b1[j] -= db1[j]
+            for j in range(16):
+                _s20 = _dt(0)
+                for i in range(m):
+                    _s20 += D1[i, j]
+                db1[j] = _s20
+                if _update is None: b1[j] -= db1[j]
         t += 1
         if _update is not None:
             _update(theta, g, state, t, learning_rate, hyper)

@@ -367,7 +367,7 @@ NETWORK = _runtime.Network(
     per_example_loss=_per_example_loss, make_step=_make_step, epoch_kernel=_epoch_kernel,
     kernel_order="C", optimizers=_rules.OPTIMIZERS,
     schedules=_rules.SCHEDULES, legacy_optimizers={'batch': 'full', 'minibatch': None},
-    compiled_max_batch=1)
+    compiled_max_batch=2147483647)
 TASK = NETWORK.task  # classification | binary | regression
 ForwardCache, TrainingDiverged = _runtime.ForwardCache, _runtime.TrainingDiverged
 init_params, init_state, targets = NETWORK.init_params, NETWORK.init_state, NETWORK.targets

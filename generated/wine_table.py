@@ -190,8 +190,8 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
     _f1 = _dt(rate / m)
     for batch in range(order.shape[0] // m):
         _runtime.gather_rows(X, T, order, batch * m, A0, Y)
-        # Layer 1 (13 -> 16): Z1 = A0 W1ᵀ + b1, A1 = relu(Z1)
-        if m == 1:
+        if m == 1:  # one example
+            # Layer 1 (13 -> 16): Z1 = A0 W1ᵀ + b1, A1 = relu(Z1)
             for i in range(1):
                 for j in range(16):
                     _s1 = _dt(0)
@@ -200,19 +200,7 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                     Z1[i, j] = _s1
                     Z1[i, j] += b1[j]
                     A1[i, j] = (_dt(0) if Z1[i, j] <= _dt(0) else Z1[i, j])
-        else:
-            for j in range(16):
-                for i in range(m):
-                    Z1[i, j] = 0.0
-                for k in range(13):
-                    _s2 = W1[j, k]
-                    for i in range(m):
-                        Z1[i, j] += A0[i, k] * _s2
-                for i in range(m):
-                    Z1[i, j] += b1[j]
-                    A1[i, j] = (_dt(0) if Z1[i, j] <= _dt(0) else Z1[i, j])
-        # Layer 2 (16 -> 3): Z2 = A1 W2ᵀ + b2, A2 = softmax(Z2)
-        if m == 1:
+            # Layer 2 (16 -> 3): Z2 = A1 W2ᵀ + b2, A2 = softmax(Z2)
             for i in range(1):
                 for j in range(3):
                     _s3 = _dt(0)
@@ -220,92 +208,153 @@ def _epoch_kernel(W1, b1, W2, b2, A0, Y, Z1, A1, D1, G1, dW1, db1, Z2, A2, D2, d
                         _s3 += A1[i, k] * W2[j, k]
                     Z2[i, j] = _s3
                     Z2[i, j] += b2[j]
-        else:
+            for i in range(1):
+                _s5 = Z2[i, 0]
+                for j in range(1, 3):
+                    _s5 = max(_s5, Z2[i, j])
+                _s6 = _dt(0)
+                for j in range(3):
+                    A2[i, j] = np.exp(Z2[i, j] - _s5)
+                    _s6 += A2[i, j]
+                for j in range(3):
+                    A2[i, j] /= _s6
+            # output error: D2 = dl/dZ2
             for j in range(3):
-                for i in range(m):
-                    Z2[i, j] = 0.0
-                for k in range(16):
-                    _s4 = W2[j, k]
-                    for i in range(m):
-                        Z2[i, j] += A1[i, k] * _s4
-                for i in range(m):
-                    Z2[i, j] += b2[j]
-        for i in range(m):
-            _s5 = Z2[i, 0]
-            for j in range(1, 3):
-                _s5 = max(_s5, Z2[i, j])
-            _s6 = _dt(0)
-            for j in range(3):
-                A2[i, j] = _runtime.exp(Z2[i, j] - _s5)
-                _s6 += A2[i, j]
-            for j in range(3):
-                A2[i, j] /= _s6
-        # output error: D2 = dl/dZ2
-        for j in range(3):
-            for i in range(m):
-                D2[i, j] = A2[i, j] - Y[i, j]
-                D2[i, j] *= _f1
-        # Layer 2 (16 -> 3): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
-        if m == 1:
+                for i in range(1):
+                    D2[i, j] = A2[i, j] - Y[i, j]
+                    D2[i, j] *= _f1
+            # Layer 2 (16 -> 3): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
             for i in range(1):
                 for j in range(16):
                     _s7 = _dt(0)
                     for k in range(3):
                         _s7 += D2[i, k] * W2[k, j]
                     D1[i, j] = _s7
-        else:
+            if _update is None:
+                for j in range(16):
+                    for i in range(3):
+                        W2[i, j] -= D2[0, i] * A1[0, j]
+            else:
+                for i in range(16):
+                    for j in range(3):
+                        _s9 = _dt(0)
+                        for k in range(1):
+                            _s9 += A1[k, i] * D2[k, j]
+                        dW2[j, i] = _s9
+                for j in range(16):
+                    for i in range(3):
+                        if _update is None: W2[i, j] -= dW2[i, j]
+            for j in range(3):
+                _s10 = _dt(0)
+                for i in range(1):
+                    _s10 += D2[i, j]
+                db2[j] = _s10
+                if _update is None: b2[j] -= db2[j]
+            for j in range(16):
+                for i in range(1):
+                    G1[i, j] = (_dt(0) if A1[i, j] <= _dt(0) else _dt(1))
+                    D1[i, j] *= G1[i, j]
+            # Layer 1 (13 -> 16): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
+            if _update is None:
+                for j in range(13):
+                    for i in range(16):
+                        W1[i, j] -= D1[0, i] * A0[0, j]
+            else:
+                for i in range(13):
+                    for j in range(16):
+                        _s11 = _dt(0)
+                        for k in range(1):
+                            _s11 += A0[k, i] * D1[k, j]
+                        dW1[j, i] = _s11
+                for j in range(13):
+                    for i in range(16):
+                        if _update is None: W1[i, j] -= dW1[i, j]
+            for j in range(16):
+                _s12 = _dt(0)
+                for i in range(1):
+                    _s12 += D1[i, j]
+                db1[j] = _s12
+                if _update is None: b1[j] -= db1[j]
+        else:  # a batch
+            # Layer 1 (13 -> 16): Z1 = A0 W1ᵀ + b1, A1 = relu(Z1)
+            for j in range(16):
+                for i in range(m):
+                    Z1[i, j] = 0.0
+                for k in range(13):
+                    _s14 = W1[j, k]
+                    for i in range(m):
+                        Z1[i, j] += A0[i, k] * _s14
+                for i in range(m):
+                    Z1[i, j] += b1[j]
+                    A1[i, j] = (_dt(0) if Z1[i, j] <= _dt(0) else Z1[i, j])
+            # Layer 2 (16 -> 3): Z2 = A1 W2ᵀ + b2, A2 = softmax(Z2)
+            for j in range(3):
+                for i in range(m):
+                    Z2[i, j] = 0.0
+                for k in range(16):
+                    _s16 = W2[j, k]
+                    for i in range(m):
+                        Z2[i, j] += A1[i, k] * _s16
+                for i in range(m):
+                    Z2[i, j] += b2[j]
+            for i in range(m):
+                _s17 = Z2[i, 0]
+                for j in range(1, 3):
+                    _s17 = max(_s17, Z2[i, j])
+                _s18 = _dt(0)
+                for j in range(3):
+                    A2[i, j] = _runtime.exp(Z2[i, j] - _s17)
+                    _s18 += A2[i, j]
+                for j in range(3):
+                    A2[i, j] /= _s18
+            # output error: D2 = dl/dZ2
+            for j in range(3):
+                for i in range(m):
+                    D2[i, j] = A2[i, j] - Y[i, j]
+                    D2[i, j] *= _f1
+            # Layer 2 (16 -> 3): dJ/dW2 = D2ᵀ A1, dJ/db2 = column sums of D2
             for j in range(16):
                 for i in range(m):
                     D1[i, j] = 0.0
                 for k in range(3):
-                    _s8 = W2[k, j]
+                    _s20 = W2[k, j]
                     for i in range(m):
-                        D1[i, j] += D2[i, k] * _s8
-        if m == 1 and _update is None:
-            for j in range(16):
-                for i in range(3):
-                    W2[i, j] -= D2[0, i] * A1[0, j]
-        else:
+                        D1[i, j] += D2[i, k] * _s20
             for i in range(16):
                 for j in range(3):
-                    _s9 = _dt(0)
+                    _s21 = _dt(0)
                     for k in range(m):
-                        _s9 += A1[k, i] * D2[k, j]
-                    dW2[j, i] = _s9
+                        _s21 += A1[k, i] * D2[k, j]
+                    dW2[j, i] = _s21
             for j in range(16):
                 for i in range(3):
                     if _update is None: W2[i, j] -= dW2[i, j]
-        for j in range(3):
-            _s10 = _dt(0)
-            for i in range(m):
-                _s10 += D2[i, j]
-            db2[j] = _s10
-            if _update is None: b2[j] -= db2[j]
-        for j in range(16):
-            for i in range(m):
-                G1[i, j] = (_dt(0) if A1[i, j] <= _dt(0) else _dt(1))
-                D1[i, j] *= G1[i, j]
-        # Layer 1 (13 -> 16): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
-        if m == 1 and _update is None:
-            for j in range(13):
-                for i in range(16):
-                    W1[i, j] -= D1[0, i] * A0[0, j]
-        else:
+            for j in range(3):
+                _s22 = _dt(0)
+                for i in range(m):
+                    _s22 += D2[i, j]
+                db2[j] = _s22
+                if _update is None: b2[j] -= db2[j]
+            for j in range(16):
+                for i in range(m):
+                    G1[i, j] = (_dt(0) if A1[i, j] <= _dt(0) else _dt(1))
+                    D1[i, j] *= G1[i, j]
+            # Layer 1 (13 -> 16): dJ/dW1 = D1ᵀ A0, dJ/db1 = column sums of D1
             for i in range(13):
                 for j in range(16):
-                    _s11 = _dt(0)
+                    _s23 = _dt(0)
                     for k in range(m):
-                        _s11 += A0[k, i] * D1[k, j]
-                    dW1[j, i] = _s11
+                        _s23 += A0[k, i] * D1[k, j]
+                    dW1[j, i] = _s23
             for j in range(13):
                 for i in range(16):
                     if _update is None: W1[i, j] -= dW1[i, j]
-        for j in range(16):
-            _s12 = _dt(0)
-            for i in range(m):
-                _s12 += D1[i, j]
-            db1[j] = _s12
-            if _update is None: b1[j] -= db1[j]
+            for j in range(16):
+                _s24 = _dt(0)
+                for i in range(m):
+                    _s24 += D1[i, j]
+                db1[j] = _s24
+                if _update is None: b1[j] -= db1[j]
         t += 1
         if _update is not None:
             _update(theta, g, state, t, learning_rate, hyper)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -421,7 +422,10 @@ def test_stop_flag_stops_after_the_current_batch_and_still_saves(tmp_path):
     summary = json.loads(result.summary_path.read_text())
     assert summary["interrupted"] is True and summary["epochs_completed"] == 0
     text = stream.getvalue()
-    assert "stopped by Ctrl-C in epoch 1 of 30, after 1 of 41 updates" in text
+    # after the current batch (NumPy engine) or the current call of the compiled engine, which
+    # runs an epoch's 41 updates in at most 16 calls (ceil(41 / 16) = 3 each)
+    done = re.search(r"stopped by Ctrl-C in epoch 1 of 30, after (\d+) of 41 updates", text)
+    assert done and 1 <= int(done.group(1)) <= 3, text
     assert "after 0 epochs and part of one" in text and "(stopped early in this epoch)" in text
 
 
