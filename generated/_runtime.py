@@ -1795,6 +1795,9 @@ class Trainer:
     # a fit estimated to take at least this long on the NumPy engine measures both engines
     # first (a fraction of a second, plus numba's first compilation when not cached)
     CALIBRATE_SECONDS = 10.0
+    # a shorter fit than this on the NumPy engine keeps it when the kernel is not compiled in
+    # this process yet: compiling takes longer (2.5-4.1 s per seed network, AMD EPYC)
+    COMPILE_SECONDS = 3.0
 
     def calibrate(self, X, Y, batch_size=None):
         """Measure both engines here on steps of ``batch_size`` (default: the Trainer's)
@@ -1833,7 +1836,13 @@ class Trainer:
             times = self._measure(X, T, size, examples)
             if times is not None:
                 store.put(key, times)
-        if times is None:
+        estimate = self._estimate if X is not None else None
+        if times is None and estimate is not None and estimate < self.COMPILE_SECONDS \
+                and size <= net.compiled_max_batch and not self._kernel_ready():
+            choice = ("numpy", f"a fit estimated at {estimate:.2g} s on the NumPy engine, shorter "
+                               "than compiling its kernel (seconds, once per process unless "
+                               "numba's disk cache has it); no figures for this machine yet")
+        elif times is None:
             rule = size <= net.compiled_max_batch
             choice = ("compiled" if rule else "numpy",
                       f"the module's rule for batch {size} (compiled up to batch "
@@ -1849,6 +1858,14 @@ class Trainer:
         if X is not None:
             self._choices[self.engine, size] = choice
         return choice
+
+    _estimate = None  # seconds the last fit measured would take on the NumPy engine
+
+    def _kernel_ready(self):
+        """True when this Trainer's kernel (network and rule) is compiled in this process."""
+        rule = None if self.plain else self.network.optimizers[self.optimizer]["update"]
+        kernel = _KERNELS.get((self.network.epoch_kernel, rule))
+        return kernel is not None and not kernel.first
 
     def _measure(self, X, T, size, examples, rounds=3):
         """Seconds per example of each engine on steps of ``size`` over the first rows of X
@@ -1871,8 +1888,10 @@ class Trainer:
 
         run("numpy")  # buffers allocated
         times = {"numpy": [run("numpy")]}
-        if examples is not None and times["numpy"][0] * examples < self.CALIBRATE_SECONDS:
-            return None
+        if examples is not None:
+            self._estimate = times["numpy"][0] * examples
+            if self._estimate < self.CALIBRATE_SECONDS:
+                return None
         run("compiled")  # compiled (or loaded from numba's cache)
         times["compiled"] = []
         for _ in range(rounds):

@@ -77,6 +77,21 @@ def test_a_short_fit_does_not_measure_and_a_long_one_does(net, cache, monkeypatc
     assert "measured on this machine" in long.engine_choice and cache.exists()
 
 
+@pytest.mark.parametrize("ready", [False, True])
+def test_a_fit_shorter_than_compiling_keeps_numpy_until_the_kernel_is_compiled(
+        net, cache, monkeypatch, ready):
+    monkeypatch.setattr(net.Trainer, "_kernel_ready", lambda self: ready)
+    X, y = _data(net)
+    trainer = net.Trainer(batch_size=8, epochs=1)
+    trainer.fit(X, y, track=False)
+    if ready:  # compiled in this process already: the module's rule
+        assert "the module's rule for batch 8" in trainer.engine_choice
+    else:
+        assert trainer.engine_choice.startswith("numpy: a fit estimated at ")
+        assert "shorter than compiling its kernel" in trainer.engine_choice
+    assert "no figures for this machine yet" in trainer.engine_choice and not cache.exists()
+
+
 def test_an_asked_engine_is_said_and_never_measured(net, cache, monkeypatch):
     monkeypatch.setattr(net.Trainer, "_measure", lambda *a: pytest.fail("measured"))
     X, y = _data(net, 40)
