@@ -13,7 +13,7 @@ A schedule gives the learning rate of epoch e + 1 from the initial rate eta afte
 
 import numpy as np
 
-API = 4
+API = 5
 
 
 def sgd(theta, g, state, t, lr, hyper):

@@ -54,7 +54,8 @@ __all__ = ["API", "ForwardCache", "TrainingDiverged", "ModelFileError", "model_f
            "conv2d_input_grad", "conv2d_weight_grad", "conv2d_bias_grad", "pool2d",
            "pool2d_input_grad"]
 
-API = 4  # generated modules check it: a module and a runtime of different APIs refuse to run
+API = 5  # generated modules check it: a module and a runtime of different APIs refuse to run
+# (5: the kernels call exp, matmul_into and subtract_product)
 ENGINES = ("auto", "numpy", "compiled")
 # numba's fast-math flags that keep infinities and NaN meaning what they mean
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}

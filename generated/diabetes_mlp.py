@@ -28,8 +28,8 @@ except ImportError:  # loaded from its file path, outside its package: the files
     _runtime = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(_runtime)
     _rules = _runtime.load_beside(__file__, "_rules")
-if _runtime.API != 4 or _rules.API != 4:
-    raise ImportError(f"{__name__} needs _runtime.py and _rules.py of API 4: regenerate")
+if _runtime.API != 5 or _rules.API != 5:
+    raise ImportError(f"{__name__} needs _runtime.py and _rules.py of API 5: regenerate")
 
 LAYER_SIZES = (10, 16, 1)
 ACTIVATIONS = ('tanh', 'identity')

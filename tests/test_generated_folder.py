@@ -86,3 +86,20 @@ def test_a_hostile_spec_file_name_stays_inside_its_comment(tmp_path):
     assert "\\n" in head[0] and "\\u202e" in head[0]
     import_module_from(path)
     assert not (tmp_path / "PWNED").exists() and not Path("PWNED").exists()
+
+
+def test_a_module_beside_a_runtime_of_another_api_refuses_to_load(tmp_path):
+    """A module printed for this runtime's helpers (its API) beside an older ``_runtime.py``
+    stops at import with a hint, not at numba's first compile with a missing helper."""
+    import pytest
+
+    from codegen import runtime
+
+    folder = tmp_path / "old"
+    path = write_module(derive(load_spec(SPEC)), folder)
+    stale = folder / f"{RUNTIME_NAME}.py"
+    text = stale.read_text(encoding="utf-8")
+    stale.write_text(text.replace(f"\nAPI = {runtime.API}", f"\nAPI = {runtime.API - 1}", 1),
+                     encoding="utf-8")
+    with pytest.raises(ImportError, match=f"API {runtime.API}: regenerate"):
+        import_module_from(path)

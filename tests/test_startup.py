@@ -89,6 +89,10 @@ def test_a_kernel_compiled_in_one_process_is_loaded_in_the_next(tmp_path, first,
 
 def test_the_cli_compiled_kernel_serves_a_script(tmp_path):
     _generate(tmp_path)
+    # a fit long enough to be worth compiling for (engine "auto" leaves a fit shorter than
+    # compiling on the NumPy engine): 3000 epochs of one-example steps on iris
+    (tmp_path / "tiny.yaml").write_text(SPEC.replace("batch_size: 16, epochs: 1",
+                                                     "batch_size: 1, epochs: 3000"))
     env = _env(tmp_path)
     done = subprocess.run([sys.executable, "-m", "derive", "--spec", "tiny.yaml", "--out", "gen",
                            "--train", "-q", "--save-dir", "run"], capture_output=True,
