@@ -635,23 +635,27 @@ def _compiled_products():
                 nb.void(order, order, order, size, size, size, real, pointer, size, pointer,
                         size, real, pointer, size))
 
-        @overload(gemm)
+        @overload(gemm, inline="always")  # inlined: no function of this module kept by
+        # reference in a cached kernel (numba's cache could not load one from another folder)
         def typed(alpha, a, b, beta, out):
             if out.dtype not in (nb.float32, nb.float64):
                 return None
             function = cblas(out.dtype)
 
             def row_or_column_major(alpha, a, b, beta, out):
-                rows = out.flags.c_contiguous  # CBLAS: 101 row-major, 102 column-major
-                same_a = a.flags.c_contiguous if rows else a.flags.f_contiguous
-                same_b = b.flags.c_contiguous if rows else b.flags.f_contiguous
-                lda = max(1, a.shape[1] if same_a == rows else a.shape[0])
-                ldb = max(1, b.shape[1] if same_b == rows else b.shape[0])
-                ldc = max(1, out.shape[1] if rows else out.shape[0])
+                # branch-free (numba inlines it; its inliner mishandles a branch's values)
+                rows = int(out.flags.c_contiguous)  # CBLAS: 101 row-major, 102 column-major
+                same_a = int(a.flags.c_contiguous) * rows + int(a.flags.f_contiguous) * (1 - rows)
+                same_b = int(b.flags.c_contiguous) * rows + int(b.flags.f_contiguous) * (1 - rows)
+                along_a = 1 - abs(same_a - rows)  # the leading dimension: a row's or a column's
+                along_b = 1 - abs(same_b - rows)
+                lda = max(1, along_a * a.shape[1] + (1 - along_a) * a.shape[0])
+                ldb = max(1, along_b * b.shape[1] + (1 - along_b) * b.shape[0])
+                ldc = max(1, rows * out.shape[1] + (1 - rows) * out.shape[0])
                 real = out.dtype.type
-                function(101 if rows else 102, 111 if same_a else 112, 111 if same_b else 112,
-                         out.shape[0], out.shape[1], a.shape[1], real(alpha), a.ctypes, lda,
-                         b.ctypes, ldb, real(beta), out.ctypes, ldc)
+                function(102 - rows, 112 - same_a, 112 - same_b, out.shape[0], out.shape[1],
+                         a.shape[1], real(alpha), a.ctypes, lda, b.ctypes, ldb, real(beta),
+                         out.ctypes, ldc)
 
             return row_or_column_major
     else:

@@ -38,7 +38,8 @@ if {by_path}:
     net = import_module_from({module!r})
 else:
     import gen.tiny as net
-X = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32); y = np.arange(60) % 3
+X = np.random.default_rng(0).normal(size=(60, net.LAYER_SIZES[0])).astype(np.float32)
+y = np.arange(60) % 3
 import numba  # imported before the clock starts, as any script that fits twice would have
 started = time.perf_counter()
 net.Trainer(engine="compiled", epochs=1).fit(X, y)
@@ -65,9 +66,9 @@ def _fit(folder: Path, by_path: bool, cache: Path | None = None) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _generate(folder: Path) -> None:
+def _generate(folder: Path, spec: str = SPEC) -> None:
     folder.mkdir(exist_ok=True)
-    (folder / "tiny.yaml").write_text(SPEC)
+    (folder / "tiny.yaml").write_text(spec)
     env = _env(folder)
     done = subprocess.run([sys.executable, "-m", "derive", "--spec", "tiny.yaml", "--out", "gen",
                            "-q"], capture_output=True, text=True, env=env, cwd=folder,
@@ -102,11 +103,16 @@ def test_the_cli_compiled_kernel_serves_a_script(tmp_path):
     assert warm["misses"] == 0 and warm["hits"] > 0, warm
 
 
-def test_the_same_module_in_another_folder_loads_the_compiled_kernel(tmp_path):
+# a hidden layer of 1024 units: 4096 weights, so the kernel calls BLAS (the runtime's gemm)
+WIDE = SPEC.replace("units: 8, activation: relu", "units: 1024, activation: relu")
+
+
+@pytest.mark.parametrize("spec", [SPEC, WIDE], ids=["loops", "blas"])
+def test_the_same_module_in_another_folder_loads_the_compiled_kernel(tmp_path, spec):
     """Kernels are kept by the module's content in the tool's cache folder: a module
     generated again elsewhere (another --out, the tool's own cache) compiles nothing."""
     for folder in ("a", "b"):
-        _generate(tmp_path / folder)
+        _generate(tmp_path / folder, spec)
     cold = _fit(tmp_path / "a", by_path=True, cache=tmp_path)
     assert cold["misses"] > 0 and cold["hits"] == 0, cold
     warm = _fit(tmp_path / "b", by_path=False, cache=tmp_path)
